@@ -1,0 +1,1 @@
+"""Applications: the command-line interface, batch processing, the live session GUI."""

@@ -1,0 +1,2 @@
+"""Small assets and tables the code needs (joint names and maps, default configs). Never licensed
+model files."""

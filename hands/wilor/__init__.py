@@ -1,0 +1,1 @@
+"""WiLoR hand reconstruction: detector, reconstructor and the official checkpoint format."""

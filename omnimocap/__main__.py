@@ -1,0 +1,3 @@
+from omnimocap.apps.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs omnimocap and everything it needs into ./.venv on a Debian machine with Python 3.11+.
+# System libraries first (open3d needs libusb, OpenCV needs libGL/glib, the GUI tests need xvfb),
+# then the Python packages. Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(libusb-1.0-0 libgl1 libglib2.0-0 libegl1 libxkbcommon-x11-0 libxcb-cursor0 libdbus-1-3 xvfb)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  echo "installing system packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.omnimocap-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[gui,viz,test]"
+  touch "$stamp"
+fi
+echo "omnimocap is installed in .venv (activate it with: . .venv/bin/activate)"

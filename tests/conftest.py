@@ -1,0 +1,34 @@
+"""Shared test fixtures.
+
+``../shared`` (real sample data and the WiLoR parity fixtures) sits beside the checkout in the
+project's CI; a user's clone has none, and the tests that need it skip with a reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("OMNIMOCAP_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    """Path under ../shared, or skip the calling test when it is not there."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is not present (the sample data and fixtures live in ../shared beside the checkout)")
+    return path
+
+
+@pytest.fixture
+def shared():
+    return shared_path
+
+
+@pytest.fixture(params=["cpu"] + (["cuda"] if os.environ.get("OMNIMOCAP_TEST_CUDA") else []))
+def device(request):
+    """Torch device for tests; set OMNIMOCAP_TEST_CUDA=1 to run the same tests on CUDA too."""
+    return request.param
