@@ -1,0 +1,428 @@
+"""Time synchronization of the 360 camera with the session clock: ``t_session = a * t_pano + b``.
+
+Three estimators, from coarse to fine:
+
+* :func:`coarse_time_map`: a robust line through the host arrival times of the frames. Arrival is
+  the true time plus a transport latency plus jitter, so this map is biased by the mean latency
+  (typically tens of milliseconds) but gets the rate and the rough offset.
+* :func:`fine_time_map`: from motion. Points that move in the shared space (hands, wrists), known on
+  the session clock from the Kinects (in some reference frame, usually the world) and seen as
+  bearings in the panorama on the camera clock. The map (and optionally the panorama's pose) is the
+  one under which the bearings of the Kinect trajectories, interpolated (cubic, sub-frame) at
+  ``a * t_pano + b``, agree best with the observed bearings, with a robust loss on the angular
+  residuals. The rate is estimated with the offset, so clock drift over long sessions is absorbed.
+* :func:`flash_events` / :func:`align_flash_events`: a brightness step (a flash, a light switched on)
+  seen by both streams, located to a fraction of a frame.
+
+Units: seconds and metres; bearings are unit vectors in the panorama's camera frame (OpenCV axes,
+see ``calibration/cameras.py``). Poses follow ``calibration/transforms.py``: ``T_ref_pano`` maps
+panorama-frame points into the reference frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.interpolate import CubicSpline
+from scipy.optimize import least_squares
+from scipy.signal import butter, sosfiltfilt
+
+from omnimocap.calibration.rig import TimeMap
+from omnimocap.calibration.transforms import axis_angle_to_matrix, invert_pose, make_pose, transform_points
+from omnimocap.errors import UserError
+
+
+# --- coarse: host arrival times ------------------------------------------------------------------
+
+def coarse_time_map(t_sensor: np.ndarray, t_host: np.ndarray) -> TimeMap:
+    """Robust line fit ``t_host ~ a * t_sensor + b`` over the frames whose arrival time is known.
+
+    ``t_sensor`` (N,) seconds on the device clock, ``t_host`` (N,) seconds on the session clock (NaN
+    where unknown). A soft-L1 loss keeps late frames (a stalled USB transfer) from tilting the line.
+    The offset keeps the mean transport latency; :func:`fine_time_map` removes it.
+    Residual RMS (ms) is of the inliers (|residual| < 3 robust sigmas).
+    """
+    t_sensor = np.asarray(t_sensor, dtype=np.float64)
+    t_host = np.asarray(t_host, dtype=np.float64)
+    ok = np.isfinite(t_sensor) & np.isfinite(t_host)
+    if ok.sum() < 2 or np.ptp(t_sensor[ok]) <= 0:
+        raise UserError("the 360 stream has fewer than two frames with host arrival times; no coarse time map "
+                        "can be fitted", fix="record with host timestamps, or give the time map by other means")
+    x, y = t_sensor[ok], t_host[ok]
+    x0 = np.mean(x)
+    slope, icept = np.polyfit(x - x0, y, 1)
+    jitter = max(1e-4, _mad_sigma(y - (slope * (x - x0) + icept)))
+    fit = least_squares(lambda p: p[0] * (x - x0) + p[1] - y, [slope, icept], loss="soft_l1", f_scale=jitter)
+    a, c = fit.x
+    r = y - (a * (x - x0) + c)
+    inl = np.abs(r) < 3 * max(_mad_sigma(r), 1e-6)
+    return TimeMap(float(a), float(c - a * x0), float(np.sqrt(np.mean(r[inl] ** 2)) * 1e3))
+
+
+def _mad_sigma(r: np.ndarray) -> float:
+    return float(1.4826 * np.median(np.abs(r - np.median(r))))
+
+
+# --- trajectories, interpolated --------------------------------------------------------------------
+
+class TrackSplines:
+    """Cubic splines through K point trajectories sampled at times ``t`` (N,) seconds, ``points``
+    (N,K,3) metres (NaN where a point is missing). A trajectory is cut into segments at missing
+    samples and at gaps longer than ``max_gap_s``; segments with fewer than ``min_samples`` are dropped.
+
+    ``smooth_hz`` applies a zero-phase low-pass (Butterworth, forward-backward, so it shifts nothing in
+    time) to each segment first: body motion is slow next to the sensor's frame rate, so this removes
+    much of the per-frame noise without delaying the trajectory. It assumes near-uniform sampling
+    within a segment.
+    """
+
+    def __init__(self, t: np.ndarray, points: np.ndarray, *, smooth_hz: float | None = None,
+                 max_gap_s: float = 0.25, min_samples: int = 6):
+        t = np.asarray(t, dtype=np.float64)
+        points = np.asarray(points, dtype=np.float64)
+        if points.ndim != 3 or points.shape[0] != len(t) or points.shape[2] != 3:
+            raise ValueError(f"points must be (N,K,3) with N = len(t), got {points.shape} for {len(t)} times")
+        if np.any(np.diff(t) <= 0):
+            raise ValueError("trajectory times must increase strictly")
+        self.num_tracks = points.shape[1]
+        self.t0: list[float] = []
+        self.t1: list[float] = []
+        self.track: list[int] = []
+        self.splines: list[CubicSpline] = []
+        for k in range(self.num_tracks):
+            finite = np.all(np.isfinite(points[:, k]), axis=-1)
+            for lo, hi in _runs(finite, t, max_gap_s):
+                if hi - lo < min_samples:
+                    continue
+                ts, ps = t[lo:hi], points[lo:hi, k]
+                if smooth_hz:
+                    ps = _lowpass(ts, ps, smooth_hz)
+                self.t0.append(ts[0])
+                self.t1.append(ts[-1])
+                self.track.append(k)
+                self.splines.append(CubicSpline(ts, ps, axis=0))
+
+    def locate(self, track: np.ndarray, t_query: np.ndarray, margin: float = 0.0) -> np.ndarray:
+        """Segment index (M,) holding each query (track k, time t) with ``margin`` seconds to spare on
+        both sides, -1 where none does."""
+        seg = np.full(len(t_query), -1, dtype=np.int64)
+        for s, (k, a, b) in enumerate(zip(self.track, self.t0, self.t1)):
+            inside = (track == k) & (t_query >= a + margin) & (t_query <= b - margin)
+            seg[inside] = s
+        return seg
+
+    def evaluate(self, seg: np.ndarray, t_query: np.ndarray, nu: int = 0) -> np.ndarray:
+        """Positions (M,3) (or their ``nu``-th time derivative) at ``t_query`` in segments ``seg``
+        (from :meth:`locate`; all >= 0)."""
+        out = np.empty((len(t_query), 3))
+        for s in np.unique(seg):
+            m = seg == s
+            out[m] = self.splines[s](t_query[m], nu)
+        return out
+
+
+def _runs(finite: np.ndarray, t: np.ndarray, max_gap_s: float) -> list[tuple[int, int]]:
+    """[lo, hi) index ranges of finite samples without a time gap above ``max_gap_s``."""
+    breaks = ~finite | np.r_[True, np.diff(t) > max_gap_s]
+    runs, lo = [], None
+    for i in range(len(t)):
+        if not finite[i]:
+            if lo is not None:
+                runs.append((lo, i))
+            lo = None
+        elif breaks[i] or lo is None:
+            if lo is not None:
+                runs.append((lo, i))
+            lo = i
+    if lo is not None:
+        runs.append((lo, len(t)))
+    return runs
+
+
+def _lowpass(t: np.ndarray, p: np.ndarray, cutoff_hz: float) -> np.ndarray:
+    fs = 1.0 / np.median(np.diff(t))
+    if cutoff_hz >= 0.45 * fs:
+        return p
+    sos = butter(2, cutoff_hz, fs=fs, output="sos")
+    if len(p) <= 3 * (2 * len(sos) + 1):
+        return p
+    return sosfiltfilt(sos, p, axis=0)
+
+
+# --- fine: motion ------------------------------------------------------------------------------------
+
+@dataclass
+class SyncResult:
+    """Outcome of :func:`fine_time_map`: the map, the (possibly refined) pose ``T_ref_pano``, and the
+    angular residuals (degrees) of the inliers, with 1-sigma uncertainties from the fit's covariance."""
+
+    time_map: TimeMap
+    T_ref_pano: np.ndarray
+    residual_rms_deg: float
+    residual_median_deg: float
+    n_observations: int
+    n_inliers: int
+    offset_std_ms: float
+    rate_std_ppm: float
+    rotation_std_deg: float | None = None
+    translation_std_mm: float | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "residual_rms_deg": self.residual_rms_deg,
+            "residual_median_deg": self.residual_median_deg,
+            "n_observations": self.n_observations,
+            "n_inliers": self.n_inliers,
+            "offset_std_ms": self.offset_std_ms,
+            "rate_std_ppm": self.rate_std_ppm,
+            "rotation_std_deg": self.rotation_std_deg,
+            "translation_std_mm": self.translation_std_mm,
+        }
+
+
+class BearingProblem:
+    """Observed bearings against interpolated trajectories, the residual shared by sync and
+    markerless calibration.
+
+    Parameters, relative to the initial values, in units that keep them O(1):
+    ``x = [rate (ppm), offset at the middle pano time (ms), rotation (mrad, axis-angle in the pano
+    frame), translation (mm, pano frame)]``; the pose is ``T_ref_pano = T0 @ [exp(w) | dt]``.
+    """
+
+    def __init__(self, splines: TrackSplines, t_pano: np.ndarray, track: np.ndarray, bearings: np.ndarray,
+                 init: TimeMap, T_ref_pano: np.ndarray, margin_s: float):
+        self.splines = splines
+        self.t_mid = float(np.median(t_pano)) if len(t_pano) else 0.0
+        self.a0 = init.a
+        self.c0 = init.a * self.t_mid + init.b
+        self.T0 = np.asarray(T_ref_pano, dtype=np.float64)
+        tq = init.to_session(t_pano)
+        seg = splines.locate(track, tq, margin_s)
+        keep = seg >= 0
+        self.t_pano = t_pano[keep]
+        self.seg = seg[keep]
+        self.bearings = bearings[keep]
+
+    def __len__(self) -> int:
+        return len(self.t_pano)
+
+    def time_map(self, x: np.ndarray) -> TimeMap:
+        a = self.a0 + x[0] * 1e-6
+        c = self.c0 + x[1] * 1e-3
+        return TimeMap(float(a), float(c - a * self.t_mid))
+
+    def pose(self, x: np.ndarray) -> np.ndarray:
+        if len(x) <= 2:
+            return self.T0
+        return self.T0 @ make_pose(axis_angle_to_matrix(x[2:5] * 1e-3), x[5:8] * 1e-3)
+
+    def predicted(self, x: np.ndarray) -> np.ndarray:
+        """Unit bearings (M,3) of the interpolated trajectories in the panorama frame."""
+        tq = self.time_map(x).to_session(self.t_pano)
+        p_ref = self.splines.evaluate(self.seg, tq)
+        p = transform_points(invert_pose(self.pose(x)), p_ref)
+        return p / np.linalg.norm(p, axis=-1, keepdims=True)
+
+    def residuals(self, x: np.ndarray) -> np.ndarray:
+        """Chord vectors (3M,) between predicted and observed bearings (about the angle in radians)."""
+        return (self.predicted(x) - self.bearings).ravel()
+
+    def angles_deg(self, x: np.ndarray) -> np.ndarray:
+        chord = np.linalg.norm(self.predicted(x) - self.bearings, axis=-1)
+        return np.degrees(2 * np.arcsin(np.clip(chord / 2, 0.0, 1.0)))
+
+    def scan_offset(self, x: np.ndarray, search_s: float, step_s: float) -> np.ndarray:
+        """``x`` with its offset replaced by the grid value of least median angle."""
+        best, best_x = np.inf, x
+        for d in np.arange(-search_s, search_s + step_s / 2, step_s):
+            trial = x.copy()
+            trial[1] = x[1] + d * 1e3
+            med = np.median(self.angles_deg(trial))
+            if med < best:
+                best, best_x = med, trial
+        return best_x
+
+    def solve(self, x0: np.ndarray, noise_deg: float) -> tuple[np.ndarray, dict]:
+        """Robust (soft-L1) least squares from ``x0``; returns the solution and its statistics."""
+        scale = np.radians(2.0 * noise_deg)
+        fit = least_squares(self.residuals, x0, loss="soft_l1", f_scale=scale, diff_step=1e-5, x_scale=1.0)
+        x = fit.x
+        ang = self.angles_deg(x)
+        inlier = ang < max(3.0 * 1.4826 * np.median(ang), 3 * noise_deg)
+        J = fit.jac.reshape(len(self), 3, -1)[inlier].reshape(-1, len(x))
+        r = self.residuals(x).reshape(-1, 3)[inlier].ravel()
+        dof = max(len(r) - len(x), 1)
+        try:
+            cov = np.linalg.inv(J.T @ J) * (r @ r / dof)
+            std = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+        except np.linalg.LinAlgError:
+            std = np.full(len(x), np.inf)
+        stats = {
+            "residual_rms_deg": float(np.sqrt(np.mean(ang[inlier] ** 2))) if inlier.any() else float("nan"),
+            "residual_median_deg": float(np.median(ang)),
+            "n_inliers": int(inlier.sum()),
+            "std": std,
+        }
+        return x, stats
+
+
+def _observations(t_pano: np.ndarray, bearings: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flatten (F,) times and (F,K,3) bearings (NaN = unseen) into per-observation arrays."""
+    t_pano = np.asarray(t_pano, dtype=np.float64)
+    bearings = np.asarray(bearings, dtype=np.float64)
+    if bearings.ndim != 3 or bearings.shape[0] != len(t_pano) or bearings.shape[2] != 3:
+        raise ValueError(f"bearings must be (F,K,3) with F = len(t_pano), got {bearings.shape}")
+    ok = np.all(np.isfinite(bearings), axis=-1)
+    f_idx, k_idx = np.nonzero(ok)
+    b = bearings[f_idx, k_idx]
+    return t_pano[f_idx], k_idx, b / np.linalg.norm(b, axis=-1, keepdims=True)
+
+
+def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, traj: np.ndarray,
+                  T_ref_pano: np.ndarray, init: TimeMap, *, refine_extrinsics: bool = False,
+                  search_s: float = 0.25, noise_deg: float = 0.3, smooth_hz: float | None = 6.0,
+                  window_s: float = 60.0, min_observations: int = 100) -> SyncResult:
+    """Time map of the panorama from motion.
+
+    ``t_pano`` (F,) frame times on the camera clock; ``bearings`` (F,K,3) observed directions of K
+    tracked points (e.g. each person's two wrists) in the panorama frame, NaN where unseen;
+    ``t_traj`` (N,) session-clock times and ``traj`` (N,K,3) the same points from the Kinects in the
+    reference frame (metres; NaN where untracked); ``T_ref_pano`` the panorama's pose in that frame;
+    ``init`` a starting map (e.g. :func:`coarse_time_map`) whose offset may be off by up to
+    ``search_s`` seconds. ``noise_deg`` sets the robust loss scale. With ``refine_extrinsics`` the
+    panorama's rotation and translation are refined jointly. Sessions longer than ``2 * window_s``
+    first get per-window offsets (so a large rate error in ``init`` cannot defeat the offset scan),
+    then one fit over everything.
+
+    Raises :class:`UserError` when too few bearings meet the trajectories or nothing moves.
+    """
+    tp, track, b = _observations(t_pano, bearings)
+    if len(tp) == 0:
+        raise UserError("no hand bearings were observed in the panorama; the time map needs people moving "
+                        "their hands in view of the 360 camera")
+    splines = TrackSplines(t_traj, traj, smooth_hz=smooth_hz)
+    problem = BearingProblem(splines, tp, track, b, init, T_ref_pano, search_s)
+    if len(problem) < min_observations:
+        raise UserError(f"only {len(problem)} panorama bearings fall within the Kinect trajectories "
+                        f"(need {min_observations}); the streams barely overlap in time or in what they see",
+                        fix="record longer, with people moving their hands in view of all sensors")
+    speed = np.linalg.norm(splines.evaluate(problem.seg, init.to_session(problem.t_pano), nu=1), axis=-1)
+    if np.percentile(speed, 90) < 0.05:
+        raise UserError("the tracked hands barely move (90th percentile speed "
+                        f"{np.percentile(speed, 90) * 1e3:.0f} mm/s); the time offset is unobservable",
+                        fix="record a few seconds of arm motion in view of all sensors")
+
+    n = 8 if refine_extrinsics else 2
+    x = np.zeros(n)
+    span = np.ptp(problem.t_pano)
+    if span > 2 * window_s:
+        x = _windowed_start(problem, x, search_s, window_s)
+    else:
+        x = problem.scan_offset(x, search_s, step_s=0.005)
+    x, stats = problem.solve(x, noise_deg)
+    std = stats["std"]
+    tm = problem.time_map(x)
+    tm.residual_rms_ms = None
+    return SyncResult(
+        time_map=tm, T_ref_pano=problem.pose(x),
+        residual_rms_deg=stats["residual_rms_deg"], residual_median_deg=stats["residual_median_deg"],
+        n_observations=len(problem), n_inliers=stats["n_inliers"],
+        offset_std_ms=float(std[1]), rate_std_ppm=float(std[0]),
+        rotation_std_deg=float(np.degrees(np.linalg.norm(std[2:5]) * 1e-3)) if n == 8 else None,
+        translation_std_mm=float(np.linalg.norm(std[5:8])) if n == 8 else None,
+    )
+
+
+def _windowed_start(problem: BearingProblem, x: np.ndarray, search_s: float, window_s: float) -> np.ndarray:
+    """Offsets scanned per window, then a line through them: a start that already follows the drift."""
+    centers, offsets = [], []
+    edges = np.arange(problem.t_pano.min(), problem.t_pano.max() + window_s, window_s)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (problem.t_pano >= lo) & (problem.t_pano < hi)
+        if m.sum() < 50:
+            continue
+        sub = _subset(problem, m)
+        xs = sub.scan_offset(x.copy(), search_s, step_s=0.005)
+        centers.append(np.median(sub.t_pano) - problem.t_mid)
+        offsets.append(xs[1] * 1e-3)
+    if len(centers) < 2:
+        return problem.scan_offset(x, search_s, step_s=0.005)
+    slope, icept = np.polyfit(centers, offsets, 1)
+    out = x.copy()
+    out[0] = slope * 1e6 / 1.0
+    out[1] = icept * 1e3
+    return out
+
+
+def _subset(problem: BearingProblem, mask: np.ndarray) -> BearingProblem:
+    sub = object.__new__(BearingProblem)
+    sub.__dict__.update(problem.__dict__)
+    sub.t_pano, sub.seg, sub.bearings = problem.t_pano[mask], problem.seg[mask], problem.bearings[mask]
+    return sub
+
+
+# --- flashes -------------------------------------------------------------------------------------
+
+def flash_events(t: np.ndarray, brightness: np.ndarray, *, min_step: float | None = None,
+                 plateau: int = 3) -> np.ndarray:
+    """Times (seconds, the stream's clock) of rising brightness steps in a frame sequence.
+
+    ``t`` (N,) frame times (mid-exposure), ``brightness`` (N,) mean image brightness. A step is a jump
+    of at least ``min_step`` (default: half the brightness range) between ``plateau``-frame levels.
+    It is located by the area under the transition: with an exposure as long as the frame period
+    the brightness ramps linearly over one period around the step, and
+    ``t_step = t_lo + T * sum(1 - f_j) - T / 2`` (f_j the fraction of the way from the low to the
+    high level, summed from the last low-plateau frame t_lo onward) is exact; shorter exposures
+    err by at most half the frame period.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    y = np.asarray(brightness, dtype=np.float64)
+    if len(t) < 2 * plateau + 2:
+        return np.zeros(0)
+    T = float(np.median(np.diff(t)))
+    if min_step is None:
+        min_step = 0.5 * (np.percentile(y, 99) - np.percentile(y, 1))
+    if min_step <= 0:
+        return np.zeros(0)
+    events = []
+    i = plateau
+    while i < len(y) - plateau:
+        lo = np.median(y[i - plateau:i])
+        hi = np.median(y[i + 1:i + 1 + plateau])
+        if hi - lo < min_step:
+            i += 1
+            continue
+        start = i - 1  # the last low-plateau frame; the ramp lies within the next two frames
+        f = np.clip((y[start:i + 1 + plateau] - lo) / (hi - lo), 0.0, 1.0)
+        events.append(t[start] + T * np.sum(1.0 - f) - T / 2)
+        i += 2 * plateau
+    return np.asarray(events)
+
+
+def align_flash_events(t_sensor_events: np.ndarray, t_session_events: np.ndarray,
+                       init: TimeMap | None = None, tolerance_s: float = 0.5) -> TimeMap:
+    """Time map from flash events seen on the sensor clock and on the session clock.
+
+    Each sensor event is paired with the nearest session event under ``init`` (default: the
+    identity) within ``tolerance_s``. One pair fixes the offset (rate from ``init``); two or more fit
+    rate and offset. Residual RMS in ms. Raises :class:`UserError` when no pair matches."""
+    init = init or TimeMap()
+    es = np.asarray(t_sensor_events, dtype=np.float64)
+    eh = np.sort(np.asarray(t_session_events, dtype=np.float64))
+    pairs = []
+    for e in es:
+        if len(eh) == 0:
+            break
+        j = int(np.argmin(np.abs(eh - init.to_session(e))))
+        if abs(eh[j] - init.to_session(e)) <= tolerance_s:
+            pairs.append((e, eh[j]))
+    if not pairs:
+        raise UserError("no flash was seen by both streams within the tolerance",
+                        fix="flash a light in view of both cameras, or widen the tolerance")
+    x, y = np.asarray(pairs).T
+    if len(x) == 1 or np.ptp(x) < 1.0:
+        b = float(np.mean(y - init.a * x))
+        return TimeMap(init.a, b, float(np.sqrt(np.mean((y - init.a * x - b) ** 2)) * 1e3))
+    a, b = np.polyfit(x, y, 1)
+    return TimeMap(float(a), float(b), float(np.sqrt(np.mean((y - (a * x + b)) ** 2)) * 1e3))

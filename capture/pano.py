@@ -1,0 +1,142 @@
+"""The 360 stream of a session: an equirectangular video plus per-frame timestamps.
+
+``pano.mkv`` holds the frames (H.264 or any codec FFmpeg decodes); ``pano_frames.csv`` holds one
+row per frame: ``index, t_pano, t_host`` where ``t_pano`` is the camera's own timestamp (seconds,
+camera clock; also the container pts) and ``t_host`` the host arrival time on the session clock
+(seconds; empty when unknown). The camera clock is mapped onto the session clock by the rig's
+time map for ``pano``; host arrival times only seed that estimate (they carry latency and jitter).
+
+The writer appends rows and flushes them as frames are written, so a killed recorder leaves a
+readable prefix.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from omnimocap.errors import InputError
+
+TIME_BASE = Fraction(1, 1_000_000)
+
+
+@dataclass
+class PanoTimestamps:
+    t_pano: np.ndarray  # (N,) seconds, camera clock
+    t_host: np.ndarray  # (N,) seconds, session clock, NaN when unknown
+
+
+def read_pano_timestamps(path: str | Path) -> PanoTimestamps:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("pano timestamps not found", path=path)
+    t_pano, t_host = [], []
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header != ["index", "t_pano", "t_host"]:
+            raise InputError("pano timestamps have no 'index,t_pano,t_host' header", path=path)
+        for row in reader:
+            if len(row) != 3:
+                break  # a row cut off by a crash: keep what is complete
+            try:
+                tp = float(row[1])
+                th = float(row[2]) if row[2] else np.nan
+            except ValueError:
+                break
+            t_pano.append(tp)
+            t_host.append(th)
+    if not t_pano:
+        raise InputError("the 360 stream has no frames", path=path,
+                         fix="record again; the camera delivered nothing")
+    return PanoTimestamps(np.asarray(t_pano), np.asarray(t_host))
+
+
+class PanoWriter:
+    """Writes equirect frames (BGR uint8) to an MKV with pts on the camera clock, plus the CSV."""
+
+    def __init__(self, video_path: str | Path, timestamps_path: str | Path, width: int, height: int,
+                 fps: float = 30.0, crf: int = 20):
+        import av
+
+        self.width, self.height = width, height
+        self._container = av.open(str(video_path), mode="w", format="matroska")
+        self._stream = self._container.add_stream("libx264", rate=int(round(fps)))
+        self._stream.width, self._stream.height = width, height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.time_base = TIME_BASE
+        # No B-frames: packets leave in capture order, so a cut-off file keeps every frame it lists.
+        self._stream.options = {"crf": str(crf), "preset": "ultrafast", "bf": "0", "g": str(int(fps))}
+        self._csv_file = open(timestamps_path, "w", newline="")
+        self._csv = csv.writer(self._csv_file)
+        self._csv.writerow(["index", "t_pano", "t_host"])
+        self._count = 0
+        self._last_pts = -1
+
+    def write(self, frame_bgr: np.ndarray, t_pano: float, t_host: float | None = None) -> None:
+        import av
+
+        if frame_bgr.shape[:2] != (self.height, self.width):
+            raise ValueError(f"frame is {frame_bgr.shape[:2]}, stream is {(self.height, self.width)}")
+        pts = int(round(t_pano * 1e6))
+        if pts <= self._last_pts:
+            raise ValueError(f"pano timestamps must increase (got {t_pano} after {self._last_pts / 1e6})")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_bgr), format="bgr24")
+        frame.pts = pts
+        frame.time_base = TIME_BASE
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self._csv.writerow([self._count, f"{t_pano:.6f}", "" if t_host is None else f"{t_host:.6f}"])
+        self._csv_file.flush()
+        self._count += 1
+        self._last_pts = pts
+
+    def close(self) -> None:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+        self._csv_file.close()
+
+
+class PanoReader:
+    """Reads a session's 360 stream in order. Frames are BGR uint8 (H, W, 3)."""
+
+    def __init__(self, video_path: str | Path, timestamps_path: str | Path):
+        import av
+
+        self.video_path = Path(video_path)
+        self.timestamps = read_pano_timestamps(timestamps_path)
+        if not self.video_path.is_file():
+            raise InputError("360 video not found", path=self.video_path)
+        try:
+            with av.open(str(self.video_path)) as c:
+                if not c.streams.video:
+                    raise InputError("file has no video stream", path=self.video_path)
+                s = c.streams.video[0]
+                self.width, self.height = s.codec_context.width, s.codec_context.height
+        except av.error.FFmpegError as exc:
+            raise InputError(f"cannot open the 360 video ({exc})", path=self.video_path) from None
+
+    def __len__(self) -> int:
+        return len(self.timestamps.t_pano)
+
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (index, frame) for frames start..stop-1; stops early (without error) at a
+        truncated end. Frames are matched to timestamp rows by order."""
+        import av
+
+        stop = len(self) if stop is None else min(stop, len(self))
+        try:
+            with av.open(str(self.video_path)) as c:
+                for i, frame in enumerate(c.decode(video=0)):
+                    if i >= stop:
+                        break
+                    if i >= start:
+                        yield i, frame.to_ndarray(format="bgr24")
+        except av.error.FFmpegError:
+            return  # a cut-off tail: what decoded is all there is

@@ -1,0 +1,181 @@
+"""The session folder on disk (contract, see ARCHITECTURE.md).
+
+A session is a folder holding ``session.json`` (the manifest), the Kinect recordings
+``kinect_<serial>.mkv``, their body tracking ``bodies_<serial>.json``, the 360 stream ``pano.mkv``
+with its per-frame timestamps ``pano_frames.csv``, the calibration ``rig.json`` and, for simulated
+sessions, ``truth/``.
+
+The manifest is always replaced atomically (temp file + rename) so a crash leaves either the old or
+the new one, never a torn file. ``status`` is ``recording`` until every stream is finalized, then
+``complete``; readers accept an incomplete session and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from omnimocap.errors import InputError
+
+FORMAT_NAME = "omnimocap-session"
+FORMAT_VERSION = 1
+MANIFEST = "session.json"
+RIG = "rig.json"
+PANO_VIDEO = "pano.mkv"
+PANO_FRAMES = "pano_frames.csv"
+TRUTH_DIR = "truth"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Read a JSON file; a missing or malformed file raises one clear InputError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found", path=path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{what} is not valid JSON ({exc})", path=path,
+                         fix="the file is truncated or corrupt; restore it or re-create it") from None
+
+
+@dataclass
+class DeviceEntry:
+    """One device of a session. ``kind`` is ``kinect`` or ``pano``; file names are relative."""
+
+    kind: str
+    serial: str
+    role: str = "standalone"  # kinect: master | subordinate | standalone; pano: camera
+    fps: float = 30.0
+    recording: str | None = None  # kinect_<serial>.mkv or pano.mkv
+    bodies: str | None = None  # bodies_<serial>.json (kinect)
+    timestamps: str | None = None  # pano_frames.csv (pano)
+    width: int | None = None
+    height: int | None = None
+    status: str = "recording"  # recording | complete | disconnected
+    notes: str = ""
+
+    @property
+    def name(self) -> str:
+        """Sensor name used in rig.json: ``kinect_<serial>`` or ``pano``."""
+        return "pano" if self.kind == "pano" else f"kinect_{self.serial}"
+
+
+@dataclass
+class Manifest:
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    status: str = "recording"
+    simulated: bool = False
+    devices: list[DeviceEntry] = field(default_factory=list)
+    notes: str = ""
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any, path: Path) -> "Manifest":
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME:
+            raise InputError("not an omnimocap session manifest (format field missing)", path=path)
+        if int(obj.get("format_version", 0)) > FORMAT_VERSION:
+            raise InputError(f"session format {obj['format_version']} is newer than this omnimocap "
+                             f"reads ({FORMAT_VERSION})", path=path, fix="upgrade omnimocap")
+        try:
+            devices = [DeviceEntry(**d) for d in obj.get("devices", [])]
+        except TypeError as exc:
+            raise InputError(f"malformed device entry ({exc})", path=path) from None
+        fields = {k: obj[k] for k in ("created", "status", "simulated", "notes") if k in obj}
+        return cls(devices=devices, **fields)
+
+
+class Session:
+    """A session folder: paths, the manifest and what is in it."""
+
+    def __init__(self, root: str | Path, manifest: Manifest):
+        self.root = Path(root)
+        self.manifest = manifest
+
+    # --- creating and updating -----------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | Path, *, simulated: bool = False, overwrite: bool = False) -> "Session":
+        """Create a new session folder. An existing non-empty folder is refused unless ``overwrite``."""
+        root = Path(root)
+        if root.exists() and any(root.iterdir()) and not overwrite:
+            raise InputError("folder exists and is not empty", path=root,
+                             fix="choose a new folder, or pass --overwrite to replace it")
+        root.mkdir(parents=True, exist_ok=True)
+        session = cls(root, Manifest(simulated=simulated))
+        session.save()
+        return session
+
+    def save(self) -> None:
+        atomic_write_json(self.root / MANIFEST, self.manifest.to_json())
+
+    def add_device(self, entry: DeviceEntry) -> DeviceEntry:
+        self.manifest.devices.append(entry)
+        self.save()
+        return entry
+
+    def mark_complete(self) -> None:
+        self.manifest.status = "complete"
+        for d in self.manifest.devices:
+            if d.status == "recording":
+                d.status = "complete"
+        self.save()
+
+    # --- reading -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str | Path) -> "Session":
+        root = Path(root)
+        if not root.is_dir():
+            raise InputError("session folder not found", path=root)
+        manifest = Manifest.from_json(read_json(root / MANIFEST, "session manifest"), root / MANIFEST)
+        return cls(root, manifest)
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest.status == "complete"
+
+    def kinects(self) -> list[DeviceEntry]:
+        return [d for d in self.manifest.devices if d.kind == "kinect"]
+
+    def pano(self) -> DeviceEntry:
+        panos = [d for d in self.manifest.devices if d.kind == "pano"]
+        if not panos:
+            raise InputError("the session has no 360 camera stream", path=self.root / MANIFEST)
+        return panos[0]
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def rig_path(self) -> Path:
+        return self.root / RIG
+
+    @property
+    def truth_dir(self) -> Path:
+        return self.root / TRUTH_DIR

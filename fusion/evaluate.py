@@ -1,0 +1,188 @@
+"""Evaluation of a processed simulated session against its ground truth (``truth/``).
+
+Every metric is computed from the result files themselves (``fused.npz``, ``views.npz``, the
+exported ``smplx*.npz`` and ``rig.json``), never from numbers the pipeline reported about itself.
+Result people are matched to true people by their Kinect pelvis trajectories.
+
+Metric definitions (names are the CLI contract):
+- ``sync.offset_error_ms``: |estimated - true| session time of the middle panorama frame.
+- ``sync.rate_error_ppm``: |a_est / a_true - 1| * 1e6 of the panorama time map.
+- ``calibration.rotation_error_deg`` / ``translation_error_mm``: the 360 camera's pose relative to
+  the reference Kinect, estimated vs true.
+- ``views.center_error_p95``: 95th percentile of the true hand centre's (mean of its 21 joints)
+  distance from the view centre, as a fraction of the view's half-width, over visible hands.
+- ``hands.joint_error_mm``: mean 3D error of the fused 21 hand joints (world), over fused hands.
+- ``hands.coverage``: fraction of visible true hands (at output times) that were fused.
+- ``hands.wrist_error_mm`` / ``kinect.wrist_error_mm``: fused wrist / raw Kinect wrist vs the true
+  wrist, over the same fused hands.
+- ``body.joint_error_mm``: SMPL-X joints 0..21 from forward kinematics of the exported file vs truth.
+- ``smplx.hand_roundtrip_deg``: mean angle between the finger joints' rotations expressed in their
+  wrist frame, from forward kinematics of the exported SMPL-X parameters, and the same rotations of
+  the fused MANO hands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from omnimocap.calibration.rig import Rig
+from omnimocap.calibration.transforms import (
+    axis_angle_to_matrix, invert_pose, relative_angle_deg, transform_points,
+)
+from omnimocap.capture.session import Session, atomic_write_json
+from omnimocap.data.skeletons import (
+    KINECT_INDEX, MANO_PARENTS, SMPLX_HAND_START, SMPLX_WRIST, SIDES, smplx_body_joint_ids,
+)
+from omnimocap.errors import InputError
+from omnimocap.fusion.body_model import forward_kinematics, load_skeleton
+from omnimocap.fusion.interpolate import interpolate_positions
+
+
+def _load_npz(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise InputError(f"{what} not found", path=path, fix="run `omnimocap process` first")
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _hand_chain_global(local: np.ndarray, parents: tuple[int, ...]) -> np.ndarray:
+    """Global rotations relative to the chain root for local rotations (..., J, 3, 3), root = joint 0."""
+    out = np.empty_like(local)
+    out[..., 0, :, :] = np.eye(3)
+    for j in range(1, local.shape[-3]):
+        out[..., j, :, :] = out[..., parents[j], :, :] @ local[..., j, :, :]
+    return out
+
+
+def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
+    result_dir, session = Path(result_dir), Session.open(session_dir)
+    truth_dir = session.truth_dir
+    if not truth_dir.is_dir():
+        raise InputError("session has no truth/ folder (only simulated sessions can be evaluated)", path=session.root)
+    truth = _load_npz(truth_dir / "motion.npz", "ground truth motion")
+    true_rig = Rig.load(truth_dir / "rig.json")
+    est_rig = Rig.load(result_dir / "rig.json")
+    fused = _load_npz(result_dir / "fused.npz", "fused results")
+    metrics: dict[str, float | None] = {}
+
+    # --- sync and calibration -------------------------------------------------------------------
+    pano_true, pano_est = true_rig.time_map("pano"), est_rig.time_map("pano")
+    t_frames_true = truth["pano_frame_t_session"]
+    t_mid_pano = pano_true.to_sensor(t_frames_true[len(t_frames_true) // 2])
+    metrics["sync.offset_error_ms"] = float(abs(pano_est.to_session(t_mid_pano) - pano_true.to_session(t_mid_pano)) * 1e3)
+    metrics["sync.rate_error_ppm"] = float(abs(pano_est.a / pano_true.a - 1.0) * 1e6)
+    ref = session.kinects()[0].name
+    T_ref_pano_true = invert_pose(true_rig.pose(ref)) @ true_rig.pose("pano")
+    T_ref_pano_est = invert_pose(est_rig.pose(ref)) @ est_rig.pose("pano")
+    metrics["calibration.rotation_error_deg"] = float(relative_angle_deg(T_ref_pano_true[:3, :3], T_ref_pano_est[:3, :3]))
+    metrics["calibration.translation_error_mm"] = float(np.linalg.norm(T_ref_pano_true[:3, 3] - T_ref_pano_est[:3, 3]) * 1e3)
+
+    # --- people matching ------------------------------------------------------------------------
+    t_out = fused["t_session"]
+    t_truth = truth["t_session"]
+    P_res, P_true = len(fused["person_ids"]), truth["smplx_joints"].shape[0]
+    true_pelvis = np.stack([interpolate_positions(t_truth, truth["smplx_joints"][q, :, 0], t_out) for q in range(P_true)])
+    kin_pelvis = fused["kinect_joints_world"][:, :, KINECT_INDEX["PELVIS"]]
+    cost = np.zeros((P_res, P_true))
+    for p in range(P_res):
+        for q in range(P_true):
+            d = np.linalg.norm(kin_pelvis[p] - true_pelvis[q], axis=-1)
+            cost[p, q] = np.nanmean(d) if np.any(np.isfinite(d)) else 1e9
+    rows, cols = linear_sum_assignment(cost)
+    match = {int(p): int(q) for p, q in zip(rows, cols) if cost[p, q] < 0.5}
+    metrics["people.matched"] = len(match)
+    metrics["people.true"] = P_true
+
+    # --- hands ----------------------------------------------------------------------------------
+    hand_err, wrist_err, kin_wrist_err = [], [], []
+    visible_total, visible_fused = 0, 0
+    for p, q in match.items():
+        true_hands = interpolate_positions(t_truth, truth["hand_joints"][q], t_out)  # (F,2,21,3)
+        vis_idx = np.clip(np.searchsorted(t_truth, t_out), 0, len(t_truth) - 1)
+        visible = truth["hand_visible"][q][vis_idx] & np.all(np.isfinite(true_hands), axis=(-1, -2))
+        valid = fused["hand_valid"][p] & np.all(np.isfinite(true_hands), axis=(-1, -2))
+        visible_total += int(visible.sum())
+        visible_fused += int((visible & valid).sum())
+        if np.any(valid):
+            err = np.linalg.norm(fused["hand_joints_world"][p][valid] - true_hands[valid], axis=-1)
+            hand_err.append(err.mean(axis=-1))
+            wrist_err.append(err[:, 0])
+            kw = fused["kinect_wrist_world"][p][valid]
+            kerr = np.linalg.norm(kw - true_hands[valid][:, 0], axis=-1)
+            kin_wrist_err.append(kerr[np.isfinite(kerr)])
+    metrics["hands.joint_error_mm"] = _mean_mm(hand_err)
+    metrics["hands.wrist_error_mm"] = _mean_mm(wrist_err)
+    metrics["kinect.wrist_error_mm"] = _mean_mm(kin_wrist_err)
+    metrics["hands.coverage"] = float(visible_fused / visible_total) if visible_total else None
+
+    # --- views ----------------------------------------------------------------------------------
+    views_path = result_dir / "views.npz"
+    if views_path.is_file():
+        views = _load_npz(views_path, "views")
+        T_pano_world_true = invert_pose(true_rig.pose("pano"))
+        errs = []
+        for p, q in match.items():
+            sel = np.flatnonzero(views["person"] == p)
+            if not len(sel):
+                continue
+            k = views["frame_index"][sel]
+            s = views["side"][sel]
+            t_true = t_frames_true[k]
+            idx = np.clip(np.searchsorted(t_truth, t_true), 0, len(t_truth) - 1)
+            centre = interpolate_positions(t_truth, truth["hand_joints"][q].mean(axis=-2), t_true)[np.arange(len(sel)), s]
+            vis = truth["hand_visible"][q][idx, s] & np.all(np.isfinite(centre), axis=-1)
+            c_pano = transform_points(T_pano_world_true, centre[vis])
+            c_view = np.einsum("nji,nj->ni", views["R_pano_view"][sel][vis], c_pano)
+            offset = np.linalg.norm(c_view[:, :2] / c_view[:, 2:3], axis=-1) * views["fx"][sel][vis]
+            half = (views["size"][sel][vis] - 1) / 2.0
+            errs.append(np.where(c_view[:, 2] > 0, offset / half, np.inf))
+        allerr = np.concatenate(errs) if errs else np.zeros(0)
+        metrics["views.center_error_p95"] = float(np.percentile(allerr, 95)) if len(allerr) else None
+        metrics["views.count"] = int(len(allerr))
+
+    # --- SMPL-X export --------------------------------------------------------------------------
+    report = _load_json(result_dir / "report.json")
+    skeleton = load_skeleton(None if report.get("skeleton", "built-in") == "built-in" else report["skeleton"])
+    body_err, roundtrip = [], []
+    for p, q in match.items():
+        name = "smplx.npz" if p == 0 else f"smplx_person{p}.npz"
+        amass = _load_npz(result_dir / name, "SMPL-X export")
+        F = amass["poses"].shape[0]
+        local = axis_angle_to_matrix(amass["poses"].reshape(F, 55, 3))
+        joints, glob = forward_kinematics(skeleton, local, amass["betas"][: skeleton.num_betas], amass["trans"])
+        true_joints = interpolate_positions(t_truth, truth["smplx_joints"][q], t_out)
+        body_ids = list(smplx_body_joint_ids())
+        e = np.linalg.norm(joints[:, body_ids] - true_joints[:, body_ids], axis=-1)
+        body_err.append(e[np.isfinite(e)])
+        valid = fused["hand_valid"][p]
+        for s, side in enumerate(SIDES):
+            f = np.flatnonzero(valid[:, s])
+            if not len(f):
+                continue
+            start = SMPLX_HAND_START[side]
+            wrist = SMPLX_WRIST[side]
+            fingers = glob[f][:, start:start + 15]
+            rel_smplx = np.swapaxes(glob[f][:, wrist], -1, -2)[:, None] @ fingers
+            mano_local = np.concatenate([np.broadcast_to(np.eye(3), (len(f), 1, 3, 3)), fused["hand_pose"][p][f, s]], axis=1)
+            rel_mano = _hand_chain_global(mano_local, MANO_PARENTS)[:, 1:]
+            roundtrip.append(relative_angle_deg(rel_smplx, rel_mano).ravel())
+    metrics["body.joint_error_mm"] = _mean_mm(body_err)
+    metrics["smplx.hand_roundtrip_deg"] = float(np.mean(np.concatenate(roundtrip))) if roundtrip else None
+    metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
+    atomic_write_json(result_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _mean_mm(chunks: list[np.ndarray]) -> float | None:
+    vals = np.concatenate(chunks) if chunks else np.zeros(0)
+    vals = vals[np.isfinite(vals)]
+    return float(vals.mean() * 1e3) if len(vals) else None
+
+
+def _load_json(path: Path) -> dict:
+    from omnimocap.capture.session import read_json
+
+    return read_json(path, "processing report")

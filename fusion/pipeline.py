@@ -1,0 +1,438 @@
+"""The offline pipeline: a recorded session in, fused whole-body motion out.
+
+Stages (each a plain function; the live driver feeds the same ones from device queues):
+1. people: Kinect body tracking mapped into the world frame and onto the session clock;
+2. views: per panorama frame, person and side, the Kinect wrist interpolated to the frame's time,
+   the hand's predicted extent and a wrist-centred virtual camera (``hands.views``);
+3. hands: a hand backend (``sim`` observer or ``wilor``) on all views of a batch of frames;
+4. lifting: bearing from the view, depth anchored on the Kinect wrist (``fusion.lifting``);
+5. resampling of the hands from panorama frame times to the output times (the reference Kinect's
+   frame times), positions by cubic Hermite, rotations by slerp;
+6. SMPL-X body fit to the Kinect joints, hand integration, export.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from omnimocap import __version__
+from omnimocap.calibration.cameras import EquirectCamera
+from omnimocap.calibration.rig import Rig
+from omnimocap.calibration.transforms import invert_pose, transform_points
+from omnimocap.capture.session import Session, atomic_write_json
+from omnimocap.data.skeletons import (
+    KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB, KINECT_WRIST, SIDES,
+)
+from omnimocap.errors import InputError, UserError
+from omnimocap.fusion.interpolate import interpolate_positions, interpolate_rotations
+from omnimocap.fusion.lifting import lift_observation
+from omnimocap.hands.estimator import HandEstimator, ViewRequest
+
+RESULT_FILES = ("fused.npz", "views.npz", "smplx.npz", "report.json", "config.json", "rig.json")
+
+
+@dataclass
+class ProcessConfig:
+    """Configuration of ``omnimocap process``; saved as ``config.json`` beside every result."""
+
+    hands: str = "sim"
+    """Hand backend: ``sim`` (simulated observer, simulated sessions only) or ``wilor``."""
+    device: str = "cpu"
+    """Torch device for WiLoR and the body fit: ``cpu`` or ``cuda``."""
+    hand_noise_mm: float = 0.0
+    """``sim`` only: Gaussian noise on the observed hand joints, millimetres."""
+    hand_noise_deg: float = 0.0
+    """``sim`` only: rotation noise on the observed hand rotations, degrees."""
+    hand_dropout: float = 0.0
+    """``sim`` only: probability that a hand is not returned."""
+    seed: int = 0
+    """Seed of the ``sim`` observer's noise."""
+    view_size: int = 256
+    """Side of the wrist-centred views, pixels."""
+    view_margin: float = 1.25
+    """Field of view = margin x the predicted hand's angular extent."""
+    hand_radius_m: float = 0.12
+    """Radius of the sphere around the predicted hand centre that the view must contain, metres."""
+    batch_frames: int = 16
+    """Panorama frames whose views go through the hand backend as one batch."""
+    max_gate_m: float = 0.15
+    """A lifted wrist further than this from the Kinect-predicted wrist is rejected, metres."""
+    max_hand_gap_s: float = 0.1
+    """Hand observations further apart in time than this are not interpolated between, seconds."""
+    models: str | None = None
+    """Models directory (default: $OMNIMOCAP_MODELS or ~/.cache/omnimocap/models)."""
+    smplx_model: str | None = None
+    """SMPL-X model file for the body (default: the built-in skeleton, or <models>/smplx/SMPLX_NEUTRAL.npz when present)."""
+    preview: bool = True
+    """Write ``views_preview.png``, a contact sheet of hand views (decodes some panorama frames)."""
+
+
+@dataclass
+class PeopleTracks:
+    """Kinect bodies in the world frame at the output times (the reference Kinect's frames)."""
+
+    t_session: np.ndarray  # (F,)
+    person_ids: list[int]
+    joints: np.ndarray  # (P, F, 32, 3) world, NaN where missing
+    confidence: np.ndarray  # (P, F, 32) k4abt levels
+    counts: dict = field(default_factory=dict)
+
+
+def load_people(session: Session, rig: Rig) -> PeopleTracks:
+    """Read every Kinect's body tracking, map it into the world and onto the session clock.
+
+    The first Kinect in the manifest is the reference: its frame times are the output times.
+    With several Kinects, their skeletons are fused per person (``fusion.skeleton_fusion``).
+    """
+    from omnimocap.capture.bodies import read_bodies
+
+    kinects = session.kinects()
+    if not kinects:
+        raise InputError("the session has no Kinect", path=session.root / "session.json")
+    per_device = []
+    counts: dict = {}
+    for entry in kinects:
+        if not entry.bodies:
+            raise InputError(f"Kinect {entry.serial} has no body tracking file",
+                             path=session.root / "session.json", fix=f"run `omnimocap track {session.root}`")
+        rec = read_bodies(session.path(entry.bodies))
+        tmap = rig.time_map(entry.name)
+        T = rig.pose(entry.name)
+        t = tmap.to_session(rec.timestamps)
+        ids = sorted(rec.bodies)
+        joints = np.stack([transform_points(T, rec.bodies[i].positions) for i in ids]) if ids else \
+            np.zeros((0, len(t), 32, 3))
+        conf = np.stack([rec.bodies[i].confidences for i in ids]) if ids else np.zeros((0, len(t), 32))
+        per_device.append((entry.name, t, ids, joints, conf))
+        counts[entry.name] = rec.stats.to_dict()
+    name, t_ref, ids, joints, conf = per_device[0]
+    if len(per_device) > 1:
+        from omnimocap.fusion.skeleton_fusion import fuse_devices
+
+        t_ref, ids, joints, conf = fuse_devices(per_device)
+    if not ids:
+        raise InputError("no body was tracked in the reference Kinect's recording",
+                         path=session.path(kinects[0].bodies))
+    return PeopleTracks(t_ref, list(ids), joints, conf, counts)
+
+
+def predicted_hands(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndarray]:
+    """Kinect hand joints (wrist, hand, handtip, thumb) interpolated to times ``t`` (M,).
+
+    Returns arrays (P, M, 2, 3) per joint name (side 0 left, 1 right), world frame, NaN where
+    the Kinect had no data nearby. Up to 50 ms beyond the ends are extrapolated.
+    """
+    joint_ids = {"wrist": KINECT_WRIST, "hand": KINECT_HAND, "handtip": KINECT_HANDTIP, "thumb": KINECT_THUMB}
+    out = {}
+    for key, ids in joint_ids.items():
+        cols = [ids[s] for s in SIDES]
+        arr = np.stack([
+            interpolate_positions(people.t_session, people.joints[p][:, cols], t, max_gap=0.2, max_extrapolate=0.05)
+            for p in range(len(people.person_ids))
+        ]) if people.person_ids else np.zeros((0, len(t), 2, 3))
+        out[key] = arr
+    return out
+
+
+def hand_centre(pred: dict[str, np.ndarray]) -> np.ndarray:
+    """Predicted hand centre (the mean of the 21 hand joints is what it estimates) from the Kinect
+    hand joints: a fixed blend of wrist, hand and handtip; falls back to the wrist."""
+    c = 0.3 * pred["wrist"] + 0.45 * pred["hand"] + 0.25 * pred["handtip"]
+    return np.where(np.isfinite(c), c, pred["wrist"])
+
+
+def make_estimator(config: ProcessConfig, session: Session) -> HandEstimator:
+    if config.hands == "sim":
+        if not session.manifest.simulated or not session.truth_dir.is_dir():
+            raise UserError("--hands sim needs a simulated session with truth/", path=session.root,
+                            fix="use --hands wilor for recorded sessions")
+        from omnimocap.hands.sim_backend import SimHandObserver
+
+        return SimHandObserver(session.root, noise_mm=config.hand_noise_mm, noise_deg=config.hand_noise_deg,
+                               dropout=config.hand_dropout, seed=config.seed)
+    if config.hands == "wilor":
+        from omnimocap.hands.wilor.backend import WilorEstimator
+
+        return WilorEstimator.from_models_dir(config.models, device=config.device)
+    raise UserError(f"unknown hand backend '{config.hands}'", fix="use --hands sim or --hands wilor")
+
+
+def _prepare_output(out_dir: Path, overwrite: bool) -> Path:
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise UserError("results folder exists and is not empty", path=out_dir,
+                            fix="choose a new --out folder, or pass --overwrite")
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    return partial
+
+
+def process_session(session_dir: str | Path, out_dir: str | Path, config: ProcessConfig | None = None,
+                    overwrite: bool = False, progress: bool = True) -> dict:
+    """Run the whole offline pipeline; returns the report (also written as ``report.json``).
+
+    Results are assembled in ``<out>.partial`` and renamed to ``out_dir`` only when complete, so a
+    crash never leaves a half-written folder that looks finished.
+    """
+    config = config or ProcessConfig()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    session = Session.open(session_dir)
+    rig = Rig.load(session.rig_path)
+    out_dir = Path(out_dir)
+    work = _prepare_output(out_dir, overwrite)
+    report: dict = {"omnimocap_version": __version__, "session": str(Path(session_dir).resolve()),
+                    "session_complete": session.complete, "hands_backend": config.hands,
+                    "rig_method": rig.method, "rig_is_truth": rig.is_truth, "notes": []}
+    if not session.complete:
+        report["notes"].append("session is marked incomplete (recording interrupted); using what was written")
+
+    people = load_people(session, rig)
+    report["kinect_counts"] = people.counts
+    timings["load_bodies"] = time.perf_counter() - t0
+
+    # --- views and hands, per panorama frame -----------------------------------------------------
+    from omnimocap.capture.pano import read_pano_timestamps
+    from omnimocap.hands.views import plan_views
+
+    pano_entry = session.pano()
+    stamps = read_pano_timestamps(session.path(pano_entry.timestamps or "pano_frames.csv"))
+    t_pano_session = rig.time_map("pano").to_session(stamps.t_pano)
+    T_world_pano = rig.pose("pano")
+    T_pano_world = invert_pose(T_world_pano)
+    pano_cam = EquirectCamera(int(pano_entry.width or 0), int(pano_entry.height or 0))
+    estimator = make_estimator(config, session)
+    needs_images = bool(getattr(estimator, "needs_images", config.hands != "sim"))
+
+    pred = predicted_hands(people, t_pano_session)
+    centre_world = hand_centre(pred)
+    P, F_pano = len(people.person_ids), len(t_pano_session)
+    obs_valid = np.zeros((P, F_pano, 2), dtype=bool)
+    obs_joints = np.full((P, F_pano, 2, 21, 3), np.nan)
+    obs_R = np.broadcast_to(np.eye(3), (P, F_pano, 2, 3, 3)).copy()
+    obs_pose = np.broadcast_to(np.eye(3), (P, F_pano, 2, 15, 3, 3)).copy()
+    obs_betas = np.zeros((P, F_pano, 2, 10))
+    view_rows: list[tuple] = []
+    counts = {"views": 0, "observed": 0, "no_hand": 0, "gated": 0, "no_kinect": 0, "side_mismatch": 0}
+    preview: list[np.ndarray] = []
+
+    frame_iter = _pano_frames(session, pano_entry, needs_images or config.preview)
+    t_views = time.perf_counter()
+    bar = tqdm(total=F_pano, desc="hands", unit="frame", disable=not progress, file=sys.stderr)
+    for start in range(0, F_pano, config.batch_frames):
+        stop = min(F_pano, start + config.batch_frames)
+        frames = {}
+        if frame_iter is not None:
+            for _ in range(start, stop):
+                item = next(frame_iter, None)
+                if item is None:
+                    break
+                frames[item[0]] = item[1]
+        requests: list[ViewRequest] = []
+        keys: list[tuple[int, int, int]] = []
+        points = []
+        centres = []
+        for k in range(start, stop):
+            for p in range(P):
+                for s, side in enumerate(SIDES):
+                    c = centre_world[p, k, s]
+                    if not np.all(np.isfinite(c)):
+                        counts["no_kinect"] += 1
+                        continue
+                    pts = [pred[n][p, k, s] for n in ("wrist", "hand", "handtip", "thumb")]
+                    pts += list(c + config.hand_radius_m * np.vstack([np.eye(3), -np.eye(3)]))
+                    pts = np.array([q for q in pts if np.all(np.isfinite(q))])
+                    points.append(transform_points(T_pano_world, pts))
+                    centres.append(transform_points(T_pano_world, c))
+                    keys.append((k, p, s))
+        if keys:
+            n_max = max(len(q) for q in points)
+            padded = np.full((len(points), n_max, 3), np.nan)
+            for i, q in enumerate(points):
+                padded[i, : len(q)] = q
+            views = plan_views(padded, size=config.view_size, margin=config.view_margin,
+                               center_pano=np.array(centres))
+            images = None
+            if needs_images or (config.preview and len(preview) < 12):
+                images = _render(frames, keys, views, pano_cam, needs_images, preview)
+            for i, ((k, p, s), view) in enumerate(zip(keys, views)):
+                wrist_pano = transform_points(T_pano_world, pred["wrist"][p, k, s])
+                wrist_view = view.R_pano_view.T @ wrist_pano
+                box = _predicted_box(view, padded[i])
+                requests.append(ViewRequest(
+                    frame_index=k, t_session=float(t_pano_session[k]), person_id=people.person_ids[p],
+                    side=SIDES[s], R_pano_view=view.R_pano_view, camera=view.camera,
+                    predicted_wrist_view=wrist_view, predicted_box_xyxy=box,
+                    image_bgr=None if images is None else images[i]))
+                view_rows.append((k, p, s, float(t_pano_session[k]), view.R_pano_view, view.camera.fx, view.size))
+            counts["views"] += len(requests)
+            observations = estimator.estimate(requests) if requests else []
+            for (k, p, s), req, obs in zip(keys, requests, observations):
+                if obs is None:
+                    counts["no_hand"] += 1
+                    continue
+                if obs.is_right != (SIDES[s] == "right"):
+                    counts["side_mismatch"] += 1
+                    continue
+                lifted = lift_observation(obs, req, T_world_pano, pred["wrist"][p, k, s])
+                if lifted.lateral_offset > config.max_gate_m:
+                    counts["gated"] += 1
+                    continue
+                obs_valid[p, k, s] = True
+                obs_joints[p, k, s] = lifted.joints
+                obs_R[p, k, s] = lifted.R_world
+                obs_pose[p, k, s] = lifted.hand_pose
+                obs_betas[p, k, s] = lifted.betas
+                counts["observed"] += 1
+        bar.update(stop - start)
+    bar.close()
+    timings["views_and_hands"] = time.perf_counter() - t_views
+    report["hand_counts"] = counts
+
+    # --- hands at the output times --------------------------------------------------------------
+    t_out = people.t_session
+    F = len(t_out)
+    hand_joints = np.full((P, F, 2, 21, 3), np.nan)
+    hand_R = np.broadcast_to(np.eye(3), (P, F, 2, 3, 3)).copy()
+    hand_pose = np.broadcast_to(np.eye(3), (P, F, 2, 15, 3, 3)).copy()
+    hand_valid = np.zeros((P, F, 2), dtype=bool)
+    hand_betas = np.zeros((P, 2, 10))
+    for p in range(P):
+        for s in range(2):
+            v = obs_valid[p, :, s]
+            if not np.any(v):
+                continue
+            joints_src = np.where(v[:, None, None], obs_joints[p, :, s], np.nan)
+            hand_joints[p, :, s] = interpolate_positions(t_pano_session, joints_src, t_out, max_gap=config.max_hand_gap_s)
+            rots = np.concatenate([obs_R[p, :, s][:, None], obs_pose[p, :, s]], axis=1)
+            R_out, ok = interpolate_rotations(t_pano_session, rots, v, t_out, max_gap=config.max_hand_gap_s)
+            ok &= np.all(np.isfinite(hand_joints[p, :, s]), axis=(-1, -2))
+            hand_valid[p, :, s] = ok
+            hand_R[p, ok, s] = R_out[ok, 0]
+            hand_pose[p, ok, s] = R_out[ok, 1:]
+            hand_joints[p, ~ok, s] = np.nan
+            hand_betas[p, s] = np.median(obs_betas[p, v, s], axis=0)
+
+    # --- body fit, hand integration, export -----------------------------------------------------
+    from omnimocap.fusion.body_fit import BodyFitConfig, fit_body
+    from omnimocap.fusion.body_model import load_skeleton
+    from omnimocap.fusion.export import write_amass_npz
+    from omnimocap.fusion.hand_integration import integrate_hands
+
+    t_fit = time.perf_counter()
+    skeleton = load_skeleton(config.smplx_model)
+    fps = float(1.0 / np.median(np.diff(t_out))) if F > 1 else 30.0
+    body_cfg = BodyFitConfig(device=config.device) if "device" in BodyFitConfig.__dataclass_fields__ else BodyFitConfig()
+    local = np.zeros((P, F, 55, 3, 3))
+    transl = np.zeros((P, F, 3))
+    betas = np.zeros((P, skeleton.num_betas))
+    status = np.zeros((P, F, 2), dtype="U8")
+    for p in range(P):
+        fit = fit_body(people.joints[p], people.confidence[p], skeleton, body_cfg)
+        integ = integrate_hands(fit, skeleton, hand_R[p], hand_pose[p], hand_valid[p])
+        local[p], transl[p], betas[p] = integ.local_rotmats, fit.transl, fit.betas
+        status[p] = np.asarray(integ.status).astype("U8")
+    timings["body_fit"] = time.perf_counter() - t_fit
+
+    wrist_kinect = np.stack([people.joints[:, :, KINECT_WRIST[s]] for s in SIDES], axis=2) if P else np.zeros((0, F, 2, 3))
+    np.savez_compressed(
+        work / "fused.npz", t_session=t_out, person_ids=np.array(people.person_ids),
+        smplx_local_rotmats=local, smplx_transl=transl, smplx_betas=betas,
+        hand_R_world=hand_R, hand_pose=hand_pose, hand_joints_world=hand_joints,
+        hand_wrist_world=hand_joints[..., 0, :], hand_valid=hand_valid, hand_betas=hand_betas,
+        hand_status=status, kinect_joints_world=people.joints, kinect_wrist_world=wrist_kinect,
+        kinect_confidence=people.confidence)
+    if view_rows:
+        np.savez_compressed(
+            work / "views.npz", frame_index=np.array([r[0] for r in view_rows]),
+            person=np.array([r[1] for r in view_rows]), side=np.array([r[2] for r in view_rows]),
+            t_session=np.array([r[3] for r in view_rows]), R_pano_view=np.array([r[4] for r in view_rows]),
+            fx=np.array([r[5] for r in view_rows]), size=np.array([r[6] for r in view_rows]),
+            pano_frame_t_session=t_pano_session)
+    smplx_files = []
+    for p in range(P):
+        name = "smplx.npz" if p == 0 else f"smplx_person{p}.npz"
+        write_amass_npz(work / name, local[p], transl[p], betas[p], fps,
+                        extra={"t_session": t_out, "person_id": people.person_ids[p]})
+        smplx_files.append(name)
+    if preview:
+        _write_preview(work / "views_preview.png", preview)
+    rig.save(work / "rig.json")
+    atomic_write_json(work / "config.json", asdict(config))
+    timings["total"] = time.perf_counter() - t0
+    report.update({
+        "fps": fps, "frames": F, "pano_frames": F_pano, "people": people.person_ids,
+        "smplx_files": smplx_files, "skeleton": config.smplx_model or "built-in",
+        "hand_status_counts": {k: int(v) for k, v in zip(*np.unique(status, return_counts=True))},
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    })
+    atomic_write_json(work / "report.json", report)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    work.rename(out_dir)
+    return report
+
+
+def _pano_frames(session: Session, entry, wanted: bool):
+    if not wanted:
+        return None
+    from omnimocap.capture.pano import PanoReader
+
+    reader = PanoReader(session.path(entry.recording or "pano.mkv"), session.path(entry.timestamps or "pano_frames.csv"))
+    return reader.frames()
+
+
+def _render(frames, keys, views, pano_cam, needs_images, preview):
+    from omnimocap.hands.views import render_views
+
+    images: list = [None] * len(keys)
+    by_frame: dict[int, list[int]] = {}
+    for i, (k, _, _) in enumerate(keys):
+        by_frame.setdefault(k, []).append(i)
+    for k, idx in by_frame.items():
+        if k not in frames:
+            continue
+        if not needs_images and len(preview) >= 12:
+            break
+        rendered = render_views(frames[k], pano_cam, [views[i] for i in idx])
+        for j, i in enumerate(idx):
+            images[i] = rendered[j]
+        if len(preview) < 12 and k % 15 == 0:
+            preview.extend(rendered[: 12 - len(preview)])
+    return images if needs_images else None
+
+
+def _predicted_box(view, points_pano: np.ndarray) -> np.ndarray:
+    from omnimocap.hands.views import project_to_view
+
+    pts = points_pano[np.all(np.isfinite(points_pano), axis=-1)]
+    px = project_to_view(view, pts)
+    lo, hi = px.min(0), px.max(0)
+    return np.array([lo[0], lo[1], hi[0], hi[1]])
+
+
+def _write_preview(path: Path, images: list[np.ndarray]) -> None:
+    import cv2
+
+    cols = 6
+    size = images[0].shape[0]
+    rows = (len(images) + cols - 1) // cols
+    sheet = np.zeros((rows * size, cols * size, 3), dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        sheet[r * size:(r + 1) * size, c * size:(c + 1) * size] = img
+    cv2.imwrite(str(path), sheet)
+
+
+def result_summary(report: dict) -> str:
+    return json.dumps({k: report[k] for k in ("frames", "people", "hand_counts", "timings_s") if k in report})
