@@ -1,0 +1,236 @@
+"""Body tracking results in the k4abt ``offline_processor`` JSON format.
+
+File layout (millimetres and microseconds, the SDK's units)::
+
+    {"k4abt_sdk_version": "1.1.2", "source_file": "kinect_X.mkv",
+     "joint_names": [32 names], "bone_list": [[parent, child] x 31],
+     "frames": [{"timestamp_usec": 800222, "frame_id": 0, "num_bodies": 1,
+                 "bodies": [{"body_id": 1,
+                             "joint_positions": [[x, y, z] x 32],        # mm, depth camera frame
+                             "joint_orientations": [[w, x, y, z] x 32],
+                             "joint_confidences": [c x 32]}]}]}          # extension, k4abt levels
+
+``joint_confidences`` is this project's extension; files without it get
+:data:`KINECT_CONFIDENCE_MEDIUM` for every tracked joint (``has_confidences`` is False then).
+Inside the program: metres, seconds on the device clock, positions in the depth camera frame
+(OpenCV: x right, y down, z forward), orientations as unit quaternions (w, x, y, z), the one place
+where quaternions live. A joint that is missing holds NaN position and orientation and confidence
+:data:`KINECT_CONFIDENCE_NONE`; the writer stores missing joints as ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from omnimocap.data.skeletons import (
+    KINECT_BONES,
+    KINECT_CONFIDENCE_MEDIUM,
+    KINECT_CONFIDENCE_NONE,
+    KINECT_JOINTS,
+)
+from omnimocap.errors import InputError
+
+NUM_JOINTS = len(KINECT_JOINTS)
+SDK_VERSION = "1.1.2"
+_FIX = "re-run body tracking on the recording to regenerate the file"
+
+
+@dataclass
+class BodyTrack:
+    """One tracked body over all F frames of a recording.
+
+    ``positions`` (F,32,3) metres in the depth camera frame, NaN where the body or joint is missing;
+    ``orientations`` (F,32,4) unit quaternions (w, x, y, z), NaN where missing; ``confidences``
+    (F,32) int k4abt levels, :data:`KINECT_CONFIDENCE_NONE` where missing.
+    """
+
+    positions: np.ndarray
+    orientations: np.ndarray
+    confidences: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.positions = np.asarray(self.positions, dtype=np.float64)
+        self.orientations = np.asarray(self.orientations, dtype=np.float64)
+        self.confidences = np.asarray(self.confidences, dtype=np.int64)
+        F = len(self.positions)
+        for name, arr, shape in (("positions", self.positions, (F, NUM_JOINTS, 3)),
+                                 ("orientations", self.orientations, (F, NUM_JOINTS, 4)),
+                                 ("confidences", self.confidences, (F, NUM_JOINTS))):
+            if arr.shape != shape:
+                raise ValueError(f"BodyTrack.{name} has shape {arr.shape}, expected {shape}")
+
+    @classmethod
+    def empty(cls, num_frames: int) -> "BodyTrack":
+        """A body missing in all ``num_frames`` frames."""
+        return cls(np.full((num_frames, NUM_JOINTS, 3), np.nan), np.full((num_frames, NUM_JOINTS, 4), np.nan),
+                   np.full((num_frames, NUM_JOINTS), KINECT_CONFIDENCE_NONE))
+
+    @property
+    def present(self) -> np.ndarray:
+        """(F,) bool: frames where the body has at least one joint."""
+        return np.isfinite(self.positions).all(axis=-1).any(axis=-1)
+
+
+@dataclass
+class BodyStats:
+    """What reading a body file found and repaired (counts)."""
+
+    frames: int = 0
+    nan_joints: int = 0
+    frames_without_bodies: int = 0
+    frames_with_reordered_ids: int = 0
+    non_monotonic_dropped: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class BodyRecording:
+    """Body tracking of one Kinect: ``timestamps`` (F,) seconds on the device clock (the depth
+    frames' times), ``frame_ids`` (F,), and one :class:`BodyTrack` per k4abt body id."""
+
+    timestamps: np.ndarray
+    frame_ids: np.ndarray
+    bodies: dict[int, BodyTrack] = field(default_factory=dict)
+    source_file: str = ""
+    sdk_version: str = SDK_VERSION
+    has_confidences: bool = True
+    stats: BodyStats = field(default_factory=BodyStats)
+
+    def __post_init__(self) -> None:
+        self.timestamps = np.asarray(self.timestamps, dtype=np.float64).reshape(-1)
+        self.frame_ids = np.asarray(self.frame_ids, dtype=np.int64).reshape(-1)
+        if len(self.frame_ids) != len(self.timestamps):
+            raise ValueError(f"{len(self.timestamps)} timestamps but {len(self.frame_ids)} frame ids")
+        for body_id, track in self.bodies.items():
+            if len(track.positions) != len(self.timestamps):
+                raise ValueError(f"body {body_id} has {len(track.positions)} frames, the recording {len(self.timestamps)}")
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+
+def read_bodies(path: str | Path) -> BodyRecording:
+    """Read a k4abt offline_processor JSON file (with or without ``joint_confidences``).
+
+    Repairs and counts (in ``stats``): joints with NaN/null position or orientation become missing; frames whose
+    timestamp does not increase are dropped. Also counted: frames without bodies, frames whose body
+    ids come in a different order than in the previous frame. Raises :class:`InputError` for
+    unreadable, truncated or malformed files.
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise InputError(f"cannot read body tracking file ({exc.strerror})", path=path, fix=_FIX) from None
+    except ValueError as exc:
+        raise InputError(f"truncated or malformed JSON ({exc})", path=path, fix=_FIX) from None
+    try:
+        return _parse(doc, path)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"not a k4abt body tracking file ({type(exc).__name__}: {exc})", path=path, fix=_FIX) from None
+
+
+def _parse(doc: dict, path: Path) -> BodyRecording:
+    names = tuple(doc.get("joint_names", KINECT_JOINTS))
+    if names != KINECT_JOINTS:
+        raise ValueError(f"joint_names differ from the 32 k4abt joints: {names[:3]}...")
+    stats = BodyStats()
+    kept: list[tuple[int, int, list[dict]]] = []
+    previous_order: list[int] = []
+    last_us = -math.inf
+    for frame in doc["frames"]:
+        t_us = int(frame["timestamp_usec"])
+        if t_us <= last_us:
+            stats.non_monotonic_dropped += 1
+            continue
+        last_us = t_us
+        bodies = list(frame.get("bodies") or [])
+        order = [int(b["body_id"]) for b in bodies]
+        common = set(order) & set(previous_order)
+        if [i for i in order if i in common] != [i for i in previous_order if i in common]:
+            stats.frames_with_reordered_ids += 1
+        previous_order = order
+        if not bodies:
+            stats.frames_without_bodies += 1
+        kept.append((t_us, int(frame.get("frame_id", len(kept))), bodies))
+    F = len(kept)
+    stats.frames = F
+    tracks: dict[int, BodyTrack] = {}
+    has_confidences = True
+    for f, (_, _, bodies) in enumerate(kept):
+        for body in bodies:
+            body_id = int(body["body_id"])
+            track = tracks.setdefault(body_id, BodyTrack.empty(F))
+            pos = _joint_array(body["joint_positions"], 3)
+            rot = _joint_array(body["joint_orientations"], 4)
+            if "joint_confidences" in body:
+                conf = np.asarray(body["joint_confidences"], dtype=np.int64).reshape(NUM_JOINTS)
+            else:
+                has_confidences = False
+                conf = np.full(NUM_JOINTS, KINECT_CONFIDENCE_MEDIUM)
+            bad = ~(np.isfinite(pos).all(axis=1) & np.isfinite(rot).all(axis=1))
+            stats.nan_joints += int(bad.sum())
+            track.positions[f] = np.where(bad[:, None], np.nan, pos / 1000.0)
+            track.orientations[f] = np.where(bad[:, None], np.nan, rot)
+            track.confidences[f] = np.where(bad, KINECT_CONFIDENCE_NONE, conf)
+    return BodyRecording(
+        timestamps=np.array([t for t, _, _ in kept], dtype=np.float64) / 1e6,
+        frame_ids=np.array([i for _, i, _ in kept], dtype=np.int64),
+        bodies=dict(sorted(tracks.items())), source_file=str(doc.get("source_file", "")),
+        sdk_version=str(doc.get("k4abt_sdk_version", "")), has_confidences=has_confidences, stats=stats)
+
+
+def _joint_array(rows: list, width: int) -> np.ndarray:
+    """32 rows of ``width`` numbers; null entries (or a null row) become NaN."""
+    if len(rows) != NUM_JOINTS:
+        raise ValueError(f"{len(rows)} joints, expected {NUM_JOINTS}")
+    out = np.full((NUM_JOINTS, width), np.nan)
+    for j, row in enumerate(rows):
+        if row is None:
+            continue
+        if len(row) != width:
+            raise ValueError(f"joint {KINECT_JOINTS[j]} has {len(row)} values, expected {width}")
+        out[j] = [np.nan if v is None else float(v) for v in row]
+    return out
+
+
+def write_bodies(path: str | Path, recording: BodyRecording) -> None:
+    """Write ``recording`` as k4abt offline_processor JSON with the ``joint_confidences`` extension,
+    atomically (temporary file beside ``path``, then rename). Bodies appear in a frame where they
+    have any joint; missing joints are written as ``null``."""
+    path = Path(path)
+    frames = []
+    for f, (t, frame_id) in enumerate(zip(recording.timestamps, recording.frame_ids)):
+        bodies = []
+        for body_id, track in recording.bodies.items():
+            if not track.present[f]:
+                continue
+            valid = np.isfinite(track.positions[f]).all(axis=1) & np.isfinite(track.orientations[f]).all(axis=1)
+            bodies.append({
+                "body_id": int(body_id),
+                "joint_positions": [(p * 1000.0).tolist() if ok else None for p, ok in zip(track.positions[f], valid)],
+                "joint_orientations": [q.tolist() if ok else None for q, ok in zip(track.orientations[f], valid)],
+                "joint_confidences": [int(c) if ok else KINECT_CONFIDENCE_NONE for c, ok in zip(track.confidences[f], valid)],
+            })
+        frames.append({"timestamp_usec": int(round(float(t) * 1e6)), "frame_id": int(frame_id),
+                       "num_bodies": len(bodies), "bodies": bodies})
+    doc = {"k4abt_sdk_version": recording.sdk_version, "source_file": recording.source_file,
+           "joint_names": list(KINECT_JOINTS), "bone_list": [list(b) for b in KINECT_BONES], "frames": frames}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, allow_nan=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
