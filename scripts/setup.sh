@@ -27,4 +27,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[gui,viz,test]"
   touch "$stamp"
 fi
+# The Azure Kinect SDK's own playback (libk4a inside the pyk4a-bundle wheel) is used by the tests to
+# cross-check our recordings. pyk4a-bundle is built against NumPy 1.x, so it gets its own environment.
+if [ ! -x .venv-k4a/bin/python ]; then
+  "$PYTHON" -m venv .venv-k4a
+  .venv-k4a/bin/python -m pip install -q "pyk4a-bundle==1.5.0" "numpy<2" || echo "note: pyk4a-bundle could not be installed; the SDK cross-check tests will skip"
+fi
 echo "omnimocap is installed in .venv (activate it with: . .venv/bin/activate)"
