@@ -59,7 +59,7 @@ class ProcessConfig:
     """Side of the wrist-centred views, pixels."""
     view_margin: float = 1.25
     """Field of view = margin x the predicted hand's angular extent."""
-    hand_radius_m: float = 0.12
+    hand_radius_m: float = 0.13
     """Radius of the sphere around the predicted hand centre that the view must contain, metres."""
     batch_frames: int = 16
     """Panorama frames whose views go through the hand backend as one batch."""
@@ -93,34 +93,44 @@ def load_people(session: Session, rig: Rig) -> PeopleTracks:
     With several Kinects, their skeletons are fused per person (``fusion.skeleton_fusion``).
     """
     from omnimocap.capture.bodies import read_bodies
+    from omnimocap.fusion.skeleton_fusion import BodyTrack, fuse_people
 
     kinects = session.kinects()
     if not kinects:
         raise InputError("the session has no Kinect", path=session.root / "session.json")
-    per_device = []
+    tracks = []
     counts: dict = {}
+    t_ref = None
     for entry in kinects:
         if not entry.bodies:
             raise InputError(f"Kinect {entry.serial} has no body tracking file",
                              path=session.root / "session.json", fix=f"run `omnimocap track {session.root}`")
         rec = read_bodies(session.path(entry.bodies))
-        tmap = rig.time_map(entry.name)
         T = rig.pose(entry.name)
-        t = tmap.to_session(rec.timestamps)
-        ids = sorted(rec.bodies)
-        joints = np.stack([transform_points(T, rec.bodies[i].positions) for i in ids]) if ids else \
-            np.zeros((0, len(t), 32, 3))
-        conf = np.stack([rec.bodies[i].confidences for i in ids]) if ids else np.zeros((0, len(t), 32))
-        per_device.append((entry.name, t, ids, joints, conf))
+        t = rig.time_map(entry.name).to_session(rec.timestamps)
+        if t_ref is None:
+            t_ref = t
+        for body_id in sorted(rec.bodies):
+            track = rec.bodies[body_id]
+            tracks.append(BodyTrack(entry.name, body_id, t, transform_points(T, track.positions),
+                                    track.confidences, T[:3, 3]))
         counts[entry.name] = rec.stats.to_dict()
-    name, t_ref, ids, joints, conf = per_device[0]
-    if len(per_device) > 1:
-        from omnimocap.fusion.skeleton_fusion import fuse_devices
-
-        t_ref, ids, joints, conf = fuse_devices(per_device)
-    if not ids:
+    reference = kinects[0].name
+    if not any(tr.device == reference for tr in tracks):
         raise InputError("no body was tracked in the reference Kinect's recording",
                          path=session.path(kinects[0].bodies))
+    if len(kinects) == 1:
+        ref_tracks = [tr for tr in tracks if tr.device == reference]
+        ids = [tr.body_id for tr in ref_tracks]
+        joints = np.stack([tr.joints for tr in ref_tracks])
+        conf = np.stack([tr.confidence for tr in ref_tracks]).astype(np.int64)
+    else:
+        people = fuse_people(tracks, t_ref)
+        people = [pp for pp in people if any(tracks[k].device == reference for k in pp.tracks)]
+        ids = [next(tracks[k].body_id for k in pp.tracks if tracks[k].device == reference) for pp in people]
+        joints = np.stack([pp.joints for pp in people])
+        # fused confidence in [0, 1] back onto the k4abt levels the body fit weighs
+        conf = np.stack([np.digitize(pp.confidence, [1e-6, 0.5, 0.97]) for pp in people]).astype(np.int64)
     return PeopleTracks(t_ref, list(ids), joints, conf, counts)
 
 
@@ -142,10 +152,16 @@ def predicted_hands(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndarray
     return out
 
 
+# Blend of the Kinect's WRIST, HAND, HANDTIP and THUMB joints that best predicts the mean of the
+# 21 hand joints over open, closed, pointing and pinching hands (least squares on simulated hands,
+# rounded); it sums to 1, so it is a point, not a direction.
+HAND_CENTRE_BLEND = {"wrist": 0.10, "hand": 0.45, "handtip": 0.33, "thumb": 0.12}
+
+
 def hand_centre(pred: dict[str, np.ndarray]) -> np.ndarray:
-    """Predicted hand centre (the mean of the 21 hand joints is what it estimates) from the Kinect
-    hand joints: a fixed blend of wrist, hand and handtip; falls back to the wrist."""
-    c = 0.3 * pred["wrist"] + 0.45 * pred["hand"] + 0.25 * pred["handtip"]
+    """Predicted hand centre (an estimate of the mean of the 21 hand joints) from the Kinect hand
+    joints; falls back to the wrist where the other joints are missing."""
+    c = sum(w * pred[name] for name, w in HAND_CENTRE_BLEND.items())
     return np.where(np.isfinite(c), c, pred["wrist"])
 
 
@@ -312,8 +328,9 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
             v = obs_valid[p, :, s]
             if not np.any(v):
                 continue
-            joints_src = np.where(v[:, None, None], obs_joints[p, :, s], np.nan)
-            hand_joints[p, :, s] = interpolate_positions(t_pano_session, joints_src, t_out, max_gap=config.max_hand_gap_s)
+            # bracket over observed frames only, so a single missed frame is bridged
+            hand_joints[p, :, s] = interpolate_positions(t_pano_session[v], obs_joints[p, v, s], t_out,
+                                                         max_gap=config.max_hand_gap_s)
             rots = np.concatenate([obs_R[p, :, s][:, None], obs_pose[p, :, s]], axis=1)
             R_out, ok = interpolate_rotations(t_pano_session, rots, v, t_out, max_gap=config.max_hand_gap_s)
             ok &= np.all(np.isfinite(hand_joints[p, :, s]), axis=(-1, -2))

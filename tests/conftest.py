@@ -32,3 +32,26 @@ def shared():
 def device(request):
     """Torch device for tests; set OMNIMOCAP_TEST_CUDA=1 to run the same tests on CUDA too."""
     return request.param
+
+
+@pytest.fixture
+def detector_pt(tmp_path, monkeypatch):
+    """A YOLOv8 pose model with two classes (left, right) and random weights, built from its YAML and
+    saved like detector.pt; network access is made to fail loudly."""
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the detector tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import PoseModel
+
+    torch.manual_seed(0)
+    yolo = YOLO("yolov8n-pose.yaml")
+    yolo.model = PoseModel("yolov8n-pose.yaml", nc=2, verbose=False)
+    yolo.model.names = {0: "left", 1: "right"}
+    path = tmp_path / "detector.pt"
+    yolo.save(path)
+    return path

@@ -11,28 +11,6 @@ from omnimocap.hands.estimator import HandEstimator, ViewRequest
 from omnimocap.hands.wilor.detector import Detections, HandDetector, associate, box_iou
 
 
-@pytest.fixture
-def detector_pt(tmp_path, monkeypatch):
-    """A YOLOv8 pose model with two classes (left, right) and random weights, built from its YAML and
-    saved like detector.pt; network access is made to fail loudly."""
-    import socket
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("the detector tried to reach the network")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    from ultralytics import YOLO
-    from ultralytics.nn.tasks import PoseModel
-
-    torch.manual_seed(0)
-    yolo = YOLO("yolov8n-pose.yaml")
-    yolo.model = PoseModel("yolov8n-pose.yaml", nc=2, verbose=False)
-    yolo.model.names = {0: "left", 1: "right"}
-    path = tmp_path / "detector.pt"
-    yolo.save(path)
-    return path
-
-
 def test_detector_loads_and_runs_batched(detector_pt):
     det = HandDetector(detector_pt, conf=0.0)  # random weights: accept anything so boxes come back
     rng = np.random.default_rng(0)

@@ -23,6 +23,19 @@ class WilorEstimator:
     ``fp16`` runs the network under CUDA autocast (ignored on the CPU)."""
 
     name = "wilor"
+    needs_images = True
+
+    @classmethod
+    def from_models_dir(cls, models_dir=None, device: str = "cpu") -> "WilorEstimator":
+        """Load the checkpoint and the detector from the models directory (layout of
+        ``omnimocap models``); a missing file raises the message ``models status`` prints."""
+        from omnimocap.apps.cmd_models import require_wilor_files
+        from omnimocap.hands.wilor import load_wilor
+
+        paths = require_wilor_files(models_dir)
+        model = load_wilor(checkpoint=paths["checkpoint"], model_config=paths["model_config"],
+                           mean_params=paths["mean_params"], device=device)
+        return cls(model, HandDetector(paths["detector"], device=device), fp16=device == "cuda")
 
     def __init__(self, model: WilorModel, detector: HandDetector | None = None, rescale_factor: float = 2.0,
                  fp16: bool = False):

@@ -1,0 +1,52 @@
+"""``omnimocap simulate OUT_DIR``: write a simulated session with ground truth (see capture/simulate.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from omnimocap.errors import InputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "simulate", help="write a simulated session (Kinect body tracking, 360 video, ground truth)",
+        description="Simulate a capture session: people moving in front of a 360 camera and K Kinects, "
+                    "with k4abt body tracking JSON, an equirectangular video and the ground truth in truth/.")
+    parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="session folder to create")
+    parser.add_argument("--seconds", type=float, default=8.0, help="session length in seconds (default 8)")
+    parser.add_argument("--people", type=int, default=2, help="number of people, 1-3 (default 2)")
+    parser.add_argument("--kinects", type=int, default=2, help="number of Kinects, >= 1 (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--pano-width", type=int, default=1920, help="equirect width in pixels (height = width/2)")
+    parser.add_argument("--kinect-noise-mm", type=float, default=15.0,
+                        help="body tracking joint noise in mm; 0 gives exact joints and no dropouts (default 15)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty OUT_DIR")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from omnimocap.capture.simulate import SimConfig, simulate_session
+
+    if not 1 <= args.people <= 3:
+        raise InputError(f"--people {args.people} is not supported", fix="choose 1, 2 or 3")
+    if args.kinects < 1:
+        raise InputError(f"--kinects {args.kinects} is not supported", fix="use at least 1")
+    if args.seconds <= 0.2:
+        raise InputError(f"--seconds {args.seconds} is too short", fix="simulate more than 0.2 s")
+    if args.pano_width < 64:
+        raise InputError(f"--pano-width {args.pano_width} is too small", fix="use at least 64 pixels")
+    if args.kinect_noise_mm < 0:
+        raise InputError("--kinect-noise-mm must not be negative", fix="pass 0 for exact joints")
+    config = SimConfig(seconds=args.seconds, people=args.people, kinects=args.kinects, seed=args.seed,
+                       pano_width=args.pano_width, kinect_noise_mm=args.kinect_noise_mm, overwrite=args.overwrite)
+    with tqdm(total=int(args.seconds * 30), unit="frame", desc="rendering 360 frames") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        session = simulate_session(args.out_dir, config, progress)
+    print(f"simulated session written to {session.root}")
+    return 0

@@ -1,0 +1,173 @@
+"""Equirectangular rendering of the simulated scene (headless, CPU, numpy + OpenCV).
+
+The 360 camera frame and the equirect mapping are those of calibration/cameras.py (OpenCV axes;
+lon = atan2(x, z), lat = atan2(-y, hypot(x, z))). The scene: a room (checkered floor at y = 0,
+coloured walls), people as capsules along their SMPL-X bones plus a head, and their posed MANO hand
+meshes in skin colour with simple shading. Visibility is the painter's algorithm: every primitive
+(capsule piece, head, hand triangle) is drawn far to near by its distance from the camera.
+Primitives that would straddle the image seam (longitude +-180 deg) are skipped: the people stand
+in front of the camera, far from the seam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from omnimocap.calibration.cameras import EquirectCamera
+from omnimocap.data.skeletons import SMPLX_INDEX
+
+SKIN_BGR = np.array([128.0, 165.0, 222.0])
+_SUBPIXEL_BITS = 2
+# Bones drawn as capsules: (joint, joint, radius in metres, part) with part 0 shirt, 1 trousers, 2 skin.
+_J = SMPLX_INDEX
+_CAPSULES = (
+    (_J["pelvis"], _J["spine2"], 0.135, 0), (_J["spine2"], _J["spine3"], 0.14, 0), (_J["spine3"], _J["neck"], 0.12, 0),
+    (_J["left_collar"], _J["left_shoulder"], 0.07, 0), (_J["right_collar"], _J["right_shoulder"], 0.07, 0),
+    (_J["left_shoulder"], _J["left_elbow"], 0.05, 0), (_J["right_shoulder"], _J["right_elbow"], 0.05, 0),
+    (_J["left_elbow"], _J["left_wrist"], 0.038, 2), (_J["right_elbow"], _J["right_wrist"], 0.038, 2),
+    (_J["pelvis"], _J["left_hip"], 0.10, 1), (_J["pelvis"], _J["right_hip"], 0.10, 1),
+    (_J["left_hip"], _J["left_knee"], 0.075, 1), (_J["right_hip"], _J["right_knee"], 0.075, 1),
+    (_J["left_knee"], _J["left_ankle"], 0.055, 1), (_J["right_knee"], _J["right_ankle"], 0.055, 1),
+    (_J["left_ankle"], _J["left_foot"], 0.045, 1), (_J["right_ankle"], _J["right_foot"], 0.045, 1),
+    (_J["neck"], _J["head"], 0.05, 2),
+)
+_PIECES = 4  # capsules are cut into pieces so they follow the equirect curvature
+_SHIRTS = ((170, 90, 40), (60, 140, 50), (150, 60, 120))  # BGR: blue, green, purple (never skin-like)
+_TROUSERS = (60, 55, 50)
+HEAD_RADIUS = 0.1
+HEAD_OFFSET = np.array([0.0, 0.07, 0.02])  # head centre from the SMPL-X head joint, head frame
+
+
+@dataclass
+class RoomSpec:
+    """The room around the rig: half sizes in x and z (metres, centred on the world origin) and
+    the wall height."""
+
+    half_x: float = 4.0
+    half_z: float = 4.0
+    height: float = 3.0
+
+
+def render_background(camera: EquirectCamera, T_world_pano: np.ndarray, room: RoomSpec = RoomSpec()) -> np.ndarray:
+    """(H, W, 3) BGR uint8 image of the empty room seen from the 360 camera."""
+    rows, cols = np.mgrid[0:camera.height, 0:camera.width]
+    d_pano = camera.pixel_to_bearing(np.stack([cols, rows], axis=-1).astype(np.float64))
+    d = d_pano @ T_world_pano[:3, :3].T
+    c = T_world_pano[:3, 3]
+    big = np.full(d.shape[:2], np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_floor = np.where(d[..., 1] < 0, -c[1] / d[..., 1], big)
+        t_ceil = np.where(d[..., 1] > 0, (room.height - c[1]) / d[..., 1], big)
+        t_x = np.where(d[..., 0] != 0, (np.sign(d[..., 0]) * room.half_x - c[0]) / d[..., 0], big)
+        t_z = np.where(d[..., 2] != 0, (np.sign(d[..., 2]) * room.half_z - c[2]) / d[..., 2], big)
+    ts = np.stack([t_floor, t_ceil, t_x, t_z], axis=-1)
+    which = np.argmin(ts, axis=-1)
+    t = np.take_along_axis(ts, which[..., None], axis=-1)[..., 0]
+    p = c + t[..., None] * d
+    img = np.empty(d.shape[:2] + (3,))
+    checker = (np.floor(p[..., 0] / 0.5) + np.floor(p[..., 2] / 0.5)) % 2
+    floor = np.where(checker[..., None] > 0, [150.0, 150.0, 145.0], [95.0, 95.0, 92.0])
+    wall_x = np.where(d[..., 0:1] > 0, [205.0, 190.0, 170.0], [175.0, 200.0, 180.0])  # light blue / green
+    wall_z = np.where(d[..., 2:3] > 0, [200.0, 180.0, 195.0], [190.0, 195.0, 200.0])  # lavender / grey
+    shade = (0.75 + 0.25 * np.clip(p[..., 1:2] / room.height, 0, 1))
+    img[:] = np.where((which == 0)[..., None], floor, 0)
+    img += np.where((which == 1)[..., None], [235.0, 235.0, 235.0], 0)
+    img += np.where((which == 2)[..., None], wall_x * shade, 0)
+    img += np.where((which == 3)[..., None], wall_z * shade, 0)
+    fade = np.exp(-np.maximum(t - 2.0, 0) / 12.0)[..., None]  # distance haze
+    return np.clip(img * fade + 120.0 * (1 - fade), 0, 255).astype(np.uint8)
+
+
+class PanoRenderer:
+    """Renders frames of the simulated scene for one fixed 360 camera pose ``T_world_pano``."""
+
+    def __init__(self, width: int, T_world_pano: np.ndarray, hand_faces: dict[str, np.ndarray], room: RoomSpec = RoomSpec()):
+        """``hand_faces``: outward-wound triangles of the left and right hand meshes."""
+        self.camera = EquirectCamera(width, width // 2)
+        self.T_world_pano = np.asarray(T_world_pano, dtype=np.float64)
+        self.R_pano_world = self.T_world_pano[:3, :3].T
+        self.centre = self.T_world_pano[:3, 3]
+        self.hand_faces = hand_faces
+        self.background = render_background(self.camera, self.T_world_pano, room)
+
+    def _to_pixels(self, p_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """World points (...,3) -> pixels (...,2) and distances (...,) from the camera."""
+        rel = p_world - self.centre
+        return self.camera.bearing_to_pixel(rel @ self.R_pano_world.T), np.linalg.norm(rel, axis=-1)
+
+    def render(self, joints: np.ndarray, global_R: np.ndarray, hand_vertices: np.ndarray) -> np.ndarray:
+        """One frame (H, W, 3) BGR uint8.
+
+        Args:
+            joints: (P, 55, 3) SMPL-X joints, world.
+            global_R: (P, 55, 3, 3) global joint rotations (the head's orients the head sphere).
+            hand_vertices: (P, 2, 778, 3) posed MANO meshes (left, right), world.
+        """
+        img = self.background.copy()
+        depths, draws = [], []
+        W = self.camera.width
+        ppr = self.camera.pixels_per_radian
+        scale = float(1 << _SUBPIXEL_BITS)
+
+        for p in range(len(joints)):
+            shirt = _SHIRTS[p % len(_SHIRTS)]
+            colours = (shirt, _TROUSERS, tuple(int(v) for v in SKIN_BGR))
+            a = joints[p, [c[0] for c in _CAPSULES]]
+            b = joints[p, [c[1] for c in _CAPSULES]]
+            f = (np.arange(_PIECES + 1) / _PIECES)[None, :, None]
+            pts = a[:, None] + f * (b - a)[:, None]  # (bones, pieces+1, 3)
+            px, dist = self._to_pixels(pts)
+            mid_dist = 0.5 * (dist[:, 1:] + dist[:, :-1])
+            for i, (_, _, radius, part) in enumerate(_CAPSULES):
+                for k in range(_PIECES):
+                    p0, p1 = px[i, k], px[i, k + 1]
+                    if abs(p0[0] - p1[0]) > W / 2:
+                        continue
+                    r_px = max(1, int(round(radius / mid_dist[i, k] * ppr)))
+                    shade = 1.1 - 0.15 * mid_dist[i, k]  # nearer parts brighter
+                    depths.append(mid_dist[i, k])
+                    draws.append(("capsule", p0, p1, r_px, tuple(int(min(255, c * shade)) for c in colours[part])))
+            head = joints[p, _J["head"]] + global_R[p, _J["head"]] @ HEAD_OFFSET
+            hpx, hdist = self._to_pixels(head)
+            lat_stretch = 1.0 / max(0.2, np.cos((0.5 - (hpx[1] + 0.5) / self.camera.height) * np.pi))
+            r = HEAD_RADIUS / hdist * ppr
+            depths.append(hdist)
+            draws.append(("head", hpx, (r * lat_stretch, r), None, colours[2]))
+
+            for s, side in enumerate(("left", "right")):
+                verts = hand_vertices[p, s]
+                tri = verts[self.hand_faces[side]]
+                normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+                centroid = tri.mean(axis=1)
+                view = centroid - self.centre
+                front = np.einsum("ij,ij->i", normal, view) < 0
+                vpx, _ = self._to_pixels(verts)
+                tpx = vpx[self.hand_faces[side]]
+                span = tpx[:, :, 0].max(axis=1) - tpx[:, :, 0].min(axis=1)
+                keep = front & (span < W / 2)
+                n_unit = normal[keep] / np.maximum(np.linalg.norm(normal[keep], axis=1, keepdims=True), 1e-12)
+                v_unit = view[keep] / np.linalg.norm(view[keep], axis=1, keepdims=True)
+                light = 0.35 + 0.5 * np.abs(np.einsum("ij,ij->i", n_unit, v_unit)) + 0.15 * np.clip(n_unit[:, 1], 0, 1)
+                cols = np.clip(SKIN_BGR * light[:, None], 0, 255).astype(int).tolist()
+                polys = np.round(tpx[keep] * scale).astype(np.int32)
+                dist = np.linalg.norm(view[keep], axis=1)
+                for poly, col, d in zip(polys, cols, dist):
+                    depths.append(d)
+                    draws.append(("tri", poly, None, None, col))
+
+        for i in np.argsort(-np.asarray(depths), kind="stable"):
+            kind, a, b, r, colour = draws[i]
+            if kind == "tri":
+                cv2.fillConvexPoly(img, a, colour, cv2.LINE_8, _SUBPIXEL_BITS)
+            elif kind == "capsule":
+                p0 = (int(round(a[0] * scale)), int(round(a[1] * scale)))
+                p1 = (int(round(b[0] * scale)), int(round(b[1] * scale)))
+                cv2.line(img, p0, p1, colour, 2 * r, cv2.LINE_8, _SUBPIXEL_BITS)
+            else:
+                centre = (int(round(a[0] * scale)), int(round(a[1] * scale)))
+                axes = (int(round(b[0] * scale)), int(round(b[1] * scale)))
+                cv2.ellipse(img, centre, axes, 0, 0, 360, tuple(int(0.8 * c) for c in colour), -1, cv2.LINE_AA, _SUBPIXEL_BITS)
+        return img

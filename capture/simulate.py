@@ -1,0 +1,295 @@
+"""The simulated rig: a complete session folder with ground truth.
+
+``simulate_session(out_dir, SimConfig(...))`` writes what a real capture writes (``session.json``,
+``bodies_<serial>.json`` per Kinect in the k4abt JSON format, ``pano.mkv`` + ``pano_frames.csv``)
+plus ``truth/`` (the true rig and the people's motion) and, until a calibration replaces it, a copy
+of the true rig as the session's ``rig.json``.
+
+Sensors (world frame: y up, metres, floor y = 0):
+- the 360 camera about 1.0-1.2 m high, roughly level (small random tilt), OpenCV axes, facing the
+  people; its own clock ``t_pano = (t_session - b) / a`` with a rate error of a few hundred ppm;
+  frames at a nominal 30 fps on that clock with ~1 ms capture jitter (stamped exactly); host
+  arrival times carry 60-100 ms latency and ~5 ms jitter.
+- K Kinects (the first is the master) 2-3 m from the people, 1.0-1.5 m high, their depth cameras
+  (whose pose is ``T_world_kinect``) tilted ~6 deg down. Wired sync: every device captures at the
+  master's frame times plus 160 us per device; each stamps on its own device clock (offset 0.5-1 s
+  at the session start, small rate error).
+
+Body tracking is modelled from the true SMPL-X joints (``kinect_from_smplx_matrix``), the MANO
+hands (HAND = middle-finger MCP, HANDTIP = middle fingertip, THUMB = thumb tip) and the head (nose,
+eyes, ears), with temporally correlated noise, lower confidence for self-occluded or far joints,
+NONE outside the depth camera's view, and ~1% dropped bodies. The k4abt ``body_id`` of person p is p.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from omnimocap.calibration.cameras import PinholeCamera
+from omnimocap.calibration.rig import Rig, TimeMap
+from omnimocap.calibration.transforms import axis_angle_to_matrix, invert_pose, look_at, make_pose, matrix_to_quat_wxyz, transform_points
+from omnimocap.capture.bodies import BodyRecording, BodyTrack, write_bodies
+from omnimocap.capture.pano import PanoWriter
+from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, DeviceEntry, Session
+from omnimocap.capture.sim_motion import PeopleSample, make_people, sample_people
+from omnimocap.capture.sim_render import PanoRenderer
+from omnimocap.data.skeletons import (
+    HAND21_INDEX,
+    KINECT_CONFIDENCE_LOW,
+    KINECT_CONFIDENCE_MEDIUM,
+    KINECT_CONFIDENCE_NONE,
+    KINECT_FROM_SMPLX,
+    KINECT_INDEX,
+    KINECT_JOINTS,
+    SIDES,
+    SMPLX_INDEX,
+    kinect_from_smplx_matrix,
+)
+from omnimocap.fusion.body_model import load_skeleton
+from omnimocap.fusion.synthetic_models import make_synthetic_mano
+from omnimocap.hands.mano import ManoModel
+
+FPS = 30.0
+TRUTH_RATE_HZ = 240.0
+SUBORDINATE_DELAY_S = 160e-6
+# The subordinates' last frame lags the master's by up to 160 us per device; keep it in the session.
+K_DELAY_ROOM = 0.01
+HAND_VISIBLE_RANGE_M = (0.3, 2.5)
+TORSO_RADIUS_M = 0.14
+# Nominal NFOV unbinned depth camera (640x576, about 75 x 65 deg) for the field-of-view test.
+KINECT_DEPTH_CAMERA = PinholeCamera(504.0, 504.0, 319.5, 287.5, 640, 576)
+PANO_SERIAL = "sim360"
+MOTION_FILE = "motion.npz"
+
+
+@dataclass
+class SimConfig:
+    """What to simulate. Units: seconds, metres, pixels, millimetres where named."""
+
+    seconds: float = 8.0
+    people: int = 2
+    kinects: int = 2
+    seed: int = 0
+    pano_width: int = 1920
+    kinect_noise_mm: float = 15.0
+    smplx_path: Path | None = None  # drive the motion on this SMPL-X file's skeleton
+    mano_path: Path | None = None  # MANO_RIGHT.pkl (or its folder); the synthetic model when None
+    overwrite: bool = False
+
+
+def kinect_serial(k: int) -> str:
+    return f"{k + 1:012d}"
+
+
+def _small_rotation(rng: np.random.Generator, deg: float) -> np.ndarray:
+    return axis_angle_to_matrix(np.radians(deg) * rng.normal(size=3) / np.sqrt(3))
+
+
+def hand_visibility(sample: PeopleSample, camera_centre: np.ndarray) -> np.ndarray:
+    """(P, N, 2) bool: the hand centre is within HAND_VISIBLE_RANGE_M of the 360 camera and the
+    line of sight to it does not pass through the person's own torso (a capsule pelvis-neck)."""
+    centre = sample.hand_joints.mean(axis=-2)  # (P, N, 2, 3)
+    dist = np.linalg.norm(centre - camera_centre, axis=-1)
+    visible = (dist >= HAND_VISIBLE_RANGE_M[0]) & (dist <= HAND_VISIBLE_RANGE_M[1])
+    a = sample.joints[:, :, SMPLX_INDEX["pelvis"]][:, :, None, None]  # (P, N, 1, 1, 3)
+    b = sample.joints[:, :, SMPLX_INDEX["neck"]][:, :, None, None]
+    f = np.linspace(0.05, 0.9, 18)[:, None]
+    ray = camera_centre + f * (centre[:, :, :, None] - camera_centre)  # (P, N, 2, 18, 3)
+    ab = b - a
+    s = np.clip(np.sum((ray - a) * ab, axis=-1) / np.sum(ab * ab, axis=-1), 0.0, 1.0)
+    d = np.linalg.norm(ray - (a + s[..., None] * ab), axis=-1)
+    return visible & ~np.any(d < TORSO_RADIUS_M, axis=-1)
+
+
+def kinect_joints_world(sample: PeopleSample) -> tuple[np.ndarray, np.ndarray]:
+    """The 32 k4abt joints modelled from the truth: positions (P, N, 32, 3) world, and the world
+    rotations (P, N, 32, 3, 3) reported as their orientations."""
+    P, N = sample.joints.shape[:2]
+    pos = np.zeros((P, N, len(KINECT_JOINTS), 3))
+    rot = np.zeros((P, N, len(KINECT_JOINTS), 3, 3))
+    rows = [KINECT_INDEX[name] for name in KINECT_FROM_SMPLX]
+    pos[:, :, rows] = np.einsum("kj,pnjc->pnkc", kinect_from_smplx_matrix(), sample.joints)
+    rot[:, :, rows] = sample.global_R[:, :, [SMPLX_INDEX[blend[0][0]] for blend in KINECT_FROM_SMPLX.values()]]
+    for s, side in enumerate(SIDES):
+        suffix = side.upper()
+        hand = sample.hand_joints[:, :, s]
+        pos[:, :, KINECT_INDEX[f"HAND_{suffix}"]] = hand[:, :, HAND21_INDEX["middle1"]]
+        pos[:, :, KINECT_INDEX[f"HANDTIP_{suffix}"]] = hand[:, :, HAND21_INDEX["middle_tip"]]
+        pos[:, :, KINECT_INDEX[f"THUMB_{suffix}"]] = hand[:, :, HAND21_INDEX["thumb_tip"]]
+        for name in ("HAND", "HANDTIP", "THUMB"):
+            rot[:, :, KINECT_INDEX[f"{name}_{suffix}"]] = sample.hand_global_R[:, :, s]
+    head = sample.joints[:, :, SMPLX_INDEX["head"]]
+    R_head = sample.global_R[:, :, SMPLX_INDEX["head"]]
+    face = {"NOSE": (0.0, 0.03, 0.11), "EAR_LEFT": (0.075, 0.04, 0.0), "EAR_RIGHT": (-0.075, 0.04, 0.0)}
+    for name, offset in face.items():
+        pos[:, :, KINECT_INDEX[name]] = head + np.einsum("pnij,j->pni", R_head, np.array(offset))
+    pos[:, :, KINECT_INDEX["EYE_LEFT"]] = sample.joints[:, :, SMPLX_INDEX["left_eye_smplhf"]]
+    pos[:, :, KINECT_INDEX["EYE_RIGHT"]] = sample.joints[:, :, SMPLX_INDEX["right_eye_smplhf"]]
+    for name in ("NOSE", "EYE_LEFT", "EAR_LEFT", "EYE_RIGHT", "EAR_RIGHT"):
+        rot[:, :, KINECT_INDEX[name]] = R_head
+    return pos, rot
+
+
+def _kinect_tracks(sample: PeopleSample, T_world_kinect: np.ndarray, noise_mm: float,
+                   rng: np.random.Generator) -> dict[int, BodyTrack]:
+    """k4abt-like tracks of every person seen by one Kinect (positions in its depth frame)."""
+    pos_w, rot_w = kinect_joints_world(sample)
+    T_kinect_world = invert_pose(T_world_kinect)
+    pos = transform_points(T_kinect_world, pos_w)
+    rot = np.einsum("ij,pnkjl->pnkil", T_kinect_world[:3, :3], rot_w)
+    P, N, J = pos.shape[:3]
+    pixels = KINECT_DEPTH_CAMERA.project(pos)
+    in_view = ((pos[..., 2] > 0.5) & (pixels[..., 0] >= 0) & (pixels[..., 0] < KINECT_DEPTH_CAMERA.width)
+               & (pixels[..., 1] >= 0) & (pixels[..., 1] < KINECT_DEPTH_CAMERA.height))
+    # Joints on the far side of the body (seen from the Kinect) or far away are predicted, not seen.
+    pelvis = pos[:, :, KINECT_INDEX["PELVIS"]][:, :, None]
+    towards = -pelvis / np.linalg.norm(pelvis, axis=-1, keepdims=True)
+    hidden = (np.sum((pos - pelvis) * towards, axis=-1) < -0.06) | (pos[..., 2] > 3.5)
+    conf = np.where(hidden, KINECT_CONFIDENCE_LOW, KINECT_CONFIDENCE_MEDIUM)
+    conf = np.where(in_view, conf, KINECT_CONFIDENCE_NONE)
+    if noise_mm > 0:
+        rho = 0.9  # frame-to-frame correlation of the slow half of the noise
+        white = rng.normal(size=(P, N, J, 3))
+        slow = np.empty_like(white)
+        slow[:, 0] = rng.normal(size=(P, J, 3))
+        drive = rng.normal(size=(P, N, J, 3))
+        for n in range(1, N):
+            slow[:, n] = rho * slow[:, n - 1] + np.sqrt(1 - rho**2) * drive[:, n]
+        gain = np.where(conf == KINECT_CONFIDENCE_MEDIUM, 1.0, 2.5)[..., None]
+        pos = pos + noise_mm / 1000.0 * gain * np.sqrt(0.5) * (white + slow)
+        dropped = rng.random((P, N)) < 0.01
+        pos[dropped] = np.nan
+    quats = matrix_to_quat_wxyz(rot)
+    quats[~np.isfinite(pos).all(axis=-1)] = np.nan
+    conf = np.where(np.isfinite(pos).all(axis=-1), conf, KINECT_CONFIDENCE_NONE)
+    return {p: BodyTrack(pos[p], quats[p], conf[p]) for p in range(P)}
+
+
+def _sample_in_chunks(people, skeleton, mano, t: np.ndarray, chunk: int = 480) -> PeopleSample:
+    parts = [sample_people(people, skeleton, mano, t[i:i + chunk]) for i in range(0, len(t), chunk)]
+    return PeopleSample(**{k: (None if k == "hand_vertices" else np.concatenate([getattr(p, k) for p in parts], axis=1))
+                           for k in PeopleSample.__dataclass_fields__})
+
+
+def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
+                     progress: Callable[[int, int], None] | None = None) -> Session:
+    """Write a simulated session to ``out_dir`` and return it (status complete).
+
+    ``progress(done, total)`` is called after each rendered pano frame."""
+    if config.kinects < 1:
+        raise ValueError("the simulation needs at least one Kinect")
+    if config.seconds <= 0.2:
+        raise ValueError("the simulated session must last more than 0.2 s")
+    rng = np.random.default_rng(config.seed)
+    session = Session.create(out_dir, simulated=True, overwrite=config.overwrite)
+    skeleton = load_skeleton(config.smplx_path)
+    mano = ManoModel.load(config.mano_path) if config.mano_path else ManoModel.from_dict(make_synthetic_mano("right"))
+
+    # --- sensors ---------------------------------------------------------------------------------
+    pano_centre = np.array([rng.uniform(-0.1, 0.1), rng.uniform(1.0, 1.2), rng.uniform(-0.1, 0.1)])
+    R_world_pano = _small_rotation(rng, 2.0) @ look_at(np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0]))
+    T_world_pano = make_pose(R_world_pano, pano_centre)
+    people = make_people(config.people, rng, pano_centre, skeleton)
+    crowd = np.mean([p.home for p in people], axis=0)
+    rig = Rig(method="truth", is_truth=True)
+    rig.T_world_sensor["pano"] = T_world_pano
+    sign = rng.choice([-1.0, 1.0])
+    a_pano = 1.0 + sign * rng.uniform(200e-6, 400e-6)
+    rig.time_maps["pano"] = TimeMap(a_pano, -a_pano * rng.uniform(5.0, 60.0))
+    serials = [kinect_serial(k) for k in range(config.kinects)]
+    xs = np.linspace(-1.3, 1.3, config.kinects) if config.kinects > 1 else np.array([0.7])
+    for k, serial in enumerate(serials):
+        position = np.array([crowd[0] + xs[k], rng.uniform(1.0, 1.5), crowd[2] - rng.uniform(2.2, 2.8)])
+        target = np.array([crowd[0], 0.95, crowd[2]])
+        R_device = look_at(target - position, np.array([0.0, 1.0, 0.0])) @ _small_rotation(rng, 1.0)
+        R_depth = R_device @ axis_angle_to_matrix(np.radians(-6.0) * np.array([1.0, 0.0, 0.0]))
+        rig.T_world_sensor[f"kinect_{serial}"] = make_pose(R_depth, position)
+        a_k = 1.0 + rng.uniform(-60e-6, 60e-6)
+        rig.time_maps[f"kinect_{serial}"] = TimeMap(a_k, -a_k * rng.uniform(0.5, 1.0))
+
+    # --- frame times -----------------------------------------------------------------------------
+    margin = 0.02
+    pano_map = rig.time_maps["pano"]
+    n_pano = int(np.floor((config.seconds - 2 * margin) * FPS)) + 1
+    jitter = np.clip(rng.normal(scale=1e-3, size=n_pano), -3e-3, 3e-3)
+    t_pano = np.round((pano_map.to_sensor(margin) + np.arange(n_pano) / FPS + jitter) * 1e6) / 1e6
+    pano_t_session = pano_map.to_session(t_pano)
+    latency = rng.uniform(0.06, 0.1)
+    t_host = pano_t_session + latency + rng.normal(scale=5e-3, size=n_pano)
+
+    master_map = rig.time_maps[f"kinect_{serials[0]}"]
+    n_kinect = int(np.floor((config.seconds - 2 * margin - K_DELAY_ROOM) * FPS)) + 1
+    first = master_map.to_sensor(margin)
+    kinect_us, kinect_t_session = {}, {}
+    master_us = np.round((first + np.arange(n_kinect) / FPS) * 1e6)
+    master_t = master_map.to_session(master_us / 1e6)
+    for k, serial in enumerate(serials):
+        tm = rig.time_maps[f"kinect_{serial}"]
+        us = master_us if k == 0 else np.round(tm.to_sensor(master_t + k * SUBORDINATE_DELAY_S) * 1e6)
+        kinect_us[serial] = us.astype(np.int64)
+        kinect_t_session[serial] = tm.to_session(us / 1e6)
+
+    # --- truth motion ----------------------------------------------------------------------------
+    t_truth = np.arange(int(np.ceil(config.seconds * TRUTH_RATE_HZ)) + 1) / TRUTH_RATE_HZ
+    truth = _sample_in_chunks(people, skeleton, mano, t_truth)
+    truth_dir = session.truth_dir
+    truth_dir.mkdir(exist_ok=True)
+    motion = {
+        "t_session": t_truth,
+        "smplx_local_rotmats": truth.local_rotmats.astype(np.float32),
+        "betas": np.stack([p.betas for p in people]),
+        "transl": truth.transl,
+        "smplx_joints": truth.joints,
+        "hand_joints": truth.hand_joints,
+        "hand_global_R": truth.hand_global_R,
+        "hand_pose": truth.hand_pose.astype(np.float32),
+        "hand_betas": np.stack([p.hand_betas for p in people]),
+        "hand_root_rest": np.stack([[mano.root_joint(side, p.hand_betas[s]) for s, side in enumerate(SIDES)] for p in people]),
+        "hand_visible": hand_visibility(truth, pano_centre),
+        "pano_frame_t_session": pano_t_session,
+    }
+    for serial in serials:
+        motion[f"kinect_frame_t_session_{serial}"] = kinect_t_session[serial]
+    np.savez_compressed(truth_dir / MOTION_FILE, **motion)
+    rig.save(truth_dir / "rig.json")
+    rig.save(session.rig_path)
+
+    # --- Kinect body tracking --------------------------------------------------------------------
+    for k, serial in enumerate(serials):
+        sample = _sample_in_chunks(people, skeleton, mano, kinect_t_session[serial])
+        tracks = _kinect_tracks(sample, rig.T_world_sensor[f"kinect_{serial}"], config.kinect_noise_mm, rng)
+        bodies_name = f"bodies_{serial}.json"
+        write_bodies(session.path(bodies_name), BodyRecording(
+            timestamps=kinect_us[serial] / 1e6, frame_ids=np.arange(len(kinect_us[serial])), bodies=tracks,
+            source_file=f"kinect_{serial}.mkv"))
+        session.add_device(DeviceEntry(kind="kinect", serial=serial,
+                                       role=("master" if k == 0 else "subordinate") if config.kinects > 1 else "standalone",
+                                       fps=FPS, recording=None, bodies=bodies_name, status="complete"))
+
+    # --- the 360 stream --------------------------------------------------------------------------
+    width = int(config.pano_width) // 2 * 2
+    height = width // 2
+    pano_entry = session.add_device(DeviceEntry(kind="pano", serial=PANO_SERIAL, role="camera", fps=FPS,
+                                                recording=PANO_VIDEO, timestamps=PANO_FRAMES, width=width, height=height))
+    renderer = PanoRenderer(width, T_world_pano, {s: mano.faces_side(s) for s in SIDES})
+    writer = PanoWriter(session.path(PANO_VIDEO), session.path(PANO_FRAMES), width, height, fps=FPS)
+    try:
+        chunk = 15
+        for start in range(0, n_pano, chunk):
+            ids = np.arange(start, min(n_pano, start + chunk))
+            frames = sample_people(people, skeleton, mano, pano_t_session[ids], with_vertices=True)
+            for j, i in enumerate(ids):
+                img = renderer.render(frames.joints[:, j], frames.global_R[:, j], frames.hand_vertices[:, j])
+                writer.write(img, float(t_pano[i]), float(t_host[i]))
+                if progress is not None:
+                    progress(int(i) + 1, n_pano)
+    finally:
+        writer.close()
+    pano_entry.status = "complete"
+    session.mark_complete()
+    return session
+

@@ -1,0 +1,155 @@
+"""The simulated hand observer (``--hands sim``): ground-truth hands of a simulated session,
+expressed per view exactly as WiLoR reports them (see hands/estimator.py), with optional noise.
+
+It is an instrument for measuring the geometry (sync, calibration, views, lifting, fitting,
+export) without any network, not a reconstruction. For each :class:`ViewRequest` it takes the true
+hand of (person, side) at the *true* session time of pano frame ``frame_index`` (the 240 Hz truth
+resampled: positions by cubic Hermite, rotations by slerp) and expresses it in the view camera
+through the *true* pano pose and the request's ``R_pano_view``:
+
+- ``global_orient = R_view_world @ R_world_hand``; ``hand_pose`` and ``betas`` as simulated;
+  left hands are proper left-hand parameters (mirror convention).
+- ``keypoints_3d = R_view_world @ (joints_world - wrist_world) + J0(betas)``: WiLoR's
+  ``pred_keypoints_3d``, relative to the MANO origin, J0 the rest root joint of that side's MANO.
+- ``keypoints_2d``: the true joints projected with the view intrinsics.
+- ``box_xyxy``: a square of twice the keypoints' larger extent about their box centre (WiLoR's
+  demo crop: rescale factor 2 around the detection).
+- ``cam_t_view``: WiLoR's full-image translation (focal ``f = 5000/256 * S`` for an S-pixel view,
+  principal point at the image centre) for which the MANO origin lands on its true pixel with its
+  true apparent scale: ``tz = Z f / f_view`` with Z the origin's true depth, ``Tx = (u - S/2) tz / f``
+  (same for y). ``cam_crop = (s, tx, ty)`` inverts WiLoR's crop-to-full conversion for
+  ``box_xyxy`` (side b, centre c): ``s = 2 f / (b tz)``, ``tx = ±(Tx - 2 (c_x - S/2) / (b s))``
+  (sign - for left hands, whose crops WiLoR mirrors), ``ty = Ty - 2 (c_y - S/2) / (b s)``.
+
+Noise: ``noise_mm`` is a Gaussian standard deviation per axis on every 3D joint (and so on the 2D
+keypoints), ``noise_deg`` the RMS angle of a random rotation applied to ``global_orient`` and to
+every finger rotation, ``dropout`` the probability of returning None. None is also returned when
+the true hand is not visible from the 360 camera (``truth/motion.npz`` ``hand_visible``), when its
+wrist is behind the view camera or outside the view image, and for a person id that the
+simulation does not have (the Kinect body id of simulated person p is p).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from omnimocap.calibration.rig import Rig
+from omnimocap.calibration.transforms import axis_angle_to_matrix
+from omnimocap.capture.session import TRUTH_DIR
+from omnimocap.data.skeletons import SIDES
+from omnimocap.errors import InputError
+from omnimocap.fusion.interpolate import interpolate_positions, interpolate_rotations
+from omnimocap.hands.estimator import HandObservation, ViewRequest
+
+WILOR_FOCAL = 5000.0
+WILOR_CROP = 256.0
+BOX_RESCALE = 2.0
+
+
+class SimHandObserver:
+    """HandEstimator backend ``sim`` over a simulated session's ``truth/``."""
+
+    name = "sim"
+    needs_images = False
+
+    def __init__(self, session_dir: str | Path, noise_mm: float = 0.0, noise_deg: float = 0.0,
+                 dropout: float = 0.0, seed: int = 0):
+        truth = Path(session_dir) / TRUTH_DIR
+        path = truth / "motion.npz"
+        if not path.is_file():
+            raise InputError("no ground truth motion (only simulated sessions have it)", path=path,
+                             fix="use --hands wilor, or simulate a session with `omnimocap simulate`")
+        with np.load(path) as d:
+            self._t = d["t_session"]
+            self._R_hand = d["hand_global_R"].astype(np.float64)
+            self._pose = d["hand_pose"].astype(np.float64)
+            self._betas = d["hand_betas"].astype(np.float64)
+            self._joints = d["hand_joints"].astype(np.float64)
+            self._visible = d["hand_visible"]
+            self._root = d["hand_root_rest"].astype(np.float64)
+            self._frame_t = d["pano_frame_t_session"]
+        T_world_pano = Rig.load(truth / "rig.json").pose("pano")
+        self._R_pano_world = T_world_pano[:3, :3].T
+        self._pano_centre = T_world_pano[:3, 3]
+        self.noise_mm = float(noise_mm)
+        self.noise_deg = float(noise_deg)
+        self.dropout = float(dropout)
+        self._rng = np.random.default_rng(seed)
+
+    def true_hand(self, person: int, side: str, t_session: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """The true hand at a session time: world rotation (3,3), finger rotations (15,3,3),
+        world joints (21,3) and whether it is visible from the 360 camera."""
+        s = SIDES.index(side)
+        t = np.array([t_session])
+        joints = interpolate_positions(self._t, self._joints[person, :, s], t)[0]
+        rots = np.concatenate([self._R_hand[person, :, s, None], self._pose[person, :, s]], axis=1)
+        R, ok = interpolate_rotations(self._t, rots, np.ones(len(self._t), dtype=bool), t)
+        k = int(np.clip(np.searchsorted(self._t, t_session), 0, len(self._t) - 1))
+        visible = bool(ok[0] and np.all(np.isfinite(joints)) and self._visible[person, k, s])
+        return R[0, 0], R[0, 1:], joints, visible
+
+    def _rotation_noise(self, n: int) -> np.ndarray:
+        sigma = np.radians(self.noise_deg) / np.sqrt(3.0)
+        return axis_angle_to_matrix(self._rng.normal(scale=sigma, size=(n, 3)))
+
+    def observe(self, request: ViewRequest) -> HandObservation | None:
+        person = int(request.person_id)
+        if not 0 <= person < self._joints.shape[0] or not 0 <= request.frame_index < len(self._frame_t):
+            return None
+        if self.dropout > 0 and self._rng.random() < self.dropout:
+            return None
+        R_world_hand, pose, joints, visible = self.true_hand(person, request.side, float(self._frame_t[request.frame_index]))
+        if not visible:
+            return None
+        s = SIDES.index(request.side)
+        R_view_world = np.asarray(request.R_pano_view, dtype=np.float64).T @ self._R_pano_world
+        if self.noise_mm > 0:
+            joints = joints + self._rng.normal(scale=self.noise_mm / 1000.0, size=joints.shape)
+        if self.noise_deg > 0:
+            noise = self._rotation_noise(16)
+            R_world_hand = R_world_hand @ noise[0]
+            pose = pose @ noise[1:]
+        joints_view = (joints - self._pano_centre) @ R_view_world.T
+        cam = request.camera
+        size = float(cam.width)
+        if joints_view[0, 2] <= 0.05:
+            return None
+        kp2d = cam.project(joints_view)
+        if not (0 <= kp2d[0, 0] < cam.width and 0 <= kp2d[0, 1] < cam.height):
+            return None
+        root = self._root[person, s]
+        keypoints_3d = (joints - joints[0]) @ R_view_world.T + root
+        lo, hi = kp2d.min(axis=0), kp2d.max(axis=0)
+        centre = 0.5 * (lo + hi)
+        side_px = BOX_RESCALE * float(np.max(hi - lo))
+        box = np.concatenate([centre - side_px / 2, centre + side_px / 2])
+        # WiLoR's full-image camera for this view: the MANO origin on its true pixel and scale.
+        origin_view = joints_view[0] - root
+        f = WILOR_FOCAL / WILOR_CROP * size
+        f_view = 0.5 * (cam.fx + cam.fy)
+        origin_px = cam.project(origin_view)
+        tz = origin_view[2] * f / f_view
+        T = np.array([(origin_px[0] - size / 2) * tz / f, (origin_px[1] - size / 2) * tz / f, tz])
+        scale = 2 * f / (side_px * tz)
+        bs = side_px * scale
+        sign = 1.0 if request.side == "right" else -1.0
+        cam_crop = np.array([scale, sign * (T[0] - 2 * (centre[0] - size / 2) / bs), T[1] - 2 * (centre[1] - size / 2) / bs])
+        return HandObservation(
+            is_right=request.side == "right",
+            global_orient=R_view_world @ R_world_hand,
+            hand_pose=pose,
+            betas=self._betas[person, s].copy(),
+            keypoints_3d=keypoints_3d,
+            keypoints_2d=kp2d,
+            box_xyxy=box,
+            cam_crop=cam_crop,
+            cam_t_view=T,
+            confidence=1.0,
+            notes=["simulated observer: ground truth"],
+        )
+
+    def estimate(self, requests: Sequence[ViewRequest]) -> list[HandObservation | None]:
+        return [self.observe(r) for r in requests]
