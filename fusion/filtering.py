@@ -1,0 +1,152 @@
+"""Temporal smoothing: the One Euro filter for positions and for rotations (on the rotation manifold).
+
+One Euro (Casiez et al. 2012): a first-order low-pass whose cutoff rises with speed,
+``cutoff = min_cutoff + beta * |speed|``, so slow motion is smoothed hard (less jitter) and fast
+motion follows with little lag. Offline, the filter runs forward and then backward over the forward
+result (``zero_phase``), which cancels the lag of one pass.
+
+Rotations (F, ..., 3, 3) are filtered as rotations: unit quaternions, each new sample put on the
+hemisphere of the current estimate (q and -q are the same rotation), the low-pass step a slerp
+``q_hat <- q_hat * exp(alpha * log(q_hat^-1 q))`` and the speed the angular speed (rad/s); results
+are re-normalised and returned as matrices.
+
+Missing samples (NaN) are never smoothed across: the output is NaN there and the filter restarts
+after the gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from omnimocap.calibration.transforms import matrix_to_quat_wxyz, quat_wxyz_to_matrix
+
+
+@dataclass
+class FilterConfig:
+    """One Euro settings. Units: positions in metres, rotations in radians, time in seconds."""
+
+    min_cutoff_hz: float = 1.0
+    """Cutoff frequency at rest (Hz): lower smooths more and lags more on slow motion."""
+    beta: float = 3.0
+    """Cutoff increase per unit speed (Hz per m/s for positions, Hz per rad/s for rotations)."""
+    d_cutoff_hz: float = 1.0
+    """Cutoff of the low-pass on the speed estimate (Hz)."""
+    zero_phase: bool = True
+    """Run forward then backward (offline use: no lag); False for a causal (live) filter."""
+
+
+def _alpha(cutoff_hz: np.ndarray | float, fps: float) -> np.ndarray:
+    tau = 1.0 / (2.0 * np.pi * np.asarray(cutoff_hz))
+    return 1.0 / (1.0 + tau * fps)
+
+
+def _one_euro_positions(x: np.ndarray, fps: float, cfg: FilterConfig) -> np.ndarray:
+    """One causal pass over x (F, N, 3)."""
+    out = np.full_like(x, np.nan)
+    ok = np.all(np.isfinite(x), axis=-1)  # (F, N)
+    a_d = _alpha(cfg.d_cutoff_hz, fps)
+    prev = np.zeros(x.shape[1:])
+    speed = np.zeros(x.shape[1])
+    live = np.zeros(x.shape[1], dtype=bool)
+    for t in range(len(x)):
+        m = ok[t]
+        v = np.where(live[:, None], (x[t] - prev) * fps, 0.0)
+        speed = np.where(live, speed + a_d * (np.linalg.norm(np.nan_to_num(v), axis=-1) - speed), 0.0)
+        a = _alpha(cfg.min_cutoff_hz + cfg.beta * speed, fps)
+        est = np.where(live[:, None], prev + a[:, None] * (x[t] - prev), x[t])
+        prev = np.where(m[:, None], est, prev)
+        out[t, m] = est[m]
+        live = m
+    return out
+
+
+def filter_positions(x: np.ndarray, fps: float, cfg: FilterConfig | None = None) -> np.ndarray:
+    """One Euro filter over time for positions ``x`` (F, ..., 3), sampled at ``fps`` Hz.
+
+    Each point (the 3-vector) is filtered with its own speed-dependent cutoff. NaN samples stay NaN
+    and split the track (see the module docstring)."""
+    cfg = cfg or FilterConfig()
+    x = np.asarray(x, dtype=np.float64)
+    flat = x.reshape(len(x), -1, 3)
+    out = _one_euro_positions(flat, fps, cfg)
+    if cfg.zero_phase:
+        out = _one_euro_positions(out[::-1], fps, cfg)[::-1]
+    return out.reshape(x.shape)
+
+
+# --- quaternions (w, x, y, z), private to the rotation filter ---------------------------------------
+
+
+def _qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    aw, ax, ay, az = np.moveaxis(a, -1, 0)
+    bw, bx, by, bz = np.moveaxis(b, -1, 0)
+    return np.stack([
+        aw * bw - ax * bx - ay * by - az * bz,
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+    ], axis=-1)
+
+
+def _qconj(q: np.ndarray) -> np.ndarray:
+    return q * np.array([1.0, -1.0, -1.0, -1.0])
+
+
+def _qlog(q: np.ndarray) -> np.ndarray:
+    """Unit quaternion (w >= 0 side taken) -> rotation vector (radians)."""
+    q = np.where(q[..., :1] < 0, -q, q)
+    s = np.linalg.norm(q[..., 1:], axis=-1, keepdims=True)
+    angle = 2.0 * np.arctan2(s, q[..., :1])
+    return q[..., 1:] * np.where(s > 1e-12, angle / np.maximum(s, 1e-12), 2.0)
+
+
+def _qexp(v: np.ndarray) -> np.ndarray:
+    """Rotation vector (radians) -> unit quaternion."""
+    angle = np.linalg.norm(v, axis=-1, keepdims=True)
+    half = 0.5 * angle
+    scale = np.where(angle > 1e-12, np.sin(half) / np.maximum(angle, 1e-12), 0.5)
+    return np.concatenate([np.cos(half), v * scale], axis=-1)
+
+
+def _one_euro_quaternions(q: np.ndarray, ok: np.ndarray, fps: float, cfg: FilterConfig) -> np.ndarray:
+    """One causal pass over unit quaternions q (F, N, 4); ok (F, N) marks present samples."""
+    out = np.full_like(q, np.nan)
+    a_d = _alpha(cfg.d_cutoff_hz, fps)
+    prev = np.tile(np.array([1.0, 0.0, 0.0, 0.0]), (q.shape[1], 1))
+    speed = np.zeros(q.shape[1])
+    live = np.zeros(q.shape[1], dtype=bool)
+    for t in range(len(q)):
+        m = ok[t]
+        qt = np.where(m[:, None], q[t], prev)
+        qt = np.where(np.sum(qt * prev, axis=-1, keepdims=True) < 0, -qt, qt)  # hemisphere of the estimate
+        delta = _qlog(_qmul(_qconj(prev), qt))  # rotation from the estimate to the sample
+        w = np.where(live, np.linalg.norm(delta, axis=-1) * fps, 0.0)
+        speed = np.where(live, speed + a_d * (w - speed), 0.0)
+        a = _alpha(cfg.min_cutoff_hz + cfg.beta * speed, fps)
+        est = np.where(live[:, None], _qmul(prev, _qexp(a[:, None] * delta)), qt)
+        est = est / np.linalg.norm(est, axis=-1, keepdims=True)
+        prev = np.where(m[:, None], est, prev)
+        out[t, m] = est[m]
+        live = m
+    return out
+
+
+def filter_rotations(R: np.ndarray, fps: float, cfg: FilterConfig | None = None) -> np.ndarray:
+    """One Euro filter over time for rotations ``R`` (F, ..., 3, 3), sampled at ``fps`` Hz, on the
+    rotation manifold (see the module docstring). Returns orthonormal matrices; NaN where the
+    input is NaN."""
+    cfg = cfg or FilterConfig()
+    R = np.asarray(R, dtype=np.float64)
+    F = len(R)
+    flat = R.reshape(F, -1, 3, 3)
+    ok = np.all(np.isfinite(flat), axis=(-1, -2))
+    q = np.zeros(flat.shape[:2] + (4,))
+    q[ok] = matrix_to_quat_wxyz(flat[ok])
+    out = _one_euro_quaternions(q, ok, fps, cfg)
+    if cfg.zero_phase:
+        out = _one_euro_quaternions(out[::-1], ok[::-1], fps, cfg)[::-1]
+    mats = np.full(flat.shape, np.nan)
+    mats[ok] = quat_wxyz_to_matrix(out[ok])
+    return mats.reshape(R.shape)
