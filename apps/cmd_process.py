@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="sim observer: noise seed")
     p.add_argument("--smplx-model", default=None, metavar="FILE", help="SMPL-X model file (default: built-in skeleton)")
     p.add_argument("--no-preview", action="store_true", help="do not write views_preview.png")
+    p.add_argument("--no-smoothing", action="store_true",
+                   help="no temporal smoothing of the Kinect anchors and the fused hands")
     add_models(p)
     add_overwrite(p)
     add_quiet(p)
@@ -37,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     config = ProcessConfig(
         hands=args.hands, device=args.device, hand_noise_mm=args.hand_noise_mm,
         hand_noise_deg=args.hand_noise_deg, hand_dropout=args.hand_dropout, seed=args.seed,
-        models=args.models, smplx_model=args.smplx_model, preview=not args.no_preview)
+        models=args.models, smplx_model=args.smplx_model, preview=not args.no_preview,
+        smoothing=not args.no_smoothing)
     report = process_session(args.session, args.out, config, overwrite=args.overwrite, progress=not args.quiet)
     print(json.dumps({"out": args.out, "frames": report["frames"], "people": report["people"],
                       "hand_counts": report["hand_counts"], "timings_s": report["timings_s"]}))

@@ -60,6 +60,16 @@ def coarse_time_map(t_sensor: np.ndarray, t_host: np.ndarray) -> TimeMap:
     return TimeMap(float(a), float(c - a * x0), float(np.sqrt(np.mean(r[inl] ** 2)) * 1e3))
 
 
+def rate_std_ppm(t_sensor: np.ndarray, time_map: TimeMap) -> float:
+    """1-sigma uncertainty (ppm) of a coarse map's rate, from its residual RMS and the time span: the
+    arrival jitter averages out over many frames while a steady latency does not touch the rate."""
+    t = np.asarray(t_sensor, dtype=np.float64)
+    t = t[np.isfinite(t)]
+    if len(t) < 3 or time_map.residual_rms_ms is None:
+        return float("inf")
+    return float(time_map.residual_rms_ms * 1e-3 / (np.sqrt(len(t)) * np.std(t)) * 1e6)
+
+
 def _mad_sigma(r: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(r - np.median(r))))
 
@@ -201,6 +211,7 @@ class BearingProblem:
         seg = splines.locate(track, tq, margin_s)
         keep = seg >= 0
         self.t_pano = t_pano[keep]
+        self.track = track[keep]
         self.seg = seg[keep]
         self.bearings = bearings[keep]
 
@@ -243,31 +254,75 @@ class BearingProblem:
                 best, best_x = med, trial
         return best_x
 
-    def solve(self, x0: np.ndarray, noise_deg: float) -> tuple[np.ndarray, dict]:
-        """Robust (soft-L1) least squares from ``x0``; returns the solution and its statistics."""
+    def solve(self, x0: np.ndarray, noise_deg: float,
+              rate_prior_std_ppm: float | None = None) -> tuple[np.ndarray, dict]:
+        """Robust (soft-L1) least squares from ``x0``; returns the solution and its statistics.
+
+        Residuals of one track are correlated over neighbouring frames (the Kinect noise, smoothed, and
+        the motion the model misses), so the covariance is inflated by the integrated autocorrelation
+        time of the residuals. ``rate_prior_std_ppm`` adds the initial rate as a measurement of that
+        uncertainty (the host arrival times measure the rate independently of the latency), weighted
+        against the motion with the same correction."""
         scale = np.radians(2.0 * noise_deg)
-        fit = least_squares(self.residuals, x0, loss="soft_l1", f_scale=scale, diff_step=1e-5, x_scale=1.0)
+        fit = self._fit(x0, scale, 0.0)
+        stats = self._stats(fit, noise_deg, None)
+        if rate_prior_std_ppm:
+            w = stats["sigma"] * np.sqrt(stats["tau"]) / rate_prior_std_ppm
+            fit = self._fit(fit.x, scale, w)
+            stats = self._stats(fit, noise_deg, rate_prior_std_ppm)
+        return fit.x, stats
+
+    def _fit(self, x0: np.ndarray, scale: float, prior_weight: float):
+        def fun(x):
+            r = self.residuals(x)
+            return np.r_[r, prior_weight * x[0]] if prior_weight else r
+        return least_squares(fun, x0, loss="soft_l1", f_scale=scale, diff_step=1e-5, x_scale=1.0)
+
+    def _stats(self, fit, noise_deg: float, rate_prior_std_ppm: float | None) -> dict:
         x = fit.x
         ang = self.angles_deg(x)
         inlier = ang < max(3.0 * 1.4826 * np.median(ang), 3 * noise_deg)
-        J = fit.jac.reshape(len(self), 3, -1)[inlier].reshape(-1, len(x))
-        r = self.residuals(x).reshape(-1, 3)[inlier].ravel()
-        dof = max(len(r) - len(x), 1)
+        J = fit.jac[:3 * len(self)].reshape(len(self), 3, -1)[inlier].reshape(-1, len(x))
+        res = self.residuals(x).reshape(-1, 3)
+        r = res[inlier].ravel()
+        # Two of the three chord components carry the angular error; the radial one is ~0.
+        sigma2 = float(r @ r / max(2 * inlier.sum() - len(x), 1))
+        tau = _autocorrelation_time(np.where(inlier[:, None], res, 0.0), self.track, self.t_pano)
+        info = J.T @ J / (sigma2 * tau)
+        if rate_prior_std_ppm:
+            info[0, 0] += 1.0 / rate_prior_std_ppm ** 2
         try:
-            cov = np.linalg.inv(J.T @ J) * (r @ r / dof)
-            std = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+            std = np.sqrt(np.clip(np.diag(np.linalg.inv(info)), 0.0, None))
         except np.linalg.LinAlgError:
             std = np.full(len(x), np.inf)
-        stats = {
+        return {
             "residual_rms_deg": float(np.sqrt(np.mean(ang[inlier] ** 2))) if inlier.any() else float("nan"),
             "residual_median_deg": float(np.median(ang)),
             "n_inliers": int(inlier.sum()),
+            "sigma": float(np.sqrt(sigma2)),
+            "tau": tau,
             "std": std,
         }
-        return x, stats
 
 
-def _observations(t_pano: np.ndarray, bearings: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _autocorrelation_time(res: np.ndarray, track: np.ndarray, t: np.ndarray, max_lag: int = 30) -> float:
+    """Integrated autocorrelation time (in observations, >= 1) of residual sequences (M,3), per track
+    in time order, summed over the initial positive lags."""
+    num = np.zeros(max_lag + 1)
+    for k in np.unique(track):
+        idx = np.nonzero(track == k)[0]
+        r = res[idx[np.argsort(t[idx])]]
+        r = r - r.mean(axis=0)
+        for lag in range(min(max_lag, len(r) - 1) + 1):
+            num[lag] += np.sum(r[lag:] * r[:len(r) - lag])
+    if num[0] <= 0:
+        return 1.0
+    rho = num[1:] / num[0]
+    stop = np.argmax(rho <= 0) if np.any(rho <= 0) else len(rho)
+    return float(max(1.0, 1.0 + 2.0 * rho[:stop].sum()))
+
+
+def flatten_observations(t_pano: np.ndarray, bearings: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flatten (F,) times and (F,K,3) bearings (NaN = unseen) into per-observation arrays."""
     t_pano = np.asarray(t_pano, dtype=np.float64)
     bearings = np.asarray(bearings, dtype=np.float64)
@@ -281,8 +336,9 @@ def _observations(t_pano: np.ndarray, bearings: np.ndarray) -> tuple[np.ndarray,
 
 def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, traj: np.ndarray,
                   T_ref_pano: np.ndarray, init: TimeMap, *, refine_extrinsics: bool = False,
-                  search_s: float = 0.25, noise_deg: float = 0.3, smooth_hz: float | None = 6.0,
-                  window_s: float = 60.0, min_observations: int = 100) -> SyncResult:
+                  rate_prior_std_ppm: float | None = None, search_s: float = 0.25, noise_deg: float = 0.3,
+                  smooth_hz: float | None = 3.0, window_s: float = 60.0,
+                  min_observations: int = 100, min_motion_m: float = 0.03) -> SyncResult:
     """Time map of the panorama from motion.
 
     ``t_pano`` (F,) frame times on the camera clock; ``bearings`` (F,K,3) observed directions of K
@@ -290,14 +346,16 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
     ``t_traj`` (N,) session-clock times and ``traj`` (N,K,3) the same points from the Kinects in the
     reference frame (metres; NaN where untracked); ``T_ref_pano`` the panorama's pose in that frame;
     ``init`` a starting map (e.g. :func:`coarse_time_map`) whose offset may be off by up to
-    ``search_s`` seconds. ``noise_deg`` sets the robust loss scale. With ``refine_extrinsics`` the
+    ``search_s`` seconds; ``rate_prior_std_ppm`` (see :func:`rate_std_ppm`) makes ``init``'s rate a
+    measurement with that uncertainty. ``noise_deg`` sets the robust loss scale; ``smooth_hz`` the
+    low-pass of the trajectories (:class:`TrackSplines`). With ``refine_extrinsics`` the
     panorama's rotation and translation are refined jointly. Sessions longer than ``2 * window_s``
     first get per-window offsets (so a large rate error in ``init`` cannot defeat the offset scan),
     then one fit over everything.
 
     Raises :class:`UserError` when too few bearings meet the trajectories or nothing moves.
     """
-    tp, track, b = _observations(t_pano, bearings)
+    tp, track, b = flatten_observations(t_pano, bearings)
     if len(tp) == 0:
         raise UserError("no hand bearings were observed in the panorama; the time map needs people moving "
                         "their hands in view of the 360 camera")
@@ -307,10 +365,10 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
         raise UserError(f"only {len(problem)} panorama bearings fall within the Kinect trajectories "
                         f"(need {min_observations}); the streams barely overlap in time or in what they see",
                         fix="record longer, with people moving their hands in view of all sensors")
-    speed = np.linalg.norm(splines.evaluate(problem.seg, init.to_session(problem.t_pano), nu=1), axis=-1)
-    if np.percentile(speed, 90) < 0.05:
-        raise UserError("the tracked hands barely move (90th percentile speed "
-                        f"{np.percentile(speed, 90) * 1e3:.0f} mm/s); the time offset is unobservable",
+    motion = track_motion_m(splines, problem.seg, problem.track, init.to_session(problem.t_pano))
+    if motion < min_motion_m:
+        raise UserError(f"the tracked hands barely move (at most {motion * 1e3:.0f} mm RMS about their mean "
+                        f"position, need {min_motion_m * 1e3:.0f} mm); the time offset is unobservable",
                         fix="record a few seconds of arm motion in view of all sensors")
 
     n = 8 if refine_extrinsics else 2
@@ -320,10 +378,9 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
         x = _windowed_start(problem, x, search_s, window_s)
     else:
         x = problem.scan_offset(x, search_s, step_s=0.005)
-    x, stats = problem.solve(x, noise_deg)
+    x, stats = problem.solve(x, noise_deg, rate_prior_std_ppm)
     std = stats["std"]
     tm = problem.time_map(x)
-    tm.residual_rms_ms = None
     return SyncResult(
         time_map=tm, T_ref_pano=problem.pose(x),
         residual_rms_deg=stats["residual_rms_deg"], residual_median_deg=stats["residual_median_deg"],
@@ -332,6 +389,17 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
         rotation_std_deg=float(np.degrees(np.linalg.norm(std[2:5]) * 1e-3)) if n == 8 else None,
         translation_std_mm=float(np.linalg.norm(std[5:8])) if n == 8 else None,
     )
+
+
+def track_motion_m(splines: TrackSplines, seg: np.ndarray, track: np.ndarray, t: np.ndarray) -> float:
+    """Largest RMS distance (metres) of a track's interpolated positions at times ``t`` from their mean:
+    how much the observed points move. Smoothed sensor noise alone stays well below a few centimetres."""
+    p = splines.evaluate(seg, t)
+    best = 0.0
+    for k in np.unique(track):
+        q = p[track == k]
+        best = max(best, float(np.sqrt(np.mean(np.sum((q - q.mean(axis=0)) ** 2, axis=-1)))))
+    return best
 
 
 def _windowed_start(problem: BearingProblem, x: np.ndarray, search_s: float, window_s: float) -> np.ndarray:
@@ -350,7 +418,7 @@ def _windowed_start(problem: BearingProblem, x: np.ndarray, search_s: float, win
         return problem.scan_offset(x, search_s, step_s=0.005)
     slope, icept = np.polyfit(centers, offsets, 1)
     out = x.copy()
-    out[0] = slope * 1e6 / 1.0
+    out[0] = slope * 1e6
     out[1] = icept * 1e3
     return out
 
@@ -358,7 +426,8 @@ def _windowed_start(problem: BearingProblem, x: np.ndarray, search_s: float, win
 def _subset(problem: BearingProblem, mask: np.ndarray) -> BearingProblem:
     sub = object.__new__(BearingProblem)
     sub.__dict__.update(problem.__dict__)
-    sub.t_pano, sub.seg, sub.bearings = problem.t_pano[mask], problem.seg[mask], problem.bearings[mask]
+    sub.t_pano, sub.track = problem.t_pano[mask], problem.track[mask]
+    sub.seg, sub.bearings = problem.seg[mask], problem.bearings[mask]
     return sub
 
 
@@ -387,14 +456,18 @@ def flash_events(t: np.ndarray, brightness: np.ndarray, *, min_step: float | Non
         return np.zeros(0)
     events = []
     i = plateau
-    while i < len(y) - plateau:
+    while i < len(y) - plateau - 2:
         lo = np.median(y[i - plateau:i])
         hi = np.median(y[i + 1:i + 1 + plateau])
         if hi - lo < min_step:
             i += 1
             continue
-        start = i - 1  # the last low-plateau frame; the ramp lies within the next two frames
-        f = np.clip((y[start:i + 1 + plateau] - lo) / (hi - lo), 0.0, 1.0)
+        # The first index where the levels differ enough can still see the ramp in its "high" window,
+        # so the levels are re-read from frames clear of the ramp, which spans at most two frames.
+        start = i - 1  # the last low-plateau frame
+        lo = np.median(y[max(start - plateau + 1, 0):start + 1])
+        hi = np.median(y[start + 3:start + 3 + plateau])
+        f = np.clip((y[start:start + 3 + plateau] - lo) / (hi - lo), 0.0, 1.0)
         events.append(t[start] + T * np.sum(1.0 - f) - T / 2)
         i += 2 * plateau
     return np.asarray(events)

@@ -57,21 +57,30 @@ def read_pano_timestamps(path: str | Path) -> PanoTimestamps:
     return PanoTimestamps(np.asarray(t_pano), np.asarray(t_host))
 
 
+# While recording live, the file must stay readable as it grows: Matroska clusters closed every
+# 0.5 s and written out at once, and an encoder that holds no frames back.
+LIVE_MUXER_OPTIONS = {"cluster_time_limit": "500", "flush_packets": "1"}
+LIVE_ENCODER_OPTIONS = {"tune": "zerolatency"}
+
+
 class PanoWriter:
-    """Writes equirect frames (BGR uint8) to an MKV with pts on the camera clock, plus the CSV."""
+    """Writes equirect frames (BGR uint8) to an MKV with pts on the camera clock, plus the CSV.
+    ``live=True`` keeps the file on disk within about half a second of the last frame written."""
 
     def __init__(self, video_path: str | Path, timestamps_path: str | Path, width: int, height: int,
-                 fps: float = 30.0, crf: int = 20):
+                 fps: float = 30.0, crf: int = 20, live: bool = False):
         import av
 
         self.width, self.height = width, height
-        self._container = av.open(str(video_path), mode="w", format="matroska")
+        self._container = av.open(str(video_path), mode="w", format="matroska",
+                                  options=dict(LIVE_MUXER_OPTIONS) if live else {})
         self._stream = self._container.add_stream("libx264", rate=int(round(fps)))
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = "yuv420p"
         self._stream.time_base = TIME_BASE
         # No B-frames: packets leave in capture order, so a cut-off file keeps every frame it lists.
-        self._stream.options = {"crf": str(crf), "preset": "ultrafast", "bf": "0", "g": str(int(fps))}
+        self._stream.options = {"crf": str(crf), "preset": "ultrafast", "bf": "0", "g": str(int(fps)),
+                                **(LIVE_ENCODER_OPTIONS if live else {})}
         self._csv_file = open(timestamps_path, "w", newline="")
         self._csv = csv.writer(self._csv_file)
         self._csv.writerow(["index", "t_pano", "t_host"])

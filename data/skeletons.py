@@ -52,6 +52,12 @@ HAND21_JOINTS: tuple[str, ...] = (
 )
 HAND21_INDEX = {name: i for i, name in enumerate(HAND21_JOINTS)}
 
+# Kinect hand joints and the hand keypoints they correspond to (k4abt's HAND sits at the knuckles,
+# HANDTIP at the middle fingertip, THUMB at the thumb tip).
+KINECT_HAND_JOINT_TO_HAND21: dict[str, str] = {
+    "wrist": "wrist", "hand": "middle1", "handtip": "middle_tip", "thumb": "thumb_tip",
+}
+
 # --- SMPL-X ----------------------------------------------------------------------------------------
 _SMPLX_BODY = (
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle",

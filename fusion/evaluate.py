@@ -19,6 +19,9 @@ Metric definitions (names are the CLI contract):
 - ``smplx.hand_roundtrip_deg``: mean angle between the finger joints' rotations expressed in their
   wrist frame, from forward kinematics of the exported SMPL-X parameters, and the same rotations of
   the fused MANO hands.
+- ``hands.jitter`` / ``body.jitter``: mean |third difference| x fps^3 of the fused hand joints /
+  exported body joints (m/s^3), over runs of consecutive frames; ``*.accel_error``: mean
+  |second difference of the result - that of the truth| x fps^2 (m/s^2).
 """
 
 from __future__ import annotations
@@ -97,7 +100,9 @@ def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
     metrics["people.true"] = P_true
 
     # --- hands ----------------------------------------------------------------------------------
+    fps = float(1.0 / np.median(np.diff(t_out))) if len(t_out) > 1 else 30.0
     hand_err, wrist_err, kin_wrist_err = [], [], []
+    hand_jitter, hand_accel = [], []
     visible_total, visible_fused = 0, 0
     for p, q in match.items():
         true_hands = interpolate_positions(t_truth, truth["hand_joints"][q], t_out)  # (F,2,21,3)
@@ -113,10 +118,16 @@ def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
             kw = fused["kinect_wrist_world"][p][valid]
             kerr = np.linalg.norm(kw - true_hands[valid][:, 0], axis=-1)
             kin_wrist_err.append(kerr[np.isfinite(kerr)])
+        for side in range(2):
+            jit, acc = _jitter_accel(fused["hand_joints_world"][p][:, side], true_hands[:, side], valid[:, side], fps)
+            hand_jitter += jit
+            hand_accel += acc
     metrics["hands.joint_error_mm"] = _mean_mm(hand_err)
     metrics["hands.wrist_error_mm"] = _mean_mm(wrist_err)
     metrics["kinect.wrist_error_mm"] = _mean_mm(kin_wrist_err)
     metrics["hands.coverage"] = float(visible_fused / visible_total) if visible_total else None
+    metrics["hands.jitter"] = float(np.mean(np.concatenate(hand_jitter))) if hand_jitter else None
+    metrics["hands.accel_error"] = float(np.mean(np.concatenate(hand_accel))) if hand_accel else None
 
     # --- views ----------------------------------------------------------------------------------
     views_path = result_dir / "views.npz"
@@ -147,6 +158,7 @@ def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
     report = _load_json(result_dir / "report.json")
     skeleton = load_skeleton(None if report.get("skeleton", "built-in") == "built-in" else report["skeleton"])
     body_err, roundtrip = [], []
+    body_jitter, body_accel = [], []
     for p, q in match.items():
         name = "smplx.npz" if p == 0 else f"smplx_person{p}.npz"
         amass = _load_npz(result_dir / name, "SMPL-X export")
@@ -157,6 +169,10 @@ def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
         body_ids = list(smplx_body_joint_ids())
         e = np.linalg.norm(joints[:, body_ids] - true_joints[:, body_ids], axis=-1)
         body_err.append(e[np.isfinite(e)])
+        ok = np.all(np.isfinite(true_joints[:, body_ids]), axis=(-1, -2))
+        jit, acc = _jitter_accel(joints[:, body_ids], true_joints[:, body_ids], ok, fps)
+        body_jitter += jit
+        body_accel += acc
         valid = fused["hand_valid"][p]
         for s, side in enumerate(SIDES):
             f = np.flatnonzero(valid[:, s])
@@ -170,10 +186,29 @@ def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
             rel_mano = _hand_chain_global(mano_local, MANO_PARENTS)[:, 1:]
             roundtrip.append(relative_angle_deg(rel_smplx, rel_mano).ravel())
     metrics["body.joint_error_mm"] = _mean_mm(body_err)
+    metrics["body.jitter"] = float(np.mean(np.concatenate(body_jitter))) if body_jitter else None
+    metrics["body.accel_error"] = float(np.mean(np.concatenate(body_accel))) if body_accel else None
     metrics["smplx.hand_roundtrip_deg"] = float(np.mean(np.concatenate(roundtrip))) if roundtrip else None
     metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
     atomic_write_json(result_dir / "metrics.json", metrics)
     return metrics
+
+
+def _jitter_accel(x: np.ndarray, truth: np.ndarray, valid: np.ndarray, fps: float) -> tuple[list, list]:
+    """Per-sample jitter (|d3 x| fps^3) and acceleration error (|d2 x - d2 truth| fps^2) of joints
+    x (F, J, 3) over runs of at least 4 consecutive valid frames."""
+    jitter, accel = [], []
+    idx = np.flatnonzero(valid)
+    if len(idx) < 4:
+        return jitter, accel
+    runs = np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1)
+    for run in runs:
+        if len(run) < 4:
+            continue
+        xr, tr = x[run], truth[run]
+        jitter.append(np.linalg.norm(np.diff(xr, 3, axis=0), axis=-1).ravel() * fps**3)
+        accel.append(np.linalg.norm(np.diff(xr, 2, axis=0) - np.diff(tr, 2, axis=0), axis=-1).ravel() * fps**2)
+    return jitter, accel
 
 
 def _mean_mm(chunks: list[np.ndarray]) -> float | None:

@@ -150,3 +150,112 @@ def filter_rotations(R: np.ndarray, fps: float, cfg: FilterConfig | None = None)
     mats = np.full(flat.shape, np.nan)
     mats[ok] = quat_wxyz_to_matrix(out[ok])
     return mats.reshape(R.shape)
+
+
+# --- adaptive smoothing: constant-acceleration Kalman filter + RTS smoother --------------------------
+@dataclass
+class SmootherConfig:
+    """Offline smoothing whose strength follows the measured noise of each track: data without noise
+    pass unchanged, noisy data are smoothed as much as human motion allows."""
+
+    jerk_std: float = 60.0
+    """Standard deviation of the white jerk driving the motion model, m/s^3 (larger follows faster motion)."""
+    noise_floor_m: float = 0.0005
+    """Lowest measurement noise assumed, metres."""
+    max_gap_s: float = 0.25
+    """A gap longer than this restarts the track."""
+
+
+def estimate_noise_std(x: np.ndarray) -> float:
+    """Robust estimate of white measurement noise (metres) of a track x (F, ..., 3) from its second
+    differences: for white noise of std s they have std sqrt(6) s, while smooth motion sampled at
+    30 Hz or more contributes far less. NaN samples are ignored."""
+    d2 = x[2:] - 2 * x[1:-1] + x[:-2]
+    d2 = d2[np.isfinite(d2)]
+    if len(d2) < 10:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(d2 - np.median(d2))) / np.sqrt(6.0))
+
+
+def smooth_positions(x: np.ndarray, fps: float, cfg: SmootherConfig | None = None,
+                     noise_std: float | None = None) -> np.ndarray:
+    """Kalman filter + Rauch-Tung-Striebel smoother with a constant-acceleration model for each
+    coordinate of x (F, ..., 3), sampled at ``fps``. The measurement noise is ``noise_std`` or, by
+    default, :func:`estimate_noise_std` of the track. NaN samples stay NaN (they are predicted over,
+    not filled)."""
+    cfg = cfg or SmootherConfig()
+    x = np.asarray(x, dtype=np.float64)
+    F = len(x)
+    flat = x.reshape(F, -1)
+    M = flat.shape[1]
+    sigma = max(cfg.noise_floor_m, estimate_noise_std(x) if noise_std is None else noise_std)
+    dt = 1.0 / fps
+    A = np.array([[1.0, dt, dt * dt / 2], [0.0, 1.0, dt], [0.0, 0.0, 1.0]])
+    q = cfg.jerk_std ** 2
+    Q = q * np.array([[dt**5 / 20, dt**4 / 8, dt**3 / 6], [dt**4 / 8, dt**3 / 3, dt**2 / 2], [dt**3 / 6, dt**2 / 2, dt]])
+    R = sigma**2
+    ok = np.isfinite(flat)
+    xs_f = np.zeros((F, M, 3))
+    Ps_f = np.zeros((F, M, 3, 3))
+    xs_p = np.zeros((F, M, 3))
+    Ps_p = np.zeros((F, M, 3, 3))
+    state = np.zeros((M, 3))
+    P = np.zeros((M, 3, 3))
+    live = np.zeros(M, dtype=bool)
+    gap = np.zeros(M)
+    big = np.diag([1e2, 1e2, 1e4])
+    restarted = np.zeros((F, M), dtype=bool)
+    for t in range(F):
+        if t > 0:
+            state = state @ A.T
+            P = A @ P @ A.T + Q
+        gap = np.where(ok[t], 0.0, gap + dt)
+        restart = ok[t] & (~live | (gap > cfg.max_gap_s))
+        restarted[t] = restart
+        state[restart] = 0.0
+        state[restart, 0] = flat[t, restart]
+        P[restart] = big
+        xs_p[t], Ps_p[t] = state, P
+        m = ok[t] & ~restart
+        S = P[:, 0, 0] + R
+        K = P[:, :, 0] / S[:, None]
+        innov = np.where(m, np.nan_to_num(flat[t]) - state[:, 0], 0.0)
+        state = state + np.where(m[:, None], K * innov[:, None], 0.0)
+        P = np.where(m[:, None, None], P - K[:, :, None] * P[:, None, 0, :], P)
+        P[restart] = np.diag([R, 1e2, 1e4])
+        live = live | ok[t]
+        live &= ~(gap > cfg.max_gap_s)
+        xs_f[t], Ps_f[t] = state, P
+    out = xs_f.copy()
+    for t in range(F - 2, -1, -1):
+        # no smoothing across a restart: the later segment does not inform the earlier one
+        cont = ~restarted[t + 1]
+        G = Ps_f[t] @ A.T @ np.linalg.inv(Ps_p[t + 1])
+        upd = out[t] + np.einsum("mij,mj->mi", G, out[t + 1] - xs_p[t + 1])
+        out[t] = np.where(cont[:, None], upd, out[t])
+    res = np.where(ok, out[:, :, 0], np.nan)
+    return res.reshape(x.shape)
+
+
+
+def smooth_rotations(R: np.ndarray, fps: float, cfg: SmootherConfig | None = None) -> np.ndarray:
+    """Adaptive smoothing of rotations R (F, ..., 3, 3) as rotations: unit quaternions with their
+    hemispheres aligned along time are smoothed by :func:`smooth_positions` (noise measured on the
+    quaternions) and renormalised. NaN rotations stay NaN."""
+    cfg = cfg or SmootherConfig(jerk_std=100.0, noise_floor_m=1e-4)
+    R = np.asarray(R, dtype=np.float64)
+    F = len(R)
+    flat = R.reshape(F, -1, 3, 3)
+    ok = np.all(np.isfinite(flat), axis=(-1, -2))
+    q = np.full(flat.shape[:2] + (4,), np.nan)
+    q[ok] = matrix_to_quat_wxyz(flat[ok])
+    for t in range(1, F):  # sign continuity with the last present sample
+        prev = q[t - 1]
+        flip = np.nansum(q[t] * prev, axis=-1) < 0
+        q[t] = np.where(flip[:, None], -q[t], q[t])
+        q[t] = np.where(np.isfinite(q[t]), q[t], prev)  # carry the reference over gaps
+    q_smooth = smooth_positions(np.where(ok[..., None], q, np.nan), fps, cfg)
+    q_smooth /= np.linalg.norm(q_smooth, axis=-1, keepdims=True)
+    mats = np.full(flat.shape, np.nan)
+    mats[ok] = quat_wxyz_to_matrix(q_smooth[ok])
+    return mats.reshape(R.shape)

@@ -1,8 +1,10 @@
 """Lifting hand observations from a wrist-centred view into the world frame.
 
 The 360 view gives a precise *direction* to the hand; its depth is anchored on the Kinect: the
-wrist is the point of the viewing ray (through WiLoR's wrist keypoint) closest to the
-Kinect-predicted wrist. WiLoR's own depth (from its fixed 5000 px focal length) is never used.
+wrist is placed on the viewing ray (through WiLoR's wrist keypoint) at the depth that best fits the
+Kinect's hand joints (wrist, knuckles, fingertip, thumb tip; weighted least squares along the ray,
+each Kinect joint matched to the observed hand keypoint it corresponds to). WiLoR's own depth (from
+its fixed 5000 px focal length) is never used.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from omnimocap.data.skeletons import HAND21_INDEX, KINECT_HAND_JOINT_TO_HAND21
 from omnimocap.hands.estimator import HandObservation, ViewRequest
 
 
@@ -28,20 +31,36 @@ class LiftedHand:
 
 
 def lift_observation(obs: HandObservation, request: ViewRequest, T_world_pano: np.ndarray,
-                     kinect_wrist_world: np.ndarray) -> LiftedHand:
+                     kinect_wrist_world: np.ndarray,
+                     kinect_hand_world: dict[str, np.ndarray] | None = None,
+                     weights: dict[str, float] | None = None) -> LiftedHand:
     """Place ``obs`` (seen in ``request``'s view) in the world.
 
     Args:
         T_world_pano: (4, 4) pose of the 360 camera in the world.
         kinect_wrist_world: (3,) the Kinect wrist predicted at the panorama frame's time, world.
+        kinect_hand_world: optional Kinect hand joints at that time, by the names of
+            ``data.skeletons.KINECT_HAND_JOINT_TO_HAND21`` (world; NaN when missing); without it the
+            depth comes from the wrist alone.
+        weights: weight of each of those joints in the depth fit (default 1 for all).
     """
     R_world_view = T_world_pano[:3, :3] @ request.R_pano_view
     origin = T_world_pano[:3, 3]
     bearing_view = request.camera.unproject(obs.keypoints_2d[0])
     ray = R_world_view @ bearing_view
-    depth = float(ray @ (kinect_wrist_world - origin))
+    offsets = (R_world_view @ (obs.keypoints_3d - obs.keypoints_3d[0]).T).T  # hand joints from the wrist
+    points = dict(kinect_hand_world or {})
+    points["wrist"] = kinect_wrist_world
+    num = den = 0.0
+    for name, point in points.items():
+        w = 1.0 if weights is None else weights.get(name, 0.0)
+        if w <= 0 or not np.all(np.isfinite(point)):
+            continue
+        num += w * float(ray @ (point - origin - offsets[HAND21_INDEX[KINECT_HAND_JOINT_TO_HAND21[name]]]))
+        den += w
+    depth = num / den if den > 0 else float(ray @ (kinect_wrist_world - origin))
     wrist = origin + depth * ray
-    joints = (R_world_view @ (obs.keypoints_3d - obs.keypoints_3d[0]).T).T + wrist
+    joints = offsets + wrist
     return LiftedHand(
         wrist=wrist,
         joints=joints,

@@ -17,7 +17,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +32,11 @@ from omnimocap.data.skeletons import (
     KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB, KINECT_WRIST, SIDES,
 )
 from omnimocap.errors import InputError, UserError
+from omnimocap.fusion.filtering import SmootherConfig, smooth_positions, smooth_rotations
 from omnimocap.fusion.interpolate import interpolate_positions, interpolate_rotations
 from omnimocap.fusion.lifting import lift_observation
 from omnimocap.hands.estimator import HandEstimator, ViewRequest
+from omnimocap.hands.views import WristView, plan_views, project_to_view
 
 RESULT_FILES = ("fused.npz", "views.npz", "smplx.npz", "report.json", "config.json", "rig.json")
 
@@ -63,6 +65,8 @@ class ProcessConfig:
     """Radius of the sphere around the predicted hand centre that the view must contain, metres."""
     batch_frames: int = 16
     """Panorama frames whose views go through the hand backend as one batch."""
+    depth_weights: dict[str, float] = field(default_factory=lambda: {"wrist": 1.0, "hand": 1.0, "handtip": 0.5, "thumb": 0.5})
+    """Weights of the Kinect hand joints in the hand's depth along the viewing ray."""
     max_gate_m: float = 0.15
     """A lifted wrist further than this from the Kinect-predicted wrist is rejected, metres."""
     max_hand_gap_s: float = 0.1
@@ -73,6 +77,13 @@ class ProcessConfig:
     """SMPL-X model file for the body (default: the built-in skeleton, or <models>/smplx/SMPLX_NEUTRAL.npz when present)."""
     preview: bool = True
     """Write ``views_preview.png``, a contact sheet of hand views (decodes some panorama frames)."""
+    smoothing: bool = True
+    """Temporal smoothing, adapted to each track's measured noise, of the Kinect joints that anchor
+    the hands' depth and of the fused hands (noise-free data pass unchanged)."""
+    position_smoother: SmootherConfig = field(default_factory=SmootherConfig)
+    """Smoother for positions (Kinect joints, hand joints), metres."""
+    rotation_smoother: SmootherConfig = field(default_factory=lambda: SmootherConfig(jerk_std=100.0, noise_floor_m=1e-4))
+    """Smoother for hand rotations (on unit quaternions)."""
 
 
 @dataclass
@@ -165,6 +176,53 @@ def hand_centre(pred: dict[str, np.ndarray]) -> np.ndarray:
     return np.where(np.isfinite(c), c, pred["wrist"])
 
 
+@dataclass
+class PlannedView:
+    """A wrist-centred view planned for one hand at one time (indices into the stage's inputs)."""
+
+    k: int  # time index into the predicted hands
+    person: int  # person index
+    side: int  # 0 left, 1 right
+    view: WristView
+    box_xyxy: np.ndarray  # (4,) predicted hand extent in view pixels
+    wrist_pano: np.ndarray  # (3,) predicted wrist in the 360 camera frame, metres
+
+
+def plan_hand_views(pred: dict[str, np.ndarray], T_pano_world: np.ndarray, time_indices, config: ProcessConfig) -> list[PlannedView]:
+    """Plan a view for every person and side with a Kinect-predicted hand at each time index.
+
+    ``pred`` are the outputs of :func:`predicted_hands` (world frame). The view looks at the
+    predicted hand centre and contains a sphere of ``hand_radius_m`` around it and the Kinect hand
+    joints, with ``view_margin``."""
+    centre_world = hand_centre(pred)
+    keys, points, centres = [], [], []
+    for k in time_indices:
+        for p in range(centre_world.shape[0]):
+            for s in range(len(SIDES)):
+                c = centre_world[p, k, s]
+                if not np.all(np.isfinite(c)):
+                    continue
+                pts = [pred[n][p, k, s] for n in ("wrist", "hand", "handtip", "thumb")]
+                pts += list(c + config.hand_radius_m * np.vstack([np.eye(3), -np.eye(3)]))
+                pts = np.array([q for q in pts if np.all(np.isfinite(q))])
+                points.append(transform_points(T_pano_world, pts))
+                centres.append(transform_points(T_pano_world, c))
+                keys.append((k, p, s))
+    if not keys:
+        return []
+    padded = np.full((len(points), max(len(q) for q in points), 3), np.nan)
+    for i, q in enumerate(points):
+        padded[i, : len(q)] = q
+    views = plan_views(padded, size=config.view_size, margin=config.view_margin, center_pano=np.array(centres))
+    planned = []
+    for (k, p, s), view, pts in zip(keys, views, padded):
+        pts = pts[np.all(np.isfinite(pts), axis=-1)]
+        px = project_to_view(view, pts)
+        box = np.concatenate([px.min(0), px.max(0)])
+        planned.append(PlannedView(k, p, s, view, box, transform_points(T_pano_world, pred["wrist"][p, k, s])))
+    return planned
+
+
 def make_estimator(config: ProcessConfig, session: Session) -> HandEstimator:
     if config.hands == "sim":
         if not session.manifest.simulated or not session.truth_dir.is_dir():
@@ -204,14 +262,22 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     session = Session.open(session_dir)
+    recovered = None
+    if not session.complete:
+        # a recorder that was killed leaves journals and a manifest still saying "recording"
+        from omnimocap.capture.recorder import recover_session
+
+        recovered = recover_session(session_dir)
+        session = Session.open(session_dir)
     rig = Rig.load(session.rig_path)
     out_dir = Path(out_dir)
     work = _prepare_output(out_dir, overwrite)
     report: dict = {"omnimocap_version": __version__, "session": str(Path(session_dir).resolve()),
                     "session_complete": session.complete, "hands_backend": config.hands,
                     "rig_method": rig.method, "rig_is_truth": rig.is_truth, "notes": []}
-    if not session.complete:
-        report["notes"].append("session is marked incomplete (recording interrupted); using what was written")
+    if recovered and recovered.get("recovered"):
+        report["notes"].append("the recording was interrupted; the session was recovered from what was written")
+        report["recovery"] = recovered
 
     people = load_people(session, rig)
     report["kinect_counts"] = people.counts
@@ -219,19 +285,22 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
 
     # --- views and hands, per panorama frame -----------------------------------------------------
     from omnimocap.capture.pano import read_pano_timestamps
-    from omnimocap.hands.views import plan_views
 
     pano_entry = session.pano()
     stamps = read_pano_timestamps(session.path(pano_entry.timestamps or "pano_frames.csv"))
     t_pano_session = rig.time_map("pano").to_session(stamps.t_pano)
     T_world_pano = rig.pose("pano")
-    T_pano_world = invert_pose(T_world_pano)
+    T_pano_world_inv = invert_pose(T_world_pano)
     pano_cam = EquirectCamera(int(pano_entry.width or 0), int(pano_entry.height or 0))
     estimator = make_estimator(config, session)
     needs_images = bool(getattr(estimator, "needs_images", config.hands != "sim"))
 
-    pred = predicted_hands(people, t_pano_session)
-    centre_world = hand_centre(pred)
+    anchors = people
+    if config.smoothing and len(people.t_session) > 2:
+        kinect_fps = float(1.0 / np.median(np.diff(people.t_session)))
+        anchors = replace(people, joints=np.stack([smooth_positions(j, kinect_fps, config.position_smoother)
+                                                   for j in people.joints]))
+    pred = predicted_hands(anchors, t_pano_session)
     P, F_pano = len(people.person_ids), len(t_pano_session)
     obs_valid = np.zeros((P, F_pano, 2), dtype=bool)
     obs_joints = np.full((P, F_pano, 2, 21, 3), np.nan)
@@ -254,64 +323,47 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
                 if item is None:
                     break
                 frames[item[0]] = item[1]
+        planned = plan_hand_views(pred, T_pano_world_inv, range(start, stop), config)
         requests: list[ViewRequest] = []
-        keys: list[tuple[int, int, int]] = []
-        points = []
-        centres = []
-        for k in range(start, stop):
-            for p in range(P):
-                for s, side in enumerate(SIDES):
-                    c = centre_world[p, k, s]
-                    if not np.all(np.isfinite(c)):
-                        counts["no_kinect"] += 1
-                        continue
-                    pts = [pred[n][p, k, s] for n in ("wrist", "hand", "handtip", "thumb")]
-                    pts += list(c + config.hand_radius_m * np.vstack([np.eye(3), -np.eye(3)]))
-                    pts = np.array([q for q in pts if np.all(np.isfinite(q))])
-                    points.append(transform_points(T_pano_world, pts))
-                    centres.append(transform_points(T_pano_world, c))
-                    keys.append((k, p, s))
-        if keys:
-            n_max = max(len(q) for q in points)
-            padded = np.full((len(points), n_max, 3), np.nan)
-            for i, q in enumerate(points):
-                padded[i, : len(q)] = q
-            views = plan_views(padded, size=config.view_size, margin=config.view_margin,
-                               center_pano=np.array(centres))
+        if planned:
+            keys = [(pv.k, pv.person, pv.side) for pv in planned]
+            views = [pv.view for pv in planned]
             images = None
             if needs_images or (config.preview and len(preview) < 12):
                 images = _render(frames, keys, views, pano_cam, needs_images, preview)
-            for i, ((k, p, s), view) in enumerate(zip(keys, views)):
-                wrist_pano = transform_points(T_pano_world, pred["wrist"][p, k, s])
-                wrist_view = view.R_pano_view.T @ wrist_pano
-                box = _predicted_box(view, padded[i])
+            for i, pv in enumerate(planned):
                 requests.append(ViewRequest(
-                    frame_index=k, t_session=float(t_pano_session[k]), person_id=people.person_ids[p],
-                    side=SIDES[s], R_pano_view=view.R_pano_view, camera=view.camera,
-                    predicted_wrist_view=wrist_view, predicted_box_xyxy=box,
+                    frame_index=pv.k, t_session=float(t_pano_session[pv.k]), person_id=people.person_ids[pv.person],
+                    side=SIDES[pv.side], R_pano_view=pv.view.R_pano_view, camera=pv.view.camera,
+                    predicted_wrist_view=pv.view.R_pano_view.T @ pv.wrist_pano, predicted_box_xyxy=pv.box_xyxy,
                     image_bgr=None if images is None else images[i]))
-                view_rows.append((k, p, s, float(t_pano_session[k]), view.R_pano_view, view.camera.fx, view.size))
-            counts["views"] += len(requests)
-            observations = estimator.estimate(requests) if requests else []
-            for (k, p, s), req, obs in zip(keys, requests, observations):
-                if obs is None:
-                    counts["no_hand"] += 1
-                    continue
-                if obs.is_right != (SIDES[s] == "right"):
-                    counts["side_mismatch"] += 1
-                    continue
-                lifted = lift_observation(obs, req, T_world_pano, pred["wrist"][p, k, s])
-                if lifted.lateral_offset > config.max_gate_m:
-                    counts["gated"] += 1
-                    continue
-                obs_valid[p, k, s] = True
-                obs_joints[p, k, s] = lifted.joints
-                obs_R[p, k, s] = lifted.R_world
-                obs_pose[p, k, s] = lifted.hand_pose
-                obs_betas[p, k, s] = lifted.betas
-                counts["observed"] += 1
+                view_rows.append((pv.k, pv.person, pv.side, float(t_pano_session[pv.k]), pv.view.R_pano_view,
+                                  pv.view.camera.fx, pv.view.size))
+        counts["views"] += len(requests)
+        observations = estimator.estimate(requests) if requests else []
+        for pv, req, obs in zip(planned, requests, observations):
+            k, p, s = pv.k, pv.person, pv.side
+            if obs is None:
+                counts["no_hand"] += 1
+                continue
+            if obs.is_right != (SIDES[s] == "right"):
+                counts["side_mismatch"] += 1
+                continue
+            lifted = lift_observation(obs, req, T_world_pano, pred["wrist"][p, k, s],
+                                      {name: pred[name][p, k, s] for name in config.depth_weights},
+                                      config.depth_weights)
+            if lifted.lateral_offset > config.max_gate_m:
+                counts["gated"] += 1
+                continue
+            obs_valid[p, k, s] = True
+            obs_joints[p, k, s] = lifted.joints
+            obs_R[p, k, s] = lifted.R_world
+            obs_pose[p, k, s] = lifted.hand_pose
+            obs_betas[p, k, s] = lifted.betas
+            counts["observed"] += 1
         bar.update(stop - start)
     bar.close()
+    counts["no_kinect"] = 2 * P * F_pano - counts["views"]
     timings["views_and_hands"] = time.perf_counter() - t_views
     report["hand_counts"] = counts
 
@@ -339,6 +391,9 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
             hand_pose[p, ok, s] = R_out[ok, 1:]
             hand_joints[p, ~ok, s] = np.nan
             hand_betas[p, s] = np.median(obs_betas[p, v, s], axis=0)
+    fps = float(1.0 / np.median(np.diff(t_out))) if F > 1 else 30.0
+    if config.smoothing and F > 2:
+        _smooth_hands(hand_joints, hand_R, hand_pose, hand_valid, fps, config)
 
     # --- body fit, hand integration, export -----------------------------------------------------
     from omnimocap.fusion.body_fit import BodyFitConfig, fit_body
@@ -348,14 +403,13 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
 
     t_fit = time.perf_counter()
     skeleton = load_skeleton(config.smplx_model)
-    fps = float(1.0 / np.median(np.diff(t_out))) if F > 1 else 30.0
     body_cfg = BodyFitConfig(device=config.device) if "device" in BodyFitConfig.__dataclass_fields__ else BodyFitConfig()
     local = np.zeros((P, F, 55, 3, 3))
     transl = np.zeros((P, F, 3))
     betas = np.zeros((P, skeleton.num_betas))
     status = np.zeros((P, F, 2), dtype="U8")
     for p in range(P):
-        fit = fit_body(people.joints[p], people.confidence[p], skeleton, body_cfg)
+        fit = fit_body(anchors.joints[p], people.confidence[p], skeleton, body_cfg)
         integ = integrate_hands(fit, skeleton, hand_R[p], hand_pose[p], hand_valid[p])
         local[p], transl[p], betas[p] = integ.local_rotmats, fit.transl, fit.betas
         status[p] = np.asarray(integ.status).astype("U8")
@@ -379,7 +433,7 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
     smplx_files = []
     for p in range(P):
         name = "smplx.npz" if p == 0 else f"smplx_person{p}.npz"
-        write_amass_npz(work / name, local[p], transl[p], betas[p], fps,
+        write_amass_npz(work / name, local[p], transl[p], betas[p], fps, skeleton=skeleton,
                         extra={"t_session": t_out, "person_id": people.person_ids[p]})
         smplx_files.append(name)
     if preview:
@@ -398,6 +452,22 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
         shutil.rmtree(out_dir)
     work.rename(out_dir)
     return report
+
+
+def _smooth_hands(joints, R_root, pose, valid, fps: float, config: ProcessConfig) -> None:
+    """Filter the fused hands in place over time: joint positions, root and finger rotations.
+    Unobserved frames stay unobserved (the filter restarts after a gap)."""
+    for p in range(joints.shape[0]):
+        for s in range(joints.shape[2]):
+            v = valid[p, :, s]
+            if v.sum() < 3:
+                continue
+            joints[p, :, s] = smooth_positions(joints[p, :, s], fps, config.position_smoother)
+            rots = np.concatenate([R_root[p, :, s][:, None], pose[p, :, s]], axis=1)
+            rots[~v] = np.nan
+            rots = smooth_rotations(rots, fps, config.rotation_smoother)
+            R_root[p, v, s] = rots[v, 0]
+            pose[p, v, s] = rots[v, 1:]
 
 
 def _pano_frames(session: Session, entry, wanted: bool):
@@ -427,15 +497,6 @@ def _render(frames, keys, views, pano_cam, needs_images, preview):
         if len(preview) < 12 and k % 15 == 0:
             preview.extend(rendered[: 12 - len(preview)])
     return images if needs_images else None
-
-
-def _predicted_box(view, points_pano: np.ndarray) -> np.ndarray:
-    from omnimocap.hands.views import project_to_view
-
-    pts = points_pano[np.all(np.isfinite(points_pano), axis=-1)]
-    px = project_to_view(view, pts)
-    lo, hi = px.min(0), px.max(0)
-    return np.array([lo[0], lo[1], hi[0], hi[1]])
 
 
 def _write_preview(path: Path, images: list[np.ndarray]) -> None:

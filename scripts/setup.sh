@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(libusb-1.0-0 libgl1 libglib2.0-0 libegl1 libxkbcommon-x11-0 libxcb-cursor0 libdbus-1-3 xvfb)
+apt_packages=(libusb-1.0-0 libgl1 libglib2.0-0 libegl1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4
+              libxcb-keysyms1 libxcb-xinerama0 libdbus-1-3 xvfb xauth)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

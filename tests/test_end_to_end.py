@@ -65,3 +65,33 @@ def test_results_folder_is_complete_and_protected(noisy, capsys):
     assert main(["process", str(noisy / "s"), "--out", str(r), "--hands", "sim", "--quiet"]) == 2
     assert "not empty" in capsys.readouterr().err
     assert (r / "report.json").read_bytes() == before
+
+
+def _process_eval(session, out, *extra) -> dict:
+    _run("process", str(session), "--out", str(out), "--hands", "sim", "--hand-noise-mm", "5",
+         "--hand-noise-deg", "3", "--hand-dropout", "0.1", "--quiet", *extra)
+    _run("evaluate", str(out), "--truth", str(session))
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def observer_noise(noisy):
+    """The same session with a noisy, lossy hand observer (5 mm, 3 deg, 10% dropout), processed with
+    and without temporal smoothing."""
+    return (_process_eval(noisy / "s", noisy / "r_obs"),
+            _process_eval(noisy / "s", noisy / "r_obs_raw", "--no-smoothing"))
+
+
+def test_fused_accuracy_with_a_noisy_observer(observer_noise):
+    m, _ = observer_noise
+    assert m["hands.joint_error_mm"] <= 8
+    assert m["body.joint_error_mm"] <= 20
+    assert m["smplx.hand_roundtrip_deg"] <= 0.5
+    assert m["hands.wrist_error_mm"] <= 0.6 * m["kinect.wrist_error_mm"]
+
+
+def test_smoothing_reduces_jitter_without_raising_acceleration_error(observer_noise):
+    smooth, raw = observer_noise
+    for part in ("hands", "body"):
+        assert smooth[f"{part}.jitter"] * 3 <= raw[f"{part}.jitter"], part
+        assert smooth[f"{part}.accel_error"] <= raw[f"{part}.accel_error"], part

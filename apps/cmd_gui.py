@@ -1,0 +1,65 @@
+"""``omnimocap gui [--simulate | --session DIR] [--seconds S]``: the live capture session window.
+
+Without ``--simulate`` or ``--session`` it opens the connected Azure Kinects; the window then lists
+every device problem in its message panel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from omnimocap.apps.options import add_device, add_models, existing_dir
+from omnimocap.errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("gui", help="live capture session window (devices, sync, calibration, hands, recording)",
+                       description="Open the live session window over connected devices, a simulated rig "
+                                   "(--simulate) or a recorded session replayed as if live (--session).")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--simulate", action="store_true", help="simulate a short session and replay it in a loop")
+    source.add_argument("--session", metavar="DIR", help="replay a recorded session folder as if live")
+    p.add_argument("--seconds", type=float, default=4.0, help="--simulate: length of the simulated loop (default: 4)")
+    p.add_argument("--people", type=int, default=2, help="--simulate: people in the scene (default: 2)")
+    p.add_argument("--pano-width", type=int, default=960, help="--simulate: panorama width, pixels (default: 960)")
+    p.add_argument("--hands", default="auto", choices=["auto", "sim", "wilor", "none"],
+                   help="hand backend of the live preview (default: sim for simulated sessions, else wilor)")
+    p.add_argument("--record-dir", default="recordings", metavar="DIR",
+                   help="where Record creates new session folders (default: ./recordings)")
+    add_device(p)
+    add_models(p)
+    p.set_defaults(func=run)
+
+
+def check_gui_environment() -> None:
+    """Raise a one-line UserError when the window cannot open here (no Qt, or no display)."""
+    try:
+        import pyqtgraph  # noqa: F401
+        import PySide6  # noqa: F401
+    except ImportError as exc:
+        raise UserError(f"the GUI needs PySide6 and pyqtgraph ({exc.name} is missing)",
+                        fix="pip install omnimocap[gui]") from None
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if sys.platform.startswith("linux") and not platform and not os.environ.get("DISPLAY") \
+            and not os.environ.get("WAYLAND_DISPLAY"):
+        raise UserError("no display to open the window on (DISPLAY is not set)",
+                        fix="run under `xvfb-run omnimocap gui ...`, or set QT_QPA_PLATFORM=offscreen")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_gui_environment()
+    from omnimocap.apps.gui import run_app
+    from omnimocap.apps.live import LiveConfig, LiveController
+
+    config = LiveConfig(hands=args.hands, device=args.device, models=args.models)
+    if args.simulate:
+        print(f"simulating {args.seconds:g} s with {args.people} people ...", file=sys.stderr)
+        controller = LiveController.simulated(args.seconds, people=args.people, pano_width=args.pano_width,
+                                              config=config)
+    elif args.session:
+        controller = LiveController.from_session(existing_dir(args.session, "session folder"), config=config)
+    else:
+        controller = LiveController.from_devices(config)
+    return run_app(controller, record_dir=args.record_dir)

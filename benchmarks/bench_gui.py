@@ -1,0 +1,134 @@
+"""Live session display rate and capture-to-display latency on the simulated rig.
+
+Simulates a short session (2 people, 2 Kinects, 30 fps panorama), replays it in a loop for
+``--seconds`` through the live controller, and measures, per displayed panorama frame, the time
+from its release by the capture thread to the moment the view finished drawing it:
+
+- ``headless``: a consumer polling ``LiveController.latest()`` every 16 ms (no Qt);
+- ``gui``: the real window (offscreen Qt platform unless a display is set) on its QTimer.
+
+Reports display fps against the source fps measured in the same run (their ratio), latency
+percentiles, the live pipeline's time per frame and the drops; writes benchmarks/results/gui.json.
+
+    python benchmarks/bench_gui.py [--seconds 10] [--pano-width 1920]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parent / "results" / "gui.json"
+
+
+def summarize(latencies_s: list[float], frames: int, seconds: float, controller, pipeline_ms: list[float]) -> dict:
+    state = controller.latest()
+    pano = next(d for d in state.devices if d.kind == "pano")
+    lat = np.array(latencies_s) * 1000
+    display_fps = frames / seconds
+    return {
+        "display_fps": round(display_fps, 2),
+        "source_fps": round(pano.frames / seconds, 2),
+        "display_over_source": round(display_fps / (pano.frames / seconds), 3),
+        "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 1) for q in (50, 90, 95, 99)}
+        | {"max": round(float(lat.max()), 1)},
+        "pipeline_ms": {f"p{q}": round(float(np.percentile(pipeline_ms, q)), 1) for q in (50, 95)},
+        "pano_drops": pano.drops,
+        "hands_backend": state.hands_backend,
+        "hand_views_last": len(state.hand_views),
+    }
+
+
+def run_headless(session_dir: Path, seconds: float) -> dict:
+    from omnimocap.apps.live import LiveController
+
+    controller = LiveController.from_session(session_dir)
+    controller.start()
+    shown, latencies, pipeline = None, [], []
+    t0 = time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < seconds:
+            state = controller.latest()
+            if state.pano is not None and (state.pano.index, state.pano.released_wall) != shown:
+                shown = (state.pano.index, state.pano.released_wall)
+                latencies.append(time.perf_counter() - state.pano.released_wall)
+                pipeline.append(state.pipeline_ms)
+            time.sleep(0.016)
+        return summarize(latencies, len(latencies), time.perf_counter() - t0, controller, pipeline)
+    finally:
+        controller.close()
+
+
+def run_gui(session_dir: Path, seconds: float) -> dict:
+    from PySide6 import QtCore, QtWidgets
+
+    from omnimocap.apps.gui import SessionWindow
+    from omnimocap.apps.live import LiveController
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    controller = LiveController.from_session(session_dir)
+    window = SessionWindow(controller, record_dir=tempfile.gettempdir(), poll_ms=16)
+    window.resize(1600, 900)
+    window.show()
+    pipeline = []
+    last_seq = -1
+    controller.start()
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 5)
+        state = controller.latest()
+        if state.seq != last_seq:
+            last_seq = state.seq
+            pipeline.append(state.pipeline_ms)
+        time.sleep(0.001)
+    elapsed = time.perf_counter() - t0
+    latencies = [lat for _, lat in window.displayed]
+    result = summarize(latencies, len(latencies), elapsed, controller, pipeline)
+    result["qt_platform"] = QtWidgets.QApplication.platformName()
+    result["opengl_3d"] = window.scene.uses_opengl
+    window.close()
+    window.deleteLater()
+    app.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--sim-seconds", type=float, default=4.0)
+    parser.add_argument("--pano-width", type=int, default=1920)
+    args = parser.parse_args()
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen") if not os.environ.get("DISPLAY") else None
+
+    from omnimocap.capture.simulate import SimConfig, simulate_session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        session_dir = Path(tmp) / "session"
+        simulate_session(session_dir, SimConfig(seconds=args.sim_seconds, people=2, kinects=2, seed=1,
+                                                pano_width=args.pano_width))
+        results = {"headless": run_headless(session_dir, args.seconds)}
+        try:
+            results["gui"] = run_gui(session_dir, args.seconds)
+        except ImportError as exc:
+            results["gui"] = {"skipped": f"PySide6/pyqtgraph missing ({exc})"}
+    report = {
+        "benchmark": "live session display",
+        "seconds": args.seconds, "pano_width": args.pano_width, "people": 2, "kinects": 2,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "results": results,
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,314 @@
+"""ChArUco board calibration of the 360 camera against a Kinect's colour camera.
+
+The board frame is OpenCV's: origin at the board's top-left outer corner, x along the columns,
+y along the rows (down the printed image), z into the board; metres. Corners are detected with
+``cv2.aruco.CharucoDetector`` in pinhole images (Kinect colour) and in perspective views cut from the
+equirectangular frame (a grid of search views over the sphere, then one view fitted to the board).
+Every detection becomes unit bearings in its camera frame, so both cameras share one pose solver:
+RANSAC over 4-point sets in a tangent frame around the board's bearings (planar PnP), then
+non-linear refinement of angular residuals. A sequence of board poses is then refined jointly over
+``T_color_pano`` and every board pose, and composed with the Kinect's colour-to-depth extrinsics into
+``T_depth_pano``.
+
+``render_board_pinhole`` / ``render_board_equirect`` draw the board at a 3D pose (anti-aliased by
+supersampling) for tests and for the simulated rig.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.optimize import least_squares
+
+from omnimocap.calibration.cameras import EquirectCamera, PinholeCamera
+from omnimocap.calibration.transforms import (
+    average_rotations, axis_angle_to_matrix, invert_pose, look_at, make_pose, transform_points,
+)
+from omnimocap.errors import UserError
+from omnimocap.hands.views import plan_view, render_view, view_from_yaw_pitch, view_pixel_to_pano_bearing
+
+
+@dataclass(frozen=True)
+class BoardSpec:
+    """A ChArUco board: ``squares_x`` x ``squares_y`` squares of ``square_m`` metres with ArUco
+    markers of ``marker_m`` metres from ``dictionary`` (a cv2.aruco predefined dictionary id)."""
+
+    squares_x: int = 7
+    squares_y: int = 5
+    square_m: float = 0.08
+    marker_m: float = 0.06
+    dictionary: int = cv2.aruco.DICT_5X5_100
+
+    def board(self) -> cv2.aruco.CharucoBoard:
+        return cv2.aruco.CharucoBoard((self.squares_x, self.squares_y), self.square_m, self.marker_m,
+                                      cv2.aruco.getPredefinedDictionary(self.dictionary))
+
+    def corners(self) -> np.ndarray:
+        """Inner chessboard corners (M,3) in the board frame, metres, indexed by ChArUco id."""
+        return np.asarray(self.board().getChessboardCorners(), dtype=np.float64)
+
+    def texture(self, px_per_square: int = 64) -> np.ndarray:
+        """The board image (uint8), exactly ``px_per_square`` pixels per square, no margin: board point
+        (x, y) lies at pixel (x / square_m * px_per_square - 0.5, y / square_m * px_per_square - 0.5)."""
+        size = (self.squares_x * px_per_square, self.squares_y * px_per_square)
+        return self.board().generateImage(size, marginSize=0, borderBits=1)
+
+    def outline(self, per_edge: int = 40) -> np.ndarray:
+        """Points (4*per_edge,3) along the board's outer edge, board frame."""
+        w, h = self.squares_x * self.square_m, self.squares_y * self.square_m
+        s = np.linspace(0.0, 1.0, per_edge, endpoint=False)
+        z = np.zeros_like(s)
+        return np.concatenate([np.stack([s * w, z, z], -1), np.stack([w + z, s * h, z], -1),
+                               np.stack([(1 - s) * w, h + z, z], -1), np.stack([z, (1 - s) * h, z], -1)])
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+def _shade(spec: BoardSpec, rays: np.ndarray, T_cam_board: np.ndarray, background: float,
+           px_per_square: int) -> np.ndarray:
+    """Brightness (...) seen along camera-frame rays (...,3): the board where the ray meets it in
+    front of the camera, ``background`` elsewhere."""
+    tex = spec.texture(px_per_square).astype(np.float32)
+    R, t = T_cam_board[:3, :3], T_cam_board[:3, 3]
+    origin = -R.T @ t  # camera centre in the board frame
+    d = rays @ R  # R^T d, rays into the board frame
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = -origin[2] / d[..., 2]
+    hit = np.isfinite(lam) & (lam > 0)
+    x = origin[0] + lam * d[..., 0]
+    y = origin[1] + lam * d[..., 1]
+    scale = px_per_square / spec.square_m
+    map_x = np.where(hit, x * scale - 0.5, -10.0).astype(np.float32)
+    map_y = np.where(hit, y * scale - 0.5, -10.0).astype(np.float32)
+    return cv2.remap(tex, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                     borderValue=float(background))
+
+
+def _render(spec: BoardSpec, shape: tuple[int, int], pixel_to_ray, bbox: tuple[int, int, int, int],
+            T_cam_board: np.ndarray, supersample: int, background: int, px_per_square: int) -> np.ndarray:
+    h, w = shape
+    img = np.full((h, w), float(background), np.float32)
+    c0, r0, c1, r1 = bbox  # columns may run past the right edge; they wrap (the panorama's seam)
+    if c1 <= c0 or r1 <= r0:
+        return img.astype(np.uint8)
+    offs = (np.arange(supersample) + 0.5) / supersample - 0.5
+    cols = (np.arange(c0, c1)[:, None] + offs).ravel()
+    rows = (np.arange(r0, r1)[:, None] + offs).ravel()
+    cc, rr = np.meshgrid(cols, rows)
+    rays = pixel_to_ray(np.stack([cc, rr], -1))
+    val = _shade(spec, rays, T_cam_board, background, px_per_square)
+    val = val.reshape(r1 - r0, supersample, c1 - c0, supersample).mean(axis=(1, 3))
+    img[r0:r1, np.arange(c0, c1) % w] = val
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def render_board_pinhole(spec: BoardSpec, camera: PinholeCamera, T_cam_board: np.ndarray, *,
+                         supersample: int = 3, background: int = 128, px_per_square: int = 96) -> np.ndarray:
+    """Grayscale uint8 image (H,W) of the board at ``T_cam_board`` seen by ``camera`` (its
+    distortion included), each pixel the mean of supersample^2 rays."""
+    outline = transform_points(T_cam_board, spec.outline())
+    if np.all(outline[:, 2] > 0):
+        px = camera.project(outline)
+        c0, r0 = np.floor(px.min(axis=0)).astype(int) - 2
+        c1, r1 = np.ceil(px.max(axis=0)).astype(int) + 3
+        bbox = (max(c0, 0), max(r0, 0), min(c1, camera.width), min(r1, camera.height))
+    else:
+        bbox = (0, 0, camera.width, camera.height)
+    return _render(spec, (camera.height, camera.width), camera.unproject, bbox, T_cam_board, supersample,
+                   background, px_per_square)
+
+
+def render_board_equirect(spec: BoardSpec, pano: EquirectCamera, T_pano_board: np.ndarray, *,
+                          supersample: int = 3, background: int = 128, px_per_square: int = 96) -> np.ndarray:
+    """Grayscale uint8 equirectangular panorama (H,W) of the board at ``T_pano_board``."""
+    px = pano.bearing_to_pixel(transform_points(T_pano_board, spec.outline()))
+    cols = px[:, 0]
+    if np.ptp(cols) > pano.width / 2:  # across the seam: continue the columns past the right edge
+        cols = np.where(cols < pano.width / 2, cols + pano.width, cols)
+    c0, r0 = int(np.floor(cols.min())) - 2, int(np.floor(px[:, 1].min())) - 2
+    c1, r1 = int(np.ceil(cols.max())) + 3, int(np.ceil(px[:, 1].max())) + 3
+    if c1 - c0 > pano.width / 2:  # the board surrounds a pole: every column
+        c0, c1, r0, r1 = 0, pano.width, 0, pano.height
+    bbox = (max(c0, 0), max(r0, 0), min(c1, max(c0, 0) + pano.width), min(r1, pano.height))
+    return _render(spec, (pano.height, pano.width), pano.pixel_to_bearing, bbox, T_pano_board, supersample,
+                   background, px_per_square)
+
+
+# --- detection -----------------------------------------------------------------------------------
+
+@dataclass
+class BoardDetection:
+    """Detected corners: ChArUco ``ids`` (n,) and unit ``bearings`` (n,3) in the camera frame."""
+
+    ids: np.ndarray
+    bearings: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _detect(detector: cv2.aruco.CharucoDetector, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    corners, ids, _, _ = detector.detectBoard(gray)
+    if ids is None or len(ids) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 2))
+    return ids.ravel().astype(np.int64), corners.reshape(-1, 2).astype(np.float64)
+
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+
+
+def detect_pinhole(spec: BoardSpec, image: np.ndarray, camera: PinholeCamera) -> BoardDetection:
+    """Corners in a pinhole image (BGR or gray) as undistorted bearings in the camera frame."""
+    ids, px = _detect(cv2.aruco.CharucoDetector(spec.board()), _gray(image))
+    return BoardDetection(ids, camera.unproject(px) if len(ids) else np.zeros((0, 3)))
+
+
+def detect_equirect(spec: BoardSpec, pano_img: np.ndarray, pano: EquirectCamera, *,
+                    search_fov_deg: float = 80.0, view_size: int = 1024) -> BoardDetection:
+    """Corners in an equirectangular frame as bearings in the panorama frame. Search views (yaw every
+    45 deg, pitch -40/0/40, at the panorama's resolution up to ``view_size`` pixels) find the board;
+    one view fitted to the found corners re-detects them at up to ``view_size`` pixels."""
+    gray = _gray(pano_img)
+    search_size = int(min(view_size, np.ceil(2 * np.tan(np.radians(search_fov_deg) / 2) * pano.pixels_per_radian)))
+    detector = cv2.aruco.CharucoDetector(spec.board())
+    found: dict[int, np.ndarray] = {}
+    for pitch in (0.0, -40.0, 40.0):
+        for yaw in np.arange(-180.0, 180.0, 45.0):
+            view = view_from_yaw_pitch(yaw, pitch, search_fov_deg, search_size)
+            ids, px = _detect(detector, render_view(gray, pano, view))
+            for i, b in zip(ids, view_pixel_to_pano_bearing(view, px)):
+                found.setdefault(int(i), b)
+    if len(found) < 4:
+        return BoardDetection(np.zeros(0, dtype=np.int64), np.zeros((0, 3)))
+    pts = np.stack(list(found.values()))
+    view = plan_view(pts, size=search_size, margin=1.6)
+    # as many view pixels per radian as the panorama has, capped at view_size
+    size = int(min(view_size, max(search_size, np.ceil(2 * np.tan(np.radians(view.fov_deg) / 2)
+                                                       * pano.pixels_per_radian))))
+    view = plan_view(pts, size=size, margin=1.6)
+    ids, px = _detect(detector, render_view(gray, pano, view))
+    if len(ids) < len(found) // 2:
+        ids = np.array(sorted(found), dtype=np.int64)
+        return BoardDetection(ids, np.stack([found[i] for i in ids]))
+    return BoardDetection(ids, view_pixel_to_pano_bearing(view, px))
+
+
+# --- poses ---------------------------------------------------------------------------------------
+
+def _angular_residuals(T_cam_board: np.ndarray, X: np.ndarray, f: np.ndarray) -> np.ndarray:
+    p = transform_points(T_cam_board, X)
+    return (p / np.linalg.norm(p, axis=-1, keepdims=True) - f).ravel()
+
+
+def _perturb(T: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return make_pose(axis_angle_to_matrix(x[:3]), x[3:6]) @ T
+
+
+def board_pose(spec: BoardSpec, det: BoardDetection, *, ransac_deg: float = 0.3,
+               iterations: int = 200) -> tuple[np.ndarray, np.ndarray, float]:
+    """``T_cam_board`` from detected bearings: planar PnP with RANSAC in a tangent frame around the
+    bearings, then robust refinement of the angular residuals. Returns the pose, the inlier mask and
+    the inliers' RMS angle (degrees). Raises UserError with fewer than 6 corners."""
+    if len(det) < 6:
+        raise UserError(f"only {len(det)} board corners detected (need 6)",
+                        fix="show the whole board, closer or better lit")
+    X = spec.corners()[det.ids]
+    R_c = look_at(det.bearings.mean(axis=0))
+    local = det.bearings @ R_c
+    if np.any(local[:, 2] <= 0.05):
+        raise UserError("the detected corners span more than a hemisphere; not a single board")
+    uv = (local[:, :2] / local[:, 2:]).astype(np.float64)
+    ok, rvec, tvec, inl = cv2.solvePnPRansac(X, uv, np.eye(3), None, iterationsCount=iterations,
+                                             reprojectionError=float(np.tan(np.radians(ransac_deg))),
+                                             flags=cv2.SOLVEPNP_IPPE)
+    if not ok or inl is None or len(inl) < 6:
+        raise UserError("no consistent board pose in the detected corners")
+    T = make_pose(R_c, np.zeros(3)) @ make_pose(cv2.Rodrigues(rvec)[0], tvec.ravel())
+    mask = np.zeros(len(det), dtype=bool)
+    mask[inl.ravel()] = True
+    fit = least_squares(lambda x: _angular_residuals(_perturb(T, x), X[mask], det.bearings[mask]), np.zeros(6),
+                        loss="soft_l1", f_scale=np.radians(ransac_deg))
+    T = _perturb(T, fit.x)
+    ang = _angles_deg(T, X[mask], det.bearings[mask])
+    return T, mask, float(np.sqrt(np.mean(ang ** 2)))
+
+
+def _angles_deg(T: np.ndarray, X: np.ndarray, f: np.ndarray) -> np.ndarray:
+    p = transform_points(T, X)
+    cos = np.sum(p * f, axis=-1) / np.linalg.norm(p, axis=-1)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+@dataclass
+class BoardCalibration:
+    """``T_depth_pano`` (the panorama's pose in the Kinect depth frame), ``T_color_pano``, the inlier
+    RMS angles (degrees) per camera and which sequence frames were used."""
+
+    T_depth_pano: np.ndarray
+    T_color_pano: np.ndarray
+    kinect_rms_deg: float
+    pano_rms_deg: float
+    frames_used: list[int]
+    board_poses_color: list[np.ndarray]
+
+    def to_json(self) -> dict:
+        return {"kinect_rms_deg": self.kinect_rms_deg, "pano_rms_deg": self.pano_rms_deg,
+                "frames_used": self.frames_used, "board_poses_color": [T.tolist() for T in self.board_poses_color]}
+
+
+def calibrate_board_sequence(spec: BoardSpec, color_detections: list[BoardDetection | None],
+                             pano_detections: list[BoardDetection | None], T_depth_color: np.ndarray,
+                             *, min_frames: int = 1) -> BoardCalibration:
+    """Joint refinement over ``T_color_pano`` and each board pose ``T_color_board_k`` of the angular
+    residuals of both cameras, over the frames where both saw the board; composed with the
+    Kinect's ``T_depth_color``. Raises UserError with fewer than ``min_frames`` usable frames."""
+    frames, poses_c, poses_p, masks = [], [], [], []
+    for k, (dc, dp) in enumerate(zip(color_detections, pano_detections)):
+        if dc is None or dp is None or len(dc) < 6 or len(dp) < 6:
+            continue
+        try:
+            Tc, mc, _ = board_pose(spec, dc)
+            Tp, mp, _ = board_pose(spec, dp)
+        except UserError:
+            continue
+        frames.append(k)
+        poses_c.append(Tc)
+        poses_p.append(Tp)
+        masks.append((mc, mp))
+    if len(frames) < min_frames:
+        raise UserError(f"the board was seen by both the Kinect colour camera and the 360 camera in "
+                        f"{len(frames)} frames (need {min_frames})",
+                        fix="hold the ChArUco board where both cameras see it, in several poses")
+    T_cp = [Tc @ invert_pose(Tp) for Tc, Tp in zip(poses_c, poses_p)]
+    T0 = make_pose(average_rotations(np.stack([T[:3, :3] for T in T_cp])), np.mean([T[:3, 3] for T in T_cp], 0))
+    corners = spec.corners()
+    obs = []
+    for k, (mc, mp) in zip(frames, masks):
+        dc, dp = color_detections[k], pano_detections[k]
+        obs.append((corners[dc.ids[mc]], dc.bearings[mc], corners[dp.ids[mp]], dp.bearings[mp]))
+
+    def unpack(x):
+        T_color_pano = _perturb(T0, x[:6] * 1e-3)
+        return T_color_pano, [_perturb(Tc, x[6 + 6 * i:12 + 6 * i] * 1e-3) for i, Tc in enumerate(poses_c)]
+
+    def residuals(x):
+        T_color_pano, boards = unpack(x)
+        T_pano_color = invert_pose(T_color_pano)
+        r = []
+        for Tb, (Xc, fc, Xp, fp) in zip(boards, obs):
+            r.append(_angular_residuals(Tb, Xc, fc))
+            r.append(_angular_residuals(T_pano_color @ Tb, Xp, fp))
+        return np.concatenate(r)
+
+    fit = least_squares(residuals, np.zeros(6 + 6 * len(frames)), loss="soft_l1", f_scale=np.radians(0.1),
+                        diff_step=1e-6)
+    T_color_pano, boards = unpack(fit.x)
+    T_pano_color = invert_pose(T_color_pano)
+    ang_c = np.concatenate([_angles_deg(Tb, Xc, fc) for Tb, (Xc, fc, _, _) in zip(boards, obs)])
+    ang_p = np.concatenate([_angles_deg(T_pano_color @ Tb, Xp, fp) for Tb, (_, _, Xp, fp) in zip(boards, obs)])
+    return BoardCalibration(T_depth_color @ T_color_pano, T_color_pano, float(np.sqrt(np.mean(ang_c ** 2))),
+                            float(np.sqrt(np.mean(ang_p ** 2))), frames, boards)
+

@@ -1,0 +1,669 @@
+"""The crash-safe recorder: live sources in, a session folder out.
+
+What lands on disk, and when (a killed recorder loses at most about a second of any stream):
+
+- ``session.json`` is written atomically at the start (status ``recording``, one device entry per
+  source) and again whenever a stream ends or is finalized; ``complete`` only after a clean stop.
+- Kinect body tracking goes to a journal ``bodies_<serial>.jsonl``: a header line (with the session
+  clock's origin, ``session_clock_start_monotonic``, seconds of CLOCK_MONOTONIC), then one line
+  per capture (the k4abt frame layout of :mod:`omnimocap.capture.bodies` plus ``host_time``,
+  the arrival on the session clock in seconds; ``bodies`` null where tracking did not run). Each
+  line is flushed; the file is fsync'd at least every ``sync_interval_s``. On stop the journal
+  becomes ``bodies_<serial>.json``; the journal stays as the record of the host arrival times.
+  :func:`recover_session` does the same conversion for a session whose recorder was killed.
+- Kinect images go to ``kinect_<serial>.mkv`` (:class:`KinectMkvWriter`: a flushed cluster per
+  capture) when the source delivers colour or depth and knows its factory calibration.
+- The 360 stream goes through :class:`PanoWriter` (``pano_frames.csv`` flushed per frame). Its
+  Matroska muxer is set to close a cluster every 0.5 s of stream time and to flush each packet,
+  and x264 to zero latency, so the video on disk trails the CSV by well under a second (by
+  default FFmpeg would hold everything in memory until the file is closed).
+
+Free disk space is checked before (refuse below ``min_free_gb``) and every second during the
+recording (stop cleanly below ``stop_free_gb``). A source that ends or delivers nothing for
+``disconnect_timeout_s`` has its stream finalized; its device entry becomes ``disconnected`` and the
+session notes say when and why. Ctrl-C (KeyboardInterrupt) stops cleanly and marks the session
+complete; SIGKILL leaves it ``recording`` for :func:`recover_session`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from omnimocap.calibration.rig import Rig
+from omnimocap.capture.bodies import SDK_VERSION, BodyRecording, BodyTrack, write_bodies
+from omnimocap.capture.kinect_live import KinectFileSource
+from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
+from omnimocap.capture.pano import PanoWriter, read_pano_timestamps
+from omnimocap.capture.pano_sources import VideoFilePanoSource
+from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, RIG, TRUTH_DIR, DeviceEntry, Session, atomic_write_bytes
+from omnimocap.capture.sources import EndOfStream, KinectFrame, PanoFrame, SessionClock, Source
+from omnimocap.errors import InputError, UserError
+
+JOURNAL_FORMAT = "omnimocap-bodies-journal"
+GB = 1024 ** 3
+# Muxer and encoder settings that make PanoWriter's file readable while it grows.
+
+
+def journal_name(serial: str) -> str:
+    return f"bodies_{serial}.jsonl"
+
+
+def bodies_name(serial: str) -> str:
+    return f"bodies_{serial}.json"
+
+
+def recording_name(serial: str) -> str:
+    return f"kinect_{serial}.mkv"
+
+
+# --- the body journal ------------------------------------------------------------------------------
+def _rows(values: np.ndarray, digits: int) -> list:
+    """(32,k) floats -> JSON rows, a joint with any non-finite value as null."""
+    return [[round(float(v), digits) for v in row] if np.isfinite(row).all() else None for row in values]
+
+
+class BodyJournal:
+    """Append-only journal of one Kinect's captures (see the module docstring for the layout)."""
+
+    def __init__(self, path: str | Path, serial: str, source_file: str, clock_start_monotonic: float,
+                 sync_interval_s: float = 0.5):
+        self.path = Path(path)
+        self.sync_interval_s = sync_interval_s
+        self._file = open(self.path, "w", encoding="utf-8")
+        self._lock = threading.Lock()
+        self.frames = 0
+        self.last_host_time: float | None = None
+        self._write({"format": JOURNAL_FORMAT, "version": 1, "serial": serial, "source_file": source_file,
+                     "k4abt_sdk_version": SDK_VERSION, "session_clock_start_monotonic": clock_start_monotonic})
+        self._last_sync = time.monotonic()
+        self.sync()
+
+    def _write(self, obj: dict) -> None:
+        self._file.write(json.dumps(obj, allow_nan=False, separators=(",", ":")) + "\n")
+        self._file.flush()
+
+    def append(self, frame: KinectFrame) -> None:
+        """One capture: device time (us), frame id, host arrival (s), the bodies (mm, as k4abt)."""
+        bodies = None
+        if frame.bodies is not None:
+            bodies = [{"body_id": int(i), "joint_positions": _rows(b.positions * 1000.0, 2),
+                       "joint_orientations": _rows(b.orientations, 6),
+                       "joint_confidences": [int(c) for c in b.confidences]} for i, b in sorted(frame.bodies.items())]
+        with self._lock:
+            self._write({"timestamp_usec": int(round(frame.device_timestamp * 1e6)), "frame_id": int(frame.frame_id),
+                         "host_time": round(float(frame.host_time), 6),
+                         "num_bodies": None if bodies is None else len(bodies), "bodies": bodies})
+            self.frames += 1
+            self.last_host_time = frame.host_time
+
+    def sync_if_due(self) -> None:
+        if time.monotonic() - self._last_sync >= self.sync_interval_s:
+            self.sync()
+
+    def sync(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                os.fsync(self._file.fileno())
+                self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        self.sync()
+        with self._lock:
+            self._file.close()
+
+
+@dataclass
+class Journal:
+    """A read journal: its header and the complete capture lines (a torn last line is left out)."""
+
+    header: dict
+    frames: list[dict]
+    torn: bool = False
+
+
+def read_journal(path: str | Path) -> Journal:
+    path = Path(path)
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as exc:
+        raise InputError(f"cannot read the body journal ({exc.strerror})", path=path) from None
+    try:
+        header = json.loads(lines[0])
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != JOURNAL_FORMAT:
+        raise InputError("not an omnimocap body journal (header line missing or damaged)", path=path,
+                         fix="the recorder died before writing anything; this Kinect has no body data")
+    frames, torn = [], False
+    for line in lines[1:]:
+        if not line.strip():
+            continue
+        try:
+            frame = json.loads(line)
+            int(frame["timestamp_usec"])
+        except (ValueError, KeyError, TypeError):
+            torn = True  # only the last line can be cut by a crash; nothing after it is trusted
+            break
+        frames.append(frame)
+    return Journal(header, frames, torn)
+
+
+def journal_to_bodies(journal_path: str | Path, bodies_path: str | Path) -> int:
+    """Convert a journal into the k4abt JSON ``bodies_path`` (atomically). Captures without tracking
+    and captures whose device time does not increase are left out. Returns the frames written."""
+    journal = read_journal(journal_path)
+    kept, last_us = [], -math.inf
+    for frame in journal.frames:
+        if frame.get("bodies") is None or int(frame["timestamp_usec"]) <= last_us:
+            continue
+        last_us = int(frame["timestamp_usec"])
+        kept.append(frame)
+    F = len(kept)
+    tracks: dict[int, BodyTrack] = {}
+    for f, frame in enumerate(kept):
+        for body in frame["bodies"]:
+            track = tracks.setdefault(int(body["body_id"]), BodyTrack.empty(F))
+            for j, (p, q) in enumerate(zip(body["joint_positions"], body["joint_orientations"])):
+                if p is not None and q is not None:
+                    track.positions[f, j] = np.asarray(p, dtype=np.float64) / 1000.0
+                    track.orientations[f, j] = q
+                    track.confidences[f, j] = int(body["joint_confidences"][j])
+    write_bodies(bodies_path, BodyRecording(
+        timestamps=np.array([fr["timestamp_usec"] for fr in kept], dtype=np.float64) / 1e6,
+        frame_ids=np.array([fr["frame_id"] for fr in kept], dtype=np.int64), bodies=dict(sorted(tracks.items())),
+        source_file=str(journal.header.get("source_file", "")),
+        sdk_version=str(journal.header.get("k4abt_sdk_version", SDK_VERSION))))
+    return F
+
+
+# --- per-stream writers ----------------------------------------------------------------------------
+class _KinectSink:
+    def __init__(self, session: Session, entry: DeviceEntry, source: Source, clock: SessionClock, sync_interval_s: float):
+        self.session, self.entry, self.info = session, entry, source.info
+        self.journal = BodyJournal(session.path(journal_name(entry.serial)), entry.serial,
+                                   recording_name(entry.serial), clock.start_monotonic, sync_interval_s)
+        self.mkv: KinectMkvWriter | None = None
+        self.images_skipped = False
+        self.tracked = 0
+
+    @property
+    def frames(self) -> int:
+        return self.journal.frames
+
+    @property
+    def last_host_time(self) -> float | None:
+        return self.journal.last_host_time
+
+    def write(self, frame: KinectFrame) -> None:
+        self.journal.append(frame)
+        self.tracked += frame.bodies is not None
+        if frame.color is None and frame.depth is None:
+            return
+        if self.mkv is None and not self.images_skipped:
+            if self.info.calibration_json is None:
+                self.images_skipped = True  # without the factory calibration the file would be useless
+                return
+            self.mkv = KinectMkvWriter(
+                self.session.path(recording_name(self.entry.serial)), self.info.calibration_json,
+                color_mode=self.info.color_mode, depth_mode=self.info.depth_mode, ir=self.info.depth_mode is not None,
+                fps=int(round(self.info.fps)), device_serial=self.entry.serial, depth_delay_ns=self.info.depth_delay_ns,
+                wired_sync_mode=self.entry.role.upper())
+            self.entry.recording = recording_name(self.entry.serial)
+        if self.mkv is not None:
+            self.mkv.write_capture(frame.device_timestamp, color=frame.color, depth=frame.depth, ir=frame.ir,
+                                   color_timestamp_s=frame.color_timestamp)
+
+    def tick(self) -> None:
+        self.journal.sync_if_due()
+
+    def close(self) -> str:
+        self.journal.close()
+        if self.mkv is not None:
+            self.mkv.close()
+        notes = [f"{self.frames} captures"]
+        if self.tracked:
+            n = journal_to_bodies(self.journal.path, self.session.path(bodies_name(self.entry.serial)))
+            self.entry.bodies = bodies_name(self.entry.serial)
+            notes.append(f"{n} with body tracking")
+        if self.images_skipped:
+            notes.append("images not saved (the source has no factory calibration)")
+        return ", ".join(notes)
+
+
+class _PanoSink:
+    def __init__(self, session: Session, entry: DeviceEntry, source: Source, sync_interval_s: float):
+        self.session, self.entry, self.fps = session, entry, source.info.fps
+        self.writer: PanoWriter | None = None
+        self.frames = 0
+        self.skipped = 0
+        self.last_host_time: float | None = None
+        self._last_t: float | None = None
+
+    def write(self, frame: PanoFrame) -> None:
+        h, w = frame.image.shape[:2]
+        if self.writer is None:
+            self.writer = PanoWriter(self.session.path(PANO_VIDEO), self.session.path(PANO_FRAMES), w, h, fps=self.fps,
+                                    live=True)
+            self.entry.recording, self.entry.timestamps = PANO_VIDEO, PANO_FRAMES
+            self.entry.width, self.entry.height = w, h
+        # A frame of another size (the camera switched modes) or out of time order cannot join the stream.
+        if (h, w) != (self.writer.height, self.writer.width) or (self._last_t is not None and frame.t_pano <= self._last_t):
+            self.skipped += 1
+            return
+        self.writer.write(frame.image, frame.t_pano, frame.host_time)
+        self._last_t = frame.t_pano
+        self.frames += 1
+        self.last_host_time = frame.host_time
+
+    def tick(self) -> None:
+        """The CSV is flushed per frame and the muxer per cluster; nothing waits here."""
+
+    def close(self) -> str:
+        if self.writer is not None:
+            self.writer.close()
+        notes = f"{self.frames} frames"
+        return notes + (f", {self.skipped} skipped (size change or time going back)" if self.skipped else "")
+
+
+# --- the recorder ----------------------------------------------------------------------------------
+@dataclass
+class RecordConfig:
+    """``seconds``: recording length (None: until stopped). ``min_free_gb``: refuse to start with
+    less free space; ``stop_free_gb``: stop cleanly below this during the recording (default half
+    of ``min_free_gb``). ``disconnect_timeout_s``: a source silent this long counts as disconnected.
+    ``sync_interval_s``: fsync period of the journals. ``notes``: added to the manifest."""
+
+    seconds: float | None = None
+    min_free_gb: float = 2.0
+    stop_free_gb: float | None = None
+    disconnect_timeout_s: float = 3.0
+    sync_interval_s: float = 0.5
+    simulated: bool = False
+    overwrite: bool = False
+    notes: str = ""
+
+
+@dataclass
+class RecordResult:
+    """How a recording ended: ``stop_reason`` duration | interrupted | disk | sources-ended | error,
+    ``message`` one line for the user, per-device ``frames`` and the ``disconnected`` device names."""
+
+    session_dir: Path
+    stop_reason: str
+    message: str
+    seconds: float
+    frames: dict[str, int] = field(default_factory=dict)
+    disconnected: list[str] = field(default_factory=list)
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the file system that holds ``path`` (or its nearest existing parent)."""
+    p = Path(path).absolute()
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+def check_free_space(out_dir: str | Path, min_free_gb: float, disk_free: Callable[[Path], int] = free_bytes) -> None:
+    """Refuse (:class:`UserError`) to record into ``out_dir`` with less than ``min_free_gb`` free."""
+    free_gb = disk_free(Path(out_dir)) / GB
+    if free_gb < min_free_gb:
+        raise UserError(f"only {free_gb:.2f} GB free, less than --min-free-gb {min_free_gb:g}", path=out_dir,
+                        fix="free some space, record elsewhere, or lower --min-free-gb")
+
+
+class _Worker(threading.Thread):
+    """Reads one source and writes its stream until told to stop or the source ends."""
+
+    def __init__(self, recorder: "Recorder", source: Source, entry: DeviceEntry, sink):
+        super().__init__(name=f"record-{entry.name}", daemon=True)
+        self.recorder, self.source, self.entry, self.sink = recorder, source, entry, sink
+        self.halt = threading.Event()
+        self.ended: str | None = None  # why the source ended on its own
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        clock, timeout = self.recorder.clock, self.recorder.config.disconnect_timeout_s
+        last_frame = clock.now()
+        try:
+            while not self.halt.is_set():
+                try:
+                    frame = self.source.read(0.2)
+                except EndOfStream as exc:
+                    self.ended = str(exc)
+                    break
+                if frame is None:
+                    if clock.now() - last_frame > timeout:
+                        self.ended = f"no frame for {timeout:g} s"
+                        break
+                else:
+                    last_frame = clock.now()
+                    self.sink.write(frame)
+                self.sink.tick()
+        except BaseException as exc:  # a device or disk failure ends this stream; the recorder stops the rest
+            self.error = exc
+        if self.ended is not None:
+            self.recorder._on_disconnect(self)
+
+
+class Recorder:
+    """Records ``sources`` (Kinects and at most one 360 camera, connected or not) into ``out_dir``.
+
+    ``clock`` is the session clock the sources stamp with; it restarts when the sources start, so
+    session time 0 is the start of the recording. ``disk_free(path) -> bytes`` is injectable for tests.
+    """
+
+    def __init__(self, out_dir: str | Path, sources: list[Source], config: RecordConfig = RecordConfig(),
+                 clock: SessionClock | None = None, disk_free: Callable[[Path], int] = free_bytes):
+        if not sources:
+            raise UserError("nothing to record", fix="name a Kinect (--kinect), a 360 source (--pano-*) or --simulate")
+        if sum(s.kind == "pano" for s in sources) > 1:
+            raise UserError("more than one 360 source", fix="a session holds one 360 stream")
+        self.out_dir = Path(out_dir)
+        self.sources = sources
+        self.config = config
+        self.clock = clock or SessionClock()
+        self.disk_free = disk_free
+        self.session: Session | None = None
+        self._manifest_lock = threading.Lock()
+        self._workers: list[_Worker] = []
+
+    @property
+    def stop_free_gb(self) -> float:
+        c = self.config
+        return c.min_free_gb / 2 if c.stop_free_gb is None else c.stop_free_gb
+
+    def run(self, stop: threading.Event | None = None) -> RecordResult:
+        """Record until ``seconds`` pass, ``stop`` is set, Ctrl-C, low disk space or every source ended."""
+        stop = stop or threading.Event()
+        check_free_space(self.out_dir, self.config.min_free_gb, self.disk_free)
+        if self.out_dir.exists() and any(self.out_dir.iterdir()) and not self.config.overwrite:
+            raise InputError("folder exists and is not empty", path=self.out_dir,
+                             fix="choose a new folder, or pass --overwrite to replace it")
+        try:
+            for source in self.sources:
+                source.connect()
+        except BaseException:
+            for source in self.sources:
+                source.stop()
+            raise
+        self.session = Session.create(self.out_dir, simulated=self.config.simulated, overwrite=self.config.overwrite)
+        self.clock.restart()
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.session.manifest.notes = self.config.notes
+        self._note(f"recording started {started}; session clock = host monotonic time (CLOCK_MONOTONIC) minus "
+                   f"{self.clock.start_monotonic:.6f} s")
+        for source in self.sources:
+            info = source.info
+            if source.kind == "pano":
+                entry = DeviceEntry(kind="pano", serial=info.serial or "pano", role="camera", fps=info.fps,
+                                    width=info.width, height=info.height)
+                sink = _PanoSink(self.session, entry, source, self.config.sync_interval_s)
+            else:
+                entry = DeviceEntry(kind="kinect", serial=info.serial, role=info.role, fps=info.fps)
+                sink = _KinectSink(self.session, entry, source, self.clock, self.config.sync_interval_s)
+            self._workers.append(_Worker(self, source, entry, sink))
+        # The manifest lists the master (the reference Kinect) first and the 360 camera last.
+        rank = {"master": 0, "standalone": 1, "subordinate": 2, "camera": 3}
+        self.session.manifest.devices = sorted((w.entry for w in self._workers), key=lambda e: rank.get(e.role, 1))
+        self._save()
+
+        reason, message = "duration", ""
+        try:
+            for source in self.sources:  # in the given order: a Kinect rig lists subordinates first
+                source.start()
+            for worker in self._workers:
+                worker.start()
+            reason, message = self._wait(stop)
+        except KeyboardInterrupt:
+            reason, message = "interrupted", "stopped by the user"
+        finally:
+            stopped_at = self.clock.now()
+            with _ignoring_sigint():
+                self._finish()
+        errors = [w for w in self._workers if w.error is not None]
+        if errors and reason != "disk":
+            reason = "error"
+            message = "; ".join(f"{w.entry.name}: {type(w.error).__name__}: {w.error}" for w in errors)
+        return RecordResult(self.out_dir, reason, message, stopped_at,
+                            {w.entry.name: w.sink.frames for w in self._workers},
+                            [w.entry.name for w in self._workers if w.entry.status == "disconnected"])
+
+    def _wait(self, stop: threading.Event) -> tuple[str, str]:
+        next_disk_check = 0.0
+        while True:
+            now = self.clock.now()
+            if stop.is_set():
+                return "interrupted", "stopped on request"
+            if self.config.seconds is not None and now >= self.config.seconds:
+                return "duration", f"recorded {self.config.seconds:g} s"
+            if any(w.error is not None for w in self._workers):
+                return "error", "a stream failed"
+            if all(not w.is_alive() for w in self._workers):
+                return "sources-ended", "every source ended"
+            if now >= next_disk_check:
+                next_disk_check = now + 1.0
+                free_gb = self.disk_free(self.out_dir) / GB
+                if free_gb < self.stop_free_gb:
+                    message = (f"stopped at {now:.1f} s: only {free_gb:.2f} GB free on {self.out_dir} "
+                               f"(below {self.stop_free_gb:g} GB); the session is complete up to there")
+                    self._note(message)
+                    return "disk", message
+            stop.wait(0.05)
+
+    def _finish(self) -> None:
+        for worker in self._workers:
+            worker.halt.set()
+        for worker in self._workers:
+            if worker.is_alive():
+                worker.join()
+        for worker in self._workers:
+            try:
+                worker.source.stop()
+            finally:
+                summary = worker.sink.close()
+                with self._manifest_lock:
+                    entry = worker.entry
+                    entry.notes = "; ".join(n for n in (entry.notes, summary) if n)
+                    if entry.status == "recording":
+                        entry.status = "complete"
+                    self.session.save()
+        with self._manifest_lock:
+            for worker in self._workers:
+                if worker.error is not None:
+                    self._note_locked(f"{worker.entry.name} failed: {type(worker.error).__name__}: {worker.error}")
+            self.session.mark_complete()
+
+    def _on_disconnect(self, worker: _Worker) -> None:
+        t = self.clock.now()
+        with self._manifest_lock:
+            worker.entry.status = "disconnected"
+            worker.entry.notes = f"disconnected at {t:.2f} s: {worker.ended}"
+            self._note_locked(f"{worker.entry.name} disconnected at {t:.2f} s ({worker.ended}); its stream ends there")
+            self.session.save()
+
+    def _note(self, text: str) -> None:
+        with self._manifest_lock:
+            self._note_locked(text)
+
+    def _note_locked(self, text: str) -> None:
+        m = self.session.manifest
+        m.notes = "\n".join(n for n in (m.notes, text) if n)
+
+    def _save(self) -> None:
+        with self._manifest_lock:
+            self.session.save()
+
+
+class _ignoring_sigint:
+    """Ignore Ctrl-C while the files are finalized (main thread only), so a second press does not
+    leave them half-closed."""
+
+    def __enter__(self):
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+# --- recovery --------------------------------------------------------------------------------------
+def _decodable_frames(path: Path) -> int:
+    import av
+
+    n = 0
+    try:
+        with av.open(str(path)) as container:
+            for _ in container.decode(video=0):
+                n += 1
+    except (av.error.FFmpegError, OSError, IndexError):
+        pass  # the cut-off tail
+    return n
+
+
+def recover_session(root: str | Path) -> dict:
+    """Make the session of a killed recorder readable, and say what is in it.
+
+    Journals without their ``bodies_<serial>.json`` are converted (a torn last line dropped); a
+    ``pano_frames.csv`` listing more frames than ``pano.mkv`` decodes is cut to the decodable ones;
+    devices still ``recording`` become ``complete`` with a note of what survived, and the session is
+    marked complete with a note that it was recovered. A session already complete is left alone.
+    Returns a summary (per device: frames and the last device / host times)."""
+    session = Session.open(root)
+    summary: dict = {"session": str(session.root), "recovered": False, "devices": {}}
+    if session.complete:
+        return summary
+    lines = []
+    for entry in session.kinects():
+        journal = session.path(journal_name(entry.serial))
+        if not journal.is_file():
+            continue
+        j = read_journal(journal)
+        n = 0
+        if any(f.get("bodies") is not None for f in j.frames):
+            n = journal_to_bodies(journal, session.path(bodies_name(entry.serial)))
+            entry.bodies = bodies_name(entry.serial)
+        last = j.frames[-1] if j.frames else None
+        info = {"captures": len(j.frames), "body_frames": n,
+                "last_device_time": None if last is None else last["timestamp_usec"] / 1e6,
+                "last_host_time": None if last is None else last.get("host_time")}
+        summary["devices"][entry.name] = info
+        lines.append(f"{entry.name}: {len(j.frames)} captures ({n} tracked), last at "
+                     f"{'-' if last is None else format(last.get('host_time', float('nan')), '.2f')} s")
+        if entry.recording and not session.path(entry.recording).is_file():
+            entry.recording = None
+    for entry in (d for d in session.manifest.devices if d.kind == "pano"):
+        csv_path, video = session.path(entry.timestamps or PANO_FRAMES), session.path(entry.recording or PANO_VIDEO)
+        if not csv_path.is_file() or not video.is_file():
+            entry.recording = entry.timestamps = None
+            lines.append("pano: no frames were written")
+            continue
+        try:
+            stamps = read_pano_timestamps(csv_path)
+        except InputError:
+            stamps = None
+        decodable = _decodable_frames(video)
+        if stamps is None or decodable == 0:
+            entry.recording = entry.timestamps = None
+            lines.append("pano: no readable frames")
+            continue
+        n = min(decodable, len(stamps.t_pano))
+        if n < len(stamps.t_pano):
+            rows = ["index,t_pano,t_host"] + [
+                f"{i},{stamps.t_pano[i]:.6f},{'' if not np.isfinite(stamps.t_host[i]) else format(stamps.t_host[i], '.6f')}"
+                for i in range(n)]
+            atomic_write_bytes(csv_path, ("\n".join(rows) + "\n").encode())
+        summary["devices"][entry.name] = {"frames": n, "frames_listed": len(stamps.t_pano),
+                                          "last_pano_time": float(stamps.t_pano[n - 1]),
+                                          "last_host_time": float(stamps.t_host[n - 1])}
+        lines.append(f"pano: {n} frames, last at {stamps.t_host[n - 1]:.2f} s")
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for entry in session.manifest.devices:
+        if entry.status == "recording":
+            entry.status = "complete"
+            entry.notes = "; ".join(n for n in (entry.notes, "recovered after the recorder stopped abruptly") if n)
+    m = session.manifest
+    m.notes = "\n".join(n for n in (m.notes, f"recording interrupted; recovered {now}: " + "; ".join(lines)) if n)
+    session.mark_complete()
+    summary["recovered"] = True
+    return summary
+
+
+# --- replayed and simulated rigs -------------------------------------------------------------------
+def replay_sources(session_dir: str | Path, clock: SessionClock, *, realtime: bool = True,
+                   on_session_clock: bool = False) -> list[Source]:
+    """Sources that replay a recorded session's streams as if live: each Kinect (bodies and/or
+    recording) and the 360 stream. ``on_session_clock`` releases every frame at its time on the
+    original session clock (Kinects through ``rig.json``'s time maps, the 360 stream at its recorded
+    host times), so ``clock`` must start with the original session; otherwise streams are paced from
+    their first frame. Kinect sources come subordinates first, as a live rig starts."""
+    session = Session.open(session_dir)
+    rig = Rig.load(session.rig_path) if on_session_clock else None
+    order = {"subordinate": 0, "standalone": 1, "master": 2}
+    sources: list[Source] = []
+    for entry in sorted(session.kinects(), key=lambda e: order.get(e.role, 1)):
+        sources.append(KinectFileSource(
+            entry.serial, bodies_path=session.path(entry.bodies) if entry.bodies else None,
+            recording_path=session.path(entry.recording) if entry.recording else None, role=entry.role,
+            fps=entry.fps, clock=clock, realtime=realtime, release_map=rig.time_map(entry.name) if rig else None))
+    panos = [d for d in session.manifest.devices if d.kind == "pano"]
+    if panos and panos[0].recording:
+        entry = panos[0]
+        sources.append(VideoFilePanoSource(
+            session.path(entry.recording), timestamps=session.path(entry.timestamps) if entry.timestamps else None,
+            realtime=realtime, clock=clock, name=entry.serial, release_at_host_times=on_session_clock))
+    return sources
+
+
+@dataclass
+class SimulatedRig:
+    """A simulated session replayed live: ``sources`` on ``clock`` (record them with a
+    :class:`Recorder` on that clock, which starts it with the recording, i.e. at the simulation's
+    time 0); ``sim_dir`` holds the simulation until :meth:`cleanup`."""
+
+    sim_dir: Path
+    clock: SessionClock
+    sources: list[Source]
+    _tmp: tempfile.TemporaryDirectory | None = None
+
+    def copy_calibration(self, out_dir: str | Path) -> None:
+        """Copy the simulation's ``rig.json`` and ``truth/`` into the recorded session: the replay
+        keeps the simulation's clock, so its truth applies unchanged."""
+        out = Path(out_dir)
+        shutil.copy2(self.sim_dir / RIG, out / RIG)
+        shutil.copytree(self.sim_dir / TRUTH_DIR, out / TRUTH_DIR, dirs_exist_ok=True)
+
+    def cleanup(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def simulated_rig(seconds: float, *, people: int = 2, kinects: int = 2, seed: int = 0, pano_width: int = 960,
+                  work_dir: str | Path | None = None) -> SimulatedRig:
+    """Simulate ``seconds`` (+ 0.5 s of slack) into a temporary folder, then set up its streams to be
+    replayed in real time on their original session clock."""
+    from omnimocap.capture.simulate import SimConfig, simulate_session
+
+    tmp = tempfile.TemporaryDirectory(prefix="omnimocap-sim-", dir=work_dir)
+    sim_dir = Path(tmp.name) / "session"
+    simulate_session(sim_dir, SimConfig(seconds=seconds + 0.5, people=people, kinects=kinects, seed=seed,
+                                        pano_width=pano_width, overwrite=True))
+    clock = SessionClock()
+    return SimulatedRig(sim_dir, clock, replay_sources(sim_dir, clock, on_session_clock=True), tmp)

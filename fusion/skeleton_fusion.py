@@ -1,0 +1,225 @@
+"""Fusing the body-tracking skeletons of several Kinects into one skeleton per person.
+
+Inputs are k4abt bodies already mapped into the world frame (y up, metres) and onto the session
+clock (seconds): one :class:`BodyTrack` per (device, body id). The steps:
+
+1. resample every track to common times (linear, no bridging of long gaps);
+2. associate tracks across devices into people, by the distance of their left/right-symmetric
+   torso joints (which a left/right labelling error cannot move);
+3. resolve left/right swaps: k4abt assumes each body faces its camera, so a body seen from behind is
+   reported with left and right exchanged. Per frame, the track whose face joints are the most
+   confident (the device that sees the face) sets the labelling; every other track is compared with
+   it joint by joint, directly and with left/right exchanged, and exchanged where that fits better
+   (decisions median-filtered over time, since real swaps persist);
+4. fuse each joint as a weighted mean: weight = k4abt confidence level weight x 1/sigma(distance)^2
+   (depth noise grows with range) x a facing factor (a limb seen from behind is inferred, not seen).
+
+Also :func:`refine_kinect_extrinsic`: a correction of one Kinect's pose from skeletons shared with a
+reference Kinect (robust rigid alignment of confident joints over time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.ndimage import median_filter
+
+from omnimocap.calibration.transforms import make_pose, rigid_align, rotation_angle
+from omnimocap.data.skeletons import KINECT_CONFIDENCE_MEDIUM, KINECT_INDEX, KINECT_JOINTS
+from omnimocap.errors import UserError
+
+NUM_JOINTS = len(KINECT_JOINTS)
+# k4abt joint index -> the index of its mirror joint (LEFT <-> RIGHT); centre joints map to themselves.
+LEFT_RIGHT = np.array([KINECT_INDEX[n.replace("LEFT", "#").replace("RIGHT", "LEFT").replace("#", "RIGHT")]
+                       for n in KINECT_JOINTS])
+# Joints on the body's midline: their positions do not depend on the left/right labelling.
+MIDLINE = np.array([KINECT_INDEX[n] for n in ("PELVIS", "SPINE_NAVEL", "SPINE_CHEST", "NECK", "HEAD")])
+FACE = np.array([KINECT_INDEX[n] for n in ("NOSE", "EYE_LEFT", "EAR_LEFT", "EYE_RIGHT", "EAR_RIGHT")])
+SIDED = np.nonzero(LEFT_RIGHT != np.arange(NUM_JOINTS))[0]
+# Weight of each k4abt confidence level (NONE, LOW = occluded and predicted, MEDIUM, HIGH).
+LEVEL_WEIGHT = np.array([0.0, 0.15, 1.0, 1.0])
+# Probability-like trust per level, for the fused confidence 1 - prod(1 - q).
+LEVEL_TRUST = np.array([0.0, 0.3, 0.8, 0.95])
+UP = np.array([0.0, 1.0, 0.0])
+
+
+@dataclass
+class BodyTrack:
+    """One body of one Kinect: ``t`` (F,) session seconds, ``joints`` (F,32,3) world metres (NaN where
+    missing), ``confidence`` (F,32) k4abt levels 0-3, ``sensor_position`` (3,) the depth camera's
+    centre in the world."""
+
+    device: str
+    body_id: int
+    t: np.ndarray
+    joints: np.ndarray
+    confidence: np.ndarray
+    sensor_position: np.ndarray
+
+
+@dataclass
+class FusedPerson:
+    """A fused person on common times ``t`` (T,): ``joints`` (T,32,3) world metres (NaN where no
+    device saw the joint), ``confidence`` (T,32) in [0,1], the tracks used (indices into the input
+    list) and, per track, the frames (T,) whose left/right labels were exchanged."""
+
+    t: np.ndarray
+    joints: np.ndarray
+    confidence: np.ndarray
+    tracks: list[int]
+    swapped: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def resample_track(track: BodyTrack, t: np.ndarray, max_gap_s: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Joints (T,32,3) linearly interpolated at ``t`` and confidence (T,32) (the lower of the two
+    neighbouring frames); NaN / 0 outside the track and across gaps longer than ``max_gap_s``."""
+    t = np.asarray(t, dtype=np.float64)
+    tt = np.asarray(track.t, dtype=np.float64)
+    out = np.full((len(t), NUM_JOINTS, 3), np.nan)
+    conf = np.zeros((len(t), NUM_JOINTS), dtype=np.int64)
+    if len(tt) == 0:
+        return out, conf
+    j = np.clip(np.searchsorted(tt, t), 1, max(len(tt) - 1, 1))
+    i = j - 1
+    if len(tt) == 1:
+        hit = np.abs(t - tt[0]) < 1e-9
+        out[hit], conf[hit] = track.joints[0], track.confidence[0]
+        return out, conf
+    inside = (t >= tt[0]) & (t <= tt[-1]) & (tt[j] - tt[i] <= max_gap_s)
+    w = ((t - tt[i]) / (tt[j] - tt[i]))[:, None, None]
+    interp = (1 - w) * track.joints[i] + w * track.joints[j]
+    out[inside] = interp[inside]
+    conf[inside] = np.minimum(track.confidence[i], track.confidence[j])[inside]
+    out[conf == 0] = np.nan
+    return out, conf
+
+
+def associate(resampled: list[np.ndarray], devices: list[str], max_distance_m: float = 0.35,
+              min_common_frames: int = 5) -> list[list[int]]:
+    """Group tracks (each (T,32,3) on common times) into people. Two tracks of different devices join
+    when the median distance of their midline joints over common frames is below ``max_distance_m``;
+    greedy, closest pairs first; a group never holds two tracks of one device that overlap in time."""
+    n = len(resampled)
+    mid = [r[:, MIDLINE] for r in resampled]
+    valid = [np.all(np.isfinite(m), axis=(1, 2)) for m in mid]
+    pairs = []
+    for a in range(n):
+        for b in range(a + 1, n):
+            if devices[a] == devices[b]:
+                continue
+            common = valid[a] & valid[b]
+            if common.sum() < min_common_frames:
+                continue
+            d = np.median(np.linalg.norm(mid[a][common] - mid[b][common], axis=-1).mean(axis=-1))
+            if d < max_distance_m:
+                pairs.append((d, a, b))
+    group = list(range(n))
+    members = {i: [i] for i in range(n)}
+    for _, a, b in sorted(pairs):
+        ga, gb = group[a], group[b]
+        if ga == gb:
+            continue
+        if any(devices[x] == devices[y] and np.any(valid[x] & valid[y]) for x in members[ga] for y in members[gb]):
+            continue
+        for m in members[gb]:
+            group[m] = ga
+        members[ga] += members.pop(gb)
+    return [sorted(m) for m in members.values()]
+
+
+def resolve_swaps(joints: list[np.ndarray], confidence: list[np.ndarray],
+                  window: int = 9) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Make the left/right labelling of one person's tracks agree. Per frame the track with the most
+    confident face joints is the reference (ties: the first); each other track is exchanged where the
+    exchanged labelling is closer to the reference (median-filtered over ``window`` frames). Returns
+    the relabelled joints, confidences and the per-track exchanged masks (T,)."""
+    T = joints[0].shape[0]
+    face = np.stack([np.where(np.isfinite(j[:, FACE, 0]), c[:, FACE], 0).mean(axis=1)
+                     for j, c in zip(joints, confidence)])
+    ref = np.argmax(face, axis=0)
+    ref_joints = np.stack(joints)[ref, np.arange(T)]
+    out_j, out_c, masks = [], [], []
+    for k, (j, c) in enumerate(zip(joints, confidence)):
+        direct = _sided_distance(j, ref_joints)
+        crossed = _sided_distance(j[:, LEFT_RIGHT], ref_joints)
+        swap = np.isfinite(direct) & np.isfinite(crossed) & (crossed < direct) & (ref != k)
+        swap = median_filter(swap.astype(np.uint8), size=window, mode="nearest").astype(bool) & (ref != k)
+        out_j.append(np.where(swap[:, None, None], j[:, LEFT_RIGHT], j))
+        out_c.append(np.where(swap[:, None], c[:, LEFT_RIGHT], c))
+        masks.append(swap)
+    return out_j, out_c, masks
+
+
+def _sided_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = np.linalg.norm(a[:, SIDED] - b[:, SIDED], axis=-1)
+    ok = np.isfinite(d)
+    return np.where(ok.any(axis=1), np.where(ok, d, 0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1), np.nan)
+
+
+def facing_cosine(joints: np.ndarray, sensor_position: np.ndarray) -> np.ndarray:
+    """Cosine (T,) between the body's forward direction (from correctly labelled shoulders and hips:
+    forward = (left - right) x up) and the direction from the body to the sensor; NaN if unknown."""
+    L = joints[:, [KINECT_INDEX["SHOULDER_LEFT"], KINECT_INDEX["HIP_LEFT"]]].mean(axis=1)
+    R = joints[:, [KINECT_INDEX["SHOULDER_RIGHT"], KINECT_INDEX["HIP_RIGHT"]]].mean(axis=1)
+    fwd = np.cross(L - R, UP)
+    fwd /= np.linalg.norm(fwd, axis=-1, keepdims=True)
+    to_sensor = sensor_position - joints[:, KINECT_INDEX["PELVIS"]]
+    to_sensor /= np.linalg.norm(to_sensor, axis=-1, keepdims=True)
+    return np.sum(fwd * to_sensor, axis=-1)
+
+
+def fuse_people(tracks: list[BodyTrack], t: np.ndarray, *, noise_at_1m_m: float = 0.01,
+                max_distance_m: float = 0.35) -> list[FusedPerson]:
+    """Fuse all tracks into people on the common times ``t`` (T,). Per joint, weights are
+    ``LEVEL_WEIGHT[level] * facing / sigma^2`` with ``sigma = noise_at_1m_m * distance`` (metres) and
+    ``facing = 0.3 + 0.7 * max(0, cos)`` from :func:`facing_cosine` of the relabelled body."""
+    t = np.asarray(t, dtype=np.float64)
+    res = [resample_track(tr, t) for tr in tracks]
+    people = []
+    for group in associate([r[0] for r in res], [tr.device for tr in tracks], max_distance_m):
+        js, cs, masks = resolve_swaps([res[k][0] for k in group], [res[k][1] for k in group])
+        num = np.zeros((len(t), NUM_JOINTS, 3))
+        den = np.zeros((len(t), NUM_JOINTS))
+        distrust = np.ones((len(t), NUM_JOINTS))
+        for k, j, c in zip(group, js, cs):
+            sensor = np.asarray(tracks[k].sensor_position, dtype=np.float64)
+            dist = np.linalg.norm(j - sensor, axis=-1)
+            facing = 0.3 + 0.7 * np.clip(np.nan_to_num(facing_cosine(j, sensor), nan=0.0), 0.0, None)
+            w = LEVEL_WEIGHT[c] * facing[:, None] / (noise_at_1m_m * np.maximum(dist, 0.3)) ** 2
+            w = np.where(np.isfinite(j[..., 0]), w, 0.0)
+            num += w[..., None] * np.nan_to_num(j)
+            den += w
+            distrust *= 1.0 - np.where(w > 0, LEVEL_TRUST[c], 0.0)
+        fused = np.where(den[..., None] > 0, num / np.maximum(den, 1e-300)[..., None], np.nan)
+        people.append(FusedPerson(t, fused, 1.0 - distrust, list(group), dict(zip(group, masks))))
+    return people
+
+
+def refine_kinect_extrinsic(joints_ref: np.ndarray, conf_ref: np.ndarray, joints_other: np.ndarray,
+                            conf_other: np.ndarray, *, min_level: int = KINECT_CONFIDENCE_MEDIUM,
+                            iterations: int = 5) -> tuple[np.ndarray, dict]:
+    """Correction ``dT`` (4x4, world) with ``T_world_other_new = dT @ T_world_other`` from one person
+    seen by a reference Kinect and another Kinect, both (T,32,3) in the world with the current
+    extrinsics on common times, confidences (T,32). Labels are made to agree first (:func:`resolve_swaps`);
+    joints at ``min_level`` or better in both are aligned rigidly, dropping pairs beyond three robust
+    sigmas and re-fitting. Returns dT and {rms_mm, used, rotation_deg, translation_mm}."""
+    (jr, jo), (cr, co), _ = resolve_swaps([joints_ref, joints_other], [conf_ref, conf_other])
+    ok = np.isfinite(jr[..., 0]) & np.isfinite(jo[..., 0]) & (cr >= min_level) & (co >= min_level)
+    src, dst = jo[ok], jr[ok]
+    if len(src) < 10:
+        raise UserError(f"only {len(src)} joints are confidently seen by both Kinects (need 10); their "
+                        "extrinsics cannot be refined from skeletons",
+                        fix="record a person moving where both Kinects see them")
+    keep = np.ones(len(src), dtype=bool)
+    for _ in range(iterations):
+        R, tvec = rigid_align(src[keep], dst[keep])
+        err = np.linalg.norm(src @ R.T + tvec - dst, axis=-1)
+        sigma = 1.4826 * np.median(err[keep])
+        keep = err < max(3.0 * sigma, 1e-6)
+    R, tvec = rigid_align(src[keep], dst[keep])
+    err = np.linalg.norm(src[keep] @ R.T + tvec - dst[keep], axis=-1)
+    angle = float(np.degrees(rotation_angle(R)))
+    return make_pose(R, tvec), {"rms_mm": float(np.sqrt(np.mean(err ** 2)) * 1e3), "used": int(keep.sum()),
+                                "rotation_deg": angle, "translation_mm": float(np.linalg.norm(tvec) * 1e3)}
+

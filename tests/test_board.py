@@ -1,0 +1,89 @@
+"""ChArUco board rendering, detection and Kinect-to-360 calibration on simulated images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from omnimocap.calibration.board import (
+    BoardDetection, BoardSpec, board_pose, calibrate_board_sequence, detect_equirect, detect_pinhole,
+    render_board_equirect, render_board_pinhole,
+)
+from omnimocap.calibration.cameras import EquirectCamera, PinholeCamera
+from omnimocap.calibration.transforms import (
+    axis_angle_to_matrix, invert_pose, look_at, make_pose, relative_angle_deg,
+)
+from omnimocap.errors import UserError
+
+SPEC = BoardSpec(squares_x=6, squares_y=4, square_m=0.08, marker_m=0.06)
+COLOR = PinholeCamera(610.0, 610.0, 639.3, 365.8, 1280, 720, (0.08, -0.05, 0.001, -0.0005, 0.01))
+PANO = EquirectCamera(4096, 2048)
+# colour camera -> depth camera (the Kinect's ~6 deg tilt and 32 mm baseline)
+T_DEPTH_COLOR = make_pose(axis_angle_to_matrix(np.radians([-6.0, 0.1, 0.2])), np.array([-0.032, -0.002, 0.004]))
+# the 360 camera sits 0.6 m right of and 0.2 m behind the Kinect, turned 30 deg
+T_COLOR_PANO = make_pose(axis_angle_to_matrix(np.radians([2.0, -30.0, 1.0])), np.array([0.6, 0.05, -0.2]))
+
+
+def board_facing(center_color: np.ndarray, tilt_deg) -> np.ndarray:
+    """T_color_board of a board centred at ``center_color`` facing the colour camera, tilted."""
+    R = look_at(center_color) @ axis_angle_to_matrix(np.radians(tilt_deg))  # board z away from camera
+    c = np.array([SPEC.squares_x * SPEC.square_m / 2, SPEC.squares_y * SPEC.square_m / 2, 0.0])
+    return make_pose(R, center_color - R @ c)
+
+
+POSES = [board_facing(np.array([0.1, 0.0, 1.3]), [10, -25, 5]), board_facing(np.array([0.35, -0.1, 1.5]), [-15, -35, 0]),
+         board_facing(np.array([-0.2, 0.1, 1.2]), [5, -10, -8])]
+
+
+def test_render_and_detect_pinhole_recovers_the_pose():
+    img = render_board_pinhole(SPEC, COLOR, POSES[0])
+    assert img.dtype == np.uint8 and img.shape == (720, 1280)
+    assert 0 < np.mean((img > 0) & (img < 255) & (img != 128)) < 0.5  # grey levels at edges: anti-aliased
+    det = detect_pinhole(SPEC, img, COLOR)
+    assert len(det) == (SPEC.squares_x - 1) * (SPEC.squares_y - 1)
+    T, inl, rms = board_pose(SPEC, det)
+    assert inl.all() and rms < 0.05
+    # one planar pose: rotation and translation trade off, so these bounds are loose
+    assert relative_angle_deg(T[:3, :3], POSES[0][:3, :3]) < 0.3
+    assert np.linalg.norm(T[:3, 3] - POSES[0][:3, 3]) < 0.005
+
+
+def test_equirect_detection_across_the_seam():
+    # a board straight behind the 360 camera straddles the panorama's seam
+    T = make_pose(look_at(np.array([0.0, 0.0, -1.0])), np.array([0.24, -0.16, -1.3]))
+    img = render_board_equirect(SPEC, PANO, T)
+    assert img[:, 0].min() < 60 and img[:, -1].min() < 60  # dark marker pixels on both sides of the seam
+    det = detect_equirect(SPEC, img, PANO)
+    assert len(det) >= 12
+    Tp, _, rms = board_pose(SPEC, det)
+    assert rms < 0.05
+    assert relative_angle_deg(Tp[:3, :3], T[:3, :3]) < 0.2 and np.linalg.norm(Tp[:3, 3] - T[:3, 3]) < 0.005
+
+
+def test_board_calibration_meets_target():
+    """Kinect colour + 360 images of three board poses: <= 0.05 deg and <= 3 mm (Kinect depth -> 360)."""
+    T_pano_color = invert_pose(T_COLOR_PANO)
+    color_dets, pano_dets = [], []
+    for T in POSES:
+        color_dets.append(detect_pinhole(SPEC, render_board_pinhole(SPEC, COLOR, T), COLOR))
+        pano_dets.append(detect_equirect(SPEC, render_board_equirect(SPEC, PANO, T_pano_color @ T), PANO))
+    color_dets.append(None)  # a frame where the Kinect missed the board is skipped
+    pano_dets.append(pano_dets[0])
+    cal = calibrate_board_sequence(SPEC, color_dets, pano_dets, T_DEPTH_COLOR)
+    truth = T_DEPTH_COLOR @ T_COLOR_PANO
+    rot = relative_angle_deg(cal.T_depth_pano[:3, :3], truth[:3, :3])
+    trans_mm = np.linalg.norm(cal.T_depth_pano[:3, 3] - truth[:3, 3]) * 1e3
+    assert rot <= 0.05, rot
+    assert trans_mm <= 3.0, trans_mm
+    assert cal.frames_used == [0, 1, 2]
+    assert cal.kinect_rms_deg < 0.05 and cal.pano_rms_deg < 0.05
+
+
+def test_board_calibration_refuses_without_shared_views():
+    empty = BoardDetection(np.zeros(0, dtype=np.int64), np.zeros((0, 3)))
+    with pytest.raises(UserError, match="in 0 frames"):
+        calibrate_board_sequence(SPEC, [empty, None], [None, empty], T_DEPTH_COLOR)
+    with pytest.raises(UserError, match="only 0 board corners"):
+        board_pose(SPEC, empty)
+    blank = np.full((PANO.height // 4, PANO.width // 4), 128, np.uint8)
+    assert len(detect_equirect(SPEC, blank, EquirectCamera(PANO.width // 4, PANO.height // 4))) == 0

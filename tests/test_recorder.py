@@ -1,0 +1,299 @@
+"""The crash-safe recorder: a simulated live recording, SIGKILL and recovery, disk space,
+disconnects, Ctrl-C, malformed inputs, and the 360 file readable while it grows."""
+
+from __future__ import annotations
+
+import _thread
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from omnimocap.apps.cli import main
+from omnimocap.calibration.rig import Rig
+from omnimocap.capture.bodies import BodyRecording, read_bodies, write_bodies
+from omnimocap.capture.pano import PanoReader, PanoWriter, read_pano_timestamps
+from omnimocap.capture.recorder import (
+    GB,
+    RecordConfig,
+    Recorder,
+    journal_to_bodies,
+    read_journal,
+    recover_session,
+    replay_sources,
+)
+from omnimocap.capture.session import Session
+from omnimocap.capture.simulate import SimConfig, simulate_session
+from omnimocap.capture.sources import KinectFrame, SessionClock, Source
+from omnimocap.errors import UserError
+
+SIM = dict(people=1, kinects=2, pano_width=256)
+
+
+@pytest.fixture(scope="module")
+def source_session(tmp_path_factory) -> Path:
+    """A simulated 2 s session whose streams the recorder replays."""
+    out = tmp_path_factory.mktemp("sim") / "session"
+    simulate_session(out, SimConfig(seconds=2.0, seed=3, overwrite=True, **SIM))
+    return out
+
+
+def _decodable(path: Path) -> int:
+    n = 0
+    try:
+        with av.open(str(path)) as c:
+            for _ in c.decode(video=0):
+                n += 1
+    except av.error.FFmpegError:
+        pass
+    return n
+
+
+def _last_line(path: Path) -> dict | None:
+    lines = path.read_bytes().split(b"\n")
+    for line in reversed(lines):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if "timestamp_usec" in obj:
+            return obj
+    return None
+
+
+def test_record_simulate_writes_a_consistent_session(tmp_path, capsys):
+    out = tmp_path / "rec"
+    rc = main(["record", str(out), "--simulate", "--seconds", "3", "--people", "1", "--kinects", "2",
+               "--pano-width", "256", "--seed", "1"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["stop_reason"] == "duration"
+    session = Session.open(out)
+    assert session.complete and session.manifest.simulated
+    kinects = session.kinects()
+    assert [k.role for k in kinects] == ["master", "subordinate"]  # the reference Kinect first
+    assert all(d.status == "complete" for d in session.manifest.devices)
+    rig = Rig.load(session.rig_path)
+    for entry in kinects:
+        bodies = read_bodies(session.path(entry.bodies))
+        assert 75 <= len(bodies) <= 95 and np.all(np.diff(bodies.timestamps) > 0)
+        assert 0 in bodies.bodies and bodies.bodies[0].present.mean() > 0.9
+        journal = read_journal(session.path(f"bodies_{entry.serial}.jsonl"))
+        t_dev = np.array([f["timestamp_usec"] for f in journal.frames]) / 1e6
+        t_host = np.array([f["host_time"] for f in journal.frames])
+        # The replay releases each capture at its true session time: arrival ~ device time mapped.
+        lag = t_host - rig.time_map(entry.name).to_session(t_dev)
+        assert np.median(lag) == pytest.approx(0.0, abs=0.05) and lag.min() > -0.005
+        np.testing.assert_array_equal(bodies.timestamps, t_dev)
+    pano = session.pano()
+    reader = PanoReader(session.path(pano.recording), session.path(pano.timestamps))
+    assert 75 <= len(reader) <= 95 and (reader.width, reader.height) == (256, 128)
+    assert _decodable(session.path(pano.recording)) == len(reader)
+    stamps = reader.timestamps
+    assert np.all(np.diff(stamps.t_pano) > 0) and np.all(np.diff(stamps.t_host) > 0)
+    latency = stamps.t_host - rig.time_map("pano").to_session(stamps.t_pano)
+    assert 0.03 < np.median(latency) < 0.2  # the simulated camera's 60-100 ms transport latency
+    assert stamps.t_host[0] < 0.2 and stamps.t_host[-1] <= summary["seconds"] + 0.05
+    assert (out / "truth").is_dir()
+
+
+def test_sigkill_loses_at_most_a_second_and_recovers(tmp_path):
+    out = tmp_path / "rec"
+    proc = subprocess.Popen([sys.executable, "-m", "omnimocap.apps.cli", "record", str(out), "--simulate",
+                             "--seconds", "8", "--people", "1", "--kinects", "1", "--pano-width", "256"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    journal_path = out / "bodies_000000000001.jsonl"
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline:
+            last = _last_line(journal_path) if journal_path.is_file() else None
+            if last is not None and last["host_time"] > 2.5:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.1)
+        else:
+            pytest.fail("the recorder did not get 2.5 s into the recording")
+    finally:
+        killed_at = time.monotonic()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+    journal = read_journal(journal_path)
+    t_kill = killed_at - journal.header["session_clock_start_monotonic"]
+    assert journal.frames[-1]["host_time"] >= t_kill - 1.0
+    stamps = read_pano_timestamps(out / "pano_frames.csv")
+    frames_on_disk = _decodable(out / "pano.mkv")
+    assert frames_on_disk >= 30
+    assert stamps.t_host[frames_on_disk - 1] >= t_kill - 1.0  # the video on disk trails by < 1 s
+    assert Session.open(out).manifest.status == "recording"
+    assert not (out / "bodies_000000000001.json").exists()
+
+    summary = recover_session(out)
+    assert summary["recovered"]
+    session = Session.open(out)
+    assert session.complete and "recovered" in session.manifest.notes
+    bodies = read_bodies(out / "bodies_000000000001.json")
+    assert len(bodies) == sum(f["bodies"] is not None for f in journal.frames)
+    reader = PanoReader(out / "pano.mkv", out / "pano_frames.csv")
+    assert len(reader) == frames_on_disk == sum(1 for _ in reader.frames())
+    assert recover_session(out)["recovered"] is False  # a complete session is left alone
+
+
+def test_refuses_to_start_without_disk_space(tmp_path, source_session, capsys):
+    out = tmp_path / "rec"
+    sources = replay_sources(source_session, SessionClock(), realtime=False)
+    with pytest.raises(UserError, match="min-free-gb"):
+        Recorder(out, sources, RecordConfig(min_free_gb=1.0), disk_free=lambda p: int(0.5 * GB)).run()
+    assert not out.exists()
+    rc = main(["record", str(out), "--pano-file", str(source_session / "pano.mkv"), "--min-free-gb", "1e9"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "GB free" in err and not out.exists()
+
+
+def test_stops_cleanly_when_the_disk_fills(tmp_path, source_session):
+    calls = []
+
+    def disk_free(path):
+        calls.append(path)
+        return 10 * GB if len(calls) <= 2 else int(0.2 * GB)
+
+    clock = SessionClock()
+    out = tmp_path / "rec"
+    result = Recorder(out, replay_sources(source_session, clock), RecordConfig(min_free_gb=1.0), clock, disk_free).run()
+    assert result.stop_reason == "disk" and "GB free" in result.message
+    session = Session.open(out)
+    assert session.complete and "GB free" in session.manifest.notes
+    assert 0.8 < result.seconds < 1.8  # the first check passed, the next (a second later) stopped it
+    for entry in session.kinects():
+        assert len(read_bodies(session.path(entry.bodies))) > 10
+
+
+class _SilentSource(Source[KinectFrame]):
+    kind = "kinect"
+
+    def _connect(self):
+        self.info.serial = "silent"
+
+    def _read(self, timeout):
+        time.sleep(timeout)
+        return None
+
+
+def test_a_source_that_disconnects_ends_its_stream_only(tmp_path, source_session):
+    # One Kinect's recording stops after 0.5 s, another never delivers; the rest go on to the end.
+    short = tmp_path / "short"
+    shutil.copytree(source_session, short)
+    master = Session.open(short).kinects()[0]
+    full = read_bodies(short / master.bodies)
+    keep = full.timestamps < full.timestamps[0] + 0.5
+    write_bodies(short / master.bodies, BodyRecording(full.timestamps[keep], full.frame_ids[keep],
+                                                      {i: type(t)(t.positions[keep], t.orientations[keep], t.confidences[keep])
+                                                       for i, t in full.bodies.items()}))
+    clock = SessionClock()
+    sources = replay_sources(short, clock) + [_SilentSource("silent", clock)]
+    out = tmp_path / "rec"
+    result = Recorder(out, sources, RecordConfig(seconds=1.5, disconnect_timeout_s=0.6), clock).run()
+    assert result.stop_reason == "duration" and sorted(result.disconnected) == [f"kinect_{master.serial}", "kinect_silent"]
+    session = Session.open(out)
+    status = {d.name: d.status for d in session.manifest.devices}
+    assert status == {f"kinect_{master.serial}": "disconnected", "kinect_000000000002": "complete",
+                      "kinect_silent": "disconnected", "pano": "complete"}
+    assert session.complete
+    notes = session.manifest.notes
+    assert f"kinect_{master.serial} disconnected at" in notes and "no frame for 0.6 s" in notes
+    assert len(read_bodies(out / master.bodies)) == keep.sum()
+    assert 40 <= len(read_bodies(out / "bodies_000000000002.json")) <= 47  # 1.5 s of the other Kinect
+    silent = next(d for d in session.manifest.devices if d.serial == "silent")
+    assert silent.bodies is None and "disconnected at" in silent.notes
+
+
+def test_ctrl_c_stops_cleanly_and_marks_complete(tmp_path, source_session):
+    clock = SessionClock()
+    timer = threading.Timer(0.8, _thread.interrupt_main)
+    timer.start()
+    try:
+        result = Recorder(tmp_path / "rec", replay_sources(source_session, clock), RecordConfig(), clock).run()
+    finally:
+        timer.cancel()
+    assert result.stop_reason == "interrupted"
+    session = Session.open(tmp_path / "rec")
+    assert session.complete and all(d.status == "complete" for d in session.manifest.devices)
+    pano = session.pano()
+    assert len(PanoReader(session.path(pano.recording), session.path(pano.timestamps))) >= 10
+
+
+def test_pano_file_with_no_frames_is_one_clear_line(tmp_path, capsys):
+    empty = tmp_path / "empty.mkv"
+    PanoWriter(empty, tmp_path / "empty.csv", 64, 32).close()
+    rc = main(["record", str(tmp_path / "rec"), "--pano-file", str(empty), "--min-free-gb", "0"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and str(empty) in err and "frames" in err
+    assert not (tmp_path / "rec").exists()
+    rc = main(["record", str(tmp_path / "rec"), "--simulate", "--kinect", "0"])
+    assert rc == 2 and "--simulate" in capsys.readouterr().err
+
+
+def test_journal_with_a_torn_last_line_converts_what_is_complete(tmp_path, source_session):
+    clock = SessionClock()
+    kinect = replay_sources(source_session, clock, realtime=False)[0]
+    out = tmp_path / "rec"
+    Recorder(out, [kinect], RecordConfig(min_free_gb=0), clock).run()
+    journal = out / f"bodies_{kinect.serial}.jsonl"
+    data = journal.read_bytes()
+    cut = data[: data.rstrip(b"\n").rfind(b"\n") + 40]  # the last line cut after 40 bytes
+    journal.write_bytes(cut)
+    read = read_journal(journal)
+    assert read.torn and len(read.frames) == data.count(b"\n") - 2
+    n = journal_to_bodies(journal, tmp_path / "bodies.json")
+    original = read_bodies(source_session / f"bodies_{kinect.serial}.json")
+    bodies = read_bodies(tmp_path / "bodies.json")
+    assert n == len(bodies) == len(original) - 1
+    np.testing.assert_allclose(bodies.bodies[0].positions, original.bodies[0].positions[:-1], atol=1e-5, equal_nan=True)
+    journal.write_bytes(b'{"format": "something else"}\n')
+    with pytest.raises(UserError, match="not an omnimocap body journal"):
+        read_journal(journal)
+
+
+def test_live_pano_file_is_readable_while_it_grows(tmp_path):
+    """A copy of the file taken mid-recording decodes up to within a second of stream time."""
+    fps = 30
+    writer = PanoWriter(tmp_path / "p.mkv", tmp_path / "p.csv", 128, 64, fps=fps, live=True)
+    rng = np.random.default_rng(0)
+    for i in range(3 * fps):
+        writer.write(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8), i / fps, i / fps)
+        if i == 2 * fps:
+            shutil.copy(tmp_path / "p.mkv", tmp_path / "copy.mkv")
+    writer.close()
+    assert _decodable(tmp_path / "copy.mkv") >= 2 * fps + 1 - fps
+    plain = PanoWriter(tmp_path / "plain.mkv", tmp_path / "plain.csv", 128, 64, fps)
+    for i in range(2 * fps + 1):
+        plain.write(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8), i / fps)
+    shutil.copy(tmp_path / "plain.mkv", tmp_path / "plain_copy.mkv")
+    plain.close()
+    assert _decodable(tmp_path / "plain_copy.mkv") == 0  # why the live options exist
+
+
+def test_kinect_images_go_into_a_kinect_recording(tmp_path, shared):
+    from omnimocap.capture.kinect_live import KinectFileSource
+    from omnimocap.capture.kinect_mkv import KinectRecording
+
+    sample = shared("data", "kinect", "recording.mkv")
+    clock = SessionClock()
+    source = KinectFileSource("sample", recording_path=sample, fps=5, clock=clock, realtime=False)
+    Recorder(tmp_path / "rec", [source], RecordConfig(min_free_gb=0), clock).run()
+    entry = Session.open(tmp_path / "rec").kinects()[0]
+    written = KinectRecording(tmp_path / "rec" / entry.recording)
+    original = KinectRecording(sample)
+    (a,), (b,) = list(written.captures()), list(original.captures())
+    assert a.depth_timestamp == b.depth_timestamp == pytest.approx(0.800222)
+    np.testing.assert_array_equal(a.depth, b.depth)
+    np.testing.assert_array_equal(a.ir, b.ir)
+    assert written.calibration_json == original.calibration_json and written.color_mode == "MJPG_720P"
