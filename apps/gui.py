@@ -22,7 +22,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from omnimocap.apps.live import LiveController, LiveState, Message
-from omnimocap.data.skeletons import HAND21_JOINTS, KINECT_PARENTS, SIDES
+from omnimocap.data.skeletons import HAND21_JOINTS, KINECT_PARENTS
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True, background="#16181d", foreground="#d8dde6")
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omnimocap.calibration.transforms import axis_angle_to_matrix
 from omnimocap.data.skeletons import KINECT_BODY_FOR_FIT, kinect_from_smplx_matrix
+from omnimocap.fusion.synthetic_models import synthetic_body_motion
 from omnimocap.fusion.body_fit import BodyFitConfig, fit_body
-from omnimocap.fusion.body_model import default_skeleton, forward_kinematics, forward_kinematics_torch
+from omnimocap.fusion.body_model import forward_kinematics, forward_kinematics_torch
 from omnimocap.fusion.filtering import FilterConfig, filter_positions, filter_rotations
 
 FPS = 30.0
@@ -37,26 +37,8 @@ OUT = Path(__file__).resolve().parent / "results" / "body_fit.json"
 
 def synthetic_motion(F: int, seed: int = 0, noise_m: float = 0.015):
     """Smooth random poses of the built-in skeleton; returns truth joints, noisy Kinect joints, confidence."""
-    rng = np.random.default_rng(seed)
-    skeleton = default_skeleton()
-    betas = np.zeros(10)
-    betas[:3] = rng.normal(0.0, 1.0, 3)
-    t = np.arange(F) / FPS
-    amp = np.zeros((55, 3))
-    amp[1:22] = rng.uniform(-0.5, 0.5, (21, 3))
-    amp[[4, 5, 18, 19]] *= 2.0
-    freq = rng.uniform(0.2, 1.0, (55, 3))
-    phase = rng.uniform(0.0, 2 * np.pi, (55, 3))
-    aa = amp * np.sin(2 * np.pi * freq * t[:, None, None] + phase)
-    aa[:, 0] = np.array([0.0, 1.0, 0.0]) * (rng.uniform(-3, 3) + 0.5 * t)[:, None]
-    transl = np.stack([0.3 * np.sin(t), 0.9 + 0.02 * np.sin(3 * t), 2.0 + 0.2 * t], axis=-1)
-    joints, _ = forward_kinematics(skeleton, axis_angle_to_matrix(aa), betas, transl)
-    kinect = np.full((F, 32, 3), np.nan)
-    rows = list(KINECT_BODY_FOR_FIT)
-    kinect[:, rows] = np.einsum("mk,fkc->fmc", kinect_from_smplx_matrix(), joints)
-    kinect[:, rows] += rng.normal(0.0, noise_m, (F, len(rows), 3))
-    confidence = np.zeros((F, 32), dtype=int)
-    confidence[:, rows] = 2
+    skeleton, _, joints, kinect, confidence = synthetic_body_motion(F, seed, FPS)
+    kinect = kinect + np.random.default_rng(seed + 1).normal(0.0, noise_m, kinect.shape)
     return skeleton, joints, kinect, confidence
 
 

@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from omnimocap.calibration.transforms import MIRROR
-from omnimocap.data.skeletons import MANO_PARENTS, MANO_TIP_VERTICES, SMPLX_NUM_JOINTS, SMPLX_PARENTS
-from omnimocap.fusion.body_model import LEFT_HAND_REST_FROM_WRIST, default_skeleton
+from omnimocap.calibration.transforms import MIRROR, axis_angle_to_matrix
+from omnimocap.data.skeletons import (
+    KINECT_BODY_FOR_FIT, MANO_PARENTS, MANO_TIP_VERTICES, SMPLX_NUM_JOINTS, SMPLX_PARENTS, kinect_from_smplx_matrix,
+)
+from omnimocap.fusion.body_model import LEFT_HAND_REST_FROM_WRIST, default_skeleton, forward_kinematics
 
 MANO_NUM_VERTICES = 778
 MANO_NUM_FACES = 1538
@@ -393,3 +395,30 @@ def write_synthetic_smplx(out_dir: str | Path, gender: str = "neutral", seed: in
     path = out_dir / f"SMPLX_{gender.upper()}.npz"
     np.savez_compressed(path, **make_synthetic_smplx(seed))
     return path
+
+
+def synthetic_body_motion(F: int, seed: int = 0, fps: float = 30.0):
+    """F frames of smooth random body motion on the built-in skeleton, for tests and benchmarks:
+    every body joint swinging up to ~0.5 rad (knees and elbows ~1 rad), a turning and walking root.
+    Returns (skeleton, betas, SMPL-X joints (F,55,3), noise-free Kinect joints (F,32,3) through the
+    blend matrix with NaN for joints it does not model, k4abt confidence (F,32): MEDIUM where modelled)."""
+    rng = np.random.default_rng(seed)
+    skeleton = default_skeleton()
+    betas = np.zeros(10)
+    betas[:3] = rng.normal(0.0, 1.0, 3)
+    t = np.arange(F) / fps
+    amp = np.zeros((55, 3))
+    amp[1:22] = rng.uniform(-0.5, 0.5, (21, 3))
+    amp[[4, 5, 18, 19]] *= 2.0
+    freq = rng.uniform(0.2, 1.0, (55, 3))
+    phase = rng.uniform(0.0, 2 * np.pi, (55, 3))
+    aa = amp * np.sin(2 * np.pi * freq * t[:, None, None] + phase)
+    aa[:, 0] = np.array([0.0, 1.0, 0.0]) * (rng.uniform(-3, 3) + 0.5 * t)[:, None]
+    local = axis_angle_to_matrix(aa)
+    transl = np.stack([0.3 * np.sin(t), 0.9 + 0.02 * np.sin(3 * t), 2.0 + 0.2 * t], axis=-1)
+    joints, _ = forward_kinematics(skeleton, local, betas, transl)
+    kinect = np.full((F, 32, 3), np.nan)
+    kinect[:, list(KINECT_BODY_FOR_FIT)] = np.einsum("mk,fkc->fmc", kinect_from_smplx_matrix(), joints)
+    confidence = np.zeros((F, 32), dtype=int)
+    confidence[:, list(KINECT_BODY_FOR_FIT)] = 2
+    return skeleton, betas, joints, kinect, confidence

@@ -5,37 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omnimocap.calibration.transforms import axis_angle_to_matrix
-from omnimocap.data.skeletons import KINECT_BODY_FOR_FIT, KINECT_INDEX, kinect_from_smplx_matrix
+from omnimocap.data.skeletons import KINECT_BODY_FOR_FIT, KINECT_INDEX
+from omnimocap.fusion.synthetic_models import synthetic_body_motion
 from omnimocap.fusion.body_fit import BodyFitConfig, fit_body
-from omnimocap.fusion.body_model import default_skeleton, forward_kinematics
+from omnimocap.fusion.body_model import forward_kinematics
 
 BODY = slice(0, 22)
-
-
-def _motion(F: int, seed: int = 0, fps: float = 30.0):
-    """Smooth random poses (every body joint swinging up to ~0.5 rad, knees/elbows ~1 rad), a turning
-    and walking root; Kinect joints from the SMPL-X joints through the blend matrix, MEDIUM confidence."""
-    rng = np.random.default_rng(seed)
-    skeleton = default_skeleton()
-    betas = np.zeros(10)
-    betas[:3] = rng.normal(0.0, 1.0, 3)
-    t = np.arange(F) / fps
-    amp = np.zeros((55, 3))
-    amp[1:22] = rng.uniform(-0.5, 0.5, (21, 3))
-    amp[[4, 5, 18, 19]] *= 2.0
-    freq = rng.uniform(0.2, 1.0, (55, 3))
-    phase = rng.uniform(0.0, 2 * np.pi, (55, 3))
-    aa = amp * np.sin(2 * np.pi * freq * t[:, None, None] + phase)
-    aa[:, 0] = np.array([0.0, 1.0, 0.0]) * (rng.uniform(-3, 3) + 0.5 * t)[:, None]
-    local = axis_angle_to_matrix(aa)
-    transl = np.stack([0.3 * np.sin(t), 0.9 + 0.02 * np.sin(3 * t), 2.0 + 0.2 * t], axis=-1)
-    joints, _ = forward_kinematics(skeleton, local, betas, transl)
-    kinect = np.full((F, 32, 3), np.nan)
-    kinect[:, list(KINECT_BODY_FOR_FIT)] = np.einsum("mk,fkc->fmc", kinect_from_smplx_matrix(), joints)
-    confidence = np.zeros((F, 32), dtype=int)
-    confidence[:, list(KINECT_BODY_FOR_FIT)] = 2
-    return skeleton, betas, joints, kinect, confidence
 
 
 def _error_mm(fit, joints) -> np.ndarray:
@@ -43,7 +18,7 @@ def _error_mm(fit, joints) -> np.ndarray:
 
 
 def test_noise_free_fit_within_a_few_mm(device):
-    skeleton, betas, joints, kinect, confidence = _motion(90, seed=1)
+    skeleton, betas, joints, kinect, confidence = synthetic_body_motion(90, seed=1)
     fit = fit_body(kinect, confidence, skeleton, BodyFitConfig(device=device))
     err = _error_mm(fit, joints)
     assert err.mean() < 1.0 and err.max() < 5.0, (err.mean(), err.max())
@@ -60,7 +35,7 @@ def test_noise_free_fit_within_a_few_mm(device):
 
 
 def test_noisy_fit_error_well_below_noise():
-    skeleton, _, joints, kinect, confidence = _motion(120, seed=2)
+    skeleton, _, joints, kinect, confidence = synthetic_body_motion(120, seed=2)
     rng = np.random.default_rng(3)
     noisy = kinect + rng.normal(0.0, 0.015, kinect.shape)  # 15 mm per axis (26 mm mean 3D)
     fit = fit_body(noisy, confidence, skeleton)
@@ -71,7 +46,7 @@ def test_noisy_fit_error_well_below_noise():
 
 
 def test_missing_frames_are_interpolated_and_reported():
-    skeleton, _, joints, kinect, confidence = _motion(60, seed=4)
+    skeleton, _, joints, kinect, confidence = synthetic_body_motion(60, seed=4)
     gone = np.zeros(60, dtype=bool)
     gone[[0, 1, 30, 31, 32, 59]] = True
     kinect[gone] = np.nan
@@ -86,7 +61,7 @@ def test_missing_frames_are_interpolated_and_reported():
 
 
 def test_missing_and_unconfident_joints_are_ignored():
-    skeleton, _, joints, kinect, confidence = _motion(60, seed=5)
+    skeleton, _, joints, kinect, confidence = synthetic_body_motion(60, seed=5)
     rng = np.random.default_rng(6)
     rows = np.array(KINECT_BODY_FOR_FIT)
     drop = rng.random((60, len(rows))) < 0.1
@@ -108,6 +83,6 @@ def test_missing_and_unconfident_joints_are_ignored():
 def test_nothing_to_fit_is_a_user_error():
     from omnimocap.errors import InputError
 
-    skeleton, _, _, kinect, confidence = _motion(5)
+    skeleton, _, _, kinect, confidence = synthetic_body_motion(5)
     with pytest.raises(InputError):
         fit_body(np.full_like(kinect, np.nan), np.zeros_like(confidence), skeleton)

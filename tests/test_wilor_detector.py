@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from omnimocap.calibration.cameras import PinholeCamera
 from omnimocap.hands.estimator import HandEstimator, ViewRequest
