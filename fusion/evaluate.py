@@ -13,8 +13,9 @@ Metric definitions (names are the CLI contract):
   distance from the view centre, as a fraction of the view's half-width, over visible hands.
 - ``hands.joint_error_mm``: mean 3D error of the fused 21 hand joints (world), over fused hands.
 - ``hands.coverage``: fraction of visible true hands (at output times) that were fused.
-- ``hands.wrist_error_mm`` / ``kinect.wrist_error_mm``: fused wrist / raw Kinect wrist vs the true
-  wrist, over the same fused hands.
+- ``hands.wrist_error_mm`` / ``kinect.wrist_error_mm``: fused wrist / Kinect wrist (as tracked,
+  fused over the Kinects when there are several, before any smoothing) vs the true wrist, over the
+  same fused hands.
 - ``body.joint_error_mm``: SMPL-X joints 0..21 from forward kinematics of the exported file vs truth.
 - ``smplx.hand_roundtrip_deg``: mean angle between the finger joints' rotations expressed in their
   wrist frame, from forward kinematics of the exported SMPL-X parameters, and the same rotations of

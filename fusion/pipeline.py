@@ -74,7 +74,8 @@ class ProcessConfig:
     models: str | None = None
     """Models directory (default: $OMNIMOCAP_MODELS or ~/.cache/omnimocap/models)."""
     smplx_model: str | None = None
-    """SMPL-X model file for the body (default: the built-in skeleton, or <models>/smplx/SMPLX_NEUTRAL.npz when present)."""
+    """SMPL-X model file whose skeleton the body is fitted on (default: the built-in skeleton, which
+    the synthetic model files reproduce)."""
     preview: bool = True
     """Write ``views_preview.png``, a contact sheet of hand views (decodes some panorama frames)."""
     smoothing: bool = True
@@ -259,8 +260,6 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
     crash never leaves a half-written folder that looks finished.
     """
     config = config or ProcessConfig()
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     session = Session.open(session_dir)
     recovered = None
     if not session.complete:
@@ -272,7 +271,22 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
     rig = Rig.load(session.rig_path)
     out_dir = Path(out_dir)
     work = _prepare_output(out_dir, overwrite)
-    report: dict = {"omnimocap_version": __version__, "session": str(Path(session_dir).resolve()),
+    try:
+        report = _process(session, rig, work, config, progress, recovered)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    work.rename(out_dir)
+    return report
+
+
+def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, progress: bool,
+             recovered: dict | None) -> dict:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    report: dict = {"omnimocap_version": __version__, "session": str(session.root.resolve()),
                     "session_complete": session.complete, "hands_backend": config.hands,
                     "rig_method": rig.method, "rig_is_truth": rig.is_truth, "notes": []}
     if recovered and recovered.get("recovered"):
@@ -403,7 +417,7 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
 
     t_fit = time.perf_counter()
     skeleton = load_skeleton(config.smplx_model)
-    body_cfg = BodyFitConfig(device=config.device) if "device" in BodyFitConfig.__dataclass_fields__ else BodyFitConfig()
+    body_cfg = BodyFitConfig(device=config.device)
     local = np.zeros((P, F, 55, 3, 3))
     transl = np.zeros((P, F, 3))
     betas = np.zeros((P, skeleton.num_betas))
@@ -448,9 +462,6 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     })
     atomic_write_json(work / "report.json", report)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    work.rename(out_dir)
     return report
 
 
