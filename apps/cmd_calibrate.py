@@ -1,6 +1,12 @@
 """``omnimocap calibrate SESSION_DIR [--method markerless|board]`` and ``omnimocap sync SESSION_DIR``.
 
 Both write the session's ``rig.json`` atomically: the method, the inputs used and the residuals.
+
+``--method board`` reads the reference (first) Kinect's colour frames from its recording, finds the
+runs of frames where a ChArUco board (``BoardSpec()``: 7 x 5 squares of 80 mm, 60 mm DICT_5X5_100
+markers) holds still, detects the board in the 360 frame nearest the middle of each run (matched
+through the rig's time maps), solves the board poses and the 360 camera jointly, and composes the
+result with the Kinect's factory colour-to-depth extrinsics into the 360 camera's world pose.
 A simulated session's ground truth lives in ``truth/rig.json`` and is never written; the session's
 own ``rig.json`` (which starts as a copy of the truth) is replaced by the estimate, and the command
 says so.
@@ -12,6 +18,10 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
+from omnimocap.calibration.board import BoardDetection, BoardSpec, calibrate_board_sequence, detect_equirect, detect_pinhole
+from omnimocap.calibration.cameras import EquirectCamera
 from omnimocap.calibration.markerless import calibrate_markerless
 from omnimocap.calibration.observations import (
     TRACKS_PER_PERSON, KinectTracks, kinect_wrist_tracks, pano_observations,
@@ -19,6 +29,8 @@ from omnimocap.calibration.observations import (
 from omnimocap.calibration.rig import Rig
 from omnimocap.calibration.timesync import coarse_time_map, fine_time_map, rate_std_ppm
 from omnimocap.calibration.transforms import transform_points
+from omnimocap.capture.kinect_mkv import KinectRecording
+from omnimocap.capture.pano import PanoReader, read_pano_timestamps
 from omnimocap.capture.session import Session
 from omnimocap.errors import InputError, UserError
 
@@ -78,8 +90,7 @@ def calibrate_session(session_dir, method: str = "markerless", noise_deg: float 
     residuals."""
     session = Session.open(session_dir)
     if method == "board":
-        raise UserError("board calibration from session recordings is not wired to the CLI in this version",
-                        path=session.root, fix="use --method markerless, or calibrate.board from Python")
+        return _calibrate_board(session)
     previous = _load_rig(session)
     serial = _reference(session, previous)
     obs = pano_observations(session, noise_deg=noise_deg)
@@ -96,6 +107,104 @@ def calibrate_session(session_dir, method: str = "markerless", noise_deg: float 
                   **_observer_inputs(obs)}
     _write(session, rig, previous)
     return {"method": "markerless", **rig.residuals["pano"]}
+
+
+# A board counts as still between two colour frames when no common corner moved more than this.
+BOARD_STILL_DEG = 0.05
+# Frames of a still run (>= 0.2 s at 30 fps) before its middle frame is used.
+BOARD_MIN_STILL_FRAMES = 6
+BOARD_MIN_CORNERS = 6
+
+
+def _still_runs(times: np.ndarray, dets: list[BoardDetection | None]) -> list[tuple[int, int]]:
+    """[first, last] capture indices of runs where the board was detected and did not move."""
+    runs, start = [], None
+    for i in range(len(dets)):
+        still = False
+        if i > 0 and dets[i] is not None and dets[i - 1] is not None:
+            common, a, b = np.intersect1d(dets[i - 1].ids, dets[i].ids, return_indices=True)
+            if len(common) >= BOARD_MIN_CORNERS:
+                cos = np.sum(dets[i - 1].bearings[a] * dets[i].bearings[b], axis=-1)
+                still = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).max() < BOARD_STILL_DEG
+        if still:
+            start = i - 1 if start is None else start
+        else:
+            if start is not None:
+                runs.append((start, i - 1))
+            start = None
+    if start is not None:
+        runs.append((start, len(dets) - 1))
+    return [(a, b) for a, b in runs if b - a + 1 >= BOARD_MIN_STILL_FRAMES]
+
+
+def _calibrate_board(session: Session, spec: BoardSpec = BoardSpec()) -> dict:
+    previous = _load_rig(session)
+    serial = _reference(session, previous)
+    entry = session.kinects()[0]
+    if entry.recording is None:
+        raise InputError(f"the reference Kinect {serial} has no recording to find the board in",
+                         path=session.root / "session.json", fix="record the Kinects' video, or use --method markerless")
+    recording = KinectRecording(session.path(entry.recording))
+    if recording.color_mode is None:
+        raise InputError("the recording has no colour track", path=recording.path,
+                         fix="record with colour on, or use --method markerless")
+    kinect_cal = recording.calibration
+    times, dets = [], []
+    for capture in recording.captures():
+        if capture.color is None:
+            continue
+        det = detect_pinhole(spec, capture.color, kinect_cal.color)
+        times.append(capture.color_timestamp)
+        dets.append(det if len(det) >= BOARD_MIN_CORNERS else None)
+    board_name = (f"ChArUco board ({spec.squares_x}x{spec.squares_y} squares of {spec.square_m * 1e3:.0f} mm, "
+                  f"{spec.marker_m * 1e3:.0f} mm markers)")
+    if not any(d is not None for d in dets):
+        raise UserError(f"the {board_name} is never seen in the colour frames", path=recording.path,
+                        fix="record it held still in several poses where the Kinect and the 360 camera both see it, "
+                            "or use --method markerless")
+    runs = _still_runs(np.asarray(times), dets)
+    if not runs:
+        raise UserError(f"the {board_name} never holds still for {BOARD_MIN_STILL_FRAMES} frames", path=recording.path,
+                        fix="hold it still for about half a second in each pose")
+
+    pano = session.pano()
+    stamps = read_pano_timestamps(session.path(pano.timestamps))
+    pano_map = previous.time_maps.get("pano") or coarse_time_map(stamps.t_pano, stamps.t_host)
+    t_pano_session = pano_map.to_session(stamps.t_pano)
+    kinect_map = previous.time_map(f"kinect_{serial}")
+    pairs = []  # (colour capture index, pano frame index)
+    for a, b in runs:
+        mid = (a + b) // 2
+        t_mid = kinect_map.to_session(times[mid])
+        j = int(np.argmin(np.abs(t_pano_session - t_mid)))
+        # the pano frame must lie inside the still run, a frame away from its ends
+        if kinect_map.to_session(times[a + 1]) <= t_pano_session[j] <= kinect_map.to_session(times[b - 1]):
+            pairs.append((mid, j))
+    reader = PanoReader(session.path(pano.recording), session.path(pano.timestamps))
+    camera = EquirectCamera(reader.width, reader.height)
+    wanted = {j: None for _, j in pairs}
+    if wanted:
+        for j, frame in reader.frames(min(wanted), max(wanted) + 1):
+            if j in wanted:
+                wanted[j] = detect_equirect(spec, frame, camera)
+    cal = calibrate_board_sequence(spec, [dets[i] for i, _ in pairs], [wanted[j] for _, j in pairs],
+                                   kinect_cal.T_depth_color)
+    used = [pairs[k] for k in cal.frames_used]
+    rig = Rig(dict(previous.T_world_sensor), dict(previous.time_maps), method="board", is_truth=False)
+    rig.T_world_sensor["pano"] = previous.pose(f"kinect_{serial}") @ cal.T_depth_pano
+    rig.time_maps["pano"] = pano_map
+    rig.residuals = {"pano": cal.to_json()}
+    rig.inputs = {"reference_kinect": serial, "recording": entry.recording,
+                  "board": {"squares_x": spec.squares_x, "squares_y": spec.squares_y, "square_m": spec.square_m,
+                            "marker_m": spec.marker_m, "dictionary": int(spec.dictionary)},
+                  "still_runs": len(runs),
+                  "poses_used": [{"color_frame": int(i), "t_color_device": float(times[i]), "pano_frame": int(j),
+                                  "t_pano": float(stamps.t_pano[j])} for i, j in used],
+                  "pano_time_map_from": "rig" if "pano" in previous.time_maps else "host arrival times",
+                  "kinect_poses_from": "simulated truth" if previous.is_truth else previous.method}
+    _write(session, rig, previous)
+    return {"method": "board", "poses_used": len(used), "kinect_rms_deg": cal.kinect_rms_deg,
+            "pano_rms_deg": cal.pano_rms_deg}
 
 
 def run_sync(args) -> int:

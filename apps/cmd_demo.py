@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     session_dir, result_dir = out / "session", out / "result"
     t0 = time.perf_counter()
     print(f"[1/4] simulating {args.seconds:g} s with {args.people} people -> {session_dir}", file=sys.stderr)
-    simulate_session(session_dir, SimConfig(seconds=args.seconds, people=args.people, seed=args.seed, overwrite=True))
+    simulate_session(session_dir, SimConfig(seconds=args.seconds, people=args.people, seed=args.seed,
+                                                    kinect_video=False, overwrite=True))
     steps = _calibrate(session_dir)
     print(f"[3/4] processing -> {result_dir}", file=sys.stderr)
     config = ProcessConfig(hands="sim", hand_noise_mm=5.0, hand_noise_deg=3.0, hand_dropout=0.1, seed=args.seed)

@@ -1,7 +1,8 @@
 """``omnimocap gui [--simulate | --session DIR] [--seconds S]``: the live capture session window.
 
-Without ``--simulate`` or ``--session`` it opens the connected Azure Kinects; the window then lists
-every device problem in its message panel.
+Without ``--simulate`` or ``--session`` it opens the connected Azure Kinects and the 360 camera
+named by ``--pano-uvc`` / ``--pano-url`` / ``--pano-file`` (the same options as ``record``); the
+window then lists every device problem in its message panel.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import os
 import sys
 
+from omnimocap.apps.cmd_record import add_pano_arguments, pano_given, pano_source
 from omnimocap.apps.options import add_device, add_models, existing_dir
 from omnimocap.errors import UserError
 
@@ -28,6 +30,8 @@ def register(sub) -> None:
                    help="hand backend of the live preview (default: sim for simulated sessions, else wilor)")
     p.add_argument("--record-dir", default="recordings", metavar="DIR",
                    help="where Record creates new session folders (default: ./recordings)")
+    p.add_argument("--body-tracking", action="store_true", help="live Kinects: run k4abt body tracking (needs libk4abt)")
+    add_pano_arguments(p)
     add_device(p)
     add_models(p)
     p.set_defaults(func=run)
@@ -49,11 +53,14 @@ def check_gui_environment() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.simulate or args.session) and pano_given(args):
+        raise UserError("--pano-* opens a live 360 camera; --simulate and --session replay their own",
+                        fix="drop --pano-* or drop --simulate / --session")
     check_gui_environment()
     from omnimocap.apps.gui import run_app
     from omnimocap.apps.live import LiveConfig, LiveController
 
-    config = LiveConfig(hands=args.hands, device=args.device, models=args.models)
+    config = LiveConfig(hands=args.hands, device=args.device, models=args.models, body_tracking=args.body_tracking)
     if args.simulate:
         print(f"simulating {args.seconds:g} s with {args.people} people ...", file=sys.stderr)
         controller = LiveController.simulated(args.seconds, people=args.people, pano_width=args.pano_width,
@@ -61,5 +68,5 @@ def run(args: argparse.Namespace) -> int:
     elif args.session:
         controller = LiveController.from_session(existing_dir(args.session, "session folder"), config=config)
     else:
-        controller = LiveController.from_devices(config)
+        controller = LiveController.from_devices(config, pano=lambda clock: pano_source(args, clock))
     return run_app(controller, record_dir=args.record_dir)

@@ -28,10 +28,7 @@ def register(sub) -> None:
                    help="recording length in seconds (default: until Ctrl-C; 10 with --simulate)")
     p.add_argument("--kinect", type=int, nargs="+", metavar="N", default=[],
                    help="Azure Kinect device indices; the first is the sync master when there are several")
-    pano = p.add_mutually_exclusive_group()
-    pano.add_argument("--pano-uvc", metavar="DEV", help="360 camera in USB webcam mode: index (0) or device path")
-    pano.add_argument("--pano-url", metavar="URL", help="360 camera stream (rtsp://..., rtmp://...)")
-    pano.add_argument("--pano-file", metavar="F", type=Path, help="equirect video file replayed in real time")
+    add_pano_arguments(p)
     p.add_argument("--min-free-gb", type=float, default=2.0,
                    help="refuse to start with less free disk space; stop cleanly below half of it (default: 2)")
     kin = p.add_argument_group("Kinect settings")
@@ -40,12 +37,6 @@ def register(sub) -> None:
     kin.add_argument("--color-resolution", default="720P", help="K4A colour resolution, or OFF (default: 720P)")
     kin.add_argument("--exposure-us", type=int, default=8000, help="manual colour exposure in us (default: 8000)")
     kin.add_argument("--body-tracking", action="store_true", help="run k4abt body tracking live (needs libk4abt)")
-    cam = p.add_argument_group("360 camera settings")
-    cam.add_argument("--pano-size", metavar="WxH", default=None, help="requested UVC size, e.g. 3840x1920")
-    cam.add_argument("--pano-fps", type=float, default=None, help="requested UVC rate")
-    cam.add_argument("--pano-fourcc", default="MJPG", help="UVC FourCC: MJPG or H264 (default: MJPG)")
-    cam.add_argument("--pano-latency-ms", type=float, default=0.0,
-                     help="subtracted from the 360 frames' host arrival times (default: 0)")
     sim = p.add_argument_group("simulation (--simulate)")
     sim.add_argument("--people", type=int, default=2)
     sim.add_argument("--kinects", type=int, default=2)
@@ -53,6 +44,24 @@ def register(sub) -> None:
     sim.add_argument("--pano-width", type=int, default=960)
     add_overwrite(p)
     p.set_defaults(func=run)
+
+
+def add_pano_arguments(p: argparse.ArgumentParser) -> None:
+    """The 360 camera options shared by ``record`` and ``gui``: which camera and its settings."""
+    pano = p.add_mutually_exclusive_group()
+    pano.add_argument("--pano-uvc", metavar="DEV", help="360 camera in USB webcam mode: index (0) or device path")
+    pano.add_argument("--pano-url", metavar="URL", help="360 camera stream (rtsp://..., rtmp://...)")
+    pano.add_argument("--pano-file", metavar="F", type=Path, help="equirect video file replayed in real time")
+    cam = p.add_argument_group("360 camera settings")
+    cam.add_argument("--pano-size", metavar="WxH", default=None, help="requested UVC size, e.g. 3840x1920")
+    cam.add_argument("--pano-fps", type=float, default=None, help="requested UVC rate")
+    cam.add_argument("--pano-fourcc", default="MJPG", help="UVC FourCC: MJPG or H264 (default: MJPG)")
+    cam.add_argument("--pano-latency-ms", type=float, default=0.0,
+                     help="subtracted from the 360 frames' host arrival times (default: 0)")
+
+
+def pano_given(args: argparse.Namespace) -> bool:
+    return any(v is not None for v in (args.pano_uvc, args.pano_url, args.pano_file))
 
 
 def _pano_size(text: str | None) -> tuple[int | None, int | None]:
@@ -65,7 +74,8 @@ def _pano_size(text: str | None) -> tuple[int | None, int | None]:
     return w, h
 
 
-def _pano_source(args, clock):
+def pano_source(args: argparse.Namespace, clock):
+    """The 360 source the ``--pano-*`` options name (None without one), stamping on ``clock``."""
     from omnimocap.capture.pano_sources import StreamPanoSource, UvcPanoSource, VideoFilePanoSource
 
     latency = args.pano_latency_ms / 1000.0
@@ -87,8 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from omnimocap.capture.recorder import RecordConfig, Recorder, check_free_space, simulated_rig
     from omnimocap.capture.sources import SessionClock
 
-    pano_given = any(v is not None for v in (args.pano_uvc, args.pano_url, args.pano_file))
-    if args.simulate and (args.kinect or pano_given):
+    if args.simulate and (args.kinect or pano_given(args)):
         raise UserError("--simulate records the simulated rig only", fix="drop --kinect / --pano-* or drop --simulate")
     if args.seconds is not None and args.seconds <= 0:
         raise UserError(f"--seconds {args.seconds:g} is not positive", fix="give a length in seconds")
@@ -105,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         config.notes = "simulated rig replayed in real time"
     else:
         clock = SessionClock()
-        pano = _pano_source(args, clock)
+        pano = pano_source(args, clock)
         sources = []
         if args.kinect:
             from omnimocap.capture.kinect_live import KinectDeviceConfig, KinectRig

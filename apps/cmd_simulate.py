@@ -12,7 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "simulate", help="write a simulated session (Kinect body tracking, 360 video, ground truth)",
         description="Simulate a capture session: people moving in front of a 360 camera and K Kinects, "
-                    "with k4abt body tracking JSON, an equirectangular video and the ground truth in truth/.")
+                    "with k4abt body tracking JSON, Kinect recordings (colour, depth, IR), an equirectangular "
+                    "video and the ground truth in truth/.")
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="session folder to create")
     parser.add_argument("--seconds", type=float, default=8.0, help="session length in seconds (default 8)")
     parser.add_argument("--people", type=int, default=2, help="number of people, 1-3 (default 2)")
@@ -21,6 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pano-width", type=int, default=1920, help="equirect width in pixels (height = width/2)")
     parser.add_argument("--kinect-noise-mm", type=float, default=15.0,
                         help="body tracking joint noise in mm; 0 gives exact joints and no dropouts (default 15)")
+    parser.add_argument("--no-kinect-video", action="store_true",
+                        help="write no kinect_<serial>.mkv (colour, depth, IR); body tracking JSON only")
+    parser.add_argument("--board", action="store_true",
+                        help="a ChArUco board held still in several poses during the first ~3 s, "
+                             "for `omnimocap calibrate --method board`")
     parser.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty OUT_DIR")
     parser.set_defaults(func=run)
 
@@ -41,8 +47,11 @@ def run(args: argparse.Namespace) -> int:
     if args.kinect_noise_mm < 0:
         raise InputError("--kinect-noise-mm must not be negative", fix="pass 0 for exact joints")
     config = SimConfig(seconds=args.seconds, people=args.people, kinects=args.kinects, seed=args.seed,
-                       pano_width=args.pano_width, kinect_noise_mm=args.kinect_noise_mm, overwrite=args.overwrite)
-    with tqdm(total=int(args.seconds * 30), unit="frame", desc="rendering 360 frames") as bar:
+                       pano_width=args.pano_width, kinect_noise_mm=args.kinect_noise_mm,
+                       kinect_video=not args.no_kinect_video, board=args.board, overwrite=args.overwrite)
+    if args.board and args.no_kinect_video:
+        raise InputError("--board needs the Kinect recordings", fix="drop --no-kinect-video")
+    with tqdm(total=int(args.seconds * 30), unit="frame", desc="rendering frames") as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)

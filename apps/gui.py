@@ -32,8 +32,8 @@ HAND_BONE_PAIRS = np.array([(0 if name.endswith("1") else i - 1, i) for i, name 
 PERSON_COLORS = ((80, 200, 255), (255, 170, 60), (150, 230, 120), (230, 120, 230))
 SIDE_COLORS = {"left": (255, 90, 90), "right": (90, 255, 140)}
 LEVEL_COLORS = {"info": "#9aa4b2", "warning": "#f0c050", "fault": "#ff6b6b"}
-STATE_COLORS = {"streaming": "#5fd17a", "waiting": "#f0c050", "stalled": "#ff6b6b", "fault": "#ff6b6b",
-                "ended": "#9aa4b2", "stopped": "#9aa4b2"}
+STATE_COLORS = {"running": "#5fd17a", "idle": "#f0c050", "connected": "#f0c050", "stalled": "#ff6b6b",
+                "disconnected": "#ff6b6b", "stopped": "#9aa4b2"}
 MAX_HAND_VIEWS = 4
 
 
@@ -307,7 +307,7 @@ def flatten_residuals(residuals: dict, prefix: str = "") -> list[tuple[str, str]
 class SessionWindow(QtWidgets.QMainWindow):
     """The live session window over one controller. ``poll_ms``: how often the snapshot is read."""
 
-    DEVICE_COLUMNS = ("device", "state", "fps", "frames", "drops", "last t (s)", "sync")
+    DEVICE_COLUMNS = ("device", "state", "fps", "frames", "drops", "last arrival (s)", "sync")
 
     def __init__(self, controller: LiveController, *, record_dir: str | Path = "recordings", poll_ms: int = 33):
         super().__init__()
@@ -327,7 +327,7 @@ class SessionWindow(QtWidgets.QMainWindow):
     # --- layout -------------------------------------------------------------------------------------
     def _build(self, record_dir: Path) -> None:
         state = self.controller.latest()
-        self.kinect_widgets = {p.name: KinectWidget(p.name) for p in state.kinects}
+        self.kinect_widgets = {p.name: KinectWidget(p.name) for p in sorted(state.kinects, key=lambda p: p.name)}
         self.pano_widget = PanoWidget()
         self.hand_widgets = [HandViewWidget() for _ in range(MAX_HAND_VIEWS)]
         self.scene = Scene3D()
@@ -491,8 +491,8 @@ class SessionWindow(QtWidgets.QMainWindow):
         table = self.device_table
         table.setRowCount(len(state.devices))
         for r, d in enumerate(state.devices):
-            last = "" if d.last_t_session is None else f"{d.last_t_session:.2f}"
-            values = (d.name, d.state, f"{d.fps:.1f}", str(d.frames), str(d.drops), last, d.sync)
+            last = "" if d.last_host_time is None else f"{d.last_host_time:.2f}"
+            values = (d.name, d.state, f"{d.fps:.1f}", str(d.frames), str(d.drops), last, state.sync.get(d.name, ""))
             for c, v in enumerate(values):
                 item = table.item(r, c)
                 if item is None:

@@ -1,26 +1,19 @@
 """The live capture session: sources, the live hand preview, calibration and recording, without Qt.
 
 This is the model/controller half of the session GUI (``apps/gui.py`` is the thin view). It follows
-the online-processing pattern: capture threads push packets into bounded queues, one worker thread
-runs the same stage functions as ``omnimocap process`` on the newest panorama frame and publishes an
-immutable :class:`LiveState` snapshot, and the view polls :meth:`LiveController.latest` on its own
-timer. Nothing here ever blocks on the view and nothing queues for it.
+the online-processing pattern: every source (:mod:`omnimocap.capture.sources`: live Kinects,
+360 cameras, or a session folder replayed as if live) is read on its own thread into a bounded
+display queue, one worker thread runs the same stage functions as ``omnimocap process`` on the
+newest panorama frame and publishes an immutable :class:`LiveState` snapshot, and the view polls
+:meth:`LiveController.latest` on its own timer. Nothing here ever blocks on the view and nothing
+queues for it. Recording goes through :class:`~omnimocap.capture.recorder.Recorder`, fed every frame
+from the capture threads (the display may drop frames, the recording must not).
 
-Sources share one small interface (:class:`Source`): ``start()``, ``stop()``, ``poll()`` (drain
-the packets that arrived), ``health()`` (fps, drops, last timestamp, state) and listeners called in
-the capture thread for every packet (the recorder hook, which must see every frame even when the
-display drops some).
-
-- :class:`ReplayKinectSource` / :class:`ReplayPanoSource` replay a recorded session folder as if
-  live: body frames and panorama frames are released at their session-clock times in real time,
-  optionally in a loop. On every loop the device clocks move on by the loop length (divided by each
-  device's clock rate), so timestamps keep increasing and the rig's time maps still hold.
-- :class:`KinectDeviceSource` reads a connected Azure Kinect through pyk4a.
-
-Times: ``t_session`` seconds on the session clock; ``t_device``/``t_pano`` seconds on the device's
-own clock; ``released_wall`` is ``time.perf_counter()`` when the packet left its capture thread
-(the start of the capture-to-display latency). Positions are metres: Kinect joints in that Kinect's
-depth camera frame, everything in :class:`WorldState` in the world frame (y up).
+Times: ``t_session`` seconds on the session clock (a sensor's device time through the rig's time
+map, or its host arrival time where the rig has none); ``released_wall`` is ``time.perf_counter()``
+when the frame left its capture thread (the start of the capture-to-display latency). Positions are
+metres: Kinect joints in that Kinect's depth camera frame, everything in :class:`WorldState` in the
+world frame (y up).
 """
 
 from __future__ import annotations
@@ -33,14 +26,20 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
 from omnimocap.calibration.cameras import EquirectCamera
 from omnimocap.calibration.rig import Rig, TimeMap
 from omnimocap.calibration.transforms import invert_pose, transform_points
-from omnimocap.capture.session import DeviceEntry, Session
+from omnimocap.capture.kinect_calibration import KinectCalibration
+from omnimocap.capture.kinect_live import KinectDeviceConfig, KinectRig, import_pyk4a, stream_calibration
+from omnimocap.capture.recorder import RecordConfig, Recorder, replay_sources
+from omnimocap.capture.session import Session
+from omnimocap.capture.sources import (
+    DISCONNECTED, RUNNING, STALLED, KinectBody, KinectFrame, PanoFrame, SessionClock, Source, SourceHealth,
+)
 from omnimocap.data.skeletons import SIDES
 from omnimocap.errors import DeviceError, UserError
 from omnimocap.fusion.lifting import lift_observation
@@ -56,7 +55,7 @@ DEFAULT_SIM_SECONDS = 4.0
 OUTLINE_POINTS_PER_EDGE = 24
 
 
-# --- queues and packets ----------------------------------------------------------------------------
+# --- queues and feeds ------------------------------------------------------------------------------
 class DropOldestQueue:
     """A bounded FIFO that drops its oldest item when full and counts what it dropped.
 
@@ -91,295 +90,71 @@ class DropOldestQueue:
 
 
 @dataclass(frozen=True)
-class BodySample:
-    """One tracked body in one Kinect frame: ``positions`` (32,3) metres in the depth camera frame,
-    ``orientations`` (32,4) quaternions (w, x, y, z), ``confidences`` (32,) k4abt levels; NaN /
-    confidence 0 where a joint is missing."""
+class Released:
+    """A frame as it left its capture thread, at ``released_wall`` (``time.perf_counter()``)."""
 
-    positions: np.ndarray
-    orientations: np.ndarray
-    confidences: np.ndarray
-
-
-@dataclass(frozen=True)
-class KinectFrame:
-    """A Kinect frame as it leaves the capture thread. ``index`` is the frame's index in its
-    recording (it repeats across replay loops)."""
-
-    device: str
-    index: int
-    t_device: float
-    t_session: float
-    bodies: dict[int, BodySample]
-    color: np.ndarray | None  # (H,W,3) BGR uint8
+    frame: KinectFrame | PanoFrame
     released_wall: float
 
 
-@dataclass(frozen=True)
-class PanoFrame:
-    """An equirect frame (BGR uint8, (H,W,3)) as it leaves the capture thread."""
+class SourceFeed:
+    """One source read on its own thread (``Source.start_async``) into a :class:`DropOldestQueue`.
 
-    device: str
-    index: int
-    t_pano: float
-    t_session: float
-    image: np.ndarray
-    released_wall: float
-
-
-@dataclass(frozen=True)
-class SourceHealth:
-    """What the device list shows. ``state``: waiting | streaming | stalled | ended | stopped | fault.
-    ``sync``: how the device's clock maps onto the session clock."""
-
-    name: str
-    kind: str
-    state: str
-    fps: float
-    frames: int
-    drops: int
-    last_t_session: float | None
-    sync: str = ""
-    message: str = ""
-
-
-class Source:
-    """Base of every live source: a capture thread feeding a :class:`DropOldestQueue`.
-
-    Subclasses implement :meth:`_produce` (runs in the capture thread until ``self._halt`` is set,
-    calling :meth:`_emit` per packet). A source that stops delivering while running reads as
-    ``stalled`` after ``stall_after_s`` seconds: an unplugged device looks exactly like that.
+    ``on_frame(source, frame)`` runs in the capture thread for every frame, before any can be
+    dropped (the recorder hook); keep it short. ``on_end(source, reason)`` runs once the source
+    ends on its own. ``dropped`` counts the frames the display never saw: pushed out of the full
+    queue, or polled but skipped for a newer one (:meth:`count_skipped`).
     """
 
-    def __init__(self, name: str, kind: str, queue_size: int, stall_after_s: float = 1.0):
-        self.name = name
-        self.kind = kind
+    def __init__(self, source: Source, queue_size: int,
+                 on_frame: Callable[[Source, KinectFrame | PanoFrame], None] | None = None,
+                 on_end: Callable[[Source, str], None] | None = None):
+        self.source = source
         self.queue = DropOldestQueue(queue_size)
-        self.stall_after_s = stall_after_s
-        self.sync = ""
-        self._listeners: list[Callable[[Any], None]] = []
-        self._halt = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._release_walls: deque[float] = deque(maxlen=30)
-        self._frames = 0
+        self._on_frame, self._on_end = on_frame, on_end
         self._skipped = 0
-        self._last_t_session: float | None = None
-        self._ended = False
-        self._fault = ""
-
-    def add_listener(self, callback: Callable[[Any], None]) -> None:
-        """``callback(packet)`` runs in the capture thread for every packet; keep it short."""
-        self._listeners.append(callback)
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._halt.clear()
-        self._ended, self._fault = False, ""
-        self._thread = threading.Thread(target=self._run, name=f"capture-{self.name}", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._halt.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._thread = None
 
     @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def name(self) -> str:
+        return self.source.name
 
-    def poll(self) -> list:
-        """Packets that arrived since the last poll, oldest first (older ones may have been dropped)."""
+    @property
+    def dropped(self) -> int:
+        return self.queue.dropped + self._skipped
+
+    def start(self) -> None:
+        self.source.start_async(self._frame, self._end)
+
+    def stop(self) -> None:
+        self.source.stop()
+
+    def poll(self) -> list[Released]:
+        """Frames that arrived since the last poll, oldest first (older ones may have been dropped)."""
         return self.queue.drain()
 
     def count_skipped(self, n: int) -> None:
-        """Packets the consumer received but did not display count as drops too."""
         self._skipped += n
 
     def health(self) -> SourceHealth:
-        now = time.perf_counter()
-        walls = list(self._release_walls)
-        fps = (len(walls) - 1) / (walls[-1] - walls[0]) if len(walls) > 1 and walls[-1] > walls[0] else 0.0
-        if self._fault:
-            state = "fault"
-        elif self._ended:
-            state = "ended"
-        elif not self.running:
-            state = "stopped"
-        elif not walls:
-            state = "waiting"
-        elif now - walls[-1] > self.stall_after_s:
-            state, fps = "stalled", 0.0
-        else:
-            state = "streaming"
-        return SourceHealth(self.name, self.kind, state, fps, self._frames, self.queue.dropped + self._skipped,
-                            self._last_t_session, self.sync, self._fault)
+        """The source's counters, with the display's drops added to its own."""
+        health = self.source.health()
+        return replace(health, drops=health.drops + self.dropped)
 
-    def _run(self) -> None:
-        try:
-            self._produce()
-        except Exception as exc:  # a device or file failing mid-stream is a fault to show, not a crash
-            self._fault = f"{type(exc).__name__}: {exc}"
+    def _frame(self, frame: KinectFrame | PanoFrame) -> None:
+        released = Released(frame, time.perf_counter())
+        if self._on_frame is not None:
+            self._on_frame(self.source, frame)
+        self.queue.put(released)
 
-    def _produce(self) -> None:
-        raise NotImplementedError
-
-    def _emit(self, packet: KinectFrame | PanoFrame) -> None:
-        self._frames += 1
-        self._release_walls.append(packet.released_wall)
-        self._last_t_session = packet.t_session
-        self.queue.put(packet)
-        for callback in self._listeners:
-            callback(packet)
-
-
-# --- replaying a session folder as if live ---------------------------------------------------------
-class ReplayClock:
-    """Maps session time to wall time for all sources of one replay: the session's first sample is
-    released at ``start()``; loop ``k`` is shifted by ``k * period`` seconds of session time, the
-    replayed span plus one frame."""
-
-    def __init__(self, speed: float = 1.0):
-        if speed <= 0:
-            raise ValueError(f"replay speed must be > 0, got {speed}")
-        self.speed = speed
-        self.t_first = 0.0
-        self.period = 0.0
-        self.wall0 = time.perf_counter()
-
-    def set_span(self, t_first: float, t_last: float, frame_period: float) -> None:
-        self.t_first = t_first
-        self.period = (t_last - t_first) + frame_period
-
-    def start(self) -> None:
-        self.wall0 = time.perf_counter()
-
-    def wall_time(self, t_session: float, loop: int) -> float:
-        return self.wall0 + (t_session - self.t_first + loop * self.period) / self.speed
-
-
-class _ReplaySource(Source):
-    """Releases ``_samples()`` (session time, payload) at their wall times, looping if asked."""
-
-    def __init__(self, name: str, kind: str, clock: ReplayClock, time_map: TimeMap, loop: bool, queue_size: int,
-                 stall_after_s: float):
-        super().__init__(name, kind, queue_size, stall_after_s)
-        self.clock = clock
-        self.time_map = time_map
-        self.loop = loop
-        self.sync = _sync_label(time_map)
-
-    def _samples(self) -> Iterator[tuple[float, Any]]:
-        raise NotImplementedError
-
-    def _packet(self, payload: Any, loop: int, t_session: float, wall: float) -> KinectFrame | PanoFrame:
-        raise NotImplementedError
-
-    def _produce(self) -> None:
-        for loop in itertools.count():
-            emitted = False
-            for t_session, payload in self._samples():
-                wall = self.clock.wall_time(t_session, loop)
-                if self._halt.wait(max(0.0, wall - time.perf_counter())):
-                    return
-                self._emit(self._packet(payload, loop, t_session + loop * self.clock.period, time.perf_counter()))
-                emitted = True
-            if not self.loop or not emitted:
-                self._ended = True
-                return
-
-    def _device_shift(self, loop: int) -> float:
-        """How far the device clock moves on per loop: the loop's session seconds at its rate."""
-        return loop * self.clock.period / self.time_map.a
-
-
-class ReplayKinectSource(_ReplaySource):
-    """One Kinect of a session folder: its body tracking (``bodies_<serial>.json``) and, when the
-    session holds the recording, its colour images matched to the body frames by device time."""
-
-    def __init__(self, session: Session, entry: DeviceEntry, clock: ReplayClock, time_map: TimeMap, *,
-                 loop: bool = True, queue_size: int = 64, stall_after_s: float = 1.0):
-        from omnimocap.capture.bodies import read_bodies
-
-        super().__init__(entry.name, "kinect", clock, time_map, loop, queue_size, stall_after_s)
-        if not entry.bodies:
-            raise UserError(f"Kinect {entry.serial} has no body tracking file", path=session.root / "session.json",
-                            fix=f"run `omnimocap track {session.root}`")
-        self.recording = read_bodies(session.path(entry.bodies))
-        self.video_path = session.path(entry.recording) if entry.recording else None
-        self.calibration = None
-        if self.video_path is not None and self.video_path.is_file():
-            from omnimocap.capture.kinect_mkv import KinectRecording
-
-            self._video = KinectRecording(self.video_path)
-            self.calibration = self._video.calibration()
-        else:
-            self._video = None
-
-    @property
-    def session_times(self) -> np.ndarray:
-        return self.time_map.to_session(self.recording.timestamps)
-
-    def _samples(self) -> Iterator[tuple[float, Any]]:
-        rec = self.recording
-        colors = _ColorMatcher(self._video)
-        for f, t_session in enumerate(self.session_times):
-            bodies = {}
-            for body_id, track in rec.bodies.items():
-                if track.present[f]:
-                    bodies[body_id] = BodySample(track.positions[f], track.orientations[f], track.confidences[f])
-            yield float(t_session), (f, float(rec.timestamps[f]), bodies, colors.at(float(rec.timestamps[f])))
-
-    def _packet(self, payload, loop, t_session, wall) -> KinectFrame:
-        f, t_device, bodies, color = payload
-        return KinectFrame(self.name, f, t_device + self._device_shift(loop), t_session, bodies, color, wall)
-
-
-class _ColorMatcher:
-    """Walks a Kinect recording's captures alongside the body frames (both in device-time order)."""
-
-    def __init__(self, video):
-        self._captures = iter(video.captures()) if video is not None else iter(())
-        self._current = next(self._captures, None)
-
-    def at(self, t_device: float, tolerance: float = 0.017) -> np.ndarray | None:
-        while self._current is not None and self._current.timestamp < t_device - tolerance:
-            self._current = next(self._captures, None)
-        if self._current is not None and abs(self._current.timestamp - t_device) <= tolerance:
-            return self._current.color
-        return None
-
-
-class ReplayPanoSource(_ReplaySource):
-    """The 360 stream of a session folder (``pano.mkv`` + ``pano_frames.csv``)."""
-
-    def __init__(self, session: Session, entry: DeviceEntry, clock: ReplayClock, time_map: TimeMap, *,
-                 loop: bool = True, queue_size: int = 2, stall_after_s: float = 1.0):
-        from omnimocap.capture.pano import PanoReader
-
-        super().__init__(entry.name, "pano", clock, time_map, loop, queue_size, stall_after_s)
-        self.reader = PanoReader(session.path(entry.recording or "pano.mkv"),
-                                 session.path(entry.timestamps or "pano_frames.csv"))
-        self.width, self.height = self.reader.width, self.reader.height
-
-    @property
-    def session_times(self) -> np.ndarray:
-        return self.time_map.to_session(self.reader.timestamps.t_pano)
-
-    def _samples(self) -> Iterator[tuple[float, Any]]:
-        t_session = self.session_times
-        for k, image in self.reader.frames():
-            yield float(t_session[k]), (k, float(self.reader.timestamps.t_pano[k]), image)
-
-    def _packet(self, payload, loop, t_session, wall) -> PanoFrame:
-        k, t_pano, image = payload
-        return PanoFrame(self.name, k, t_pano + self._device_shift(loop), t_session, image, wall)
+    def _end(self, reason: str) -> None:
+        if self._on_end is not None:
+            self._on_end(self.source, reason)
 
 
 def _sync_label(time_map: TimeMap | None, is_truth: bool = False) -> str:
+    """How a sensor's clock maps onto the session clock, for the device table."""
     if time_map is None:
-        return "no time map"
+        return "host arrival times"
     if is_truth:
         return "simulated truth"
     if time_map.residual_rms_ms is None:
@@ -387,83 +162,13 @@ def _sync_label(time_map: TimeMap | None, is_truth: bool = False) -> str:
     return f"rms {time_map.residual_rms_ms:.1f} ms"
 
 
-def replay_sources(session_dir: str | Path, rig: Rig, *, loop: bool = True, speed: float = 1.0,
-                   kinect_queue: int = 64, display_queue: int = 2, stall_after_s: float = 1.0) -> list[Source]:
-    """One source per device of ``session_dir``, sharing one replay clock. Sensors without a time
-    map in ``rig`` replay on the identity map (their state says so)."""
-    session = Session.open(session_dir)
-    entries = session.kinects()
-    pano_entry = next((d for d in session.manifest.devices if d.kind == "pano"), None)
-    if pano_entry is not None:
-        entries = entries + [pano_entry]
-    if not entries:
-        raise UserError("the session lists no devices", path=session.root / "session.json")
-    maps = {e.name: rig.time_maps.get(e.name, TimeMap()) for e in entries}
-    clock = ReplayClock(speed)
-    sources: list[Source] = []
-    for e in entries:
-        if e.kind == "pano":
-            sources.append(ReplayPanoSource(session, e, clock, maps[e.name], loop=loop, queue_size=display_queue,
-                                            stall_after_s=stall_after_s))
-        else:
-            sources.append(ReplayKinectSource(session, e, clock, maps[e.name], loop=loop, queue_size=kinect_queue,
-                                              stall_after_s=stall_after_s))
-        sources[-1].sync = _sync_label(rig.time_maps.get(e.name), rig.is_truth)
-    times = np.concatenate([s.session_times for s in sources])
-    if len(times) == 0:
-        raise UserError("the session has no frames to replay", path=session.root)
-    rates = [e.fps for e in entries if e.fps]
-    clock.set_span(float(times.min()), float(times.max()), 1.0 / max(rates) if rates else 1 / 30)
-    return sources
-
-
-# --- live devices ------------------------------------------------------------------------------------
-class KinectDeviceSource(Source):
-    """A connected Azure Kinect read through pyk4a (colour and depth times; body tracking live needs
-    libk4abt, which this source does not drive: its frames carry no bodies)."""
-
-    def __init__(self, device_index: int, queue_size: int = 8, stall_after_s: float = 1.0):
-        try:
-            import pyk4a
-        except ImportError:
-            raise DeviceError("pyk4a is not installed, so no Azure Kinect can be opened",
-                              fix="pip install omnimocap[device] (needs the Azure Kinect Sensor SDK)") from None
-        self._pyk4a = pyk4a
-        self.device = pyk4a.PyK4A(pyk4a.Config(color_resolution=pyk4a.ColorResolution.RES_720P,
-                                               depth_mode=pyk4a.DepthMode.NFOV_UNBINNED,
-                                               synchronized_images_only=True), device_id=device_index)
-        self.device.start()
-        super().__init__(f"kinect_{self.device.serial}", "kinect", queue_size, stall_after_s)
-        self.sync = "device clock"
-
-    def _produce(self) -> None:
-        index = 0
-        while not self._halt.is_set():
-            capture = self.device.get_capture(timeout=int(self.stall_after_s * 1000))
-            t_device = capture.depth_timestamp_usec / 1e6
-            color = capture.color
-            if color is not None and color.ndim == 3 and color.shape[2] == 4:
-                color = np.ascontiguousarray(color[..., :3])
-            self._emit(KinectFrame(self.name, index, t_device, t_device, {}, color, time.perf_counter()))
-            index += 1
-
-    def stop(self, timeout: float = 2.0) -> None:
-        super().stop(timeout)
-        self.device.stop()
-
-
-def open_device_sources(stall_after_s: float = 1.0) -> list[Source]:
-    """Every connected Azure Kinect. Raises :class:`DeviceError` when none can be opened."""
-    try:
-        import pyk4a
-    except ImportError:
-        raise DeviceError("pyk4a is not installed, so no Azure Kinect can be opened",
-                          fix="pip install omnimocap[device], or run `omnimocap gui --simulate`") from None
-    count = pyk4a.connected_device_count()
-    if count == 0:
-        raise DeviceError("no Azure Kinect is connected",
-                          fix="plug in the devices, or run `omnimocap gui --simulate` / `--session DIR`")
-    return [KinectDeviceSource(i, stall_after_s=stall_after_s) for i in range(count)]
+def session_time(rig: Rig, name: str, frame: KinectFrame | PanoFrame) -> float:
+    """A frame's time on the session clock (seconds): its device/camera time through the rig's time
+    map for ``name``, or its host arrival time where the rig has none."""
+    time_map = rig.time_maps.get(name)
+    if time_map is None:
+        return float(frame.host_time)
+    return float(time_map.to_session(frame.stream_time))
 
 
 # --- the snapshot the view draws ---------------------------------------------------------------------
@@ -480,8 +185,8 @@ class Message:
 
 @dataclass(frozen=True)
 class KinectPane:
-    """One Kinect: its colour image (or None), its skeletons in its depth frame (metres) and, with
-    a colour image and the device calibration, the same joints as colour pixels (column, row)."""
+    """One Kinect: its colour image (BGR, or None), its skeletons in its depth frame (metres) and,
+    with a colour image and the device calibration, the same joints as colour pixels (column, row)."""
 
     name: str
     t_session: float
@@ -548,7 +253,9 @@ class RecordingState:
 
 @dataclass(frozen=True)
 class LiveState:
-    """One snapshot of the whole session; the view draws it and never writes to it."""
+    """One snapshot of the whole session; the view draws it and never writes to it. ``devices``:
+    each source's counters (drops include the frames the display skipped); ``sync``: per device,
+    how its clock maps onto the session clock."""
 
     seq: int
     published_wall: float
@@ -559,6 +266,7 @@ class LiveState:
     hand_views: list[HandView]
     world: WorldState
     devices: list[SourceHealth]
+    sync: dict[str, str]
     calibration: CalibrationState
     recording: RecordingState
     messages: tuple[Message, ...]
@@ -568,33 +276,36 @@ class LiveState:
 
 # --- the live hand pipeline ----------------------------------------------------------------------------
 class BodyHistory:
-    """Recent body frames of one Kinect (a few seconds), for interpolating wrists to pano times."""
+    """Recent body frames of one Kinect (a few seconds, session clock), for interpolating wrists to
+    pano times. Frames whose body tracking did not run are left out."""
 
     def __init__(self, seconds: float = 2.0):
         self.seconds = seconds
-        self.frames: deque[KinectFrame] = deque()
+        self.frames: deque[tuple[float, dict[int, KinectBody]]] = deque()
 
-    def add(self, frame: KinectFrame) -> None:
-        if self.frames and frame.t_session <= self.frames[-1].t_session:
+    def add(self, t_session: float, bodies: dict[int, KinectBody] | None) -> None:
+        if bodies is None:
+            return
+        if self.frames and t_session <= self.frames[-1][0]:
             self.frames.clear()  # a restarted device clock: the old samples no longer line up
-        self.frames.append(frame)
-        while self.frames and frame.t_session - self.frames[0].t_session > self.seconds:
+        self.frames.append((t_session, bodies))
+        while self.frames and t_session - self.frames[0][0] > self.seconds:
             self.frames.popleft()
 
     def people(self, T_world_kinect: np.ndarray):
         """The history as the offline pipeline's :class:`~omnimocap.fusion.pipeline.PeopleTracks`
         (world frame, session clock)."""
         frames = list(self.frames)
-        ids = sorted({i for f in frames for i in f.bodies})
+        ids = sorted({i for _, bodies in frames for i in bodies})
         joints = np.full((len(ids), len(frames), NUM_KINECT_JOINTS, 3), np.nan)
         conf = np.zeros((len(ids), len(frames), NUM_KINECT_JOINTS))
-        for k, f in enumerate(frames):
+        for k, (_, bodies) in enumerate(frames):
             for p, body_id in enumerate(ids):
-                body = f.bodies.get(body_id)
+                body = bodies.get(body_id)
                 if body is not None:
                     joints[p, k] = transform_points(T_world_kinect, body.positions)
                     conf[p, k] = body.confidences
-        return PeopleTracks(np.array([f.t_session for f in frames]), ids, joints, conf)
+        return PeopleTracks(np.array([t for t, _ in frames]), ids, joints, conf)
 
 
 @dataclass
@@ -616,12 +327,14 @@ class LivePreview:
         self.config = config
         self.estimator = None
 
-    def run(self, frame: PanoFrame, history: BodyHistory, render: bool) -> PreviewResult:
+    def run(self, released: Released, t_session: float, history: BodyHistory, render: bool) -> PreviewResult:
+        """The preview of one panorama frame at ``t_session`` (its time on the session clock)."""
+        frame = released.frame
         cfg = self.config
         T_world_pano = self.rig.pose("pano")
         T_pano_world = invert_pose(T_world_pano)
         people = history.people(self.rig.pose(self.reference_kinect))
-        t = np.array([frame.t_session])
+        t = np.array([t_session])
         pred = predicted_hands(people, t)
         planned = plan_hand_views(pred, T_pano_world, [0], cfg)
         wrists_px: list[tuple[int, str, np.ndarray]] = []
@@ -639,7 +352,7 @@ class LivePreview:
                     wrists_px.append((people.person_ids[p], SIDES[s], self.pano_cam.bearing_to_pixel(pv.wrist_pano)))
                 outlines.append(view_outline(pv.view, self.pano_cam))
                 requests.append(ViewRequest(
-                    frame_index=frame.index, t_session=frame.t_session, person_id=people.person_ids[p],
+                    frame_index=frame.index, t_session=t_session, person_id=people.person_ids[p],
                     side=SIDES[s], R_pano_view=pv.view.R_pano_view, camera=pv.view.camera,
                     predicted_wrist_view=pv.view.R_pano_view.T @ pv.wrist_pano,
                     predicted_box_xyxy=pv.box_xyxy,
@@ -657,7 +370,7 @@ class LivePreview:
                 if render:
                     hand_views.append(HandView(req.person_id, req.side, req.image_bgr, req.predicted_box_xyxy,
                                                keypoints))
-        pane = PanoPane(frame.index, frame.t_session, frame.released_wall, frame.image, wrists_px, outlines)
+        pane = PanoPane(frame.index, t_session, released.released_wall, frame.image, wrists_px, outlines)
         return PreviewResult(pane, hand_views, hands_world)
 
 
@@ -672,145 +385,6 @@ def view_outline(view, pano_cam: EquirectCamera, per_edge: int = OUTLINE_POINTS_
     px = pano_cam.bearing_to_pixel(view_pixel_to_pano_bearing(view, edge))
     jumps = np.nonzero(np.abs(np.diff(px[:, 0])) > pano_cam.width / 2)[0]
     return np.insert(px, jumps + 1, np.nan, axis=0)
-
-
-# --- recording ----------------------------------------------------------------------------------------------
-class SessionRecorder:
-    """Copies the live streams into a new session folder while they play.
-
-    Every packet goes through its own bounded queue (the display may drop frames, the recording must
-    not; if the disk cannot keep up the recorder reports how many it lost). Panorama frames are
-    encoded as they come (``pano.mkv`` + ``pano_frames.csv``, flushed per frame); body tracking is
-    rewritten atomically every ``checkpoint_s`` seconds and at the end, so a crash leaves a
-    readable session whose manifest still says ``recording``.
-    """
-
-    def __init__(self, out_dir: str | Path, rig: Rig, sources: list[Source], *, min_free_bytes: int,
-                 queue_size: int = 900, checkpoint_s: float = 5.0):
-        out_dir = Path(out_dir)
-        self.min_free_bytes = min_free_bytes
-        free = _disk_free(out_dir)
-        if free < min_free_bytes:
-            raise UserError(f"only {free / 2**30:.2f} GiB free on the disk", path=out_dir,
-                            fix=f"free space or choose another folder (recording needs {min_free_bytes / 2**30:.1f} GiB)")
-        self.session = Session.create(out_dir)
-        self.root = out_dir
-        self.checkpoint_s = checkpoint_s
-        self.queue = DropOldestQueue(queue_size)
-        self.frames: dict[str, int] = {}
-        self._bodies: dict[str, list[KinectFrame]] = {}
-        self._pano_writer = None
-        self._pano_entry: DeviceEntry | None = None
-        for src in sources:
-            serial = src.name.removeprefix("kinect_")
-            if src.kind == "kinect":
-                self.session.add_device(DeviceEntry(kind="kinect", serial=serial, bodies=f"bodies_{serial}.json"))
-                self._bodies[src.name] = []
-            elif src.kind == "pano":
-                self._pano_entry = self.session.add_device(DeviceEntry(
-                    kind="pano", serial=serial, role="camera", recording="pano.mkv", timestamps="pano_frames.csv"))
-            self.frames[src.name] = 0
-        rig.save(self.session.rig_path)
-        self.started_wall = time.perf_counter()
-        self.bytes_written = 0
-        self.disk_free = free
-        self.fault = ""
-        self._halt = threading.Event()
-        self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
-        self._thread.start()
-
-    def push(self, packet: KinectFrame | PanoFrame) -> None:
-        """Called in the capture threads for every packet."""
-        self.queue.put(packet)
-        self._wake.set()
-
-    def state(self) -> RecordingState:
-        return RecordingState(True, str(self.root), time.perf_counter() - self.started_wall, self.bytes_written,
-                              self.disk_free, dict(self.frames), self.queue.dropped)
-
-    def stop(self) -> RecordingState:
-        """Write everything still queued, finalize the files and mark the session complete."""
-        self._halt.set()
-        self._wake.set()
-        self._thread.join()
-        final = self.state()
-        return replace(final, active=False)
-
-    def _run(self) -> None:
-        last_checkpoint = time.perf_counter()
-        try:
-            while True:
-                self._wake.wait(0.2)
-                self._wake.clear()
-                for packet in self.queue.drain():
-                    self._write(packet)
-                now = time.perf_counter()
-                if now - last_checkpoint > self.checkpoint_s:
-                    self._write_bodies()
-                    last_checkpoint = now
-                self._measure()
-                if self._halt.is_set() and len(self.queue) == 0:
-                    break
-            self._finish()
-        except Exception as exc:  # a full or vanished disk: keep what was written, say so
-            self.fault = f"recording failed ({type(exc).__name__}: {exc})"
-
-    def _write(self, packet: KinectFrame | PanoFrame) -> None:
-        if isinstance(packet, PanoFrame):
-            if self._pano_writer is None:
-                from omnimocap.capture.pano import PanoWriter
-
-                h, w = packet.image.shape[:2]
-                self._pano_entry.width, self._pano_entry.height = w, h
-                self.session.save()
-                self._pano_writer = PanoWriter(self.session.path("pano.mkv"), self.session.path("pano_frames.csv"),
-                                               w, h, fps=self._pano_entry.fps)
-            self._pano_writer.write(packet.image, packet.t_pano, packet.t_session)
-        else:
-            self._bodies[packet.device].append(packet)
-        self.frames[packet.device] = self.frames.get(packet.device, 0) + 1
-
-    def _write_bodies(self) -> None:
-        from omnimocap.capture.bodies import BodyRecording, BodyTrack, write_bodies
-
-        for name, frames in self._bodies.items():
-            if not frames:
-                continue
-            ids = sorted({i for f in frames for i in f.bodies})
-            tracks = {i: BodyTrack.empty(len(frames)) for i in ids}
-            for k, f in enumerate(frames):
-                for i, body in f.bodies.items():
-                    tracks[i].positions[k] = body.positions
-                    tracks[i].orientations[k] = body.orientations
-                    tracks[i].confidences[k] = body.confidences
-            rec = BodyRecording(np.array([f.t_device for f in frames]), np.arange(len(frames)), tracks,
-                                source_file=f"{name}.mkv")
-            write_bodies(self.session.path(f"bodies_{name.removeprefix('kinect_')}.json"), rec)
-
-    def _measure(self) -> None:
-        self.bytes_written = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
-        self.disk_free = _disk_free(self.root)
-        if self.disk_free < self.min_free_bytes:
-            self.fault = f"disk nearly full ({self.disk_free / 2**30:.2f} GiB free): recording stopped"
-            self._halt.set()
-
-    def _finish(self) -> None:
-        if self._pano_writer is not None:
-            self._pano_writer.close()
-        self._write_bodies()
-        for entry in self.session.manifest.devices:
-            if self.frames.get(entry.name, 0) == 0:
-                entry.status = "disconnected"
-        self.session.mark_complete()
-        self._measure()
-
-
-def _disk_free(path: Path) -> int:
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
 
 
 # --- the controller ---------------------------------------------------------------------------------
@@ -835,26 +409,34 @@ class LiveConfig:
     """Frames the recorder holds before it starts losing them (30 s of a 30 fps stream)."""
     stall_after_s: float = 1.0
     """A running source that delivers nothing for this long is reported as stalled (unplugged)."""
-    min_free_bytes: int = 2 * 2**30
-    """Recording refuses to start, and stops, below this much free disk space."""
+    min_free_gb: float = 2.0
+    """Recording refuses to start below this much free disk space (GiB) and stops below half of it."""
+    body_tracking: bool = False
+    """Live Kinects: run k4abt body tracking (needs libk4abt)."""
 
 
 class LiveController:
     """Owns the sources, the live preview and the recorder; publishes :class:`LiveState` snapshots.
 
-    Controls are plain methods safe to call from any thread. Long work (calibration) runs in a
-    background thread and reports progress through the snapshot and an optional callback.
+    ``sources`` stamp their frames on ``clock``, which restarts when the session starts. A source
+    cannot start again once stopped; ``reopen(clock)`` (when given) opens a fresh set for the next
+    start. Controls are plain methods safe to call from any thread. Long work (calibration) runs in
+    a background thread and reports progress through the snapshot and an optional callback.
     """
 
-    def __init__(self, sources: list[Source], *, rig: Rig | None = None, session_dir: str | Path | None = None,
-                 config: LiveConfig | None = None, cleanup: Callable[[], None] | None = None):
-        self.sources = list(sources)
+    def __init__(self, sources: list[Source], *, clock: SessionClock | None = None,
+                 reopen: Callable[[SessionClock], list[Source]] | None = None, rig: Rig | None = None,
+                 session_dir: str | Path | None = None, config: LiveConfig | None = None,
+                 cleanup: Callable[[], None] | None = None):
+        self.clock = clock or SessionClock()
         self.rig = rig or Rig()
         self.session_dir = Path(session_dir) if session_dir is not None else None
         self.config = config or LiveConfig()
+        self._reopen = reopen
         self._cleanup = cleanup
         self._preview_on = True
         self._running = False
+        self._used = False  # the sources have been started (and cannot be again)
         self._halt = threading.Event()
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
@@ -863,31 +445,41 @@ class LiveController:
         self._message_ids = itertools.count()
         self._reported: dict[str, str] = {}
         self._seq = 0
-        self._recorder: SessionRecorder | None = None
+        self._recorder: Recorder | None = None
         self._last_recording = RecordingState()
         self._calibration = self._calibration_from_rig("")
-        self._histories = {s.name: BodyHistory() for s in self.sources if s.kind == "kinect"}
-        self._latest_kinect: dict[str, KinectFrame] = {}
+        self._latest_kinect: dict[str, Released] = {}
+        self._kinect_images: dict[str, tuple[int, np.ndarray | None]] = {}
+        self._calibrations: dict[str, KinectCalibration | None] = {}
         self._preview_result: PreviewResult | None = None
         self._pipeline_ms = 0.0
-        self._preview = self._make_preview()
+        self._preview: LivePreview | None = None
+        self._estimator_tried = False
         self._hands_backend = "none"
-        for s in self.sources:
-            s.add_listener(self._on_packet)
+        self._use_sources(sources)
         self._state = self._snapshot()
 
     # --- construction ------------------------------------------------------------------------------
     @classmethod
-    def from_session(cls, session_dir: str | Path, *, loop: bool = True, speed: float = 1.0,
-                     config: LiveConfig | None = None, cleanup: Callable[[], None] | None = None) -> "LiveController":
-        """Replay a recorded (or simulated) session folder as if live."""
+    def from_session(cls, session_dir: str | Path, *, loop: bool = True, config: LiveConfig | None = None,
+                     cleanup: Callable[[], None] | None = None) -> "LiveController":
+        """Replay a recorded (or simulated) session folder as if live: on its own session clock
+        (through ``rig.json``'s time maps) when it has one, else each stream paced from its first
+        frame."""
         config = config or LiveConfig()
         session = Session.open(session_dir)
-        rig = Rig.load(session.rig_path) if session.rig_path.is_file() else Rig()
-        sources = replay_sources(session_dir, rig, loop=loop, speed=speed, kinect_queue=config.kinect_queue,
-                                 display_queue=config.display_queue, stall_after_s=config.stall_after_s)
-        controller = cls(sources, rig=rig, session_dir=session_dir, config=config, cleanup=cleanup)
-        if not session.rig_path.is_file():
+        has_rig = session.rig_path.is_file()
+        rig = Rig.load(session.rig_path) if has_rig else Rig()
+        if not session.manifest.devices:
+            raise UserError("the session lists no devices", path=session.root / "session.json")
+
+        def reopen(clock: SessionClock) -> list[Source]:
+            return replay_sources(session_dir, clock, on_session_clock=has_rig, loop=loop)
+
+        clock = SessionClock()
+        controller = cls(reopen(clock), clock=clock, reopen=reopen, rig=rig, session_dir=session_dir, config=config,
+                         cleanup=cleanup)
+        if not has_rig:
             controller.post("warning", "rig", "the session has no rig.json: calibrate before the preview can place hands")
         return controller
 
@@ -911,46 +503,73 @@ class LiveController:
                                 cleanup=lambda: shutil.rmtree(tmp, ignore_errors=True))
 
     @classmethod
-    def from_devices(cls, config: LiveConfig | None = None) -> "LiveController":
-        """Connected devices; when none can be opened the controller runs empty and says why."""
+    def from_devices(cls, config: LiveConfig | None = None,
+                     pano: Callable[[SessionClock], Source | None] | None = None) -> "LiveController":
+        """Every connected Azure Kinect (each on its own clock, no wired sync) and the 360 camera
+        ``pano(clock)`` opens, if any. When a device cannot be opened the controller runs with what
+        it has and its message panel says why."""
         config = config or LiveConfig()
-        try:
-            sources = open_device_sources(config.stall_after_s)
-            problem = None
-        except UserError as exc:
-            sources, problem = [], str(exc)
-        controller = cls(sources, config=config)
-        if problem:
+        problems: list[str] = []
+
+        def reopen(clock: SessionClock) -> list[Source]:
+            problems.clear()
+            sources: list[Source] = []
+            try:
+                sources += open_kinects(clock, body_tracking=config.body_tracking)
+            except UserError as exc:
+                problems.append(str(exc))
+            if pano is not None:
+                try:
+                    camera = pano(clock)
+                    if camera is not None:
+                        camera.connect()
+                        sources.append(camera)
+                except UserError as exc:
+                    problems.append(str(exc))
+            return sources
+
+        clock = SessionClock()
+        controller = cls(reopen(clock), clock=clock, reopen=reopen, config=config)
+        for problem in problems:
             controller.post("fault", "devices", problem)
         return controller
 
     # --- controls ------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start every source and the live pipeline."""
+        """Start every source and the live pipeline (a fresh set of sources after a stop)."""
         if self._running:
             return
+        if self._used and self._reopen is not None:
+            try:
+                self._use_sources(self._reopen(self.clock))
+            except UserError as exc:
+                self.post("fault", "devices", str(exc))
+                return
+        self._used = True
         self._halt.clear()
         self._running = True
-        clocks = {id(s.clock): s.clock for s in self.sources if isinstance(s, _ReplaySource)}
-        for clock in clocks.values():
-            clock.start()
-        for s in self.sources:
-            s.start()
+        self._reported.clear()
+        self.clock.restart()  # replays release their frames on this clock from its start
+        for feed in self.feeds:
+            try:
+                feed.start()
+            except UserError as exc:
+                self.post("fault", feed.name, f"{feed.name}: {exc}")
         self._worker = threading.Thread(target=self._run, name="live-pipeline", daemon=True)
         self._worker.start()
-        self.post("info", "session", f"started {len(self.sources)} source(s)")
+        self.post("info", "session", f"started {len(self.feeds)} source(s)")
 
     def stop(self) -> None:
         """Stop the sources and the pipeline (a running recording is finalized first)."""
         if self._recorder is not None:
             self.stop_recording()
-        for s in self.sources:
-            s.stop()
         self._halt.set()
         self._wake.set()
         if self._worker is not None:
             self._worker.join(5.0)
         self._worker = None
+        for feed in self.feeds:
+            feed.stop()
         if self._running:
             self._running = False
             self.post("info", "session", "stopped")
@@ -965,6 +584,10 @@ class LiveController:
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def sources(self) -> list[Source]:
+        return [feed.source for feed in self.feeds]
 
     def set_preview(self, on: bool) -> None:
         """Turn the hand preview (views, estimator, lifting) on or off; streams keep playing."""
@@ -1028,47 +651,73 @@ class LiveController:
         return True
 
     def start_recording(self, out_dir: str | Path) -> bool:
-        """Record every source into a new session folder. Returns False (with a fault message) when
-        the folder is not empty or the disk is too full."""
+        """Record every source into a new session folder (the rig in use saved with it). Returns
+        False (with a fault message) when the folder is not empty or the disk is too full."""
         if self._recorder is not None:
             self.post("warning", "recording", "already recording")
             return False
+        simulated = False
+        if self.session_dir is not None:
+            simulated = Session.open(self.session_dir).manifest.simulated
         try:
-            self._recorder = SessionRecorder(out_dir, self.rig, self.sources, min_free_bytes=self.config.min_free_bytes,
-                                             queue_size=self.config.record_queue)
+            recorder = Recorder(out_dir, self.sources, RecordConfig(min_free_gb=self.config.min_free_gb,
+                                                                    simulated=simulated), self.clock)
+            recorder.begin(self.rig, queue_size=self.config.record_queue)
         except UserError as exc:
             self.post("fault", "recording", str(exc))
             return False
+        self._recorder = recorder
         self.post("info", "recording", f"recording to {out_dir}")
-        self._publish()
         return True
 
     def stop_recording(self) -> RecordingState | None:
+        """Finalize the recording; returns its final state (None when nothing was recording)."""
         recorder, self._recorder = self._recorder, None
         if recorder is None:
             return None
-        self._last_recording = recorder.stop()
+        result = recorder.end()
+        self._last_recording = RecordingState(False, str(recorder.out_dir), result.seconds, recorder.bytes_written,
+                                              recorder.free_bytes or 0, result.frames, recorder.dropped)
         if recorder.fault:
             self.post("fault", "recording", recorder.fault)
-        self.post("info", "recording", f"recording stopped: {sum(self._last_recording.frames.values())} frames, "
-                                       f"{self._last_recording.bytes_written / 2**20:.1f} MiB in {recorder.root}")
-        self._publish()
+        self.post("info", "recording", f"recording stopped: {sum(result.frames.values())} frames, "
+                                       f"{recorder.bytes_written / 2**20:.1f} MiB in {recorder.out_dir}")
         return self._last_recording
 
     # --- internals -------------------------------------------------------------------------------------
-    def _make_preview(self) -> LivePreview | None:
-        pano = next((s for s in self.sources if isinstance(s, ReplayPanoSource)), None)
-        kinects = [s.name for s in self.sources if s.kind == "kinect"]
-        if pano is None or not kinects:
+    def _use_sources(self, sources: list[Source]) -> None:
+        self.feeds: list[SourceFeed] = []
+        for source in sources:
+            source.stall_after_s = self.config.stall_after_s
+            size = self.config.kinect_queue if source.kind == "kinect" else self.config.display_queue
+            self.feeds.append(SourceFeed(source, size, self._on_frame, self._on_end))
+        self._histories = {f.name: BodyHistory() for f in self.feeds if f.source.kind == "kinect"}
+        self._latest_kinect.clear()
+
+    def _on_frame(self, source: Source, frame: KinectFrame | PanoFrame) -> None:
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.push(source, frame)
+        self._wake.set()
+
+    def _on_end(self, source: Source, reason: str) -> None:
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.source_ended(source, reason)
+        self._wake.set()
+
+    def _make_preview(self, image: np.ndarray) -> LivePreview | None:
+        kinects = [f.name for f in self.feeds if f.source.kind == "kinect"]
+        if not kinects:
             return None
         config = ProcessConfig(hands="sim", device=self.config.device, models=self.config.models,
                                view_size=self.config.view_size)
-        return LivePreview(self.rig, (pano.width, pano.height), kinects[0], config)
+        h, w = image.shape[:2]
+        return LivePreview(self.rig, (w, h), kinects[0], config)
 
     def _make_estimator(self) -> None:
         """Load the hand backend in the worker thread (WiLoR takes seconds); failures are faults."""
-        if self._preview is None:
-            return
+        self._estimator_tried = True
         backend = self.config.hands
         if backend == "none":
             return
@@ -1084,70 +733,66 @@ class LiveController:
             self.post("fault", "hands", f"hand backend '{backend}' not available ({exc}); "
                                         "the preview shows predicted wrists and views only")
 
-    def _on_packet(self, packet) -> None:
-        recorder = self._recorder
-        if recorder is not None:
-            recorder.push(packet)
-        self._wake.set()
-
     def _run(self) -> None:
-        self._make_estimator()
         while not self._halt.is_set():
             self._wake.wait(0.05)
             self._wake.clear()
-            pano_frame = None
-            for s in self.sources:
-                packets = s.poll()
-                if not packets:
+            pano = None
+            for feed in self.feeds:
+                released = feed.poll()
+                if not released:
                     continue
-                if s.kind == "kinect":
-                    for f in packets:
-                        self._histories[s.name].add(f)
-                    self._latest_kinect[s.name] = packets[-1]
+                if feed.source.kind == "kinect":
+                    for r in released:
+                        self._histories[feed.name].add(session_time(self.rig, feed.name, r.frame), r.frame.bodies)
+                    self._latest_kinect[feed.name] = released[-1]
                 else:
-                    pano_frame = packets[-1]
-                    s.count_skipped(len(packets) - 1)
-            if pano_frame is not None:
-                self._run_preview(pano_frame)
+                    pano = (feed.name, released[-1])
+                    feed.count_skipped(len(released) - 1)
+            if pano is not None:
+                self._run_preview(*pano)
             self._check_faults()
             self._publish()
 
-    def _run_preview(self, frame: PanoFrame) -> None:
+    def _run_preview(self, name: str, released: Released) -> None:
         t0 = time.perf_counter()
+        frame = released.frame
+        t_session = session_time(self.rig, name, frame)
+        bare = PreviewResult(PanoPane(frame.index, t_session, released.released_wall, frame.image, [], []), [], [])
+        if self._preview is None or (self._preview.pano_cam.width, self._preview.pano_cam.height) != \
+                (frame.image.shape[1], frame.image.shape[0]):
+            self._preview = self._make_preview(frame.image)
+        if self._preview is not None and not self._estimator_tried:
+            self._make_estimator()
         if self._preview is None or "pano" not in self.rig.T_world_sensor or \
                 self._preview.reference_kinect not in self.rig.T_world_sensor:
-            self._preview_result = PreviewResult(PanoPane(frame.index, frame.t_session, frame.released_wall,
-                                                          frame.image, [], []), [], [])
+            self._preview_result = bare
             return
         try:
-            self._preview_result = self._preview.run(frame, self._histories[self._preview.reference_kinect],
+            self._preview_result = self._preview.run(released, t_session, self._histories[self._preview.reference_kinect],
                                                      self._preview_on)
         except Exception as exc:  # one bad frame must not end the session; the message says what broke
             self._report_once("preview", "failed", "fault", f"preview failed on frame {frame.index} ({type(exc).__name__}: {exc})")
-            self._preview_result = PreviewResult(PanoPane(frame.index, frame.t_session, frame.released_wall,
-                                                          frame.image, [], []), [], [])
+            self._preview_result = bare
         self._pipeline_ms = 1000 * (time.perf_counter() - t0)
 
     def _check_faults(self) -> None:
-        for s in self.sources:
-            h = s.health()
-            if h.state == "stalled":
-                self._report_once(s.name, "stalled", "fault", f"{s.name}: no data for more than {s.stall_after_s:g} s "
-                                                   "(unplugged or stopped?)")
-            elif h.state == "fault":
-                self._report_once(s.name, "fault", "fault", f"{s.name}: {h.message}")
-            elif h.state == "ended":
-                self._report_once(s.name, "ended", "info", f"{s.name}: replay ended")
-            elif h.state == "streaming" and self._reported.get(s.name) in ("stalled", "fault"):
-                self._reported[s.name] = "streaming"
-                self.post("info", s.name, f"{s.name}: streaming again")
+        for feed in self.feeds:
+            h = feed.source.health()
+            if h.state == STALLED:
+                self._report_once(h.name, "stalled", "fault", f"{h.name}: no data for more than "
+                                  f"{self.config.stall_after_s:g} s (unplugged or stopped?)")
+            elif h.state == DISCONNECTED:
+                self._report_once(h.name, "disconnected", "fault", f"{h.name}: {h.message or 'disconnected'}")
+            elif h.state == RUNNING and self._reported.get(h.name) == "stalled":
+                self._reported[h.name] = "running"
+                self.post("info", h.name, f"{h.name}: streaming again")
         recorder = self._recorder
         if recorder is not None and recorder.fault:
-            self.post("fault", "recording", recorder.fault)
             self.stop_recording()
-        elif recorder is not None and recorder.queue.dropped:
-            self._report_once("recording", f"lost {recorder.queue.dropped}", "fault",
-                              f"recording fell behind: {recorder.queue.dropped} frames lost (disk too slow?)")
+        elif recorder is not None and recorder.dropped:
+            self._report_once("recording", f"lost {recorder.dropped}", "fault",
+                              f"recording fell behind: {recorder.dropped} frames lost (disk too slow?)")
 
     def _report_once(self, key: str, condition: str, level: str, text: str) -> None:
         """Post ``text`` unless ``key`` is already known to be in ``condition``."""
@@ -1169,9 +814,6 @@ class LiveController:
         self.rig = rig
         if self._preview is not None:
             self._preview.rig = rig
-        for s in self.sources:
-            if isinstance(s, _ReplaySource) and s.name in rig.time_maps:
-                s.sync = _sync_label(rig.time_maps[s.name], rig.is_truth)
         with self._lock:
             self._calibration = replace(self._calibration_from_rig(self._calibration.status), progress=1.0)
         self._publish()
@@ -1179,36 +821,80 @@ class LiveController:
     def _publish(self) -> None:
         self._state = self._snapshot()
 
+    def _recording_state(self) -> RecordingState:
+        recorder = self._recorder
+        if recorder is None:
+            return self._last_recording
+        return RecordingState(True, str(recorder.out_dir), self.clock.now() - recorder.started_at,
+                              recorder.bytes_written, recorder.free_bytes or 0, recorder.frame_counts(),
+                              recorder.dropped)
+
     def _snapshot(self) -> LiveState:
         result = self._preview_result
-        kinects = [self._kinect_pane(s) for s in self.sources if s.kind == "kinect"]
+        kinects = [self._kinect_pane(f.source) for f in self.feeds if f.source.kind == "kinect"]
         world = WorldState(
             skeletons={f"{pane.name}/{i}": transform_points(self.rig.T_world_sensor[pane.name], joints)
                        for pane in kinects if pane.name in self.rig.T_world_sensor
                        for i, joints in pane.skeletons_depth.items()},
             hands=list(result.hands_world) if result is not None else [],
             sensor_poses=dict(self.rig.T_world_sensor))
-        recorder = self._recorder
+        devices = [f.health() for f in self.feeds]
+        sync = {d.name: _sync_label(self.rig.time_maps.get(d.name), self.rig.is_truth) for d in devices}
         with self._lock:
             self._seq += 1
             return LiveState(
                 seq=self._seq, published_wall=time.perf_counter(), running=self._running, preview=self._preview_on,
                 kinects=kinects, pano=None if result is None else result.pano,
                 hand_views=[] if result is None else list(result.hand_views), world=world,
-                devices=[s.health() for s in self.sources], calibration=self._calibration,
-                recording=recorder.state() if recorder is not None else self._last_recording,
+                devices=devices, sync=sync, calibration=self._calibration, recording=self._recording_state(),
                 messages=tuple(self._messages), hands_backend=self._hands_backend, pipeline_ms=self._pipeline_ms)
 
     def _kinect_pane(self, source: Source) -> KinectPane:
-        frame = self._latest_kinect.get(source.name)
-        if frame is None:
+        released = self._latest_kinect.get(source.name)
+        if released is None:
             return KinectPane(source.name, float("nan"), None, {}, {})
-        skeletons = {i: b.positions for i, b in frame.bodies.items()}
-        calib = getattr(source, "calibration", None)
+        frame = released.frame
+        skeletons = {i: b.positions for i, b in (frame.bodies or {}).items()}
+        color = self._color_image(source.name, frame)
+        calib = self._calibration_of(source)
         color_px = {}
-        if frame.color is not None and calib is not None:
+        if color is not None and calib is not None:
             color_px = {i: calib.color.project(transform_points(calib.T_color_depth, p)) for i, p in skeletons.items()}
-        return KinectPane(source.name, frame.t_session, frame.color, skeletons, color_px)
+        return KinectPane(source.name, session_time(self.rig, source.name, frame), color, skeletons, color_px)
+
+    def _color_image(self, name: str, frame: KinectFrame) -> np.ndarray | None:
+        """The frame's colour image as BGR; an MJPG stream's JPEG is decoded once per frame."""
+        if not isinstance(frame.color, bytes):
+            return frame.color
+        cached = self._kinect_images.get(name)
+        if cached is None or cached[0] != frame.frame_id:
+            import cv2
+
+            cached = (frame.frame_id, cv2.imdecode(np.frombuffer(frame.color, np.uint8), cv2.IMREAD_COLOR))
+            self._kinect_images[name] = cached
+        return cached[1]
+
+    def _calibration_of(self, source: Source) -> KinectCalibration | None:
+        if source.name not in self._calibrations:
+            try:
+                self._calibrations[source.name] = stream_calibration(source.info)
+            except UserError as exc:
+                self._calibrations[source.name] = None
+                self.post("warning", source.name, f"{source.name}: skeletons not drawn on colour ({exc})")
+        return self._calibrations[source.name]
+
+
+def open_kinects(clock: SessionClock, *, body_tracking: bool = False) -> list[Source]:
+    """Every connected Azure Kinect, opened standalone (each on its own clock) through
+    :class:`~omnimocap.capture.kinect_live.KinectRig`. Raises :class:`DeviceError` when pyk4a is
+    missing or no device is connected."""
+    pyk4a = import_pyk4a()
+    count = pyk4a.connected_device_count()
+    if count == 0:
+        raise DeviceError("no Azure Kinect is connected",
+                          fix="plug in the devices, or run `omnimocap gui --simulate` / `--session DIR`")
+    configs = [KinectDeviceConfig(device_id=i, body_tracking=body_tracking) for i in range(count)]
+    return list(KinectRig(configs, clock, pyk4a).open())
 
 
 def calibration_steps(method: str) -> list[tuple[str, Callable[[Path], Any]]]:

@@ -11,11 +11,13 @@ non-linear refinement of angular residuals. A sequence of board poses is then re
 ``T_depth_pano``.
 
 ``render_board_pinhole`` / ``render_board_equirect`` draw the board at a 3D pose (anti-aliased by
-supersampling) for tests and for the simulated rig.
+supersampling) on a uniform background, ``draw_board`` over an existing image (the simulated rig's
+frames).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -66,11 +68,15 @@ class BoardSpec:
 
 # --- rendering -----------------------------------------------------------------------------------
 
-def _shade(spec: BoardSpec, rays: np.ndarray, T_cam_board: np.ndarray, background: float,
-           px_per_square: int) -> np.ndarray:
-    """Brightness (...) seen along camera-frame rays (...,3): the board where the ray meets it in
-    front of the camera, ``background`` elsewhere."""
-    tex = spec.texture(px_per_square).astype(np.float32)
+@functools.lru_cache(maxsize=8)
+def _texture(spec: BoardSpec, px_per_square: int) -> np.ndarray:
+    return spec.texture(px_per_square).astype(np.float32)
+
+
+def _shade(spec: BoardSpec, rays: np.ndarray, T_cam_board: np.ndarray, px_per_square: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brightness (...) of the board along camera-frame rays (...,3), 0 where a ray misses it, and
+    the board's coverage (...) in [0, 1] (fractional at the board's edge)."""
+    tex = _texture(spec, px_per_square)
     R, t = T_cam_board[:3, :3], T_cam_board[:3, 3]
     origin = -R.T @ t  # camera centre in the board frame
     d = rays @ R  # R^T d, rays into the board frame
@@ -82,47 +88,45 @@ def _shade(spec: BoardSpec, rays: np.ndarray, T_cam_board: np.ndarray, backgroun
     scale = px_per_square / spec.square_m
     map_x = np.where(hit, x * scale - 0.5, -10.0).astype(np.float32)
     map_y = np.where(hit, y * scale - 0.5, -10.0).astype(np.float32)
-    return cv2.remap(tex, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                     borderValue=float(background))
+    value = cv2.remap(tex, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    cover = cv2.remap(np.ones_like(tex), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return value, cover
 
 
-def _render(spec: BoardSpec, shape: tuple[int, int], pixel_to_ray, bbox: tuple[int, int, int, int],
-            T_cam_board: np.ndarray, supersample: int, background: int, px_per_square: int) -> np.ndarray:
-    h, w = shape
-    img = np.full((h, w), float(background), np.float32)
-    c0, r0, c1, r1 = bbox  # columns may run past the right edge; they wrap (the panorama's seam)
+@functools.lru_cache(maxsize=4)
+def _patch(spec: BoardSpec, camera: PinholeCamera | EquirectCamera, T_key: bytes, supersample: int,
+           px_per_square: int) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
+    """The board's brightness and coverage (h, w) in its pixel box (c0, r0, c1, r1) for the pose
+    ``T_cam_board`` given as float64 bytes; cached, since a board held still repeats its pose
+    frame after frame. Columns may run past the right edge and wrap (the panorama's seam)."""
+    T_cam_board = np.frombuffer(T_key, dtype=np.float64).reshape(4, 4)
+    if isinstance(camera, EquirectCamera):
+        bbox, pixel_to_ray = _equirect_bbox(spec, camera, T_cam_board), camera.pixel_to_bearing
+    else:
+        bbox, pixel_to_ray = _pinhole_bbox(spec, camera, T_cam_board), camera.unproject
+    c0, r0, c1, r1 = bbox
     if c1 <= c0 or r1 <= r0:
-        return img.astype(np.uint8)
+        return bbox, np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
     offs = (np.arange(supersample) + 0.5) / supersample - 0.5
     cols = (np.arange(c0, c1)[:, None] + offs).ravel()
     rows = (np.arange(r0, r1)[:, None] + offs).ravel()
     cc, rr = np.meshgrid(cols, rows)
-    rays = pixel_to_ray(np.stack([cc, rr], -1))
-    val = _shade(spec, rays, T_cam_board, background, px_per_square)
-    val = val.reshape(r1 - r0, supersample, c1 - c0, supersample).mean(axis=(1, 3))
-    img[r0:r1, np.arange(c0, c1) % w] = val
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    value, cover = _shade(spec, pixel_to_ray(np.stack([cc, rr], -1)), T_cam_board, px_per_square)
+    shape = (r1 - r0, supersample, c1 - c0, supersample)
+    return bbox, value.reshape(shape).mean(axis=(1, 3)), cover.reshape(shape).mean(axis=(1, 3))
 
 
-def render_board_pinhole(spec: BoardSpec, camera: PinholeCamera, T_cam_board: np.ndarray, *,
-                         supersample: int = 3, background: int = 128, px_per_square: int = 96) -> np.ndarray:
-    """Grayscale uint8 image (H,W) of the board at ``T_cam_board`` seen by ``camera`` (its
-    distortion included), each pixel the mean of supersample^2 rays."""
+def _pinhole_bbox(spec: BoardSpec, camera: PinholeCamera, T_cam_board: np.ndarray) -> tuple[int, int, int, int]:
     outline = transform_points(T_cam_board, spec.outline())
-    if np.all(outline[:, 2] > 0):
-        px = camera.project(outline)
-        c0, r0 = np.floor(px.min(axis=0)).astype(int) - 2
-        c1, r1 = np.ceil(px.max(axis=0)).astype(int) + 3
-        bbox = (max(c0, 0), max(r0, 0), min(c1, camera.width), min(r1, camera.height))
-    else:
-        bbox = (0, 0, camera.width, camera.height)
-    return _render(spec, (camera.height, camera.width), camera.unproject, bbox, T_cam_board, supersample,
-                   background, px_per_square)
+    if not np.all(outline[:, 2] > 0):
+        return 0, 0, camera.width, camera.height
+    px = camera.project(outline)
+    c0, r0 = np.floor(px.min(axis=0)).astype(int) - 2
+    c1, r1 = np.ceil(px.max(axis=0)).astype(int) + 3
+    return max(c0, 0), max(r0, 0), min(c1, camera.width), min(r1, camera.height)
 
 
-def render_board_equirect(spec: BoardSpec, pano: EquirectCamera, T_pano_board: np.ndarray, *,
-                          supersample: int = 3, background: int = 128, px_per_square: int = 96) -> np.ndarray:
-    """Grayscale uint8 equirectangular panorama (H,W) of the board at ``T_pano_board``."""
+def _equirect_bbox(spec: BoardSpec, pano: EquirectCamera, T_pano_board: np.ndarray) -> tuple[int, int, int, int]:
     px = pano.bearing_to_pixel(transform_points(T_pano_board, spec.outline()))
     cols = px[:, 0]
     if np.ptp(cols) > pano.width / 2:  # across the seam: continue the columns past the right edge
@@ -131,9 +135,40 @@ def render_board_equirect(spec: BoardSpec, pano: EquirectCamera, T_pano_board: n
     c1, r1 = int(np.ceil(cols.max())) + 3, int(np.ceil(px[:, 1].max())) + 3
     if c1 - c0 > pano.width / 2:  # the board surrounds a pole: every column
         c0, c1, r0, r1 = 0, pano.width, 0, pano.height
-    bbox = (max(c0, 0), max(r0, 0), min(c1, max(c0, 0) + pano.width), min(r1, pano.height))
-    return _render(spec, (pano.height, pano.width), pano.pixel_to_bearing, bbox, T_pano_board, supersample,
-                   background, px_per_square)
+    return max(c0, 0), max(r0, 0), min(c1, max(c0, 0) + pano.width), min(r1, pano.height)
+
+
+def draw_board(image: np.ndarray, spec: BoardSpec, camera: PinholeCamera | EquirectCamera, T_cam_board: np.ndarray, *,
+               supersample: int = 3, px_per_square: int = 96) -> np.ndarray:
+    """Draw the board at ``T_cam_board`` over ``image`` (H,W) or (H,W,3) uint8, in place, as
+    ``camera`` (a pinhole camera with its distortion, or a panorama of the image's size) sees it;
+    returns ``image``. The board hides whatever the image showed behind it, each pixel the mean of
+    supersample^2 rays."""
+    T_key = np.ascontiguousarray(T_cam_board, dtype=np.float64).tobytes()
+    (c0, r0, c1, r1), value, cover = _patch(spec, camera, T_key, supersample, px_per_square)
+    if value.size == 0:
+        return image
+    idx = np.arange(c0, c1) % image.shape[1]
+    under = image[r0:r1, idx].astype(np.float32)
+    if image.ndim == 3:
+        value, cover = value[..., None], cover[..., None]
+    image[r0:r1, idx] = np.clip(np.rint(value + (1.0 - cover) * under), 0, 255).astype(np.uint8)
+    return image
+
+
+def render_board_pinhole(spec: BoardSpec, camera: PinholeCamera, T_cam_board: np.ndarray, *,
+                         supersample: int = 3, background: int = 128, px_per_square: int = 96) -> np.ndarray:
+    """Grayscale uint8 image (H,W) of the board at ``T_cam_board`` seen by ``camera`` (its
+    distortion included) in front of a uniform ``background``."""
+    img = np.full((camera.height, camera.width), background, np.uint8)
+    return draw_board(img, spec, camera, T_cam_board, supersample=supersample, px_per_square=px_per_square)
+
+
+def render_board_equirect(spec: BoardSpec, pano: EquirectCamera, T_pano_board: np.ndarray, *,
+                          supersample: int = 3, background: int = 128, px_per_square: int = 96) -> np.ndarray:
+    """Grayscale uint8 equirectangular panorama (H,W) of the board at ``T_pano_board``."""
+    img = np.full((pano.height, pano.width), background, np.uint8)
+    return draw_board(img, spec, pano, T_pano_board, supersample=supersample, px_per_square=px_per_square)
 
 
 # --- detection -----------------------------------------------------------------------------------

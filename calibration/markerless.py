@@ -32,6 +32,9 @@ from omnimocap.calibration.transforms import invert_pose, make_pose
 from omnimocap.errors import UserError
 
 MIN_OBSERVATIONS = 150
+# Panorama frames (with any bearing inside the Kinect trajectories): pose and offset need a few
+# seconds of motion, however many joints each frame shows.
+MIN_FRAMES = 90
 MIN_MOTION_M = 0.05
 
 
@@ -74,9 +77,11 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
                         "calibration needs people (their hands) visible to the 360 camera")
     splines = TrackSplines(t_kinect, points_kinect, smooth_hz=3.0)
     problem = BearingProblem(splines, tp, track, f, init_time, np.eye(4), search_s)
-    if len(problem) < MIN_OBSERVATIONS:
-        raise UserError(f"only {len(problem)} panorama bearings overlap the Kinect joint trajectories in time "
-                        f"(need {MIN_OBSERVATIONS}); too few frames for markerless calibration",
+    frames = len(np.unique(problem.t_pano))
+    if len(problem) < MIN_OBSERVATIONS or frames < MIN_FRAMES:
+        raise UserError(f"too few frames for markerless calibration: {frames} panorama frames ({len(problem)} "
+                        f"bearings) overlap the Kinect joint trajectories in time, need {MIN_FRAMES} frames "
+                        f"and {MIN_OBSERVATIONS} bearings",
                         fix="record at least 10-30 s with people moving in view of both sensors")
     motion = track_motion_m(splines, problem.seg, problem.track, init_time.to_session(problem.t_pano))
     if motion < MIN_MOTION_M:
@@ -100,7 +105,7 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
     sync = fine_time_map(t_pano, bearings, t_kinect, points_kinect, init_T_kinect_pano, start,
                          refine_extrinsics=True, search_s=refine_search, noise_deg=noise_deg,
                          rate_prior_std_ppm=rate_prior_std_ppm,
-                         min_observations=MIN_OBSERVATIONS, min_motion_m=MIN_MOTION_M)
+                         min_observations=MIN_OBSERVATIONS, min_frames=MIN_FRAMES, min_motion_m=MIN_MOTION_M)
     if sync.n_inliers < 0.5 * sync.n_observations:
         raise UserError(f"only {sync.n_inliers} of {sync.n_observations} bearings agree with the solved pose; "
                         "refusing the calibration", fix="check the detections and the time overlap")

@@ -1,22 +1,31 @@
-"""What the calibration and sync solvers observe in a session: the Kinects' trajectories of the
-wrists and the head, and their bearings in the panorama, as arrays on their own clocks.
+"""What the calibration and sync solvers observe in a session: the Kinects' trajectories of a set of
+body joints, and their bearings in the panorama, as arrays on their own clocks.
 
-Tracks are indexed the same way on both sides: track ``3 * p + s`` is person ``p``'s wrist on side
-``s`` (0 left, 1 right) and track ``3 * p + 2`` their head, person ``p`` being k4abt body id ``p``.
-The head spreads the observations over more of the space than the hands alone, which is what
-constrains the pose.
+Tracks are indexed the same way on both sides: track ``TRACKS_PER_PERSON * p + j`` is person
+``p``'s joint ``TRACKED_KINECT_JOINTS[j]`` (wrists first, then the head, elbows, shoulders, knees,
+ankles and the k4abt hand joints: points that body and hand keypoint detectors find in an image),
+person ``p`` being k4abt body id ``p``. The hands move fastest, so they carry most of the timing. The legs and the head spread the observations over more of the space than the hands alone,
+which is what separates the pose's rotation from its translation; every joint carries its own
+tracking noise, so more joints average more of it out.
+
+The Kinect side fuses every Kinect of the rig into the reference Kinect's depth frame (through the
+rig's poses and time maps), weighting each joint by its k4abt confidence: a LOW joint (occluded,
+predicted) is far noisier than a MEDIUM one, and a joint hidden from one Kinect is often seen by
+another. Bodies are matched across Kinects by body id, and a joint whose Kinects disagree by more
+than :data:`FUSION_GATE_M` keeps the reference Kinect's value.
 
 The panorama side has two sources:
 
 * the **simulated observer** (``simulated_observer=True`` in what it returns): for simulated sessions
-  only. It reads ``truth/motion.npz`` and projects the true wrist of every visible hand (and the
-  head, taken as always visible) through the
-  TRUE panorama pose (``truth/rig.json``) at the true frame times, adds isotropic angular noise
-  (``noise_deg``, default 0.2 deg per axis), and stamps the frames with the camera-clock times of
-  ``pano_frames.csv``. It is an instrument for measuring the solvers, not a detector: the
-  simulator's body ids equal its person indices, so the association is given too.
-* real hand detections over the panorama (WiLoR's detector), which need an association of the
-  detected hands with Kinect bodies; sessions that would need it raise a UserError saying so.
+  only. It reads ``truth/motion.npz`` and projects the true joints (the SMPL-X and hand joints the
+  Kinect joints are modelled from; wrist and hand joints only while the hand is visible, the other
+  joints always)
+  through the TRUE panorama pose (``truth/rig.json``) at the true frame times, adds isotropic
+  angular noise (``noise_deg``, default 0.2 deg per axis), and stamps the frames with the
+  camera-clock times of ``pano_frames.csv``. It is an instrument for measuring the solvers, not a
+  detector: the simulator's body ids equal its person indices, so the association is given too.
+* real detections over the panorama (hand and body keypoints), which need an association with
+  Kinect bodies; sessions that would need it raise a UserError saying so.
 """
 
 from __future__ import annotations
@@ -27,21 +36,39 @@ import numpy as np
 
 from omnimocap.calibration.rig import Rig
 from omnimocap.calibration.transforms import invert_pose, transform_points
-from omnimocap.capture.bodies import read_bodies
+from omnimocap.capture.bodies import BodyRecording, read_bodies
 from omnimocap.capture.pano import read_pano_timestamps
 from omnimocap.capture.session import Session
-from omnimocap.data.skeletons import KINECT_INDEX, KINECT_WRIST, SIDES, SMPLX_INDEX
+from omnimocap.data.skeletons import (
+    HAND21_INDEX, KINECT_CONFIDENCE_LOW, KINECT_CONFIDENCE_NONE, KINECT_FROM_SMPLX, KINECT_INDEX, KINECT_JOINTS,
+    KINECT_WRIST, SIDES, kinect_from_smplx_matrix,
+)
 from omnimocap.errors import InputError, UserError
 
 MOTION_FILE = "motion.npz"
-# Kinect joints tracked per person, in track order (see the module docstring).
-TRACKED_KINECT_JOINTS = (KINECT_WRIST["left"], KINECT_WRIST["right"], KINECT_INDEX["HEAD"])
+# Kinect joints tracked per person, in track order (see the module docstring); the wrists come first.
+TRACKED_KINECT_JOINTS = (
+    KINECT_WRIST["left"], KINECT_WRIST["right"], KINECT_INDEX["HEAD"],
+    KINECT_INDEX["ELBOW_LEFT"], KINECT_INDEX["ELBOW_RIGHT"], KINECT_INDEX["SHOULDER_LEFT"],
+    KINECT_INDEX["SHOULDER_RIGHT"], KINECT_INDEX["KNEE_LEFT"], KINECT_INDEX["KNEE_RIGHT"],
+    KINECT_INDEX["ANKLE_LEFT"], KINECT_INDEX["ANKLE_RIGHT"],
+    KINECT_INDEX["HAND_LEFT"], KINECT_INDEX["HAND_RIGHT"], KINECT_INDEX["HANDTIP_LEFT"],
+    KINECT_INDEX["HANDTIP_RIGHT"], KINECT_INDEX["THUMB_LEFT"], KINECT_INDEX["THUMB_RIGHT"],
+)
+# The k4abt hand joints as points of the 21-joint hand (how the simulated body tracking models them).
+KINECT_HAND_FROM_HAND21 = {"HAND": "middle1", "HANDTIP": "middle_tip", "THUMB": "thumb_tip"}
 TRACKS_PER_PERSON = len(TRACKED_KINECT_JOINTS)
+# Noise of a LOW-confidence joint relative to a MEDIUM one (std): predicted joints behind the body.
+LOW_CONFIDENCE_NOISE_FACTOR = 2.5
+# Two Kinects' values of one joint farther apart than this are not the same joint (a body id mix-up).
+FUSION_GATE_M = 0.15
+# Frames of two Kinects farther apart in time than this are not interpolated between.
+MAX_FRAME_GAP_S = 0.07
 
 
 @dataclass
 class PanoObservations:
-    """Bearings (F,K,3) of K wrist tracks in the panorama frame (NaN where unseen) at camera-clock
+    """Bearings (F,K,3) of K joint tracks in the panorama frame (NaN where unseen) at camera-clock
     frame times ``t_pano`` (F,) with host arrival times ``t_host`` (F,) on the session clock."""
 
     t_pano: np.ndarray
@@ -53,29 +80,93 @@ class PanoObservations:
 
 @dataclass
 class KinectTracks:
-    """Wrist trajectories (N,K,3) of one Kinect in its depth frame (metres, NaN where untracked) at
-    session-clock times ``t_session`` (N,) (device times mapped by the rig's time map)."""
+    """Joint trajectories (N,K,3) fused from the rig's Kinects into the depth frame of Kinect
+    ``serial`` (metres, NaN where untracked) at its session-clock frame times ``t_session`` (N,)
+    (device times mapped by the rig's time map). ``sigma`` (N,K) is each fused point's noise relative
+    to a single MEDIUM-confidence joint (inverse-variance fusion; NaN where untracked)."""
 
     serial: str
     t_session: np.ndarray
     points: np.ndarray
+    sigma: np.ndarray
+    kinects_used: tuple[str, ...] = ()
+
+
+def _joint_tracks(rec: BodyRecording, people: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (F,K,3) (device frame, metres) and relative variances (F,K) of the tracked joints."""
+    pts = np.full((len(rec), TRACKS_PER_PERSON * people, 3), np.nan)
+    var = np.full(pts.shape[:2], np.inf)
+    joints = list(TRACKED_KINECT_JOINTS)
+    for body_id, track in rec.bodies.items():
+        if 0 <= body_id < people:
+            cols = slice(TRACKS_PER_PERSON * body_id, TRACKS_PER_PERSON * (body_id + 1))
+            pts[:, cols] = track.positions[:, joints]
+            conf = track.confidences[:, joints]
+            var[:, cols] = np.where(conf == KINECT_CONFIDENCE_LOW, LOW_CONFIDENCE_NOISE_FACTOR ** 2, 1.0)
+            var[:, cols][conf == KINECT_CONFIDENCE_NONE] = np.inf
+    bad = ~np.all(np.isfinite(pts), axis=-1)
+    pts[bad] = np.nan
+    var[bad] = np.inf
+    return pts, var
+
+
+def _resample(t: np.ndarray, pts: np.ndarray, var: np.ndarray, t_query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Linear interpolation of (F,K,3) points and (F,K) variances to ``t_query`` (M,), between two
+    tracked frames at most :data:`MAX_FRAME_GAP_S` apart (NaN / inf elsewhere)."""
+    hi = np.clip(np.searchsorted(t, t_query), 1, len(t) - 1)
+    lo = hi - 1
+    ok = (t_query >= t[0]) & (t_query <= t[-1]) & (t[hi] - t[lo] <= MAX_FRAME_GAP_S)
+    w = ((t_query - t[lo]) / np.maximum(t[hi] - t[lo], 1e-9))[:, None]
+    p = (1 - w[..., None]) * pts[lo] + w[..., None] * pts[hi]
+    v = np.maximum(var[lo], var[hi])
+    bad = ~ok[:, None] | ~np.isfinite(v)
+    p[bad] = np.nan
+    v = np.where(bad, np.inf, v)
+    return p, v
 
 
 def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int | None = None) -> KinectTracks:
-    """Read ``bodies_<serial>.json`` and map its times onto the session clock with ``rig``."""
-    entry = next((d for d in session.kinects() if d.serial == serial), None)
+    """Read every Kinect's ``bodies_<serial>.json``, map its times onto the session clock and its
+    joints into Kinect ``serial``'s depth frame with ``rig``, and fuse them (see the module
+    docstring) at Kinect ``serial``'s frame times. Kinects without body tracking or without a pose in
+    ``rig`` are left out."""
+    kinects = session.kinects()
+    entry = next((d for d in kinects if d.serial == serial), None)
     if entry is None or not entry.bodies:
         raise InputError(f"the session has no body tracking for Kinect {serial}", path=session.root,
                          fix="run `omnimocap track` on the session first")
     rec = read_bodies(session.path(entry.bodies))
     people = num_people if num_people is not None else (max(rec.bodies) + 1 if rec.bodies else 0)
-    pts = np.full((len(rec), TRACKS_PER_PERSON * people, 3), np.nan)
-    for body_id, track in rec.bodies.items():
-        if 0 <= body_id < people:
-            for k, joint in enumerate(TRACKED_KINECT_JOINTS):
-                pts[:, TRACKS_PER_PERSON * body_id + k] = track.positions[:, joint]
     t = rig.time_map(f"kinect_{serial}").to_session(rec.timestamps)
-    return KinectTracks(serial, t, pts)
+    pts, var = _joint_tracks(rec, people)
+    T_kinect_world = invert_pose(rig.pose(f"kinect_{serial}"))
+    wsum = 1.0 / var
+    acc = np.where(np.isfinite(pts), pts, 0.0) * wsum[..., None]
+    used = [serial]
+    for other in kinects:
+        name = f"kinect_{other.serial}"
+        if other.serial == serial or not other.bodies or name not in rig.T_world_sensor:
+            continue
+        rec_o = read_bodies(session.path(other.bodies))
+        if len(rec_o) < 2:
+            continue
+        p_o, v_o = _joint_tracks(rec_o, people)
+        p_o = transform_points(T_kinect_world @ rig.pose(name), p_o)
+        p_o, v_o = _resample(rig.time_map(name).to_session(rec_o.timestamps), p_o, v_o, t)
+        # A disagreement beyond the gate means a different body (or a tracking failure): keep the
+        # reference Kinect's joint there rather than averaging two things.
+        far = np.linalg.norm(p_o - pts, axis=-1) > FUSION_GATE_M
+        v_o = np.where(far, np.inf, v_o)
+        w_o = 1.0 / v_o
+        acc += np.where(np.isfinite(p_o), p_o, 0.0) * w_o[..., None]
+        wsum = wsum + w_o
+        used.append(other.serial)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fused = acc / wsum[..., None]
+        sigma = 1.0 / np.sqrt(wsum)
+    fused[wsum <= 0] = np.nan
+    sigma[wsum <= 0] = np.nan
+    return KinectTracks(serial, t, fused, sigma, tuple(used))
 
 
 def simulated_pano_observations(session: Session, noise_deg: float = 0.2, seed: int = 0) -> PanoObservations:
@@ -87,26 +178,30 @@ def simulated_pano_observations(session: Session, noise_deg: float = 0.2, seed: 
     truth_rig = Rig.load(truth_dir / "rig.json")
     with np.load(truth_dir / MOTION_FILE) as m:
         t_truth = m["t_session"]
-        wrists = m["hand_joints"][:, :, :, 0]  # (P,N,2,3) world
-        heads = m["smplx_joints"][:, :, SMPLX_INDEX["head"]]  # (P,N,3) world
+        smplx = m["smplx_joints"]  # (P,N,55,3) world
+        hands = m["hand_joints"]  # (P,N,2,21,3) world
         visible = m["hand_visible"]  # (P,N,2)
         t_frames = m["pano_frame_t_session"]
     stamps = read_pano_timestamps(session.path(session.pano().timestamps or "pano_frames.csv"))
     F = min(len(t_frames), len(stamps.t_pano))
     t_frames = t_frames[:F]
-    P = wrists.shape[0]
+    P = smplx.shape[0]
     K = TRACKS_PER_PERSON
-    pts = np.empty((F, K * P, 3))
-    vis = np.ones((F, K * P), dtype=bool)
+    joints = _true_joints(smplx, hands)  # (P,N,K,3)
+    hand_side = [next((s for s, side in enumerate(SIDES) if KINECT_JOINTS[j].endswith(side.upper())), None)
+                 if KINECT_JOINTS[j] not in KINECT_FROM_SMPLX or KINECT_JOINTS[j].startswith("WRIST") else None
+                 for j in TRACKED_KINECT_JOINTS]
     nearest = np.clip(np.searchsorted(t_truth, t_frames), 1, len(t_truth) - 1)
     nearest -= (t_frames - t_truth[nearest - 1]) < (t_truth[nearest] - t_frames)
+    pts = np.empty((F, K * P, 3))
+    vis = np.ones((F, K * P), dtype=bool)
     for p in range(P):
-        for s in range(2):
+        for k in range(K):
             for axis in range(3):
-                pts[:, K * p + s, axis] = np.interp(t_frames, t_truth, wrists[p, :, s, axis])
-            vis[:, K * p + s] = visible[p, nearest, s]
-        for axis in range(3):
-            pts[:, K * p + 2, axis] = np.interp(t_frames, t_truth, heads[p, :, axis])
+                pts[:, K * p + k, axis] = np.interp(t_frames, t_truth, joints[p, :, k, axis])
+        for k, s in enumerate(hand_side):  # wrist and hand joints are seen while the hand is
+            if s is not None:
+                vis[:, K * p + k] = visible[p, nearest, s]
     d = transform_points(invert_pose(truth_rig.pose("pano")), pts)
     d /= np.linalg.norm(d, axis=-1, keepdims=True)
     rng = np.random.default_rng(seed)
@@ -116,11 +211,28 @@ def simulated_pano_observations(session: Session, noise_deg: float = 0.2, seed: 
     return PanoObservations(stamps.t_pano[:F], stamps.t_host[:F], d, True, noise_deg)
 
 
+def _true_joints(smplx: np.ndarray, hands: np.ndarray) -> np.ndarray:
+    """The tracked joints (P,N,K,3) from the true SMPL-X joints (P,N,55,3) and hands (P,N,2,21,3),
+    as the simulated body tracking models them: body joints from the SMPL-X blends of
+    ``data/skeletons.py``, hand joints from the hand's 21 joints."""
+    rows = {KINECT_INDEX[name]: r for r, name in enumerate(KINECT_FROM_SMPLX)}
+    reg = kinect_from_smplx_matrix()
+    out = np.empty(smplx.shape[:2] + (TRACKS_PER_PERSON, 3))
+    for k, j in enumerate(TRACKED_KINECT_JOINTS):
+        if j in rows:
+            out[:, :, k] = np.einsum("j,pnjc->pnc", reg[rows[j]], smplx)
+        else:
+            name, side = KINECT_JOINTS[j].rsplit("_", 1)
+            out[:, :, k] = hands[:, :, SIDES.index(side.lower()), HAND21_INDEX[KINECT_HAND_FROM_HAND21[name]]]
+    return out
+
+
 def pano_observations(session: Session, noise_deg: float = 0.2, seed: int = 0) -> PanoObservations:
-    """The panorama's wrist bearings: the simulated observer for simulated sessions; real sessions
-    need hand detections associated with Kinect bodies, which this version does not provide."""
+    """The panorama's joint bearings: the simulated observer for simulated sessions; real sessions
+    need hand and body keypoint detections associated with Kinect bodies, which this version does
+    not provide."""
     if session.manifest.simulated:
         return simulated_pano_observations(session, noise_deg, seed)
-    raise UserError("wrist bearings from real panorama frames (WiLoR hand detections associated with Kinect "
-                    "bodies) are not available in this version", path=session.root,
+    raise UserError("joint bearings from real panorama frames (hand and body keypoint detections associated "
+                    "with Kinect bodies) are not available in this version", path=session.root,
                     fix="calibrate with --method board, or give the rig by other means")

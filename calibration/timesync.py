@@ -214,6 +214,7 @@ class BearingProblem:
         self.track = track[keep]
         self.seg = seg[keep]
         self.bearings = bearings[keep]
+        self.weights = np.ones(len(self.t_pano))
 
     def __len__(self) -> int:
         return len(self.t_pano)
@@ -236,8 +237,21 @@ class BearingProblem:
         return p / np.linalg.norm(p, axis=-1, keepdims=True)
 
     def residuals(self, x: np.ndarray) -> np.ndarray:
-        """Chord vectors (3M,) between predicted and observed bearings (about the angle in radians)."""
-        return (self.predicted(x) - self.bearings).ravel()
+        """Chord vectors (3M,) between predicted and observed bearings (about the angle in radians),
+        each scaled by its observation's weight."""
+        return ((self.predicted(x) - self.bearings) * self.weights[:, None]).ravel()
+
+    def weigh_by_distance(self, x: np.ndarray, noise_deg: float, point_noise_m: float) -> None:
+        """Weights from each observation's expected angular error: the bearing noise ``noise_deg``
+        plus the trajectory's noise ``point_noise_m`` (metres, per axis, after smoothing) seen from
+        the point's distance to the panorama at ``x``. A hand 0.5 m from the camera turns the same
+        tracking error into three times the angle it makes at 1.5 m; weighted least squares
+        then trusts the far points more. Weights are 1 for a noise-free trajectory."""
+        tq = self.time_map(x).to_session(self.t_pano)
+        p = transform_points(invert_pose(self.pose(x)), self.splines.evaluate(self.seg, tq))
+        dist = np.maximum(np.linalg.norm(p, axis=-1), 0.1)
+        s_obs = np.radians(noise_deg)
+        self.weights = s_obs / np.sqrt(s_obs ** 2 + (point_noise_m / dist) ** 2)
 
     def angles_deg(self, x: np.ndarray) -> np.ndarray:
         chord = np.linalg.norm(self.predicted(x) - self.bearings, axis=-1)
@@ -337,8 +351,8 @@ def flatten_observations(t_pano: np.ndarray, bearings: np.ndarray) -> tuple[np.n
 def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, traj: np.ndarray,
                   T_ref_pano: np.ndarray, init: TimeMap, *, refine_extrinsics: bool = False,
                   rate_prior_std_ppm: float | None = None, search_s: float = 0.25, noise_deg: float = 0.3,
-                  smooth_hz: float | None = 3.0, window_s: float = 60.0,
-                  min_observations: int = 100, min_motion_m: float = 0.03) -> SyncResult:
+                  smooth_hz: float | None = 3.0, point_noise_m: float = 0.01, window_s: float = 60.0,
+                  min_observations: int = 100, min_frames: int = 60, min_motion_m: float = 0.03) -> SyncResult:
     """Time map of the panorama from motion.
 
     ``t_pano`` (F,) frame times on the camera clock; ``bearings`` (F,K,3) observed directions of K
@@ -348,12 +362,15 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
     ``init`` a starting map (e.g. :func:`coarse_time_map`) whose offset may be off by up to
     ``search_s`` seconds; ``rate_prior_std_ppm`` (see :func:`rate_std_ppm`) makes ``init``'s rate a
     measurement with that uncertainty. ``noise_deg`` sets the robust loss scale; ``smooth_hz`` the
-    low-pass of the trajectories (:class:`TrackSplines`). With ``refine_extrinsics`` the
+    low-pass of the trajectories (:class:`TrackSplines`); ``point_noise_m`` their remaining noise
+    (metres per axis), which weighs the observations by distance (see
+    :meth:`BearingProblem.weigh_by_distance`; 0 weighs all alike). With ``refine_extrinsics`` the
     panorama's rotation and translation are refined jointly. Sessions longer than ``2 * window_s``
     first get per-window offsets (so a large rate error in ``init`` cannot defeat the offset scan),
     then one fit over everything.
 
-    Raises :class:`UserError` when too few bearings meet the trajectories or nothing moves.
+    Raises :class:`UserError` when fewer than ``min_frames`` frames or ``min_observations`` bearings
+    meet the trajectories, or when nothing moves (less than ``min_motion_m`` RMS).
     """
     tp, track, b = flatten_observations(t_pano, bearings)
     if len(tp) == 0:
@@ -361,9 +378,11 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
                         "their hands in view of the 360 camera")
     splines = TrackSplines(t_traj, traj, smooth_hz=smooth_hz)
     problem = BearingProblem(splines, tp, track, b, init, T_ref_pano, search_s)
-    if len(problem) < min_observations:
-        raise UserError(f"only {len(problem)} panorama bearings fall within the Kinect trajectories "
-                        f"(need {min_observations}); the streams barely overlap in time or in what they see",
+    frames = len(np.unique(problem.t_pano))
+    if len(problem) < min_observations or frames < min_frames:
+        raise UserError(f"too few frames to sync: {frames} panorama frames ({len(problem)} bearings) fall within "
+                        f"the Kinect trajectories, need {min_frames} frames and {min_observations} bearings; "
+                        "the streams barely overlap in time or in what they see",
                         fix="record longer, with people moving their hands in view of all sensors")
     motion = track_motion_m(splines, problem.seg, problem.track, init.to_session(problem.t_pano))
     if motion < min_motion_m:
@@ -378,6 +397,8 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
         x = _windowed_start(problem, x, search_s, window_s)
     else:
         x = problem.scan_offset(x, search_s, step_s=0.005)
+    if point_noise_m:
+        problem.weigh_by_distance(x, noise_deg, point_noise_m)
     x, stats = problem.solve(x, noise_deg, rate_prior_std_ppm)
     std = stats["std"]
     tm = problem.time_map(x)
@@ -428,6 +449,7 @@ def _subset(problem: BearingProblem, mask: np.ndarray) -> BearingProblem:
     sub.__dict__.update(problem.__dict__)
     sub.t_pano, sub.track = problem.t_pano[mask], problem.track[mask]
     sub.seg, sub.bearings = problem.seg[mask], problem.bearings[mask]
+    sub.weights = problem.weights[mask]
     return sub
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import itertools
 import time
 from collections import deque
 from dataclasses import dataclass, replace
@@ -36,9 +37,9 @@ import numpy as np
 
 from omnimocap.calibration.rig import TimeMap
 from omnimocap.capture.bodies import read_bodies
-from omnimocap.capture.kinect_calibration import COLOR_RESOLUTIONS, DEPTH_MODES
+from omnimocap.capture.kinect_calibration import COLOR_RESOLUTIONS, DEPTH_MODES, KinectCalibration, parse_calibration
 from omnimocap.capture.kinect_mkv import KinectRecording
-from omnimocap.capture.sources import EndOfStream, KinectBody, KinectFrame, Pacer, SessionClock, Source
+from omnimocap.capture.sources import EndOfStream, KinectBody, KinectFrame, Pacer, SessionClock, Source, StreamInfo
 from omnimocap.errors import DeviceError, UserError
 
 PYK4A_INSTALL_HINT = (
@@ -240,6 +241,19 @@ def gravity_from_accelerometer(acc: np.ndarray, R_depth_accel: np.ndarray | None
         down = -(np.asarray(R_depth_accel) @ mean)
         down /= np.linalg.norm(down)
     return ImuGravity(mean, len(acc), down)
+
+
+def stream_calibration(info: StreamInfo) -> KinectCalibration | None:
+    """The colour and depth camera models of a Kinect source's stream (its factory calibration in
+    the stream's modes), or None when the source has no calibration or no colour camera."""
+    if info.calibration_json is None or not info.color_mode:
+        return None
+    color_resolution = info.color_mode.partition("_")[2]
+    depth_mode = info.depth_mode if info.depth_mode in DEPTH_MODES else "NFOV_UNBINNED"
+    if color_resolution not in COLOR_RESOLUTIONS:
+        return None
+    return parse_calibration(info.calibration_json, color_resolution=color_resolution, depth_mode=depth_mode,
+                             source=f"kinect {info.serial} factory calibration")
 
 
 # --- body tracking pairing -------------------------------------------------------------------------
@@ -448,23 +462,31 @@ class KinectRig:
 # --- recordings replayed as live -------------------------------------------------------------------
 class KinectFileSource(Source[KinectFrame]):
     """A recorded Kinect replayed as if live: its body tracking (``bodies_<serial>.json``) and/or its
-    recording (``kinect_<serial>.mkv``; captures paired with bodies by depth timestamp). ``fps``: the
+    recording (``kinect_<serial>.mkv``; each capture gets the body frame within half a frame period
+    of its depth timestamp, as tracking results may be stamped slightly apart). ``fps``: the
     nominal rate (default: from the body timestamps, else 30). Frames keep
     their device timestamps; host times are the session clock at release minus ``latency_s``.
     ``realtime`` paces them as recorded (``speed`` x), otherwise as fast as they are read.
     ``release_map`` (device -> session clock, e.g. a simulated rig's true time map) releases each
     frame when the session clock reaches its mapped time plus ``latency_s``, so that a replayed
-    session keeps the clock of the original one (the session clock must start with it)."""
+    session keeps the clock of the original one (the session clock must start with it).
+    ``loop_period_s`` replays the stream again and again: pass ``k`` moves the device timestamps on
+    by ``k * loop_period_s`` seconds of session time (divided by ``release_map.a``, the device
+    clock's rate), so timestamps keep increasing and the session's time maps still hold; frame ids
+    keep counting up."""
 
     kind = "kinect"
 
     def __init__(self, serial: str, *, bodies_path: str | Path | None = None, recording_path: str | Path | None = None,
                  role: str = "standalone", fps: float | None = None, clock: SessionClock | None = None,
                  realtime: bool = True, speed: float = 1.0, latency_s: float = 0.0,
-                 release_map: TimeMap | None = None):
+                 release_map: TimeMap | None = None, loop_period_s: float | None = None):
         super().__init__(f"kinect_{serial}", clock)
         if bodies_path is None and recording_path is None:
             raise ValueError("a Kinect file source needs a bodies file or a recording")
+        if loop_period_s is not None and loop_period_s <= 0:
+            raise ValueError(f"loop period must be positive, got {loop_period_s}")
+        self.loop_period_s = loop_period_s
         self.serial, self.role = serial, role
         self.bodies_path = None if bodies_path is None else Path(bodies_path)
         self.recording_path = None if recording_path is None else Path(recording_path)
@@ -485,24 +507,48 @@ class KinectFileSource(Source[KinectFrame]):
                             depth_mode=recording.depth_mode if recording else None,
                             calibration_json=recording.calibration_json if recording else None,
                             depth_delay_ns=recording.depth_delay_ns if recording else 0)
-        self._frames = self._iterate(bodies, recording)
+        self._frames = self._passes(bodies, recording)
+
+    def _passes(self, bodies, recording) -> Iterator[KinectFrame]:
+        rate = self.release_map.a if self.release_map is not None else 1.0
+        frame_id = 0
+        for k in itertools.count():
+            shift = 0.0 if k == 0 else k * self.loop_period_s / rate
+            delivered = False
+            for frame in self._iterate(bodies, recording):
+                frame.frame_id = frame_id
+                frame.device_timestamp += shift
+                if frame.color_timestamp is not None:
+                    frame.color_timestamp += shift
+                frame_id += 1
+                delivered = True
+                yield frame
+            if self.loop_period_s is None or not delivered:
+                return
 
     def _iterate(self, bodies, recording) -> Iterator[KinectFrame]:
-        by_us: dict[int, dict[int, KinectBody]] = {}
-        if bodies is not None:
-            for f, t in enumerate(bodies.timestamps):
-                by_us[int(round(t * 1e6))] = {
-                    i: KinectBody(track.positions[f], track.orientations[f], track.confidences[f])
+        def frame_bodies(f: int) -> dict[int, KinectBody]:
+            return {i: KinectBody(track.positions[f], track.orientations[f], track.confidences[f])
                     for i, track in bodies.bodies.items() if track.present[f]}
+
         if recording is None:
-            for k, t_us in enumerate(by_us):
-                yield KinectFrame(self.serial, k, t_us / 1e6, 0.0, bodies=by_us[t_us])
+            for f, t in enumerate(bodies.timestamps):
+                yield KinectFrame(self.serial, f, float(t), 0.0, bodies=frame_bodies(f))
             return
+        body_times = np.asarray(bodies.timestamps) if bodies is not None else np.zeros(0)
+        tolerance = 0.5 / self.nominal_fps
         for capture in recording.captures():
             t = capture.timestamp
+            matched = None
+            i = int(np.searchsorted(body_times, t))
+            nearest = [j for j in (i - 1, i) if 0 <= j < len(body_times)]
+            if nearest:
+                f = min(nearest, key=lambda j: abs(body_times[j] - t))
+                if abs(body_times[f] - t) <= tolerance:
+                    matched = frame_bodies(f)
             yield KinectFrame(self.serial, capture.index, t, 0.0, color=capture.color, depth=capture.depth, ir=capture.ir,
                               color_timestamp=capture.color_timestamp,
-                              bodies=by_us.get(int(round(t * 1e6))) if bodies is not None else None)
+                              bodies=matched)
 
     def _read(self, timeout: float) -> KinectFrame | None:
         if self._next is None:

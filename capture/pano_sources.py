@@ -40,6 +40,10 @@ class VideoFilePanoSource(Source[PanoFrame]):
     frames by their camera times (``speed`` x); otherwise they come as fast as they are read.
     ``release_at_host_times`` releases each frame when the session clock reaches the sidecar's
     ``t_host`` (a recorded session replayed on its own clock; frames without one are paced).
+    ``loop_period_s`` replays the video again and again: pass ``k`` moves the camera times on by
+    ``k * loop_period_s / camera_rate`` (``camera_rate``: the ``a`` of the camera's time map, session
+    seconds per camera second) and the recorded host times by ``k * loop_period_s``, so both keep
+    increasing and the session's time maps still hold. ``PanoFrame.index`` keeps counting up.
     Raises :class:`InputError` for a missing file, no video stream, or no decodable frame.
     """
 
@@ -47,10 +51,14 @@ class VideoFilePanoSource(Source[PanoFrame]):
 
     def __init__(self, path: str | Path, *, timestamps: str | Path | None = None, realtime: bool = True,
                  speed: float = 1.0, latency_s: float = 0.0, clock: SessionClock | None = None, name: str = "pano",
-                 release_at_host_times: bool = False):
+                 release_at_host_times: bool = False, loop_period_s: float | None = None,
+                 camera_rate: float = 1.0):
         super().__init__(name, clock)
         if release_at_host_times and timestamps is None:
             raise ValueError("release_at_host_times needs the timestamps sidecar")
+        if loop_period_s is not None and loop_period_s <= 0:
+            raise ValueError(f"loop period must be positive, got {loop_period_s}")
+        self.loop_period_s, self.camera_rate = loop_period_s, camera_rate
         self.release_at_host_times = release_at_host_times
         self.path = Path(path)
         self.timestamps_path = None if timestamps is None else Path(timestamps)
@@ -60,6 +68,8 @@ class VideoFilePanoSource(Source[PanoFrame]):
         self._frames: Iterator[tuple[np.ndarray, float]] | None = None
         self._next: tuple[np.ndarray, float] | None = None
         self._index = 0
+        self._in_pass = 0  # the next frame's index in the file
+        self._pass = 0
 
     def _connect(self) -> None:
         import av
@@ -79,6 +89,7 @@ class VideoFilePanoSource(Source[PanoFrame]):
         stream = self._container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
         self.nominal_fps = float(rate) if rate else None
+        self._t_pano_recorded = t_pano
         self._frames = self._decode(stream, t_pano)
         self._next = next(self._frames, None)
         if self._next is None:
@@ -113,18 +124,31 @@ class VideoFilePanoSource(Source[PanoFrame]):
     def _read(self, timeout: float) -> PanoFrame | None:
         if self._next is None:
             self._next = next(self._frames, None)
+            if self._next is None and self.loop_period_s is not None and self._in_pass > 0:
+                self._rewind()
+                self._next = next(self._frames, None)
             if self._next is None:
                 raise EndOfStream(f"{self.path.name}: end of the video")
         image, t = self._next
+        shift = self._pass * self.loop_period_s if self._pass else 0.0
+        t += shift / self.camera_rate
         due = None
-        if self.release_at_host_times and np.isfinite(self._t_host_recorded[self._index]):
-            due = float(self._t_host_recorded[self._index])
+        if self.release_at_host_times and np.isfinite(self._t_host_recorded[self._in_pass]):
+            due = float(self._t_host_recorded[self._in_pass]) + shift
         if not self._pacer.wait(t, timeout, due):
             return None
         self._next = None
         frame = PanoFrame(self._index, image, t, self.clock.now() - self.latency_s)
         self._index += 1
+        self._in_pass += 1
         return frame
+
+    def _rewind(self) -> None:
+        """Start the next pass of a looping replay at the video's first frame."""
+        self._container.seek(0)
+        self._frames = self._decode(self._container.streams.video[0], self._t_pano_recorded)
+        self._pass += 1
+        self._in_pass = 0
 
     def _stop(self) -> None:
         if self._container is not None:

@@ -23,6 +23,10 @@ recording (stop cleanly below ``stop_free_gb``). A source that ends or delivers 
 ``disconnect_timeout_s`` has its stream finalized; its device entry becomes ``disconnected`` and the
 session notes say when and why. Ctrl-C (KeyboardInterrupt) stops cleanly and marks the session
 complete; SIGKILL leaves it ``recording`` for :func:`recover_session`.
+
+:meth:`Recorder.run` reads the sources itself. A program that already reads them (the live session
+window) feeds the same writers instead: :meth:`Recorder.begin`, :meth:`Recorder.push` per frame from
+its capture threads, :meth:`Recorder.end`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
 import shutil
 import signal
 import tempfile
@@ -43,7 +48,7 @@ from typing import Callable
 import numpy as np
 
 from omnimocap.calibration.rig import Rig
-from omnimocap.capture.bodies import SDK_VERSION, BodyRecording, BodyTrack, write_bodies
+from omnimocap.capture.bodies import SDK_VERSION, BodyRecording, BodyTrack, read_bodies, write_bodies
 from omnimocap.capture.kinect_live import KinectFileSource
 from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
 from omnimocap.capture.pano import PanoWriter, read_pano_timestamps
@@ -356,7 +361,7 @@ class _Worker(threading.Thread):
         except BaseException as exc:  # a device or disk failure ends this stream; the recorder stops the rest
             self.error = exc
         if self.ended is not None:
-            self.recorder._on_disconnect(self)
+            self.recorder._mark_disconnected(self.entry, self.ended)
 
 
 class Recorder:
@@ -380,15 +385,126 @@ class Recorder:
         self.session: Session | None = None
         self._manifest_lock = threading.Lock()
         self._workers: list[_Worker] = []
+        self.bytes_written = 0
+        self.free_bytes: int | None = None
+        self.started_at = 0.0
+        self.fault = ""
+        self.dropped = 0
+        self._feed: queue.Queue | None = None
+        self._feed_thread: threading.Thread | None = None
 
     @property
     def stop_free_gb(self) -> float:
         c = self.config
         return c.min_free_gb / 2 if c.stop_free_gb is None else c.stop_free_gb
 
+    def frame_counts(self) -> dict[str, int]:
+        """Frames written so far, per device name."""
+        return {w.entry.name: w.sink.frames for w in self._workers}
+
     def run(self, stop: threading.Event | None = None) -> RecordResult:
         """Record until ``seconds`` pass, ``stop`` is set, Ctrl-C, low disk space or every source ended."""
         stop = stop or threading.Event()
+        self._open(restart_clock=True)
+        reason, message = "duration", ""
+        try:
+            for source in self.sources:  # in the given order: a Kinect rig lists subordinates first
+                source.start()
+            for worker in self._workers:
+                worker.start()
+            reason, message = self._wait(stop)
+        except KeyboardInterrupt:
+            reason, message = "interrupted", "stopped by the user"
+        finally:
+            stopped_at = self.clock.now()
+            with _ignoring_sigint():
+                self._finish(stop_sources=True)
+        errors = [w for w in self._workers if w.error is not None]
+        if errors and reason != "disk":
+            reason = "error"
+            message = "; ".join(f"{w.entry.name}: {type(w.error).__name__}: {w.error}" for w in errors)
+        return RecordResult(self.out_dir, reason, message, stopped_at, self.frame_counts(),
+                            [w.entry.name for w in self._workers if w.entry.status == "disconnected"])
+
+    # --- fed by a caller that reads the sources ----------------------------------------------------
+    def begin(self, rig: Rig | None = None, queue_size: int = 900) -> None:
+        """Start a recording that :meth:`push` feeds: the same checks, files and manifest as
+        :meth:`run`, but the sources are neither started nor stopped here and the session clock is
+        not restarted, so the recording keeps the caller's clock and ``rig`` (saved into the
+        session) still maps its device times. A writer thread drains up to ``queue_size`` queued
+        frames; frames pushed while it is full are lost and counted in ``dropped``. Free space is
+        checked every second; below ``stop_free_gb`` writing stops and ``fault`` says why."""
+        self._open(restart_clock=False)
+        if rig is not None:
+            rig.save(self.session.rig_path)
+        self.started_at = self.clock.now()
+        self._feed = queue.Queue(maxsize=max(1, queue_size))
+        self._feed_thread = threading.Thread(target=self._drain, name="record-writer", daemon=True)
+        self._feed_thread.start()
+
+    def push(self, source: Source, frame: KinectFrame | PanoFrame) -> None:
+        """Queue one frame of ``source`` for writing; never blocks (safe in a capture thread)."""
+        try:
+            self._feed.put_nowait((source, frame))
+        except queue.Full:
+            self.dropped += 1
+
+    def source_ended(self, source: Source, reason: str) -> None:
+        """Record that ``source`` ended mid-recording (its device entry becomes ``disconnected``)."""
+        entry = next((w.entry for w in self._workers if w.source is source), None)
+        if entry is not None:
+            self._mark_disconnected(entry, reason)
+
+    def end(self) -> RecordResult:
+        """Write what is queued, finalize the files and mark the session complete."""
+        self._feed.put(None)
+        self._feed_thread.join()
+        stopped_at = self.clock.now()
+        for worker in self._workers:
+            if worker.sink.frames == 0 and worker.entry.status == "recording":
+                self._mark_disconnected(worker.entry, "no frame arrived while recording")
+        self._finish(stop_sources=False)
+        self._measure()
+        reason, message = ("error", self.fault) if self.fault else ("interrupted", "stopped on request")
+        return RecordResult(self.out_dir, reason, message, stopped_at - self.started_at, self.frame_counts(),
+                            [w.entry.name for w in self._workers if w.entry.status == "disconnected"])
+
+    def _drain(self) -> None:
+        sinks = {id(w.source): w.sink for w in self._workers}
+        next_check = 0.0
+        while True:
+            try:
+                item = self._feed.get(timeout=0.2)
+            except queue.Empty:
+                item = ()
+            if item is None:
+                return
+            if self.fault:
+                continue  # keep draining so that push never blocks; nothing more is written
+            try:
+                if item:
+                    source, frame = item
+                    sinks[id(source)].write(frame)
+                for worker in self._workers:
+                    worker.sink.tick()
+                now = self.clock.now()
+                if now >= next_check:
+                    next_check = now + 1.0
+                    self._measure()
+                    if self.free_bytes / GB < self.stop_free_gb:
+                        self.fault = (f"stopped writing at {now:.1f} s: only {self.free_bytes / GB:.2f} GB free on "
+                                      f"{self.out_dir} (below {self.stop_free_gb:g} GB)")
+                        self._note(self.fault)
+            except Exception as exc:  # a full or vanished disk: keep what was written, say why
+                self.fault = f"recording failed ({type(exc).__name__}: {exc})"
+                self._note(self.fault)
+
+    def _measure(self) -> None:
+        self.free_bytes = self.disk_free(self.out_dir)
+        self.bytes_written = sum(p.stat().st_size for p in self.out_dir.rglob("*") if p.is_file())
+
+    # --- shared by both ways of recording -----------------------------------------------------------
+    def _open(self, restart_clock: bool) -> None:
         check_free_space(self.out_dir, self.config.min_free_gb, self.disk_free)
         if self.out_dir.exists() and any(self.out_dir.iterdir()) and not self.config.overwrite:
             raise InputError("folder exists and is not empty", path=self.out_dir,
@@ -401,7 +517,8 @@ class Recorder:
                 source.stop()
             raise
         self.session = Session.create(self.out_dir, simulated=self.config.simulated, overwrite=self.config.overwrite)
-        self.clock.restart()
+        if restart_clock:
+            self.clock.restart()
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.session.manifest.notes = self.config.notes
         self._note(f"recording started {started}; session clock = host monotonic time (CLOCK_MONOTONIC) minus "
@@ -420,27 +537,6 @@ class Recorder:
         rank = {"master": 0, "standalone": 1, "subordinate": 2, "camera": 3}
         self.session.manifest.devices = sorted((w.entry for w in self._workers), key=lambda e: rank.get(e.role, 1))
         self._save()
-
-        reason, message = "duration", ""
-        try:
-            for source in self.sources:  # in the given order: a Kinect rig lists subordinates first
-                source.start()
-            for worker in self._workers:
-                worker.start()
-            reason, message = self._wait(stop)
-        except KeyboardInterrupt:
-            reason, message = "interrupted", "stopped by the user"
-        finally:
-            stopped_at = self.clock.now()
-            with _ignoring_sigint():
-                self._finish()
-        errors = [w for w in self._workers if w.error is not None]
-        if errors and reason != "disk":
-            reason = "error"
-            message = "; ".join(f"{w.entry.name}: {type(w.error).__name__}: {w.error}" for w in errors)
-        return RecordResult(self.out_dir, reason, message, stopped_at,
-                            {w.entry.name: w.sink.frames for w in self._workers},
-                            [w.entry.name for w in self._workers if w.entry.status == "disconnected"])
 
     def _wait(self, stop: threading.Event) -> tuple[str, str]:
         next_disk_check = 0.0
@@ -464,7 +560,7 @@ class Recorder:
                     return "disk", message
             stop.wait(0.05)
 
-    def _finish(self) -> None:
+    def _finish(self, stop_sources: bool) -> None:
         for worker in self._workers:
             worker.halt.set()
         for worker in self._workers:
@@ -472,7 +568,8 @@ class Recorder:
                 worker.join()
         for worker in self._workers:
             try:
-                worker.source.stop()
+                if stop_sources:
+                    worker.source.stop()
             finally:
                 summary = worker.sink.close()
                 with self._manifest_lock:
@@ -487,12 +584,12 @@ class Recorder:
                     self._note_locked(f"{worker.entry.name} failed: {type(worker.error).__name__}: {worker.error}")
             self.session.mark_complete()
 
-    def _on_disconnect(self, worker: _Worker) -> None:
+    def _mark_disconnected(self, entry: DeviceEntry, reason: str) -> None:
         t = self.clock.now()
         with self._manifest_lock:
-            worker.entry.status = "disconnected"
-            worker.entry.notes = f"disconnected at {t:.2f} s: {worker.ended}"
-            self._note_locked(f"{worker.entry.name} disconnected at {t:.2f} s ({worker.ended}); its stream ends there")
+            entry.status = "disconnected"
+            entry.notes = f"disconnected at {t:.2f} s: {reason}"
+            self._note_locked(f"{entry.name} disconnected at {t:.2f} s ({reason}); its stream ends there")
             self.session.save()
 
     def _note(self, text: str) -> None:
@@ -607,28 +704,56 @@ def recover_session(root: str | Path) -> dict:
 
 # --- replayed and simulated rigs -------------------------------------------------------------------
 def replay_sources(session_dir: str | Path, clock: SessionClock, *, realtime: bool = True,
-                   on_session_clock: bool = False) -> list[Source]:
+                   on_session_clock: bool = False, loop: bool = False) -> list[Source]:
     """Sources that replay a recorded session's streams as if live: each Kinect (bodies and/or
-    recording) and the 360 stream. ``on_session_clock`` releases every frame at its time on the
-    original session clock (Kinects through ``rig.json``'s time maps, the 360 stream at its recorded
-    host times), so ``clock`` must start with the original session; otherwise streams are paced from
-    their first frame. Kinect sources come subordinates first, as a live rig starts."""
+    recording) and the 360 stream (named ``pano``, as in ``rig.json``). ``on_session_clock``
+    releases every frame at its time on the original session clock (Kinects through ``rig.json``'s
+    time maps, the 360 stream at its recorded host times), so ``clock`` must start with the original
+    session; otherwise streams are paced from their first frame. ``loop`` replays the session
+    again and again, every stream shifted per pass by the same period (the session's span plus one
+    frame), so the streams stay in step and their timestamps keep increasing. Kinect sources come
+    subordinates first, as a live rig starts."""
     session = Session.open(session_dir)
-    rig = Rig.load(session.rig_path) if on_session_clock else None
+    rig = Rig.load(session.rig_path) if on_session_clock else Rig()
+    period = _loop_period(session, rig) if loop else None
     order = {"subordinate": 0, "standalone": 1, "master": 2}
     sources: list[Source] = []
     for entry in sorted(session.kinects(), key=lambda e: order.get(e.role, 1)):
         sources.append(KinectFileSource(
             entry.serial, bodies_path=session.path(entry.bodies) if entry.bodies else None,
             recording_path=session.path(entry.recording) if entry.recording else None, role=entry.role,
-            fps=entry.fps, clock=clock, realtime=realtime, release_map=rig.time_map(entry.name) if rig else None))
-    panos = [d for d in session.manifest.devices if d.kind == "pano"]
-    if panos and panos[0].recording:
-        entry = panos[0]
+            fps=entry.fps, clock=clock, realtime=realtime, release_map=rig.time_maps.get(entry.name),
+            loop_period_s=period))
+    pano = next((d for d in session.manifest.devices if d.kind == "pano"), None)
+    if pano is not None and pano.recording:
+        pano_map = rig.time_maps.get(pano.name)
         sources.append(VideoFilePanoSource(
-            session.path(entry.recording), timestamps=session.path(entry.timestamps) if entry.timestamps else None,
-            realtime=realtime, clock=clock, name=entry.serial, release_at_host_times=on_session_clock))
+            session.path(pano.recording), timestamps=session.path(pano.timestamps) if pano.timestamps else None,
+            realtime=realtime, clock=clock, name=pano.name, release_at_host_times=on_session_clock and bool(pano.timestamps),
+            loop_period_s=period, camera_rate=pano_map.a if pano_map is not None else 1.0))
     return sources
+
+
+def _loop_period(session: Session, rig: Rig) -> float:
+    """Seconds of session time one pass of a looped replay takes: from the first to the last frame
+    of any stream (device times through ``rig``'s time maps where it has them), plus one frame."""
+    spans = []
+    for entry in session.kinects():
+        if entry.bodies:
+            t = read_bodies(session.path(entry.bodies)).timestamps
+            time_map = rig.time_maps.get(entry.name)
+            spans.append(time_map.to_session(t) if time_map is not None else np.asarray(t, dtype=np.float64))
+    pano = next((d for d in session.manifest.devices if d.kind == "pano"), None)
+    if pano is not None and pano.timestamps:
+        stamps = read_pano_timestamps(session.path(pano.timestamps))
+        time_map = rig.time_maps.get(pano.name)
+        spans.append(time_map.to_session(stamps.t_pano) if time_map is not None else stamps.t_pano)
+    times = np.concatenate(spans) if spans else np.zeros(0)
+    if len(times) == 0:
+        raise UserError("the session has no body tracking or 360 timestamps to replay in a loop",
+                        path=session.root / "session.json", fix="replay it without looping")
+    rates = [d.fps for d in session.manifest.devices if d.fps]
+    return float(times.max() - times.min()) + 1.0 / (max(rates) if rates else 30.0)
 
 
 @dataclass

@@ -1,22 +1,27 @@
-"""Equirectangular rendering of the simulated scene (headless, CPU, numpy + OpenCV).
+"""Rendering of the simulated scene (headless, CPU, numpy + OpenCV) for the 360 camera and for
+the Kinects' colour and depth cameras.
 
-The 360 camera frame and the equirect mapping are those of calibration/cameras.py (OpenCV axes;
-lon = atan2(x, z), lat = atan2(-y, hypot(x, z))). The scene: a room (checkered floor at y = 0,
-coloured walls), people as capsules along their SMPL-X bones plus a head, and their posed MANO hand
-meshes in skin colour with simple shading. Visibility is the painter's algorithm: every primitive
-(capsule piece, head, hand triangle) is drawn far to near by its distance from the camera.
-Primitives that would straddle the image seam (longitude +-180 deg) are skipped: the people stand
-in front of the camera, far from the seam.
+Camera frames and mappings are those of calibration/cameras.py (OpenCV axes; the equirect mapping
+lon = atan2(x, z), lat = atan2(-y, hypot(x, z)); pinhole cameras with their lens distortion). The
+scene: a room (checkered floor at y = 0, coloured walls), people as capsules along their SMPL-X
+bones plus a head, and their posed MANO hand meshes in skin colour with simple shading. One
+rasteriser serves every camera through a :data:`Projection`; visibility is the painter's algorithm:
+every primitive (capsule piece, head, hand triangle) is drawn far to near by its distance from the
+camera. Primitives wider than half the image are skipped: in a panorama they straddle the seam
+(longitude +-180 deg, behind the camera, far from the people), in a pinhole image they would be
+nearer than any person stands to a Kinect.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
 
-from omnimocap.calibration.cameras import EquirectCamera
+from omnimocap.calibration.cameras import EquirectCamera, PinholeCamera
+from omnimocap.calibration.transforms import invert_pose, transform_points
 from omnimocap.data.skeletons import SMPLX_INDEX
 
 SKIN_BGR = np.array([128.0, 165.0, 222.0])
@@ -39,6 +44,13 @@ _SHIRTS = ((170, 90, 40), (60, 140, 50), (150, 60, 120))  # BGR: blue, green, pu
 _TROUSERS = (60, 55, 50)
 HEAD_RADIUS = 0.1
 HEAD_OFFSET = np.array([0.0, 0.07, 0.02])  # head centre from the SMPL-X head joint, head frame
+# Latitude stretch of a panorama's ellipses is capped (near the poles it would grow without bound).
+_MAX_LAT_STRETCH = 5.0
+
+# World points (...,3) -> pixels (...,2) (NaN where the camera cannot image the point), distances
+# (...,) in metres (Euclidean for a panorama, along the optical axis for a pinhole camera) and pixels
+# per radian (...,2) along the columns and rows at those pixels.
+Projection = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -51,13 +63,51 @@ class RoomSpec:
     height: float = 3.0
 
 
-def render_background(camera: EquirectCamera, T_world_pano: np.ndarray, room: RoomSpec = RoomSpec()) -> np.ndarray:
-    """(H, W, 3) BGR uint8 image of the empty room seen from the 360 camera."""
+def equirect_projection(camera: EquirectCamera, T_world_cam: np.ndarray) -> Projection:
+    """The :data:`Projection` of a 360 camera at ``T_world_cam``."""
+    R_cam_world, centre = T_world_cam[:3, :3].T, T_world_cam[:3, 3]
+    ppr = camera.pixels_per_radian
+
+    def project(p_world: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rel = p_world - centre
+        px = camera.bearing_to_pixel(rel @ R_cam_world.T)
+        lat_stretch = 1.0 / np.maximum(1.0 / _MAX_LAT_STRETCH, np.cos((0.5 - (px[..., 1] + 0.5) / camera.height) * np.pi))
+        scale = np.stack([ppr * lat_stretch, np.full_like(lat_stretch, ppr)], axis=-1)
+        return px, np.linalg.norm(rel, axis=-1), scale
+
+    return project
+
+
+def pinhole_projection(camera: PinholeCamera, T_world_cam: np.ndarray, near_m: float = 0.1) -> Projection:
+    """The :data:`Projection` of a pinhole camera (distortion included) at ``T_world_cam``; points
+    nearer than ``near_m`` along the optical axis are not imaged."""
+    T_cam_world = invert_pose(np.asarray(T_world_cam, dtype=np.float64))
+
+    def project(p_world: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = transform_points(T_cam_world, p_world)
+        z = p[..., 2]
+        in_front = z > near_m
+        px = camera.project(np.where(in_front[..., None], p, [0.0, 0.0, 1.0]))
+        px = np.where(in_front[..., None], px, np.nan)
+        scale = np.broadcast_to(np.array([camera.fx, camera.fy]), px.shape)
+        return px, z, scale
+
+    return project
+
+
+def camera_rays(camera: EquirectCamera | PinholeCamera) -> np.ndarray:
+    """(H, W, 3) unit directions of every pixel centre in the camera frame."""
     rows, cols = np.mgrid[0:camera.height, 0:camera.width]
-    d_pano = camera.pixel_to_bearing(np.stack([cols, rows], axis=-1).astype(np.float64))
-    d = d_pano @ T_world_pano[:3, :3].T
-    c = T_world_pano[:3, 3]
-    big = np.full(d.shape[:2], np.inf)
+    px = np.stack([cols, rows], axis=-1).astype(np.float64)
+    return camera.pixel_to_bearing(px) if isinstance(camera, EquirectCamera) else camera.unproject(px)
+
+
+def room_hits(rays_cam: np.ndarray, T_world_cam: np.ndarray, room: RoomSpec = RoomSpec()) -> tuple[np.ndarray, np.ndarray]:
+    """Where camera-frame rays (...,3, unit) first meet the room: the surface (...) (0 floor, 1
+    ceiling, 2 x wall, 3 z wall) and the distance (...) in metres."""
+    d = rays_cam @ T_world_cam[:3, :3].T
+    c = T_world_cam[:3, 3]
+    big = np.full(d.shape[:-1], np.inf)
     with np.errstate(divide="ignore", invalid="ignore"):
         t_floor = np.where(d[..., 1] < 0, -c[1] / d[..., 1], big)
         t_ceil = np.where(d[..., 1] > 0, (room.height - c[1]) / d[..., 1], big)
@@ -65,8 +115,15 @@ def render_background(camera: EquirectCamera, T_world_pano: np.ndarray, room: Ro
         t_z = np.where(d[..., 2] != 0, (np.sign(d[..., 2]) * room.half_z - c[2]) / d[..., 2], big)
     ts = np.stack([t_floor, t_ceil, t_x, t_z], axis=-1)
     which = np.argmin(ts, axis=-1)
-    t = np.take_along_axis(ts, which[..., None], axis=-1)[..., 0]
-    p = c + t[..., None] * d
+    return which, np.take_along_axis(ts, which[..., None], axis=-1)[..., 0]
+
+
+def render_background(camera: EquirectCamera | PinholeCamera, T_world_cam: np.ndarray, room: RoomSpec = RoomSpec()) -> np.ndarray:
+    """(H, W, 3) BGR uint8 image of the empty room seen from a camera at ``T_world_cam``."""
+    rays = camera_rays(camera)
+    which, t = room_hits(rays, T_world_cam, room)
+    d = rays @ T_world_cam[:3, :3].T
+    p = T_world_cam[:3, 3] + t[..., None] * d
     img = np.empty(d.shape[:2] + (3,))
     checker = (np.floor(p[..., 0] / 0.5) + np.floor(p[..., 2] / 0.5)) % 2
     floor = np.where(checker[..., None] > 0, [150.0, 150.0, 145.0], [95.0, 95.0, 92.0])
@@ -81,6 +138,94 @@ def render_background(camera: EquirectCamera, T_world_pano: np.ndarray, room: Ro
     return np.clip(img * fade + 120.0 * (1 - fade), 0, 255).astype(np.uint8)
 
 
+def rasterise_people(img: np.ndarray, project: Projection, centre: np.ndarray, hand_faces: dict[str, np.ndarray],
+                     joints: np.ndarray, global_R: np.ndarray, hand_vertices: np.ndarray, *,
+                     depth_mm: bool = False) -> np.ndarray:
+    """Draw the people into ``img`` (in place, returned) far to near.
+
+    Args:
+        img: (H, W, 3) BGR uint8, or with ``depth_mm`` a (H, W) float32 image that receives each
+            primitive's distance (as the projection measures it) in millimetres instead of a colour.
+        project: the camera's :data:`Projection`; ``centre`` (3,) its centre, world (for back-face
+            culling of the hand meshes).
+        hand_faces: outward-wound triangles of the left and right hand meshes.
+        joints: (P, 55, 3) SMPL-X joints, world.
+        global_R: (P, 55, 3, 3) global joint rotations (the head's orients the head sphere).
+        hand_vertices: (P, 2, 778, 3) posed MANO meshes (left, right), world.
+    """
+    depths, draws = [], []
+    W = img.shape[1]
+    scale = float(1 << _SUBPIXEL_BITS)
+
+    def colour(c, d: float):
+        return (float(d * 1000.0),) if depth_mm else c
+
+    for p in range(len(joints)):
+        shirt = _SHIRTS[p % len(_SHIRTS)]
+        colours = (shirt, _TROUSERS, tuple(int(v) for v in SKIN_BGR))
+        a = joints[p, [c[0] for c in _CAPSULES]]
+        b = joints[p, [c[1] for c in _CAPSULES]]
+        f = (np.arange(_PIECES + 1) / _PIECES)[None, :, None]
+        pts = a[:, None] + f * (b - a)[:, None]  # (bones, pieces+1, 3)
+        px, dist, ppr = project(pts)
+        mid_dist = 0.5 * (dist[:, 1:] + dist[:, :-1])
+        for i, (_, _, radius, part) in enumerate(_CAPSULES):
+            for k in range(_PIECES):
+                p0, p1 = px[i, k], px[i, k + 1]
+                if not (np.isfinite(p0).all() and np.isfinite(p1).all()) or abs(p0[0] - p1[0]) > W / 2:
+                    continue
+                r_px = max(1, int(round(radius / mid_dist[i, k] * ppr[i, k, 1])))
+                shade = 1.1 - 0.15 * mid_dist[i, k]  # nearer parts brighter
+                depths.append(mid_dist[i, k])
+                draws.append(("capsule", p0, p1, r_px,
+                              colour(tuple(int(min(255, c * shade)) for c in colours[part]), mid_dist[i, k])))
+        head = joints[p, _J["head"]] + global_R[p, _J["head"]] @ HEAD_OFFSET
+        hpx, hdist, hppr = project(head)
+        if np.isfinite(hpx).all():
+            depths.append(hdist)
+            draws.append(("head", hpx, HEAD_RADIUS / hdist * hppr, None,
+                          colour(tuple(int(0.8 * c) for c in colours[2]), hdist)))
+
+        for s, side in enumerate(("left", "right")):
+            verts = hand_vertices[p, s]
+            tri = verts[hand_faces[side]]
+            normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+            centroid = tri.mean(axis=1)
+            view = centroid - centre
+            front = np.einsum("ij,ij->i", normal, view) < 0
+            vpx, vdist, _ = project(verts)
+            tpx = vpx[hand_faces[side]]
+            span = tpx[:, :, 0].max(axis=1) - tpx[:, :, 0].min(axis=1)
+            keep = front & (span < W / 2) & np.isfinite(tpx).all(axis=(1, 2))
+            dist = vdist[hand_faces[side]][keep].mean(axis=1)
+            if depth_mm:
+                cols = [(float(d * 1000.0),) for d in dist]
+            else:
+                n_unit = normal[keep] / np.maximum(np.linalg.norm(normal[keep], axis=1, keepdims=True), 1e-12)
+                v_unit = view[keep] / np.linalg.norm(view[keep], axis=1, keepdims=True)
+                light = 0.35 + 0.5 * np.abs(np.einsum("ij,ij->i", n_unit, v_unit)) + 0.15 * np.clip(n_unit[:, 1], 0, 1)
+                cols = np.clip(SKIN_BGR * light[:, None], 0, 255).astype(int).tolist()
+            polys = np.round(tpx[keep] * scale).astype(np.int32)
+            for poly, col, d in zip(polys, cols, dist):
+                depths.append(d)
+                draws.append(("tri", poly, None, None, col))
+
+    for i in np.argsort(-np.asarray(depths), kind="stable"):
+        kind, a, b, r, col = draws[i]
+        if kind == "tri":
+            cv2.fillConvexPoly(img, a, col, cv2.LINE_8, _SUBPIXEL_BITS)
+        elif kind == "capsule":
+            p0 = (int(round(a[0] * scale)), int(round(a[1] * scale)))
+            p1 = (int(round(b[0] * scale)), int(round(b[1] * scale)))
+            cv2.line(img, p0, p1, col, 2 * r, cv2.LINE_8, _SUBPIXEL_BITS)
+        else:
+            centre_px = (int(round(a[0] * scale)), int(round(a[1] * scale)))
+            axes = (int(round(b[0] * scale)), int(round(b[1] * scale)))
+            # anti-aliased edges would blend distances in a depth image
+            cv2.ellipse(img, centre_px, axes, 0, 0, 360, col, -1, cv2.LINE_8 if depth_mm else cv2.LINE_AA, _SUBPIXEL_BITS)
+    return img
+
+
 class PanoRenderer:
     """Renders frames of the simulated scene for one fixed 360 camera pose ``T_world_pano``."""
 
@@ -88,86 +233,12 @@ class PanoRenderer:
         """``hand_faces``: outward-wound triangles of the left and right hand meshes."""
         self.camera = EquirectCamera(width, width // 2)
         self.T_world_pano = np.asarray(T_world_pano, dtype=np.float64)
-        self.R_pano_world = self.T_world_pano[:3, :3].T
         self.centre = self.T_world_pano[:3, 3]
         self.hand_faces = hand_faces
+        self.project = equirect_projection(self.camera, self.T_world_pano)
         self.background = render_background(self.camera, self.T_world_pano, room)
 
-    def _to_pixels(self, p_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """World points (...,3) -> pixels (...,2) and distances (...,) from the camera."""
-        rel = p_world - self.centre
-        return self.camera.bearing_to_pixel(rel @ self.R_pano_world.T), np.linalg.norm(rel, axis=-1)
-
     def render(self, joints: np.ndarray, global_R: np.ndarray, hand_vertices: np.ndarray) -> np.ndarray:
-        """One frame (H, W, 3) BGR uint8.
-
-        Args:
-            joints: (P, 55, 3) SMPL-X joints, world.
-            global_R: (P, 55, 3, 3) global joint rotations (the head's orients the head sphere).
-            hand_vertices: (P, 2, 778, 3) posed MANO meshes (left, right), world.
-        """
-        img = self.background.copy()
-        depths, draws = [], []
-        W = self.camera.width
-        ppr = self.camera.pixels_per_radian
-        scale = float(1 << _SUBPIXEL_BITS)
-
-        for p in range(len(joints)):
-            shirt = _SHIRTS[p % len(_SHIRTS)]
-            colours = (shirt, _TROUSERS, tuple(int(v) for v in SKIN_BGR))
-            a = joints[p, [c[0] for c in _CAPSULES]]
-            b = joints[p, [c[1] for c in _CAPSULES]]
-            f = (np.arange(_PIECES + 1) / _PIECES)[None, :, None]
-            pts = a[:, None] + f * (b - a)[:, None]  # (bones, pieces+1, 3)
-            px, dist = self._to_pixels(pts)
-            mid_dist = 0.5 * (dist[:, 1:] + dist[:, :-1])
-            for i, (_, _, radius, part) in enumerate(_CAPSULES):
-                for k in range(_PIECES):
-                    p0, p1 = px[i, k], px[i, k + 1]
-                    if abs(p0[0] - p1[0]) > W / 2:
-                        continue
-                    r_px = max(1, int(round(radius / mid_dist[i, k] * ppr)))
-                    shade = 1.1 - 0.15 * mid_dist[i, k]  # nearer parts brighter
-                    depths.append(mid_dist[i, k])
-                    draws.append(("capsule", p0, p1, r_px, tuple(int(min(255, c * shade)) for c in colours[part])))
-            head = joints[p, _J["head"]] + global_R[p, _J["head"]] @ HEAD_OFFSET
-            hpx, hdist = self._to_pixels(head)
-            lat_stretch = 1.0 / max(0.2, np.cos((0.5 - (hpx[1] + 0.5) / self.camera.height) * np.pi))
-            r = HEAD_RADIUS / hdist * ppr
-            depths.append(hdist)
-            draws.append(("head", hpx, (r * lat_stretch, r), None, colours[2]))
-
-            for s, side in enumerate(("left", "right")):
-                verts = hand_vertices[p, s]
-                tri = verts[self.hand_faces[side]]
-                normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-                centroid = tri.mean(axis=1)
-                view = centroid - self.centre
-                front = np.einsum("ij,ij->i", normal, view) < 0
-                vpx, _ = self._to_pixels(verts)
-                tpx = vpx[self.hand_faces[side]]
-                span = tpx[:, :, 0].max(axis=1) - tpx[:, :, 0].min(axis=1)
-                keep = front & (span < W / 2)
-                n_unit = normal[keep] / np.maximum(np.linalg.norm(normal[keep], axis=1, keepdims=True), 1e-12)
-                v_unit = view[keep] / np.linalg.norm(view[keep], axis=1, keepdims=True)
-                light = 0.35 + 0.5 * np.abs(np.einsum("ij,ij->i", n_unit, v_unit)) + 0.15 * np.clip(n_unit[:, 1], 0, 1)
-                cols = np.clip(SKIN_BGR * light[:, None], 0, 255).astype(int).tolist()
-                polys = np.round(tpx[keep] * scale).astype(np.int32)
-                dist = np.linalg.norm(view[keep], axis=1)
-                for poly, col, d in zip(polys, cols, dist):
-                    depths.append(d)
-                    draws.append(("tri", poly, None, None, col))
-
-        for i in np.argsort(-np.asarray(depths), kind="stable"):
-            kind, a, b, r, colour = draws[i]
-            if kind == "tri":
-                cv2.fillConvexPoly(img, a, colour, cv2.LINE_8, _SUBPIXEL_BITS)
-            elif kind == "capsule":
-                p0 = (int(round(a[0] * scale)), int(round(a[1] * scale)))
-                p1 = (int(round(b[0] * scale)), int(round(b[1] * scale)))
-                cv2.line(img, p0, p1, colour, 2 * r, cv2.LINE_8, _SUBPIXEL_BITS)
-            else:
-                centre = (int(round(a[0] * scale)), int(round(a[1] * scale)))
-                axes = (int(round(b[0] * scale)), int(round(b[1] * scale)))
-                cv2.ellipse(img, centre, axes, 0, 0, 360, tuple(int(0.8 * c) for c in colour), -1, cv2.LINE_AA, _SUBPIXEL_BITS)
-        return img
+        """One frame (H, W, 3) BGR uint8; arguments as in :func:`rasterise_people`."""
+        return rasterise_people(self.background.copy(), self.project, self.centre, self.hand_faces,
+                                joints, global_R, hand_vertices)

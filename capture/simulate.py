@@ -1,9 +1,11 @@
 """The simulated rig: a complete session folder with ground truth.
 
 ``simulate_session(out_dir, SimConfig(...))`` writes what a real capture writes (``session.json``,
-``bodies_<serial>.json`` per Kinect in the k4abt JSON format, ``pano.mkv`` + ``pano_frames.csv``)
-plus ``truth/`` (the true rig and the people's motion) and, until a calibration replaces it, a copy
-of the true rig as the session's ``rig.json``.
+``bodies_<serial>.json`` per Kinect in the k4abt JSON format, ``kinect_<serial>.mkv`` per Kinect
+(colour, depth and IR with the factory calibration attached; see capture/sim_kinect.py), ``pano.mkv``
++ ``pano_frames.csv``) plus ``truth/`` (the true rig, the people's motion, the Kinects' colour
+cameras in ``kinects.json`` and, with a board sequence, the board's poses in ``board.json``) and,
+until a calibration replaces it, a copy of the true rig as the session's ``rig.json``.
 
 Sensors (world frame: y up, metres, floor y = 0):
 - the 360 camera about 1.0-1.2 m high, roughly level (small random tilt), OpenCV axes, facing the
@@ -19,6 +21,12 @@ Body tracking is modelled from the true SMPL-X joints (``kinect_from_smplx_matri
 hands (HAND = middle-finger MCP, HANDTIP = middle fingertip, THUMB = thumb tip) and the head (nose,
 eyes, ears), with temporally correlated noise, lower confidence for self-occluded or far joints,
 NONE outside the depth camera's view, and ~1% dropped bodies. The k4abt ``body_id`` of person p is p.
+
+Board sequence (``SimConfig.board``): during the first ~3 s a ChArUco board (``BoardSpec()`` of
+calibration/board.py) floats 0.7-1.0 m beside the 360 camera, facing both the 360 camera and the
+reference (first) Kinect's colour camera. It holds each of BOARD_POSES poses still
+for BOARD_HOLD_S, moving between them in BOARD_MOVE_S, and is then gone. It is drawn over the people
+(it is held in front of them) in the panorama and in every Kinect that sees it.
 """
 
 from __future__ import annotations
@@ -29,12 +37,16 @@ from typing import Callable
 
 import numpy as np
 
+from omnimocap.calibration.board import BoardSpec, draw_board
 from omnimocap.calibration.cameras import PinholeCamera
 from omnimocap.calibration.rig import Rig, TimeMap
-from omnimocap.calibration.transforms import axis_angle_to_matrix, invert_pose, look_at, make_pose, matrix_to_quat_wxyz, transform_points
+from omnimocap.calibration.transforms import (
+    axis_angle_to_matrix, invert_pose, look_at, make_pose, matrix_to_axis_angle, matrix_to_quat_wxyz, transform_points,
+)
 from omnimocap.capture.bodies import BodyRecording, BodyTrack, write_bodies
 from omnimocap.capture.pano import PanoWriter
-from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, DeviceEntry, Session
+from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, DeviceEntry, Session, atomic_write_json
+from omnimocap.capture.sim_kinect import KinectRenderer, SimKinect, board_in_view, make_sim_kinect, open_recording
 from omnimocap.capture.sim_motion import PeopleSample, make_people, sample_people
 from omnimocap.capture.sim_render import PanoRenderer
 from omnimocap.data.skeletons import (
@@ -64,6 +76,13 @@ TORSO_RADIUS_M = 0.14
 KINECT_DEPTH_CAMERA = PinholeCamera(504.0, 504.0, 319.5, 287.5, 640, 576)
 PANO_SERIAL = "sim360"
 MOTION_FILE = "motion.npz"
+KINECTS_FILE = "kinects.json"
+BOARD_FILE = "board.json"
+BOARD_POSES = 5
+BOARD_START_S = 0.1
+BOARD_HOLD_S = 0.4
+BOARD_MOVE_S = 0.2
+RENDER_CHUNK = 15  # frames sampled (with hand meshes) at once
 
 
 @dataclass
@@ -78,11 +97,75 @@ class SimConfig:
     kinect_noise_mm: float = 15.0
     smplx_path: Path | None = None  # drive the motion on this SMPL-X file's skeleton
     mano_path: Path | None = None  # MANO_RIGHT.pkl (or its folder); the synthetic model when None
+    kinect_video: bool = True  # write kinect_<serial>.mkv (colour, depth, IR) per Kinect
+    board: bool = False  # a ChArUco board sequence in the first ~3 s
     overwrite: bool = False
 
 
 def kinect_serial(k: int) -> str:
     return f"{k + 1:012d}"
+
+
+@dataclass
+class BoardSequence:
+    """A board that holds ``poses`` (K, 4, 4) ``T_world_board`` still during ``holds`` (K, 2) session
+    seconds [start, end], moves between consecutive poses (linearly in position and rotation angle,
+    eased) and is gone after the last hold."""
+
+    spec: BoardSpec
+    holds: np.ndarray
+    poses: np.ndarray
+
+    def pose_at(self, t: float) -> np.ndarray | None:
+        """``T_world_board`` at session time ``t`` (seconds), None once the board is gone."""
+        if t > self.holds[-1, 1]:
+            return None
+        k = int(np.searchsorted(self.holds[:, 1], t))
+        if t >= self.holds[k, 0] or k == 0:
+            return self.poses[k]
+        s = (t - self.holds[k - 1, 1]) / (self.holds[k, 0] - self.holds[k - 1, 1])
+        s = s * s * (3 - 2 * s)
+        T0, T1 = self.poses[k - 1], self.poses[k]
+        R = T0[:3, :3] @ axis_angle_to_matrix(s * matrix_to_axis_angle(T0[:3, :3].T @ T1[:3, :3]))
+        return make_pose(R, (1 - s) * T0[:3, 3] + s * T1[:3, 3])
+
+    def to_json(self) -> dict:
+        spec = self.spec
+        return {"board": {"squares_x": spec.squares_x, "squares_y": spec.squares_y, "square_m": spec.square_m,
+                          "marker_m": spec.marker_m, "dictionary": int(spec.dictionary)},
+                "frame": "board frame of calibration/board.py: origin at the top-left outer corner, x along the "
+                         "columns, y down the rows, z into the board; metres",
+                "holds_t_session": self.holds.tolist(), "T_world_board": self.poses.tolist()}
+
+
+def make_board_sequence(rng: np.random.Generator, pano_centre: np.ndarray, kinect: SimKinect,
+                        spec: BoardSpec = BoardSpec()) -> BoardSequence:
+    """BOARD_POSES board poses 0.7-1.0 m from the 360 camera, 40-125 deg to either side of the
+    direction towards ``kinect`` (so the Kinect sees it from about 2 m, not from behind the 360
+    camera), each wholly inside the Kinect's colour image and facing both cameras (tilted up to
+    ~20 deg off that)."""
+    color_centre = kinect.T_world_color[:3, 3]
+    towards = (color_centre - pano_centre) * np.array([1.0, 0.0, 1.0])
+    towards /= np.linalg.norm(towards)
+    half = np.array([spec.squares_x * spec.square_m / 2, spec.squares_y * spec.square_m / 2, 0.0])
+    poses = []
+    for k in range(BOARD_POSES):
+        for _ in range(400):
+            side = 1.0 if (k + _ // 50) % 2 == 0 else -1.0  # alternate sides; switch if one side never fits
+            yaw = side * np.radians(rng.uniform(40.0, 125.0))
+            u = axis_angle_to_matrix(np.array([0.0, yaw, 0.0])) @ towards
+            centre = pano_centre + rng.uniform(0.7, 1.0) * u + np.array([0.0, rng.uniform(-0.2, 0.2), 0.0])
+            away = [(centre - c) / np.linalg.norm(centre - c) for c in (pano_centre, color_centre)]
+            R = look_at(away[0] + away[1], np.array([0.0, 1.0, 0.0])) @ axis_angle_to_matrix(
+                np.radians(rng.uniform([-20.0, -20.0, -10.0], [20.0, 20.0, 10.0])))
+            T = make_pose(R, centre - R @ half)
+            if board_in_view(kinect, spec, T):
+                break
+        else:
+            raise ValueError("no board pose near the 360 camera is inside the reference Kinect's colour image")
+        poses.append(T)
+    starts = BOARD_START_S + np.arange(BOARD_POSES) * (BOARD_HOLD_S + BOARD_MOVE_S)
+    return BoardSequence(spec, np.stack([starts, starts + BOARD_HOLD_S], axis=-1), np.stack(poses))
 
 
 def _small_rotation(rng: np.random.Generator, deg: float) -> np.ndarray:
@@ -258,7 +341,25 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
     rig.save(truth_dir / "rig.json")
     rig.save(session.rig_path)
 
-    # --- Kinect body tracking --------------------------------------------------------------------
+    kinects = [make_sim_kinect(serial, rig.T_world_sensor[f"kinect_{serial}"], rng) for serial in serials]
+    atomic_write_json(truth_dir / KINECTS_FILE, {
+        "note": "T_world_color = T_world_depth (rig.json kinect_<serial>) @ inv(T_color_depth) (the calibration "
+                "attachment of kinect_<serial>.mkv); metres, OpenCV camera axes",
+        "kinects": [k.to_json() for k in kinects]})
+    board = make_board_sequence(rng, pano_centre, kinects[0]) if config.board else None
+    if board is not None:
+        atomic_write_json(truth_dir / BOARD_FILE, board.to_json())
+    hand_faces = {s: mano.faces_side(s) for s in SIDES}
+    total = n_pano + (sum(len(kinect_us[s]) for s in serials) if config.kinect_video else 0)
+    done = 0
+
+    def advance() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    # --- Kinect body tracking and recordings ---------------------------------------------------
     for k, serial in enumerate(serials):
         sample = _sample_in_chunks(people, skeleton, mano, kinect_t_session[serial])
         tracks = _kinect_tracks(sample, rig.T_world_sensor[f"kinect_{serial}"], config.kinect_noise_mm, rng)
@@ -266,30 +367,54 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
         write_bodies(session.path(bodies_name), BodyRecording(
             timestamps=kinect_us[serial] / 1e6, frame_ids=np.arange(len(kinect_us[serial])), bodies=tracks,
             source_file=f"kinect_{serial}.mkv"))
-        session.add_device(DeviceEntry(kind="kinect", serial=serial,
-                                       role=("master" if k == 0 else "subordinate") if config.kinects > 1 else "standalone",
-                                       fps=FPS, recording=None, bodies=bodies_name, status="complete"))
+        role = ("master" if k == 0 else "subordinate") if config.kinects > 1 else "standalone"
+        recording = None
+        if config.kinect_video:
+            recording = f"kinect_{serial}.mkv"
+            _write_kinect_recording(session.path(recording), kinects[k], role, kinect_us[serial] / 1e6,
+                                    kinect_t_session[serial], people, skeleton, mano, hand_faces, board, advance)
+        session.add_device(DeviceEntry(kind="kinect", serial=serial, role=role, fps=FPS, recording=recording,
+                                       bodies=bodies_name, status="complete"))
 
     # --- the 360 stream --------------------------------------------------------------------------
     width = int(config.pano_width) // 2 * 2
     height = width // 2
     pano_entry = session.add_device(DeviceEntry(kind="pano", serial=PANO_SERIAL, role="camera", fps=FPS,
                                                 recording=PANO_VIDEO, timestamps=PANO_FRAMES, width=width, height=height))
-    renderer = PanoRenderer(width, T_world_pano, {s: mano.faces_side(s) for s in SIDES})
+    renderer = PanoRenderer(width, T_world_pano, hand_faces)
+    T_pano_world = invert_pose(T_world_pano)
     writer = PanoWriter(session.path(PANO_VIDEO), session.path(PANO_FRAMES), width, height, fps=FPS)
     try:
-        chunk = 15
-        for start in range(0, n_pano, chunk):
-            ids = np.arange(start, min(n_pano, start + chunk))
+        for start in range(0, n_pano, RENDER_CHUNK):
+            ids = np.arange(start, min(n_pano, start + RENDER_CHUNK))
             frames = sample_people(people, skeleton, mano, pano_t_session[ids], with_vertices=True)
             for j, i in enumerate(ids):
                 img = renderer.render(frames.joints[:, j], frames.global_R[:, j], frames.hand_vertices[:, j])
+                T_world_board = board.pose_at(float(pano_t_session[i])) if board is not None else None
+                if T_world_board is not None:
+                    draw_board(img, board.spec, renderer.camera, T_pano_world @ T_world_board)
                 writer.write(img, float(t_pano[i]), float(t_host[i]))
-                if progress is not None:
-                    progress(int(i) + 1, n_pano)
+                advance()
     finally:
         writer.close()
     pano_entry.status = "complete"
     session.mark_complete()
     return session
 
+
+def _write_kinect_recording(path: Path, kinect: SimKinect, role: str, t_device: np.ndarray, t_session: np.ndarray,
+                            people, skeleton, mano: ManoModel, hand_faces: dict[str, np.ndarray],
+                            board: BoardSequence | None, advance: Callable[[], None]) -> None:
+    """Render and write one Kinect's recording: a capture at each device time ``t_device`` (seconds),
+    the scene at the matching ``t_session``."""
+    renderer = KinectRenderer(kinect, hand_faces, board=board.spec if board is not None else BoardSpec())
+    with open_recording(path, kinect, role.upper()) as writer:
+        for start in range(0, len(t_device), RENDER_CHUNK):
+            ids = np.arange(start, min(len(t_device), start + RENDER_CHUNK))
+            frames = sample_people(people, skeleton, mano, t_session[ids], with_vertices=True)
+            for j, i in enumerate(ids):
+                T_world_board = board.pose_at(float(t_session[i])) if board is not None else None
+                color, depth, ir = renderer.render(frames.joints[:, j], frames.global_R[:, j], frames.hand_vertices[:, j],
+                                                   T_world_board)
+                writer.write_capture(float(t_device[i]), color=color, depth=depth, ir=ir)
+                advance()

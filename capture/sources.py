@@ -6,7 +6,9 @@ A :class:`Source` is a Kinect (live through pyk4a, or a recording replayed as if
 :class:`InputError` lines), ``start()`` (frames begin), ``read(timeout)`` (blocking, ``None`` on
 timeout, :class:`EndOfStream` once the source has ended or the device is gone) or
 ``start_async(on_frame)`` (a thread calls back per frame), ``stop()``. ``health()`` is a snapshot
-of its counters.
+of its counters; a running source that delivers nothing for ``stall_after_s`` seconds reads as
+``stalled`` there (an unplugged cable looks exactly like that), and comes back to ``running`` with
+its next frame.
 
 Time: every frame carries the device's own timestamp (seconds, device or camera clock) and the host
 arrival time on the *session clock*: the host's ``time.monotonic()`` (CLOCK_MONOTONIC on Linux, the
@@ -25,8 +27,10 @@ from typing import Callable, Generic, TypeVar
 
 import numpy as np
 
-# Source states. ``disconnected`` covers a device that vanished and a stream or file that ended.
+# Source states. ``disconnected`` covers a device that vanished, a stream or file that ended and a
+# read that failed; ``stalled`` is a running source that has delivered nothing for a while.
 IDLE, CONNECTED, RUNNING, STOPPED, DISCONNECTED = "idle", "connected", "running", "stopped", "disconnected"
+STALLED = "stalled"
 
 
 class EndOfStream(Exception):
@@ -112,9 +116,10 @@ class SourceHealth:
     """Counters of one source. ``fps``: frames per second over the last two seconds of arrivals;
     ``drops``: frames lost (missing from the device's timestamps, or discarded because the reader
     fell behind); ``timestamp_gaps``: steps of the device clock longer than 1.5 frame periods or not
-    increasing; ``decode_errors``: packets that did not decode."""
+    increasing; ``decode_errors``: packets that did not decode. ``kind``: kinect | pano."""
 
     name: str
+    kind: str = "source"
     state: str = IDLE
     frames: int = 0
     drops: int = 0
@@ -137,7 +142,8 @@ class Source(ABC, Generic[Frame]):
 
     Subclasses implement :meth:`_connect`, :meth:`_start`, :meth:`_read` and :meth:`_stop`; the
     base class keeps the state and the counters. ``nominal_fps`` (set by ``_connect``) lets the
-    counters see missing frames in the device timestamps.
+    counters see missing frames in the device timestamps. ``stall_after_s`` (None: never) is how
+    long a running source may stay silent before :meth:`health` calls it stalled.
     """
 
     kind = "source"
@@ -146,10 +152,12 @@ class Source(ABC, Generic[Frame]):
         self.name = name
         self.clock = clock or SessionClock()
         self.nominal_fps: float | None = None
+        self.stall_after_s: float | None = None
         self.info = StreamInfo(serial=name)
         self._health = SourceHealth(name)
         self._lock = threading.Lock()
         self._arrivals: deque[float] = deque()
+        self._last_arrival: float | None = None
         self._last_stream_time: float | None = None
         self._async_thread: threading.Thread | None = None
         self._async_stop = threading.Event()
@@ -164,6 +172,7 @@ class Source(ABC, Generic[Frame]):
         self.connect()
         if self._health.state == CONNECTED:
             self._start()
+            self._last_arrival = time.monotonic()  # silence is measured from the start
             self._set_state(RUNNING)
 
     def read(self, timeout: float = 1.0) -> Frame | None:
@@ -184,7 +193,8 @@ class Source(ABC, Generic[Frame]):
     def start_async(self, on_frame: Callable[[Frame], None],
                     on_end: Callable[[str], None] | None = None) -> threading.Thread:
         """Read on a background thread: ``on_frame(frame)`` per frame, ``on_end(reason)`` once the
-        source ends (not after :meth:`stop`)."""
+        source ends (not after :meth:`stop`). A read that raises ends the source too: the device or
+        file failing mid-stream becomes its ``disconnected`` state and message, not a dead thread."""
         self.start()
         self._async_stop.clear()
 
@@ -195,6 +205,12 @@ class Source(ABC, Generic[Frame]):
                 except EndOfStream as exc:
                     if on_end is not None:
                         on_end(str(exc))
+                    return
+                except Exception as exc:
+                    reason = f"{type(exc).__name__}: {exc}"
+                    self._set_state(DISCONNECTED, reason)
+                    if on_end is not None:
+                        on_end(reason)
                     return
                 if frame is not None:
                     on_frame(frame)
@@ -220,7 +236,12 @@ class Source(ABC, Generic[Frame]):
                 self._arrivals.popleft()
             span = (self._arrivals[-1] - self._arrivals[0]) if len(self._arrivals) > 1 else 0.0
             self._health.fps = (len(self._arrivals) - 1) / span if span > 0 else 0.0
-            return SourceHealth(**asdict(self._health))
+            health = SourceHealth(**asdict(self._health))
+        health.name, health.kind = self.name, self.kind  # a live device learns its name on connect
+        if (health.state == RUNNING and self.stall_after_s is not None and self._last_arrival is not None
+                and now - self._last_arrival > self.stall_after_s):
+            health.state, health.fps = STALLED, 0.0
+        return health
 
     def __enter__(self):
         self.start()
@@ -253,7 +274,8 @@ class Source(ABC, Generic[Frame]):
             h = self._health
             h.frames += 1
             h.last_host_time = self.clock.now()
-            self._arrivals.append(time.monotonic())
+            self._last_arrival = time.monotonic()
+            self._arrivals.append(self._last_arrival)
             previous, self._last_stream_time = self._last_stream_time, stream_time
             if previous is None:
                 return

@@ -14,7 +14,7 @@ from omnimocap.apps.cli import main
 @pytest.fixture(scope="module")
 def small_session(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
-    assert main(["simulate", str(root / "s"), "--seconds", "1.5", "--pano-width", "512", "--seed", "3"]) == 0
+    assert main(["simulate", str(root / "s"), "--no-kinect-video", "--seconds", "1.5", "--pano-width", "512", "--seed", "3"]) == 0
     return root / "s"
 
 

@@ -23,7 +23,7 @@ def _run(*argv: str) -> None:
 def exact(tmp_path_factory):
     """10 s, seed 1, noise-free Kinect: the geometry must be exact."""
     root = tmp_path_factory.mktemp("exact")
-    _run("simulate", str(root / "s"), "--seconds", "10", "--seed", "1", "--kinect-noise-mm", "0",
+    _run("simulate", str(root / "s"), "--no-kinect-video", "--seconds", "10", "--seed", "1", "--kinect-noise-mm", "0",
          "--pano-width", "1280")
     _run("process", str(root / "s"), "--out", str(root / "r"), "--hands", "sim", "--quiet")
     _run("evaluate", str(root / "r"), "--truth", str(root / "s"))
@@ -34,7 +34,7 @@ def exact(tmp_path_factory):
 def noisy(tmp_path_factory):
     """Default Kinect noise, two people."""
     root = tmp_path_factory.mktemp("noisy")
-    _run("simulate", str(root / "s"), "--seconds", "8", "--seed", "2", "--people", "2", "--pano-width", "1280")
+    _run("simulate", str(root / "s"), "--no-kinect-video", "--seconds", "8", "--seed", "2", "--people", "2", "--pano-width", "1280")
     _run("process", str(root / "s"), "--out", str(root / "r"), "--hands", "sim", "--quiet")
     _run("evaluate", str(root / "r"), "--truth", str(root / "s"))
     return root

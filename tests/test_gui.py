@@ -34,7 +34,7 @@ def sim_session(tmp_path_factory):
 
 @pytest.fixture
 def window(qtbot, sim_session, tmp_path):
-    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_bytes=0, view_size=64))
+    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_gb=0, view_size=64))
     w = SessionWindow(controller, record_dir=tmp_path / "recordings", poll_ms=20)
     qtbot.addWidget(w)
     yield w
@@ -55,7 +55,7 @@ def test_start_button_runs_controller_and_panes_update(window, qtbot):
     qtbot.waitUntil(lambda: len(window.displayed) >= 3, timeout=8000)
     assert window.start_button.text() == "Stop"
     states = {window.device_table.item(r, 1).text() for r in range(window.device_table.rowCount())}
-    assert states == {"streaming"}
+    assert states == {"running"}
     assert window.pano_widget.image.image.shape[:2] == (320, 640)
     assert all(latency >= 0 for _, latency in window.displayed)
     window.start_button.click()

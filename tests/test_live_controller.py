@@ -1,5 +1,5 @@
-"""The live session controller (no Qt): replay, snapshots, bounded queues, faults, recording,
-calibration control."""
+"""The live session controller (no Qt) over the capture sources: looping replay, snapshots, bounded
+display queues, faults, recording through the capture recorder, calibration control."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from omnimocap.apps import live
-from omnimocap.apps.live import (
-    DropOldestQueue, KinectFrame, LiveConfig, LiveController, Source, replay_sources,
-)
+from omnimocap.apps.live import DropOldestQueue, LiveConfig, LiveController, SourceFeed
 from omnimocap.calibration.rig import Rig
 from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.pano import PanoReader
+from omnimocap.capture.recorder import replay_sources
 from omnimocap.capture.session import Session
+from omnimocap.capture.sources import KinectFrame, SessionClock, Source
 from omnimocap.errors import UserError
 
 PANO_W, PANO_H = 640, 320
@@ -52,14 +52,46 @@ def test_queue_drops_oldest_and_counts():
     assert q.drain() == []
 
 
+def test_looping_replay_keeps_timestamps_increasing(sim_session):
+    rig = Rig.load(sim_session / "rig.json")
+    kinect, pano = replay_sources(sim_session, SessionClock(), realtime=False, on_session_clock=True, loop=True)
+    recorded = read_bodies(sim_session / "bodies_000000000001.json")
+    n = len(recorded)
+    frames = [kinect.read(1.0) for _ in range(2 * n + 1)]
+    t = np.array([f.device_timestamp for f in frames])
+    assert np.all(np.diff(t) > 0) and [f.frame_id for f in frames] == list(range(2 * n + 1))
+    # Every pass moves on by the same session-clock period on every device, so the rig's maps still hold.
+    t_session = rig.time_map(kinect.name).to_session(t)
+    period = t_session[n] - t_session[0]
+    np.testing.assert_allclose(t_session[n:2 * n] - t_session[:n], period, atol=1e-6)
+    np.testing.assert_allclose(t_session[2 * n] - t_session[n], period, atol=1e-6)
+    assert frames[n].bodies.keys() == frames[0].bodies.keys()
+    np.testing.assert_array_equal(frames[n].bodies[0].positions, frames[0].bodies[0].positions)
+    m = len(PanoReader(sim_session / "pano.mkv", sim_session / "pano_frames.csv"))
+    pano_frames = [pano.read(1.0) for _ in range(m + 2)]
+    t_pano = rig.time_map("pano").to_session([f.t_pano for f in pano_frames])
+    assert np.all(np.diff(t_pano) > 0) and [f.index for f in pano_frames] == list(range(m + 2))
+    np.testing.assert_allclose(t_pano[m:] - t_pano[:2], period, atol=1e-6)
+    np.testing.assert_array_equal(pano_frames[m].image, pano_frames[0].image)
+    kinect.stop()
+    pano.stop()
+
+
 def test_replay_publishes_snapshots(sim_session):
     controller = LiveController.from_session(sim_session, config=LiveConfig(view_size=96))
     try:
         controller.start()
         state = wait_for(lambda: (s := controller.latest()).pano is not None and s.hand_views and s.world.skeletons
-                         and s)
+                         and s.kinects[0].skeletons_color_px and s)
         names = {d.name for d in state.devices}
         assert names == {"kinect_000000000001", "pano"}
+        assert state.sync == {"kinect_000000000001": "simulated truth", "pano": "simulated truth"}
+        # The Kinect pane shows the recording's colour image with the skeleton projected into it.
+        pane = state.kinects[0]
+        h, w = pane.color.shape[:2]
+        px = next(iter(pane.skeletons_color_px.values()))
+        px = px[np.isfinite(px).all(1)]
+        assert len(px) > 20 and np.mean((px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)) > 0.8
         assert state.pano.image.shape == (PANO_H, PANO_W, 3)
         assert all(v.image.shape == (96, 96, 3) for v in state.hand_views)
         # Predicted wrists and view outlines land inside the panorama.
@@ -88,6 +120,23 @@ def test_replay_publishes_snapshots(sim_session):
     assert not controller.latest().running
 
 
+def test_stopped_session_starts_again_with_fresh_sources(sim_session):
+    controller = LiveController.from_session(sim_session, config=LiveConfig(hands="none"))
+    try:
+        controller.start()
+        wait_for(lambda: controller.latest().pano)
+        first = controller.sources
+        controller.stop()
+        assert {d.state for d in controller.latest().devices} == {"stopped"}
+        controller.start()
+        state = wait_for(lambda: (s := controller.latest()).pano is not None and
+                         all(d.state == "running" and d.frames > 0 for d in s.devices) and s)
+        assert not set(map(id, controller.sources)) & set(map(id, first))
+        assert [d.name for d in state.devices] == [s.name for s in first]
+    finally:
+        controller.close()
+
+
 def test_preview_off_keeps_streams_without_views(sim_session):
     controller = LiveController.from_session(sim_session, config=LiveConfig(view_size=64))
     try:
@@ -103,38 +152,46 @@ def test_preview_off_keeps_streams_without_views(sim_session):
 
 
 def test_slow_consumer_drops_instead_of_growing(sim_session):
-    rig = Rig.load(sim_session / "rig.json")
-    sources = replay_sources(sim_session, rig, display_queue=2, kinect_queue=4)
-    for s in sources:
-        s.clock.start()
-        s.start()
+    seen = []
+    feeds = [SourceFeed(s, 2 if s.kind == "pano" else 4, on_frame=lambda source, frame: seen.append(source.name))
+             for s in replay_sources(sim_session, SessionClock(), on_session_clock=True, loop=True)]
+    for f in feeds:
+        f.start()
     try:
-        time.sleep(0.6)  # nobody polls: ~18 frames per source arrive
-        for s in sources:
-            health = s.health()
-            assert len(s.queue) <= s.queue.maxlen
-            assert health.frames >= 10
-            assert health.drops == health.frames - len(s.queue)
-            packets = s.poll()
-            assert [p.index for p in packets] == sorted(p.index for p in packets)
-            assert packets[-1].index >= health.frames - 2  # the newest survive
+        time.sleep(1.2)  # nobody polls: ~20 frames per source arrive
+        for f in feeds:
+            health = f.health()
+            assert len(f.queue) == f.queue.maxlen
+            assert health.frames >= 10 and seen.count(f.name) >= health.frames  # the hook saw every frame
+            assert f.dropped == health.frames - len(f.queue) and health.drops >= f.dropped
+            released = f.poll()
+            times = [r.frame.stream_time for r in released]
+            assert times == sorted(times) and len(released) == f.queue.maxlen
+            assert f.source.health().frames - health.frames <= 2  # the newest survive
     finally:
-        for s in sources:
-            s.stop()
+        for f in feeds:
+            f.stop()
 
 
-class StoppingSource(Source):
+class StoppingSource(Source[KinectFrame]):
     """Delivers a few body frames, then nothing, while staying 'connected' (an unplugged cable)."""
 
-    def __init__(self, frames: int):
-        super().__init__("kinect_test", "kinect", queue_size=8, stall_after_s=0.3)
-        self.count = frames
+    kind = "kinect"
 
-    def _produce(self):
-        for i in range(self.count):
-            self._emit(KinectFrame(self.name, i, i / 30, i / 30, {}, None, time.perf_counter()))
-            time.sleep(1 / 30)
-        self._halt.wait()
+    def __init__(self, frames: int):
+        super().__init__("kinect_test")
+        self.count = frames
+        self.sent = 0
+
+    def _connect(self):
+        self.nominal_fps = 30.0
+
+    def _read(self, timeout):
+        time.sleep(1 / 30)
+        if self.sent >= self.count:
+            return None
+        self.sent += 1
+        return KinectFrame("test", self.sent, self.sent / 30, self.clock.now(), bodies={})
 
 
 def test_source_that_stops_is_a_fault():
@@ -151,6 +208,27 @@ def test_source_that_stops_is_a_fault():
         controller.close()
 
 
+class FailingSource(StoppingSource):
+    """Delivers a few frames, then its reads fail (a file or device breaking mid-stream)."""
+
+    def _read(self, timeout):
+        if self.sent >= self.count:
+            raise OSError("USB transfer failed")
+        return super()._read(timeout)
+
+
+def test_source_that_fails_is_a_fault():
+    controller = LiveController([FailingSource(3)])
+    try:
+        controller.start()
+        state = wait_for(lambda: (s := controller.latest()).devices[0].state == "disconnected" and s)
+        faults = [m.text for m in state.messages if m.level == "fault"]
+        assert faults == ["kinect_test: OSError: USB transfer failed"]
+        assert state.devices[0].frames == 3
+    finally:
+        controller.close()
+
+
 def test_missing_device_library_is_a_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyk4a", None)  # import pyk4a -> ImportError
     controller = LiveController.from_devices()
@@ -160,7 +238,7 @@ def test_missing_device_library_is_a_message(monkeypatch):
 
 
 def test_recording_writes_a_valid_session(sim_session, tmp_path):
-    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_bytes=0))
+    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_gb=0))
     out = tmp_path / "rec"
     try:
         controller.start()
@@ -173,12 +251,14 @@ def test_recording_writes_a_valid_session(sim_session, tmp_path):
         controller.close()
     assert not final.active and final.dropped == 0
     session = Session.open(out)
-    assert session.complete
+    assert session.complete and session.manifest.simulated
+    assert all(d.status == "complete" for d in session.manifest.devices)
     kinect = session.kinects()[0]
     bodies = read_bodies(session.path(kinect.bodies))
     assert len(bodies) == final.frames["kinect_000000000001"] >= 20
     assert np.all(np.diff(bodies.timestamps) > 0)
     assert bodies.bodies and next(iter(bodies.bodies.values())).present.any()
+    assert kinect.recording and (out / kinect.recording).is_file()  # the colour/depth images too
     pano = PanoReader(session.path("pano.mkv"), session.path("pano_frames.csv"))
     assert len(pano) == final.frames["pano"] >= 20
     assert (pano.width, pano.height) == (PANO_W, PANO_H)
@@ -188,13 +268,13 @@ def test_recording_writes_a_valid_session(sim_session, tmp_path):
 
 
 def test_recording_refuses_full_disk_and_used_folder(sim_session, tmp_path):
-    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_bytes=2**62))
+    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_gb=1e9))
     assert not controller.start_recording(tmp_path / "rec")
     assert any(m.level == "fault" and "free" in m.text for m in controller.latest().messages)
     used = tmp_path / "used"
     used.mkdir()
     (used / "x").write_text("x")
-    controller.config.min_free_bytes = 0
+    controller.config.min_free_gb = 0
     assert not controller.start_recording(used)
     assert any(m.level == "fault" and "not empty" in m.text for m in controller.latest().messages)
     assert not controller.latest().recording.active

@@ -40,9 +40,9 @@ SIM = dict(people=1, kinects=2, pano_width=256)
 
 @pytest.fixture(scope="module")
 def source_session(tmp_path_factory) -> Path:
-    """A simulated 2 s session whose streams the recorder replays."""
+    """A simulated 2 s session (body tracking, no Kinect images) whose streams the recorder replays."""
     out = tmp_path_factory.mktemp("sim") / "session"
-    simulate_session(out, SimConfig(seconds=2.0, seed=3, overwrite=True, **SIM))
+    simulate_session(out, SimConfig(seconds=2.0, seed=3, overwrite=True, kinect_video=False, **SIM))
     return out
 
 

@@ -37,7 +37,7 @@ def test_session_complete_and_valid(sim, truth):
     kinects = session.kinects()
     assert [k.role for k in kinects] == ["master", "subordinate"]
     for k in kinects:
-        assert (sim / k.bodies).is_file() and k.recording is None
+        assert (sim / k.bodies).is_file() and (sim / k.recording).is_file() and k.recording == f"kinect_{k.serial}.mkv"
     pano = session.pano()
     assert (pano.recording, pano.timestamps, pano.width, pano.height) == ("pano.mkv", "pano_frames.csv", 640, 320)
     rig = Rig.load(sim / "truth" / "rig.json")
