@@ -21,7 +21,7 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="simulate, process and evaluate a short session (no hardware needed)",
                        description=__doc__.split("\n\n")[1])
     p.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default: ./demo_out)")
-    p.add_argument("--seconds", type=float, default=6.0, help="length of the simulated session (default: 6)")
+    p.add_argument("--seconds", type=float, default=20.0, help="length of the simulated session (default: 20)")
     p.add_argument("--people", type=int, default=2, help="people in the scene, 1 to 3 (default: 2)")
     p.add_argument("--seed", type=int, default=1)
     add_overwrite(p)
