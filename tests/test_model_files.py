@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-import types
 
 import numpy as np
 import pytest
+
+from tests.tools.fake_modules import fake_modules
 import scipy.sparse
 
 from omnimocap.errors import ModelFilesMissing
@@ -40,24 +41,9 @@ def _pickle_with_fake_chumpy(build, protocol=2) -> bytes:
     """Pickle ``build(classes)`` while fake ``chumpy`` modules exist; they are removed afterwards,
     so the reader below never has chumpy to import."""
     classes = _fake_chumpy_classes()
-    saved = {k: sys.modules.get(k) for k in ["chumpy", *classes]}
-    try:
-        sys.modules["chumpy"] = types.ModuleType("chumpy")
-        by_name = {}
-        for module, members in classes.items():
-            mod = types.ModuleType(module)
-            for cls in members:
-                cls.__module__, cls.__qualname__ = module, cls.__name__
-                setattr(mod, cls.__name__, cls)
-                by_name[cls.__name__] = cls
-            sys.modules[module] = mod
-        return pickle.dumps(build(by_name), protocol=protocol)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
+    with fake_modules(classes):
+        return pickle.dumps(build({cls.__name__: cls for members in classes.values() for cls in members}),
+                            protocol=protocol)
 
 
 def _mano_arrays(v=778, j=16):

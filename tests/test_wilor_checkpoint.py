@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pickle
 import sys
-import types
 import warnings
 
 import numpy as np
 import pytest
+
+from tests.tools.fake_modules import fake_modules
 import torch
 
 from omnimocap.data.skeletons import MANO_PARENTS
@@ -52,18 +53,12 @@ def _save_with_fake_cfgnode(path, model, extra=None):
     """torch.save a Lightning-style checkpoint whose hyper_parameters hold an object of a class
     named yacs.config.CfgNode (a dict subclass with attributes, as yacs has). The module exists only
     while saving."""
-    saved = {k: sys.modules.get(k) for k in ("yacs", "yacs.config")}
-
     class CfgNode(dict):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             self.__dict__["__immutable__"] = True
 
-    try:
-        sys.modules["yacs"] = types.ModuleType("yacs")
-        sys.modules["yacs.config"] = mod = types.ModuleType("yacs.config")
-        CfgNode.__module__, CfgNode.__qualname__ = "yacs.config", "CfgNode"
-        mod.CfgNode = CfgNode
+    with fake_modules({"yacs.config": [CfgNode]}):
         cfg = CfgNode(MODEL=CfgNode(IMAGE_SIZE=256, IMAGE_MEAN=[0.485, 0.456, 0.406]), EXTRA=CfgNode(FOCAL_LENGTH=5000))
         sd = {k: v.clone() for k, v in model.state_dict().items()}
         sd["discriminator.D_conv1.weight"] = torch.zeros(3)
@@ -71,12 +66,6 @@ def _save_with_fake_cfgnode(path, model, extra=None):
                 "optimizer_states": [], "epoch": 3}
         ckpt.update(extra or {})
         torch.save(ckpt, path)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
 
 
 def test_plain_weights_only_refuses_cfgnode_but_loader_reads_it(tmp_path):
