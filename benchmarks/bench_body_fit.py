@@ -7,8 +7,9 @@
   on axis-angle pose + translation with the same data term and pose prior, warm-started from the
   previous frame, the shape fixed to the fitted betas (so the reference gets shape for free).
 - Filtering: jitter (mean |d3 x| * fps^3) and acceleration error (mean |d2 x - d2 truth|) of the
-  fitted joints, unfiltered vs rotations filtered with ``filter_rotations`` (then forward
-  kinematics), and of the noisy Kinect joints vs ``filter_positions``.
+  fitted joints, unfiltered vs rotations filtered with ``filter_rotations`` (One Euro, then forward
+  kinematics), and of the noisy Kinect joints vs ``filter_positions``; and the pipeline's way:
+  the noise-adaptive smoother ``smooth_positions`` on the Kinect joints before the fit.
 
 Usage: python benchmarks/bench_body_fit.py [--frames 600] [--reference-frames 40] [--threads 1]
 """
@@ -29,7 +30,7 @@ from omnimocap.data.skeletons import KINECT_BODY_FOR_FIT, kinect_from_smplx_matr
 from omnimocap.fusion.synthetic_models import synthetic_body_motion
 from omnimocap.fusion.body_fit import BodyFitConfig, fit_body
 from omnimocap.fusion.body_model import forward_kinematics, forward_kinematics_torch
-from omnimocap.fusion.filtering import FilterConfig, filter_positions, filter_rotations
+from omnimocap.fusion.filtering import FilterConfig, filter_positions, filter_rotations, smooth_positions
 
 FPS = 30.0
 OUT = Path(__file__).resolve().parent / "results" / "body_fit.json"
@@ -123,6 +124,8 @@ def main() -> None:
     kinect_truth = np.einsum("mk,fkc->fmc", kinect_from_smplx_matrix(), truth)
     kinect_f = filter_positions(kinect[:, rows], FPS, filt_cfg)
     body = slice(0, 22)
+    kinect_s = smooth_positions(kinect, FPS)
+    fit_s = fit_body(kinect_s, confidence, skeleton, cfg)
     result = {
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "torch_threads": args.threads,
                     "processor": platform.processor() or platform.machine()},
@@ -158,6 +161,13 @@ def main() -> None:
                 "accel_error_unfiltered_mm": round(1000 * accel_error(kinect[:, rows], kinect_truth), 3),
                 "accel_error_filtered_mm": round(1000 * accel_error(kinect_f, kinect_truth), 3),
             },
+        },
+        "adaptive_smoother_before_fit": {
+            "jitter_unsmoothed": round(jitter(fit.joints[:, body]), 1),
+            "jitter_smoothed": round(jitter(fit_s.joints[:, body]), 1),
+            "accel_error_unsmoothed_mm": round(1000 * accel_error(fit.joints[:, body], truth[:, body]), 3),
+            "accel_error_smoothed_mm": round(1000 * accel_error(fit_s.joints[:, body], truth[:, body]), 3),
+            "joint_error_smoothed_mm_mean": round(float(np.linalg.norm(fit_s.joints[:, body] - truth[:, body], axis=-1).mean() * 1000), 2),
         },
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
