@@ -26,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--no-preview", action="store_true", help="do not write views_preview.png")
     p.add_argument("--no-smoothing", action="store_true",
                    help="no temporal smoothing of the Kinect anchors and the fused hands")
+    p.add_argument("--no-depth-cue", action="store_true",
+                   help="do not use the Kinect depth maps for the hands' depth (recordings with depth only)")
     add_models(p)
     add_overwrite(p)
     add_quiet(p)
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         hands=args.hands, device=args.device, hand_noise_mm=args.hand_noise_mm,
         hand_noise_deg=args.hand_noise_deg, hand_dropout=args.hand_dropout, seed=args.seed,
         models=args.models, smplx_model=args.smplx_model, preview=not args.no_preview,
-        smoothing=not args.no_smoothing)
+        smoothing=not args.no_smoothing, depth_cue=not args.no_depth_cue)
     report = process_session(args.session, args.out, config, overwrite=args.overwrite, progress=not args.quiet)
     print(json.dumps({"out": args.out, "frames": report["frames"], "people": report["people"],
                       "hand_counts": report["hand_counts"], "timings_s": report["timings_s"]}))

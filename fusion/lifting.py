@@ -9,7 +9,7 @@ its fixed 5000 px focal length) is never used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,6 +28,8 @@ class LiftedHand:
     betas: np.ndarray  # (10,)
     lateral_offset: float  # distance of the Kinect wrist from the viewing ray, metres
     confidence: float
+    ray: np.ndarray  # (3,) unit viewing ray through the wrist, world
+    depth: float  # distance of the wrist from the 360 camera along ``ray``, metres
 
 
 def lift_observation(obs: HandObservation, request: ViewRequest, T_world_pano: np.ndarray,
@@ -69,4 +71,17 @@ def lift_observation(obs: HandObservation, request: ViewRequest, T_world_pano: n
         betas=obs.betas,
         lateral_offset=float(np.linalg.norm(kinect_wrist_world - wrist)),
         confidence=obs.confidence,
+        ray=ray,
+        depth=float(depth),
     )
+
+
+def fuse_ray_depth(lifted: LiftedHand, var_joints: float, shift_m: float, var_shift: float) -> LiftedHand:
+    """Fuse ``lifted`` (whose depth along its ray comes from the Kinect joints, variance
+    ``var_joints`` m^2) with a second estimate of that depth, ``lifted.depth + shift_m`` with variance
+    ``var_shift`` m^2, by inverse variance. The whole hand moves along the ray; rotations stay.
+    """
+    gain = var_joints / (var_joints + var_shift)
+    move = gain * shift_m * lifted.ray
+    return replace(lifted, wrist=lifted.wrist + move, joints=lifted.joints + move,
+                   depth=lifted.depth + gain * shift_m)

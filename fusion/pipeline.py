@@ -5,7 +5,9 @@ Stages (each a plain function; the live driver feeds the same ones from device q
 2. views: per panorama frame, person and side, the Kinect wrist interpolated to the frame's time,
    the hand's predicted extent and a wrist-centred virtual camera (``hands.views``);
 3. hands: a hand backend (``sim`` observer or ``wilor``) on all views of a batch of frames;
-4. lifting: bearing from the view, depth anchored on the Kinect wrist (``fusion.lifting``);
+4. lifting: bearing from the view, depth anchored on the Kinect hand joints (``fusion.lifting``)
+   and, where the Kinects recorded depth maps, refined by the measured hand surface
+   (``fusion.depth_cue``); the skeleton's side is the authority on handedness (:class:`SideConsistency`);
 5. resampling of the hands from panorama frame times to the output times (the reference Kinect's
    frame times), positions by cubic Hermite, rotations by slerp;
 6. SMPL-X body fit to the Kinect joints, hand integration, export.
@@ -32,9 +34,10 @@ from omnimocap.data.skeletons import (
     KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB, KINECT_WRIST, SIDES,
 )
 from omnimocap.errors import InputError, UserError
-from omnimocap.fusion.filtering import SmootherConfig, smooth_positions, smooth_rotations
+from omnimocap.fusion.depth_cue import DepthCueConfig, HandSurface, depth_shift, load_depth_frames
+from omnimocap.fusion.filtering import SmootherConfig, estimate_noise_std, smooth_positions, smooth_rotations
 from omnimocap.fusion.interpolate import interpolate_positions, interpolate_rotations
-from omnimocap.fusion.lifting import lift_observation
+from omnimocap.fusion.lifting import fuse_ray_depth, lift_observation
 from omnimocap.hands.estimator import HandEstimator, ViewRequest
 from omnimocap.hands.views import WristView, plan_views, project_to_view
 
@@ -71,6 +74,20 @@ class ProcessConfig:
     """A lifted wrist further than this from the Kinect-predicted wrist is rejected, metres."""
     max_hand_gap_s: float = 0.1
     """Hand observations further apart in time than this are not interpolated between, seconds."""
+    depth_cue: bool = True
+    """Refine each hand's depth along its viewing ray with the Kinect depth maps, where the session's
+    Kinect recordings have them (``fusion.depth_cue``)."""
+    depth: DepthCueConfig = field(default_factory=DepthCueConfig)
+    """Parameters of the depth cue."""
+    joint_depth_floor_m: float = 0.002
+    """Lowest standard deviation assumed for the depth fitted to the Kinect hand joints, metres
+    (otherwise the measured noise of the person's Kinect hand joints)."""
+    surface_mano: str | None = None
+    """MANO_RIGHT file (or its folder) that poses the hand surface for backends that return no
+    vertices (the ``sim`` observer); default: the built-in synthetic MANO that simulations draw."""
+    side_persist: int = 3
+    """Consecutive observations of a (person, side) labelled as the other side after which the label is
+    overruled by the skeleton's side (see :class:`SideConsistency`)."""
     models: str | None = None
     """Models directory (default: $OMNIMOCAP_MODELS or ~/.cache/omnimocap/models)."""
     smplx_model: str | None = None
@@ -224,6 +241,50 @@ def plan_hand_views(pred: dict[str, np.ndarray], T_pano_world: np.ndarray, time_
     return planned
 
 
+class SideConsistency:
+    """Handedness over time for every (person, side) of the skeleton.
+
+    The skeleton's side is the authority: a view is planned for a side and its hand stays that side.
+    A backend's detector can swap a hand's left/right label (WiLoR's sometimes does), for a frame or
+    for a stretch. The rule: an observation labelled as the other side is dropped
+    (``side_mismatch``) unless it is at least the ``persist``-th in a row for that (person, side) and
+    its lifted wrist passes the Kinect gate; such a hand is kept for the skeleton's side, with the
+    backend's parameters as they are (only the label is overruled), and counted as
+    ``side_relabelled``. An observation whose label agrees ends the run; views without a hand leave
+    it as it is.
+    """
+
+    def __init__(self, persist: int):
+        self.persist = max(1, int(persist))
+        self._run: dict[tuple[int, int], int] = {}
+
+    def observe(self, key: tuple[int, int], agrees: bool) -> bool:
+        """Record one observation of ``key`` = (person, side); True when a disagreeing label is
+        persistent enough to be overruled (always False for an agreeing one)."""
+        if agrees:
+            self._run[key] = 0
+            return False
+        self._run[key] = self._run.get(key, 0) + 1
+        return self._run[key] >= self.persist
+
+
+def _hand_surface(config: ProcessConfig) -> HandSurface:
+    from omnimocap.hands.mano import ManoModel
+
+    if config.surface_mano:
+        return HandSurface(ManoModel.load(config.surface_mano))
+    from omnimocap.fusion.synthetic_models import make_synthetic_mano
+
+    return HandSurface(ManoModel.from_dict(make_synthetic_mano("right")))
+
+
+def _joint_depth_std(people: PeopleTracks, floor_m: float) -> np.ndarray:
+    """Per person, the standard deviation (metres) assumed for the depth fitted to the Kinect hand
+    joints: their measured white noise, at least ``floor_m``."""
+    cols = [ids[s] for ids in (KINECT_WRIST, KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB) for s in SIDES]
+    return np.array([max(floor_m, estimate_noise_std(j[:, cols])) for j in people.joints])
+
+
 def make_estimator(config: ProcessConfig, session: Session) -> HandEstimator:
     if config.hands == "sim":
         if not session.manifest.simulated or not session.truth_dir.is_dir():
@@ -322,7 +383,20 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
     obs_pose = np.broadcast_to(np.eye(3), (P, F_pano, 2, 15, 3, 3)).copy()
     obs_betas = np.zeros((P, F_pano, 2, 10))
     view_rows: list[tuple] = []
-    counts = {"views": 0, "observed": 0, "no_hand": 0, "gated": 0, "no_kinect": 0, "side_mismatch": 0}
+    counts = {"views": 0, "observed": 0, "no_hand": 0, "gated": 0, "no_kinect": 0, "side_mismatch": 0,
+              "side_relabelled": 0}
+    sides = SideConsistency(config.side_persist)
+    depth_frames, depth_notes = load_depth_frames(session, rig) if config.depth_cue else ([], [])
+    report["notes"].extend(depth_notes)
+    depth_counts = {"kinects_with_depth": len(depth_frames), "hands_used": 0, "hands_not_measured": 0}
+    depth_shifts: list[float] = []
+    if depth_frames:
+        surface = _hand_surface(config)
+        joint_std = _joint_depth_std(people, config.joint_depth_floor_m)
+        # the hand's predicted velocity carries a candidate hand to the time of a depth frame
+        with np.errstate(invalid="ignore", divide="ignore"):
+            centre_velocity = (np.gradient(hand_centre(pred), t_pano_session, axis=1)
+                               if F_pano > 1 else np.full(hand_centre(pred).shape, np.nan))
     preview: list[np.ndarray] = []
 
     frame_iter = _pano_frames(session, pano_entry, needs_images or config.preview)
@@ -360,7 +434,9 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
             if obs is None:
                 counts["no_hand"] += 1
                 continue
-            if obs.is_right != (SIDES[s] == "right"):
+            agrees = obs.is_right == (SIDES[s] == "right")
+            overruled = sides.observe((p, s), agrees)
+            if not agrees and not overruled:
                 counts["side_mismatch"] += 1
                 continue
             lifted = lift_observation(obs, req, T_world_pano, pred["wrist"][p, k, s],
@@ -369,6 +445,19 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
             if lifted.lateral_offset > config.max_gate_m:
                 counts["gated"] += 1
                 continue
+            if not agrees:
+                counts["side_relabelled"] += 1
+            if depth_frames:
+                verts, faces = surface.mesh(obs)
+                verts_world = verts @ (T_world_pano[:3, :3] @ req.R_pano_view).T + lifted.wrist
+                cue = depth_shift(depth_frames, float(t_pano_session[k]), verts_world, faces, lifted.ray,
+                                  centre_velocity[p, k, s], config.depth)
+                if cue is None:
+                    depth_counts["hands_not_measured"] += 1
+                else:
+                    lifted = fuse_ray_depth(lifted, float(joint_std[p]) ** 2, cue[0], cue[1])
+                    depth_counts["hands_used"] += 1
+                    depth_shifts.append(cue[0])
             obs_valid[p, k, s] = True
             obs_joints[p, k, s] = lifted.joints
             obs_R[p, k, s] = lifted.R_world
@@ -380,6 +469,9 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
     counts["no_kinect"] = 2 * P * F_pano - counts["views"]
     timings["views_and_hands"] = time.perf_counter() - t_views
     report["hand_counts"] = counts
+    if depth_shifts:
+        depth_counts["median_abs_shift_mm"] = round(1000.0 * float(np.median(np.abs(depth_shifts))), 2)
+    report["depth_cue"] = depth_counts
 
     # --- hands at the output times --------------------------------------------------------------
     t_out = people.t_session
