@@ -1,6 +1,16 @@
-"""``omnimocap calibrate SESSION_DIR [--method markerless|board]`` and ``omnimocap sync SESSION_DIR``.
+"""``omnimocap calibrate SESSION_DIR [--method markerless|board] [--kinects estimate|rig]`` and
+``omnimocap sync SESSION_DIR``.
 
 Both write the session's ``rig.json`` atomically: the method, the inputs used and the residuals.
+
+``--kinects estimate`` (the default when the reference (first) Kinect's recording has IMU samples)
+first solves every Kinect's pose and the world frame: the reference Kinect's up from its
+accelerometer (the device must stand still), its height from the floor plane fitted to a few of its
+depth frames (y = 0 on the floor); the world's forward (+z) is the reference depth camera's optical
+axis projected on the floor and its origin the floor point straight below that camera (see
+calibration/world_frame.py). Every other Kinect follows from the skeletons it shares with the
+reference. ``--kinects rig`` (the default without IMU samples) keeps the rig's Kinect poses and says
+so in ``inputs``. The 360 camera is then solved relative to the reference Kinect.
 
 ``--method board`` reads the reference (first) Kinect's colour frames from its recording, finds the
 runs of frames where a ChArUco board (``BoardSpec()``: 7 x 5 squares of 80 mm, 60 mm DICT_5X5_100
@@ -29,10 +39,15 @@ from omnimocap.calibration.observations import (
 from omnimocap.calibration.rig import Rig
 from omnimocap.calibration.timesync import coarse_time_map, fine_time_map, rate_std_ppm
 from omnimocap.calibration.transforms import transform_points
+from omnimocap.calibration.world_frame import (
+    align_kinect_skeletons, points_from_depth, reference_world_pose, up_from_accelerometer,
+)
+from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.pano import PanoReader, read_pano_timestamps
 from omnimocap.capture.session import Session
 from omnimocap.errors import InputError, UserError
+from omnimocap.fusion.skeleton_fusion import BodyTrack, resample_track
 
 
 def register(subparsers) -> None:
@@ -40,6 +55,9 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("session", metavar="SESSION_DIR")
     p.add_argument("--method", choices=("markerless", "board"), default="markerless")
+    p.add_argument("--kinects", choices=("estimate", "rig"), default=None,
+                   help="estimate the Kinects' poses and the world frame (default when the reference Kinect "
+                        "recorded its IMU) or keep the rig's (default otherwise)")
     p.add_argument("--noise-deg", type=float, default=0.2,
                    help="angular noise of the simulated observer (simulated sessions only; default 0.2)")
     p.set_defaults(func=run_calibrate)
@@ -81,32 +99,134 @@ def _observer_inputs(obs) -> dict:
 
 
 def run_calibrate(args) -> int:
-    print(json.dumps(calibrate_session(args.session, args.method, args.noise_deg)))
+    print(json.dumps(calibrate_session(args.session, args.method, args.noise_deg, kinects=args.kinects)))
     return 0
 
 
-def calibrate_session(session_dir, method: str = "markerless", noise_deg: float = 0.2) -> dict:
-    """Solve the 360 camera's pose and time map and write the session's rig.json; returns the
-    residuals."""
+def calibrate_session(session_dir, method: str = "markerless", noise_deg: float = 0.2,
+                      kinects: str | None = None) -> dict:
+    """Solve the Kinects' poses and the world frame (``kinects="estimate"``; by default when the
+    reference Kinect recorded its IMU, else ``"rig"``: keep the rig's), then the 360 camera's pose
+    and time map, and write the session's rig.json; returns the 360 camera's residuals."""
     session = Session.open(session_dir)
-    if method == "board":
-        return _calibrate_board(session)
     previous = _load_rig(session)
     serial = _reference(session, previous)
+    kinect_rig = kinect_poses(session, previous, serial, kinects)
+    if method == "board":
+        return _calibrate_board(session, previous, kinect_rig)
     obs = pano_observations(session, noise_deg=noise_deg)
     coarse = coarse_time_map(obs.t_pano, obs.t_host)
-    tracks: KinectTracks = kinect_wrist_tracks(session, serial, previous, obs.bearings.shape[1] // TRACKS_PER_PERSON)
+    tracks: KinectTracks = kinect_wrist_tracks(session, serial, kinect_rig, obs.bearings.shape[1] // TRACKS_PER_PERSON)
     res = calibrate_markerless(obs.t_pano, obs.bearings, tracks.t_session, tracks.points, init_time=coarse,
                                rate_prior_std_ppm=rate_std_ppm(obs.t_pano, coarse))
-    rig = Rig(dict(previous.T_world_sensor), dict(previous.time_maps), method="markerless", is_truth=False)
-    rig.T_world_sensor["pano"] = previous.pose(f"kinect_{serial}") @ res.T_kinect_pano
+    rig = Rig(dict(kinect_rig.T_world_sensor), dict(previous.time_maps), method="markerless", is_truth=False)
+    rig.T_world_sensor["pano"] = kinect_rig.pose(f"kinect_{serial}") @ res.T_kinect_pano
     rig.time_maps["pano"] = res.time_map
-    rig.residuals = {"pano": res.to_json()}
-    rig.inputs = {"reference_kinect": serial, "pano_frames": int(len(obs.t_pano)),
-                  "kinect_poses_from": "simulated truth" if previous.is_truth else previous.method,
+    rig.residuals = {**kinect_rig.residuals, "pano": res.to_json()}
+    rig.inputs = {"reference_kinect": serial, "pano_frames": int(len(obs.t_pano)), **kinect_rig.inputs,
                   **_observer_inputs(obs)}
     _write(session, rig, previous)
     return {"method": "markerless", **rig.residuals["pano"]}
+
+
+# Depth frames of the reference Kinect (spread over the recording) whose points the floor is fitted to.
+FLOOR_FRAMES = 6
+FLOOR_STRIDE_PX = 2
+WORLD_CONVENTION = ("y up (reference Kinect's accelerometer), y = 0 on the floor (plane fitted to its depth frames), "
+                    "+z = its depth camera's optical axis projected on the floor, origin on the floor below that camera")
+
+
+def kinect_poses(session: Session, previous: Rig, serial: str, mode: str | None = None) -> Rig:
+    """A rig with the Kinects' poses, residuals and inputs, estimated (``mode`` "estimate", the
+    default when the reference recording has IMU samples) or kept from ``previous`` ("rig"), and
+    ``previous``'s other poses and time maps."""
+    entry = session.kinects()[0]
+    recording = KinectRecording(session.path(entry.recording)) if entry.recording else None
+    imu = recording.imu() if recording is not None else None
+    has_imu = imu is not None and len(imu) > 0
+    if mode is None:
+        mode = "estimate" if has_imu else "rig"
+    if mode not in ("estimate", "rig"):
+        raise ValueError(f"unknown Kinect pose mode {mode!r}; 'estimate' or 'rig'")
+    kept_from = "simulated truth" if previous.is_truth else previous.method
+    if mode == "rig":
+        reason = "" if has_imu else " (the reference Kinect has no recording with IMU samples)"
+        return Rig(dict(previous.T_world_sensor), dict(previous.time_maps),
+                   inputs={"kinect_poses_from": f"rig: {kept_from}{reason}"})
+    if not has_imu:
+        path = session.path(entry.recording) if entry.recording else session.root / "session.json"
+        raise InputError(f"the reference Kinect {serial} has no recording with IMU samples; gravity is unknown",
+                         path=path, fix="record with the IMU on, or use --kinects rig")
+    cal = recording.calibration
+    if cal.R_depth_accel is None:
+        raise InputError("the recording's calibration lists no accelerometer", path=recording.path,
+                         fix="use the calibration.json the device wrote, or --kinects rig")
+    T_world_ref, ref_info = reference_world_pose(imu.acc, cal.R_depth_accel, _floor_points(recording, cal.depth))
+    poses = dict(previous.T_world_sensor)
+    poses[f"kinect_{serial}"] = T_world_ref
+    residuals = {serial: ref_info}
+    others = session.kinects()[1:]
+    if others:
+        for k in (entry, *others):
+            if not k.bodies:
+                raise InputError(f"Kinect {k.serial} has no body tracking to place the Kinects from shared skeletons",
+                                 path=session.root / "session.json",
+                                 fix="run body tracking on its recording, or use --kinects rig")
+        ref_rec = read_bodies(session.path(entry.bodies))
+        t_ref = previous.time_map(f"kinect_{serial}").to_session(ref_rec.timestamps)
+        ref_bodies = [(b.positions, b.confidences) for b in ref_rec.bodies.values()]
+    for other in others:
+        rec = read_bodies(session.path(other.bodies))
+        t = previous.time_map(other.name).to_session(rec.timestamps)
+        bodies = [resample_track(BodyTrack(other.name, body_id, t, b.positions, b.confidences, np.zeros(3)), t_ref)
+                  for body_id, b in rec.bodies.items()]
+        try:
+            poses[other.name], residuals[other.serial] = align_kinect_skeletons(ref_bodies, bodies, T_world_ref,
+                                                                                _accelerometer_up(session, other))
+        except UserError as exc:
+            raise UserError(f"Kinect {other.serial}: {exc.problem}", path=session.path(other.bodies),
+                            fix=exc.fix) from None
+    return Rig(poses, dict(previous.time_maps), residuals={"kinects": residuals}, inputs={
+        "kinect_poses_from": "estimated: the reference from its IMU gravity and floor, the others from shared "
+                             "skeletons (their tilt from their own IMU where they have one)",
+        "world_frame": WORLD_CONVENTION, "accelerometer_from": entry.recording,
+        "floor_frames": FLOOR_FRAMES, "skeletons_from": [k.bodies for k in (entry, *others)] if others else []})
+
+
+def _accelerometer_up(session: Session, entry) -> np.ndarray | None:
+    """Up (unit, depth frame) from a Kinect's accelerometer, or None without a recording with IMU
+    samples and an accelerometer calibration, or when the device moved (its tilt then comes from the
+    skeletons alone, and its residuals carry no ``tilt_correction_deg``)."""
+    if not entry.recording:
+        return None
+    recording = KinectRecording(session.path(entry.recording))
+    imu, R_depth_accel = recording.imu(), recording.calibration.R_depth_accel
+    if len(imu) == 0 or R_depth_accel is None:
+        return None
+    try:
+        return up_from_accelerometer(imu.acc, R_depth_accel)
+    except UserError:
+        return None
+
+
+def _floor_points(recording: KinectRecording, depth_camera) -> np.ndarray:
+    """Depth points (N,3, metres, depth frame) of FLOOR_FRAMES frames spread over the recording (the
+    people cover a different part of the floor in each)."""
+    frames, step, n = [], 1, 0
+    for capture in recording.captures(decode_color=False):
+        if capture.depth is None:
+            continue
+        if n % step == 0:
+            frames.append(capture.depth)
+            # thin to every other kept frame so that a long recording never holds more than a few
+            if len(frames) > 2 * FLOOR_FRAMES:
+                frames, step = frames[::2], step * 2
+        n += 1
+    if not frames:
+        raise InputError("the reference Kinect's recording has no depth frames to find the floor in",
+                         path=recording.path, fix="record with depth on, or use --kinects rig")
+    pick = np.unique(np.linspace(0, len(frames) - 1, FLOOR_FRAMES).round().astype(int))
+    return np.concatenate([points_from_depth(frames[i], depth_camera, stride=FLOOR_STRIDE_PX) for i in pick])
 
 
 # A board counts as still between two colour frames when no common corner moved more than this.
@@ -137,8 +257,7 @@ def _still_runs(times: np.ndarray, dets: list[BoardDetection | None]) -> list[tu
     return [(a, b) for a, b in runs if b - a + 1 >= BOARD_MIN_STILL_FRAMES]
 
 
-def _calibrate_board(session: Session, spec: BoardSpec = BoardSpec()) -> dict:
-    previous = _load_rig(session)
+def _calibrate_board(session: Session, previous: Rig, kinect_rig: Rig, spec: BoardSpec = BoardSpec()) -> dict:
     serial = _reference(session, previous)
     entry = session.kinects()[0]
     if entry.recording is None:
@@ -190,10 +309,10 @@ def _calibrate_board(session: Session, spec: BoardSpec = BoardSpec()) -> dict:
     cal = calibrate_board_sequence(spec, [dets[i] for i, _ in pairs], [wanted[j] for _, j in pairs],
                                    kinect_cal.T_depth_color)
     used = [pairs[k] for k in cal.frames_used]
-    rig = Rig(dict(previous.T_world_sensor), dict(previous.time_maps), method="board", is_truth=False)
-    rig.T_world_sensor["pano"] = previous.pose(f"kinect_{serial}") @ cal.T_depth_pano
+    rig = Rig(dict(kinect_rig.T_world_sensor), dict(previous.time_maps), method="board", is_truth=False)
+    rig.T_world_sensor["pano"] = kinect_rig.pose(f"kinect_{serial}") @ cal.T_depth_pano
     rig.time_maps["pano"] = pano_map
-    rig.residuals = {"pano": cal.to_json()}
+    rig.residuals = {**kinect_rig.residuals, "pano": cal.to_json()}
     rig.inputs = {"reference_kinect": serial, "recording": entry.recording,
                   "board": {"squares_x": spec.squares_x, "squares_y": spec.squares_y, "square_m": spec.square_m,
                             "marker_m": spec.marker_m, "dictionary": int(spec.dictionary)},
@@ -201,7 +320,7 @@ def _calibrate_board(session: Session, spec: BoardSpec = BoardSpec()) -> dict:
                   "poses_used": [{"color_frame": int(i), "t_color_device": float(times[i]), "pano_frame": int(j),
                                   "t_pano": float(stamps.t_pano[j])} for i, j in used],
                   "pano_time_map_from": "rig" if "pano" in previous.time_maps else "host arrival times",
-                  "kinect_poses_from": "simulated truth" if previous.is_truth else previous.method}
+                  **kinect_rig.inputs}
     _write(session, rig, previous)
     return {"method": "board", "poses_used": len(used), "kinect_rms_deg": cal.kinect_rms_deg,
             "pano_rms_deg": cal.pano_rms_deg}

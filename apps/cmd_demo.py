@@ -21,7 +21,7 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="simulate, process and evaluate a short session (no hardware needed)",
                        description=__doc__.split("\n\n")[1])
     p.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default: ./demo_out)")
-    p.add_argument("--seconds", type=float, default=20.0, help="length of the simulated session (default: 20)")
+    p.add_argument("--seconds", type=float, default=15.0, help="length of the simulated session (default: 15)")
     p.add_argument("--people", type=int, default=2, help="people in the scene, 1 to 3 (default: 2)")
     p.add_argument("--seed", type=int, default=1)
     add_overwrite(p)
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     print(f"[1/4] simulating {args.seconds:g} s with {args.people} people -> {session_dir}", file=sys.stderr)
     simulate_session(session_dir, SimConfig(seconds=args.seconds, people=args.people, seed=args.seed,
-                                                    kinect_video=False, overwrite=True))
+                                                    overwrite=True))
     steps = _calibrate(session_dir)
     print(f"[3/4] processing -> {result_dir}", file=sys.stderr)
     config = ProcessConfig(hands="sim", hand_noise_mm=5.0, hand_noise_deg=3.0, hand_dropout=0.1, seed=args.seed)
@@ -63,12 +63,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _calibrate(session_dir: Path) -> dict:
-    """Estimate the 360 camera's pose and clock instead of using the simulated truth: markerless
-    calibration from nothing (pose, offset and rate together), then sync refined with that pose.
-    The Kinects' own poses come from the simulated rig."""
+    """Estimate the rig instead of using the simulated truth: the world frame from the reference
+    Kinect's IMU gravity and the floor in its depth, the other Kinects from the skeletons they
+    share, the 360 camera's pose and clock by markerless calibration from nothing, then sync
+    refined with that pose."""
     from omnimocap.apps.cmd_calibrate import calibrate_session, sync_session
 
-    print("[2/4] markerless calibration and time sync of the 360 camera", file=sys.stderr)
+    print("[2/4] calibration (Kinects from IMU, floor and shared skeletons; 360 camera markerless) and sync",
+          file=sys.stderr)
     calib = calibrate_session(session_dir, method="markerless")
     sync = sync_session(session_dir)
     return {"calibration": calib, "sync": sync}

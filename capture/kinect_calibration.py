@@ -5,7 +5,10 @@ The raw file lists cameras under ``CalibrationInformation.Cameras``; each has
 ``Intrinsics.ModelParameters`` = [cx, cy, fx, fy, k1, k2, k3, k4, k5, k6, codx, cody, p2, p1]
 normalized by the sensor's full calibration image (note p2 before p1), and ``Rt`` = rotation
 (row-major 3x3) and translation (metres) that map points from the depth camera frame into that
-camera's frame: ``p_cam = R p_depth + t``. The depth camera's own ``Rt`` is the identity.
+camera's frame: ``p_cam = R p_depth + t``. The depth camera's own ``Rt`` is the identity. The
+inertial sensors (``CalibrationInformation.InertialSensors``, one per ``SensorType``: accelerometer
+and gyroscope) carry an ``Rt`` of the same meaning: it maps depth-frame coordinates into the sensor's
+own axes, in which the recording's IMU samples are stated.
 
 Per operating mode the SDK scales the normalized intrinsics by the mode's calibration image size,
 subtracts the mode's crop offset and moves the principal point by -0.5 px so that the centre of the
@@ -56,6 +59,15 @@ DEPTH_MODES: dict[str, SensorMode] = {
 
 _PURPOSE_DEPTH = "CALIBRATION_CameraPurposeDepth"
 _PURPOSE_COLOR = "CALIBRATION_CameraPurposePhotoVideo"
+_ACCEL = "CALIBRATION_InertialSensorType_Accelerometer"
+_GYRO = "CALIBRATION_InertialSensorType_Gyro"
+# Nominal IMU mounting of an Azure Kinect: its axes turned against the depth camera's, which is
+# tilted 6 deg down from the housing; the accelerometer sits 51 mm beside the depth camera.
+_IMU_TILT = np.radians(6.0)
+NOMINAL_R_IMU_DEPTH = np.array([[0.0, np.sin(_IMU_TILT), -np.cos(_IMU_TILT)], [-1.0, 0.0, 0.0],
+                                [0.0, np.cos(_IMU_TILT), np.sin(_IMU_TILT)]])
+NOMINAL_T_ACCEL_DEPTH = make_pose(NOMINAL_R_IMU_DEPTH, np.array([-0.051, 0.0035, 0.0013]))
+NOMINAL_T_GYRO_DEPTH = make_pose(NOMINAL_R_IMU_DEPTH, np.zeros(3))
 _FIX = "use the calibration.json attached to an Azure Kinect recording or read from the device"
 
 
@@ -65,6 +77,8 @@ class KinectCalibration:
 
     ``T_color_depth`` (4x4, metres) maps points from the depth camera frame (the body-tracking
     frame) into the colour camera frame; both frames are OpenCV style (x right, y down, z forward).
+    ``T_accel_depth`` / ``T_gyro_depth`` (4x4, metres) map depth-frame points into the accelerometer's
+    / gyroscope's axes (None where the calibration lists no such sensor).
     """
 
     color: PinholeCamera
@@ -73,10 +87,17 @@ class KinectCalibration:
     color_resolution: str
     depth_mode: str
     serial: str | None = None
+    T_accel_depth: np.ndarray | None = None
+    T_gyro_depth: np.ndarray | None = None
 
     @property
     def T_depth_color(self) -> np.ndarray:
         return invert_pose(self.T_color_depth)
+
+    @property
+    def R_depth_accel(self) -> np.ndarray | None:
+        """Rotation (3x3) of accelerometer axes into the depth camera frame, or None."""
+        return None if self.T_accel_depth is None else self.T_accel_depth[:3, :3].T
 
 
 def parse_calibration(raw: str | bytes | dict, *, color_resolution: str = "720P",
@@ -108,7 +129,16 @@ def parse_calibration(raw: str | bytes | dict, *, color_resolution: str = "720P"
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise InputError(f"calibration lacks a valid colour/depth camera entry ({type(exc).__name__}: {exc})",
                          path=source, fix=_FIX) from None
-    return KinectCalibration(color, depth, T_color_depth, color_resolution, depth_mode, serial)
+    try:
+        inertial = {s["SensorType"]: _extrinsics(s) for s in info.get("InertialSensors", [])}
+        for name, T in inertial.items():
+            if not np.all(np.isfinite(T)) or abs(np.linalg.det(T[:3, :3]) - 1.0) > 1e-3:
+                raise ValueError(f"the Rt of {name} is not a finite rotation and translation")
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InputError(f"calibration has a malformed inertial sensor entry ({type(exc).__name__}: {exc})",
+                         path=source, fix=_FIX) from None
+    return KinectCalibration(color, depth, T_color_depth, color_resolution, depth_mode, serial,
+                             inertial.get(_ACCEL), inertial.get(_GYRO))
 
 
 def load_calibration(path: str | Path, **modes: str) -> KinectCalibration:
@@ -140,12 +170,13 @@ def _extrinsics(cam: dict) -> np.ndarray:
 
 def calibration_json(color: PinholeCamera, depth: PinholeCamera, T_color_depth: np.ndarray, *,
                      color_resolution: str = "720P", depth_mode: str = "NFOV_UNBINNED",
-                     serial: str = "000000000000") -> bytes:
+                     serial: str = "000000000000", T_accel_depth: np.ndarray = NOMINAL_T_ACCEL_DEPTH,
+                     T_gyro_depth: np.ndarray = NOMINAL_T_GYRO_DEPTH) -> bytes:
     """Raw calibration JSON (the device's format) for cameras given in the given modes: the inverse
     of :func:`parse_calibration`, for simulated devices. Distortion is (k1, k2, p1, p2, k3, k4, k5, k6)
-    or empty; ``T_color_depth`` in metres. The inertial sensors get nominal values (identity
-    mixing, zero bias, the usual mounting 6 degrees off the depth camera) because the SDK refuses a
-    calibration without them."""
+    or empty; ``T_color_depth`` in metres. The inertial sensors (the SDK refuses a calibration
+    without them) get the given extrinsics (depth frame to sensor axes, metres; by default the
+    nominal mounting) and nominal intrinsics (identity mixing, zero bias)."""
     cameras = []
     for purpose, cam, mode, T, location, sensor_size in (
         (_PURPOSE_DEPTH, depth, DEPTH_MODES[depth_mode], np.eye(4), "CALIBRATION_CameraLocationD0", (1024, 1024)),
@@ -165,17 +196,12 @@ def calibration_json(color: PinholeCamera, depth: PinholeCamera, T_color_depth: 
             "Shutter": "CALIBRATION_ShutterTypeUndefined",
             "ThermalAdjustmentParams": {"Params": [0.0] * 12},
         })
-    tilt = np.radians(6.0)
-    R_imu_depth = np.array([[0.0, np.sin(tilt), -np.cos(tilt)], [-1.0, 0.0, 0.0], [0.0, np.cos(tilt), np.sin(tilt)]])
     inertial = [{
         "BiasTemperatureModel": [0.0] * 12, "BiasUncertainty": [1e-4] * 3, "Id": "CALIBRATION_InertialSensorId_LSM6DSM",
         "MixingMatrixTemperatureModel": [float(v) for i in range(9) for v in ((1.0 if i in (0, 4, 8) else 0.0), 0.0, 0.0, 0.0)],
-        "ModelTypeMask": mask, "Noise": [noise] * 3 + [0.0] * 3, "Rt": _rt(make_pose(R_imu_depth, t)),
+        "ModelTypeMask": mask, "Noise": [noise] * 3 + [0.0] * 3, "Rt": _rt(np.asarray(T)),
         "SecondOrderScaling": [0.0] * 9, "SensorType": sensor_type, "TemperatureBounds": [5.0, 60.0], "TemperatureC": 0.0,
-    } for sensor_type, mask, noise, t in (
-        ("CALIBRATION_InertialSensorType_Gyro", 16, 0.00095, np.zeros(3)),
-        ("CALIBRATION_InertialSensorType_Accelerometer", 56, 0.0107, np.array([-0.051, 0.0035, 0.0013])),
-    )]
+    } for sensor_type, mask, noise, T in ((_GYRO, 16, 0.00095, T_gyro_depth), (_ACCEL, 56, 0.0107, T_accel_depth))]
     doc = {"CalibrationInformation": {"Cameras": cameras, "InertialSensors": inertial,
                                       "Metadata": {"SerialId": serial, "Version": {"Major": 1, "Minor": 2}}}}
     return json.dumps(doc).encode()

@@ -6,11 +6,16 @@ smallest colour mode the device has), depth in the NFOV 2x2 binned mode (320x288
 the optical axis, 0 where nothing returns within the mode's range) and active IR (uint16, falling
 off with the square of the distance), with a ``calibration.json`` attachment in the device's format
 (:func:`omnimocap.capture.kinect_calibration.calibration_json`) that holds the true colour and depth
-cameras of the simulated device and its true ``T_color_depth``.
+cameras of the simulated device, its true ``T_color_depth`` and its true IMU extrinsics, and an IMU
+track: the device stands still, so the accelerometer reads the specific force of gravity (+9.81
+m/s^2 along the world's up, in its own axes) and the gyroscope zero, each with white noise and a
+small constant bias, at :data:`IMU_RATE_HZ` (a quarter of the device's 1.6 kHz, to keep the files
+small).
 
 Geometry of a simulated device: its depth camera is the rig's ``kinect_<serial>`` sensor
 (``T_world_depth``); the colour camera sits about 32 mm to its left, turned about 6 deg up (the
-depth camera's tilt), with per-device deviations of a few tenths of a degree and a millimetre.
+depth camera's tilt), with per-device deviations of a few tenths of a degree and a millimetre; the
+IMU sits at its nominal mounting (:data:`NOMINAL_T_ACCEL_DEPTH`) within about 0.1 deg / 0.5 mm.
 The colour camera's true pose is ``T_world_depth @ inv(T_color_depth)``, derivable from
 ``truth/rig.json`` and the attachment; the simulation also writes it to ``truth/kinects.json``.
 
@@ -21,7 +26,7 @@ image and replaces their depth where it covers them (it is held in front of the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +34,9 @@ import numpy as np
 from omnimocap.calibration.board import BoardSpec, draw_board
 from omnimocap.calibration.cameras import PinholeCamera
 from omnimocap.calibration.transforms import axis_angle_to_matrix, invert_pose, make_pose, transform_points
-from omnimocap.capture.kinect_calibration import DEPTH_MODES, calibration_json
+from omnimocap.capture.kinect_calibration import (
+    DEPTH_MODES, NOMINAL_T_ACCEL_DEPTH, NOMINAL_T_GYRO_DEPTH, calibration_json,
+)
 from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
 from omnimocap.capture.sim_render import (
     RoomSpec, camera_rays, pinhole_projection, rasterise_people, render_background, room_hits,
@@ -43,18 +50,26 @@ DEPTH_RANGE_M = (0.5, 3.86)
 # Nominal 720P colour camera of an Azure Kinect (pixels; mild Brown-Conrady distortion).
 _COLOR_NOMINAL = PinholeCamera(605.0, 605.0, 639.5, 365.5, 1280, 720, (0.08, -0.05, 0.0008, -0.0004, 0.01))
 _DEPTH_BINNED_F = 252.0  # NFOV 2x2 binned focal length in pixels (half the unbinned 504)
+GRAVITY_MS2 = 9.81
+IMU_RATE_HZ = 400.0
+# White noise per sample and the scale of the per-device constant bias (m/s^2, rad/s).
+ACC_NOISE_MS2, ACC_BIAS_MS2 = 0.01, 0.003
+GYRO_NOISE_RADS, GYRO_BIAS_RADS = 0.001, 0.0005
 
 
 @dataclass(frozen=True)
 class SimKinect:
     """One simulated device: ``T_world_depth`` (the rig's pose of the Kinect), its colour and depth
-    cameras in :data:`COLOR_MODE` / :data:`DEPTH_MODE`, and ``T_color_depth`` (metres)."""
+    cameras in :data:`COLOR_MODE` / :data:`DEPTH_MODE`, ``T_color_depth`` and the IMU extrinsics
+    ``T_accel_depth`` / ``T_gyro_depth`` (depth frame to sensor axes; metres)."""
 
     serial: str
     T_world_depth: np.ndarray
     color: PinholeCamera
     depth: PinholeCamera
     T_color_depth: np.ndarray
+    T_accel_depth: np.ndarray = field(default_factory=NOMINAL_T_ACCEL_DEPTH.copy)
+    T_gyro_depth: np.ndarray = field(default_factory=NOMINAL_T_GYRO_DEPTH.copy)
 
     @property
     def T_world_color(self) -> np.ndarray:
@@ -62,18 +77,33 @@ class SimKinect:
 
     def calibration_json(self) -> bytes:
         return calibration_json(self.color, self.depth, self.T_color_depth, color_resolution=COLOR_RESOLUTION,
-                                depth_mode=DEPTH_MODE, serial=self.serial)
+                                depth_mode=DEPTH_MODE, serial=self.serial, T_accel_depth=self.T_accel_depth,
+                                T_gyro_depth=self.T_gyro_depth)
+
+    def imu_samples(self, t_device: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Accelerometer (N,3) m/s^2 and gyroscope (N,3) rad/s readings of the still device at the
+        device times ``t_device`` (N,), each in its sensor's axes; bias and noise drawn from ``rng``."""
+        n = len(t_device)
+        up_depth = self.T_world_depth[:3, :3].T @ np.array([0.0, 1.0, 0.0])
+        acc = self.T_accel_depth[:3, :3] @ (GRAVITY_MS2 * up_depth)
+        acc = acc + rng.normal(scale=ACC_BIAS_MS2, size=3) + rng.normal(scale=ACC_NOISE_MS2, size=(n, 3))
+        gyro = rng.normal(scale=GYRO_BIAS_RADS, size=3) + rng.normal(scale=GYRO_NOISE_RADS, size=(n, 3))
+        return acc, gyro
 
     def to_json(self) -> dict:
         return {"serial": self.serial, "T_world_color": self.T_world_color.tolist(),
-                "T_color_depth": self.T_color_depth.tolist(), "color": self.color.to_dict(),
+                "T_color_depth": self.T_color_depth.tolist(), "T_accel_depth": self.T_accel_depth.tolist(),
+                "T_gyro_depth": self.T_gyro_depth.tolist(), "color": self.color.to_dict(),
                 "depth": self.depth.to_dict(), "color_mode": COLOR_MODE, "depth_mode": DEPTH_MODE}
 
 
-def make_sim_kinect(serial: str, T_world_depth: np.ndarray, rng: np.random.Generator) -> SimKinect:
+def make_sim_kinect(serial: str, T_world_depth: np.ndarray, rng: np.random.Generator,
+                    imu_rng: np.random.Generator | None = None) -> SimKinect:
     """A device at ``T_world_depth`` with factory-like cameras: nominal intrinsics within a pixel
     or two, the colour camera 32 mm left of the depth camera and the depth camera tilted 6 deg down
-    from it, each within a few tenths of a degree / a millimetre."""
+    from it, each within a few tenths of a degree / a millimetre. The IMU's mounting deviates from
+    the nominal one by draws from ``imu_rng`` (a separate generator, so that adding it leaves the
+    other draws of ``rng`` unchanged); nominal without it."""
     c = _COLOR_NOMINAL
     color = PinholeCamera(c.fx + rng.normal(scale=2.0), c.fy + rng.normal(scale=2.0), c.cx + rng.normal(scale=1.5),
                           c.cy + rng.normal(scale=1.5), c.width, c.height, c.distortion)
@@ -83,7 +113,12 @@ def make_sim_kinect(serial: str, T_world_depth: np.ndarray, rng: np.random.Gener
     R_depth_color = axis_angle_to_matrix(np.radians([6.0, 0.0, 0.0]) + np.radians(0.2) * rng.normal(size=3))
     t_depth_color = np.array([-0.032, -0.002, 0.004]) + 1e-3 * rng.normal(size=3)
     T_color_depth = invert_pose(make_pose(R_depth_color, t_depth_color))
-    return SimKinect(serial, np.asarray(T_world_depth, dtype=np.float64), color, depth, T_color_depth)
+    imu = {}
+    if imu_rng is not None:
+        dR = axis_angle_to_matrix(np.radians(0.1) * imu_rng.normal(size=3))
+        imu = {"T_accel_depth": make_pose(dR, 5e-4 * imu_rng.normal(size=3)) @ NOMINAL_T_ACCEL_DEPTH,
+               "T_gyro_depth": make_pose(dR, np.zeros(3)) @ NOMINAL_T_GYRO_DEPTH}
+    return SimKinect(serial, np.asarray(T_world_depth, dtype=np.float64), color, depth, T_color_depth, **imu)
 
 
 class KinectRenderer:
@@ -143,9 +178,9 @@ class KinectRenderer:
 
 
 def open_recording(path: str | Path, kinect: SimKinect, wired_sync_mode: str) -> KinectMkvWriter:
-    """A writer for ``kinect``'s recording in the simulated modes (colour, depth, IR; no IMU)."""
+    """A writer for ``kinect``'s recording in the simulated modes (colour, depth, IR and IMU)."""
     return KinectMkvWriter(path, kinect.calibration_json(), color_mode=COLOR_MODE, depth_mode=DEPTH_MODE, ir=True,
-                           imu=False, fps=30, device_serial=kinect.serial, wired_sync_mode=wired_sync_mode)
+                           imu=True, fps=30, device_serial=kinect.serial, wired_sync_mode=wired_sync_mode)
 
 
 def board_in_view(kinect: SimKinect, spec: BoardSpec, T_world_board: np.ndarray) -> bool:

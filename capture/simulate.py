@@ -2,7 +2,7 @@
 
 ``simulate_session(out_dir, SimConfig(...))`` writes what a real capture writes (``session.json``,
 ``bodies_<serial>.json`` per Kinect in the k4abt JSON format, ``kinect_<serial>.mkv`` per Kinect
-(colour, depth and IR with the factory calibration attached; see capture/sim_kinect.py), ``pano.mkv``
+(colour, depth, IR and IMU with the factory calibration attached; see capture/sim_kinect.py), ``pano.mkv``
 + ``pano_frames.csv``) plus ``truth/`` (the true rig, the people's motion, the Kinects' colour
 cameras in ``kinects.json`` and, with a board sequence, the board's poses in ``board.json``) and,
 until a calibration replaces it, a copy of the true rig as the session's ``rig.json``.
@@ -46,7 +46,9 @@ from omnimocap.calibration.transforms import (
 from omnimocap.capture.bodies import BodyRecording, BodyTrack, write_bodies
 from omnimocap.capture.pano import PanoWriter
 from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, DeviceEntry, Session, atomic_write_json
-from omnimocap.capture.sim_kinect import KinectRenderer, SimKinect, board_in_view, make_sim_kinect, open_recording
+from omnimocap.capture.sim_kinect import (
+    IMU_RATE_HZ, KinectRenderer, SimKinect, board_in_view, make_sim_kinect, open_recording,
+)
 from omnimocap.capture.sim_motion import PeopleSample, make_people, sample_people
 from omnimocap.capture.sim_render import PanoRenderer
 from omnimocap.data.skeletons import (
@@ -341,7 +343,10 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
     rig.save(truth_dir / "rig.json")
     rig.save(session.rig_path)
 
-    kinects = [make_sim_kinect(serial, rig.T_world_sensor[f"kinect_{serial}"], rng) for serial in serials]
+    # The IMUs draw from their own generators so the rest of the simulation stays as it was without them.
+    imu_rngs = [np.random.default_rng([config.seed, k, 0x1A]) for k in range(config.kinects)]
+    kinects = [make_sim_kinect(serial, rig.T_world_sensor[f"kinect_{serial}"], rng, imu_rngs[k])
+               for k, serial in enumerate(serials)]
     atomic_write_json(truth_dir / KINECTS_FILE, {
         "note": "T_world_color = T_world_depth (rig.json kinect_<serial>) @ inv(T_color_depth) (the calibration "
                 "attachment of kinect_<serial>.mkv); metres, OpenCV camera axes",
@@ -372,7 +377,8 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
         if config.kinect_video:
             recording = f"kinect_{serial}.mkv"
             _write_kinect_recording(session.path(recording), kinects[k], role, kinect_us[serial] / 1e6,
-                                    kinect_t_session[serial], people, skeleton, mano, hand_faces, board, advance)
+                                    kinect_t_session[serial], people, skeleton, mano, hand_faces, board, advance,
+                                    imu_rngs[k])
         session.add_device(DeviceEntry(kind="kinect", serial=serial, role=role, fps=FPS, recording=recording,
                                        bodies=bodies_name, status="complete"))
 
@@ -404,10 +410,16 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
 
 def _write_kinect_recording(path: Path, kinect: SimKinect, role: str, t_device: np.ndarray, t_session: np.ndarray,
                             people, skeleton, mano: ManoModel, hand_faces: dict[str, np.ndarray],
-                            board: BoardSequence | None, advance: Callable[[], None]) -> None:
+                            board: BoardSequence | None, advance: Callable[[], None],
+                            imu_rng: np.random.Generator) -> None:
     """Render and write one Kinect's recording: a capture at each device time ``t_device`` (seconds),
-    the scene at the matching ``t_session``."""
+    the scene at the matching ``t_session``, and the IMU samples from the first capture to the last
+    (noise from ``imu_rng``), each written after the capture that precedes it."""
     renderer = KinectRenderer(kinect, hand_faces, board=board.spec if board is not None else BoardSpec())
+    t_imu = t_device[0] + np.arange(int((t_device[-1] - t_device[0]) * IMU_RATE_HZ) + 1) / IMU_RATE_HZ
+    acc, gyro = kinect.imu_samples(t_imu, imu_rng)
+    imu_after = np.searchsorted(t_imu, t_device, side="left")  # first IMU sample at or after each capture
+    imu_after = np.append(imu_after, len(t_imu))
     with open_recording(path, kinect, role.upper()) as writer:
         for start in range(0, len(t_device), RENDER_CHUNK):
             ids = np.arange(start, min(len(t_device), start + RENDER_CHUNK))
@@ -417,4 +429,7 @@ def _write_kinect_recording(path: Path, kinect: SimKinect, role: str, t_device: 
                 color, depth, ir = renderer.render(frames.joints[:, j], frames.global_R[:, j], frames.hand_vertices[:, j],
                                                    T_world_board)
                 writer.write_capture(float(t_device[i]), color=color, depth=depth, ir=ir)
+                imu = slice(imu_after[i], imu_after[i + 1])
+                if imu.start < imu.stop:
+                    writer.write_imu(t_imu[imu], acc[imu], t_imu[imu], gyro[imu])
                 advance()

@@ -9,6 +9,12 @@ Metric definitions (names are the CLI contract):
 - ``sync.rate_error_ppm``: |a_est / a_true - 1| * 1e6 of the panorama time map.
 - ``calibration.rotation_error_deg`` / ``translation_error_mm``: the 360 camera's pose relative to
   the reference Kinect, estimated vs true.
+- ``calibration.kinect_rotation_error_deg`` / ``kinect_translation_error_mm``: each non-reference
+  Kinect's pose relative to the reference Kinect, estimated vs true, mean over those Kinects (null
+  with one Kinect).
+- ``calibration.world_up_error_deg``: angle between the estimated and the true world up, both
+  expressed in the reference Kinect's frame; ``calibration.floor_error_mm``: |estimated - true|
+  height of the reference Kinect above the floor (world y of its position).
 - ``views.center_error_p95``: 95th percentile of the true hand centre's (mean of its 21 joints)
   distance from the view centre, as a fraction of the view's half-width, over visible hands.
 - ``hands.joint_error_mm``: mean 3D error of the fused 21 hand joints (world), over fused hands.
@@ -83,6 +89,16 @@ def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
     T_ref_pano_est = invert_pose(est_rig.pose(ref)) @ est_rig.pose("pano")
     metrics["calibration.rotation_error_deg"] = float(relative_angle_deg(T_ref_pano_true[:3, :3], T_ref_pano_est[:3, :3]))
     metrics["calibration.translation_error_mm"] = float(np.linalg.norm(T_ref_pano_true[:3, 3] - T_ref_pano_est[:3, 3]) * 1e3)
+    metrics.update(kinect_calibration_errors(true_rig, est_rig, ref, [k.name for k in session.kinects()[1:]]))
+
+    # The result's world frame may be an estimated one (gravity, floor, the reference Kinect's axis)
+    # that differs from the simulation's by a rigid motion; world positions are compared after
+    # mapping them through the reference Kinect: G = T_world_ref(true) @ inv(T_world_ref(est)).
+    # Up and floor errors of that frame are measured on their own (calibration.world_up_error_deg,
+    # calibration.floor_error_mm).
+    G = true_rig.pose(ref) @ invert_pose(est_rig.pose(ref))
+    for key in ("kinect_joints_world", "hand_joints_world", "kinect_wrist_world"):
+        fused[key] = transform_points(G, fused[key])
 
     # --- people matching ------------------------------------------------------------------------
     t_out = fused["t_session"]
@@ -166,6 +182,7 @@ def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
         F = amass["poses"].shape[0]
         local = axis_angle_to_matrix(amass["poses"].reshape(F, 55, 3))
         joints, glob = forward_kinematics(skeleton, local, amass["betas"][: skeleton.num_betas], amass["trans"])
+        joints = transform_points(G, joints)
         true_joints = interpolate_positions(t_truth, truth["smplx_joints"][q], t_out)
         body_ids = list(smplx_body_joint_ids())
         e = np.linalg.norm(joints[:, body_ids] - true_joints[:, body_ids], axis=-1)
@@ -193,6 +210,25 @@ def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
     metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
     atomic_write_json(result_dir / "metrics.json", metrics)
     return metrics
+
+
+def kinect_calibration_errors(true_rig: Rig, est_rig: Rig, reference: str, others: list[str]) -> dict:
+    """The ``calibration.kinect_*``, ``world_up_error_deg`` and ``floor_error_mm`` metrics (see the
+    module docstring) of an estimated rig against the true one; ``reference`` and ``others`` are
+    sensor names (``kinect_<serial>``)."""
+    rot_err, trans_err = [], []
+    for name in others:
+        T_true = invert_pose(true_rig.pose(reference)) @ true_rig.pose(name)
+        T_est = invert_pose(est_rig.pose(reference)) @ est_rig.pose(name)
+        rot_err.append(float(relative_angle_deg(T_true[:3, :3], T_est[:3, :3])))
+        trans_err.append(float(np.linalg.norm(T_true[:3, 3] - T_est[:3, 3]) * 1e3))
+    up = np.array([0.0, 1.0, 0.0])
+    T_ref_true, T_ref_est = true_rig.pose(reference), est_rig.pose(reference)
+    up_cos = (T_ref_true[:3, :3].T @ up) @ (T_ref_est[:3, :3].T @ up)
+    return {"calibration.kinect_rotation_error_deg": float(np.mean(rot_err)) if rot_err else None,
+            "calibration.kinect_translation_error_mm": float(np.mean(trans_err)) if trans_err else None,
+            "calibration.world_up_error_deg": float(np.degrees(np.arccos(np.clip(up_cos, -1.0, 1.0)))),
+            "calibration.floor_error_mm": float(abs(T_ref_est[1, 3] - T_ref_true[1, 3]) * 1e3)}
 
 
 def _jitter_accel(x: np.ndarray, truth: np.ndarray, valid: np.ndarray, fps: float) -> tuple[list, list]:
