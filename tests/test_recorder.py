@@ -13,7 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
@@ -23,6 +22,7 @@ from omnimocap.capture.bodies import BodyRecording, read_bodies, write_bodies
 from omnimocap.capture.pano import PanoReader, PanoWriter, read_pano_timestamps
 from omnimocap.capture.recorder import (
     GB,
+    _decodable_frames,
     RecordConfig,
     Recorder,
     journal_to_bodies,
@@ -44,17 +44,6 @@ def source_session(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sim") / "session"
     simulate_session(out, SimConfig(seconds=2.0, seed=3, overwrite=True, kinect_video=False, **SIM))
     return out
-
-
-def _decodable(path: Path) -> int:
-    n = 0
-    try:
-        with av.open(str(path)) as c:
-            for _ in c.decode(video=0):
-                n += 1
-    except av.error.FFmpegError:
-        pass
-    return n
 
 
 def _last_line(path: Path) -> dict | None:
@@ -96,7 +85,7 @@ def test_record_simulate_writes_a_consistent_session(tmp_path, capsys):
     pano = session.pano()
     reader = PanoReader(session.path(pano.recording), session.path(pano.timestamps))
     assert 75 <= len(reader) <= 95 and (reader.width, reader.height) == (256, 128)
-    assert _decodable(session.path(pano.recording)) == len(reader)
+    assert _decodable_frames(session.path(pano.recording)) == len(reader)
     stamps = reader.timestamps
     assert np.all(np.diff(stamps.t_pano) > 0) and np.all(np.diff(stamps.t_host) > 0)
     latency = stamps.t_host - rig.time_map("pano").to_session(stamps.t_pano)
@@ -130,7 +119,7 @@ def test_sigkill_loses_at_most_a_second_and_recovers(tmp_path):
     t_kill = killed_at - journal.header["session_clock_start_monotonic"]
     assert journal.frames[-1]["host_time"] >= t_kill - 1.0
     stamps = read_pano_timestamps(out / "pano_frames.csv")
-    frames_on_disk = _decodable(out / "pano.mkv")
+    frames_on_disk = _decodable_frames(out / "pano.mkv")
     assert frames_on_disk >= 30
     assert stamps.t_host[frames_on_disk - 1] >= t_kill - 1.0  # the video on disk trails by < 1 s
     assert Session.open(out).manifest.status == "recording"
@@ -272,13 +261,13 @@ def test_live_pano_file_is_readable_while_it_grows(tmp_path):
         if i == 2 * fps:
             shutil.copy(tmp_path / "p.mkv", tmp_path / "copy.mkv")
     writer.close()
-    assert _decodable(tmp_path / "copy.mkv") >= 2 * fps + 1 - fps
+    assert _decodable_frames(tmp_path / "copy.mkv") >= 2 * fps + 1 - fps
     plain = PanoWriter(tmp_path / "plain.mkv", tmp_path / "plain.csv", 128, 64, fps)
     for i in range(2 * fps + 1):
         plain.write(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8), i / fps)
     shutil.copy(tmp_path / "plain.mkv", tmp_path / "plain_copy.mkv")
     plain.close()
-    assert _decodable(tmp_path / "plain_copy.mkv") == 0  # why the live options exist
+    assert _decodable_frames(tmp_path / "plain_copy.mkv") == 0  # why the live options exist
 
 
 def test_kinect_images_go_into_a_kinect_recording(tmp_path, shared):
