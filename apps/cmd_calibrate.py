@@ -17,6 +17,11 @@ runs of frames where a ChArUco board (``BoardSpec()``: 7 x 5 squares of 80 mm, 6
 markers) holds still, detects the board in the 360 frame nearest the middle of each run (matched
 through the rig's time maps), solves the board poses and the 360 camera jointly, and composes the
 result with the Kinect's factory colour-to-depth extrinsics into the 360 camera's world pose.
+When the Kinects' poses are estimated, every other Kinect whose colour camera saw the board in at least
+BOARD_MIN_KINECT_POSES of those still runs is placed from it (its colour frame nearest each run's middle,
+solved jointly with the reference's and composed with both devices' colour-to-depth extrinsics); the
+poses used go to ``inputs.kinect_poses_from_board`` and the residuals, with the skeleton-based estimate
+it replaced, to ``residuals.kinects``. A Kinect that never saw the board keeps its skeleton-based pose.
 A simulated session's ground truth lives in ``truth/rig.json`` and is never written; the session's
 own ``rig.json`` (which starts as a copy of the truth) is replaced by the estimate, and the command
 says so.
@@ -38,7 +43,7 @@ from omnimocap.calibration.observations import (
 )
 from omnimocap.calibration.rig import Rig
 from omnimocap.calibration.timesync import coarse_time_map, fine_time_map, rate_std_ppm
-from omnimocap.calibration.transforms import transform_points
+from omnimocap.calibration.transforms import invert_pose, relative_angle_deg, transform_points
 from omnimocap.calibration.world_frame import (
     align_kinect_skeletons, points_from_depth, reference_world_pose, up_from_accelerometer,
 )
@@ -234,6 +239,8 @@ BOARD_STILL_DEG = 0.05
 # Frames of a still run (>= 0.2 s at 30 fps) before its middle frame is used.
 BOARD_MIN_STILL_FRAMES = 6
 BOARD_MIN_CORNERS = 6
+# Poses a non-reference Kinect must share with the reference before the board places it.
+BOARD_MIN_KINECT_POSES = 2
 
 
 def _still_runs(times: np.ndarray, dets: list[BoardDetection | None]) -> list[tuple[int, int]]:
@@ -313,6 +320,9 @@ def _calibrate_board(session: Session, previous: Rig, kinect_rig: Rig, spec: Boa
     rig.T_world_sensor["pano"] = kinect_rig.pose(f"kinect_{serial}") @ cal.T_depth_pano
     rig.time_maps["pano"] = pano_map
     rig.residuals = {**kinect_rig.residuals, "pano": cal.to_json()}
+    kinects_from_board = {}
+    if "kinects" in kinect_rig.residuals:  # the Kinects' poses are estimated, not kept from the rig
+        kinects_from_board = _board_kinects(session, rig, previous, spec, times, dets, runs, kinect_cal.T_depth_color)
     rig.inputs = {"reference_kinect": serial, "recording": entry.recording,
                   "board": {"squares_x": spec.squares_x, "squares_y": spec.squares_y, "square_m": spec.square_m,
                             "marker_m": spec.marker_m, "dictionary": int(spec.dictionary)},
@@ -321,9 +331,65 @@ def _calibrate_board(session: Session, previous: Rig, kinect_rig: Rig, spec: Boa
                                   "t_pano": float(stamps.t_pano[j])} for i, j in used],
                   "pano_time_map_from": "rig" if "pano" in previous.time_maps else "host arrival times",
                   **kinect_rig.inputs}
+    if kinects_from_board:
+        rig.inputs["kinect_poses_from_board"] = kinects_from_board
     _write(session, rig, previous)
     return {"method": "board", "poses_used": len(used), "kinect_rms_deg": cal.kinect_rms_deg,
             "pano_rms_deg": cal.pano_rms_deg}
+
+
+def _board_kinects(session: Session, rig: Rig, previous: Rig, spec: BoardSpec, ref_times: list[float],
+                   ref_dets: list[BoardDetection | None], runs: list[tuple[int, int]],
+                   T_depth_color_ref: np.ndarray) -> dict:
+    """Place every non-reference Kinect whose colour camera saw the board in the reference's still
+    runs: the colour capture nearest (in session time) to each run's middle, solved jointly with the
+    reference's detection for the colour-to-colour pose and composed with both devices' factory
+    colour-to-depth extrinsics. Updates ``rig``'s poses and ``residuals["kinects"]`` in place (a
+    Kinect that never saw the board keeps its skeleton-based pose) and returns, per serial, the
+    poses used or why the board was not used."""
+    entry = session.kinects()[0]
+    ref_name = f"kinect_{entry.serial}"
+    T_world_ref = rig.pose(ref_name)
+    t_mid = np.array([previous.time_map(ref_name).to_session(ref_times[(a + b) // 2]) for a, b in runs])
+    used = {}
+    for other in session.kinects()[1:]:
+        if not other.recording:
+            used[other.serial] = "skeletons: no recording"
+            continue
+        recording = KinectRecording(session.path(other.recording))
+        if recording.color_mode is None:
+            used[other.serial] = "skeletons: no colour track"
+            continue
+        cal = recording.calibration
+        other_map = previous.time_map(other.name)
+        captures = [(other_map.to_session(c.color_timestamp), c.color) for c in recording.captures()
+                    if c.color is not None]
+        t_other = np.array([t for t, _ in captures])
+        nearest = [int(np.argmin(np.abs(t_other - t))) for t in t_mid]
+        other_dets = [detect_pinhole(spec, captures[j][1], cal.color) for j in nearest]
+        try:
+            res = calibrate_board_sequence(spec, [ref_dets[(a + b) // 2] for a, b in runs], other_dets,
+                                           T_depth_color_ref, min_frames=BOARD_MIN_KINECT_POSES,
+                                           cameras=("the reference Kinect's colour camera",
+                                                    f"Kinect {other.serial}'s colour camera"))
+        except UserError as exc:
+            used[other.serial] = f"skeletons: {exc.problem}"
+            continue
+        T_ref_other = res.T_depth_pano @ invert_pose(cal.T_depth_color)
+        skeleton_pose = rig.pose(other.name)
+        rig.T_world_sensor[other.name] = T_world_ref @ T_ref_other
+        rig.residuals["kinects"][other.serial] = {
+            "method": "board", "reference_rms_deg": res.kinect_rms_deg, "other_rms_deg": res.pano_rms_deg,
+            "poses_used": len(res.frames_used),
+            "skeleton_rotation_difference_deg": float(relative_angle_deg(skeleton_pose[:3, :3],
+                                                                         rig.pose(other.name)[:3, :3])),
+            "skeleton_translation_difference_mm": float(np.linalg.norm(skeleton_pose[:3, 3]
+                                                                       - rig.pose(other.name)[:3, 3]) * 1e3),
+            "skeletons": rig.residuals["kinects"].get(other.serial)}
+        used[other.serial] = [{"reference_color_frame": int((runs[k][0] + runs[k][1]) // 2),
+                               "color_frame": int(nearest[k]), "t_session": float(t_mid[k])}
+                              for k in res.frames_used]
+    return used
 
 
 def run_sync(args) -> int:

@@ -296,10 +296,14 @@ class BoardCalibration:
 
 def calibrate_board_sequence(spec: BoardSpec, color_detections: list[BoardDetection | None],
                              pano_detections: list[BoardDetection | None], T_depth_color: np.ndarray,
-                             *, min_frames: int = 1) -> BoardCalibration:
+                             *, min_frames: int = 1,
+                             cameras: tuple[str, str] = ("the Kinect colour camera", "the 360 camera")) -> BoardCalibration:
     """Joint refinement over ``T_color_pano`` and each board pose ``T_color_board_k`` of the angular
     residuals of both cameras, over the frames where both saw the board; composed with the
-    Kinect's ``T_depth_color``. Raises UserError with fewer than ``min_frames`` usable frames."""
+    Kinect's ``T_depth_color``. The second camera may be any camera whose detections are bearings
+    in its own frame (another Kinect's colour camera: ``T_color_pano`` is then the pose of that
+    colour camera); ``cameras`` names both in the error. Raises UserError with fewer than
+    ``min_frames`` usable frames."""
     frames, poses_c, poses_p, masks = [], [], [], []
     for k, (dc, dp) in enumerate(zip(color_detections, pano_detections)):
         if dc is None or dp is None or len(dc) < 6 or len(dp) < 6:
@@ -314,7 +318,7 @@ def calibrate_board_sequence(spec: BoardSpec, color_detections: list[BoardDetect
         poses_p.append(Tp)
         masks.append((mc, mp))
     if len(frames) < min_frames:
-        raise UserError(f"the board was seen by both the Kinect colour camera and the 360 camera in "
+        raise UserError(f"the board was seen by both {cameras[0]} and {cameras[1]} in "
                         f"{len(frames)} frames (need {min_frames})",
                         fix="hold the ChArUco board where both cameras see it, in several poses")
     T_cp = [Tc @ invert_pose(Tp) for Tc, Tp in zip(poses_c, poses_p)]

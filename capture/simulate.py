@@ -23,8 +23,9 @@ eyes, ears), with temporally correlated noise, lower confidence for self-occlude
 NONE outside the depth camera's view, and ~1% dropped bodies. The k4abt ``body_id`` of person p is p.
 
 Board sequence (``SimConfig.board``): during the first ~3 s a ChArUco board (``BoardSpec()`` of
-calibration/board.py) floats 0.7-1.0 m beside the 360 camera, facing both the 360 camera and the
-reference (first) Kinect's colour camera. It holds each of BOARD_POSES poses still
+calibration/board.py) floats 0.7-1.0 m beside the 360 camera, facing the 360 camera and the
+Kinects' colour cameras, inside every Kinect's colour image where it can be, else inside the reference
+(first) Kinect's. It holds each of BOARD_POSES poses still
 for BOARD_HOLD_S, moving between them in BOARD_MOVE_S, and is then gone. It is drawn over the people
 (it is held in front of them) in the panorama and in every Kinect that sees it.
 """
@@ -84,6 +85,7 @@ BOARD_POSES = 5
 BOARD_START_S = 0.1
 BOARD_HOLD_S = 0.4
 BOARD_MOVE_S = 0.2
+BOARD_TRIES = 200  # random poses tried per board pose before settling for fewer Kinects
 RENDER_CHUNK = 15  # frames sampled (with hand meshes) at once
 
 
@@ -140,28 +142,32 @@ class BoardSequence:
                 "holds_t_session": self.holds.tolist(), "T_world_board": self.poses.tolist()}
 
 
-def make_board_sequence(rng: np.random.Generator, pano_centre: np.ndarray, kinect: SimKinect,
+def make_board_sequence(rng: np.random.Generator, pano_centre: np.ndarray, kinects: list[SimKinect],
                         spec: BoardSpec = BoardSpec()) -> BoardSequence:
     """BOARD_POSES board poses 0.7-1.0 m from the 360 camera, 40-125 deg to either side of the
-    direction towards ``kinect`` (so the Kinect sees it from about 2 m, not from behind the 360
-    camera), each wholly inside the Kinect's colour image and facing both cameras (tilted up to
-    ~20 deg off that)."""
-    color_centre = kinect.T_world_color[:3, 3]
-    towards = (color_centre - pano_centre) * np.array([1.0, 0.0, 1.0])
+    direction towards the reference ``kinects[0]`` (so it sees the board from about 2 m, not from
+    behind the 360 camera), facing the 360 camera and the Kinects' colour cameras (tilted up to
+    ~20 deg off that). Each pose lies wholly inside every Kinect's colour image where a pose near the
+    360 camera can, else inside the reference's (facing it and the 360 camera only)."""
+    color_centres = [k.T_world_color[:3, 3] for k in kinects]
+    towards = (color_centres[0] - pano_centre) * np.array([1.0, 0.0, 1.0])
     towards /= np.linalg.norm(towards)
     half = np.array([spec.squares_x * spec.square_m / 2, spec.squares_y * spec.square_m / 2, 0.0])
     poses = []
     for k in range(BOARD_POSES):
-        for _ in range(400):
+        for _ in range(2 * BOARD_TRIES):
+            # the first half of the tries wants every Kinect to see the board, the rest only the reference
+            seen_by = kinects if _ < BOARD_TRIES else kinects[:1]
             side = 1.0 if (k + _ // 50) % 2 == 0 else -1.0  # alternate sides; switch if one side never fits
             yaw = side * np.radians(rng.uniform(40.0, 125.0))
             u = axis_angle_to_matrix(np.array([0.0, yaw, 0.0])) @ towards
             centre = pano_centre + rng.uniform(0.7, 1.0) * u + np.array([0.0, rng.uniform(-0.2, 0.2), 0.0])
-            away = [(centre - c) / np.linalg.norm(centre - c) for c in (pano_centre, color_centre)]
-            R = look_at(away[0] + away[1], np.array([0.0, 1.0, 0.0])) @ axis_angle_to_matrix(
+            away = sum((centre - c) / np.linalg.norm(centre - c)
+                       for c in (pano_centre, *color_centres[:len(seen_by)]))
+            R = look_at(away, np.array([0.0, 1.0, 0.0])) @ axis_angle_to_matrix(
                 np.radians(rng.uniform([-20.0, -20.0, -10.0], [20.0, 20.0, 10.0])))
             T = make_pose(R, centre - R @ half)
-            if board_in_view(kinect, spec, T):
+            if all(board_in_view(kinect, spec, T) for kinect in seen_by):
                 break
         else:
             raise ValueError("no board pose near the 360 camera is inside the reference Kinect's colour image")
@@ -351,7 +357,7 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
         "note": "T_world_color = T_world_depth (rig.json kinect_<serial>) @ inv(T_color_depth) (the calibration "
                 "attachment of kinect_<serial>.mkv); metres, OpenCV camera axes",
         "kinects": [k.to_json() for k in kinects]})
-    board = make_board_sequence(rng, pano_centre, kinects[0]) if config.board else None
+    board = make_board_sequence(rng, pano_centre, kinects) if config.board else None
     if board is not None:
         atomic_write_json(truth_dir / BOARD_FILE, board.to_json())
     hand_faces = {s: mano.faces_side(s) for s in SIDES}
