@@ -15,7 +15,6 @@ Stages (each a plain function; the live driver feeds the same ones from device q
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -614,6 +613,3 @@ def _write_preview(path: Path, images: list[np.ndarray]) -> None:
         sheet[r * size:(r + 1) * size, c * size:(c + 1) * size] = img
     cv2.imwrite(str(path), sheet)
 
-
-def result_summary(report: dict) -> str:
-    return json.dumps({k: report[k] for k in ("frames", "people", "hand_counts", "timings_s") if k in report})
