@@ -109,16 +109,6 @@ def look_at(forward: np.ndarray, up_hint: np.ndarray = np.array([0.0, -1.0, 0.0]
     return np.stack([x, y, z], axis=-1)
 
 
-def rotation_6d_to_matrix(d6: np.ndarray) -> np.ndarray:
-    """6D rotation (...,6) to matrices with columns b1, b2, b3 (Gram-Schmidt on the two 3-vectors)."""
-    a1, a2 = d6[..., :3], d6[..., 3:]
-    b1 = a1 / np.linalg.norm(a1, axis=-1, keepdims=True)
-    b2 = a2 - np.sum(b1 * a2, axis=-1, keepdims=True) * b1
-    b2 = b2 / np.linalg.norm(b2, axis=-1, keepdims=True)
-    b3 = np.cross(b1, b2)
-    return np.stack([b1, b2, b3], axis=-1)
-
-
 def average_rotations(R: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Chordal L2 mean of rotations (N,3,3) -> (3,3)."""
     w = np.ones(len(R)) if weights is None else np.asarray(weights, dtype=np.float64)
