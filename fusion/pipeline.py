@@ -40,7 +40,8 @@ from omnimocap.fusion.lifting import fuse_ray_depth, lift_observation
 from omnimocap.hands.estimator import HandEstimator, ViewRequest
 from omnimocap.hands.views import WristView, plan_views, project_to_view
 
-RESULT_FILES = ("fused.npz", "views.npz", "smplx.npz", "report.json", "config.json", "rig.json")
+# Hand views on the contact sheet views_preview.png.
+PREVIEW_VIEWS = 12
 
 
 @dataclass
@@ -404,6 +405,9 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
     for start in range(0, F_pano, config.batch_frames):
         stop = min(F_pano, start + config.batch_frames)
         frames = {}
+        if frame_iter is not None and not (needs_images or len(preview) < PREVIEW_VIEWS):
+            frame_iter.close()  # the preview is full and the backend does not look: stop decoding
+            frame_iter = None
         if frame_iter is not None:
             for _ in range(start, stop):
                 item = next(frame_iter, None)
@@ -416,7 +420,7 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
             keys = [(pv.k, pv.person, pv.side) for pv in planned]
             views = [pv.view for pv in planned]
             images = None
-            if needs_images or (config.preview and len(preview) < 12):
+            if needs_images or (config.preview and len(preview) < PREVIEW_VIEWS):
                 images = _render(frames, keys, views, pano_cam, needs_images, preview)
             for i, pv in enumerate(planned):
                 requests.append(ViewRequest(
@@ -591,13 +595,13 @@ def _render(frames, keys, views, pano_cam, needs_images, preview):
     for k, idx in by_frame.items():
         if k not in frames:
             continue
-        if not needs_images and len(preview) >= 12:
+        if not needs_images and len(preview) >= PREVIEW_VIEWS:
             break
         rendered = render_views(frames[k], pano_cam, [views[i] for i in idx])
         for j, i in enumerate(idx):
             images[i] = rendered[j]
-        if len(preview) < 12 and k % 15 == 0:
-            preview.extend(rendered[: 12 - len(preview)])
+        if len(preview) < PREVIEW_VIEWS and k % 15 == 0:
+            preview.extend(rendered[: PREVIEW_VIEWS - len(preview)])
     return images if needs_images else None
 
 
