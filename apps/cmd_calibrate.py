@@ -22,6 +22,12 @@ BOARD_MIN_KINECT_POSES of those still runs is placed from it (its colour frame n
 solved jointly with the reference's and composed with both devices' colour-to-depth extrinsics); the
 poses used go to ``inputs.kinect_poses_from_board`` and the residuals, with the skeleton-based estimate
 it replaced, to ``residuals.kinects``. A Kinect that never saw the board keeps its skeleton-based pose.
+The panorama's side of ``--method markerless`` and of ``sync`` (``--observer``): ``simulated`` (the
+simulated observer's joint bearings; simulated sessions only, the default there), ``detector``
+(WiLoR's hand detector over the 360 frames: search views from nothing, then views around the
+Kinect hands; the default for recorded sessions, needs ``detector.pt``), or ``simulated-detector``
+(simulated detector boxes in those same views; simulated sessions only). See
+calibration/pano_hands.py.
 A simulated session's ground truth lives in ``truth/rig.json`` and is never written; the session's
 own ``rig.json`` (which starts as a copy of the truth) is replaced by the estimate, and the command
 says so.
@@ -32,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -41,7 +48,12 @@ from omnimocap.calibration.markerless import calibrate_markerless
 from omnimocap.calibration.observations import (
     TRACKS_PER_PERSON, KinectTracks, kinect_wrist_tracks, pano_observations,
 )
-from omnimocap.calibration.rig import Rig
+from omnimocap.calibration.pano_hands import (
+    DETECTION_MAX_ROTATION_STD_DEG, DETECTION_MAX_TRANSLATION_STD_MM, DETECTION_NOISE_AR_ORDER, DETECTION_NOISE_DEG,
+    DetectedHands,
+    ImageViewDetector, ViewDetector, detect_hands,
+)
+from omnimocap.calibration.rig import Rig, TimeMap
 from omnimocap.calibration.timesync import coarse_time_map, fine_time_map, rate_std_ppm
 from omnimocap.calibration.transforms import invert_pose, relative_angle_deg, transform_points
 from omnimocap.calibration.world_frame import (
@@ -51,7 +63,7 @@ from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.pano import PanoReader, read_pano_timestamps
 from omnimocap.capture.session import Session
-from omnimocap.errors import InputError, UserError
+from omnimocap.errors import InputError, ModelFilesMissing, UserError
 from omnimocap.fusion.skeleton_fusion import BodyTrack, resample_track
 
 
@@ -63,14 +75,75 @@ def register(subparsers) -> None:
     p.add_argument("--kinects", choices=("estimate", "rig"), default=None,
                    help="estimate the Kinects' poses and the world frame (default when the reference Kinect "
                         "recorded its IMU) or keep the rig's (default otherwise)")
-    p.add_argument("--noise-deg", type=float, default=0.2,
-                   help="angular noise of the simulated observer (simulated sessions only; default 0.2)")
+    _observer_arguments(p)
+    p.add_argument("--search-frames", type=int, default=150,
+                   help="360 frames searched whole for hands when calibrating from nothing (default 150)")
+    p.add_argument("--refine", action="store_true",
+                   help="markerless: start from the rig's current 360 pose and clock (a previous calibration) "
+                        "instead of searching from nothing")
     p.set_defaults(func=run_calibrate)
     s = subparsers.add_parser("sync", help="estimate the 360 camera's time map (offset and rate) from motion")
     s.add_argument("session", metavar="SESSION_DIR")
-    s.add_argument("--noise-deg", type=float, default=0.2,
-                   help="angular noise of the simulated observer (simulated sessions only; default 0.2)")
+    _observer_arguments(s)
     s.set_defaults(func=run_sync)
+
+
+OBSERVERS = ("auto", "simulated", "detector", "simulated-detector")
+
+
+def _observer_arguments(p) -> None:
+    p.add_argument("--observer", choices=OBSERVERS, default="auto",
+                   help="what sees the people in the panorama: the simulated observer (default for simulated sessions), "
+                        "WiLoR's hand detector (default otherwise) or the simulated detector")
+    p.add_argument("--noise-deg", type=float, default=0.2,
+                   help="angular noise of the simulated observer (simulated sessions only; default 0.2)")
+    p.add_argument("--detector", metavar="PATH", default=None,
+                   help="the hand detector's weights (default: <models>/wilor/detector.pt)")
+    p.add_argument("--device", default="cpu", help="torch device of the detector (cpu, cuda)")
+    p.add_argument("--stride", type=int, default=1, help="detect hands in every N-th 360 frame (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _detector_options(args) -> dict:
+    return {"observer": args.observer, "detector": args.detector, "device": args.device, "stride": args.stride,
+            "progress": not args.quiet}
+
+
+def _observer_kind(session: Session, observer: str) -> str:
+    if observer == "auto":
+        return "simulated" if session.manifest.simulated else "detector"
+    if observer.startswith("simulated") and not session.manifest.simulated:
+        raise UserError(f"--observer {observer} needs a simulated session (with truth/)", path=session.root,
+                        fix="use --observer detector on recorded sessions")
+    return observer
+
+
+def view_detector(session: Session, kind: str, detector: str | None = None, device: str = "cpu") -> ViewDetector:
+    """The panorama's hand detector for ``kind`` "detector" (WiLoR's ``detector.pt``) or
+    "simulated-detector"."""
+    if kind == "simulated-detector":
+        from omnimocap.hands.sim_backend import SimViewDetector
+
+        return SimViewDetector(session.root)
+    from omnimocap.apps.cmd_models import default_models_dir, missing_message
+    from omnimocap.hands.wilor.detector import HandDetector
+
+    if detector is None:
+        models = default_models_dir()
+        msg = missing_message(models, ("wilor/detector.pt",))
+        if msg:
+            raise ModelFilesMissing(msg + " (or pass --detector PATH, or calibrate with --method board)")
+        path = models / "wilor/detector.pt"
+    else:
+        path = Path(detector).expanduser()
+        if not path.is_file():
+            raise ModelFilesMissing("the hand detector's weights are missing", path=path,
+                                    fix="run `omnimocap models download`, or give the right --detector PATH")
+    entry = session.pano()
+    if not entry.recording:
+        raise InputError("the session has no 360 video to detect hands in", path=session.root / "session.json")
+    reader = PanoReader(session.path(entry.recording), session.path(entry.timestamps or "pano_frames.csv"))
+    return ImageViewDetector(HandDetector(path, device=device), EquirectCamera(reader.width, reader.height))
 
 
 def _load_rig(session: Session) -> Rig:
@@ -103,35 +176,102 @@ def _observer_inputs(obs) -> dict:
     return {"pano_observer": "hand detections", "simulated_observer": False}
 
 
+def _detection_inputs(detected: DetectedHands, detector: ViewDetector) -> dict:
+    weights = getattr(getattr(detector, "detector", None), "weights", None)
+    name = str(weights) if weights is not None else type(detector).__name__
+    return {"pano_observer": f"hand detections ({name}) against the Kinect hand centres",
+            "simulated_observer": False, "detections": detected.info}
+
+
+# Detections are associated with the Kinect hands under the current pose and clock, so association
+# and solve alternate: the first solve starts from the search's pose, the second from the first's.
+ASSOCIATION_ROUNDS = 2
+
+
+def _with_rate(time_map: TimeMap, rate_of: TimeMap, t: float) -> TimeMap:
+    """``time_map``'s session time at ``t`` with ``rate_of``'s rate (the rate prior's centre)."""
+    return TimeMap(rate_of.a, float(time_map.to_session(t) - rate_of.a * t))
+
+
 def run_calibrate(args) -> int:
-    print(json.dumps(calibrate_session(args.session, args.method, args.noise_deg, kinects=args.kinects)))
+    print(json.dumps(calibrate_session(args.session, args.method, args.noise_deg, kinects=args.kinects,
+                                       search_frames=args.search_frames, refine=args.refine,
+                                       **_detector_options(args))))
     return 0
 
 
 def calibrate_session(session_dir, method: str = "markerless", noise_deg: float = 0.2,
-                      kinects: str | None = None) -> dict:
+                      kinects: str | None = None, observer: str = "auto", detector: str | None = None,
+                      device: str = "cpu", stride: int = 1, search_frames: int = 150, refine: bool = False,
+                      progress: bool = False) -> dict:
     """Solve the Kinects' poses and the world frame (``kinects="estimate"``; by default when the
     reference Kinect recorded its IMU, else ``"rig"``: keep the rig's), then the 360 camera's pose
-    and time map, and write the session's rig.json; returns the 360 camera's residuals."""
+    and time map, and write the session's rig.json; returns the 360 camera's residuals.
+    ``observer`` (see the module docstring) chooses the panorama's side of the markerless method;
+    ``refine`` starts it from the rig's current 360 pose (relative to the reference Kinect) and
+    clock instead of searching from nothing."""
     session = Session.open(session_dir)
     previous = _load_rig(session)
     serial = _reference(session, previous)
+    kind = _observer_kind(session, observer) if method == "markerless" else None
+    start = _previous_calibration(session, previous, serial) if refine and method == "markerless" else None
     kinect_rig = kinect_poses(session, previous, serial, kinects)
     if method == "board":
         return _calibrate_board(session, previous, kinect_rig)
-    obs = pano_observations(session, noise_deg=noise_deg)
-    coarse = coarse_time_map(obs.t_pano, obs.t_host)
-    tracks: KinectTracks = kinect_wrist_tracks(session, serial, kinect_rig, obs.bearings.shape[1] // TRACKS_PER_PERSON)
-    res = calibrate_markerless(obs.t_pano, obs.bearings, tracks.t_session, tracks.points, init_time=coarse,
-                               rate_prior_std_ppm=rate_std_ppm(obs.t_pano, coarse))
+    if kind == "simulated":
+        obs = pano_observations(session, noise_deg=noise_deg)
+        coarse = coarse_time_map(obs.t_pano, obs.t_host)
+        tracks: KinectTracks = kinect_wrist_tracks(session, serial, kinect_rig,
+                                                   obs.bearings.shape[1] // TRACKS_PER_PERSON)
+        init_T, init_time, search = None, coarse, 0.5
+        if start is not None:
+            init_T, init_time, search = start[0], _with_rate(start[1], coarse, float(np.median(obs.t_pano))), 0.1
+        res = calibrate_markerless(obs.t_pano, obs.bearings, tracks.t_session, tracks.points, traj_sigma=tracks.sigma,
+                                   init_time=init_time,
+                                   init_T_kinect_pano=init_T, search_s=search,
+                                   rate_prior_std_ppm=rate_std_ppm(obs.t_pano, coarse))
+        observer_inputs = _observer_inputs(obs)
+    else:
+        det = view_detector(session, kind, detector, device)
+        detected = detect_hands(session, kinect_wrist_tracks(session, serial, kinect_rig), det, stride=stride,
+                                search_frames=search_frames, progress=progress,
+                                T_kinect_pano=None if start is None else start[0],
+                                init_time=None if start is None else start[1])
+        coarse = coarse_time_map(detected.t_pano, detected.t_host)
+        prior = rate_std_ppm(detected.t_pano, coarse)
+        T, tm, search = detected.T_kinect_pano, detected.time_map, 0.25 if start is None else 0.1
+        for _ in range(ASSOCIATION_ROUNDS):
+            obs = detected.observations(T, tm)
+            t_mid = float(np.median(obs.t_pano))
+            res = calibrate_markerless(obs.t_pano, obs.bearings, detected.candidates.t_session,
+                                       detected.candidates.points, traj_sigma=detected.candidates.sigma,
+                                       init_time=_with_rate(tm, coarse, t_mid),
+                                       init_T_kinect_pano=T, search_s=search, noise_deg=DETECTION_NOISE_DEG,
+                                       rate_prior_std_ppm=prior,
+                                       max_rotation_std_deg=DETECTION_MAX_ROTATION_STD_DEG,
+                                       max_translation_std_mm=DETECTION_MAX_TRANSLATION_STD_MM,
+                                       noise_ar_order=DETECTION_NOISE_AR_ORDER)
+            T, tm, search = res.T_kinect_pano, res.time_map, 0.05
+        observer_inputs = _detection_inputs(detected, det)
     rig = Rig(dict(kinect_rig.T_world_sensor), dict(previous.time_maps), method="markerless", is_truth=False)
     rig.T_world_sensor["pano"] = kinect_rig.pose(f"kinect_{serial}") @ res.T_kinect_pano
     rig.time_maps["pano"] = res.time_map
     rig.residuals = {**kinect_rig.residuals, "pano": res.to_json()}
     rig.inputs = {"reference_kinect": serial, "pano_frames": int(len(obs.t_pano)), **kinect_rig.inputs,
-                  **_observer_inputs(obs)}
+                  **observer_inputs, "started_from": f"rig: {previous.method}" if start is not None else "nothing"}
     _write(session, rig, previous)
     return {"method": "markerless", **rig.residuals["pano"]}
+
+
+def _previous_calibration(session: Session, previous: Rig, serial: str) -> tuple[np.ndarray, TimeMap]:
+    """The rig's 360 pose relative to the reference Kinect and its 360 time map, to refine from."""
+    if previous.is_truth:
+        raise UserError("--refine needs a previous calibration, and rig.json holds the simulated truth",
+                        path=session.rig_path, fix="calibrate without --refine first")
+    if "pano" not in previous.T_world_sensor or "pano" not in previous.time_maps:
+        raise InputError("--refine needs the 360 camera's pose and time map in rig.json", path=session.rig_path,
+                         fix="calibrate without --refine first")
+    return invert_pose(previous.pose(f"kinect_{serial}")) @ previous.pose("pano"), previous.time_map("pano")
 
 
 # Depth frames of the reference Kinect (spread over the recording) whose points the floor is fitted to.
@@ -393,27 +533,48 @@ def _board_kinects(session: Session, rig: Rig, previous: Rig, spec: BoardSpec, r
 
 
 def run_sync(args) -> int:
-    print(json.dumps(sync_session(args.session, args.noise_deg)))
+    print(json.dumps(sync_session(args.session, args.noise_deg, **_detector_options(args))))
     return 0
 
 
-def sync_session(session_dir, noise_deg: float = 0.2) -> dict:
+def sync_session(session_dir, noise_deg: float = 0.2, observer: str = "auto", detector: str | None = None,
+                 device: str = "cpu", stride: int = 1, progress: bool = False) -> dict:
     """Estimate the 360 camera's time map from motion with the rig's current pose; writes rig.json
     and returns the time map and residuals."""
     session = Session.open(session_dir)
     previous = _load_rig(session)
     serial = _reference(session, previous)
+    kind = _observer_kind(session, observer)
+    T_world_kinect = previous.pose(f"kinect_{serial}")
     T_world_pano = previous.pose("pano")
-    obs = pano_observations(session, noise_deg=noise_deg)
-    coarse = coarse_time_map(obs.t_pano, obs.t_host)
-    tracks = kinect_wrist_tracks(session, serial, previous, obs.bearings.shape[1] // TRACKS_PER_PERSON)
-    traj = transform_points(previous.pose(f"kinect_{serial}"), tracks.points)
-    res = fine_time_map(obs.t_pano, obs.bearings, tracks.t_session, traj, T_world_pano, coarse,
-                        rate_prior_std_ppm=rate_std_ppm(obs.t_pano, coarse))
+    if kind == "simulated":
+        obs = pano_observations(session, noise_deg=noise_deg)
+        coarse = coarse_time_map(obs.t_pano, obs.t_host)
+        tracks = kinect_wrist_tracks(session, serial, previous, obs.bearings.shape[1] // TRACKS_PER_PERSON)
+        traj = transform_points(T_world_kinect, tracks.points)
+        res = fine_time_map(obs.t_pano, obs.bearings, tracks.t_session, traj, T_world_pano, coarse,
+                            traj_sigma=tracks.sigma, rate_prior_std_ppm=rate_std_ppm(obs.t_pano, coarse))
+        observer_inputs = _observer_inputs(obs)
+    else:
+        det = view_detector(session, kind, detector, device)
+        T_kinect_pano = invert_pose(T_world_kinect) @ T_world_pano
+        detected = detect_hands(session, kinect_wrist_tracks(session, serial, previous), det,
+                                T_kinect_pano=T_kinect_pano, stride=stride, progress=progress)
+        coarse = coarse_time_map(detected.t_pano, detected.t_host)
+        tm, search = coarse, 0.25
+        for _ in range(ASSOCIATION_ROUNDS):
+            obs = detected.observations(T_kinect_pano, tm, gate_deg=8.0 if tm is coarse else 6.0)
+            res = fine_time_map(obs.t_pano, obs.bearings, detected.candidates.t_session, detected.candidates.points,
+                                T_kinect_pano, _with_rate(tm, coarse, float(np.median(obs.t_pano))),
+                                traj_sigma=detected.candidates.sigma, noise_ar_order=DETECTION_NOISE_AR_ORDER,
+                                search_s=search, noise_deg=DETECTION_NOISE_DEG,
+                                rate_prior_std_ppm=rate_std_ppm(detected.t_pano, coarse))
+            tm, search = res.time_map, 0.05
+        observer_inputs = _detection_inputs(detected, det)
     rig = Rig(dict(previous.T_world_sensor), dict(previous.time_maps),
               method=previous.method if not previous.is_truth else "sync", is_truth=False,
               residuals={**previous.residuals, "pano_sync": res.to_json()},
-              inputs={**previous.inputs, "sync_reference_kinect": serial, **_observer_inputs(obs)})
+              inputs={**previous.inputs, "sync_reference_kinect": serial, **observer_inputs})
     rig.time_maps["pano"] = res.time_map
     _write(session, rig, previous)
     return {"a": res.time_map.a, "b": res.time_map.b, **res.to_json()}

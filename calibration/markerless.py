@@ -26,7 +26,7 @@ import numpy as np
 
 from omnimocap.calibration.rig import TimeMap
 from omnimocap.calibration.timesync import (
-    BearingProblem, SyncResult, TrackSplines, flatten_observations, fine_time_map, track_motion_m,
+    BearingProblem, SyncResult, TrackSplines, flatten_observations, fine_time_map, offset_grid, track_motion_m,
 )
 from omnimocap.calibration.transforms import invert_pose, make_pose
 from omnimocap.errors import UserError
@@ -54,16 +54,20 @@ class MarkerlessResult:
 
 
 def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.ndarray, points_kinect: np.ndarray,
-                         *, init_time: TimeMap | None = None, init_T_kinect_pano: np.ndarray | None = None,
+                         *, traj_sigma: np.ndarray | None = None, init_time: TimeMap | None = None,
+                         init_T_kinect_pano: np.ndarray | None = None,
                          search_s: float = 0.5, step_s: float = 1 / 30, ransac_iterations: int = 300,
                          inlier_deg: float = 2.0, noise_deg: float = 0.3, rate_prior_std_ppm: float | None = None,
                          max_rotation_std_deg: float = 0.5, max_translation_std_mm: float = 25.0,
-                         seed: int = 0) -> MarkerlessResult:
+                         noise_ar_order: int = 2, seed: int = 0) -> MarkerlessResult:
     """Solve ``T_kinect_pano`` and the pano time map from motion.
 
     ``t_pano`` (F,) camera-clock frame times; ``bearings`` (F,K,3) unit directions in the panorama
     frame of K tracked points (NaN where unseen); ``t_kinect`` (N,) session-clock times and
-    ``points_kinect`` (N,K,3) the same points in the Kinect depth frame (metres, NaN where untracked).
+    ``points_kinect`` (N,K,3) the same points in the Kinect depth frame (metres, NaN where untracked);
+    ``traj_sigma`` (N,K) their relative noise (e.g. ``KinectTracks.sigma``; NaN or inf = untracked;
+    default all 1), which weighs the refinement, and ``noise_ar_order`` its noise model (see
+    :func:`omnimocap.calibration.timesync.fine_time_map`).
     ``init_time`` (default: identity clock) must be within ``search_s`` of the true offset; its rate
     is the starting rate, a measurement of ``rate_prior_std_ppm`` (ppm) when given (see
     :func:`omnimocap.calibration.timesync.rate_std_ppm`). With ``init_T_kinect_pano`` the RANSAC stage is skipped (refinement only).
@@ -75,7 +79,7 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
     if len(tp) == 0:
         raise UserError("no bearings of the tracked joints were observed in the panorama; markerless "
                         "calibration needs people (their hands) visible to the 360 camera")
-    splines = TrackSplines(t_kinect, points_kinect, smooth_hz=3.0)
+    splines = TrackSplines(t_kinect, points_kinect, sigma=traj_sigma, smooth_hz=3.0)
     problem = BearingProblem(splines, tp, track, f, init_time, np.eye(4), search_s)
     frames = len(np.unique(problem.t_pano))
     if len(problem) < MIN_OBSERVATIONS or frames < MIN_FRAMES:
@@ -103,8 +107,8 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
     else:
         start, refine_search = init_time, search_s
     sync = fine_time_map(t_pano, bearings, t_kinect, points_kinect, init_T_kinect_pano, start,
-                         refine_extrinsics=True, search_s=refine_search, noise_deg=noise_deg,
-                         rate_prior_std_ppm=rate_prior_std_ppm,
+                         traj_sigma=traj_sigma, refine_extrinsics=True, search_s=refine_search,
+                         noise_deg=noise_deg, rate_prior_std_ppm=rate_prior_std_ppm, noise_ar_order=noise_ar_order,
                          min_observations=MIN_OBSERVATIONS, min_frames=MIN_FRAMES, min_motion_m=MIN_MOTION_M)
     if sync.n_inliers < 0.5 * sync.n_observations:
         raise UserError(f"only {sync.n_inliers} of {sync.n_observations} bearings agree with the solved pose; "
@@ -125,7 +129,7 @@ def _ransac_over_offsets(problem: BearingProblem, search_s: float, step_s: float
     seg, f = problem.seg[sel], problem.bearings[sel]
     samples = np.stack([rng.choice(len(sel), size=6, replace=False) for _ in range(iterations)])
     best = (None, 0.0, -1.0)
-    for d in np.arange(-search_s, search_s + step_s / 2, step_s):
+    for d in offset_grid(search_s, step_s):
         X = problem.splines.evaluate(seg, t + d)
         T, frac = ransac_bearing_pose(X, f, samples, threshold_rad)
         if frac > best[2]:

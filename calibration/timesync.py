@@ -10,7 +10,9 @@ Three estimators, from coarse to fine:
   bearings in the panorama on the camera clock. The map (and optionally the panorama's pose) is the
   one under which the bearings of the Kinect trajectories, interpolated (cubic, sub-frame) at
   ``a * t_pano + b``, agree best with the observed bearings, with a robust loss on the angular
-  residuals. The rate is estimated with the offset, so clock drift over long sessions is absorbed.
+  residuals, each weighed by its expected noise (bearing noise, and the trajectory's noise at its
+  distance) and whitened along its track (the tracker's noise drifts slowly). The rate is estimated
+  with the offset, so clock drift over long sessions is absorbed.
 * :func:`flash_events` / :func:`align_flash_events`: a brightness step (a flash, a light switched on)
   seen by both streams, located to a fraction of a frame.
 
@@ -85,33 +87,49 @@ class TrackSplines:
     time) to each segment first: body motion is slow next to the sensor's frame rate, so this removes
     much of the per-frame noise without delaying the trajectory. It assumes near-uniform sampling
     within a segment.
+
+    ``sigma`` (N,K) is each sample's noise relative to a reference point noise (default: all 1);
+    samples where it is NaN or infinite count as missing. The smoothed trajectory averages the noise
+    of neighbouring samples, so :meth:`relative_noise` reports the RMS of ``sigma`` over the same
+    low-pass window (the filter applied to the variances).
     """
 
-    def __init__(self, t: np.ndarray, points: np.ndarray, *, smooth_hz: float | None = None,
-                 max_gap_s: float = 0.25, min_samples: int = 6):
+    def __init__(self, t: np.ndarray, points: np.ndarray, *, sigma: np.ndarray | None = None,
+                 smooth_hz: float | None = None, max_gap_s: float = 0.25, min_samples: int = 6):
         t = np.asarray(t, dtype=np.float64)
         points = np.asarray(points, dtype=np.float64)
         if points.ndim != 3 or points.shape[0] != len(t) or points.shape[2] != 3:
             raise ValueError(f"points must be (N,K,3) with N = len(t), got {points.shape} for {len(t)} times")
         if np.any(np.diff(t) <= 0):
             raise ValueError("trajectory times must increase strictly")
+        if sigma is None:
+            var = np.ones(points.shape[:2])
+        else:
+            sigma = np.asarray(sigma, dtype=np.float64)
+            if sigma.shape != points.shape[:2]:
+                raise ValueError(f"sigma must be (N,K) = {points.shape[:2]}, got {sigma.shape}")
+            var = np.where(np.isfinite(sigma) & (sigma > 0), sigma, np.nan) ** 2
         self.num_tracks = points.shape[1]
         self.t0: list[float] = []
         self.t1: list[float] = []
         self.track: list[int] = []
         self.splines: list[CubicSpline] = []
+        self.variance: list[tuple[np.ndarray, np.ndarray]] = []
         for k in range(self.num_tracks):
-            finite = np.all(np.isfinite(points[:, k]), axis=-1)
+            finite = np.all(np.isfinite(points[:, k]), axis=-1) & np.isfinite(var[:, k])
             for lo, hi in _runs(finite, t, max_gap_s):
                 if hi - lo < min_samples:
                     continue
-                ts, ps = t[lo:hi], points[lo:hi, k]
+                ts, ps, vs = t[lo:hi], points[lo:hi, k], var[lo:hi, k]
                 if smooth_hz:
                     ps = _lowpass(ts, ps, smooth_hz)
+                    # The filter's small negative lobes could push a variance below any sample's.
+                    vs = np.clip(_lowpass(ts, vs, smooth_hz), vs.min(), vs.max())
                 self.t0.append(ts[0])
                 self.t1.append(ts[-1])
                 self.track.append(k)
                 self.splines.append(CubicSpline(ts, ps, axis=0))
+                self.variance.append((ts, vs))
 
     def locate(self, track: np.ndarray, t_query: np.ndarray, margin: float = 0.0) -> np.ndarray:
         """Segment index (M,) holding each query (track k, time t) with ``margin`` seconds to spare on
@@ -129,6 +147,16 @@ class TrackSplines:
         for s in np.unique(seg):
             m = seg == s
             out[m] = self.splines[s](t_query[m], nu)
+        return out
+
+    def relative_noise(self, seg: np.ndarray, t_query: np.ndarray) -> np.ndarray:
+        """Relative noise (M,) of the (smoothed) positions at ``t_query`` in segments ``seg`` (all >= 0):
+        the RMS of ``sigma`` over the smoothing window, linearly interpolated between samples."""
+        out = np.empty(len(t_query))
+        for s in np.unique(seg):
+            m = seg == s
+            ts, vs = self.variance[s]
+            out[m] = np.sqrt(np.interp(t_query[m], ts, vs))
         return out
 
 
@@ -161,6 +189,16 @@ def _lowpass(t: np.ndarray, p: np.ndarray, cutoff_hz: float) -> np.ndarray:
 
 
 # --- fine: motion ------------------------------------------------------------------------------------
+
+# Finite-difference step of the fit's parameters (ppm, ms, mrad, mm).
+FD_STEP = 1e-5
+
+
+def offset_grid(search_s: float, step_s: float) -> np.ndarray:
+    """Offsets (seconds) from ``-search_s`` to ``search_s`` in steps of ``step_s``, with an exact 0."""
+    n = int(np.floor(search_s / step_s + 1e-9))
+    return step_s * np.arange(-n, n + 1)
+
 
 @dataclass
 class SyncResult:
@@ -215,6 +253,9 @@ class BearingProblem:
         self.seg = seg[keep]
         self.bearings = bearings[keep]
         self.weights = np.ones(len(self.t_pano))
+        self.ar = np.zeros(0)
+        self.prev = np.zeros((len(self.t_pano), 0), dtype=np.int64)
+        self.start_scale = 1.0
 
     def __len__(self) -> int:
         return len(self.t_pano)
@@ -238,20 +279,67 @@ class BearingProblem:
 
     def residuals(self, x: np.ndarray) -> np.ndarray:
         """Chord vectors (3M,) between predicted and observed bearings (about the angle in radians),
-        each scaled by its observation's weight."""
-        return ((self.predicted(x) - self.bearings) * self.weights[:, None]).ravel()
+        each scaled by its observation's weight, and whitened once :meth:`estimate_whitening` has
+        run."""
+        r = (self.predicted(x) - self.bearings) * self.weights[:, None]
+        return self._whiten(r).ravel()
+
+    def _whiten(self, r: np.ndarray) -> np.ndarray:
+        if not len(self.ar):
+            return r
+        full = np.all(self.prev >= 0, axis=1)
+        e = r.copy()
+        for lag, phi in enumerate(self.ar):
+            e[full] -= phi * r[self.prev[full, lag]]
+        e[~full] *= self.start_scale
+        return e
+
+    def estimate_whitening(self, x: np.ndarray, order: int, inlier: np.ndarray) -> None:
+        """Fit an autoregressive model of ``order`` to the weighted residuals at ``x`` (each track's,
+        over consecutive panorama frames, pooled over the tracks; Yule-Walker) and whiten the
+        residuals with it from now on: :meth:`residuals` becomes each residual minus its prediction
+        from the same track's previous frames, the innovation, and a residual without those
+        frames (the start of a run, or after an outlier, ``inlier`` False) is scaled to the
+        innovation's size. Order 0 turns whitening off."""
+        self.ar = np.zeros(0)
+        if order <= 0:
+            return
+        prev = _predecessors(self.t_pano, self.track, order)
+        prev[(prev >= 0) & ~inlier[np.maximum(prev, 0)]] = -1
+        r = np.where(inlier[:, None], (self.predicted(x) - self.bearings) * self.weights[:, None], 0.0)
+        gamma = [np.sum(r * r) / max(inlier.sum(), 1)]
+        for lag in range(order):
+            ok = (prev[:, lag] >= 0) & inlier
+            gamma.append(np.sum(r[ok] * r[prev[ok, lag]]) / max(ok.sum(), 1))
+        gamma = np.asarray(gamma)
+        if not gamma[0] > 0:
+            return
+        toeplitz = gamma[np.abs(np.subtract.outer(np.arange(order), np.arange(order)))]
+        try:
+            phi = np.linalg.solve(toeplitz, gamma[1:])
+        except np.linalg.LinAlgError:
+            return
+        innovation = gamma[0] - phi @ gamma[1:]
+        if not (np.all(np.isfinite(phi)) and 0 < innovation <= gamma[0]):
+            return
+        self.ar, self.prev = phi, prev
+        self.start_scale = float(np.sqrt(innovation / gamma[0]))
 
     def weigh_by_distance(self, x: np.ndarray, noise_deg: float, point_noise_m: float) -> None:
         """Weights from each observation's expected angular error: the bearing noise ``noise_deg``
-        plus the trajectory's noise ``point_noise_m`` (metres, per axis, after smoothing) seen from
-        the point's distance to the panorama at ``x``. A hand 0.5 m from the camera turns the same
+        plus the trajectory's noise seen from the point's distance to the panorama at ``x``. That
+        noise is ``point_noise_m`` (metres, per axis, after smoothing, for a trajectory of relative
+        noise 1) times the trajectory's relative noise at the observation's time
+        (:meth:`TrackSplines.relative_noise`). A hand 0.5 m from the camera turns the same
         tracking error into three times the angle it makes at 1.5 m; weighted least squares
-        then trusts the far points more. Weights are 1 for a noise-free trajectory."""
+        then trusts the far points, and the well-tracked ones, more. Weights are 1 for a noise-free
+        trajectory."""
         tq = self.time_map(x).to_session(self.t_pano)
         p = transform_points(invert_pose(self.pose(x)), self.splines.evaluate(self.seg, tq))
         dist = np.maximum(np.linalg.norm(p, axis=-1), 0.1)
+        point_noise = point_noise_m * self.splines.relative_noise(self.seg, tq)
         s_obs = np.radians(noise_deg)
-        self.weights = s_obs / np.sqrt(s_obs ** 2 + (point_noise_m / dist) ** 2)
+        self.weights = s_obs / np.sqrt(s_obs ** 2 + (point_noise / dist) ** 2)
 
     def angles_deg(self, x: np.ndarray) -> np.ndarray:
         chord = np.linalg.norm(self.predicted(x) - self.bearings, axis=-1)
@@ -260,7 +348,7 @@ class BearingProblem:
     def scan_offset(self, x: np.ndarray, search_s: float, step_s: float) -> np.ndarray:
         """``x`` with its offset replaced by the grid value of least median angle."""
         best, best_x = np.inf, x
-        for d in np.arange(-search_s, search_s + step_s / 2, step_s):
+        for d in offset_grid(search_s, step_s):
             trial = x.copy()
             trial[1] = x[1] + d * 1e3
             med = np.median(self.angles_deg(trial))
@@ -268,18 +356,31 @@ class BearingProblem:
                 best, best_x = med, trial
         return best_x
 
-    def solve(self, x0: np.ndarray, noise_deg: float,
-              rate_prior_std_ppm: float | None = None) -> tuple[np.ndarray, dict]:
+    def solve(self, x0: np.ndarray, noise_deg: float, rate_prior_std_ppm: float | None = None,
+              noise_ar_order: int = 0) -> tuple[np.ndarray, dict]:
         """Robust (soft-L1) least squares from ``x0``; returns the solution and its statistics.
 
-        Residuals of one track are correlated over neighbouring frames (the Kinect noise, smoothed, and
-        the motion the model misses), so the covariance is inflated by the integrated autocorrelation
-        time of the residuals. ``rate_prior_std_ppm`` adds the initial rate as a measurement of that
-        uncertainty (the host arrival times measure the rate independently of the latency), weighted
-        against the motion with the same correction."""
+        Residuals of one track are correlated over neighbouring frames: the Kinect joint noise is
+        partly slow (it drifts over a fraction of a second, which no low-pass removes without
+        removing the motion too), and the smoothing correlates the rest. Ordinary least squares
+        treats every frame as new evidence; the covariance inflated by the autocorrelation time at
+        zero lag then overstates the uncertainty (about twice the scatter of the errors on simulated
+        sessions). With ``noise_ar_order`` > 0, a first fit's residuals give an autoregressive noise
+        model that whitens them (:meth:`estimate_whitening`) and the fit is repeated on the
+        innovations (generalised least squares). Whatever correlation remains inflates the
+        covariance by the residuals' integrated autocorrelation time.
+        ``rate_prior_std_ppm`` adds the initial rate as a measurement of that uncertainty (the host
+        arrival times measure the rate independently of the latency), weighted against the motion
+        with the same correction."""
         scale = np.radians(2.0 * noise_deg)
         fit = self._fit(x0, scale, 0.0)
         stats = self._stats(fit, noise_deg, None)
+        if noise_ar_order > 0:
+            self.estimate_whitening(fit.x, noise_ar_order, stats["inlier"])
+            # The innovations are smaller than the residuals; the outlier threshold follows.
+            scale *= self.start_scale if len(self.ar) else 1.0
+            fit = self._fit(fit.x, scale, 0.0)
+            stats = self._stats(fit, noise_deg, None)
         if rate_prior_std_ppm:
             w = stats["sigma"] * np.sqrt(stats["tau"]) / rate_prior_std_ppm
             fit = self._fit(fit.x, scale, w)
@@ -290,7 +391,13 @@ class BearingProblem:
         def fun(x):
             r = self.residuals(x)
             return np.r_[r, prior_weight * x[0]] if prior_weight else r
-        return least_squares(fun, x0, loss="soft_l1", f_scale=scale, diff_step=1e-5, x_scale=1.0)
+        def jac(x):
+            # Forward differences with an absolute step: the parameters are in units that keep them
+            # O(1), and a relative step (scipy's diff_step) vanishes for a parameter that starts at
+            # a round-off value such as 1e-14 (a zero Jacobian, and a fit that never moves).
+            f0 = fun(x)
+            return np.stack([(fun(x + FD_STEP * e) - f0) / FD_STEP for e in np.eye(len(x))], axis=1)
+        return least_squares(fun, x0, jac=jac, loss="soft_l1", f_scale=scale, x_scale=1.0)
 
     def _stats(self, fit, noise_deg: float, rate_prior_std_ppm: float | None) -> dict:
         x = fit.x
@@ -313,10 +420,29 @@ class BearingProblem:
             "residual_rms_deg": float(np.sqrt(np.mean(ang[inlier] ** 2))) if inlier.any() else float("nan"),
             "residual_median_deg": float(np.median(ang)),
             "n_inliers": int(inlier.sum()),
+            "inlier": inlier,
             "sigma": float(np.sqrt(sigma2)),
             "tau": tau,
             "std": std,
         }
+
+
+def _predecessors(t: np.ndarray, track: np.ndarray, order: int) -> np.ndarray:
+    """Index (M, order) of each observation's own track's observation 1..order frames earlier, -1 where
+    that frame has none; frames are counted from the times' typical step, so dropped frames count."""
+    u = np.unique(t)
+    step = np.median(np.diff(u)) if len(u) > 1 else 1.0
+    frame = np.r_[0, np.cumsum(np.maximum(np.round(np.diff(u) / step), 1))].astype(np.int64)
+    f = frame[np.searchsorted(u, t)]
+    key = track.astype(np.int64) * (frame[-1] + order + 1) + f
+    idx = np.argsort(key)
+    sorted_key = key[idx]
+    out = np.full((len(t), order), -1, dtype=np.int64)
+    for lag in range(1, order + 1):
+        pos = np.clip(np.searchsorted(sorted_key, key - lag), 0, len(key) - 1)
+        hit = sorted_key[pos] == key - lag
+        out[:, lag - 1] = np.where(hit, idx[pos], -1)
+    return out
 
 
 def _autocorrelation_time(res: np.ndarray, track: np.ndarray, t: np.ndarray, max_lag: int = 30) -> float:
@@ -349,22 +475,27 @@ def flatten_observations(t_pano: np.ndarray, bearings: np.ndarray) -> tuple[np.n
 
 
 def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, traj: np.ndarray,
-                  T_ref_pano: np.ndarray, init: TimeMap, *, refine_extrinsics: bool = False,
-                  rate_prior_std_ppm: float | None = None, search_s: float = 0.25, noise_deg: float = 0.3,
-                  smooth_hz: float | None = 3.0, point_noise_m: float = 0.01, window_s: float = 60.0,
+                  T_ref_pano: np.ndarray, init: TimeMap, *, traj_sigma: np.ndarray | None = None,
+                  refine_extrinsics: bool = False, rate_prior_std_ppm: float | None = None,
+                  search_s: float = 0.25, noise_deg: float = 0.3, smooth_hz: float | None = 3.0,
+                  point_noise_m: float = 0.01, noise_ar_order: int = 2, window_s: float = 60.0,
                   min_observations: int = 100, min_frames: int = 60, min_motion_m: float = 0.03) -> SyncResult:
     """Time map of the panorama from motion.
 
     ``t_pano`` (F,) frame times on the camera clock; ``bearings`` (F,K,3) observed directions of K
     tracked points (e.g. each person's two wrists) in the panorama frame, NaN where unseen;
     ``t_traj`` (N,) session-clock times and ``traj`` (N,K,3) the same points from the Kinects in the
-    reference frame (metres; NaN where untracked); ``T_ref_pano`` the panorama's pose in that frame;
+    reference frame (metres; NaN where untracked); ``traj_sigma`` (N,K) each trajectory sample's
+    noise relative to ``point_noise_m`` (e.g. ``KinectTracks.sigma`` of ``calibration/observations.py``;
+    NaN or inf = untracked; default all 1); ``T_ref_pano`` the panorama's pose in that frame;
     ``init`` a starting map (e.g. :func:`coarse_time_map`) whose offset may be off by up to
     ``search_s`` seconds; ``rate_prior_std_ppm`` (see :func:`rate_std_ppm`) makes ``init``'s rate a
     measurement with that uncertainty. ``noise_deg`` sets the robust loss scale; ``smooth_hz`` the
     low-pass of the trajectories (:class:`TrackSplines`); ``point_noise_m`` their remaining noise
     (metres per axis), which weighs the observations by distance (see
-    :meth:`BearingProblem.weigh_by_distance`; 0 weighs all alike). With ``refine_extrinsics`` the
+    :meth:`BearingProblem.weigh_by_distance`; 0 weighs all alike); ``noise_ar_order`` the order of the
+    autoregressive model that whitens each track's correlated residuals (see
+    :meth:`BearingProblem.solve`; 0: none). With ``refine_extrinsics`` the
     panorama's rotation and translation are refined jointly. Sessions longer than ``2 * window_s``
     first get per-window offsets (so a large rate error in ``init`` cannot defeat the offset scan),
     then one fit over everything.
@@ -376,7 +507,7 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
     if len(tp) == 0:
         raise UserError("no hand bearings were observed in the panorama; the time map needs people moving "
                         "their hands in view of the 360 camera")
-    splines = TrackSplines(t_traj, traj, smooth_hz=smooth_hz)
+    splines = TrackSplines(t_traj, traj, sigma=traj_sigma, smooth_hz=smooth_hz)
     problem = BearingProblem(splines, tp, track, b, init, T_ref_pano, search_s)
     frames = len(np.unique(problem.t_pano))
     if len(problem) < min_observations or frames < min_frames:
@@ -399,7 +530,7 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
         x = problem.scan_offset(x, search_s, step_s=0.005)
     if point_noise_m:
         problem.weigh_by_distance(x, noise_deg, point_noise_m)
-    x, stats = problem.solve(x, noise_deg, rate_prior_std_ppm)
+    x, stats = problem.solve(x, noise_deg, rate_prior_std_ppm, noise_ar_order)
     std = stats["std"]
     tm = problem.time_map(x)
     return SyncResult(
@@ -450,6 +581,7 @@ def _subset(problem: BearingProblem, mask: np.ndarray) -> BearingProblem:
     sub.t_pano, sub.track = problem.t_pano[mask], problem.track[mask]
     sub.seg, sub.bearings = problem.seg[mask], problem.bearings[mask]
     sub.weights = problem.weights[mask]
+    sub.ar = np.zeros(0)
     return sub
 
 

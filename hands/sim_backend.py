@@ -43,6 +43,7 @@ from omnimocap.data.skeletons import SIDES
 from omnimocap.errors import InputError
 from omnimocap.fusion.interpolate import interpolate_positions, interpolate_rotations
 from omnimocap.hands.estimator import HandObservation, ViewRequest
+from omnimocap.hands.wilor.detector import Detections
 
 WILOR_FOCAL = 5000.0
 WILOR_CROP = 256.0
@@ -78,6 +79,19 @@ class SimHandObserver:
         self.noise_deg = float(noise_deg)
         self.dropout = float(dropout)
         self._rng = np.random.default_rng(seed)
+
+    @property
+    def num_people(self) -> int:
+        return int(self._joints.shape[0])
+
+    @property
+    def frame_times(self) -> np.ndarray:
+        """True session time (F,) of every pano frame."""
+        return self._frame_t
+
+    def to_pano(self, points_world: np.ndarray) -> np.ndarray:
+        """World points (...,3) in the true panorama camera frame."""
+        return (points_world - self._pano_centre) @ self._R_pano_world.T
 
     def true_hand(self, person: int, side: str, t_session: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
         """The true hand at a session time: world rotation (3,3), finger rotations (15,3,3),
@@ -153,3 +167,80 @@ class SimHandObserver:
 
     def estimate(self, requests: Sequence[ViewRequest]) -> list[HandObservation | None]:
         return [self.observe(r) for r in requests]
+
+
+class SimViewDetector:
+    """A simulated hand *detector* for the panorama's calibration views (see
+    ``calibration/pano_hands.py``): the boxes a detector would find in each view, from a simulated
+    session's ``truth/``, so that the detection path (views, box centres to bearings, merging,
+    association, solving) runs without network weights. It never looks at the images.
+
+    A hand visible from the 360 camera (``hand_visible``) gives, in every view that holds the centre
+    of its box, the box of its 21 true joints padded by ``pad`` of its size on each side (clipped to
+    the image; dropped when less than half of it is inside), with the detector's faults drawn once
+    per frame and hand so that all views of a frame agree: the box centre moves by ``noise_deg``
+    (standard deviation per image axis, as an angle), the side is swapped with probability
+    ``swap``, the hand is missed with probability ``miss``; each view also reports a false hand
+    anywhere in it with probability ``false_rate``.
+    """
+
+    needs_images = False
+
+    def __init__(self, session_dir: str | Path, noise_deg: float = 0.5, swap: float = 0.05, miss: float = 0.1,
+                 false_rate: float = 0.02, pad: float = 0.15, seed: int = 0):
+        self._truth = SimHandObserver(session_dir)
+        self.noise_deg, self.swap, self.miss, self.false_rate, self.pad = noise_deg, swap, miss, false_rate, pad
+        self.seed = seed
+
+    def _hands(self, frame_index: int) -> list[tuple[np.ndarray, bool, np.ndarray]]:
+        """(joints in the pano frame (21,3), detected side is_right, centre noise (2,) radians) of
+        the hands the detector finds in this frame."""
+        truth = self._truth
+        rng = np.random.default_rng([self.seed, frame_index])
+        people = truth.num_people
+        draws = rng.random((people, len(SIDES), 2))
+        noise = rng.normal(scale=np.radians(self.noise_deg), size=(people, len(SIDES), 2))
+        out = []
+        if not 0 <= frame_index < len(truth.frame_times):
+            return out
+        for p in range(people):
+            for s, side in enumerate(SIDES):
+                _, _, joints, visible = truth.true_hand(p, side, float(truth.frame_times[frame_index]))
+                if not visible or draws[p, s, 0] < self.miss:
+                    continue
+                is_right = (side == "right") != (draws[p, s, 1] < self.swap)
+                out.append((truth.to_pano(joints), is_right, noise[p, s]))
+        return out
+
+    def detect_views(self, frame_index: int, pano_bgr, views) -> list[Detections]:
+        hands = self._hands(frame_index)
+        rng = np.random.default_rng([self.seed, frame_index, 1])
+        out = []
+        for view in views:
+            size = view.size
+            boxes, right = [], []
+            for joints, is_right, noise in hands:
+                d_view = joints @ view.R_pano_view
+                if np.any(d_view[:, 2] <= 0.05):
+                    continue
+                kp = view.camera.project(d_view)
+                lo, hi = kp.min(axis=0), kp.max(axis=0)
+                lo, hi = lo - self.pad * (hi - lo), hi + self.pad * (hi - lo)
+                shift = noise * np.array([view.camera.fx, view.camera.fy])
+                lo, hi = lo + shift, hi + shift
+                c = 0.5 * (lo + hi)
+                if not (0 <= c[0] < size and 0 <= c[1] < size):
+                    continue
+                clo, chi = np.clip(lo, 0, size - 1), np.clip(hi, 0, size - 1)
+                if np.prod(chi - clo) < 0.5 * np.prod(hi - lo):
+                    continue
+                boxes.append(np.r_[clo, chi])
+                right.append(is_right)
+            if rng.random() < self.false_rate:
+                w = rng.uniform(0.05, 0.15) * size
+                x0, y0 = rng.uniform(0, size - w, size=2)
+                boxes.append(np.array([x0, y0, x0 + w, y0 + w]))
+                right.append(bool(rng.random() < 0.5))
+            n = len(boxes)
+            out.append(Detections(np.array(boxes).reshape(n, 4), np.array(right, dtype=bool), np.full(n, 0.9)))
+        return out

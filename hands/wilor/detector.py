@@ -38,6 +38,7 @@ class HandDetector:
     def __init__(self, weights: str | Path, device: str = "cpu", conf: float = DETECTOR_CONF, iou: float = DETECTOR_IOU):
         from ultralytics import YOLO
 
+        self.weights = Path(weights)
         self.model = YOLO(str(weights))
         self.device = device
         self.conf = conf
