@@ -1,5 +1,5 @@
 """``omnimocap calibrate SESSION_DIR [--method markerless|board] [--kinects estimate|rig]`` and
-``omnimocap sync SESSION_DIR``.
+``omnimocap sync SESSION_DIR [--flash]``.
 
 Both write the session's ``rig.json`` atomically: the method, the inputs used and the residuals.
 
@@ -28,6 +28,13 @@ simulated observer's joint bearings; simulated sessions only, the default there)
 Kinect hands; the default for recorded sessions, needs ``detector.pt``), or ``simulated-detector``
 (simulated detector boxes in those same views; simulated sessions only). See
 calibration/pano_hands.py.
+``sync --flash`` times the 360 camera by flashes instead of motion: a light switched on (a flash, a
+lamp) that both the 360 camera and the reference Kinect's colour camera see. Every frame's mean
+brightness is read, the rising steps are located to a fraction of a frame in each stream
+(``flash_events`` of calibration/timesync.py), the Kinect's on the session clock through the rig's
+time map of that Kinect, and paired under the host-arrival map of ``pano_frames.csv``: one flash fixes
+the offset (the rate stays that of the host arrival times), two or more at least a second apart fit
+rate and offset.
 A simulated session's ground truth lives in ``truth/rig.json`` and is never written; the session's
 own ``rig.json`` (which starts as a copy of the truth) is replaced by the estimate, and the command
 says so.
@@ -54,7 +61,10 @@ from omnimocap.calibration.pano_hands import (
     ImageViewDetector, ViewDetector, detect_hands,
 )
 from omnimocap.calibration.rig import Rig, TimeMap
-from omnimocap.calibration.timesync import coarse_time_map, fine_time_map, rate_std_ppm
+from omnimocap.calibration.timesync import (
+    FLASH_MIN_RATE_SPAN_S, align_flash_events, coarse_time_map, fine_time_map, flash_events, frame_brightness,
+    pair_flash_events, rate_std_ppm,
+)
 from omnimocap.calibration.transforms import invert_pose, relative_angle_deg, transform_points
 from omnimocap.calibration.world_frame import (
     align_kinect_skeletons, points_from_depth, reference_world_pose, up_from_accelerometer,
@@ -82,8 +92,13 @@ def register(subparsers) -> None:
                    help="markerless: start from the rig's current 360 pose and clock (a previous calibration) "
                         "instead of searching from nothing")
     p.set_defaults(func=run_calibrate)
-    s = subparsers.add_parser("sync", help="estimate the 360 camera's time map (offset and rate) from motion")
+    s = subparsers.add_parser("sync", help="estimate the 360 camera's time map (offset and rate) from motion or "
+                                           "flashes",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("session", metavar="SESSION_DIR")
+    s.add_argument("--flash", action="store_true",
+                   help="from flashes (a light switched on) seen by the 360 camera and the reference Kinect's "
+                        "colour camera instead of from motion")
     _observer_arguments(s)
     s.set_defaults(func=run_sync)
 
@@ -533,8 +548,101 @@ def _board_kinects(session: Session, rig: Rig, previous: Rig, spec: BoardSpec, r
 
 
 def run_sync(args) -> int:
-    print(json.dumps(sync_session(args.session, args.noise_deg, **_detector_options(args))))
+    if args.flash:
+        print(json.dumps(flash_sync_session(args.session, progress=not args.quiet)))
+    else:
+        print(json.dumps(sync_session(args.session, args.noise_deg, **_detector_options(args))))
     return 0
+
+
+# A flash is a brightness step of at least this many grey levels (of 255) in the mean of a frame:
+# people moving about change the mean by a fraction of a level, a light switched on by tens.
+FLASH_MIN_STEP = 5.0
+# Most that the host-arrival map may be off (latency, jitter) when a 360 flash is paired with a Kinect one.
+FLASH_TOLERANCE_S = 0.5
+
+
+def _brightness_events(times: np.ndarray, brightness: np.ndarray) -> np.ndarray:
+    y = np.asarray(brightness, dtype=np.float64)
+    if len(y) == 0:
+        return np.zeros(0)
+    step = max(FLASH_MIN_STEP, 0.5 * float(np.percentile(y, 99) - np.percentile(y, 1)))
+    return flash_events(np.asarray(times, dtype=np.float64), y, min_step=step)
+
+
+def flash_sync_session(session_dir, progress: bool = False) -> dict:
+    """Estimate the 360 camera's time map from flashes seen by it and by the reference (first)
+    Kinect's colour camera (see the module docstring); writes rig.json (the pano time map, with the
+    events used under ``inputs.flash_events`` and ``residuals.pano_sync``) and returns the time map,
+    its residual and the events. Raises :class:`UserError` (rig.json untouched) without a reference
+    Kinect recording with colour, without a flash in either video, or without a pair of them within
+    FLASH_TOLERANCE_S under the host-arrival map."""
+    from tqdm import tqdm
+
+    session = Session.open(session_dir)
+    previous = _load_rig(session)
+    serial = _reference(session, previous)
+    entry = session.kinects()[0]
+    if not entry.recording:
+        raise InputError(f"the reference Kinect {serial} has no recording to find the flashes in",
+                         path=session.root / "session.json",
+                         fix="record the Kinects' colour video, or sync without --flash")
+    recording = KinectRecording(session.path(entry.recording))
+    if recording.color_mode is None:
+        raise InputError("the recording has no colour track to find the flashes in", path=recording.path,
+                         fix="record with colour on, or sync without --flash")
+    pano = session.pano()
+    reader = PanoReader(session.path(pano.recording), session.path(pano.timestamps or "pano_frames.csv"))
+    stamps = reader.timestamps
+    coarse = coarse_time_map(stamps.t_pano, stamps.t_host)
+
+    pano_index, pano_y = [], []
+    with tqdm(total=len(reader), desc="flash: 360 frames", unit="frame", disable=not progress, file=sys.stderr) as bar:
+        for i, frame in reader.frames():
+            pano_index.append(i)
+            pano_y.append(frame_brightness(frame))
+            bar.update()
+    kinect_map = previous.time_map(f"kinect_{serial}")
+    kinect_t, kinect_y = [], []
+    with tqdm(desc="flash: Kinect colour frames", unit="frame", disable=not progress, file=sys.stderr) as bar:
+        for capture in recording.captures():
+            if capture.color is not None:
+                kinect_t.append(kinect_map.to_session(capture.color_timestamp))
+                kinect_y.append(frame_brightness(capture.color))
+            bar.update()
+
+    pano_events = _brightness_events(stamps.t_pano[pano_index], pano_y)
+    how = (f"no flash (a rise in mean brightness of at least {FLASH_MIN_STEP:g} grey levels, held for "
+           "a few frames) was found")
+    fix = ("switch a light on in view of the 360 camera and the reference Kinect while recording, "
+           "or sync without --flash")
+    if not len(pano_events):
+        raise UserError(f"{how} in the 360 video", path=reader.video_path, fix=fix)
+    if not kinect_y:
+        raise InputError("the recording has no colour frames to find the flashes in", path=recording.path, fix=fix)
+    kinect_events = _brightness_events(kinect_t, kinect_y)
+    if not len(kinect_events):
+        raise UserError(f"{how} in the reference Kinect's colour video", path=recording.path, fix=fix)
+    pairs = pair_flash_events(pano_events, kinect_events, coarse, FLASH_TOLERANCE_S)
+    if not len(pairs):
+        raise UserError(f"none of the {len(pano_events)} flash(es) of the 360 video lies within "
+                        f"{FLASH_TOLERANCE_S:g} s of one of the {len(kinect_events)} of the Kinect video under the "
+                        "host arrival times",
+                        path=session.path(pano.timestamps or "pano_frames.csv"),
+                        fix="check that both cameras saw the same flashes and that the host arrival times are right")
+    time_map = align_flash_events(pano_events, kinect_events, coarse, FLASH_TOLERANCE_S)
+    rate_from = "flashes" if np.ptp(pairs[:, 0]) >= FLASH_MIN_RATE_SPAN_S else "host arrival times"
+    events = [{"t_pano": float(tp), "t_session": float(ts)} for tp, ts in pairs]
+    result = {"method": "flash", "residual_rms_ms": time_map.residual_rms_ms, "rate_from": rate_from,
+              "events_used": len(pairs), "pano_events": len(pano_events), "kinect_events": len(kinect_events)}
+    rig = Rig(dict(previous.T_world_sensor), dict(previous.time_maps),
+              method=previous.method if not previous.is_truth else "flash", is_truth=False,
+              residuals={**previous.residuals, "pano_sync": result},
+              inputs={**previous.inputs, "sync_method": "flash", "sync_reference_kinect": serial,
+                      "flash_recording": entry.recording, "flash_events": events})
+    rig.time_maps["pano"] = time_map
+    _write(session, rig, previous)
+    return {"a": time_map.a, "b": time_map.b, **result, "events": events}
 
 
 def sync_session(session_dir, noise_deg: float = 0.2, observer: str = "auto", detector: str | None = None,

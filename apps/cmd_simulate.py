@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--board", action="store_true",
                         help="a ChArUco board held still in several poses during the first ~3 s, "
                              "for `omnimocap calibrate --method board`")
+    parser.add_argument("--flash", type=float, nargs="+", default=(), metavar="T",
+                        help="switch a light on at each session time T (seconds) for about half a second, seen by the "
+                             "360 camera and the Kinects' colour cameras, for `omnimocap sync --flash`")
     parser.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty OUT_DIR")
     parser.set_defaults(func=run)
 
@@ -34,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from omnimocap.capture.sim_render import FLASH_HOLD_S
     from omnimocap.capture.simulate import SimConfig, simulate_session
 
     if not 1 <= args.people <= 3:
@@ -46,9 +50,17 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--pano-width {args.pano_width} is too small", fix="use at least 64 pixels")
     if args.kinect_noise_mm < 0:
         raise InputError("--kinect-noise-mm must not be negative", fix="pass 0 for exact joints")
+    flashes = tuple(sorted(args.flash))
+    if flashes and (flashes[0] < 0 or flashes[-1] > args.seconds):
+        raise InputError(f"--flash {' '.join(f'{t:g}' for t in flashes)} lies outside the {args.seconds:g} s session",
+                         fix=f"give times between 0 and {args.seconds:g}")
+    if any(b - a < FLASH_HOLD_S for a, b in zip(flashes, flashes[1:])):
+        raise InputError(f"--flash times must be at least {FLASH_HOLD_S:g} s apart (the light stays on that long)",
+                         fix="space the flashes further apart")
     config = SimConfig(seconds=args.seconds, people=args.people, kinects=args.kinects, seed=args.seed,
                        pano_width=args.pano_width, kinect_noise_mm=args.kinect_noise_mm,
-                       kinect_video=not args.no_kinect_video, board=args.board, overwrite=args.overwrite)
+                       kinect_video=not args.no_kinect_video, board=args.board, flashes=flashes,
+                       overwrite=args.overwrite)
     if args.board and args.no_kinect_video:
         raise InputError("--board needs the Kinect recordings", fix="drop --no-kinect-video")
     with tqdm(total=int(args.seconds * 30), unit="frame", desc="rendering frames") as bar:

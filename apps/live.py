@@ -605,8 +605,9 @@ class LiveController:
         self._publish()
 
     def calibrate(self, method: str, progress: Callable[[float, str], None] | None = None) -> bool:
-        """Calibrate the replayed session in a background thread (time sync, then ``method``:
-        ``board`` or ``markerless``). Returns False, with a message, when it cannot start."""
+        """Calibrate the replayed session in a background thread (``method`` ``board`` or
+        ``markerless``, see :func:`calibration_steps`). Returns False, with a message, when it cannot
+        start."""
         if method not in ("board", "markerless"):
             raise ValueError(f"unknown calibration method {method!r}")
         if self._calibration.running:
@@ -898,11 +899,26 @@ def open_kinects(clock: SessionClock, *, body_tracking: bool = False) -> list[So
 
 
 def calibration_steps(method: str) -> list[tuple[str, Callable[[Path], Any]]]:
-    """The calibration stages of ``omnimocap sync`` / ``omnimocap calibrate`` as (label, step(session_dir)).
-    Raises ImportError where this installation has no calibration."""
+    """The calibration stages of ``omnimocap calibrate`` / ``omnimocap sync`` as (label, step(session_dir)):
+    the board places the 360 camera, then the clock is refined from motion with that pose; markerless
+    solves pose and clock together, refining the session's previous calibration when it has one
+    (``calibrate --refine``) and searching from nothing otherwise. Raises ImportError where this
+    installation has no calibration."""
     from omnimocap.apps.cmd_calibrate import calibrate_session, sync_session
 
-    return [("time sync", sync_session), (f"{method} calibration", lambda d: calibrate_session(d, method=method))]
+    if method == "board":
+        return [("board calibration", lambda d: calibrate_session(d, method="board")), ("time sync", sync_session)]
+    return [("markerless calibration", lambda d: calibrate_session(d, method="markerless", refine=has_pano_calibration(d)))]
+
+
+def has_pano_calibration(session_dir: str | Path) -> bool:
+    """Whether the session's rig.json holds an estimated pose and clock of the 360 camera (not the
+    simulated truth) that a calibration can start from."""
+    try:
+        rig = Rig.load(Path(session_dir) / "rig.json")
+    except (UserError, OSError):
+        return False
+    return not rig.is_truth and "pano" in rig.T_world_sensor and "pano" in rig.time_maps
 
 
 def _residual_text(residuals: dict) -> str:

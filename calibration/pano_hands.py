@@ -10,9 +10,11 @@ of the detections' noise (:data:`DETECTION_NOISE_DEG`).
 
 Two passes:
 
-1. **Search** (calibration from nothing): on up to ``search_frames`` frames spread over the time the
-   Kinect tracks cover, views that tile the band of the sphere where hands appear
-   (:func:`search_views`). A hand seen by two overlapping views is kept once. The association and
+1. **Search** (calibration from nothing): on about ``search_frames`` frames spread over the time
+   the Kinect tracks cover, in runs of three consecutive frames, views that tile the band of the
+   sphere where hands appear (:func:`search_views`). A hand seen by two overlapping views is kept
+   once; a detection counts only when a neighbouring frame of its run has one near it
+   (:func:`confirmed_detections`), which removes most false hands. The association and
    the pose are then solved together (:func:`ransac_association`): for each time offset on a grid,
    RANSAC hypotheses from 6 detections, each paired with a random candidate hand (one of the Kinect
    bodies' hands of the detected side with probability :data:`SIDE_TRUST`, of the other side
@@ -84,6 +86,11 @@ TRACKED_MARGIN = 2.0
 MERGE_FRACTION = 0.5
 MERGE_MIN_DEG = 1.0
 MIN_RANSAC_FRACTION = 0.3
+# The search looks at runs of SEARCH_BURST consecutive frames; a detection counts when a neighbouring
+# frame has one within CONFIRM_DEG (hands move up to ~2 deg per frame at 30 fps and 1 m).
+SEARCH_BURST = 3
+CONFIRM_DEG = 5.0
+HYPOTHESIS_CHUNK = 64  # RANSAC hypotheses scored at once
 
 # Per-hand Kinect joints whose mean a detection is compared with and a tracked view is planned on.
 _HAND_JOINTS = ("WRIST", "HAND", "HANDTIP", "THUMB")
@@ -115,6 +122,10 @@ class HandBearings:
 
     def __len__(self) -> int:
         return len(self.frame)
+
+    def subset(self, mask: np.ndarray) -> "HandBearings":
+        return HandBearings(self.frame[mask], self.bearing[mask], self.is_right[mask], self.confidence[mask],
+                            self.size_deg[mask])
 
 
 class ViewDetector(Protocol):
@@ -182,6 +193,32 @@ def bearings_from_detections(frame_index: int, views: Sequence[WristView],
                         np.array([k[2] for k in kept], dtype=bool),
                         np.array([k[3] for k in kept], dtype=np.float64),
                         np.array([k[4] for k in kept], dtype=np.float64))
+
+
+def search_frame_indices(frames: np.ndarray, count: int, burst: int = SEARCH_BURST) -> np.ndarray:
+    """About ``count`` of ``frames`` (sorted indices) for the search, in runs of ``burst``
+    consecutive frames spread evenly (so that a detection can be confirmed by its neighbours)."""
+    starts = np.unique(np.linspace(0, max(len(frames) - burst, 0), max(1, count // burst)).round().astype(int))
+    idx = np.unique((starts[:, None] + np.arange(burst)[None]).ravel())
+    return frames[idx[idx < len(frames)]]
+
+
+def confirmed_detections(hands: HandBearings, frames: np.ndarray) -> np.ndarray:
+    """Mask (M,) of detections with a detection within :data:`CONFIRM_DEG` in the previous or next
+    searched frame (when that is the adjacent video frame): a hand moves a degree or two between
+    frames, while a detector's flickering false hands rarely repeat in one place."""
+    ok = np.zeros(len(hands), dtype=bool)
+    cos_thr = np.cos(np.radians(CONFIRM_DEG))
+    searched = set(int(i) for i in frames)
+    for i in np.unique(hands.frame):
+        mine = np.nonzero(hands.frame == i)[0]
+        for j in (i - 1, i + 1):
+            if j not in searched:
+                continue
+            other = np.nonzero(hands.frame == j)[0]
+            if len(other):
+                ok[mine] |= (hands.bearing[mine] @ hands.bearing[other].T > cos_thr).any(axis=1)
+    return ok
 
 
 def _frames(reader: PanoReader | None, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray | None]]:
@@ -274,11 +311,12 @@ class RansacAssociation:
 
 
 def ransac_association(hands: HandBearings, t_pano: np.ndarray, candidates: HandCandidates, init: TimeMap, *,
-                       search_s: float = 0.5, step_s: float = 1 / 30, iterations: int = 400,
+                       search_s: float = 0.5, step_s: float = 1 / 30, iterations: int = 1000,
                        inlier_deg: float = 3.0, seed: int = 0, max_detections: int = 1500) -> RansacAssociation:
     """Pose and time offset (added to ``init``) that explain the most detections by some Kinect
-    hand (see the module docstring). Raises UserError when too few detections meet the Kinect
-    hands in time or when the best hypothesis explains less than :data:`MIN_RANSAC_FRACTION`."""
+    hand (see the module docstring). Detections are drawn in proportion to their confidence.
+    Raises UserError when too few detections meet the Kinect hands in time or when the best
+    hypothesis explains less than :data:`MIN_RANSAC_FRACTION`."""
     rng = np.random.default_rng(seed)
     t0 = init.to_session(t_pano[hands.frame])
     usable = np.isfinite(candidates.positions(t0)).all(axis=-1).any(axis=1)
@@ -292,6 +330,7 @@ def ransac_association(hands: HandBearings, t_pano: np.ndarray, candidates: Hand
     f = hands.bearing[sel]
     same_side = hands.is_right[sel][:, None] == candidates.is_right[None, :]
     prior = np.where(same_side, SIDE_TRUST, 1.0 - SIDE_TRUST)
+    confidence = np.clip(hands.confidence[sel], 1e-3, None)
     thr = np.radians(inlier_deg)
     best = (np.inf, None)
     for d in offset_grid(search_s, step_s):
@@ -302,19 +341,22 @@ def ransac_association(hands: HandBearings, t_pano: np.ndarray, candidates: Hand
             continue
         w = np.where(valid, prior, 0.0)
         w /= w.sum(axis=1, keepdims=True).clip(1e-12)
-        det = np.stack([rng.choice(rows, size=6, replace=False) for _ in range(iterations)])  # (S,6)
+        p_row = confidence[rows] / confidence[rows].sum()
+        det = np.stack([rng.choice(rows, size=6, replace=False, p=p_row) for _ in range(iterations)])  # (S,6)
         cdf = np.cumsum(w[det], axis=-1)
         cand = np.minimum((cdf < rng.random(det.shape)[..., None]).sum(-1), X.shape[1] - 1)
         mu = np.mean(X[valid], axis=0)
         scale = float(np.sqrt(np.mean(np.sum((X[valid] - mu) ** 2, axis=-1)))) or 1.0
         Xn = np.where(valid[..., None], (X - mu) / scale, 0.0)
         R, t, ok = dlt_pose(Xn[det, cand], f[det])
-        hyp = min(((_msac(R[s], t[s], Xn, valid, f, thr), s) for s in np.nonzero(ok)[0]), default=None,
-                  key=lambda h: h[0][0])
-        if hyp is None:
+        if not ok.any():
             continue
-        (cost, ang, assign), s_best = hyp
+        R, t = R[ok], t[ok]
+        costs = np.concatenate([_msac(R[i:i + HYPOTHESIS_CHUNK], t[i:i + HYPOTHESIS_CHUNK], Xn, valid, f, thr)[0]
+                                for i in range(0, len(R), HYPOTHESIS_CHUNK)])
+        s_best = int(np.argmin(costs))
         R_s, t_s = R[s_best], t[s_best]
+        cost, ang, assign = (v[0] for v in _msac(R_s[None], t_s[None], Xn, valid, f, thr))
         # Local optimisation: refit on the hypothesis' inliers (with their nearest hands) while it
         # lowers the cost; a 6-point pose from noisy bearings is rough, the offsets are compared on
         # the refined ones.
@@ -325,7 +367,7 @@ def ransac_association(hands: HandBearings, t_pano: np.ndarray, candidates: Hand
             R2, t2, ok2 = dlt_pose(Xn[inl, assign[inl]][None], f[inl][None])
             if not ok2[0]:
                 break
-            cost2, ang2, assign2 = _msac(R2[0], t2[0], Xn, valid, f, thr)
+            cost2, ang2, assign2 = (v[0] for v in _msac(R2, t2, Xn, valid, f, thr))
             if cost2 >= cost:
                 break
             cost, ang, assign, R_s, t_s = cost2, ang2, assign2, R2[0], t2[0]
@@ -343,15 +385,16 @@ def ransac_association(hands: HandBearings, t_pano: np.ndarray, candidates: Hand
 
 
 def _msac(R: np.ndarray, t: np.ndarray, Xn: np.ndarray, valid: np.ndarray, f: np.ndarray,
-          thr: float) -> tuple[float, np.ndarray, np.ndarray]:
-    """MSAC cost of a pose (R, t) over detections f (M,3) with candidate points Xn (M,C,3) (valid
-    (M,C)): every detection's angle (M,) to its nearest candidate, and which one it is (M,).
-    Inliers count by how well they fit, which separates neighbouring offsets better than a bare
-    count when hands move a threshold's worth in a few frames."""
-    p = Xn @ R.T + t
-    cosang = np.where(valid, np.sum(p * f[:, None], axis=-1) / np.linalg.norm(p, axis=-1).clip(1e-12), -1.0)
-    ang = np.arccos(np.clip(cosang.max(axis=1), -1.0, 1.0))
-    return float(np.sum(np.minimum(ang, thr) ** 2)), ang, cosang.argmax(axis=1)
+          thr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MSAC costs (S,) of poses R (S,3,3), t (S,3) over detections f (M,3) with candidate points Xn
+    (M,C,3) (valid (M,C)), every detection's angle (S,M) to its nearest candidate, and which one it
+    is (S,M). Inliers count by how well they fit, which separates neighbouring offsets better than a
+    bare count when hands move a threshold's worth in a few frames."""
+    p = np.einsum("sij,mcj->smci", R, Xn) + t[:, None, None, :]
+    cosang = np.sum(p * f[None, :, None, :], axis=-1) / np.linalg.norm(p, axis=-1).clip(1e-12)
+    cosang = np.where(valid[None], cosang, -1.0)
+    ang = np.arccos(np.clip(cosang.max(axis=-1), -1.0, 1.0))
+    return np.sum(np.minimum(ang, thr) ** 2, axis=-1), ang, cosang.argmax(axis=-1)
 
 
 @dataclass
@@ -481,16 +524,19 @@ def detect_hands(session: Session, tracks: KinectTracks, detector: ViewDetector,
     info: dict = {"detector": type(detector).__name__, "frames": int(len(t_pano))}
     time_map = init_time
     if T_kinect_pano is None:
-        pick = inside[np.unique(np.linspace(0, len(inside) - 1, min(search_frames, len(inside))).round().astype(int))]
+        pick = search_frame_indices(inside, search_frames)
         views = search_views()
         found = detect_frames(detector, reader, pick, lambda i: views, "search hands", progress)
-        if not len(found):
-            raise UserError(f"the hand detector found no hands in {len(pick)} panorama frames searched",
-                            path=session.root, fix="check the 360 video and the detector's weights")
-        ransac = ransac_association(found, t_pano, candidates, init_time, seed=seed)
+        confirmed = confirmed_detections(found, pick)
+        if not confirmed.any():
+            raise UserError(f"the hand detector found no hands seen in consecutive frames among the {len(pick)} "
+                            "panorama frames searched", path=session.root,
+                            fix="check the 360 video and the detector's weights")
+        ransac = ransac_association(found.subset(confirmed), t_pano, candidates, init_time, seed=seed)
         T_kinect_pano = ransac.T_kinect_pano
         time_map = TimeMap(init_time.a, init_time.b + ransac.offset_s)
         info["search"] = {"frames": int(len(pick)), "views_per_frame": len(views), "detections": int(len(found)),
+                          "confirmed": int(confirmed.sum()),
                           "ransac_inlier_fraction": ransac.inlier_fraction, "ransac_offset_s": ransac.offset_s}
     frames = inside[::max(1, int(stride))]
     found = detect_frames(detector, reader, frames,

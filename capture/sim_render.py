@@ -4,8 +4,9 @@ the Kinects' colour and depth cameras.
 Camera frames and mappings are those of calibration/cameras.py (OpenCV axes; the equirect mapping
 lon = atan2(x, z), lat = atan2(-y, hypot(x, z)); pinhole cameras with their lens distortion). The
 scene: a room (checkered floor at y = 0, coloured walls), people as capsules along their SMPL-X
-bones plus a head, and their posed MANO hand meshes in skin colour with simple shading. One
-rasteriser serves every camera through a :data:`Projection`; visibility is the painter's algorithm:
+bones plus a head, and their posed MANO hand meshes in skin colour with simple shading; a light
+switched on for a moment (a flash: :func:`flash_fraction`, :func:`apply_flash`) brightens it all.
+One rasteriser serves every camera through a :data:`Projection`; visibility is the painter's algorithm:
 every primitive (capsule piece, head, hand triangle) is drawn far to near by its distance from the
 camera. Primitives wider than half the image are skipped: in a panorama they straddle the seam
 (longitude +-180 deg, behind the camera, far from the people), in a pinhole image they would be
@@ -46,6 +47,11 @@ HEAD_RADIUS = 0.1
 HEAD_OFFSET = np.array([0.0, 0.07, 0.02])  # head centre from the SMPL-X head joint, head frame
 # Latitude stretch of a panorama's ellipses is capped (near the poles it would grow without bound).
 _MAX_LAT_STRETCH = 5.0
+# A flash: a light that stays on for FLASH_HOLD_S seconds and maps every channel value v of the
+# scene to min(255, v * FLASH_GAIN + FLASH_OFFSET).
+FLASH_HOLD_S = 0.5
+FLASH_GAIN = 1.5
+FLASH_OFFSET = 30.0
 
 # World points (...,3) -> pixels (...,2) (NaN where the camera cannot image the point), distances
 # (...,) in metres (Euclidean for a panorama, along the optical axis for a pinhole camera) and pixels
@@ -242,3 +248,24 @@ class PanoRenderer:
         """One frame (H, W, 3) BGR uint8; arguments as in :func:`rasterise_people`."""
         return rasterise_people(self.background.copy(), self.project, self.centre, self.hand_faces,
                                 joints, global_R, hand_vertices)
+
+
+def flash_fraction(t_mid: float, exposure_s: float, flashes: tuple[float, ...] | list[float],
+                   hold_s: float = FLASH_HOLD_S) -> float:
+    """Fraction of the exposure window ``[t_mid - exposure_s/2, t_mid + exposure_s/2]`` during which a
+    light is on, for lights switched on at each of ``flashes`` and off ``hold_s`` later (all session
+    seconds; the flashes must not overlap)."""
+    lo, hi = t_mid - 0.5 * exposure_s, t_mid + 0.5 * exposure_s
+    lit = sum(max(0.0, min(hi, t + hold_s) - max(lo, t)) for t in flashes)
+    return min(1.0, lit / exposure_s)
+
+
+def apply_flash(img: np.ndarray, fraction: float) -> np.ndarray:
+    """Brighten a BGR uint8 image (in place, returned) as an exposure lit for ``fraction`` (0-1) of its
+    time sees it: a blend of the dark image and the lit one, min(255, v * FLASH_GAIN + FLASH_OFFSET)."""
+    if fraction <= 0.0:
+        return img
+    dark = img.astype(np.float32)
+    lit = np.minimum(255.0, dark * FLASH_GAIN + FLASH_OFFSET)
+    img[:] = np.clip(np.rint(dark + fraction * (lit - dark)), 0, 255).astype(np.uint8)
+    return img

@@ -28,6 +28,16 @@ Kinects' colour cameras, inside every Kinect's colour image where it can be, els
 (first) Kinect's. It holds each of BOARD_POSES poses still
 for BOARD_HOLD_S, moving between them in BOARD_MOVE_S, and is then gone. It is drawn over the people
 (it is held in front of them) in the panorama and in every Kinect that sees it.
+
+Flashes (``SimConfig.flashes``): at each given session time a light comes on for
+``FLASH_HOLD_S`` (capture/sim_render.py) and brightens the whole scene. Every panorama frame and every
+Kinect colour frame is exposed for one frame period of its own clock, centred on its mid-exposure
+time (a panorama frame's true session time, a Kinect frame's device timestamp through that device's
+true time map), so a frame whose exposure straddles the light's onset or end shows the blend of the
+dark and the lit scene by the fraction of its exposure that was lit. The Kinects' depth and IR are
+unaffected. The flash times go to ``truth/flashes.json``. Flashes draw no random numbers: with
+or without them a seed gives the same truth, body tracking and timestamps, and the same frames
+outside the lit exposures (the 360 video's encoder state aside).
 """
 
 from __future__ import annotations
@@ -51,7 +61,9 @@ from omnimocap.capture.sim_kinect import (
     IMU_RATE_HZ, KinectRenderer, SimKinect, board_in_view, make_sim_kinect, open_recording,
 )
 from omnimocap.capture.sim_motion import PeopleSample, make_people, sample_people
-from omnimocap.capture.sim_render import PanoRenderer
+from omnimocap.capture.sim_render import (
+    FLASH_GAIN, FLASH_HOLD_S, FLASH_OFFSET, PanoRenderer, apply_flash, flash_fraction,
+)
 from omnimocap.data.skeletons import (
     HAND21_INDEX,
     KINECT_CONFIDENCE_LOW,
@@ -81,6 +93,7 @@ PANO_SERIAL = "sim360"
 MOTION_FILE = "motion.npz"
 KINECTS_FILE = "kinects.json"
 BOARD_FILE = "board.json"
+FLASHES_FILE = "flashes.json"
 BOARD_POSES = 5
 BOARD_START_S = 0.1
 BOARD_HOLD_S = 0.4
@@ -103,6 +116,7 @@ class SimConfig:
     mano_path: Path | None = None  # MANO_RIGHT.pkl (or its folder); the synthetic model when None
     kinect_video: bool = True  # write kinect_<serial>.mkv (colour, depth, IR) per Kinect
     board: bool = False  # a ChArUco board sequence in the first ~3 s
+    flashes: tuple[float, ...] = ()  # session times (s) at which a light comes on for FLASH_HOLD_S
     overwrite: bool = False
 
 
@@ -275,6 +289,11 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
         raise ValueError("the simulation needs at least one Kinect")
     if config.seconds <= 0.2:
         raise ValueError("the simulated session must last more than 0.2 s")
+    flashes = tuple(sorted(float(t) for t in config.flashes))
+    if flashes and (flashes[0] < 0 or flashes[-1] > config.seconds):
+        raise ValueError(f"flash times {flashes} must lie within the session, 0 to {config.seconds} s")
+    if np.any(np.diff(flashes) < FLASH_HOLD_S):
+        raise ValueError(f"flashes {flashes} overlap: they must be at least {FLASH_HOLD_S} s apart")
     rng = np.random.default_rng(config.seed)
     session = Session.create(out_dir, simulated=True, overwrite=config.overwrite)
     skeleton = load_skeleton(config.smplx_path)
@@ -360,6 +379,15 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
     board = make_board_sequence(rng, pano_centre, kinects) if config.board else None
     if board is not None:
         atomic_write_json(truth_dir / BOARD_FILE, board.to_json())
+    if flashes:
+        atomic_write_json(truth_dir / FLASHES_FILE, {
+            "t_session": list(flashes), "hold_s": FLASH_HOLD_S, "gain": FLASH_GAIN, "offset": FLASH_OFFSET,
+            "t_pano": [float(pano_map.to_sensor(t)) for t in flashes],
+            "t_kinect_device": {sn: [float(rig.time_maps[f"kinect_{sn}"].to_sensor(t)) for t in flashes]
+                                for sn in serials},
+            "note": "a light on from each t_session for hold_s seconds maps every colour value v to "
+                    "min(255, v * gain + offset) in the panorama and in the Kinects' colour images; each frame is "
+                    "exposed for one frame period of its own clock, centred on its timestamp"})
     hand_faces = {s: mano.faces_side(s) for s in SIDES}
     total = n_pano + (sum(len(kinect_us[s]) for s in serials) if config.kinect_video else 0)
     done = 0
@@ -384,7 +412,7 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
             recording = f"kinect_{serial}.mkv"
             _write_kinect_recording(session.path(recording), kinects[k], role, kinect_us[serial] / 1e6,
                                     kinect_t_session[serial], people, skeleton, mano, hand_faces, board, advance,
-                                    imu_rngs[k])
+                                    imu_rngs[k], flashes, rig.time_maps[f"kinect_{serial}"].a / FPS)
         session.add_device(DeviceEntry(kind="kinect", serial=serial, role=role, fps=FPS, recording=recording,
                                        bodies=bodies_name, status="complete"))
 
@@ -405,6 +433,8 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
                 T_world_board = board.pose_at(float(pano_t_session[i])) if board is not None else None
                 if T_world_board is not None:
                     draw_board(img, board.spec, renderer.camera, T_pano_world @ T_world_board)
+                if flashes:
+                    apply_flash(img, flash_fraction(float(pano_t_session[i]), pano_map.a / FPS, flashes))
                 writer.write(img, float(t_pano[i]), float(t_host[i]))
                 advance()
     finally:
@@ -417,10 +447,13 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
 def _write_kinect_recording(path: Path, kinect: SimKinect, role: str, t_device: np.ndarray, t_session: np.ndarray,
                             people, skeleton, mano: ManoModel, hand_faces: dict[str, np.ndarray],
                             board: BoardSequence | None, advance: Callable[[], None],
-                            imu_rng: np.random.Generator) -> None:
+                            imu_rng: np.random.Generator, flashes: tuple[float, ...] = (),
+                            exposure_s: float = 1.0 / FPS) -> None:
     """Render and write one Kinect's recording: a capture at each device time ``t_device`` (seconds),
     the scene at the matching ``t_session``, and the IMU samples from the first capture to the last
-    (noise from ``imu_rng``), each written after the capture that precedes it."""
+    (noise from ``imu_rng``), each written after the capture that precedes it. The colour images
+    show the ``flashes`` (session seconds) lit for the fraction of their exposure of ``exposure_s``
+    session seconds, centred on ``t_session``."""
     renderer = KinectRenderer(kinect, hand_faces, board=board.spec if board is not None else BoardSpec())
     t_imu = t_device[0] + np.arange(int((t_device[-1] - t_device[0]) * IMU_RATE_HZ) + 1) / IMU_RATE_HZ
     acc, gyro = kinect.imu_samples(t_imu, imu_rng)
@@ -434,6 +467,8 @@ def _write_kinect_recording(path: Path, kinect: SimKinect, role: str, t_device: 
                 T_world_board = board.pose_at(float(t_session[i])) if board is not None else None
                 color, depth, ir = renderer.render(frames.joints[:, j], frames.global_R[:, j], frames.hand_vertices[:, j],
                                                    T_world_board)
+                if flashes:
+                    apply_flash(color, flash_fraction(float(t_session[i]), exposure_s, flashes))
                 writer.write_capture(float(t_device[i]), color=color, depth=depth, ir=ir)
                 imu = slice(imu_after[i], imu_after[i + 1])
                 if imu.start < imu.stop:

@@ -306,6 +306,31 @@ def test_calibration_runs_in_background_with_progress(sim_session, tmp_path, mon
     assert [f for f, _ in seen] == sorted(f for f, _ in seen) and seen[-1][0] == 1.0
 
 
+def test_markerless_refines_a_previous_calibration_and_board_syncs_after(sim_session, tmp_path, monkeypatch):
+    import shutil
+
+    from omnimocap.apps import cmd_calibrate
+
+    session_dir = tmp_path / "s"
+    shutil.copytree(sim_session, session_dir)
+    calls = []
+    monkeypatch.setattr(cmd_calibrate, "calibrate_session", lambda d, **kw: calls.append(("calibrate", kw)))
+    monkeypatch.setattr(cmd_calibrate, "sync_session", lambda d: calls.append(("sync", {})))
+    assert [label for label, _ in live.calibration_steps("board")] == ["board calibration", "time sync"]
+    for _, step in live.calibration_steps("board"):
+        step(session_dir)
+    assert calls == [("calibrate", {"method": "board"}), ("sync", {})]
+    (step,) = [s for _, s in live.calibration_steps("markerless")]
+    calls.clear()
+    step(session_dir)  # rig.json is the simulated truth: nothing to refine from
+    rig = Rig.load(session_dir / "rig.json")
+    rig.method, rig.is_truth = "markerless", False
+    rig.save(session_dir / "rig.json")
+    step(session_dir)
+    assert calls == [("calibrate", {"method": "markerless", "refine": False}),
+                     ("calibrate", {"method": "markerless", "refine": True})]
+
+
 def test_calibration_not_available_is_reported(sim_session, monkeypatch):
     def missing(method):
         raise ImportError("no calibration")
