@@ -22,6 +22,12 @@ Metric definitions (names are the CLI contract):
 - ``hands.wrist_error_mm`` / ``kinect.wrist_error_mm``: fused wrist / Kinect wrist (as tracked,
   fused over the Kinects when there are several, before any smoothing) vs the true wrist, over the
   same fused hands.
+- ``kinect.joint_error_mm``: mean error of the fused Kinect skeleton the pipeline used (``fused.npz``
+  ``kinect_joints_world``) over the joints the body tracking models from SMPL-X, against those true
+  model joints; ``kinect.best_single_joint_error_mm``: the same for each Kinect's own skeleton
+  (its body JSON through the estimated rig, at its own frame times, each body matched to the true
+  person by its pelvis), the best device's mean. With two Kinects the first should be below the
+  second.
 - ``body.joint_error_mm``: SMPL-X joints 0..21 from forward kinematics of the exported file vs truth.
 - ``smplx.hand_roundtrip_deg``: mean angle between the finger joints' rotations expressed in their
   wrist frame, from forward kinematics of the exported SMPL-X parameters, and the same rotations of
@@ -43,8 +49,10 @@ from omnimocap.calibration.transforms import (
     axis_angle_to_matrix, invert_pose, relative_angle_deg, transform_points,
 )
 from omnimocap.capture.session import Session, atomic_write_json
+from omnimocap.capture.bodies import read_bodies
 from omnimocap.data.skeletons import (
-    KINECT_INDEX, MANO_PARENTS, SMPLX_HAND_START, SMPLX_WRIST, SIDES, smplx_body_joint_ids,
+    KINECT_FROM_SMPLX, KINECT_INDEX, MANO_PARENTS, SMPLX_HAND_START, SMPLX_WRIST, SIDES, kinect_from_smplx_matrix,
+    smplx_body_joint_ids,
 )
 from omnimocap.errors import InputError
 from omnimocap.fusion.body_model import forward_kinematics, load_skeleton
@@ -142,6 +150,7 @@ def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
     metrics["hands.joint_error_mm"] = _mean_mm(hand_err)
     metrics["hands.wrist_error_mm"] = _mean_mm(wrist_err)
     metrics["kinect.wrist_error_mm"] = _mean_mm(kin_wrist_err)
+    metrics.update(kinect_skeleton_errors(session, truth, est_rig, G, fused, match))
     metrics["hands.coverage"] = float(visible_fused / visible_total) if visible_total else None
     metrics["hands.jitter"] = float(np.mean(np.concatenate(hand_jitter))) if hand_jitter else None
     metrics["hands.accel_error"] = float(np.mean(np.concatenate(hand_accel))) if hand_accel else None
@@ -210,6 +219,43 @@ def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
     metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
     atomic_write_json(result_dir / "metrics.json", metrics)
     return metrics
+
+
+def kinect_skeleton_errors(session: Session, truth: dict, est_rig: Rig, G: np.ndarray, fused: dict,
+                           match: dict[int, int]) -> dict:
+    """``kinect.joint_error_mm`` and ``kinect.best_single_joint_error_mm`` (see the module
+    docstring). ``G`` maps the estimated world into the true one; ``fused`` is already mapped."""
+    rows = [KINECT_INDEX[name] for name in KINECT_FROM_SMPLX]
+    reg = kinect_from_smplx_matrix()
+    t_truth = truth["t_session"]
+    model = np.einsum("rj,pnjc->pnrc", reg, truth["smplx_joints"])  # (P,N,R,3) world
+
+    def errors(t: np.ndarray, joints: np.ndarray, q: int) -> np.ndarray:
+        e = np.linalg.norm(joints - interpolate_positions(t_truth, model[q], t), axis=-1)
+        return e[np.isfinite(e)]
+
+    t_out = fused["t_session"]
+    fused_err = [errors(t_out, fused["kinect_joints_world"][p][:, rows], q) for p, q in match.items()]
+    single = []
+    for entry in session.kinects():
+        if not entry.bodies or entry.name not in est_rig.T_world_sensor:
+            continue
+        rec = read_bodies(session.path(entry.bodies))
+        t = est_rig.time_map(entry.name).to_session(rec.timestamps)
+        T = G @ est_rig.pose(entry.name)
+        errs = []
+        for body in rec.bodies.values():
+            pts = transform_points(T, body.positions[:, rows])
+            pelvis = pts[:, rows.index(KINECT_INDEX["PELVIS"])]
+            dist = [np.nanmean(np.linalg.norm(pelvis - interpolate_positions(t_truth, model[q][:, rows.index(
+                KINECT_INDEX["PELVIS"])], t), axis=-1)) for q in range(len(model))]
+            q = int(np.nanargmin(dist)) if np.any(np.isfinite(dist)) else None
+            if q is not None and dist[q] < 0.5:
+                errs.append(errors(t, pts, q))
+        if errs:
+            single.append(_mean_mm(errs))
+    return {"kinect.joint_error_mm": _mean_mm(fused_err),
+            "kinect.best_single_joint_error_mm": float(min(single)) if single else None}
 
 
 def kinect_calibration_errors(true_rig: Rig, est_rig: Rig, reference: str, others: list[str]) -> dict:

@@ -54,6 +54,13 @@ def test_360_view_improves_on_the_kinect_wrist(noisy):
     assert m["body.joint_error_mm"] <= 30
 
 
+def test_fused_kinect_skeleton_beats_the_better_single_kinect(noisy):
+    """Two Kinects (the simulator's default): the skeleton the pipeline fuses from both is closer to
+    the truth than either device's own."""
+    m = json.loads((noisy / "r" / "metrics.json").read_text())
+    assert m["kinect.joint_error_mm"] < m["kinect.best_single_joint_error_mm"]
+
+
 def test_results_folder_is_complete_and_protected(noisy, capsys):
     r = noisy / "r"
     for name in ("fused.npz", "views.npz", "smplx.npz", "smplx_person1.npz", "report.json", "config.json",
