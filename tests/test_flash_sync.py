@@ -179,7 +179,8 @@ def test_two_flashes_give_rate_and_offset(sessions, tmp_path, capsys):
     err_ms = _offset_error_ms(session, _middle_pano_time(session))
     assert abs(err_ms) <= 0.5, err_ms  # a frame period is 33 ms
     rig = Rig.load(session / "rig.json")
-    assert abs(rig.time_map("pano").a - truth.time_map("pano").a) * 1e6 <= 150.0
+    # two events, each within a quarter of a millisecond, 2 s apart
+    assert abs(rig.time_map("pano").a - truth.time_map("pano").a) * 1e6 <= 250.0
     assert not rig.is_truth and rig.method == "flash"
     assert rig.inputs["sync_method"] == "flash" and len(rig.inputs["flash_events"]) == 2
     assert rig.residuals["pano_sync"]["method"] == "flash"
