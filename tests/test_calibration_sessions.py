@@ -17,6 +17,7 @@ from omnimocap.apps.cli import main
 from omnimocap.calibration.rig import Rig
 from omnimocap.capture.bodies import read_bodies, write_bodies
 from omnimocap.capture.session import Session
+from tests.tools.cli import one_line_error
 
 pytestmark = pytest.mark.slow
 
@@ -45,14 +46,6 @@ def _process_and_evaluate(session, result) -> dict:
     _run("evaluate", str(result), "--truth", str(session))
     return json.loads((result / "metrics.json").read_text())
 
-
-def _one_line_error(capsys, argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_markerless_30s_meets_pose_target(tmp_path, capsys):
@@ -98,17 +91,17 @@ def test_sync_6s_keeps_the_coarse_rate_and_says_how_uncertain_it_is(tmp_path, ca
 def test_degenerate_sessions_exit_2_naming_what_is_missing(tmp_path, capsys):
     short = tmp_path / "short"
     _simulate(short, 2, seed=3, width=256)
-    line = _one_line_error(capsys, ["calibrate", str(short), "--method", "markerless"])
+    line = one_line_error(capsys, ["calibrate", str(short), "--method", "markerless"])
     assert "too few frames" in line and "need 90 frames" in line
-    line = _one_line_error(capsys, ["sync", str(short)])
+    line = one_line_error(capsys, ["sync", str(short)])
     assert "too few frames" in line
 
     still = tmp_path / "still"
     _simulate(still, 8, seed=3, width=256)
     _freeze_people(still)
-    line = _one_line_error(capsys, ["calibrate", str(still), "--method", "markerless"])
+    line = one_line_error(capsys, ["calibrate", str(still), "--method", "markerless"])
     assert "stand still" in line
-    line = _one_line_error(capsys, ["sync", str(still)])
+    line = one_line_error(capsys, ["sync", str(still)])
     assert "barely move" in line
     # Nothing was written over the session's rig.
     assert Rig.load(still / "rig.json").is_truth

@@ -20,6 +20,7 @@ from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.pano import PanoReader, read_pano_timestamps
 from omnimocap.capture.session import Session
 from omnimocap.capture.sim_render import FLASH_HOLD_S, apply_flash, flash_fraction
+from tests.tools.cli import one_line_error
 
 SECONDS = 4.0
 FLASHES = (1.0, 3.0)
@@ -38,13 +39,6 @@ def _sync(capsys, session) -> dict:
     assert main(["sync", str(session), "--flash", "--quiet"]) == 0
     return json.loads(capsys.readouterr().out)
 
-
-def _one_line_error(capsys, argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 def _offset_error_ms(session, t_pano: float) -> float:
@@ -163,7 +157,7 @@ def test_without_flash_the_simulation_is_unchanged(sessions):
 
 
 def test_simulate_refuses_flash_outside_the_session(tmp_path, capsys):
-    line = _one_line_error(capsys, ["simulate", str(tmp_path / "s"), "--seconds", "2", "--flash", "2.5"])
+    line = one_line_error(capsys, ["simulate", str(tmp_path / "s"), "--seconds", "2", "--flash", "2.5"])
     assert "--flash" in line and "outside" in line
     assert not (tmp_path / "s").exists()
 
@@ -204,7 +198,7 @@ def test_one_flash_fixes_the_offset_only(tmp_path, capsys):
 def test_session_without_flash_is_refused(sessions, tmp_path, capsys):
     session = _fresh_copy(sessions[1], tmp_path / "s")
     before = (session / "rig.json").read_bytes()
-    line = _one_line_error(capsys, ["sync", str(session), "--flash", "--quiet"])
+    line = one_line_error(capsys, ["sync", str(session), "--flash", "--quiet"])
     assert "no flash" in line and "360 video" in line and "pano.mkv" in line
     assert (session / "rig.json").read_bytes() == before
 
@@ -215,7 +209,7 @@ def test_flash_missing_in_the_kinect_video_is_refused(sessions, tmp_path, capsys
     entry = Session.open(session).kinects()[0]
     shutil.copy(dark / entry.recording, session / entry.recording)
     before = (session / "rig.json").read_bytes()
-    line = _one_line_error(capsys, ["sync", str(session), "--flash", "--quiet"])
+    line = one_line_error(capsys, ["sync", str(session), "--flash", "--quiet"])
     assert "no flash" in line and "Kinect" in line and entry.recording in line
     assert (session / "rig.json").read_bytes() == before
 
@@ -229,7 +223,7 @@ def test_flashes_that_do_not_pair_are_refused(sessions, tmp_path, capsys):
                                       for i, (tp, th) in enumerate(zip(stamps.t_pano, stamps.t_host))]
     csv.write_text("\n".join(rows) + "\n")
     before = (session / "rig.json").read_bytes()
-    line = _one_line_error(capsys, ["sync", str(session), "--flash", "--quiet"])
+    line = one_line_error(capsys, ["sync", str(session), "--flash", "--quiet"])
     assert "within 0.5 s" in line and "pano_frames.csv" in line
     assert (session / "rig.json").read_bytes() == before
 
@@ -242,6 +236,6 @@ def test_session_without_kinect_video_is_refused(sessions, tmp_path, capsys):
             device["recording"] = None
     (session / "session.json").write_text(json.dumps(manifest))
     before = (session / "rig.json").read_bytes()
-    line = _one_line_error(capsys, ["sync", str(session), "--flash", "--quiet"])
+    line = one_line_error(capsys, ["sync", str(session), "--flash", "--quiet"])
     assert "no recording" in line and "session.json" in line
     assert (session / "rig.json").read_bytes() == before

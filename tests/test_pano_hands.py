@@ -21,6 +21,7 @@ from omnimocap.calibration.transforms import axis_angle_to_matrix, invert_pose, 
 from omnimocap.data.skeletons import SIDES
 from omnimocap.hands.views import project_to_view, view_from_yaw_pitch
 from omnimocap.hands.wilor.detector import Detections
+from tests.tools.cli import one_line_error
 
 FPS = 30.0
 HAND_OFFSETS = {"WRIST": (0.0, 0.0, 0.0), "HAND": (0.0, 0.08, 0.0), "HANDTIP": (0.0, 0.16, 0.0),
@@ -277,29 +278,22 @@ def short_session(tmp_path):
     return s
 
 
-def _one_line_error(capsys, argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1, lines
-    return lines[0]
-
 
 def test_random_detector_weights_end_in_a_clear_refusal(short_session, detector_pt, capsys):
     before = (short_session / "rig.json").read_bytes()
-    line = _one_line_error(capsys, ["calibrate", str(short_session), "--observer", "detector", "--detector",
+    line = one_line_error(capsys, ["calibrate", str(short_session), "--observer", "detector", "--detector",
                                     str(detector_pt), "--search-frames", "4", "--quiet"])
     assert any(k in line for k in ("found no hands", "do not match the Kinect hands", "hand detections"))
     assert (short_session / "rig.json").read_bytes() == before
 
 
 def test_refine_needs_a_previous_calibration(short_session, capsys):
-    line = _one_line_error(capsys, ["calibrate", str(short_session), "--refine"])
+    line = one_line_error(capsys, ["calibrate", str(short_session), "--refine"])
     assert "--refine needs a previous calibration" in line and "simulated truth" in line
 
 
 def test_missing_detector_weights_name_the_file_and_the_fix(short_session, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OMNIMOCAP_MODELS", str(tmp_path / "models"))
     for verb in ("calibrate", "sync"):
-        line = _one_line_error(capsys, [verb, str(short_session), "--observer", "detector", "--quiet"])
+        line = one_line_error(capsys, [verb, str(short_session), "--observer", "detector", "--quiet"])
         assert "wilor/detector.pt" in line and "omnimocap models download" in line
