@@ -168,6 +168,25 @@ def test_ransac_finds_pose_and_offset_without_association():
     assert res.inlier_fraction > 0.6
 
 
+def test_k4abt_body_ids_with_gaps_are_just_empty_tracks():
+    """k4abt numbers bodies from 1 and never reuses an id: the tracks of absent ids are empty."""
+    tracks = _tracks(seed=3)
+    shifted = np.full((len(tracks.t_session), 3 * TRACKS_PER_PERSON, 3), np.nan)
+    shifted[:, TRACKS_PER_PERSON:] = tracks.points  # bodies 1 and 2, no body 0
+    k4abt = KinectTracks("k", tracks.t_session, shifted, np.ones(shifted.shape[:2]))
+    cands = HandCandidates.from_tracks(k4abt)
+    assert cands.tracks.tolist() == [2, 3, 4, 5]
+    T, true_time = _true_pose(), TimeMap(1.0, 0.1)
+    t_pano = np.arange(0.5, 19.0, 0.2)
+    hb, truth = _detections(tracks, T, true_time, t_pano, noise_deg=1.0, swap=0.1, false=0.0, seed=4)
+    res = ransac_association(hb, t_pano, cands, TimeMap())
+    assert relative_angle_deg(res.T_kinect_pano[:3, :3], T[:3, :3]) < 2.0
+    bearings, _ = associate_detections(hb, t_pano, cands, T, true_time, 6)
+    assert np.isnan(bearings[:, :2]).all()
+    placed = [np.allclose(bearings[hb.frame[i], truth[i] + 2], hb.bearing[i]) for i in range(len(hb))]
+    assert np.mean(placed) > 0.99
+
+
 def test_ransac_refuses_detections_unrelated_to_the_kinect_hands():
     tracks = _tracks(seed=5)
     t_pano = np.arange(0.5, 19.0, 0.2)
