@@ -145,7 +145,7 @@ def ransac_bearing_pose(X: np.ndarray, f: np.ndarray, samples: np.ndarray,
     mu = X.mean(axis=0)
     scale = np.sqrt(np.mean(np.sum((X - mu) ** 2, axis=-1))) or 1.0
     Xn = (X - mu) / scale
-    R, t, ok = _dlt_pose(Xn[samples], f[samples])
+    R, t, ok = dlt_pose(Xn[samples], f[samples])
     cos_thr = np.cos(threshold_rad)
     p = np.einsum("sij,mj->smi", R, Xn) + t[:, None]
     cosang = np.sum(p * f, axis=-1) / np.linalg.norm(p, axis=-1)
@@ -153,7 +153,7 @@ def ransac_bearing_pose(X: np.ndarray, f: np.ndarray, samples: np.ndarray,
     i = int(np.argmax(counts))
     inl = cosang[i] > cos_thr
     if inl.sum() >= 6:
-        R2, t2, ok2 = _dlt_pose(Xn[inl][None], f[inl][None])
+        R2, t2, ok2 = dlt_pose(Xn[inl][None], f[inl][None])
         if ok2[0]:
             p2 = Xn @ R2[0].T + t2[0]
             inl2 = np.sum(p2 * f, axis=-1) / np.linalg.norm(p2, axis=-1) > cos_thr
@@ -164,7 +164,7 @@ def ransac_bearing_pose(X: np.ndarray, f: np.ndarray, samples: np.ndarray,
     return T, float(inl.mean())
 
 
-def _dlt_pose(X: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def dlt_pose(X: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Linear pose from batches of points X (S,n,3) and bearings f (S,n,3), n >= 6: the null vector
     of ``[f]x [R | t] [X; 1] = 0``, projected onto a rotation with the scale and sign fixed so that
     the points lie along (not against) their bearings. Returns R (S,3,3), t (S,3), ok (S,)."""

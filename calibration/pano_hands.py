@@ -44,7 +44,7 @@ from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from omnimocap.calibration.cameras import EquirectCamera
-from omnimocap.calibration.markerless import _dlt_pose as dlt_pose
+from omnimocap.calibration.markerless import dlt_pose
 from omnimocap.calibration.observations import TRACKED_KINECT_JOINTS, TRACKS_PER_PERSON, KinectTracks, PanoObservations
 from omnimocap.calibration.rig import TimeMap
 from omnimocap.calibration.timesync import TrackSplines, coarse_time_map, offset_grid

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omnimocap.calibration.markerless import _dlt_pose, calibrate_markerless, ransac_bearing_pose
+from omnimocap.calibration.markerless import dlt_pose, calibrate_markerless, ransac_bearing_pose
 from omnimocap.calibration.rig import TimeMap
 from omnimocap.calibration.transforms import (
     axis_angle_to_matrix, invert_pose, make_pose, relative_angle_deg, transform_points,
@@ -67,7 +67,7 @@ def test_dlt_pose_is_exact_on_clean_bearings_all_around():
     p = np.einsum("ij,snj->sni", R, X) + t
     f = p / np.linalg.norm(p, axis=-1, keepdims=True)
     assert np.any(f[..., 2] < 0)  # bearings behind the camera too
-    Rs, ts, ok = _dlt_pose(X, f)
+    Rs, ts, ok = dlt_pose(X, f)
     assert ok.all()
     np.testing.assert_allclose(Rs, np.broadcast_to(R, Rs.shape), atol=1e-9)
     np.testing.assert_allclose(ts, np.broadcast_to(t, ts.shape), atol=1e-9)
