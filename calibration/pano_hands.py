@@ -53,6 +53,7 @@ from omnimocap.capture.pano import PanoReader, read_pano_timestamps
 from omnimocap.capture.session import Session
 from omnimocap.data.skeletons import KINECT_INDEX, SIDES
 from omnimocap.errors import InputError, UserError
+from omnimocap.fusion.interpolate import interpolate_positions
 from omnimocap.hands.views import WristView, plan_views, render_views, view_from_yaw_pitch, view_pixel_to_pano_bearing
 from omnimocap.hands.wilor.detector import Detections, HandDetector
 
@@ -443,22 +444,15 @@ def associate_detections(hands: HandBearings, t_pano: np.ndarray, candidates: Ha
     return out, stats
 
 
-def tracked_views(tracks: KinectTracks, T_kinect_pano: np.ndarray, time_map: TimeMap, t_pano: float,
-                  size: int = TRACKED_VIEW_PX) -> list[WristView]:
-    """A view around each tracked Kinect hand at camera time ``t_pano``, planned on its wrist, hand,
-    hand tip and thumb joints with a generous margin (the pose and clock may still be off)."""
-    t = float(time_map.to_session(t_pano))
-    i = int(np.searchsorted(tracks.t_session, t))
-    if i <= 0 or i >= len(tracks.t_session):
-        return []
-    t_lo, t_hi = tracks.t_session[i - 1], tracks.t_session[i]
-    w = (t - t_lo) / max(t_hi - t_lo, 1e-9)
-    pts = (1 - w) * tracks.points[i - 1] + w * tracks.points[i]  # (K,3), NaN where either is untracked
-    people = tracks.points.shape[1] // TRACKS_PER_PERSON
+def tracked_views(points: np.ndarray, T_kinect_pano: np.ndarray, size: int = TRACKED_VIEW_PX) -> list[WristView]:
+    """A view around each tracked Kinect hand, from the Kinect joints ``points`` (K,3) of one
+    instant (track layout of ``calibration/observations.py``, NaN where untracked), planned on its
+    wrist, hand, hand tip and thumb joints with a generous margin (the pose and clock may still be
+    off)."""
     hands = []
-    for p in range(people):
+    for p in range(points.shape[0] // TRACKS_PER_PERSON):
         for side in SIDES:
-            joints = pts[[hand_track(p, side, j) for j in _HAND_JOINTS]]
+            joints = points[[hand_track(p, side, j) for j in _HAND_JOINTS]]
             if np.isfinite(joints).all(axis=-1).any():
                 hands.append(joints)
     if not hands:
@@ -539,7 +533,9 @@ def detect_hands(session: Session, tracks: KinectTracks, detector: ViewDetector,
                           "confirmed": int(confirmed.sum()),
                           "ransac_inlier_fraction": ransac.inlier_fraction, "ransac_offset_s": ransac.offset_s}
     frames = inside[::max(1, int(stride))]
-    found = detect_frames(detector, reader, frames,
-                          lambda i: tracked_views(tracks, T_kinect_pano, time_map, t_pano[i]), "hands", progress)
+    at_frames = interpolate_positions(tracks.t_session, tracks.points, time_map.to_session(t_pano[frames]))
+    row = {int(i): n for n, i in enumerate(frames)}
+    found = detect_frames(detector, reader, frames, lambda i: tracked_views(at_frames[row[i]], T_kinect_pano),
+                          "hands", progress)
     info["tracked"] = {"frames": int(len(frames)), "detections": int(len(found))}
     return DetectedHands(found, t_pano, t_host, candidates, T_kinect_pano, time_map, info)

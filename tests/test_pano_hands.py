@@ -19,6 +19,7 @@ from omnimocap.calibration.pano_hands import (
 from omnimocap.calibration.rig import Rig, TimeMap
 from omnimocap.calibration.transforms import axis_angle_to_matrix, invert_pose, make_pose, relative_angle_deg, transform_points
 from omnimocap.data.skeletons import SIDES
+from omnimocap.fusion.interpolate import interpolate_positions
 from omnimocap.hands.views import project_to_view, view_from_yaw_pitch
 from omnimocap.hands.wilor.detector import Detections
 from tests.tools.cli import one_line_error
@@ -201,7 +202,7 @@ def test_ransac_refuses_detections_unrelated_to_the_kinect_hands():
 def test_tracked_views_hold_the_predicted_hands():
     tracks = _tracks()
     T = _true_pose()
-    views = tracked_views(tracks, T, TimeMap(), 5.0)
+    views = tracked_views(interpolate_positions(tracks.t_session, tracks.points, np.array([5.0]))[0], T)
     assert len(views) == 4
     i = int(round(5.0 * FPS))
     for v, (p, side) in zip(views, [(p, s) for p in range(2) for s in SIDES]):
