@@ -34,4 +34,16 @@ if [ ! -x .venv-k4a/bin/python ]; then
   "$PYTHON" -m venv .venv-k4a
   .venv-k4a/bin/python -m pip install -q "pyk4a-bundle==1.5.0" "numpy<2" || echo "note: pyk4a-bundle could not be installed; the SDK cross-check tests will skip"
 fi
+# Blender as a Python module (bpy 4.5 LTS, ~370 MB download) writes the FBX export and opens every export in
+# the tests. It pins NumPy 1.x, so it gets its own environment too; `omnimocap export` finds it there.
+if [ ! -x .venv-blender/bin/python ]; then
+  "$PYTHON" -m venv .venv-blender
+  .venv-blender/bin/python -m pip install -q "bpy==4.5.*" || echo "note: bpy could not be installed; FBX export and the Blender tests will skip"
+fi
+# The Khronos glTF validator (npm gltf-validator), project-local in tools/node_modules, for the glTF tests.
+if command -v npm >/dev/null 2>&1; then
+  [ -d tools/node_modules/gltf-validator ] || npm install --prefix tools --no-audit --no-fund --silent || echo "note: gltf-validator could not be installed; the validator test will skip"
+else
+  echo "note: npm is missing; install Node.js for the glTF validator test"
+fi
 echo "omnimocap is installed in .venv (activate it with: . .venv/bin/activate)"
