@@ -111,14 +111,17 @@ def render(src: str, out: str, frame: str) -> None:
     scene.frame_set(int(frame))
     mesh = next(o for o in scene.objects if o.type == "MESH" and any(m.type == "ARMATURE" for m in o.modifiers))
     mesh.data.materials.clear()
-    corners = [mesh.matrix_world @ v.co for v in mesh.data.vertices]
-    centre = sum(corners, corners[0] * 0) / len(corners)
+    posed = mesh.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    points = [posed.matrix_world @ v.co for v in posed.data.vertices]
+    low = [min(p[i] for p in points) for i in range(3)]
+    high = [max(p[i] for p in points) for i in range(3)]
+    centre = type(points[0])([(a + b) / 2 for a, b in zip(low, high)])
+    height = high[2] - low[2]
     cam_data = bpy.data.cameras.new("camera")
     cam = bpy.data.objects.new("camera", cam_data)
     scene.collection.objects.link(cam)
-    cam.location = (centre.x + 2.2, centre.y - 3.2, centre.z + 0.6)
-    direction = centre - cam.location
-    cam.rotation_euler = direction.to_track_quat("-Z", "Y").to_euler()
+    cam.location = (centre.x + 1.2 * height, centre.y - 2.0 * height, centre.z + 0.3 * height)
+    cam.rotation_euler = (centre - cam.location).to_track_quat("-Z", "Y").to_euler()
     scene.camera = cam
     scene.render.engine = "BLENDER_WORKBENCH"
     scene.display.shading.light = "STUDIO"
