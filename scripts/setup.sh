@@ -40,6 +40,17 @@ if [ ! -x .venv-blender/bin/python ]; then
   "$PYTHON" -m venv .venv-blender
   .venv-blender/bin/python -m pip install -q "bpy==4.5.*" || echo "note: bpy could not be installed; FBX export and the Blender tests will skip"
 fi
+# aitviewer opens the AMASS export in the tests. Its full dependency set would replace our OpenCV and add a
+# second Qt, so it gets an environment of its own that sees .venv's packages (torch, smplx) and adds only
+# what aitviewer's loading code imports (about 310 MB installed, most of it USD; ~20 s).
+if [ ! -x .venv-aitviewer/bin/python ]; then
+  "$PYTHON" -m venv .venv-aitviewer
+  .venv/bin/python -c "import site; print(site.getsitepackages()[0])" \
+    > "$(.venv-aitviewer/bin/python -c "import site; print(site.getsitepackages()[0])")/omnimocap-venv.pth"
+  .venv-aitviewer/bin/python -m pip install -q --no-deps "aitviewer==1.14.2" "moderngl==5.13.0" "moderngl-window==3.1.1" \
+    "imgui==2.0.0" "pyglm==2.8.3" "trimesh==5.2.0" "omegaconf==2.4.0" "antlr4-python3-runtime==4.13.2" "roma==1.8.0" \
+    "pyglet==2.1.19" "glcontext==3.1.0" "usd-core==26.11" || echo "note: aitviewer could not be installed; its test will skip"
+fi
 # The Khronos glTF validator (npm gltf-validator), project-local in tools/node_modules, for the glTF tests.
 if command -v npm >/dev/null 2>&1; then
   [ -d tools/node_modules/gltf-validator ] || npm install --prefix tools --no-audit --no-fund --silent || echo "note: gltf-validator could not be installed; the validator test will skip"

@@ -134,3 +134,42 @@ def test_fbx_without_blender_is_one_line(tmp_path, capsys, monkeypatch):
     line = one_line_error(capsys, ["export", str(tmp_path), "--format", "fbx", "--models", str(tmp_path / "none")])
     assert "bpy" in line and "setup.sh" in line
     assert not list(tmp_path.glob("*.fbx*"))
+
+
+AITVIEWER_LOAD = """
+import json, sys
+import numpy as np
+from aitviewer.configuration import CONFIG as C
+C.update_conf({"smplx_models": sys.argv[1]})
+from aitviewer.models.smpl import SMPLLayer
+from aitviewer.renderables.smpl import SMPLSequence
+seq = SMPLSequence.from_amass(sys.argv[2], smpl_layer=SMPLLayer(model_type="smplx"))
+shown = np.asarray(seq.joints) @ np.asarray(seq.rotation).T  # what the viewer displays, y up
+json.dump({"joints": shown.tolist(), "frames": seq.n_frames}, open(sys.argv[3], "w"))
+"""
+
+
+def test_aitviewer_loads_the_amass_file_with_only_a_smplx_layer(tmp_path):
+    """aitviewer's ``SMPLSequence.from_amass(path, smpl_layer=SMPLLayer(model_type="smplx"))``, no other
+    option: it reads ``mocap_framerate`` and treats the file as z up (its default), and shows the body
+    where our kinematics put it. Its loader slices the hands at SMPL-H's offsets, so only body joints
+    are compared (AMASS's own SMPL-X files load the same way)."""
+    python = ROOT / ".venv-aitviewer" / "bin" / "python"
+    if not python.is_file():
+        pytest.skip("aitviewer is not installed: scripts/setup.sh installs it into .venv-aitviewer")
+    from omnimocap.fusion.export import read_amass_npz
+    from omnimocap.fusion.synthetic_models import write_synthetic_smplx
+
+    write_synthetic_smplx(tmp_path / "models" / "smplx")
+    motion = _results(tmp_path, P=1)
+    _export(tmp_path, "amass")
+    script = tmp_path / "load.py"
+    script.write_text(AITVIEWER_LOAD)
+    out = tmp_path / "aitviewer.json"
+    proc = subprocess.run([str(python), str(script), str(tmp_path / "models"), str(tmp_path / "smplx.npz"), str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shown = np.array(json.loads(out.read_text())["joints"])
+    ours = _our_joints(motion, 0) @ Y_UP_TO_BLENDER  # back to our y-up world
+    assert shown.shape[0] == len(ours) == len(read_amass_npz(tmp_path / "smplx.npz")["poses"])
+    assert 1000 * np.abs(shown[:, :22] - ours[:, :22]).max() < 0.1
