@@ -46,7 +46,7 @@ from scipy.optimize import linear_sum_assignment
 
 from omnimocap.calibration.rig import Rig
 from omnimocap.calibration.transforms import (
-    axis_angle_to_matrix, invert_pose, relative_angle_deg, transform_points,
+    invert_pose, relative_angle_deg, transform_points,
 )
 from omnimocap.capture.session import Session, atomic_write_json
 from omnimocap.capture.bodies import read_bodies
