@@ -1,10 +1,11 @@
-"""Exports people consume: AMASS-style SMPL-X npz, per-hand MANO npz, skinned glTF 2.0, rerun .rrd.
+"""Exports people consume: AMASS SMPL-X npz, per-hand MANO npz, skinned glTF 2.0, rerun .rrd
+(BVH: ``fusion.export_bvh``; FBX through Blender: ``fusion.export_blender``).
 
 Our world frame is SMPL-X's model frame: y up, metres, floor y = 0, so SMPL-X joints are
 ``forward_kinematics(local_rotmats, betas) + trans``. Conversions happen here, at the edge:
 
 - Axis-angle (radians) appears only in the files.
-- ``z_up=True`` rotates the whole motion by +90 deg about x (``R_ZUP``: y -> z, z -> -y), which turns
+- AMASS files are z up by default: ``z_up=True`` rotates the whole motion by +90 deg about x (``R_ZUP``: y -> z, z -> -y), which turns
   our y-up world into AMASS's z-up one (floor = the XY plane). It is the inverse of the -90 deg about
   X that the Meshcapade Blender add-on applies to AMASS files. SMPL-X turns the root about the rest
   pelvis joint ``J0(betas)``, not the origin, so ``trans`` becomes ``R_ZUP (J0 + trans) - J0``.
@@ -12,6 +13,8 @@ Our world frame is SMPL-X's model frame: y up, metres, floor y = 0, so SMPL-X jo
   convention the Blender add-on applies as raw bone rotations; the files say so in
   ``hand_pose_convention``.
 - glTF is y up with +z forward like our world, so the glTF scene needs no conversion.
+- Frame rates in files are whole numbers on a uniform grid (:func:`resample_motion`); the fused
+  frames follow the Kinect's clock (e.g. 29.999 Hz with jitter).
 """
 
 from __future__ import annotations
