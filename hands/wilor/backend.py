@@ -33,9 +33,10 @@ class WilorEstimator:
         from omnimocap.hands.wilor import load_wilor
 
         paths = require_wilor_files(models_dir)
+        detector = HandDetector(paths["detector"], device=device)  # small: a refused file stops before the 2.4 GB load
         model = load_wilor(checkpoint=paths["checkpoint"], model_config=paths["model_config"],
                            mean_params=paths["mean_params"], device=device)
-        return cls(model, HandDetector(paths["detector"], device=device), fp16=device == "cuda")
+        return cls(model, detector, fp16=device == "cuda")
 
     def __init__(self, model: WilorModel, detector: HandDetector | None = None, rescale_factor: float = 2.0,
                  fp16: bool = False):
