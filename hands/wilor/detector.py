@@ -264,7 +264,16 @@ def associate(dets: Detections, predicted_box: np.ndarray, side: str) -> Associa
 
     Candidates overlap the predicted box (IoU >= GATE_IOU) or have their centre within GATE_CENTER
     of its diagonal. Among them a detection of the predicted side wins over one of the other side,
-    then higher IoU, then the nearer centre. With no candidate the predicted box is used."""
+    then higher IoU, then the nearer centre. With no candidate the predicted box is used.
+
+    Handedness: the skeleton's side always wins. When the chosen detection's class disagrees (no
+    candidate of the skeleton's side), its box is still used, as evidence of where the hand is, but
+    the hand is reconstructed as the skeleton's side (mirrored when left) and labelled so, with a
+    note. Why: the view is centred on that side's wrist, which the body tracker follows along the
+    whole arm, while the detector judges a small crop, where the back of one hand looks like the
+    palm of the other; choosing the detector's side would mirror the crop and return the other
+    hand's pose (about 180 degrees off) for this wrist. Consequently the wilor backend never hands
+    the pipeline a label that disagrees with the request's side."""
     pred = np.asarray(predicted_box, dtype=np.float64)
     want_right = side == "right"
     if len(dets.boxes_xyxy):
