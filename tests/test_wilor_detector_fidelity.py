@@ -78,3 +78,15 @@ def test_mixed_sizes_in_one_ultralytics_call_letterbox_differently(fixture_detec
     r = mixed[0].boxes
     same = len(r.conf) == len(expected[0]["scores"]) and np.allclose(r.conf.numpy(), expected[0]["scores"], atol=1e-4)
     assert not same
+
+
+def test_detection_leaves_the_torch_thread_count_alone(fixture_detector, images):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        HandDetector(fixture_detector).detect(images[:1])
+        assert torch.get_num_threads() == 2  # ultralytics' device set-up would leave cores - 1
+    finally:
+        torch.set_num_threads(before)

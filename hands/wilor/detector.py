@@ -207,6 +207,15 @@ class HandDetector:
         self._predictor = None
 
     def _predict(self, images: list[np.ndarray]) -> list:
+        import torch
+
+        threads = torch.get_num_threads()  # ultralytics' CPU device selection sets it to cores - 1 process-wide
+        try:
+            return self._predict_unguarded(images)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _predict_unguarded(self, images: list[np.ndarray]) -> list:
         if self._predictor is None:
             from ultralytics.models.yolo.pose import PosePredictor
 
