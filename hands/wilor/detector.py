@@ -7,8 +7,8 @@ the image they were found in.
 Defaults follow the official WiLoR ``demo.py`` (github.com/rolpotamias/WiLoR), which calls
 ``detector(img, conf=0.3, verbose=False)`` once per image: confidence 0.3, and the NMS IoU left at
 ultralytics' default 0.7 (the 0.5 seen elsewhere is the Gradio demo's ``app.py``). Each call
-letterboxes its image on its own (shorter side padded to a multiple of the stride, 640 on the long
-side); :meth:`HandDetector.detect` batches only images of one size, for which one batched call
+letterboxes its image on its own (scaled to the checkpoint's training size, 640 by default, on
+the long side, the short side padded to a multiple of the stride); :meth:`HandDetector.detect` batches only images of one size, for which one batched call
 letterboxes exactly as per-image calls do.
 
 Loading never unpickles arbitrary objects. ultralytics' ``YOLO(path)`` runs ``torch.load`` with
