@@ -1,13 +1,16 @@
 """A deterministic stand-in for WiLoR's hand detector and the images it is checked on.
 
 The network is ultralytics' own YOLOv8-pose (``yolov8-pose.yaml``, scale n) with WiLoR's detector
-head: 2 classes (0 left, 1 right) and 21 hand keypoints of (x, y, visibility). Its weights are drawn
-from numpy's PCG64 generator (stable across numpy and torch versions), scaled by 1/sqrt(fan-in);
-the BatchNorm statistics are estimated on the fixture images so activations stay near unit scale; the class biases of the head are set to CLASS_BIAS so that a handful of
-boxes score above the official confidence 0.3 (with the usual prior the scores of random weights
-all stay far below it). ``python -m tests.tools.detector_fixture`` rewrites
-tests/data/wilor_detector_fidelity.npz with the outputs of ultralytics' own ``YOLO(path)`` predictor,
-called once per image with ``conf=0.3`` as the official demo.py does.
+head: 2 classes (0 left, 1 right) and 21 hand keypoints of (x, y, visibility) (the 21 is an
+assumption: WiLoR's demo reads only boxes and classes). Its weights are drawn from numpy's PCG64
+generator (stable across numpy and torch versions), scaled by 1/sqrt(fan-in); the BatchNorm
+statistics are estimated on the fixture images so activations stay near unit scale. With
+ultralytics' usual class-bias prior no random-weight box would reach the official confidence 0.3,
+so the class logits are spread (last class layer x CLASS_GAIN) and shifted (bias CLASS_BIAS): a few
+dozen boxes per 640 x 480 image score above 0.3, with duplicates for NMS to remove, one image gives
+none. ``python -m tests.tools.detector_fixture`` rewrites tests/data/wilor_detector_fidelity.npz
+with the outputs of ultralytics' own ``YOLO(path)`` predictor, called once per image with
+``conf=0.3`` as the official demo.py does.
 """
 
 from __future__ import annotations
