@@ -113,10 +113,12 @@ class KinectMkvWriter:
         depth_mode: ``K4A_DEPTH_MODE`` value such as ``"NFOV_UNBINNED"``, or None for no depth track.
         ir: write an IR track (the depth mode's size; body tracking needs it).
         imu: write an IMU track.
-        fps: camera frame rate (5, 15 or 30).
+        fps: camera frame rate (5, 15 or 30; an Orbbec Femto also 25).
         device_serial, start_offset_s, depth_delay_ns, wired_sync_mode, *_firmware: file tags.
             ``start_offset_s`` is the device time (seconds) of block timestamp 0; by default the
-            first written timestamp.
+            first written timestamp (the Azure Kinect recorder's choice; Orbbec's K4A wrapper writes
+            minutes there while its device times are epoch-like, see
+            :mod:`omnimocap.capture.kinect_models`).
 
     Use as a context manager; :meth:`write_capture` and :meth:`write_imu` take device timestamps in
     seconds, in increasing order per track.
