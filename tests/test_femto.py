@@ -184,3 +184,60 @@ def test_models_state_the_datasheet_differences():
     clock = device_clock(bolt, np.random.default_rng(0))
     assert EPOCH_LIKE_S <= clock.epoch_s <= EPOCH_LIKE_S + 86_400 and 120 <= clock.start_offset_s <= 2400
     assert device_clock(azure, np.random.default_rng(0)).epoch_s == 0.0
+
+
+# --- `simulate --kinect-model femto-bolt` ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sims(tmp_path_factory):
+    from omnimocap.capture.simulate import SimConfig, simulate_session
+
+    root = tmp_path_factory.mktemp("femto_sims")
+    out = {}
+    for model in ("azure", "femto-bolt"):
+        simulate_session(root / model, SimConfig(seconds=3.0, people=1, kinects=1, seed=4, pano_width=256,
+                                                 kinect_video=False, kinect_model=model))
+        out[model] = root / model
+    simulate_session(root / "bolt_video", SimConfig(seconds=0.5, people=1, kinects=1, seed=4, pano_width=128,
+                                                    kinect_model="femto-bolt"))
+    out["bolt_video"] = root / "bolt_video"
+    return out
+
+
+def test_simulated_bolt_recording_has_the_wrappers_clock_tags_and_narrower_colour(sims):
+    from omnimocap.capture.bodies import read_bodies
+
+    rec = KinectRecording(sims["bolt_video"] / "kinect_CL8F0000001.mkv")
+    assert rec.device_family == "orbbec" and rec.tags["K4A_DEPTH_FIRMWARE_VERSION"] == "1.1.2"
+    assert 120e6 <= rec.start_offset_us <= 2400e6  # minutes
+    times = [c.depth_timestamp for c in rec.captures(decode_color=False)]
+    assert rec.clock_problem is None and rec.firmware_warning is None
+    assert EPOCH_LIKE_S < times[0] < EPOCH_LIKE_S + 86_400  # epoch-like device times
+    body_times = read_bodies(sims["bolt_video"] / "bodies_CL8F0000001.json").timestamps
+    assert [round(t * 1e6) for t in times] == [round(t * 1e6) for t in body_times]
+    # The datasheets' fields of view (distortion included) scale the simulated Azure Kinect's 605 px
+    # focal length by tan(45 deg) / tan(40 deg); the draws move it by about 2 px.
+    color = rec.calibration.color
+    assert color.fx == pytest.approx(605.0 * np.tan(np.radians(45)) / np.tan(np.radians(40)), abs=8.0)
+
+
+def test_bolt_and_azure_sessions_differ_only_in_the_device_clock(sims):
+    truth = {m: np.load(sims[m] / "truth" / "motion.npz") for m in ("azure", "femto-bolt")}
+    a = truth["azure"]["kinect_frame_t_session_000000000001"]
+    b = truth["femto-bolt"]["kinect_frame_t_session_CL8F0000001"]
+    np.testing.assert_allclose(b, a, atol=2e-6)  # the same frames in session time
+    np.testing.assert_array_equal(truth["azure"]["smplx_joints"], truth["femto-bolt"]["smplx_joints"])
+
+
+def test_sync_on_epoch_like_kinect_times_finds_the_same_time_map(sims):
+    from omnimocap.apps.cmd_calibrate import sync_session
+    from omnimocap.calibration.rig import Rig
+
+    maps = {}
+    for model in ("azure", "femto-bolt"):
+        sync_session(sims[model])
+        maps[model] = Rig.load(sims[model] / "rig.json").time_maps["pano"]
+    truth = Rig.load(sims["azure"] / "truth" / "rig.json").time_maps["pano"]
+    t = np.array([truth.to_sensor(0.5), truth.to_sensor(2.5)])
+    azure, bolt = maps["azure"].to_session(t), maps["femto-bolt"].to_session(t)
+    np.testing.assert_allclose(bolt, azure, atol=2e-5)  # 20 us: the same answer as with an Azure Kinect
+    np.testing.assert_allclose(bolt, truth.to_session(t), atol=0.02)
