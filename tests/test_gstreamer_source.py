@@ -10,7 +10,6 @@ import sys
 import textwrap
 
 import cv2
-import numpy as np
 import pytest
 
 from omnimocap.capture.pano_sources import (
