@@ -2,7 +2,7 @@
 
 Sources: ``--kinect N [N ...]`` (live Azure Kinects by device index; with several, the first is the
 wired-sync master and the others subordinates), one of ``--pano-uvc DEV`` / ``--pano-url URL`` /
-``--pano-file F``, or ``--simulate`` (a simulated rig replayed in real time, exercising the recorder
+``--pano-gst PIPELINE`` / ``--pano-file F``, or ``--simulate`` (a simulated rig replayed in real time, exercising the recorder
 exactly as devices do). Ctrl-C stops cleanly; the session is then complete. A recorder killed hard
 leaves status ``recording``; its files stay readable after ``recover_session``.
 """
