@@ -241,3 +241,19 @@ def test_sync_on_epoch_like_kinect_times_finds_the_same_time_map(sims):
     azure, bolt = maps["azure"].to_session(t), maps["femto-bolt"].to_session(t)
     np.testing.assert_allclose(bolt, azure, atol=2e-5)  # 20 us: the same answer as with an Azure Kinect
     np.testing.assert_allclose(bolt, truth.to_session(t), atol=0.02)
+
+
+def test_recorder_keeps_the_bolts_epoch_like_device_times(sims, tmp_path):
+    from omnimocap.capture.recorder import GB, RecordConfig, Recorder, replay_sources
+    from omnimocap.capture.sources import SessionClock
+
+    clock = SessionClock()
+    out = tmp_path / "rec"
+    Recorder(out, replay_sources(sims["bolt_video"], clock, realtime=False), RecordConfig(min_free_gb=0.1), clock,
+             disk_free=lambda path: 100 * GB).run()
+    source = KinectRecording(sims["bolt_video"] / "kinect_CL8F0000001.mkv")
+    recorded = KinectRecording(out / "kinect_CL8F0000001.mkv")
+    t_in = [round(c.depth_timestamp * 1e6) for c in source.captures(decode_color=False)]
+    t_out = [round(c.depth_timestamp * 1e6) for c in recorded.captures(decode_color=False)]
+    assert t_out == t_in and t_out[0] > EPOCH_LIKE_S * 1e6
+    assert recorded.device_family == "orbbec" and recorded.clock_problem is None
