@@ -526,6 +526,12 @@ class GstLaunchPanoSource(_ThreadedPanoSource):
         image = np.frombuffer(bytes(buf), np.uint8).reshape(h, w, 3)
         return [(image, None, self.clock.now() - self.latency_s)]
 
+    def _stop(self) -> None:
+        # End the process first: the reading thread is blocked on its pipe until it closes.
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+        super()._stop()
+
     def _release(self) -> None:
         if self._process is not None:
             if self._process.poll() is None:

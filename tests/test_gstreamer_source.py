@@ -99,7 +99,9 @@ def test_gst_launch_pipe_delivers_frames_then_ends(tmp_path, inspect_without_the
             if frame is not None:
                 frames.append(frame)
     source.stop()
-    assert [int(f.image[0, 0, 0]) for f in frames] == [10, 50, 90]
+    values = [int(f.image[0, 0, 0]) for f in frames]
+    # a consumer slower than the pipe loses the oldest frames (bounded latency), counted as drops
+    assert values and values == [10, 50, 90][3 - len(values):] and len(values) + source.health().drops == 3
     assert frames[0].image.shape == (h, w, 3) and source.info.width == w
     assert all(b.t_pano > a.t_pano for a, b in zip(frames, frames[1:]))  # arrival times
 
@@ -110,3 +112,18 @@ def test_opencv_path_asks_opencv_for_the_pipeline(inspect_without_theta):
     if not opencv_has_gstreamer():
         with pytest.raises(DeviceError, match="no camera"):
             source.connect()
+
+
+def test_stopping_a_running_pipeline_ends_its_process(tmp_path, inspect_without_theta):
+    launcher = _script(tmp_path / "gst-launch-1.0", """
+        import sys, time
+        sys.stdout.buffer.write(bytes(4 * 2 * 3))
+        sys.stdout.flush()
+        time.sleep(60)  # a camera that delivers one frame, then nothing
+    """)
+    source = gstreamer_pano_source("videotestsrc ! video/x-raw,format=BGR,width=4,height=2",
+                                   inspect=inspect_without_theta, launcher=[launcher], use_opencv=False)
+    assert source.read(5.0) is not None
+    process = source._process
+    source.stop()
+    assert process.poll() is not None  # terminated, not left running
