@@ -100,15 +100,26 @@ def test_25_fps_opens_here_and_microsofts_playback_refuses_it(tmp_path):
 
 
 def test_epoch_like_start_offset_reads_whole_where_microsofts_playback_wraps_it(tmp_path):
-    """With the start offset at the first (epoch-like) timestamp, libk4arecord 1.4 reports device
-    times modulo 2**32 us: one reason the same file shows other times in Microsoft's tools."""
-    path = tmp_path / "epoch_offset.mkv"
-    times, _ = _write_femto(path, fps=30, start_offset_s=None)
-    ours = [round(c.depth_timestamp * 1e6) for c in KinectRecording(path).captures(decode_color=False)]
+    """A start offset that is itself epoch-like (at the first timestamp) makes libk4arecord 1.4 report
+    device times modulo 2**32 us: one reason the same file shows other times in Microsoft's tools.
+    Our reader reads it whole; our writer's default offset (the first timestamp modulo 2**32 us)
+    gives both the same times."""
+    epoch_offset = tmp_path / "epoch_offset.mkv"
+    times, _ = _write_femto(epoch_offset, fps=30, start_offset_s=EPOCH_LIKE_S + 12.345678)
+    ours = [round(c.depth_timestamp * 1e6) for c in KinectRecording(epoch_offset).captures(decode_color=False)]
     assert ours == [round(t * 1e6) for t in times]
-    out = _sdk_run(path)
+    out = _sdk_run(epoch_offset)
     assert out.returncode == 0, out.stderr
     assert [f["depth_timestamp_usec"] for f in json.loads(out.stdout)["frames"]] == [t % 2 ** 32 for t in ours]
+
+    default_offset = tmp_path / "default_offset.mkv"
+    _write_femto(default_offset, fps=30, start_offset_s=None)
+    rec = KinectRecording(default_offset)
+    assert rec.start_offset_us == ours[0] % 2 ** 32
+    assert [round(c.depth_timestamp * 1e6) for c in rec.captures(decode_color=False)] == ours
+    out = _sdk_run(default_offset)
+    assert out.returncode == 0, out.stderr
+    assert [f["depth_timestamp_usec"] for f in json.loads(out.stdout)["frames"]] == ours
 
 
 def test_bolt_firmware_before_1_1_2_overflow_is_one_line(tmp_path, capsys):
