@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from omnimocap.capture.kinect_models import KINECT_MODELS
 from omnimocap.errors import InputError
 
 
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--flash", type=float, nargs="+", default=(), metavar="T",
                         help="switch a light on at each session time T (seconds) for about half a second, seen by the "
                              "360 camera and the Kinects' colour cameras, for `omnimocap sync --flash`")
-    parser.add_argument("--kinect-model", choices=("azure", "femto-bolt"), default="azure",
+    parser.add_argument("--kinect-model", choices=tuple(KINECT_MODELS), default="azure",
                         help="the Kinects' device model: azure (Azure Kinect DK) or femto-bolt (Orbbec Femto Bolt through "
                              "Orbbec's K4A wrapper: 80x51 deg colour, epoch-like device times, start offsets of minutes)")
     parser.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty OUT_DIR")
