@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -56,9 +57,13 @@ def summarize_recording(path: Path) -> dict:
         if capture.depth_timestamp is not None:
             depth_times.append(capture.depth_timestamp)
     imu_samples = len(rec.imu()) if "IMU" in rec.tracks else 0
+    warnings = [w for w in (rec.clock_problem, rec.firmware_warning) if w]
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     return {
         "path": str(path),
         "device_serial": rec.device_serial,
+        "device_family": rec.device_family,
         "tracks": [t.to_dict() for t in rec.tracks.values()],
         "tags": rec.tags,
         "start_offset_us": rec.start_offset_us,
@@ -71,6 +76,7 @@ def summarize_recording(path: Path) -> dict:
         "T_color_depth": calibration.T_color_depth.tolist(),
         "truncated": rec.truncated,
         "problems": rec.problems,
+        "warnings": warnings,
     }
 
 

@@ -2,7 +2,7 @@
 
 Sources: ``--kinect N [N ...]`` (live Azure Kinects by device index; with several, the first is the
 wired-sync master and the others subordinates), one of ``--pano-uvc DEV`` / ``--pano-url URL`` /
-``--pano-file F``, or ``--simulate`` (a simulated rig replayed in real time, exercising the recorder
+``--pano-gst PIPELINE`` / ``--pano-file F``, or ``--simulate`` (a simulated rig replayed in real time, exercising the recorder
 exactly as devices do). Ctrl-C stops cleanly; the session is then complete. A recorder killed hard
 leaves status ``recording``; its files stay readable after ``recover_session``.
 """
@@ -51,6 +51,9 @@ def add_pano_arguments(p: argparse.ArgumentParser) -> None:
     pano = p.add_mutually_exclusive_group()
     pano.add_argument("--pano-uvc", metavar="DEV", help="360 camera in USB webcam mode: index (0) or device path")
     pano.add_argument("--pano-url", metavar="URL", help="360 camera stream (rtsp://..., rtmp://...)")
+    pano.add_argument("--pano-gst", metavar="PIPELINE",
+                      help="360 camera through a GStreamer pipeline without its sink (gst-launch syntax), or 'theta' / "
+                           "'theta-2k' for a RICOH THETA Z1/V on Linux through gstthetauvc's thetauvcsrc")
     pano.add_argument("--pano-file", metavar="F", type=Path, help="equirect video file replayed in real time")
     cam = p.add_argument_group("360 camera settings")
     cam.add_argument("--pano-size", metavar="WxH", default=None, help="requested UVC size, e.g. 3840x1920")
@@ -61,7 +64,7 @@ def add_pano_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def pano_given(args: argparse.Namespace) -> bool:
-    return any(v is not None for v in (args.pano_uvc, args.pano_url, args.pano_file))
+    return any(v is not None for v in (args.pano_uvc, args.pano_url, args.pano_file, args.pano_gst))
 
 
 def _pano_size(text: str | None) -> tuple[int | None, int | None]:
@@ -76,7 +79,9 @@ def _pano_size(text: str | None) -> tuple[int | None, int | None]:
 
 def pano_source(args: argparse.Namespace, clock):
     """The 360 source the ``--pano-*`` options name (None without one), stamping on ``clock``."""
-    from omnimocap.capture.pano_sources import StreamPanoSource, UvcPanoSource, VideoFilePanoSource
+    from omnimocap.capture.pano_sources import (
+        StreamPanoSource, UvcPanoSource, VideoFilePanoSource, gstreamer_pano_source,
+    )
 
     latency = args.pano_latency_ms / 1000.0
     if args.pano_uvc is not None:
@@ -86,6 +91,8 @@ def pano_source(args: argparse.Namespace, clock):
                              latency_s=latency, clock=clock)
     if args.pano_url is not None:
         return StreamPanoSource(args.pano_url, latency_s=latency, clock=clock)
+    if args.pano_gst is not None:
+        return gstreamer_pano_source(args.pano_gst, latency_s=latency, clock=clock)
     if args.pano_file is not None:
         sidecar = args.pano_file.parent / "pano_frames.csv"
         return VideoFilePanoSource(args.pano_file, timestamps=sidecar if sidecar.is_file() else None,

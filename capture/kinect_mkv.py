@@ -11,7 +11,13 @@ What a recording holds (see also :mod:`omnimocap.capture.kinect_mkv_writer`):
 
 Packet timestamps are microseconds from the recording start; the device timestamp is
 ``pts + K4A_START_OFFSET_NS / 1000`` (microseconds). This module hands out device times in seconds
-(float64; exact to the microsecond for any realistic device clock). Depth stays uint16 millimetres
+(float64: exact to the microsecond up to about 4e9 s, so also for the epoch-like clocks of Orbbec
+devices, see :mod:`omnimocap.capture.kinect_models`).
+
+Recordings of Orbbec Femto devices (Orbbec's K4A wrapper) read the same way: their start offset of
+minutes and epoch-like device times need nothing special. A device clock that jumps (back, or
+forward by more than an hour; Femto Bolt firmware before 1.1.2 overflows) is reported in
+:attr:`KinectRecording.clock_problem` once the captures have been read. Depth stays uint16 millimetres
 and IR uint16 counts, as images; convert depth to metres where it becomes geometry.
 
 IMU blocks hold packed little-endian samples of 40 bytes (:data:`IMU_SAMPLE`): accelerometer
@@ -33,6 +39,7 @@ import cv2
 import numpy as np
 
 from omnimocap.capture.kinect_calibration import COLOR_RESOLUTIONS, DEPTH_MODES, KinectCalibration, parse_calibration
+from omnimocap.capture.kinect_models import device_family, overflowing_firmware, timestamp_jumps
 from omnimocap.errors import InputError
 
 IMU_SAMPLE = struct.Struct("<Q3fQ3f")
@@ -106,13 +113,15 @@ class KinectRecording:
     K4A_DEPTH_DELAY_NS tag. Raises :class:`InputError` when the file cannot be opened or lacks the
     header (tracks, tags), e.g. a file cut off before its first cluster. A file cut off later
     opens: iteration yields the complete captures and sets :attr:`truncated` (with the reason in
-    :attr:`problems`).
+    :attr:`problems`). A full pass over :meth:`captures` sets :attr:`clock_problem` (one line) when
+    the device timestamps jump.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.problems: list[str] = []
         self.truncated = False
+        self.clock_problem: str | None = None
         if not self.path.is_file():
             raise InputError("recording not found", path=self.path, fix="check the path")
         try:
@@ -155,6 +164,21 @@ class KinectRecording:
     @property
     def device_serial(self) -> str:
         return self.tags.get("K4A_DEVICE_SERIAL_NUMBER", "")
+
+    @property
+    def device_family(self) -> str:
+        """``"azure"`` (Microsoft's Azure Kinect) or ``"orbbec"`` (a Femto through Orbbec's K4A
+        wrapper), from the serial number's form and the firmware tags."""
+        return device_family(self.tags)
+
+    @property
+    def firmware_warning(self) -> str | None:
+        """One line when the firmware tags are an Orbbec device's from before 1.1.2, else None."""
+        version = overflowing_firmware(self.tags)
+        if version is None:
+            return None
+        return (f"{self.path}: Orbbec firmware {version} (before 1.1.2) overflows its timestamps; "
+                "update the Femto Bolt's firmware to 1.1.2 or later before recording")
 
     @property
     def wired_sync_mode(self) -> str:
@@ -200,6 +224,7 @@ class KinectRecording:
         current: KinectCapture | None = None
         current_us = 0
         count = 0
+        starts: list[int] = []
         for name, t_us, data in self._packets(CAMERA_TRACKS):
             image = self._decode(name, data, decode_color)
             if image is None and not (name == "COLOR" and not decode_color):
@@ -209,11 +234,26 @@ class KinectRecording:
                 if current is not None:
                     yield current
                 current, current_us = KinectCapture(index=count), t_us
+                starts.append(t_us)
                 count += 1
             setattr(current, slot, image)
             setattr(current, f"{slot}_timestamp", t_us / 1e6)
         if current is not None:
             yield current
+        self._check_clock(np.array(starts, dtype=np.float64) / 1e6)
+
+    def _check_clock(self, t_s: np.ndarray) -> None:
+        jumps = timestamp_jumps(t_s)
+        if not jumps:
+            self.clock_problem = None
+            return
+        index, step = jumps[0]
+        version = overflowing_firmware(self.tags)
+        cause = (f"Orbbec firmware {version} before 1.1.2 overflows its timestamps; update the Femto Bolt's firmware "
+                 "and re-record" if version else "the device clock was reset or overflowed; re-record")
+        more = f" (and {len(jumps) - 1} more)" if len(jumps) > 1 else ""
+        self.clock_problem = (f"{self.path}: device timestamps jump by {step:+.6f} s at capture {index}{more}: "
+                              f"{cause}; times after the jump are not comparable with those before")
 
     def imu(self) -> ImuSamples:
         """All IMU samples (empty without an IMU track)."""

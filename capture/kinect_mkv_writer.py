@@ -49,6 +49,7 @@ _UNKNOWN_SIZE = b"\x01\xff\xff\xff\xff\xff\xff\xff"
 _SEEKHEAD_RESERVED = 160  # bytes kept at the segment start for the seek head written at close
 _TRACK_VIDEO, _TRACK_SUBTITLE = 1, 17
 _INT16_MIN, _INT16_MAX = -(1 << 15), (1 << 15) - 1
+_K4A_OFFSET_LIMIT_US = 1 << 32
 
 
 def _vint_size(n: int, length: int | None = None) -> bytes:
@@ -113,10 +114,13 @@ class KinectMkvWriter:
         depth_mode: ``K4A_DEPTH_MODE`` value such as ``"NFOV_UNBINNED"``, or None for no depth track.
         ir: write an IR track (the depth mode's size; body tracking needs it).
         imu: write an IMU track.
-        fps: camera frame rate (5, 15 or 30).
+        fps: camera frame rate (5, 15 or 30; an Orbbec Femto also 25).
         device_serial, start_offset_s, depth_delay_ns, wired_sync_mode, *_firmware: file tags.
             ``start_offset_s`` is the device time (seconds) of block timestamp 0; by default the
-            first written timestamp.
+            first written timestamp (the Azure Kinect recorder's choice; modulo 2**32 us for an
+            epoch-like clock, see :func:`_default_start_us`; Orbbec's K4A wrapper writes
+            minutes there while its device times are epoch-like, see
+            :mod:`omnimocap.capture.kinect_models`).
 
     Use as a context manager; :meth:`write_capture` and :meth:`write_imu` take device timestamps in
     seconds, in increasing order per track.
@@ -192,7 +196,7 @@ class KinectMkvWriter:
 
     def _write_header(self, first_us: int) -> None:
         if self._start_us is None:
-            self._start_us = first_us
+            self._start_us = _default_start_us(first_us)
         f = self._file
         f.write(_el(_EBML, b"".join((_uint(0x4286, 1), _uint(0x42F7, 1), _uint(0x42F2, 4), _uint(0x42F3, 8),
                                       _str(0x4282, "matroska"), _uint(0x4287, 2), _uint(0x4285, 2)))))
@@ -270,7 +274,7 @@ class KinectMkvWriter:
         gyro_us = [_to_us(t) for t in np.atleast_1d(gyro_timestamps_s)]
         acc, gyro = np.asarray(acc, dtype=np.float32).reshape(-1, 3), np.asarray(gyro, dtype=np.float32).reshape(-1, 3)
         if self._start_us is None and acc_us:
-            self._start_us = acc_us[0]
+            self._start_us = _default_start_us(acc_us[0])
         pending: list[tuple[_Track, int, bytes]] = []
         for a_us, a, g_us, g in zip(acc_us, acc, gyro_us, gyro):
             if pending and a_us - pending[0][1] > _INT16_MAX:
@@ -342,6 +346,15 @@ class KinectMkvWriter:
 
 def _simple_tag(name: str, value: str) -> bytes:
     return _el(_SIMPLETAG, _str(_TAGNAME, name) + _str(_TAGSTRING, value))
+
+
+def _default_start_us(first_us: int) -> int:
+    """The start offset (us) for a recording whose first timestamp is ``first_us``: that timestamp,
+    as the Azure Kinect recorder writes, unless it is 2**32 us or more (an Orbbec device's
+    epoch-like clock): Microsoft's playback (libk4arecord 1.4) then reports device times modulo
+    2**32 us, so the offset becomes the first timestamp modulo 2**32 and block timestamps carry the
+    rest; every reader still gets ``block + offset`` = the device time."""
+    return first_us if first_us < _K4A_OFFSET_LIMIT_US else first_us % _K4A_OFFSET_LIMIT_US
 
 
 def _to_us(t_s: float) -> int:

@@ -7,6 +7,10 @@
   streaming", Insta360 X-series "USB webcam"): equirect 3840x1920 or 1920x960 at up to 30 fps,
   MJPG or H.264. Horizon correction and stabilisation must be off on the camera.
 - :class:`StreamPanoSource`: an RTSP/RTMP (or any FFmpeg) URL through PyAV with low-latency options.
+- :func:`gstreamer_pano_source`: a GStreamer pipeline, e.g. a RICOH THETA Z1/V on Linux through the
+  ``thetauvcsrc`` element of gstthetauvc (plain V4L2 does not see the THETA's 4K stream): through
+  OpenCV's GStreamer backend when OpenCV has one, else through ``gst-launch-1.0`` writing raw BGR
+  frames to a pipe (:class:`GstLaunchPanoSource`).
 
 Every frame carries ``t_pano`` (camera clock, seconds) and ``host_time``: the arrival on the session
 clock minus ``latency_s``, the configurable latency compensation (the camera's encode + transport
@@ -17,6 +21,9 @@ falls behind, the oldest frame is dropped (counted in ``drops``) so that latency
 from __future__ import annotations
 
 import queue
+import shlex
+import shutil
+import subprocess
 import threading
 from abc import abstractmethod
 from dataclasses import replace
@@ -385,3 +392,153 @@ class StreamPanoSource(_ThreadedPanoSource):
         if self._container is not None:
             self._container.close()
             self._container = None
+
+
+# --- GStreamer ----------------------------------------------------------------------------------------
+# The THETA's H.264 stream through gstthetauvc: mode 4K is 3840x1920, 2K 1920x960 (both 30 fps).
+THETA_MODES = {"4K": (3840, 1920), "2K": (1920, 960)}
+GST_INSTALL_HINT = ("install GStreamer (apt install gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good "
+                    "gstreamer1.0-plugins-bad gstreamer1.0-libav) and, for a THETA, build and install gstthetauvc "
+                    "(github.com/nickel110/gstthetauvc, on the libuvc of github.com/nickel110/libuvc); see the README's \"Which cameras\"")
+
+
+def theta_pipeline(mode: str = "4K") -> str:
+    """The GStreamer pipeline (without its sink) that decodes a THETA Z1/V's live stream to BGR at
+    the ``mode``'s size (``4K`` 3840x1920 or ``2K`` 1920x960)."""
+    if mode not in THETA_MODES:
+        raise ValueError(f"THETA mode {mode!r} is not one of {', '.join(THETA_MODES)}")
+    w, h = THETA_MODES[mode]
+    return (f"thetauvcsrc mode={mode} ! queue ! h264parse ! avdec_h264 ! videoconvert ! "
+            f"video/x-raw,format=BGR,width={w},height={h}")
+
+
+def pipeline_elements(pipeline: str) -> list[str]:
+    """Names of the elements of a ``gst-launch`` style pipeline, in order (caps filters and
+    properties left out)."""
+    names = []
+    for part in pipeline.split("!"):
+        words = shlex.split(part.strip())
+        if words and "/" not in words[0] and "=" not in words[0] and not words[0].endswith("."):
+            names.append(words[0])
+    return names
+
+
+def pipeline_size(pipeline: str) -> tuple[int, int] | None:
+    """(width, height) of the last caps filter that states both, or None."""
+    size = None
+    for part in pipeline.split("!"):
+        fields = dict(f.split("=", 1) for f in part.strip().split(",")[1:] if "=" in f)
+        if "width" in fields and "height" in fields:
+            size = (int(fields["width"].split(")")[-1]), int(fields["height"].split(")")[-1]))
+    return size
+
+
+def missing_gst_elements(pipeline: str, inspect: str | None = None) -> list[str]:
+    """Elements of ``pipeline`` that GStreamer does not have (``gst-inspect-1.0 --exists``). All of
+    them when ``gst-inspect-1.0`` itself is not installed (``inspect`` overrides its path)."""
+    inspect = inspect or shutil.which("gst-inspect-1.0")
+    names = pipeline_elements(pipeline)
+    if inspect is None:
+        return names
+    return [n for n in names if subprocess.run([inspect, "--exists", n], capture_output=True).returncode != 0]
+
+
+def opencv_has_gstreamer() -> bool:
+    """Whether this OpenCV build has the GStreamer video backend (CAP_GSTREAMER)."""
+    import cv2
+
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return line.split(":", 1)[1].strip().upper().startswith("YES")
+    return False
+
+
+def gstreamer_pano_source(pipeline: str = "theta", *, latency_s: float = 0.0, clock: SessionClock | None = None,
+                          inspect: str | None = None, launcher: list[str] | None = None,
+                          use_opencv: bool | None = None) -> Source[PanoFrame]:
+    """A 360 source reading the GStreamer ``pipeline`` (``gst-launch`` syntax, without a sink;
+    ``"theta"`` / ``"theta-2k"`` for :func:`theta_pipeline`), ending in BGR frames.
+
+    Through OpenCV (``CAP_GSTREAMER``, an appsink appended) when this OpenCV build has GStreamer,
+    else through ``gst-launch-1.0`` (``launcher`` overrides the command) writing raw BGR to a pipe,
+    which needs the frame size in the pipeline's last caps (``video/x-raw,format=BGR,width=..,
+    height=..``). Raises :class:`DeviceError` in one line naming the first missing element (all are
+    missing without GStreamer) and how to install it."""
+    pipeline = {"theta": theta_pipeline("4K"), "theta-2k": theta_pipeline("2K")}.get(pipeline, pipeline)
+    if any(name.endswith("sink") for name in pipeline_elements(pipeline)):
+        raise DeviceError("the pipeline ends in a sink", path=pipeline, fix="leave the sink out: the source appends its own")
+    missing = missing_gst_elements(pipeline, inspect)
+    if missing:
+        why = "" if (inspect or shutil.which("gst-inspect-1.0")) else " (GStreamer is not installed: no gst-inspect-1.0)"
+        raise DeviceError(f"GStreamer element {missing[0]} is not available{why}", path=pipeline, fix=GST_INSTALL_HINT)
+    if use_opencv is None:
+        use_opencv = opencv_has_gstreamer()
+    if use_opencv:
+        import cv2
+
+        sink = f"{pipeline} ! appsink drop=true max-buffers=2 sync=false"
+        return UvcPanoSource(sink, latency_s=latency_s, clock=clock,
+                             capture_factory=lambda spec: cv2.VideoCapture(spec, cv2.CAP_GSTREAMER))
+    launcher = launcher or ([shutil.which("gst-launch-1.0")] if shutil.which("gst-launch-1.0") else None)
+    if launcher is None:
+        raise DeviceError("OpenCV has no GStreamer backend and gst-launch-1.0 is not installed", path=pipeline,
+                          fix=GST_INSTALL_HINT)
+    return GstLaunchPanoSource(pipeline, launcher, latency_s=latency_s, clock=clock)
+
+
+class GstLaunchPanoSource(_ThreadedPanoSource):
+    """A GStreamer pipeline run by ``gst-launch-1.0 -q PIPELINE ! fdsink fd=1``: raw BGR frames of
+    the size in the pipeline's last caps, read from the pipe. Camera time: none (``gst-launch``
+    passes no timestamps), so frames are stamped with their arrival. The process ending, or a frame
+    cut short, ends the source with the last lines of its error output."""
+
+    def __init__(self, pipeline: str, launcher: list[str], *, latency_s: float = 0.0,
+                 clock: SessionClock | None = None, queue_size: int = 2):
+        super().__init__("pano", clock, latency_s, queue_size)
+        size = pipeline_size(pipeline)
+        if size is None:
+            raise DeviceError("the pipeline's last caps do not state width and height", path=pipeline,
+                              fix="end it with video/x-raw,format=BGR,width=W,height=H")
+        self.pipeline, self.launcher, self.size = pipeline, list(launcher), size
+        self._process: subprocess.Popen | None = None
+
+    def _connect(self) -> None:
+        command = [*self.launcher, "-q", *shlex.split(self.pipeline), "!", "fdsink", "fd=1", "sync=false"]
+        try:
+            self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        except OSError as exc:
+            raise DeviceError(f"cannot run {self.launcher[0]} ({exc})", path=self.pipeline, fix=GST_INSTALL_HINT) from None
+        w, h = self.size
+        self.info = replace(self.info, serial=self.pipeline.split("!")[0].strip(), role="camera", fps=30.0,
+                            width=w, height=h)
+        self.nominal_fps = 30.0
+
+    def _grab(self) -> list[tuple[np.ndarray, float | None, float]]:
+        w, h = self.size
+        need = w * h * 3
+        buf = bytearray()
+        while len(buf) < need:
+            chunk = self._process.stdout.read(need - len(buf))
+            if not chunk:
+                err = self._process.stderr.read().decode(errors="replace").strip().splitlines()
+                raise EndOfStream(f"the GStreamer pipeline ended ({err[-1] if err else 'no more frames'})")
+            buf += chunk
+        image = np.frombuffer(bytes(buf), np.uint8).reshape(h, w, 3)
+        return [(image, None, self.clock.now() - self.latency_s)]
+
+    def _stop(self) -> None:
+        # End the process first: the reading thread is blocked on its pipe until it closes.
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+        super()._stop()
+
+    def _release(self) -> None:
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.terminate()
+                try:
+                    self._process.wait(timeout=2.0)
+                except subprocess.TimeoutExpired:
+                    self._process.kill()
+                    self._process.wait()
+            self._process = None

@@ -15,7 +15,10 @@ Sensors (world frame: y up, metres, floor y = 0):
 - K Kinects (the first is the master) 2-3 m from the people, 1.0-1.5 m high, their depth cameras
   (whose pose is ``T_world_kinect``) tilted ~6 deg down. Wired sync: every device captures at the
   master's frame times plus 160 us per device; each stamps on its own device clock (offset 0.5-1 s
-  at the session start, small rate error).
+  at the session start, small rate error). ``SimConfig.kinect_model`` picks the device model of
+  capture/kinect_models.py: ``femto-bolt`` narrows the colour camera to 80 x 51 deg, gives Orbbec
+  serials and firmware tags, adds an epoch-like offset to the device clocks and writes a start
+  offset of minutes into each recording, as Orbbec's K4A wrapper does.
 
 Body tracking is modelled from the true SMPL-X joints (``kinect_from_smplx_matrix``), the MANO
 hands (HAND = middle-finger MCP, HANDTIP = middle fingertip, THUMB = thumb tip) and the head (nose,
@@ -42,7 +45,7 @@ outside the lit exposures (the 360 video's encoder state aside).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -55,6 +58,7 @@ from omnimocap.calibration.transforms import (
     axis_angle_to_matrix, invert_pose, look_at, make_pose, matrix_to_axis_angle, matrix_to_quat_wxyz, transform_points,
 )
 from omnimocap.capture.bodies import BodyRecording, BodyTrack, write_bodies
+from omnimocap.capture.kinect_models import device_clock, kinect_model, open_sim_recording, scale_color_camera
 from omnimocap.capture.pano import PanoWriter
 from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, DeviceEntry, Session, atomic_write_json
 from omnimocap.capture.sim_kinect import (
@@ -117,6 +121,7 @@ class SimConfig:
     kinect_video: bool = True  # write kinect_<serial>.mkv (colour, depth, IR) per Kinect
     board: bool = False  # a ChArUco board sequence in the first ~3 s
     flashes: tuple[float, ...] = ()  # session times (s) at which a light comes on for FLASH_HOLD_S
+    kinect_model: str = "azure"  # a model of capture/kinect_models.py: its colour camera, serials, clock and tags
     overwrite: bool = False
 
 
@@ -310,7 +315,10 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
     sign = rng.choice([-1.0, 1.0])
     a_pano = 1.0 + sign * rng.uniform(200e-6, 400e-6)
     rig.time_maps["pano"] = TimeMap(a_pano, -a_pano * rng.uniform(5.0, 60.0))
-    serials = [kinect_serial(k) for k in range(config.kinects)]
+    model = kinect_model(config.kinect_model)
+    # The device clocks draw from their own generators so the other draws stay as with an Azure Kinect.
+    clocks = [device_clock(model, np.random.default_rng([config.seed, k, 0xC1])) for k in range(config.kinects)]
+    serials = [model.serial(k) for k in range(config.kinects)]
     xs = np.linspace(-1.3, 1.3, config.kinects) if config.kinects > 1 else np.array([0.7])
     for k, serial in enumerate(serials):
         position = np.array([crowd[0] + xs[k], rng.uniform(1.0, 1.5), crowd[2] - rng.uniform(2.2, 2.8)])
@@ -319,7 +327,7 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
         R_depth = R_device @ axis_angle_to_matrix(np.radians(-6.0) * np.array([1.0, 0.0, 0.0]))
         rig.T_world_sensor[f"kinect_{serial}"] = make_pose(R_depth, position)
         a_k = 1.0 + rng.uniform(-60e-6, 60e-6)
-        rig.time_maps[f"kinect_{serial}"] = TimeMap(a_k, -a_k * rng.uniform(0.5, 1.0))
+        rig.time_maps[f"kinect_{serial}"] = TimeMap(a_k, -a_k * (rng.uniform(0.5, 1.0) + clocks[k].epoch_s))
 
     # --- frame times -----------------------------------------------------------------------------
     margin = 0.02
@@ -372,6 +380,7 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
     imu_rngs = [np.random.default_rng([config.seed, k, 0x1A]) for k in range(config.kinects)]
     kinects = [make_sim_kinect(serial, rig.T_world_sensor[f"kinect_{serial}"], rng, imu_rngs[k])
                for k, serial in enumerate(serials)]
+    kinects = [replace(k, color=scale_color_camera(k.color, model)) for k in kinects]
     atomic_write_json(truth_dir / KINECTS_FILE, {
         "note": "T_world_color = T_world_depth (rig.json kinect_<serial>) @ inv(T_color_depth) (the calibration "
                 "attachment of kinect_<serial>.mkv); metres, OpenCV camera axes",
@@ -412,7 +421,8 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
             recording = f"kinect_{serial}.mkv"
             _write_kinect_recording(session.path(recording), kinects[k], role, kinect_us[serial] / 1e6,
                                     kinect_t_session[serial], people, skeleton, mano, hand_faces, board, advance,
-                                    imu_rngs[k], flashes, rig.time_maps[f"kinect_{serial}"].a / FPS)
+                                    imu_rngs[k], flashes, rig.time_maps[f"kinect_{serial}"].a / FPS,
+                                    lambda p, kin, mode, k=k: open_sim_recording(p, kin, mode, model, clocks[k]))
         session.add_device(DeviceEntry(kind="kinect", serial=serial, role=role, fps=FPS, recording=recording,
                                        bodies=bodies_name, status="complete"))
 
@@ -448,7 +458,7 @@ def _write_kinect_recording(path: Path, kinect: SimKinect, role: str, t_device: 
                             people, skeleton, mano: ManoModel, hand_faces: dict[str, np.ndarray],
                             board: BoardSequence | None, advance: Callable[[], None],
                             imu_rng: np.random.Generator, flashes: tuple[float, ...] = (),
-                            exposure_s: float = 1.0 / FPS) -> None:
+                            exposure_s: float = 1.0 / FPS, open_writer=open_recording) -> None:
     """Render and write one Kinect's recording: a capture at each device time ``t_device`` (seconds),
     the scene at the matching ``t_session``, and the IMU samples from the first capture to the last
     (noise from ``imu_rng``), each written after the capture that precedes it. The colour images
@@ -459,7 +469,7 @@ def _write_kinect_recording(path: Path, kinect: SimKinect, role: str, t_device: 
     acc, gyro = kinect.imu_samples(t_imu, imu_rng)
     imu_after = np.searchsorted(t_imu, t_device, side="left")  # first IMU sample at or after each capture
     imu_after = np.append(imu_after, len(t_imu))
-    with open_recording(path, kinect, role.upper()) as writer:
+    with open_writer(path, kinect, role.upper()) as writer:
         for start in range(0, len(t_device), RENDER_CHUNK):
             ids = np.arange(start, min(len(t_device), start + RENDER_CHUNK))
             frames = sample_people(people, skeleton, mano, t_session[ids], with_vertices=True)

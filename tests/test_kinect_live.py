@@ -280,3 +280,52 @@ def test_missing_libk4a_is_named(monkeypatch):
     monkeypatch.setattr(sys, "meta_path", [Finder()] + sys.meta_path)
     with pytest.raises(DeviceError, match="cannot load the Azure Kinect library libk4a"):
         import_pyk4a()
+
+
+# --- Orbbec's K4A wrapper: pyk4a's transformation calls fail there ---------------------------------
+class WrapperCapture(FakeCapture):
+    """A capture as pyk4a hands it out over Orbbec's K4A wrapper, where the transformation functions
+    fail (depth-to-colour parameter validation, a point cloud from YUY2): every transformed image and
+    point cloud raises."""
+
+    def __getattr__(self, name):
+        if name.startswith("transformed_") or name.endswith("point_cloud"):
+            raise AssertionError(f"live capture used pyk4a's transformation ({name}); our camera models must do it")
+        raise AttributeError(name)
+
+
+def test_live_capture_never_calls_pyk4a_transformations():
+    calls: list = []
+    clock = SessionClock()
+    depth = np.full((576, 640), 1500, np.uint16)
+    color = np.frombuffer(b"\xff\xd8jpeg\xff\xd9", np.uint8)
+    queue = [WrapperCapture(1_730_800_000_000_000 + k * 33_333, 0, depth=depth, ir=depth, color=color,
+                            color_timestamp_usec=1_730_800_000_000_000 + k * 33_333) for k in range(3)]
+    pk = _fake_pyk4a(calls, {0: queue})
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("live capture used pyk4a's transformation module")
+
+    for name in ("depth_image_to_color_camera", "depth_image_to_color_camera_custom", "color_image_to_depth_camera",
+                 "depth_image_to_point_cloud"):
+        setattr(pk, name, refuse)
+    pk.transformation = types.SimpleNamespace(**{n: refuse for n in ("depth_image_to_color_camera",
+                                                                    "color_image_to_depth_camera",
+                                                                    "depth_image_to_point_cloud")})
+    source = KinectRig([KinectDeviceConfig(0)], clock, pyk4a=pk).open()[0]
+    frames = [source.read(0.1) for _ in range(3)]
+    assert [round(f.device_timestamp * 1e6) for f in frames] == [1_730_800_000_000_000 + k * 33_333 for k in range(3)]
+    assert all(f.depth is depth and f.color == color.tobytes() for f in frames)
+    with pytest.raises(AssertionError, match="transformed_depth"):
+        WrapperCapture(0, 0).transformed_depth  # the fake does refuse, so the check above can fail
+
+
+def test_no_module_names_pyk4a_transformations():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    words = ("transformed_depth", "transformed_color", "transformed_ir", "point_cloud", "depth_image_to_color_camera",
+             "color_image_to_depth_camera")
+    users = [f"{p.relative_to(root)}: {w}" for folder in ("capture", "apps", "calibration", "hands", "fusion")
+             for p in sorted((root / folder).rglob("*.py")) for w in words if w in p.read_text()]
+    assert users == []

@@ -1,0 +1,90 @@
+"""A 360 source of raw dual-fisheye frames: an Insta360 X3/X4/X5 over USB (or its recorded raw
+video) delivers its two fisheye images side by side and unstitched; this source passes them on
+as they are, with the two-lens model (:class:`~omnimocap.calibration.cameras.DualFisheyeCamera`)
+that maps their pixels to rays in the 360 camera's frame. Wrist views are cut from them directly
+(:mod:`omnimocap.hands.fisheye_views`), so nothing is stitched.
+
+The lens model is a JSON file (:func:`load_dual_fisheye`, :func:`save_dual_fisheye`): ``lenses``, two
+objects as :meth:`~omnimocap.calibration.cameras.FisheyeLens.to_dict` writes them (intrinsics in
+pixels of each lens's half, ``k`` the Kannala-Brandt coefficients or empty for equidistant,
+``max_theta_deg``, ``R_cam_lens`` and ``t_cam_lens`` in metres).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from omnimocap.calibration.cameras import DualFisheyeCamera
+from omnimocap.capture.sources import EndOfStream, PanoFrame, Source
+from omnimocap.errors import DeviceError, InputError
+
+_SIZE_FIX = ("set the camera to deliver its unstitched dual-fisheye frame at the lens model's size, or load the "
+             "lens model made for this resolution")
+
+
+def load_dual_fisheye(path: str | Path) -> DualFisheyeCamera:
+    """The two-lens model stored at ``path``; :class:`InputError` in one line when it is missing or
+    malformed."""
+    path = Path(path)
+    try:
+        camera = DualFisheyeCamera.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise InputError("dual-fisheye lens model not found", path=path, fix="check the path") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"malformed dual-fisheye lens model ({exc})", path=path,
+                         fix="write it with save_dual_fisheye or follow the format in capture/dual_fisheye.py") from None
+    for lens in camera.lenses:
+        R = np.asarray(lens.R_cam_lens)
+        if R.shape != (3, 3) or not np.allclose(R @ R.T, np.eye(3), atol=1e-6):
+            raise InputError("a lens's R_cam_lens is not a rotation", path=path, fix="store a 3x3 rotation matrix")
+    return camera
+
+
+def save_dual_fisheye(camera: DualFisheyeCamera, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(camera.to_dict(), indent=2))
+
+
+class DualFisheyeSource(Source[PanoFrame]):
+    """Raw dual-fisheye frames from ``inner`` (any 360 source that delivers the camera's frames
+    undecoded by a stitcher: UVC, a file, a stream, a GStreamer pipeline) with the lens model
+    ``camera``. Frames keep their times; ``frame.image`` is the raw (H, 2H, 3) frame, not an
+    equirectangular panorama. A frame of another size than the model's ends the source with one
+    line naming both sizes."""
+
+    kind = "pano"
+
+    def __init__(self, inner: Source[PanoFrame], camera: DualFisheyeCamera):
+        super().__init__(inner.name, inner.clock)
+        self.inner, self.camera = inner, camera
+
+    def _mismatch(self, width: int | None, height: int | None) -> str | None:
+        if width and height and (width, height) != (self.camera.width, self.camera.height):
+            return (f"the 360 source delivers {width}x{height} frames, the dual-fisheye lens model is "
+                    f"{self.camera.width}x{self.camera.height}")
+        return None
+
+    def _connect(self) -> None:
+        self.inner.connect()
+        problem = self._mismatch(self.inner.info.width, self.inner.info.height)
+        if problem:
+            raise DeviceError(problem, path=self.inner.name, fix=_SIZE_FIX)
+        self.info = replace(self.inner.info, width=self.camera.width, height=self.camera.height)
+        self.nominal_fps = self.inner.nominal_fps
+
+    def _start(self) -> None:
+        self.inner.start()
+
+    def _read(self, timeout: float) -> PanoFrame | None:
+        frame = self.inner.read(timeout)
+        if frame is not None:
+            problem = self._mismatch(frame.image.shape[1], frame.image.shape[0])
+            if problem:
+                raise EndOfStream(f"{self.inner.name}: {problem}; {_SIZE_FIX}")
+        return frame
+
+    def _stop(self) -> None:
+        self.inner.stop()

@@ -1,0 +1,90 @@
+"""Raw dual-fisheye frames of the simulated scene (two fisheye images side by side, unstitched, as
+an Insta360 X-series camera delivers them over USB), drawn with the rasteriser of
+:mod:`omnimocap.capture.sim_render`: each lens renders the room and the people from its own optical
+centre through its own lens model (:class:`~omnimocap.calibration.cameras.FisheyeLens`), so the two
+halves show the parallax of the real camera; outside the image circles the frame is black.
+
+Also :func:`stitch_equirect`, the stitched path the raw frames are compared against: an
+equirectangular panorama whose every direction is read from the lens that sees it nearest its axis,
+as if both lenses sat at the camera's centre (what a stitcher without depth does).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from omnimocap.calibration.cameras import DualFisheyeCamera, EquirectCamera, FisheyeLens
+from omnimocap.calibration.transforms import invert_pose, make_pose, transform_points
+from omnimocap.capture.sim_render import Projection, RoomSpec, camera_rays, rasterise_people, render_background
+
+
+def lens_pose(lens: FisheyeLens, T_world_cam: np.ndarray) -> np.ndarray:
+    """``T_world_lens`` (4x4, metres) of a lens of the 360 camera at ``T_world_cam``."""
+    return np.asarray(T_world_cam, dtype=np.float64) @ make_pose(np.asarray(lens.R_cam_lens), np.asarray(lens.t_cam_lens))
+
+
+def fisheye_projection(lens: FisheyeLens, T_world_lens: np.ndarray) -> Projection:
+    """The :data:`~omnimocap.capture.sim_render.Projection` of one lens at ``T_world_lens``: pixels in
+    the lens's part of the frame (NaN beyond its image circle), Euclidean distances, and pixels per
+    radian across the ray (the tangential scale ``r / sin(theta)``, ``f`` on the axis) on both axes."""
+    T_lens_world = invert_pose(np.asarray(T_world_lens, dtype=np.float64))
+
+    def project(p_world: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = transform_points(T_lens_world, p_world)
+        px = lens.project(p)
+        dist = np.linalg.norm(p, axis=-1)
+        theta = np.arctan2(np.hypot(p[..., 0], p[..., 1]), p[..., 2])
+        r = lens.theta_d(theta)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tangential = np.where(theta > 1e-6, r / np.sin(np.maximum(theta, 1e-6)), 1.0)
+        scale = np.stack([lens.fx * tangential, lens.fy * tangential], axis=-1)
+        return px, dist, scale
+
+    return project
+
+
+class DualFisheyeRenderer:
+    """Renders raw dual-fisheye frames of the simulated scene for a 360 camera at ``T_world_cam``."""
+
+    def __init__(self, camera: DualFisheyeCamera, T_world_cam: np.ndarray, hand_faces: dict[str, np.ndarray],
+                 room: RoomSpec = RoomSpec()):
+        self.camera = camera
+        self.hand_faces = hand_faces
+        self.T_world_lens = [lens_pose(lens, T_world_cam) for lens in camera.lenses]
+        self.projections = [fisheye_projection(lens, T) for lens, T in zip(camera.lenses, self.T_world_lens)]
+        self.masks, self.backgrounds = [], []
+        for lens, T in zip(camera.lenses, self.T_world_lens):
+            rows, cols = np.mgrid[0:lens.height, 0:lens.width]
+            inside = lens.in_circle(np.stack([cols, rows], axis=-1))
+            img = render_background(lens, T, room)
+            img[~inside] = 0
+            self.masks.append(inside)
+            self.backgrounds.append(img)
+
+    def render(self, joints: np.ndarray, global_R: np.ndarray, hand_vertices: np.ndarray) -> np.ndarray:
+        """One raw frame (H, 2H, 3) BGR uint8; arguments as in
+        :func:`~omnimocap.capture.sim_render.rasterise_people` (world frame)."""
+        halves = []
+        for bg, project, T, mask in zip(self.backgrounds, self.projections, self.T_world_lens, self.masks):
+            img = rasterise_people(bg.copy(), project, T[:3, 3], self.hand_faces, joints, global_R, hand_vertices)
+            img[~mask] = 0
+            halves.append(img)
+        return np.ascontiguousarray(np.concatenate(halves, axis=1))
+
+
+def stitch_maps(camera: DualFisheyeCamera, pano: EquirectCamera) -> tuple[np.ndarray, np.ndarray]:
+    """(map_x, map_y) float32 (H, W) of the stitched panorama: the raw-frame pixel each panorama
+    pixel reads, from the lens whose axis is nearest its direction (lens centres ignored)."""
+    d = camera_rays(pano)
+    px = camera.project(d, points=False)
+    px = np.where(np.isfinite(px), px, -1.0)
+    return px[..., 0].astype(np.float32), px[..., 1].astype(np.float32)
+
+
+def stitch_equirect(frame: np.ndarray, camera: DualFisheyeCamera, pano: EquirectCamera,
+                    maps: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The stitched equirectangular panorama (pano.height, pano.width[, C]) of a raw frame, bilinear;
+    ``maps`` from :func:`stitch_maps` saves recomputing them per frame."""
+    map_x, map_y = maps if maps is not None else stitch_maps(camera, pano)
+    return cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
