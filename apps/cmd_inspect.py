@@ -8,12 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-import cv2
-from tqdm import tqdm
-
 from omnimocap.calibration.cameras import PinholeCamera
-from omnimocap.capture.bodies import read_bodies
-from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.errors import InputError
 
 
@@ -47,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
 def summarize_recording(path: Path) -> dict:
     """Tracks, tags, capture count and camera models of one Kinect recording. Timestamps are the
     device's, in microseconds; intrinsics in pixels; ``T_color_depth`` in metres."""
+    from omnimocap.capture.kinect_mkv import KinectRecording
+
     rec = KinectRecording(path)
     calibration = rec.calibration
     depth_times = []
@@ -76,6 +73,8 @@ def summarize_recording(path: Path) -> dict:
 
 def summarize_bodies(path: Path) -> dict:
     """Frames, body ids, time span (seconds, device clock) and repair counts of a body file."""
+    from omnimocap.capture.bodies import read_bodies
+
     bodies = read_bodies(path)
     t = bodies.timestamps
     return {
@@ -121,6 +120,11 @@ def summarize_session(folder: Path, dump: Path | None) -> dict:
 def dump_recording(path: Path, out: Path) -> int:
     """Write each capture's colour (``color_NNNNN.png``) and depth (``depth_NNNNN.png``, uint16 mm)
     into ``out``; returns the number of captures written."""
+    import cv2
+    from tqdm import tqdm
+
+    from omnimocap.capture.kinect_mkv import KinectRecording
+
     rec = KinectRecording(path)
     out.mkdir(parents=True, exist_ok=True)
     count = 0
