@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path: Path = args.path
+    if args.dump is not None and args.dump.exists() and not args.dump.is_dir():
+        raise InputError("--dump exists and is not a folder", path=args.dump,
+                         fix="name a new or existing folder for the frames")
     if path.is_dir():
         summary = summarize_session(path, args.dump)
     elif path.suffix.lower() == ".mkv":
