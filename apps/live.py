@@ -738,22 +738,31 @@ class LiveController:
         while not self._halt.is_set():
             self._wake.wait(0.05)
             self._wake.clear()
-            pano = None
-            for feed in self.feeds:
-                released = feed.poll()
-                if not released:
-                    continue
-                if feed.source.kind == "kinect":
-                    for r in released:
-                        self._histories[feed.name].add(session_time(self.rig, feed.name, r.frame), r.frame.bodies)
-                    self._latest_kinect[feed.name] = released[-1]
-                else:
-                    pano = (feed.name, released[-1])
-                    feed.count_skipped(len(released) - 1)
-            if pano is not None:
-                self._run_preview(*pano)
-            self._check_faults()
-            self._publish()
+            self.step()
+
+    def step(self) -> LiveState:
+        """One pass of the live pipeline over the frames queued since the last pass: the Kinect
+        frames into the body histories, the newest panorama frame through the preview, the fault
+        checks and a new snapshot, which is returned. The worker thread runs it whenever a frame
+        arrives; a caller that fills the feeds' queues itself (without :meth:`start`) can drive the
+        pipeline frame by frame."""
+        pano = None
+        for feed in self.feeds:
+            released = feed.poll()
+            if not released:
+                continue
+            if feed.source.kind == "kinect":
+                for r in released:
+                    self._histories[feed.name].add(session_time(self.rig, feed.name, r.frame), r.frame.bodies)
+                self._latest_kinect[feed.name] = released[-1]
+            else:
+                pano = (feed.name, released[-1])
+                feed.count_skipped(len(released) - 1)
+        if pano is not None:
+            self._run_preview(*pano)
+        self._check_faults()
+        self._publish()
+        return self._state
 
     def _run_preview(self, name: str, released: Released) -> None:
         t0 = time.perf_counter()
