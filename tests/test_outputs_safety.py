@@ -212,6 +212,14 @@ def test_evaluate_a_read_only_results_folder(sessions, tmp_path, capsys, read_on
     assert "permission denied" in line and "metrics.json" in line
 
 
+def test_evaluate_reads_a_read_only_truth_session(sessions, tmp_path, read_only):
+    s = read_only(_copy(sessions / "s", tmp_path / "s"))
+    before = _tree_digest(s)
+    r = _copy(sessions / "r", tmp_path / "r")
+    assert main(["evaluate", str(r), "--truth", str(s)]) == 0
+    assert (r / "metrics.json").is_file() and _tree_digest(s) == before
+
+
 # --- evaluate checks what it is given -----------------------------------------------------------------
 
 def test_evaluate_refuses_the_truth_of_another_session(sessions, capsys):
