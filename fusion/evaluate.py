@@ -5,7 +5,8 @@ exported ``smplx*.npz`` and ``rig.json``), never from numbers the pipeline repor
 Result people are matched to true people by their Kinect pelvis trajectories.
 
 The results must come from the truth's session: ``report.json``'s ``session_id`` (written by
-``process``, see :func:`omnimocap.fusion.pipeline.session_identity`) must equal the session's, and
+``process``, see :func:`omnimocap.fusion.pipeline.session_identity`) must equal the session's (a
+report without one must name the session's folder), and
 ``fused.npz`` must be whole, with finite, increasing output times and finite Kinect joints;
 otherwise one :class:`InputError` line, never metrics.
 
@@ -97,17 +98,22 @@ def _check_fused(fused: dict, path: Path) -> None:
 
 
 def _check_same_session(result_dir: Path, session: Session) -> None:
-    """Refuse results whose report does not name ``session``'s identity."""
+    """Refuse results that do not come from ``session``: the report's ``session_id`` must be the
+    session's identity; a report without one (written before identities were recorded) must name
+    the session's folder (``session``, resolved)."""
     from omnimocap.fusion.pipeline import session_identity
 
     report_path = result_dir / "report.json"
-    recorded = _load_json(report_path).get("session_id")
-    if recorded is None:
-        raise InputError("the report does not say which session the results come from", path=report_path,
-                         fix=f"process {session.root} again, then evaluate")
-    if recorded != session_identity(session):
+    report = _load_json(report_path)
+    recorded = report.get("session_id")
+    if recorded is not None:
+        same = recorded == session_identity(session)
+    else:
+        same = report.get("session") == str(session.root.resolve())
+    if not same:
         raise InputError(f"the results come from another session than {session.root}", path=report_path,
-                         fix="pass --truth the simulated session these results were processed from")
+                         fix="pass --truth the simulated session these results were processed from, or process "
+                             "that session again")
 
 
 def _hand_chain_global(local: np.ndarray, parents: tuple[int, ...]) -> np.ndarray:

@@ -228,6 +228,16 @@ def test_evaluate_refuses_the_truth_of_another_session(sessions, capsys):
     assert main(["evaluate", str(sessions / "r"), "--truth", str(sessions / "s")]) == 0
 
 
+def test_evaluate_results_without_a_session_id_by_their_session_folder(sessions, tmp_path, capsys):
+    """Results written before identities were recorded name their session's folder instead."""
+    r = _copy(sessions / "r", tmp_path / "r")
+    report = json.loads((r / "report.json").read_text())
+    del report["session_id"]
+    (r / "report.json").write_text(json.dumps(report))
+    assert "another session" in one_line_error(capsys, ["evaluate", str(r), "--truth", str(sessions / "other")])
+    assert main(["evaluate", str(r), "--truth", str(sessions / "s")]) == 0
+
+
 def test_evaluate_a_truncated_fused_npz(sessions, tmp_path, capsys):
     r = _copy(sessions / "r", tmp_path / "r")
     fused = r / "fused.npz"
