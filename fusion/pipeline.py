@@ -407,8 +407,14 @@ def results_lock(out_dir: str | Path):
 
 def _prepare_output(out_dir: Path, overwrite: bool, identity: str) -> Path:
     """Check that ``out_dir`` may be written and create the partial results folder beside it (a new,
-    uniquely named folder that holds :data:`RESULTS_MARKER` from the start)."""
+    uniquely named folder that holds :data:`RESULTS_MARKER` from the start). Called under
+    :func:`results_lock`: partial and moved-aside folders of ``out_dir`` that hold the marker are
+    then left over by a killed run, and are removed."""
     _check_replaceable(out_dir, overwrite)
+    for pattern in (f".{out_dir.name}.*.partial", f".{out_dir.name}.*.old"):
+        for stale in out_dir.parent.glob(pattern):
+            if stale.is_dir() and not stale.is_symlink() and (stale / RESULTS_MARKER).is_file():
+                shutil.rmtree(stale)
     partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     atomic_write_json(partial / RESULTS_MARKER, {"format": "omnimocap-results", "omnimocap_version": __version__,
                                                  "session_id": identity})

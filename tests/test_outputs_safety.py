@@ -145,6 +145,20 @@ def test_a_failed_run_removes_only_its_partial_folder(sessions, tmp_path, capsys
     _nothing_left_beside(out)
 
 
+def test_leftovers_of_a_killed_run_are_removed_and_nothing_else(sessions, tmp_path):
+    out = tmp_path / "r"
+    killed = tmp_path / ".r.k1ll3d.partial"
+    killed.mkdir()
+    (killed / RESULTS_MARKER).write_text("{}")
+    (killed / "fused.npz").write_bytes(b"half")
+    foreign = tmp_path / ".r.notours.partial"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("not omnimocap's\n")
+    assert main(_process(sessions / "s", out)) == 0
+    assert not killed.exists()
+    assert (foreign / "keep.txt").read_text() == "not omnimocap's\n"
+
+
 # --- read-only folders ------------------------------------------------------------------------------
 
 @pytest.fixture
