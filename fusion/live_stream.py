@@ -259,8 +259,8 @@ class VmcSender:
 class RerunSink:
     """Logs each new live snapshot's people to a rerun recording: ``world/person_<id>/body`` (the
     k4abt joints as points, ``.../bones`` as line segments) and ``world/person_<id>/<side>_hand``
-    (21 keypoints and finger segments), world frame (right-handed, y up, metres), on the
-    ``session`` timeline (seconds). ``target``: ``spawn`` (start a viewer), a ``rerun+http://``
+    (21 keypoints and finger segments; cleared when the hand is lost), world frame (right-handed,
+    y up, metres), on the ``session`` timeline (seconds). ``target``: ``spawn`` (start a viewer), a ``rerun+http://``
     URL (connect to a running viewer) or a file path ending in ``.rrd`` (save)."""
 
     def __init__(self, target: str = "spawn"):
@@ -278,6 +278,7 @@ class RerunSink:
         self.rec.log("world", rr.ViewCoordinates.RIGHT_HAND_Y_UP, static=True)
         self.logged = 0
         self._last_key = None
+        self._hands_shown: set[str] = set()
         self._body_pairs = np.array([(p, c) for c, p in enumerate(KINECT_PARENTS) if p >= 0])
         self._hand_pairs = np.array([(0 if n.endswith("1") else i - 1, i) for n, i in HAND21_INDEX.items() if i > 0])
 
@@ -291,9 +292,14 @@ class RerunSink:
         for pid, body in state.world.bodies.items():
             rec.log(f"world/person_{pid}/body", rr.Points3D(body, radii=0.02))
             rec.log(f"world/person_{pid}/body/bones", rr.LineStrips3D(body[self._body_pairs], radii=0.01))
+        shown = set()
         for (pid, side), hand in state.world.person_hands.items():
+            shown.add(f"world/person_{pid}/{side}_hand")
             rec.log(f"world/person_{pid}/{side}_hand", rr.Points3D(hand, radii=0.005))
             rec.log(f"world/person_{pid}/{side}_hand/bones", rr.LineStrips3D(hand[self._hand_pairs], radii=0.003))
+        for path in self._hands_shown - shown:  # a lost hand disappears from the view
+            rec.log(path, rr.Clear(recursive=True))
+        self._hands_shown = shown
         self.logged += 1
 
     def close(self) -> None:
