@@ -3,7 +3,13 @@
 Each verb lives in its own module under ``omnimocap.apps`` that defines ``register(subparsers)``;
 ``register`` adds the verb's parser and sets ``func`` (a callable taking the parsed namespace and
 returning an exit code). A :class:`~omnimocap.errors.UserError` raised anywhere ends the command
-with its one line on stderr and exit code 2, never a traceback.
+with its one line on stderr and exit code 2, never a traceback; so does an operating-system error the
+user can fix (a full disk, a folder without write permission: :func:`~omnimocap.errors.os_error_line`),
+translated here and nowhere else.
+
+Verb modules import only the standard library, numpy and light omnimocap modules at import time;
+heavy libraries (torch, OpenCV, ultralytics, Open3D, PyAV, SciPy) are imported by the functions that
+need them, so ``--version``, ``--help`` and a verb's own ``--help`` start in well under a second.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import importlib
 import sys
 
 from omnimocap import __version__
-from omnimocap.errors import UserError
+from omnimocap.errors import UserError, os_error_line
 
 # Modules that contribute verbs, in the order `omnimocap --help` lists them.
 VERB_MODULES = (
@@ -59,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"omnimocap {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        line = os_error_line(exc)
+        if line is None:
+            raise
+        print(f"omnimocap {args.verb}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"omnimocap {args.verb}: interrupted", file=sys.stderr)

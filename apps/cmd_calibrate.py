@@ -49,32 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
-from omnimocap.calibration.board import BoardDetection, BoardSpec, calibrate_board_sequence, detect_equirect, detect_pinhole
-from omnimocap.calibration.cameras import EquirectCamera
-from omnimocap.calibration.markerless import calibrate_markerless
-from omnimocap.calibration.observations import (
-    TRACKS_PER_PERSON, KinectTracks, kinect_wrist_tracks, pano_observations,
-)
-from omnimocap.calibration.pano_hands import (
-    DETECTION_MAX_ROTATION_STD_DEG, DETECTION_MAX_TRANSLATION_STD_MM, DETECTION_NOISE_AR_ORDER, DETECTION_NOISE_DEG,
-    DetectedHands,
-    ImageViewDetector, ViewDetector, detect_hands,
-)
-from omnimocap.calibration.rig import Rig, TimeMap
-from omnimocap.calibration.timesync import (
-    FLASH_MIN_RATE_SPAN_S, align_flash_events, coarse_time_map, fine_time_map, flash_events, frame_brightness,
-    pair_flash_events, rate_std_ppm,
-)
-from omnimocap.calibration.transforms import invert_pose, relative_angle_deg, transform_points
-from omnimocap.calibration.world_frame import (
-    align_kinect_skeletons, points_from_depth, reference_world_pose, up_from_accelerometer,
-)
-from omnimocap.capture.bodies import read_bodies
-from omnimocap.capture.kinect_mkv import KinectRecording
-from omnimocap.capture.pano import PanoReader, read_pano_timestamps
 from omnimocap.capture.session import Session
 from omnimocap.errors import InputError, ModelFilesMissing, UserError
-from omnimocap.fusion.skeleton_fusion import BodyTrack, resample_track
 
 
 def register(subparsers) -> None:
@@ -136,6 +112,10 @@ def _observer_kind(session: Session, observer: str) -> str:
 def view_detector(session: Session, kind: str, detector: str | None = None, device: str = "cpu") -> ViewDetector:
     """The panorama's hand detector for ``kind`` "detector" (WiLoR's ``detector.pt``) or
     "simulated-detector"."""
+    from omnimocap.calibration.cameras import EquirectCamera
+    from omnimocap.calibration.pano_hands import ImageViewDetector
+    from omnimocap.capture.pano import PanoReader
+
     if kind == "simulated-detector":
         from omnimocap.hands.sim_backend import SimViewDetector
 
@@ -162,6 +142,8 @@ def view_detector(session: Session, kind: str, detector: str | None = None, devi
 
 
 def _load_rig(session: Session) -> Rig:
+    from omnimocap.calibration.rig import Rig
+
     if not session.rig_path.is_file():
         raise InputError("the session has no rig.json with the Kinects' poses and time maps", path=session.rig_path,
                          fix="create it from the reference Kinect's world frame first")
@@ -205,6 +187,8 @@ ASSOCIATION_ROUNDS = 2
 
 def _with_rate(time_map: TimeMap, rate_of: TimeMap, t: float) -> TimeMap:
     """``time_map``'s session time at ``t`` with ``rate_of``'s rate (the rate prior's centre)."""
+    from omnimocap.calibration.rig import TimeMap
+
     return TimeMap(rate_of.a, float(time_map.to_session(t) - rate_of.a * t))
 
 
@@ -225,6 +209,17 @@ def calibrate_session(session_dir, method: str = "markerless", noise_deg: float 
     ``observer`` (see the module docstring) chooses the panorama's side of the markerless method;
     ``refine`` starts it from the rig's current 360 pose (relative to the reference Kinect) and
     clock instead of searching from nothing."""
+    from omnimocap.calibration.markerless import calibrate_markerless
+    from omnimocap.calibration.observations import (
+        KinectTracks, TRACKS_PER_PERSON, kinect_wrist_tracks, pano_observations,
+    )
+    from omnimocap.calibration.pano_hands import (
+        DETECTION_MAX_ROTATION_STD_DEG, DETECTION_MAX_TRANSLATION_STD_MM, DETECTION_NOISE_AR_ORDER, DETECTION_NOISE_DEG,
+        detect_hands,
+    )
+    from omnimocap.calibration.rig import Rig
+    from omnimocap.calibration.timesync import coarse_time_map, rate_std_ppm
+
     session = Session.open(session_dir)
     previous = _load_rig(session)
     serial = _reference(session, previous)
@@ -280,6 +275,8 @@ def calibrate_session(session_dir, method: str = "markerless", noise_deg: float 
 
 def _previous_calibration(session: Session, previous: Rig, serial: str) -> tuple[np.ndarray, TimeMap]:
     """The rig's 360 pose relative to the reference Kinect and its 360 time map, to refine from."""
+    from omnimocap.calibration.transforms import invert_pose
+
     if previous.is_truth:
         raise UserError("--refine needs a previous calibration, and rig.json holds the simulated truth",
                         path=session.rig_path, fix="calibrate without --refine first")
@@ -300,6 +297,12 @@ def kinect_poses(session: Session, previous: Rig, serial: str, mode: str | None 
     """A rig with the Kinects' poses, residuals and inputs, estimated (``mode`` "estimate", the
     default when the reference recording has IMU samples) or kept from ``previous`` ("rig"), and
     ``previous``'s other poses and time maps."""
+    from omnimocap.calibration.rig import Rig
+    from omnimocap.calibration.world_frame import align_kinect_skeletons, reference_world_pose
+    from omnimocap.capture.bodies import read_bodies
+    from omnimocap.capture.kinect_mkv import KinectRecording
+    from omnimocap.fusion.skeleton_fusion import BodyTrack, resample_track
+
     entry = session.kinects()[0]
     recording = KinectRecording(session.path(entry.recording)) if entry.recording else None
     imu = recording.imu() if recording is not None else None
@@ -357,6 +360,9 @@ def _accelerometer_up(session: Session, entry) -> np.ndarray | None:
     """Up (unit, depth frame) from a Kinect's accelerometer, or None without a recording with IMU
     samples and an accelerometer calibration, or when the device moved (its tilt then comes from the
     skeletons alone, and its residuals carry no ``tilt_correction_deg``)."""
+    from omnimocap.calibration.world_frame import up_from_accelerometer
+    from omnimocap.capture.kinect_mkv import KinectRecording
+
     if not entry.recording:
         return None
     recording = KinectRecording(session.path(entry.recording))
@@ -372,6 +378,8 @@ def _accelerometer_up(session: Session, entry) -> np.ndarray | None:
 def _floor_points(recording: KinectRecording, depth_camera) -> np.ndarray:
     """Depth points (N,3, metres, depth frame) of FLOOR_FRAMES frames spread over the recording (the
     people cover a different part of the floor in each)."""
+    from omnimocap.calibration.world_frame import points_from_depth
+
     frames, step, n = [], 1, 0
     for capture in recording.captures(decode_color=False):
         if capture.depth is None:
@@ -419,7 +427,15 @@ def _still_runs(times: np.ndarray, dets: list[BoardDetection | None]) -> list[tu
     return [(a, b) for a, b in runs if b - a + 1 >= BOARD_MIN_STILL_FRAMES]
 
 
-def _calibrate_board(session: Session, previous: Rig, kinect_rig: Rig, spec: BoardSpec = BoardSpec()) -> dict:
+def _calibrate_board(session: Session, previous: Rig, kinect_rig: Rig, spec: BoardSpec | None = None) -> dict:
+    from omnimocap.calibration.board import BoardSpec, calibrate_board_sequence, detect_equirect, detect_pinhole
+    from omnimocap.calibration.cameras import EquirectCamera
+    from omnimocap.calibration.rig import Rig
+    from omnimocap.calibration.timesync import coarse_time_map
+    from omnimocap.capture.kinect_mkv import KinectRecording
+    from omnimocap.capture.pano import PanoReader, read_pano_timestamps
+
+    spec = BoardSpec() if spec is None else spec
     serial = _reference(session, previous)
     entry = session.kinects()[0]
     if entry.recording is None:
@@ -502,6 +518,10 @@ def _board_kinects(session: Session, rig: Rig, previous: Rig, spec: BoardSpec, r
     colour-to-depth extrinsics. Updates ``rig``'s poses and ``residuals["kinects"]`` in place (a
     Kinect that never saw the board keeps its skeleton-based pose) and returns, per serial, the
     poses used or why the board was not used."""
+    from omnimocap.calibration.board import calibrate_board_sequence, detect_pinhole
+    from omnimocap.calibration.transforms import invert_pose, relative_angle_deg
+    from omnimocap.capture.kinect_mkv import KinectRecording
+
     entry = session.kinects()[0]
     ref_name = f"kinect_{entry.serial}"
     T_world_ref = rig.pose(ref_name)
@@ -563,6 +583,8 @@ FLASH_TOLERANCE_S = 0.5
 
 
 def _brightness_events(times: np.ndarray, brightness: np.ndarray) -> np.ndarray:
+    from omnimocap.calibration.timesync import flash_events
+
     y = np.asarray(brightness, dtype=np.float64)
     if len(y) == 0:
         return np.zeros(0)
@@ -577,6 +599,13 @@ def flash_sync_session(session_dir, progress: bool = False) -> dict:
     its residual and the events. Raises :class:`UserError` (rig.json untouched) without a reference
     Kinect recording with colour, without a flash in either video, or without a pair of them within
     FLASH_TOLERANCE_S under the host-arrival map."""
+    from omnimocap.calibration.rig import Rig
+    from omnimocap.calibration.timesync import (
+        FLASH_MIN_RATE_SPAN_S, align_flash_events, coarse_time_map, frame_brightness, pair_flash_events,
+    )
+    from omnimocap.capture.kinect_mkv import KinectRecording
+    from omnimocap.capture.pano import PanoReader
+
     from tqdm import tqdm
 
     session = Session.open(session_dir)
@@ -649,6 +678,12 @@ def sync_session(session_dir, noise_deg: float = 0.2, observer: str = "auto", de
                  device: str = "cpu", stride: int = 1, progress: bool = False) -> dict:
     """Estimate the 360 camera's time map from motion with the rig's current pose; writes rig.json
     and returns the time map and residuals."""
+    from omnimocap.calibration.observations import TRACKS_PER_PERSON, kinect_wrist_tracks, pano_observations
+    from omnimocap.calibration.pano_hands import DETECTION_NOISE_AR_ORDER, DETECTION_NOISE_DEG, detect_hands
+    from omnimocap.calibration.rig import Rig
+    from omnimocap.calibration.timesync import coarse_time_map, fine_time_map, rate_std_ppm
+    from omnimocap.calibration.transforms import invert_pose, transform_points
+
     session = Session.open(session_dir)
     previous = _load_rig(session)
     serial = _reference(session, previous)

@@ -31,6 +31,12 @@ def register(sub) -> None:
     p.add_argument("--record-dir", default="recordings", metavar="DIR",
                    help="where Record creates new session folders (default: ./recordings)")
     p.add_argument("--body-tracking", action="store_true", help="live Kinects: run k4abt body tracking (needs libk4abt)")
+    p.add_argument("--vmc", nargs="?", const="127.0.0.1:39539", metavar="HOST:PORT",
+                   help="stream the live pose as VMC bone messages (OSC over UDP; default 127.0.0.1:39539)")
+    p.add_argument("--vmc-person", type=int, metavar="ID",
+                   help="--vmc: the body id to stream (default: the lowest id the first Kinect tracks)")
+    p.add_argument("--rerun", nargs="?", const="spawn", metavar="TARGET",
+                   help="log the live pose to rerun: spawn a viewer (default), a rerun+http:// URL, or FILE.rrd")
     add_pano_arguments(p)
     add_device(p)
     add_models(p)
@@ -69,4 +75,28 @@ def run(args: argparse.Namespace) -> int:
         controller = LiveController.from_session(existing_dir(args.session, "session folder"), config=config)
     else:
         controller = LiveController.from_devices(config, pano=lambda clock: pano_source(args, clock))
+    add_streams(controller, args)
     return run_app(controller, record_dir=args.record_dir)
+
+
+def add_streams(controller, args: argparse.Namespace) -> None:
+    """The --vmc and --rerun streams out, as sinks of the controller."""
+    from omnimocap.fusion.live_stream import RerunSink, VmcSender, parse_host_port
+
+    if args.vmc:
+        try:
+            host, port = parse_host_port(args.vmc)
+        except ValueError as exc:
+            controller.close()
+            raise UserError(f"--vmc {exc}", fix="give --vmc HOST:PORT, e.g. 127.0.0.1:39539") from None
+        controller.add_sink(VmcSender(host, port, args.vmc_person))
+        print(f"streaming VMC to {host}:{port}", file=sys.stderr)
+    if args.rerun:
+        try:
+            controller.add_sink(RerunSink(args.rerun))
+        except ImportError:
+            controller.close()
+            raise UserError("--rerun needs the rerun SDK", fix="pip install omnimocap[viz]") from None
+        except (RuntimeError, OSError) as exc:
+            controller.close()
+            raise UserError(f"--rerun {args.rerun}: {exc}", fix="check the viewer URL or the file path") from None

@@ -9,12 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
-from tqdm import tqdm
-
 from omnimocap.calibration.cameras import PinholeCamera
-from omnimocap.capture.bodies import read_bodies
-from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.errors import InputError
 
 
@@ -30,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path: Path = args.path
+    if args.dump is not None and args.dump.exists() and not args.dump.is_dir():
+        raise InputError("--dump exists and is not a folder", path=args.dump,
+                         fix="name a new or existing folder for the frames")
     if path.is_dir():
         summary = summarize_session(path, args.dump)
     elif path.suffix.lower() == ".mkv":
@@ -48,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
 def summarize_recording(path: Path) -> dict:
     """Tracks, tags, capture count and camera models of one Kinect recording. Timestamps are the
     device's, in microseconds; intrinsics in pixels; ``T_color_depth`` in metres."""
+    from omnimocap.capture.kinect_mkv import KinectRecording
+
     rec = KinectRecording(path)
     calibration = rec.calibration
     depth_times = []
@@ -82,6 +82,8 @@ def summarize_recording(path: Path) -> dict:
 
 def summarize_bodies(path: Path) -> dict:
     """Frames, body ids, time span (seconds, device clock) and repair counts of a body file."""
+    from omnimocap.capture.bodies import read_bodies
+
     bodies = read_bodies(path)
     t = bodies.timestamps
     return {
@@ -127,6 +129,11 @@ def summarize_session(folder: Path, dump: Path | None) -> dict:
 def dump_recording(path: Path, out: Path) -> int:
     """Write each capture's colour (``color_NNNNN.png``) and depth (``depth_NNNNN.png``, uint16 mm)
     into ``out``; returns the number of captures written."""
+    import cv2
+    from tqdm import tqdm
+
+    from omnimocap.capture.kinect_mkv import KinectRecording
+
     rec = KinectRecording(path)
     out.mkdir(parents=True, exist_ok=True)
     count = 0

@@ -35,12 +35,20 @@ LEVEL_COLORS = {"info": "#9aa4b2", "warning": "#f0c050", "fault": "#ff6b6b"}
 STATE_COLORS = {"running": "#5fd17a", "idle": "#f0c050", "connected": "#f0c050", "stalled": "#ff6b6b",
                 "disconnected": "#ff6b6b", "stopped": "#9aa4b2"}
 MAX_HAND_VIEWS = 4
+# Widest image drawn per pane, pixels (about the pane's width on a 1600-pixel-wide window).
+PANO_MAX_WIDTH = 960
+KINECT_MAX_WIDTH = 480
+# How often the text panels (devices, controls, calibration, recording) are redrawn, seconds.
+PANEL_PERIOD_S = 0.25
 
 
 def bone_segments(joints: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """(2K, D) endpoints of the K bones whose both joints are finite, for lines drawn as pairs."""
     seg = joints[pairs].reshape(len(pairs), 2, -1)
     return seg[np.all(np.isfinite(seg), axis=(1, 2))].reshape(-1, joints.shape[-1])
+
+
+SOFTWARE_GL = ("llvmpipe", "softpipe", "swrast", "software rasterizer")
 
 
 def opengl_available() -> tuple[bool, str]:
@@ -53,6 +61,39 @@ def opengl_available() -> tuple[bool, str]:
         import pyqtgraph.opengl  # noqa: F401
     except ImportError as exc:
         return False, f"3D view: OpenGL support missing ({exc}), showing a top-down (x-z) plot"
+    return True, ""
+
+
+def opengl_renderer() -> str:
+    """The OpenGL renderer's name on this display (e.g. ``llvmpipe (LLVM 15...)``), or "" when no
+    context can be made."""
+    context = QtGui.QOpenGLContext()
+    surface = QtGui.QOffscreenSurface()
+    surface.create()
+    if not context.create() or not context.makeCurrent(surface):
+        return ""
+    try:
+        return context.functions().glGetString(0x1F01) or ""  # GL_RENDERER
+    finally:
+        context.doneCurrent()
+
+
+def opengl_accelerated() -> tuple[bool, str]:
+    """Whether the 3D view should use OpenGL: only where it is available and not rendered in
+    software (Mesa's llvmpipe redraws the whole window on the CPU, slower than the 2D fallback).
+    ``OMNIMOCAP_GL=1`` forces OpenGL, ``OMNIMOCAP_GL=0`` forbids it."""
+    import os
+
+    ok, why = opengl_available()
+    forced = os.environ.get("OMNIMOCAP_GL", "")
+    if not ok or forced == "0":
+        return False, why or "3D view: OpenGL turned off (OMNIMOCAP_GL=0), showing a top-down (x-z) plot"
+    if forced == "1":
+        return True, ""
+    renderer = opengl_renderer()
+    if not renderer or any(word in renderer.lower() for word in SOFTWARE_GL):
+        return False, f"3D view: OpenGL is software-rendered here ({renderer or 'no context'}), " \
+                      "showing a top-down (x-z) plot (OMNIMOCAP_GL=1 forces OpenGL)"
     return True, ""
 
 
@@ -80,6 +121,17 @@ def set_points(item, x, y, **style) -> None:
     item.setData(x, y, **style)
 
 
+def display_rgb(bgr: np.ndarray, max_width: int) -> np.ndarray:
+    """``bgr`` (H,W,3 uint8) as a C-contiguous RGB image at most ``max_width`` wide (bilinear: at
+    half size, the mean of each 2x2 block)."""
+    import cv2
+
+    h, w = bgr.shape[:2]
+    if w > max_width:
+        bgr = cv2.resize(bgr, (max_width, max(1, round(h * max_width / w))), interpolation=cv2.INTER_LINEAR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def _pen(rgb, width: float = 2.0):
     return pg.mkPen(color=rgb, width=width)
 
@@ -96,23 +148,30 @@ class ImagePane(pg.GraphicsLayoutWidget):
         self.view.addItem(self.image)
         self._size: tuple[int, int] | None = None
 
-    def set_image(self, bgr: np.ndarray | None, max_width: int = 1280) -> None:
+    def set_image(self, bgr: np.ndarray | None, max_width: int = 1280, lean: bool = False) -> None:
         """Show ``bgr`` in its own pixel coordinates; images wider than ``max_width`` are drawn
-        subsampled (overlays keep full-resolution coordinates)."""
+        smaller (overlays keep full-resolution coordinates). ``lean``: downscaled with area
+        averaging and turned RGB in one contiguous buffer that Qt shows as it is (no levels, no
+        further copy); otherwise subsampled and rescaled through the image levels 0-255."""
         if bgr is None:
             if self.image.image is not None:
                 self.image.clear()
             return
-        step = -(-bgr.shape[1] // max_width)
-        self.image.setImage(bgr[::step, ::step, ::-1], autoLevels=False, levels=(0, 255))
-        self.image.setRect(QtCore.QRectF(-0.5, -0.5, bgr.shape[1], bgr.shape[0]))
+        if lean:
+            self.image.setImage(display_rgb(bgr, max_width), autoLevels=False)
+        else:
+            step = -(-bgr.shape[1] // max_width)
+            self.image.setImage(bgr[::step, ::step, ::-1], autoLevels=False, levels=(0, 255))
         size = bgr.shape[:2]
+        if size != self._size or not lean:
+            self.image.setRect(QtCore.QRectF(-0.5, -0.5, bgr.shape[1], bgr.shape[0]))
         if size != self._size:
             self._size = size
             self.view.autoRange(padding=0)
 
     def set_title(self, text: str) -> None:
-        self.label.setText(text)
+        if text != self.label.text:
+            self.label.setText(text)
 
 
 class KinectWidget(ImagePane):
@@ -126,13 +185,13 @@ class KinectWidget(ImagePane):
         self.view.addItem(self.bones)
         self.view.addItem(self.joints)
 
-    def show_pane(self, pane) -> None:
+    def show_pane(self, pane, lean: bool = False) -> None:
         if pane.color is not None and pane.skeletons_color_px:
-            self.set_image(pane.color)
+            self.set_image(pane.color, KINECT_MAX_WIDTH if lean else 1280, lean)
             points = pane.skeletons_color_px
             self.set_title(f"{self.name}  colour")
         else:
-            self.set_image(pane.color)
+            self.set_image(pane.color, KINECT_MAX_WIDTH if lean else 1280, lean)
             # Without colour: the depth camera's view plane, x right and y down, in millimetres.
             points = {i: 1000.0 * s[:, :2] for i, s in pane.skeletons_depth.items()}
             self.set_title(f"{self.name}  skeletons (depth frame, mm)" if pane.color is None else self.name)
@@ -162,9 +221,10 @@ class PanoWidget(ImagePane):
         self.view.addItem(self.outlines)
         self.view.addItem(self.wrists)
 
-    def show_pane(self, pano) -> None:
-        self.set_image(pano.image)
-        self.set_title(f"360 panorama  frame {pano.index}  t = {pano.t_session:.2f} s")
+    def show_pane(self, pano, lean: bool = False, title: bool = True) -> None:
+        self.set_image(pano.image, PANO_MAX_WIDTH if lean else 1280, lean)
+        if title:
+            self.set_title(f"360 panorama  frame {pano.index}  t = {pano.t_session:.2f} s")
         if pano.view_outlines:
             parts = []
             for o in pano.view_outlines:
@@ -189,8 +249,8 @@ class HandViewWidget(ImagePane):
         for item in (self.box, self.bones, self.points):
             self.view.addItem(item)
 
-    def show_view(self, hv) -> None:
-        self.set_image(hv.image)
+    def show_view(self, hv, lean: bool = False) -> None:
+        self.set_image(hv.image, lean=lean)
         x0, y0, x1, y1 = hv.predicted_box
         self.box.setData([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0])
         status = "no hand" if hv.keypoints_2d is None else "hand"
@@ -211,13 +271,14 @@ class HandViewWidget(ImagePane):
 
 
 class Scene3D(QtWidgets.QWidget):
-    """The 3D scene in the world frame: pyqtgraph's GL view, or a top-down x-z plot without OpenGL."""
+    """The 3D scene in the world frame: pyqtgraph's GL view, or a top-down x-z plot without OpenGL.
+    ``accelerated_only``: use OpenGL only where it is not software-rendered (:func:`opengl_accelerated`)."""
 
-    def __init__(self):
+    def __init__(self, accelerated_only: bool = False):
         super().__init__()
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.uses_opengl, self.note = opengl_available()
+        self.uses_opengl, self.note = opengl_accelerated() if accelerated_only else opengl_available()
         self.note_label = QtWidgets.QLabel(self.note)
         self.note_label.setWordWrap(True)
         self.note_label.setVisible(bool(self.note))
@@ -239,7 +300,19 @@ class Scene3D(QtWidgets.QWidget):
         else:
             self.view = pg.PlotWidget(title="top view (world x-z, metres)")
             self.view.setAspectLocked(True)
-            self.view.showGrid(x=True, y=True, alpha=0.3)
+            if accelerated_only:
+                # axes and their grid repaint their text and ticks with every frame: a fixed
+                # 0.5 m grid drawn once instead, and no axes
+                self.view.hideAxis("left")
+                self.view.hideAxis("bottom")
+                ticks = np.arange(-4.0, 4.01, 0.5)
+                lines = [np.array([[t, -4.0], [t, 4.0]]) for t in ticks] + [np.array([[-4.0, t], [4.0, t]]) for t in ticks]
+                grid = np.concatenate(lines)
+                self.view.plot(grid[:, 0], grid[:, 1], connect="pairs", pen=pg.mkPen((90, 96, 110), width=1))
+                self.view.setRange(xRange=(-3, 3), yRange=(-3, 3), padding=0)
+                self.view.disableAutoRange()
+            else:
+                self.view.showGrid(x=True, y=True, alpha=0.3)
             self.skeletons = self.view.plot(connect="pairs", pen=_pen((80, 200, 255), 2))
             self.hands = self.view.plot(connect="pairs", pen=_pen((90, 255, 140), 2))
             self.sensors = pg.ScatterPlotItem(size=12, symbol="t", brush=pg.mkBrush(255, 230, 80))
@@ -283,6 +356,15 @@ class Scene3D(QtWidgets.QWidget):
                 label.setPos(c[0], c[2])
 
 
+def hand_status_text(status: dict[tuple[int, str], str]) -> str:
+    """Per person, each hand's status: ``person 1: left seen, right held``; one line per person."""
+    people = sorted({pid for pid, _ in status})
+    if not people:
+        return "hands: no person tracked"
+    return "\n".join(f"person {pid}: " + ", ".join(f"{side} {status[(pid, side)]}" for side in ("left", "right")
+                                                  if (pid, side) in status) for pid in people)
+
+
 def format_bytes(n: int) -> str:
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= scale:
@@ -309,9 +391,19 @@ class SessionWindow(QtWidgets.QMainWindow):
 
     DEVICE_COLUMNS = ("device", "state", "fps", "frames", "drops", "last arrival (s)", "sync")
 
-    def __init__(self, controller: LiveController, *, record_dir: str | Path = "recordings", poll_ms: int = 33):
+    def __init__(self, controller: LiveController, *, record_dir: str | Path = "recordings", poll_ms: int = 33,
+                 lean: bool = True):
         super().__init__()
         self.controller = controller
+        # lean: images downscaled once per frame and shown without levels, each pane redrawn only
+        # when its own frame changed, text panels at most every PANEL_PERIOD_S, OpenGL only where
+        # it is accelerated. Otherwise every pane is redrawn on every new snapshot.
+        self.lean = lean
+        if lean:
+            pg.setConfigOptions(antialias=False)  # antialiased lines cost several times more to paint in software
+        self._shown_kinects: dict[str, tuple] = {}
+        self._shown_world: tuple | None = None
+        self._panels_wall = -1.0
         self.setWindowTitle("omnimocap — live session")
         self._last_seq = -1
         self._shown_pano: tuple[int, float] | None = None
@@ -330,7 +422,7 @@ class SessionWindow(QtWidgets.QMainWindow):
         self.kinect_widgets = {p.name: KinectWidget(p.name) for p in sorted(state.kinects, key=lambda p: p.name)}
         self.pano_widget = PanoWidget()
         self.hand_widgets = [HandViewWidget() for _ in range(MAX_HAND_VIEWS)]
-        self.scene = Scene3D()
+        self.scene = Scene3D(accelerated_only=self.lean)
 
         kinect_row = QtWidgets.QHBoxLayout()
         for w in self.kinect_widgets.values():
@@ -354,6 +446,7 @@ class SessionWindow(QtWidgets.QMainWindow):
         controls.addWidget(self.start_button)
         controls.addWidget(self.preview_box)
         controls.addWidget(self.status_label, 1)
+        self.hand_status_label = QtWidgets.QLabel("hands: no person tracked")
 
         self.device_table = QtWidgets.QTableWidget(0, len(self.DEVICE_COLUMNS))
         self.device_table.setHorizontalHeaderLabels(self.DEVICE_COLUMNS)
@@ -395,6 +488,7 @@ class SessionWindow(QtWidgets.QMainWindow):
         right = QtWidgets.QVBoxLayout()
         right.addWidget(self.scene, 5)
         right.addLayout(controls)
+        right.addWidget(self.hand_status_label)
         right.addWidget(self.device_table)
         side = QtWidgets.QHBoxLayout()
         side.addWidget(calib)
@@ -416,6 +510,7 @@ class SessionWindow(QtWidgets.QMainWindow):
             self.controller.start()
         else:
             self.controller.stop()
+        self._panels_wall = -1.0  # a user action shows its result at once
         self.refresh()
 
     def _toggle_recording(self, checked: bool) -> None:
@@ -425,6 +520,7 @@ class SessionWindow(QtWidgets.QMainWindow):
                 self.record_button.setChecked(False)
         else:
             self.controller.stop_recording()
+        self._panels_wall = -1.0
         self.refresh()
 
     # --- drawing -----------------------------------------------------------------------------------------
@@ -434,24 +530,39 @@ class SessionWindow(QtWidgets.QMainWindow):
         if state.seq == self._last_seq:
             return
         self._last_seq = state.seq
-        for pane in state.kinects:
+        lean = self.lean
+        now = time.perf_counter()
+        panels_due = not lean or now - self._panels_wall >= PANEL_PERIOD_S or not state.running
+        new_pano = state.pano is not None and (state.pano.index, state.pano.released_wall) != self._shown_pano
+        # lean, with a panorama streaming: the Kinect panes follow the panorama's frames (each at
+        # most once per displayed panorama frame, and only when its own frame changed)
+        kinects_due = not lean or new_pano or state.pano is None
+        for pane in state.kinects if kinects_due else ():
             widget = self.kinect_widgets.get(pane.name)
-            if widget is not None:
-                widget.show_pane(pane)
-        if state.pano is not None and (state.pano.index, state.pano.released_wall) != self._shown_pano:
+            key = (pane.t_session, id(pane.color), len(pane.skeletons_depth))
+            if widget is not None and (not lean or self._shown_kinects.get(pane.name) != key):
+                self._shown_kinects[pane.name] = key
+                widget.show_pane(pane, lean)
+        if new_pano:
             self._shown_pano = (state.pano.index, state.pano.released_wall)
-            self.pano_widget.show_pane(state.pano)
+            self.pano_widget.show_pane(state.pano, lean, title=panels_due)
             for i, widget in enumerate(self.hand_widgets):
                 if i < len(state.hand_views):
-                    widget.show_view(state.hand_views[i])
+                    widget.show_view(state.hand_views[i], lean)
                 else:
                     widget.clear_view()
+        if not lean or state.world.frame_key != self._shown_world or not state.world.frame_key:
+            self._shown_world = state.world.frame_key
+            self.scene.show_world(state.world)
+        if panels_due:
+            self._panels_wall = now
+            self._show_controls(state)
+            self._show_devices(state)
+        self._show_messages(state.messages)
+        if new_pano:
+            # drawn: Qt paints the changed panes when control returns to its event loop
             self.displayed.append((state.pano.index, time.perf_counter() - state.pano.released_wall))
             del self.displayed[:-10000]
-        self.scene.show_world(state.world)
-        self._show_controls(state)
-        self._show_devices(state)
-        self._show_messages(state.messages)
 
     def _show_controls(self, state: LiveState) -> None:
         self.start_button.setChecked(state.running)
@@ -462,6 +573,7 @@ class SessionWindow(QtWidgets.QMainWindow):
         hands = sum(h.keypoints_2d is not None for h in state.hand_views)
         self.status_label.setText(f"hands: {state.hands_backend}  {hands}/{len(state.hand_views)} views  "
                                   f"pipeline {state.pipeline_ms:.1f} ms")
+        self.hand_status_label.setText(hand_status_text(state.world.hand_status))
         cal = state.calibration
         self.calib_progress.setValue(int(round(100 * cal.progress)))
         self.board_button.setEnabled(not cal.running)
@@ -522,10 +634,23 @@ class SessionWindow(QtWidgets.QMainWindow):
         super().closeEvent(event)
 
 
+def preload_hand_backend(controller: LiveController) -> None:
+    """Import the hand preview's backend (torch, timm, WiLoR) on the GUI thread before any OpenGL
+    context exists. Imported later from the pipeline thread, torch's optional triton extension
+    (which carries its own LLVM) crashed the process under Xvfb's Mesa llvmpipe OpenGL."""
+    if controller.config.hands == "none":
+        return
+    try:
+        import omnimocap.hands.wilor  # noqa: F401
+    except ImportError:
+        pass  # the controller reports the missing backend in its message panel
+
+
 def run_app(controller: LiveController, *, record_dir: str | Path = "recordings", start: bool = True) -> int:
     """Show the window over ``controller`` and run the Qt event loop until it is closed."""
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     apply_theme(app)
+    preload_hand_backend(controller)
     window = SessionWindow(controller, record_dir=record_dir)
     if start:
         controller.start()

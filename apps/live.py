@@ -220,14 +220,29 @@ class PanoPane:
     view_outlines: list[np.ndarray]
 
 
+HAND_SEEN, HAND_HELD, HAND_LOST = "seen", "held", "lost"
+
+
 @dataclass(frozen=True)
 class WorldState:
     """The 3D scene, world frame (y up, metres): skeletons keyed ``<device>/<body id>`` (32,3),
-    lifted hands (21,3) and every sensor's pose (4,4)."""
+    lifted hands (21,3) and every sensor's pose (4,4).
+
+    The live whole-body pose (what the streams send): ``bodies``, the reference Kinect's people by
+    body id (32,3); ``person_hands``, (body id, side) -> the hand (21,3) seen in the newest
+    panorama frame or, for up to ``LiveConfig.hand_hold_s``, the last one seen moved with the
+    wrist (held); ``hand_status``, (body id, side) -> seen | held | lost for every tracked person;
+    ``t_session``, the newest panorama frame's session time (s); ``frame_key``, which Kinect and
+    panorama frames the pose comes from (it changes when either does)."""
 
     skeletons: dict[str, np.ndarray] = field(default_factory=dict)
     hands: list[np.ndarray] = field(default_factory=list)
     sensor_poses: dict[str, np.ndarray] = field(default_factory=dict)
+    bodies: dict[int, np.ndarray] = field(default_factory=dict)
+    person_hands: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
+    hand_status: dict[tuple[int, str], str] = field(default_factory=dict)
+    t_session: float = float("nan")
+    frame_key: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -310,9 +325,14 @@ class BodyHistory:
 
 @dataclass
 class PreviewResult:
+    """``hands_by``: (body id, side) -> lifted hand (21,3, world); ``wrists``: (body id, side) ->
+    the Kinect wrist predicted at the frame's time (3, world) for every planned view."""
+
     pano: PanoPane
     hand_views: list[HandView]
     hands_world: list[np.ndarray]
+    hands_by: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
+    wrists: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
 
 
 class LivePreview:
@@ -341,6 +361,8 @@ class LivePreview:
         outlines: list[np.ndarray] = []
         hand_views: list[HandView] = []
         hands_world: list[np.ndarray] = []
+        hands_by: dict[tuple[int, str], np.ndarray] = {}
+        wrists: dict[tuple[int, str], np.ndarray] = {}
         if planned:
             needs_images = bool(getattr(self.estimator, "needs_images", False))
             views = [pv.view for pv in planned]
@@ -361,17 +383,20 @@ class LivePreview:
                 [None] * len(requests)
             for pv, req, obs in zip(planned, requests, observations):
                 p, s = pv.person, pv.side
+                key = (people.person_ids[p], SIDES[s])
+                wrists[key] = pred["wrist"][p, 0, s]
                 keypoints = None
                 if obs is not None and obs.is_right == (SIDES[s] == "right"):
                     lifted = lift_observation(obs, req, T_world_pano, pred["wrist"][p, 0, s])
                     if lifted.lateral_offset <= cfg.max_gate_m:
                         keypoints = obs.keypoints_2d
                         hands_world.append(lifted.joints)
+                        hands_by[key] = lifted.joints
                 if render:
                     hand_views.append(HandView(req.person_id, req.side, req.image_bgr, req.predicted_box_xyxy,
                                                keypoints))
         pane = PanoPane(frame.index, t_session, released.released_wall, frame.image, wrists_px, outlines)
-        return PreviewResult(pane, hand_views, hands_world)
+        return PreviewResult(pane, hand_views, hands_world, hands_by, wrists)
 
 
 def view_outline(view, pano_cam: EquirectCamera, per_edge: int = OUTLINE_POINTS_PER_EDGE) -> np.ndarray:
@@ -413,6 +438,9 @@ class LiveConfig:
     """Recording refuses to start below this much free disk space (GiB) and stops below half of it."""
     body_tracking: bool = False
     """Live Kinects: run k4abt body tracking (needs libk4abt)."""
+    hand_hold_s: float = 0.5
+    """A hand no longer seen is held (its last shape moved with the Kinect wrist) for this long,
+    session seconds, before it is lost."""
 
 
 class LiveController:
@@ -456,6 +484,10 @@ class LiveController:
         self._preview: LivePreview | None = None
         self._estimator_tried = False
         self._hands_backend = "none"
+        self._sinks: list[Callable[[LiveState], None]] = []
+        self._hand_memory: dict[tuple[int, str], tuple[float, np.ndarray, np.ndarray]] = {}
+        self._person_hands: dict[tuple[int, str], np.ndarray] = {}
+        self._hand_status: dict[tuple[int, str], str] = {}
         self._use_sources(sources)
         self._state = self._snapshot()
 
@@ -576,7 +608,12 @@ class LiveController:
         self._publish()
 
     def close(self) -> None:
+        """Stop, close every sink that has a ``close()`` and remove the session's temporary files."""
         self.stop()
+        sinks, self._sinks = self._sinks, []
+        for sink in sinks:
+            if hasattr(sink, "close"):
+                sink.close()
         if self._cleanup is not None:
             self._cleanup()
             self._cleanup = None
@@ -598,6 +635,12 @@ class LiveController:
     def latest(self) -> LiveState:
         """The newest snapshot (never blocks)."""
         return self._state
+
+    def add_sink(self, sink: Callable[[LiveState], None]) -> None:
+        """Call ``sink(state)`` with every snapshot a pipeline pass publishes, on the pipeline's
+        thread (a stream out, e.g. :class:`~omnimocap.fusion.live_stream.VmcSender`); it must be
+        quick. A sink that raises is reported once as a fault and the session goes on."""
+        self._sinks.append(sink)
 
     def post(self, level: str, source: str, text: str) -> None:
         with self._lock:
@@ -738,22 +781,38 @@ class LiveController:
         while not self._halt.is_set():
             self._wake.wait(0.05)
             self._wake.clear()
-            pano = None
-            for feed in self.feeds:
-                released = feed.poll()
-                if not released:
-                    continue
-                if feed.source.kind == "kinect":
-                    for r in released:
-                        self._histories[feed.name].add(session_time(self.rig, feed.name, r.frame), r.frame.bodies)
-                    self._latest_kinect[feed.name] = released[-1]
-                else:
-                    pano = (feed.name, released[-1])
-                    feed.count_skipped(len(released) - 1)
-            if pano is not None:
-                self._run_preview(*pano)
-            self._check_faults()
-            self._publish()
+            self.step()
+
+    def step(self) -> LiveState:
+        """One pass of the live pipeline over the frames queued since the last pass: the Kinect
+        frames into the body histories, the newest panorama frame through the preview, the fault
+        checks and a new snapshot, which is returned. The worker thread runs it whenever a frame
+        arrives; a caller that fills the feeds' queues itself (without :meth:`start`) can drive the
+        pipeline frame by frame."""
+        pano = None
+        for feed in self.feeds:
+            released = feed.poll()
+            if not released:
+                continue
+            if feed.source.kind == "kinect":
+                for r in released:
+                    self._histories[feed.name].add(session_time(self.rig, feed.name, r.frame), r.frame.bodies)
+                self._latest_kinect[feed.name] = released[-1]
+            else:
+                pano = (feed.name, released[-1])
+                feed.count_skipped(len(released) - 1)
+        if pano is not None:
+            self._run_preview(*pano)
+        self._check_faults()
+        self._publish()
+        state = self._state
+        for sink in list(self._sinks):
+            try:
+                sink(state)
+            except Exception as exc:  # a stream that fails must not end the session
+                self._report_once(f"sink {id(sink)}", "failed", "fault",
+                                  f"stream out failed ({type(exc).__name__}: {exc})")
+        return state
 
     def _run_preview(self, name: str, released: Released) -> None:
         t0 = time.perf_counter()
@@ -775,7 +834,29 @@ class LiveController:
         except Exception as exc:  # one bad frame must not end the session; the message says what broke
             self._report_once("preview", "failed", "fault", f"preview failed on frame {frame.index} ({type(exc).__name__}: {exc})")
             self._preview_result = bare
+        self._update_hands(t_session, self._preview_result)
         self._pipeline_ms = 1000 * (time.perf_counter() - t0)
+
+    def _update_hands(self, t_session: float, result: PreviewResult) -> None:
+        """Each tracked hand's status after a panorama frame: seen (lifted in this frame), held (seen
+        within ``hand_hold_s`` before: the last hand moved by the wrist's motion since) or lost."""
+        hold = self.config.hand_hold_s
+        memory = self._hand_memory
+        for key in [k for k, (t, _, _) in memory.items() if not 0.0 <= t_session - t <= hold]:
+            del memory[key]
+        hands, status = {}, {}
+        for key, wrist in result.wrists.items():
+            if key in result.hands_by:
+                hands[key] = result.hands_by[key]
+                memory[key] = (t_session, result.hands_by[key], wrist)
+                status[key] = HAND_SEEN
+            elif key in memory and np.all(np.isfinite(wrist)):
+                _, joints, seen_wrist = memory[key]
+                hands[key] = joints + (wrist - seen_wrist)
+                status[key] = HAND_HELD
+            else:
+                status[key] = HAND_LOST
+        self._person_hands, self._hand_status = hands, status
 
     def _check_faults(self) -> None:
         for feed in self.feeds:
@@ -833,12 +914,23 @@ class LiveController:
     def _snapshot(self) -> LiveState:
         result = self._preview_result
         kinects = [self._kinect_pane(f.source) for f in self.feeds if f.source.kind == "kinect"]
+        skeletons = {f"{pane.name}/{i}": transform_points(self.rig.T_world_sensor[pane.name], joints)
+                     for pane in kinects if pane.name in self.rig.T_world_sensor
+                     for i, joints in pane.skeletons_depth.items()}
+        reference = kinects[0] if kinects else None
+        bodies = {} if reference is None else \
+            {i: skeletons[f"{reference.name}/{i}"] for i in reference.skeletons_depth if f"{reference.name}/{i}" in skeletons}
+        ref_frame = self._latest_kinect.get(reference.name) if reference is not None else None
         world = WorldState(
-            skeletons={f"{pane.name}/{i}": transform_points(self.rig.T_world_sensor[pane.name], joints)
-                       for pane in kinects if pane.name in self.rig.T_world_sensor
-                       for i, joints in pane.skeletons_depth.items()},
+            skeletons=skeletons,
             hands=list(result.hands_world) if result is not None else [],
-            sensor_poses=dict(self.rig.T_world_sensor))
+            sensor_poses=dict(self.rig.T_world_sensor),
+            bodies=bodies,
+            person_hands=dict(self._person_hands),
+            hand_status={k: v for k, v in self._hand_status.items() if k[0] in bodies},
+            t_session=result.pano.t_session if result is not None else float("nan"),
+            frame_key=(None if ref_frame is None else (ref_frame.frame.frame_id, ref_frame.released_wall),
+                       None if result is None else (result.pano.index, result.pano.released_wall)))
         devices = [f.health() for f in self.feeds]
         sync = {d.name: _sync_label(self.rig.time_maps.get(d.name), self.rig.is_truth) for d in devices}
         with self._lock:

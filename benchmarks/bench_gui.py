@@ -5,12 +5,18 @@ Simulates a short session (2 people, 2 Kinects, 30 fps panorama), replays it in 
 from its release by the capture thread to the moment the view finished drawing it:
 
 - ``headless``: a consumer polling ``LiveController.latest()`` every 16 ms (no Qt);
-- ``gui``: the real window (offscreen Qt platform unless a display is set) on its QTimer.
+- ``gui_full``: the real window drawing every pane on every snapshot at up to 1280 pixels through
+  the image levels, with OpenGL wherever Qt offers it (the drawing before the lean path);
+- ``gui_lean``: the same window drawing less and cheaper (``SessionWindow(lean=True)``, the default).
 
-Reports display fps against the source fps measured in the same run (their ratio), latency
-percentiles, the live pipeline's time per frame and the drops; writes benchmarks/results/gui.json.
+Both windows run in the same process one after the other (offscreen Qt platform unless a display
+is set; run it under ``xvfb-run`` for a real X server), each after a warm-up that ends when the hand
+preview shows its first views. Reports display fps against the source fps measured over the same
+seconds (their ratio), latency percentiles (release by the capture thread to the window's widgets
+holding the frame), the live pipeline's time per frame, the drops and the machine's load average;
+writes benchmarks/results/gui.json.
 
-    python benchmarks/bench_gui.py [--seconds 10] [--pano-width 1920]
+    xvfb-run -a -s "-screen 0 1920x1080x24" python benchmarks/bench_gui.py [--seconds 10] [--pano-width 1920]
 """
 
 from __future__ import annotations
@@ -28,30 +34,36 @@ import numpy as np
 OUT = Path(__file__).resolve().parent / "results" / "gui.json"
 
 
-def summarize(latencies_s: list[float], frames: int, seconds: float, controller, pipeline_ms: list[float]) -> dict:
+def summarize(latencies_s: list[float], frames: int, seconds: float, controller, pipeline_ms: list[float],
+              source_frames0: int = 0) -> dict:
     state = controller.latest()
     pano = next(d for d in state.devices if d.kind == "pano")
-    lat = np.array(latencies_s) * 1000
+    lat = np.array(latencies_s) * 1000 if latencies_s else np.array([np.nan])
     display_fps = frames / seconds
+    source_fps = (pano.frames - source_frames0) / seconds
     return {
         "display_fps": round(display_fps, 2),
-        "source_fps": round(pano.frames / seconds, 2),
-        "display_over_source": round(display_fps / (pano.frames / seconds), 3),
+        "source_fps": round(source_fps, 2),
+        "display_over_source": round(display_fps / source_fps, 3) if source_fps else None,
         "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 1) for q in (50, 90, 95, 99)}
         | {"max": round(float(lat.max()), 1)},
-        "pipeline_ms": {f"p{q}": round(float(np.percentile(pipeline_ms, q)), 1) for q in (50, 95)},
+        "pipeline_ms": {f"p{q}": round(float(np.percentile(pipeline_ms or [np.nan], q)), 1) for q in (50, 95)},
         "pano_drops": pano.drops,
         "hands_backend": state.hands_backend,
         "hand_views_last": len(state.hand_views),
     }
 
 
-def run_headless(session_dir: Path, seconds: float) -> dict:
+def run_headless(session_dir: Path, seconds: float, warmup_s: float = 120.0) -> dict:
     from omnimocap.apps.live import LiveController
 
     controller = LiveController.from_session(session_dir)
     controller.start()
     shown, latencies, pipeline = None, [], []
+    t0 = time.perf_counter()
+    while not controller.latest().hand_views and time.perf_counter() - t0 < warmup_s:
+        time.sleep(0.02)
+    frames0 = pano_frames(controller)
     t0 = time.perf_counter()
     try:
         while time.perf_counter() - t0 < seconds:
@@ -61,25 +73,37 @@ def run_headless(session_dir: Path, seconds: float) -> dict:
                 latencies.append(time.perf_counter() - state.pano.released_wall)
                 pipeline.append(state.pipeline_ms)
             time.sleep(0.016)
-        return summarize(latencies, len(latencies), time.perf_counter() - t0, controller, pipeline)
+        return summarize(latencies, len(latencies), time.perf_counter() - t0, controller, pipeline, frames0)
     finally:
         controller.close()
 
 
-def run_gui(session_dir: Path, seconds: float) -> dict:
+def pano_frames(controller) -> int:
+    return next(d for d in controller.latest().devices if d.kind == "pano").frames
+
+
+def run_gui(session_dir: Path, seconds: float, lean: bool = True, warmup_s: float = 120.0) -> dict:
     from PySide6 import QtCore, QtWidgets
 
-    from omnimocap.apps.gui import SessionWindow
+    from omnimocap.apps.gui import SessionWindow, preload_hand_backend
     from omnimocap.apps.live import LiveController
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     controller = LiveController.from_session(session_dir)
-    window = SessionWindow(controller, record_dir=tempfile.gettempdir(), poll_ms=16)
+    preload_hand_backend(controller)
+    window = SessionWindow(controller, record_dir=tempfile.gettempdir(), poll_ms=16, lean=lean)
     window.resize(1600, 900)
     window.show()
     pipeline = []
     last_seq = -1
     controller.start()
+    t0 = time.perf_counter()
+    while not controller.latest().hand_views and time.perf_counter() - t0 < warmup_s:
+        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 5)
+        time.sleep(0.005)
+    window.displayed.clear()
+    frames0 = pano_frames(controller)
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 5)
@@ -90,9 +114,10 @@ def run_gui(session_dir: Path, seconds: float) -> dict:
         time.sleep(0.001)
     elapsed = time.perf_counter() - t0
     latencies = [lat for _, lat in window.displayed]
-    result = summarize(latencies, len(latencies), elapsed, controller, pipeline)
+    result = summarize(latencies, len(latencies), elapsed, controller, pipeline, frames0)
     result["qt_platform"] = QtWidgets.QApplication.platformName()
     result["opengl_3d"] = window.scene.uses_opengl
+    result["load_average_1min"] = [round(load, 1), round(os.getloadavg()[0], 1)]
     window.close()
     window.deleteLater()
     app.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
@@ -115,13 +140,18 @@ def main() -> int:
                                                 pano_width=args.pano_width))
         results = {"headless": run_headless(session_dir, args.seconds)}
         try:
-            results["gui"] = run_gui(session_dir, args.seconds)
+            results["gui_full"] = run_gui(session_dir, args.seconds, lean=False)
+            results["gui_lean"] = run_gui(session_dir, args.seconds, lean=True)
         except ImportError as exc:
             results["gui"] = {"skipped": f"PySide6/pyqtgraph missing ({exc})"}
+        if "gui_lean" in results:
+            full, lean = results["gui_full"], results["gui_lean"]
+            results["lean_over_full_display_fps"] = round(lean["display_fps"] / max(full["display_fps"], 1e-9), 2)
     report = {
         "benchmark": "live session display",
         "seconds": args.seconds, "pano_width": args.pano_width, "people": 2, "kinects": 2,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "display": os.environ.get("DISPLAY", ""), "qt_platform": os.environ.get("QT_QPA_PLATFORM", "")},
         "results": results,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,12 @@ Every metric is computed from the result files themselves (``fused.npz``, ``view
 exported ``smplx*.npz`` and ``rig.json``), never from numbers the pipeline reported about itself.
 Result people are matched to true people by their Kinect pelvis trajectories.
 
+The results must come from the truth's session: ``report.json``'s ``session_id`` (written by
+``process``, see :func:`omnimocap.fusion.pipeline.session_identity`) must equal the session's (a
+report without one must name the session's folder), and
+``fused.npz`` must be whole, with finite, increasing output times and finite Kinect joints;
+otherwise one :class:`InputError` line, never metrics.
+
 Metric definitions (names are the CLI contract):
 - ``sync.offset_error_ms``: |estimated - true| session time of the middle panorama frame.
 - ``sync.rate_error_ppm``: |a_est / a_true - 1| * 1e6 of the panorama time map.
@@ -39,6 +45,8 @@ Metric definitions (names are the CLI contract):
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +70,50 @@ from omnimocap.fusion.interpolate import interpolate_positions
 def _load_npz(path: Path, what: str) -> dict:
     if not path.is_file():
         raise InputError(f"{what} not found", path=path, fix="run `omnimocap process` first")
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise InputError(f"{what} is truncated or corrupt ({exc})", path=path,
+                         fix="run `omnimocap process` again") from None
+
+
+# fused.npz arrays that evaluation reads.
+FUSED_KEYS = ("t_session", "person_ids", "kinect_joints_world", "kinect_wrist_world", "hand_joints_world",
+              "hand_valid", "hand_pose")
+
+
+def _check_fused(fused: dict, path: Path) -> None:
+    """The fused results hold every array evaluation reads, finite increasing output times (s) and
+    finite Kinect joints (m) somewhere."""
+    fix = "run `omnimocap process` again"
+    missing = [k for k in FUSED_KEYS if k not in fused]
+    if missing:
+        raise InputError(f"fused results lack {', '.join(missing)}", path=path, fix=fix)
+    t = np.asarray(fused["t_session"], dtype=np.float64)
+    if t.ndim != 1 or not len(t) or not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
+        raise InputError("t_session is not a finite, increasing sequence of output times", path=path, fix=fix)
+    if not np.any(np.isfinite(fused["kinect_joints_world"])):
+        raise InputError("kinect_joints_world holds no finite joint position", path=path, fix=fix)
+
+
+def _check_same_session(result_dir: Path, session: Session) -> None:
+    """Refuse results that do not come from ``session``: the report's ``session_id`` must be the
+    session's identity; a report without one (written before identities were recorded) must name
+    the session's folder (``session``, resolved)."""
+    from omnimocap.fusion.pipeline import session_identity
+
+    report_path = result_dir / "report.json"
+    report = _load_json(report_path)
+    recorded = report.get("session_id")
+    if recorded is not None:
+        same = recorded == session_identity(session)
+    else:
+        same = report.get("session") == str(session.root.resolve())
+    if not same:
+        raise InputError(f"the results come from another session than {session.root}", path=report_path,
+                         fix="pass --truth the simulated session these results were processed from, or process "
+                             "that session again")
 
 
 def _hand_chain_global(local: np.ndarray, parents: tuple[int, ...]) -> np.ndarray:
@@ -80,10 +130,12 @@ def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
     truth_dir = session.truth_dir
     if not truth_dir.is_dir():
         raise InputError("session has no truth/ folder (only simulated sessions can be evaluated)", path=session.root)
+    _check_same_session(result_dir, session)
     truth = _load_npz(truth_dir / "motion.npz", "ground truth motion")
     true_rig = Rig.load(truth_dir / "rig.json")
     est_rig = Rig.load(result_dir / "rig.json")
     fused = _load_npz(result_dir / "fused.npz", "fused results")
+    _check_fused(fused, result_dir / "fused.npz")
     metrics: dict[str, float | None] = {}
 
     # --- sync and calibration -------------------------------------------------------------------

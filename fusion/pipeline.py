@@ -15,9 +15,15 @@ Stages (each a plain function; the live driver feeds the same ones from device q
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import os
 import shutil
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -304,45 +310,173 @@ def make_estimator(config: ProcessConfig, session: Session) -> HandEstimator:
     raise UserError(f"unknown hand backend '{config.hands}'", fix="use --hands sim or --hands wilor")
 
 
-def _prepare_output(out_dir: Path, overwrite: bool) -> Path:
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise UserError("results folder exists and is not empty", path=out_dir,
-                            fix="choose a new --out folder, or pass --overwrite")
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+RESULTS_MARKER = ".omnimocap-results"
+"""File that marks a folder as written by ``omnimocap process``: ``--overwrite`` replaces only such
+folders. JSON: the format name, the omnimocap version and the session's identity."""
+
+
+def session_identity(session: Session) -> str:
+    """A hex digest that identifies a recording, unchanged by calibration, sync and tracking: the
+    manifest's creation time, the simulated flag, the devices' kinds and serials, and the 360
+    stream's frame times file (written while recording; it differs between recordings and between
+    simulations of different seeds or lengths)."""
+    manifest = session.manifest
+    stable = {"created": manifest.created, "simulated": bool(manifest.simulated),
+              "devices": [[d.kind, d.serial] for d in manifest.devices]}
+    digest = hashlib.sha256(json.dumps(stable, sort_keys=True).encode())
+    pano = [d for d in manifest.devices if d.kind == "pano"]
+    if pano and pano[0].timestamps and session.path(pano[0].timestamps).is_file():
+        digest.update(session.path(pano[0].timestamps).read_bytes())
+    return digest.hexdigest()
+
+
+def _check_pano_size(session: Session) -> None:
+    """The manifest's 360 frame size, when given, must be a positive whole number of pixels."""
+    entry = session.pano()
+    for key in ("width", "height"):
+        value = getattr(entry, key)
+        whole = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+        if value is not None and not (whole and value > 0):
+            raise InputError(f"the 360 stream's {key} is {value!r}, not a positive whole number of pixels",
+                             path=session.root / "session.json",
+                             fix=f"set the pano device's {key} to the video's frame {key}, or remove it")
+
+
+def _check_output_path(out_dir: Path, session_dir: Path) -> None:
+    """Refuse an ``--out`` that is a file, the current folder or one of its parents, or that is,
+    contains or lies inside the input session (paths compared after resolving links)."""
+    out, session = out_dir.resolve(), session_dir.resolve()
+    fix = "choose a --out folder outside the session, e.g. a new folder beside it"
+    if out == session:
+        raise UserError("--out is the input session folder; results never replace a session", path=out_dir, fix=fix)
+    if out in session.parents:
+        raise UserError(f"--out contains the input session {session_dir}; results never replace a session",
+                        path=out_dir, fix=fix)
+    if session in out.parents:
+        raise UserError(f"--out lies inside the input session {session_dir}; processing never writes into a "
+                        "session", path=out_dir, fix=fix)
+    cwd = Path.cwd().resolve()
+    if out == cwd or out in cwd.parents:
+        raise UserError("--out is the current folder (or contains it)", path=out_dir,
+                        fix="name a results folder, e.g. --out results")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError("--out exists and is not a folder", path=out_dir, fix="choose a new --out folder")
+
+
+def _check_replaceable(out_dir: Path, overwrite: bool) -> None:
+    """An existing non-empty ``out_dir`` may be replaced only with ``overwrite`` and only when it is
+    an omnimocap results folder (it holds :data:`RESULTS_MARKER`)."""
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise UserError("results folder exists and is not empty", path=out_dir,
+                        fix="choose a new --out folder, or pass --overwrite")
+    if not (out_dir / RESULTS_MARKER).is_file():
+        raise UserError(f"is not an omnimocap results folder (no {RESULTS_MARKER}); --overwrite replaces only "
+                        "folders written by `omnimocap process`", path=out_dir,
+                        fix="choose a new --out folder, or move this one away yourself")
+
+
+@contextmanager
+def results_lock(out_dir: str | Path):
+    """Hold the lock of results folder ``out_dir`` (an exclusive ``flock`` on ``.<name>.lock`` beside
+    it, removed on release); raises :class:`UserError` at once when another process holds it."""
+    out_dir = Path(os.path.abspath(out_dir))
+    lock_path = out_dir.with_name(f".{out_dir.name}.lock")
+    busy = UserError("another `omnimocap process` is writing this results folder", path=out_dir,
+                     fix="wait for it to finish, or choose another --out folder")
+    for _ in range(3):
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise busy from None
+        try:  # the previous holder removes the file on release: ours must still be the one at the path
+            current = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    else:
+        raise busy
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _prepare_output(out_dir: Path, overwrite: bool, identity: str) -> Path:
+    """Check that ``out_dir`` may be written and create the partial results folder beside it (a new,
+    uniquely named folder that holds :data:`RESULTS_MARKER` from the start). Called under
+    :func:`results_lock`: partial and moved-aside folders of ``out_dir`` that hold the marker are
+    then left over by a killed run, and are removed."""
+    _check_replaceable(out_dir, overwrite)
+    for pattern in (f".{out_dir.name}.*.partial", f".{out_dir.name}.*.old"):
+        for stale in out_dir.parent.glob(pattern):
+            if stale.is_dir() and not stale.is_symlink() and (stale / RESULTS_MARKER).is_file():
+                shutil.rmtree(stale)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    atomic_write_json(partial / RESULTS_MARKER, {"format": "omnimocap-results", "omnimocap_version": __version__,
+                                                 "session_id": identity})
     return partial
+
+
+def _publish(work: Path, out_dir: Path, overwrite: bool) -> None:
+    """Move the finished ``work`` folder to ``out_dir``; a previous results folder there is moved
+    aside first and deleted only once the new one is in place."""
+    _check_replaceable(out_dir, overwrite)
+    previous = None
+    if out_dir.is_dir():
+        previous = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+        os.replace(out_dir, previous)  # onto the empty folder just made
+    try:
+        os.replace(work, out_dir)
+    except BaseException:
+        if previous is not None:
+            os.replace(previous, out_dir)
+        raise
+    if previous is not None:
+        shutil.rmtree(previous)
 
 
 def process_session(session_dir: str | Path, out_dir: str | Path, config: ProcessConfig | None = None,
                     overwrite: bool = False, progress: bool = True) -> dict:
     """Run the whole offline pipeline; returns the report (also written as ``report.json``).
 
-    Results are assembled in ``<out>.partial`` and renamed to ``out_dir`` only when complete, so a
-    crash never leaves a half-written folder that looks finished.
+    Results are assembled in a partial folder beside ``out_dir`` and moved to ``out_dir`` only when
+    complete, so a crash never leaves a half-written folder that looks finished; a failed run
+    removes only its own partial folder. ``out_dir`` may not be, contain or lie inside the session;
+    an existing one is replaced only with ``overwrite`` and only when it is a results folder
+    (:data:`RESULTS_MARKER`). One process at a time writes a given ``out_dir`` (:func:`results_lock`).
     """
     config = config or ProcessConfig()
-    session = Session.open(session_dir)
-    recovered = None
-    if not session.complete:
-        # a recorder that was killed leaves journals and a manifest still saying "recording"
-        from omnimocap.capture.recorder import recover_session
-
-        recovered = recover_session(session_dir)
+    out_dir = Path(os.path.abspath(out_dir))
+    _check_output_path(out_dir, Path(session_dir))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with results_lock(out_dir):
         session = Session.open(session_dir)
-    rig = Rig.load(session.rig_path)
-    out_dir = Path(out_dir)
-    work = _prepare_output(out_dir, overwrite)
-    try:
-        report = _process(session, rig, work, config, progress, recovered)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    work.rename(out_dir)
+        recovered = None
+        if not session.complete:
+            # a recorder that was killed leaves journals and a manifest still saying "recording"
+            from omnimocap.capture.recorder import recover_session
+
+            recovered = recover_session(session_dir)
+            session = Session.open(session_dir)
+        rig = Rig.load(session.rig_path)
+        _check_pano_size(session)
+        identity = session_identity(session)
+        work = _prepare_output(out_dir, overwrite, identity)
+        try:
+            report = _process(session, rig, work, config, progress, recovered)
+            report["session_id"] = identity
+            atomic_write_json(work / "report.json", report)
+            _publish(work, out_dir, overwrite)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
     return report
 
 

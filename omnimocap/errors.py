@@ -7,6 +7,7 @@ exceptions with context.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -36,3 +37,22 @@ class ModelFilesMissing(UserError):
 
 class DeviceError(UserError):
     """A device or a device library (libk4a, libk4abt, a camera) is unavailable or failed."""
+
+
+# Operating-system errors a user fixes outside omnimocap: the problem and the fix, by errno.
+_OS_ERRORS = {
+    errno.ENOSPC: ("no space left on the device", "free disk space or write to another disk, then run again"),
+    errno.EDQUOT: ("disk quota exceeded", "free space within your quota or write elsewhere, then run again"),
+    errno.EACCES: ("permission denied", "check the folder's permissions, or choose a folder you can write to"),
+    errno.EPERM: ("operation not permitted", "check the folder's permissions, or choose a folder you can write to"),
+    errno.EROFS: ("read-only file system", "write to a folder on a writable disk"),
+}
+
+
+def os_error_line(exc: OSError) -> str | None:
+    """The one line (file, problem, fix) for an operating-system error the user can fix (a full
+    disk, a quota, a missing permission, a read-only file system), or None for any other error."""
+    if exc.errno not in _OS_ERRORS:
+        return None
+    problem, fix = _OS_ERRORS[exc.errno]
+    return str(UserError(problem, path=exc.filename, fix=fix))

@@ -17,7 +17,7 @@ from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.pano import PanoReader
 from omnimocap.capture.recorder import replay_sources
 from omnimocap.capture.session import Session
-from omnimocap.capture.sources import KinectFrame, SessionClock, Source
+from omnimocap.capture.sources import EndOfStream, KinectFrame, SessionClock, Source
 from omnimocap.errors import UserError
 
 PANO_W, PANO_H = 640, 320
@@ -137,16 +137,49 @@ def test_stopped_session_starts_again_with_fresh_sources(sim_session):
         controller.close()
 
 
+def _read_all(source) -> list:
+    """Every frame of an unpaced, non-looping replay source, read on this thread."""
+    frames = []
+    while True:
+        try:
+            frame = source.read(1.0)
+        except EndOfStream:
+            return frames
+        if frame is not None:
+            frames.append(frame)
+
+
 def test_preview_off_keeps_streams_without_views(sim_session):
-    controller = LiveController.from_session(sim_session, config=LiveConfig(view_size=64))
+    """Driven pass by pass on this thread (no worker, no pacing): each panorama frame, queued after
+    the Kinect frames up to one past its time, moves the stream on and gets its predicted wrists,
+    and with the preview off no view is rendered."""
+    clock = SessionClock()
+    sources = replay_sources(sim_session, clock, realtime=False, on_session_clock=True)
+    controller = LiveController(sources, clock=clock, rig=Rig.load(sim_session / "rig.json"),
+                                session_dir=sim_session, config=LiveConfig(view_size=64))
     try:
         controller.set_preview(False)
-        controller.start()
-        first = wait_for(lambda: controller.latest().pano)
-        state = wait_for(lambda: (s := controller.latest()).pano.index != first.index and s)
-        assert not state.preview
-        assert all(v.image is None for v in state.hand_views) or not state.hand_views
-        assert state.pano.wrists_px  # wrists are still predicted
+        kinect = next(f for f in controller.feeds if f.source.kind == "kinect")
+        pano = next(f for f in controller.feeds if f.source.kind == "pano")
+        body_frames = _read_all(kinect.source)
+        t_body = np.array([live.session_time(controller.rig, kinect.name, f) for f in body_frames])
+        frame_s = float(np.median(np.diff(t_body)))
+        queued = 0
+        indices = []
+        for _ in range(8):
+            frame = pano.source.read(1.0)
+            t_pano = live.session_time(controller.rig, pano.name, frame)
+            while queued < len(body_frames) and t_body[queued] <= t_pano + frame_s:
+                kinect.queue.put(live.Released(body_frames[queued], time.perf_counter()))
+                queued += 1
+            pano.queue.put(live.Released(frame, time.perf_counter()))
+            state = controller.step()
+            assert state.pano.index == frame.index
+            assert not state.preview
+            assert all(v.image is None for v in state.hand_views)
+            assert state.pano.wrists_px  # wrists are still predicted
+            indices.append(state.pano.index)
+        assert indices == sorted(set(indices)) and len(indices) == 8
     finally:
         controller.close()
 

@@ -1,0 +1,97 @@
+"""A soak of the live session: the simulated rig replayed in a loop at real time through the live
+controller (hand preview on, no window) for ``--seconds``, sampling once a second the process's
+resident memory, every source's display queue length and the frame and drop counters.
+
+Reports the memory at the end of the warm-up and at the end, its least-squares slope (MiB per
+minute) over the run after the warm-up, the longest queue seen against its bound, and per source
+the frames, the frames the display skipped or pushed out of its full queue (the drop-oldest
+policy) and the frames the source itself lost; writes benchmarks/results/live_soak.json. Run it
+niced: ``nice -n 10 python benchmarks/bench_live_soak.py --seconds 180``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parent / "results" / "live_soak.json"
+
+
+def rss_mib() -> float:
+    """Resident set size of this process, MiB (Linux /proc)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=180.0)
+    parser.add_argument("--warmup", type=float, default=30.0, help="seconds left out of the memory slope")
+    parser.add_argument("--sim-seconds", type=float, default=4.0)
+    parser.add_argument("--pano-width", type=int, default=1920)
+    args = parser.parse_args()
+
+    from omnimocap.apps.live import LiveController
+    from omnimocap.capture.simulate import SimConfig, simulate_session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        session_dir = Path(tmp) / "session"
+        simulate_session(session_dir, SimConfig(seconds=args.sim_seconds, people=2, kinects=2, seed=1,
+                                                pano_width=args.pano_width))
+        controller = LiveController.from_session(session_dir)
+        samples = []
+        controller.start()
+        t0 = time.perf_counter()
+        try:
+            while (t := time.perf_counter() - t0) < args.seconds:
+                state = controller.latest()
+                samples.append({
+                    "t": round(t, 2), "rss_mib": round(rss_mib(), 1),
+                    "queues": {f.name: len(f.queue) for f in controller.feeds},
+                    "frames": {d.name: d.frames for d in state.devices},
+                    "hand_views": len(state.hand_views),
+                })
+                time.sleep(1.0)
+            per_source = {}
+            for f in controller.feeds:
+                own = f.source.health()
+                per_source[f.name] = {
+                    "frames": own.frames, "display_drops": f.dropped, "source_drops": own.drops,
+                    "queue_bound": f.queue.maxlen,
+                    "queue_max_seen": max(s["queues"][f.name] for s in samples),
+                }
+            messages = [m.text for m in controller.latest().messages if m.level == "fault"]
+        finally:
+            controller.close()
+    t = np.array([s["t"] for s in samples])
+    rss = np.array([s["rss_mib"] for s in samples])
+    after = t >= args.warmup
+    slope = float(np.polyfit(t[after] / 60.0, rss[after], 1)[0]) if after.sum() >= 3 else float("nan")
+    report = {
+        "benchmark": "live session soak",
+        "seconds": args.seconds, "warmup_s": args.warmup, "pano_width": args.pano_width, "people": 2, "kinects": 2,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_average_1min_end": round(os.getloadavg()[0], 1)},
+        "rss_mib": {"end_of_warmup": float(rss[after][0]) if after.any() else None, "end": float(rss[-1]),
+                    "max": float(rss.max()), "slope_mib_per_min_after_warmup": round(slope, 2)},
+        "sources": per_source,
+        "faults": messages,
+        "samples": samples,
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
