@@ -221,9 +221,7 @@ def _required_groups() -> tuple[tuple[str, ...], ...]:
 
 
 def _validate(path: Path, rel: str) -> None:
-    """Load the file's header/keys; raises on a corrupt or wrong file."""
-    import zipfile
-
+    """Load the file as its users do; raises a UserError on a corrupt, wrong or refused file."""
     if rel.endswith(".ckpt"):
         from omnimocap.hands.wilor.checkpoint import load_checkpoint_file
 
@@ -232,9 +230,9 @@ def _validate(path: Path, rel: str) -> None:
             if key not in sd:
                 raise ModelFilesMissing(f"no {key} in the checkpoint", path=path)
     elif rel.endswith("detector.pt"):
-        # Only the container is checked: fully loading it would unpickle the ultralytics model.
-        if not zipfile.is_zipfile(path) or not any(n.endswith("data.pkl") for n in zipfile.ZipFile(path).namelist()):
-            raise ModelFilesMissing("not a torch model archive", path=path, fix="download it again")
+        from omnimocap.hands.wilor.detector import load_detector_checkpoint
+
+        load_detector_checkpoint(path)  # the load process and calibrate run: refuses any non-model global
     elif rel.endswith(".yaml"):
         from omnimocap.hands.wilor.checkpoint import load_model_config
 
@@ -271,6 +269,11 @@ def run_verify(models: Path, out: Callable[[str], None] = print) -> int:
             _validate(p, f.rel_path)
         except UserError as exc:
             out(f"  {f.rel_path}: FAILED: {exc}")
+            bad += 1
+            continue
+        except Exception as exc:  # an unforeseen reader failure is still this file's failure: report it, go on
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            out(f"  {f.rel_path}: FAILED: {p}: cannot read the file ({type(exc).__name__}: {reason}) (download or copy it again)")
             bad += 1
             continue
         if not known:

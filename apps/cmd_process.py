@@ -22,7 +22,10 @@ def register(sub) -> None:
     p.add_argument("--hand-noise-deg", type=float, default=0.0, help="sim observer: rotation noise, degrees")
     p.add_argument("--hand-dropout", type=float, default=0.0, help="sim observer: probability a hand is missed")
     p.add_argument("--seed", type=int, default=0, help="sim observer: noise seed")
-    p.add_argument("--smplx-model", default=None, metavar="FILE", help="SMPL-X model file (default: built-in skeleton)")
+    p.add_argument("--smplx-model", default=None, metavar="FILE",
+                   help="SMPL-X model file (default: <models>/smplx/SMPLX_<GENDER>.npz if present, else a built-in skeleton)")
+    p.add_argument("--gender", default="neutral", choices=["neutral", "female", "male"],
+                   help="which SMPL-X file of the models folder the body is fitted on (default neutral)")
     p.add_argument("--no-preview", action="store_true", help="do not write views_preview.png")
     p.add_argument("--no-smoothing", action="store_true",
                    help="no temporal smoothing of the Kinect anchors and the fused hands")
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     config = ProcessConfig(
         hands=args.hands, device=args.device, hand_noise_mm=args.hand_noise_mm,
         hand_noise_deg=args.hand_noise_deg, hand_dropout=args.hand_dropout, seed=args.seed,
-        models=args.models, smplx_model=args.smplx_model, preview=not args.no_preview,
+        models=args.models, smplx_model=args.smplx_model, gender=args.gender, preview=not args.no_preview,
         smoothing=not args.no_smoothing, depth_cue=not args.no_depth_cue)
     report = process_session(args.session, args.out, config, overwrite=args.overwrite, progress=not args.quiet)
     print(json.dumps({"out": args.out, "frames": report["frames"], "people": report["people"],

@@ -187,3 +187,64 @@ def forward_kinematics_torch(rest_joints, local_rotmats, transl=None, parents: t
     if transl is not None:
         joints_t = joints_t + transl.unsqueeze(-2)
     return joints_t, torch.stack(glob, dim=-3)
+
+
+# --- which body model a fit used ---------------------------------------------------------------------
+
+BUILT_IN = "built-in"
+"""Name recorded for the built-in skeleton (no model file); glTF/FBX use the synthetic mesh for it."""
+
+
+def smplx_file_in(models_dir: str | Path, gender: str = "neutral") -> Path | None:
+    """``<models>/smplx/SMPLX_<GENDER>.npz`` (or ``.pkl``) when the models folder has it, else None."""
+    folder = Path(models_dir) / "smplx"
+    for suffix in (".npz", ".pkl"):
+        candidate = folder / f"SMPLX_{gender.upper()}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def body_model_record(smplx_path: str | Path | None) -> dict[str, str]:
+    """What every output stores about the body model: ``body_model`` (the file's name, or
+    ``built-in``), ``body_model_sha256`` (of the file's bytes; of the built-in skeleton's tables for
+    the built-in one) and ``body_model_path`` (where the fit found it; empty for the built-in)."""
+    if smplx_path is None:
+        import hashlib
+
+        skeleton = default_skeleton(10)
+        digest = hashlib.sha256(skeleton.rest_joints.tobytes() + skeleton.shape_dirs.tobytes()).hexdigest()
+        return {"body_model": BUILT_IN, "body_model_sha256": digest, "body_model_path": ""}
+    path = Path(smplx_path).resolve()
+    return {"body_model": path.name, "body_model_sha256": sha256_of(path), "body_model_path": str(path)}
+
+
+def resolve_smplx_model(explicit: str | Path | None, models_dir: str | Path | None,
+                        gender: str = "neutral") -> Path | None:
+    """The SMPL-X file a fit uses: ``explicit`` (a file, or a folder holding ``SMPLX_<GENDER>``),
+    else the models folder's (``models_dir``, default ``$OMNIMOCAP_MODELS`` or
+    ``~/.cache/omnimocap/models``), else None for the built-in skeleton."""
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if not path.is_dir():
+            return path
+        for suffix in (".npz", ".pkl"):
+            if (path / f"SMPLX_{gender.upper()}{suffix}").is_file():
+                return path / f"SMPLX_{gender.upper()}{suffix}"
+        return smplx_file_in(path, gender) or path / f"SMPLX_{gender.upper()}.npz"
+    if models_dir is None:
+        from omnimocap.apps.cmd_models import default_models_dir
+
+        models_dir = default_models_dir()
+    return smplx_file_in(Path(models_dir).expanduser(), gender)

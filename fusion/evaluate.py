@@ -54,7 +54,7 @@ from scipy.optimize import linear_sum_assignment
 
 from omnimocap.calibration.rig import Rig
 from omnimocap.calibration.transforms import (
-    axis_angle_to_matrix, invert_pose, relative_angle_deg, transform_points,
+    invert_pose, relative_angle_deg, transform_points,
 )
 from omnimocap.capture.session import Session, atomic_write_json
 from omnimocap.capture.bodies import read_bodies
@@ -238,11 +238,9 @@ def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
     body_err, roundtrip = [], []
     body_jitter, body_accel = [], []
     for p, q in match.items():
-        name = "smplx.npz" if p == 0 else f"smplx_person{p}.npz"
-        amass = _load_npz(result_dir / name, "SMPL-X export")
-        F = amass["poses"].shape[0]
-        local = axis_angle_to_matrix(amass["poses"].reshape(F, 55, 3))
-        joints, glob = forward_kinematics(skeleton, local, amass["betas"][: skeleton.num_betas], amass["trans"])
+        # The fit on the output frames (smplx.npz holds the same motion resampled into AMASS's world).
+        joints, glob = forward_kinematics(skeleton, fused["smplx_local_rotmats"][p],
+                                          fused["smplx_betas"][p][: skeleton.num_betas], fused["smplx_transl"][p])
         joints = transform_points(G, joints)
         true_joints = interpolate_positions(t_truth, truth["smplx_joints"][q], t_out)
         body_ids = list(smplx_body_joint_ids())

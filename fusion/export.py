@@ -1,10 +1,11 @@
-"""Exports people consume: AMASS-style SMPL-X npz, per-hand MANO npz, skinned glTF 2.0, rerun .rrd.
+"""Exports people consume: AMASS SMPL-X npz, per-hand MANO npz, skinned glTF 2.0, rerun .rrd
+(BVH: ``fusion.export_bvh``; FBX through Blender: ``fusion.export_blender``).
 
 Our world frame is SMPL-X's model frame: y up, metres, floor y = 0, so SMPL-X joints are
 ``forward_kinematics(local_rotmats, betas) + trans``. Conversions happen here, at the edge:
 
 - Axis-angle (radians) appears only in the files.
-- ``z_up=True`` rotates the whole motion by +90 deg about x (``R_ZUP``: y -> z, z -> -y), which turns
+- AMASS files are z up by default: ``z_up=True`` rotates the whole motion by +90 deg about x (``R_ZUP``: y -> z, z -> -y), which turns
   our y-up world into AMASS's z-up one (floor = the XY plane). It is the inverse of the -90 deg about
   X that the Meshcapade Blender add-on applies to AMASS files. SMPL-X turns the root about the rest
   pelvis joint ``J0(betas)``, not the origin, so ``trans`` becomes ``R_ZUP (J0 + trans) - J0``.
@@ -12,6 +13,8 @@ Our world frame is SMPL-X's model frame: y up, metres, floor y = 0, so SMPL-X jo
   convention the Blender add-on applies as raw bone rotations; the files say so in
   ``hand_pose_convention``.
 - glTF is y up with +z forward like our world, so the glTF scene needs no conversion.
+- Frame rates in files are whole numbers on a uniform grid (:func:`resample_motion`); the fused
+  frames follow the Kinect's clock (e.g. 29.999 Hz with jitter).
 """
 
 from __future__ import annotations
@@ -42,40 +45,92 @@ def _atomic_savez(path: Path, arrays: dict) -> None:
     tmp.replace(path)
 
 
+AMASS_RATE = 30.0
+"""Default frame rate of the AMASS files, Hz: the SMPL-X Blender add-on's default target rate."""
+
+
+def check_rate(rate: float) -> float:
+    """A whole, positive frame rate in Hz (the SMPL-X Blender add-on reads ``int(rate)``)."""
+    rate = float(rate)
+    if not np.isfinite(rate) or rate <= 0 or rate != round(rate):
+        raise ValueError(f"the frame rate must be a whole number of frames per second, got {rate}")
+    return rate
+
+
+def uniform_grid(t_session: np.ndarray, rate: float) -> np.ndarray:
+    """Times ``t_session[0] + k / rate`` covering ``t_session`` (seconds), never past its end."""
+    t = np.asarray(t_session, dtype=np.float64)
+    n = int(np.floor((t[-1] - t[0]) * rate + 1e-6)) + 1
+    return t[0] + np.arange(n) / rate
+
+
+def resample_motion(t_session: np.ndarray, local_rotmats: np.ndarray, transl: np.ndarray,
+                    rate: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The motion on the uniform grid :func:`uniform_grid` (``rate`` Hz): rotations (F, J, 3, 3)
+    slerped, translations (F, 3) metres by cubic Hermite, between the frames at ``t_session``
+    (seconds, increasing). Returns (t_grid, local_rotmats, transl)."""
+    from omnimocap.fusion.interpolate import interpolate_positions, interpolate_rotations
+
+    t = np.asarray(t_session, dtype=np.float64)
+    R = np.asarray(local_rotmats, dtype=np.float64)
+    trans = np.asarray(transl, dtype=np.float64)
+    if len(t) != len(R) or len(t) != len(trans):
+        raise ValueError(f"t_session ({len(t)}), local_rotmats ({len(R)}) and transl ({len(trans)}) differ in frames")
+    if len(t) == 1:
+        return t.copy(), R.copy(), trans.copy()
+    if np.any(np.diff(t) <= 0):
+        raise ValueError("t_session must increase strictly")
+    grid = uniform_grid(t, rate)
+    R_out, ok = interpolate_rotations(t, R, np.ones(len(t), bool), grid, max_gap=np.inf)
+    trans_out = interpolate_positions(t, trans, grid, max_gap=np.inf)
+    assert ok.all() and np.isfinite(trans_out).all(), "a grid inside the frame times is always served"
+    return grid, R_out, trans_out
+
+
 def write_amass_npz(
     path: str | Path,
     local_rotmats: np.ndarray,
     transl: np.ndarray,
     betas: np.ndarray,
-    fps: float,
+    t_session: np.ndarray,
+    *,
+    rate: float = AMASS_RATE,
     gender: str = "neutral",
-    z_up: bool = False,
+    z_up: bool = True,
     extra: dict | None = None,
     skeleton: Skeleton | None = None,
 ) -> Path:
-    """Write an AMASS-style SMPL-X npz (the Meshcapade Blender add-on's input).
+    """Write an AMASS-style SMPL-X npz, the way AMASS's own SMPL-X files are: z up, a whole-number
+    frame rate on a uniform time grid.
 
     Args:
         local_rotmats: (F, 55, 3, 3) local rotations, SMPL-X order, our world (y up).
         transl: (F, 3) SMPL-X translation, metres.
         betas: (B,) shape coefficients.
-        fps: frame rate, stored as ``mocap_frame_rate``.
-        z_up: rotate into AMASS's z-up world (see the module docstring).
-        extra: more keys to store (e.g. ``t_session``); they must not clash with the standard ones.
+        t_session: (F,) times of the frames, seconds (any spacing, increasing); the motion is
+            resampled onto ``t_session[0] + k / rate`` (stored as ``t_session``).
+        rate: the file's frame rate, a whole number of Hz, stored as ``mocap_frame_rate`` and
+            ``mocap_framerate`` (both spellings are read by different tools).
+        z_up: rotate into AMASS's z-up world (see the module docstring); False keeps our y-up one.
+        extra: more keys to store (e.g. ``person_id``); they must not clash with the standard ones.
         skeleton: the skeleton the motion was made with; only its rest pelvis ``J0(betas)`` is used,
             for the z-up ``trans`` correction (default: the built-in skeleton).
-    Keys: ``poses`` (F, 165) axis-angle (global 3, body 63, jaw 3, eyes 6, left hand 45, right hand
-    45), ``trans``, ``betas``, ``num_betas``, ``gender``, ``mocap_frame_rate``,
-    ``surface_model_type`` = 'smplx', ``up_axis`` ('y' or 'z'), ``hand_pose_convention``, and the
-    per-frame SMPL-X parameters ``root_orient`` (3), ``pose_body`` (63), ``pose_jaw`` (3),
-    ``pose_eye`` (6), ``pose_hand`` (90 = left 45 + right 45).
+    Keys: ``poses`` (F', 165) axis-angle (global 3, body 63, jaw 3, eyes 6, left hand 45, right hand
+    45), ``trans``, ``betas``, ``num_betas``, ``gender``, ``mocap_frame_rate``, ``mocap_framerate``,
+    ``mocap_time_length`` (F' / rate, seconds), ``t_session``, ``surface_model_type`` = 'smplx',
+    ``up_axis`` ('z' or 'y'), ``hand_pose_convention``, and the per-frame SMPL-X parameters
+    ``root_orient`` (3), ``pose_body`` (63), ``pose_jaw`` (3), ``pose_eye`` (6), ``pose_hand`` (90 =
+    left 45 + right 45).
     """
+    rate = check_rate(rate)
     R = np.asarray(local_rotmats, dtype=np.float64)
     trans = np.asarray(transl, dtype=np.float64)
     betas = np.asarray(betas, dtype=np.float64).reshape(-1)
     F = len(R)
-    if R.shape != (F, SMPLX_NUM_JOINTS, 3, 3) or trans.shape != (F, 3):
-        raise ValueError(f"local_rotmats must be (F, 55, 3, 3) and transl (F, 3), got {R.shape} and {trans.shape}")
+    if R.shape != (F, SMPLX_NUM_JOINTS, 3, 3) or trans.shape != (F, 3) or F == 0:
+        raise ValueError(f"local_rotmats must be (F, 55, 3, 3) and transl (F, 3), F > 0, got {R.shape} and {trans.shape}")
+    t_grid, R, trans = resample_motion(t_session, R, trans, rate)
+    F = len(R)
     if z_up:
         skeleton = skeleton or default_skeleton(max(len(betas), 1))
         j0 = skeleton.joints_at_rest(betas[: skeleton.num_betas])[0]
@@ -89,7 +144,10 @@ def write_amass_npz(
         "betas": betas,
         "num_betas": np.int64(len(betas)),
         "gender": np.str_(gender),
-        "mocap_frame_rate": np.float64(fps),
+        "mocap_frame_rate": np.float64(rate),
+        "mocap_framerate": np.float64(rate),
+        "mocap_time_length": np.float64(F / rate),
+        "t_session": t_grid,
         "surface_model_type": np.str_("smplx"),
         "up_axis": np.str_("z" if z_up else "y"),
         "hand_pose_convention": np.str_(HAND_POSE_CONVENTION),
@@ -102,7 +160,7 @@ def write_amass_npz(
     for key, value in (extra or {}).items():
         if key in arrays:
             raise ValueError(f"extra key {key!r} clashes with a standard AMASS key")
-        arrays[key] = value
+        arrays[key] = np.str_(value) if isinstance(value, str) else value
     _atomic_savez(Path(path), arrays)
     return Path(path)
 
@@ -133,6 +191,23 @@ def read_amass_npz(path: str | Path) -> dict:
     return out
 
 
+def _hold_nearest_valid(x: np.ndarray, valid: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """``x`` (F, ...) with every invalid frame replaced by the nearest valid one (``fill`` when no
+    frame is valid), so a reader that ignores ``valid`` sees a hand that holds still, never NaN."""
+    out = np.array(x, dtype=np.float64)
+    good = np.flatnonzero(valid)
+    if len(good) == 0:
+        out[:] = fill
+        return out
+    bad = np.flatnonzero(~valid)
+    if len(bad):
+        pos = np.searchsorted(good, bad)
+        left = good[np.clip(pos - 1, 0, len(good) - 1)]
+        right = good[np.clip(pos, 0, len(good) - 1)]
+        out[bad] = out[np.where(np.abs(bad - left) <= np.abs(right - bad), left, right)]
+    return out
+
+
 def write_mano_npz(
     path: str | Path,
     side: str,
@@ -141,9 +216,12 @@ def write_mano_npz(
     betas: np.ndarray,
     wrist_world: np.ndarray,
     valid: np.ndarray,
+    rest_wrist: np.ndarray,
     view_camera_params: dict | None = None,
+    extra: dict | None = None,
 ) -> Path:
-    """Write one hand's MANO sequence.
+    """Write one hand's MANO sequence, loadable as ``smplx.MANO(..., is_rhand=side == "right")``
+    with ``global_orient``, ``hand_pose``, ``betas`` and ``transl`` from the file.
 
     Args:
         side: "left" or "right"; left hands are proper left-hand MANO parameters (for a MANO left
@@ -151,19 +229,28 @@ def write_mano_npz(
         R_world: (F, 3, 3) hand root rotation in the world (y up).
         hand_pose: (F, 15, 3, 3) finger rotations, flat-hand convention.
         betas: (10,) MANO shape.
-        wrist_world: (F, 3) wrist (MANO joint 0) in the world, metres; a MANO layer's ``transl`` is
-            ``wrist_world - J0(betas)`` for its rest wrist joint J0.
-        valid: (F,) bool, frames where the hand was observed.
+        wrist_world: (F, 3) wrist (MANO joint 0) in the world, metres.
+        valid: (F,) bool, frames where the hand was observed. Other frames hold the nearest valid
+            frame's values (identity rotations and the origin when none is valid): every array is finite.
+        rest_wrist: (3,) the ``side`` MANO model's rest wrist ``J0(betas)``, metres; a MANO layer
+            turns the hand about it, so ``transl = wrist_world - rest_wrist``.
         view_camera_params: optional arrays about the views the hand was seen in; stored with a
             ``view_`` prefix.
+        extra: more keys (e.g. the MANO model's name and SHA-256).
     Keys: ``side``, ``is_rhand``, ``global_orient`` (F, 3) and ``hand_pose`` (F, 45) axis-angle,
-    ``global_orient_rotmat``, ``hand_pose_rotmat``, ``betas``, ``wrist_world``, ``valid``,
+    ``global_orient_rotmat``, ``hand_pose_rotmat``, ``betas``, ``transl``, ``wrist_world``, ``valid``,
     ``hand_pose_convention``, ``up_axis`` = 'y'.
     """
     if side not in ("left", "right"):
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    valid = np.asarray(valid, dtype=bool)
     R_world = np.asarray(R_world, dtype=np.float64)
-    hand_pose = np.asarray(hand_pose, dtype=np.float64)
+    valid = valid & np.all(np.isfinite(R_world), axis=(-1, -2)) & np.all(np.isfinite(wrist_world), axis=-1)
+    R_world = _hold_nearest_valid(R_world, valid, np.eye(3))
+    hand_pose = _hold_nearest_valid(hand_pose, valid, np.eye(3))
+    hand_pose[~np.all(np.isfinite(hand_pose), axis=(-1, -2))] = np.eye(3)
+    wrist = _hold_nearest_valid(wrist_world, valid, np.zeros(3))
+    betas = np.nan_to_num(np.asarray(betas, dtype=np.float64))
     F = len(R_world)
     arrays = {
         "side": np.str_(side),
@@ -172,14 +259,17 @@ def write_mano_npz(
         "hand_pose": matrix_to_axis_angle(hand_pose).reshape(F, 45),
         "global_orient_rotmat": R_world,
         "hand_pose_rotmat": hand_pose,
-        "betas": np.asarray(betas, dtype=np.float64),
-        "wrist_world": np.asarray(wrist_world, dtype=np.float64),
-        "valid": np.asarray(valid, dtype=bool),
+        "betas": betas,
+        "transl": wrist - np.asarray(rest_wrist, dtype=np.float64),
+        "wrist_world": wrist,
+        "valid": valid,
         "hand_pose_convention": np.str_(HAND_POSE_CONVENTION),
         "up_axis": np.str_("y"),
     }
     for key, value in (view_camera_params or {}).items():
         arrays[f"view_{key}"] = np.asarray(value)
+    for key, value in (extra or {}).items():
+        arrays[key] = np.str_(value) if isinstance(value, str) else value
     _atomic_savez(Path(path), arrays)
     return Path(path)
 
@@ -205,8 +295,9 @@ def write_gltf(
     transl: np.ndarray,
     betas: np.ndarray,
     fps: float,
+    extras: dict | None = None,
 ) -> Path:
-    """Write the skinned SMPL-X mesh with one animation as glTF 2.0 (``.glb`` binary, else ``.gltf``
+    """Write the skinned SMPL-X mesh of one person with one animation as glTF 2.0 (``.glb`` binary, else ``.gltf``
     with embedded buffers).
 
     The mesh is the shaped template (``v_template + shapedirs @ betas``; no pose blend shapes), skinned
@@ -219,6 +310,9 @@ def write_gltf(
         model_dict: SMPL-X arrays v_template (V, 3), f (T, 3), weights (V, 55), J_regressor (55, V),
             kintree_table (2, 55), shapedirs (V, 3, S).
         local_rotmats: (F, 55, 3, 3); transl: (F, 3); betas: (B,).
+        fps: frames per second of the uniform frames, recorded as ``extras.fps`` of the asset and
+            of the animation (glTF itself keeps only times).
+        extras: more JSON values for the asset's ``extras`` (e.g. the body model's name and SHA-256).
     """
     import pygltflib as g
 
@@ -236,6 +330,7 @@ def write_gltf(
     top = np.argsort(-weights, axis=1)[:, :4]
     top_w = np.take_along_axis(weights, top, axis=1)
     top_w = top_w / np.maximum(top_w.sum(1, keepdims=True), 1e-12)
+    top[top_w == 0] = 0  # glTF: an unused influence names joint 0 with weight 0
     faces = np.asarray(model_dict["f"], dtype=np.uint32)
 
     blob = bytearray()
@@ -286,7 +381,8 @@ def write_gltf(
         kids = [joint_node0 + c for c in range(num_joints) if parents[c] == j]
         nodes.append(g.Node(name=names[j], translation=offset.astype(float).tolist(), children=kids or None))
     gltf = g.GLTF2(
-        asset=g.Asset(generator="omnimocap", version="2.0"),
+        asset=g.Asset(generator="omnimocap", version="2.0",
+                      extras={"fps": float(fps), "frames": F, **(extras or {})}),
         scene=0,
         scenes=[g.Scene(nodes=[0, joint_node0])],
         nodes=nodes,
@@ -294,7 +390,8 @@ def write_gltf(
             attributes=g.Attributes(POSITION=pos, JOINTS_0=jnt, WEIGHTS_0=wgt), indices=idx)])],
         skins=[g.Skin(name="smplx", inverseBindMatrices=ibm_acc, skeleton=joint_node0,
                       joints=[joint_node0 + j for j in range(num_joints)])],
-        animations=[g.Animation(name="motion", samplers=samplers, channels=channels)],
+        animations=[g.Animation(name="motion", samplers=samplers, channels=channels,
+                                extras={"fps": float(fps), "frames": F})],
         accessors=accessors,
         bufferViews=views,
         buffers=[g.Buffer(byteLength=len(blob))],

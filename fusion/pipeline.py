@@ -97,8 +97,11 @@ class ProcessConfig:
     models: str | None = None
     """Models directory (default: $OMNIMOCAP_MODELS or ~/.cache/omnimocap/models)."""
     smplx_model: str | None = None
-    """SMPL-X model file whose skeleton the body is fitted on (default: the built-in skeleton, which
-    the synthetic model files reproduce)."""
+    """SMPL-X model file whose skeleton the body is fitted on (default: the models folder's
+    ``smplx/SMPLX_<GENDER>.npz`` when present, else the built-in skeleton, which the synthetic model
+    files reproduce)."""
+    gender: str = "neutral"
+    """Which SMPL-X file of the models folder the fit uses: neutral, female or male."""
     preview: bool = True
     """Write ``views_preview.png``, a contact sheet of hand views (decodes some panorama frames)."""
     smoothing: bool = True
@@ -640,12 +643,14 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
 
     # --- body fit, hand integration, export -----------------------------------------------------
     from omnimocap.fusion.body_fit import BodyFitConfig, fit_body
-    from omnimocap.fusion.body_model import load_skeleton
+    from omnimocap.fusion.body_model import body_model_record, load_skeleton, resolve_smplx_model
     from omnimocap.fusion.export import write_amass_npz
     from omnimocap.fusion.hand_integration import integrate_hands
 
     t_fit = time.perf_counter()
-    skeleton = load_skeleton(config.smplx_model)
+    smplx_path = resolve_smplx_model(config.smplx_model, config.models, config.gender)
+    skeleton = load_skeleton(smplx_path)
+    model_record = body_model_record(smplx_path)
     body_cfg = BodyFitConfig(device=config.device)
     local = np.zeros((P, F, 55, 3, 3))
     transl = np.zeros((P, F, 3))
@@ -665,7 +670,7 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
         hand_R_world=hand_R, hand_pose=hand_pose, hand_joints_world=hand_joints,
         hand_wrist_world=hand_joints[..., 0, :], hand_valid=hand_valid, hand_betas=hand_betas,
         hand_status=status, kinect_joints_world=people.joints, kinect_wrist_world=wrist_kinect,
-        kinect_confidence=people.confidence)
+        kinect_confidence=people.confidence, **model_record)
     if view_rows:
         np.savez_compressed(
             work / "views.npz", frame_index=np.array([r[0] for r in view_rows]),
@@ -676,8 +681,8 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
     smplx_files = []
     for p in range(P):
         name = "smplx.npz" if p == 0 else f"smplx_person{p}.npz"
-        write_amass_npz(work / name, local[p], transl[p], betas[p], fps, skeleton=skeleton,
-                        extra={"t_session": t_out, "person_id": people.person_ids[p]})
+        write_amass_npz(work / name, local[p], transl[p], betas[p], t_session=t_out, skeleton=skeleton,
+                        gender=config.gender, extra={"person_id": people.person_ids[p], **model_record})
         smplx_files.append(name)
     if preview:
         _write_preview(work / "views_preview.png", preview)
@@ -686,7 +691,7 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
     timings["total"] = time.perf_counter() - t0
     report.update({
         "fps": fps, "frames": F, "pano_frames": F_pano, "people": people.person_ids,
-        "smplx_files": smplx_files, "skeleton": config.smplx_model or "built-in",
+        "smplx_files": smplx_files, "skeleton": model_record["body_model_path"] or "built-in", **model_record,
         "hand_status_counts": {k: int(v) for k, v in zip(*np.unique(status, return_counts=True))},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     })

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import pickle
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,7 @@ def _read_model_file(path: Path) -> dict[str, Any]:
             data = restricted_loads(path.read_bytes())
     except RestrictedUnpicklingError as exc:
         raise RestrictedUnpicklingError(exc.problem, path=path, fix="use the official file from the model's website") from exc
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError) as exc:
         raise ModelFilesMissing(f"cannot read the model file: {exc}", path=path, fix="download it again") from exc
     if not isinstance(data, dict):
         raise ModelFilesMissing(f"expected a dict of arrays, found {type(data).__name__}", path=path)

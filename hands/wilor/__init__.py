@@ -8,6 +8,7 @@ one batch. Left hands come back as proper left-hand MANO parameters (mirror conv
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,7 +30,8 @@ from omnimocap.hands.wilor.checkpoint import (
 from omnimocap.hands.wilor.crop import crop_boxes, crop_image, normalize_crops
 from omnimocap.hands.wilor.model import ManoLayer, WilorDims, WilorModel
 
-__all__ = ["WilorHand", "WilorModel", "default_model_config", "default_mean_params", "load_wilor", "reconstruct"]
+__all__ = ["PRECISIONS", "WilorHand", "WilorModel", "default_model_config", "default_mean_params", "load_wilor",
+           "network_autocast", "reconstruct"]
 
 _MANO_BUFFERS = ("v_template", "shapedirs", "posedirs", "J_regressor", "lbs_weights", "parents")
 # MANO-layer entries of the checkpoint that the rotation-matrix path does not use.
@@ -57,7 +59,8 @@ def load_wilor(checkpoint: str | Path, model_config: str | Path | None = None, m
     ``MANO_RIGHT.pkl``; when omitted the MANO buffers stored in the checkpoint are used.
     ``mean_params``: ``mano_mean_params.npz`` (default: the packaged copy), used only for mean
     parameters the checkpoint lacks. Sizes (width, depth, refinement channels) come from the
-    checkpoint's tensors; a config that names other backbone sizes is an error."""
+    checkpoint's tensors; a config that names other backbone sizes is an error. On the CPU the
+    model's float32 weights are the memory-mapped checkpoint tensors (no copy)."""
     cfg = load_model_config(model_config or default_model_config())
     ckpt = load_checkpoint_file(checkpoint)
     state = {k: v for k, v in ckpt["state_dict"].items()}
@@ -93,15 +96,19 @@ def load_wilor(checkpoint: str | Path, model_config: str | Path | None = None, m
         raise ModelFilesMissing("the checkpoint holds no MANO buffers", path=checkpoint,
                                 fix="pass the folder holding MANO_RIGHT.pkl (mano_dir)")
 
-    model = WilorModel(dims, mano, focal_length=cfg.focal_length, image_mean=cfg.image_mean,
-                       image_std=cfg.image_std, bbox_shape=cfg.bbox_shape)
-    result = model.load_state_dict({**flat, **{f"mano.{k}": v for k, v in mano.state_dict().items()}}, strict=False)
+    # Built on the meta device (no memory, no random initialisation) and given the checkpoint's
+    # (memory-mapped) tensors themselves: nothing is initialised only to be overwritten.
+    with torch.device("meta"):
+        model = WilorModel(dims, mano, focal_length=cfg.focal_length, image_mean=cfg.image_mean,
+                           image_std=cfg.image_std, bbox_shape=cfg.bbox_shape)
+    result = model.load_state_dict({**flat, **{f"mano.{k}": v for k, v in mano.state_dict().items()}}, strict=False,
+                                   assign=True)
     unexpected = [k for k in result.unexpected_keys]
     unexpected += [f"mano.{k}" for k in mano_sd if k not in _MANO_BUFFERS and k not in _MANO_UNUSED]
     unexpected += [k for k in groups["other"] if k not in _OTHER_UNUSED]
     report_key_mismatch(list(result.missing_keys), unexpected, checkpoint)
     model.faces = faces  # (F, 3) triangle indices of the MANO mesh, for rendering
-    return model.eval().to(device)
+    return model.float().eval().to(device)  # float() copies nothing when the checkpoint is float32
 
 
 @dataclass
@@ -175,13 +182,31 @@ def postprocess(model: WilorModel, out: dict[str, torch.Tensor], boxes: list, im
     return hands
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def network_autocast(precision: str, device: torch.device | str):
+    """The autocast context for running the network at ``precision``: "fp32" (none), "bf16"
+    (CPU or CUDA) or "fp16" (CUDA only). MANO, the 6D conversion and the cameras stay float32
+    inside the model either way (see WilorModel.forward)."""
+    device_type = torch.device(device).type
+    if precision == "fp32":
+        return nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    if precision == "fp16" and device_type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    raise ValueError(f"precision {precision!r} on {device_type}: use one of {PRECISIONS} (fp16 on CUDA only)")
+
+
 def reconstruct(model: WilorModel, image_bgr: np.ndarray, boxes_xyxy: np.ndarray, is_right: np.ndarray,
-                rescale_factor: float = 2.0) -> list[WilorHand]:
+                rescale_factor: float = 2.0, precision: str = "fp32") -> list[WilorHand]:
     """Reconstruct hands in a BGR uint8 image (H, W, 3) from boxes (N, 4) pixels (x0, y0, x1, y1)
-    and handedness (N,) (true/1 = right). All boxes run through the network as one batch."""
+    and handedness (N,) (true/1 = right). All boxes run through the network as one batch, at
+    ``precision`` (see :func:`network_autocast`)."""
     x, boxes = prepare_batch(model, image_bgr, boxes_xyxy, is_right, rescale_factor)
     if not boxes:
         return []
-    with torch.inference_mode():
+    with torch.inference_mode(), network_autocast(precision, x.device):
         out = model(x)
     return postprocess(model, out, boxes, (image_bgr.shape[1], image_bgr.shape[0]))

@@ -6,21 +6,21 @@ belongs to the skeleton-predicted hand, crop, and run the reconstructor once for
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from omnimocap.hands.estimator import HandObservation, ViewRequest
-from omnimocap.hands.wilor import WilorModel, postprocess
+from omnimocap.hands.wilor import PRECISIONS, WilorModel, network_autocast, postprocess
 from omnimocap.hands.wilor.crop import crop_boxes, crop_image, normalize_crops
 from omnimocap.hands.wilor.detector import Detections, HandDetector, associate
 
 
 class WilorEstimator:
     """Hand backend "wilor". ``detector=None`` skips detection and crops the predicted boxes.
-    ``fp16`` runs the network under CUDA autocast (ignored on the CPU)."""
+    ``precision``: "fp32", "bf16" or "fp16" (CUDA) autocast for the network, MANO kept in float32
+    (see ``omnimocap.hands.wilor.network_autocast``); ``from_models_dir`` picks fp16 on CUDA."""
 
     name = "wilor"
     needs_images = True
@@ -33,16 +33,19 @@ class WilorEstimator:
         from omnimocap.hands.wilor import load_wilor
 
         paths = require_wilor_files(models_dir)
+        detector = HandDetector(paths["detector"], device=device)  # small: a refused file stops before the 2.4 GB load
         model = load_wilor(checkpoint=paths["checkpoint"], model_config=paths["model_config"],
                            mean_params=paths["mean_params"], device=device)
-        return cls(model, HandDetector(paths["detector"], device=device), fp16=device == "cuda")
+        return cls(model, detector, precision="fp16" if torch.device(device).type == "cuda" else "fp32")
 
     def __init__(self, model: WilorModel, detector: HandDetector | None = None, rescale_factor: float = 2.0,
-                 fp16: bool = False):
+                 precision: str = "fp32"):
         self.model = model
         self.detector = detector
         self.rescale_factor = rescale_factor
-        self.fp16 = fp16
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
 
     def estimate(self, requests: Sequence[ViewRequest]) -> list[HandObservation | None]:
         if not requests:
@@ -60,8 +63,7 @@ class WilorEstimator:
         crops = np.stack([crop_image(img, b, self.model.image_size) for img, b in zip(images, boxes)])
         p = next(self.model.parameters())
         x = torch.from_numpy(normalize_crops(crops, self.model.image_mean, self.model.image_std)).to(p.device, p.dtype)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.fp16 and p.device.type == "cuda" else nullcontext()
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), network_autocast(self.precision, p.device):
             out = self.model(x)
         observations: list[HandObservation | None] = []
         for i, (req, a, box) in enumerate(zip(requests, assoc, boxes)):

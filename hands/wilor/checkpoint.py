@@ -15,6 +15,7 @@ import pickle
 import re
 import warnings
 import zipfile
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,10 +143,13 @@ def load_model_config(path: str | Path) -> WilorConfig:
 def load_mean_params(path: str | Path) -> dict[str, np.ndarray]:
     """``mano_mean_params.npz``: pose (96,) mean 6D rotations (root first), shape (10,), cam (3,)."""
     path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ModelFilesMissing("not an .npz archive (corrupt or truncated)", path=path,
+                                fix="use mano_mean_params.npz shipped with WiLoR")
     try:
         with np.load(path, allow_pickle=False) as npz:
             out = {k: np.asarray(npz[k], dtype=np.float32).reshape(-1) for k in ("pose", "shape", "cam")}
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise ModelFilesMissing(f"cannot read the MANO mean parameters: {exc}", path=path,
                                 fix="use mano_mean_params.npz shipped with WiLoR") from exc
     if out["pose"].size % 6 or out["cam"].size != 3:

@@ -145,6 +145,11 @@ class ViTBackbone(nn.Module):
         return pose, betas, cam, feat
 
 
+def _full(x: torch.Tensor) -> torch.Tensor:
+    """x in float32 when it is half or bfloat16 (autocast output), else unchanged (float64 stays)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class _DeconvNet(nn.Module):
     """1x1 conv E -> E/2 (no BN/ReLU), then upsampling branches; branch i has i+1 transposed
     convolutions (kernel 4, stride 2, padding 1, no bias), each followed by BatchNorm and ReLU."""
@@ -200,11 +205,13 @@ class RefineNet(nn.Module):
         pooled = []
         for fmap in self.deconv(feat):
             size = fmap.shape[-2]
-            t = torch.stack([cam[:, 1], cam[:, 2], 2 * self.focal_length / (size * cam[:, 0] + 1e-9)], dim=-1)
-            # These are normalised crop coordinates, yet the original samples them as map pixels;
-            # the trained weights depend on it, so it is kept.
-            xy = perspective_projection(vertices, t, self.focal_length / size)
-            pooled.append(sample_vertex_features(fmap, xy).amax(dim=1))
+            # Positions and sampling at full precision under autocast (map pixels need more than 8 bits).
+            with torch.autocast(fmap.device.type, enabled=False):
+                t = torch.stack([cam[:, 1], cam[:, 2], 2 * self.focal_length / (size * cam[:, 0] + 1e-9)], dim=-1)
+                # These are normalised crop coordinates, yet the original samples them as map pixels;
+                # the trained weights depend on it, so it is kept.
+                xy = perspective_projection(vertices, t, self.focal_length / size)
+                pooled.append(sample_vertex_features(_full(fmap), xy).amax(dim=1))
         v = torch.cat(pooled, dim=-1)
         return self.dec_pose(v), self.dec_shape(v), self.dec_cam(v)
 
@@ -295,23 +302,31 @@ class WilorModel(nn.Module):
         self.mano = mano
 
     def forward(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Under autocast (bfloat16 / float16) the backbone and the refinement's convolutions and
+        heads run in the low precision; the 6D-to-matrix step, both MANO passes, the refinement's
+        vertex sampling and the cameras stay in the input's float precision."""
         b = img.shape[0]
         nj = self.dims.num_joints
+        full = torch.autocast(img.device.type, enabled=False)
         pose6d, betas, cam, feat = self.backbone(img[:, :, :, CROP_COLUMNS:-CROP_COLUMNS])
-        first_vertices, _ = self.mano(rot6d_to_matrix(pose6d.reshape(b, nj, ROT6D)), betas)
+        pose6d, betas, cam = _full(pose6d), _full(betas), _full(cam)
+        with full:
+            first_vertices, _ = self.mano(rot6d_to_matrix(pose6d.reshape(b, nj, ROT6D)), betas)
         d_pose, d_betas, d_cam = self.refine_net(feat, first_vertices, cam)
-        pose6d, betas, cam = pose6d + d_pose, betas + d_betas, cam + d_cam
-        rotmats = rot6d_to_matrix(pose6d.reshape(b, nj, ROT6D))
-        vertices, keypoints = self.mano(rotmats, betas)
-        f = self.focal_length
-        cam_t = torch.stack([cam[:, 1], cam[:, 2], 2 * f / (self.image_size * cam[:, 0] + 1e-9)], dim=-1)
+        with full:
+            pose6d, betas, cam = pose6d + _full(d_pose), betas + _full(d_betas), cam + _full(d_cam)
+            rotmats = rot6d_to_matrix(pose6d.reshape(b, nj, ROT6D))
+            vertices, keypoints = self.mano(rotmats, betas)
+            f = self.focal_length
+            cam_t = torch.stack([cam[:, 1], cam[:, 2], 2 * f / (self.image_size * cam[:, 0] + 1e-9)], dim=-1)
+            keypoints_2d = perspective_projection(keypoints, cam_t, f / self.image_size)
         return {
             "pred_cam": cam,
             "pred_cam_t": cam_t,
             "focal_length": torch.full((b, 2), f, dtype=img.dtype, device=img.device),
             "pred_keypoints_3d": keypoints,
             "pred_vertices": vertices,
-            "pred_keypoints_2d": perspective_projection(keypoints, cam_t, f / self.image_size),
+            "pred_keypoints_2d": keypoints_2d,
             "global_orient": rotmats[:, :1],
             "hand_pose": rotmats[:, 1:],
             "betas": betas,
