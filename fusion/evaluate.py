@@ -80,7 +80,7 @@ def _load_npz(path: Path, what: str) -> dict:
 
 # fused.npz arrays that evaluation reads.
 FUSED_KEYS = ("t_session", "person_ids", "kinect_joints_world", "kinect_wrist_world", "hand_joints_world",
-              "hand_valid", "hand_pose")
+              "hand_valid", "hand_pose", "smplx_local_rotmats", "smplx_betas", "smplx_transl")
 
 
 def _check_fused(fused: dict, path: Path) -> None:
