@@ -98,10 +98,16 @@ class SimHandObserver:
         world joints (21,3) and whether it is visible from the 360 camera."""
         s = SIDES.index(side)
         t = np.array([t_session])
-        joints = interpolate_positions(self._t, self._joints[person, :, s], t)[0]
-        rots = np.concatenate([self._R_hand[person, :, s, None], self._pose[person, :, s]], axis=1)
-        R, ok = interpolate_rotations(self._t, rots, np.ones(len(self._t), dtype=bool), t)
-        k = int(np.clip(np.searchsorted(self._t, t_session), 0, len(self._t) - 1))
+        i = int(np.searchsorted(self._t, t_session))
+        # The interpolants use at most two truth samples either side of t: resample from those
+        # alone, so a request costs the same whatever the session's length (same result as the
+        # whole track, ends included, since a window that reaches an end is cut there too).
+        win = slice(max(0, i - 3), min(len(self._t), i + 3))
+        t_win = self._t[win]
+        joints = interpolate_positions(t_win, self._joints[person, win, s], t)[0]
+        rots = np.concatenate([self._R_hand[person, win, s, None], self._pose[person, win, s]], axis=1)
+        R, ok = interpolate_rotations(t_win, rots, np.ones(len(t_win), dtype=bool), t)
+        k = int(np.clip(i, 0, len(self._t) - 1))
         visible = bool(ok[0] and np.all(np.isfinite(joints)) and self._visible[person, k, s])
         return R[0, 0], R[0, 1:], joints, visible
 
