@@ -29,11 +29,12 @@ on CPUs only, each chunk task runs the network itself.
 from __future__ import annotations
 
 import glob
+import heapq
+import itertools
 import json
 import shutil
 import sys
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -346,19 +347,29 @@ def run_batch(session_dirs: list[Path], config: ProcessConfig, batch: BatchConfi
 def _drive(engine, runs: list[_SessionRun], config: ProcessConfig, batch: BatchConfig, actors: list,
            max_in_flight: int, progress: bool) -> None:
     bar = tqdm(total=0, desc="batch", unit="frame", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    queue: deque = deque()
-    for run in runs:
+    # Units wait in a queue ordered by session, then stage, then chunk: a session's chunks and its
+    # finish go before the next session's chunks (its inputs leave the object store early), while
+    # the next sessions are prepared as soon as there is room.
+    queue: list = []
+    order = itertools.count()
+    stage = {"prepare": 0, "chunk": 1, "finish": 2}
+
+    def push(kind: str, i: int, run: _SessionRun, chunk: Chunk | None = None) -> None:
+        heapq.heappush(queue, (i, stage[kind], chunk.index if chunk else 0, next(order), kind, run, chunk))
+
+    for i, run in enumerate(runs):
         report = run.out / "report.json"
         if report.is_file():
             run.status.status = "skipped"
             run.status.frames = int(json.loads(report.read_text()).get("frames", 0))
             continue
-        queue.append(("prepare", run, None))
+        push("prepare", i, run)
+    index = {id(run): i for i, run in enumerate(runs)}
     pending: dict = {}
     actor_turn = 0
     while queue or pending:
         while queue and len(pending) < max_in_flight:
-            kind, run, chunk = queue.popleft()
+            *_, kind, run, chunk = heapq.heappop(queue)
             if run.status.status == "failed":
                 continue
             if kind == "prepare":
@@ -395,17 +406,17 @@ def _drive(engine, runs: list[_SessionRun], config: ProcessConfig, batch: BatchC
                     run.status.chunks_reused += 1
                     bar.update(c.frames)
                 else:
-                    todo.append(("chunk", run, c))
+                    todo.append(c)
             run.remaining = len(todo)
-            # chunks of the session in progress first, so finished sessions free their inputs early
-            queue.extendleft(reversed(todo))
+            for c in todo:
+                push("chunk", index[id(run)], run, c)
             if not todo:
-                queue.appendleft(("finish", run, None))
+                push("finish", index[id(run)], run)
         elif kind == "chunk":
             bar.update(value["frames"])
             run.remaining -= 1
             if run.remaining == 0:
-                queue.appendleft(("finish", run, None))
+                push("finish", index[id(run)], run)
         else:
             run.status.status = "done"
             run.status.metrics = value["metrics"]

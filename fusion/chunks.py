@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from omnimocap.calibration.rig import Rig
 from omnimocap.capture.session import Session
-from omnimocap.fusion.pipeline import ProcessConfig, SessionInputs, WindowResult, make_estimator, process_window
+from omnimocap.fusion import pipeline
+from omnimocap.fusion.pipeline import ProcessConfig, SessionInputs, WindowResult, process_window
 
 DEFAULT_CHUNK_S = 60.0
 """Core length of a chunk, seconds of session time."""
@@ -95,7 +96,7 @@ def run_chunk(session_dir: str | Path, inputs: SessionInputs, config: ProcessCon
 def process_chunks(session: Session, rig: Rig, inputs: SessionInputs, config: ProcessConfig, plan: ChunkPlan,
                    progress: bool = False) -> WindowResult:
     """All chunks of a session one after the other in this process, stitched."""
-    estimator = make_estimator(config, session)
+    estimator = pipeline.make_estimator(config, session)  # one per session, shared by its chunks
     if len(plan.chunks) == 1:
         c = plan.chunks[0]
         return process_window(session, rig, inputs, config, c.first, c.last, estimator=estimator, progress=progress)
