@@ -159,7 +159,7 @@ def finish_unit(session_dir: str, out_dir: str, inputs, config: ProcessConfig, p
     t0 = time.perf_counter()
     session = Session.open(session_dir)
     rig = Rig.load(session.rig_path)
-    result = stitch(plan, inputs, [load_window(Path(p)) for p in chunk_paths])
+    result = stitch(plan, inputs, (load_window(Path(p)) for p in chunk_paths))
     out = Path(out_dir)
     work = out.with_name(out.name + ".partial")
     if work.exists():

@@ -95,58 +95,90 @@ def run_chunk(session_dir: str | Path, inputs: SessionInputs, config: ProcessCon
 
 def process_chunks(session: Session, rig: Rig, inputs: SessionInputs, config: ProcessConfig, plan: ChunkPlan,
                    progress: bool = False) -> WindowResult:
-    """All chunks of a session one after the other in this process, stitched."""
+    """All chunks of a session one after the other in this process, stitched as they come (one
+    chunk's intermediate arrays in memory at a time)."""
     estimator = pipeline.make_estimator(config, session)  # one per session, shared by its chunks
     if len(plan.chunks) == 1:
         c = plan.chunks[0]
         return process_window(session, rig, inputs, config, c.first, c.last, estimator=estimator, progress=progress)
-    results = []
+    stitcher = Stitcher(plan, inputs)
     bar = tqdm(total=len(inputs.people.t_session), desc="chunks", unit="frame", disable=not progress, file=sys.stderr)
     for c in plan.chunks:
-        results.append(process_window(session, rig, inputs, config, c.first, c.last, estimator=estimator,
-                                      preview=c.index == 0))
+        stitcher.add(process_window(session, rig, inputs, config, c.first, c.last, estimator=estimator,
+                                    preview=c.index == 0))
         bar.update(c.frames)
     bar.close()
-    return stitch(plan, inputs, results)
+    return stitcher.result()
 
 
-def stitch(plan: ChunkPlan, inputs: SessionInputs, results: list[WindowResult]) -> WindowResult:
-    """One result over all output frames from the chunks' results (in plan order): per frame the
-    chunk whose core holds it; per view, observation and depth measurement the chunk whose core
-    holds its panorama frame's time."""
-    if len(results) == 1 and results[0].first == 0 and results[0].last == len(inputs.people.t_session):
-        return results[0]
-    t_pano = inputs.t_pano_session
-
-    def core(r: WindowResult, c: Chunk, arr: np.ndarray) -> np.ndarray:
-        return arr[:, c.core_first - r.first:c.core_last - r.first]
-
-    def pano_core(r: WindowResult, c: Chunk, arr: np.ndarray) -> np.ndarray:
-        keep = plan.owner(t_pano[r.pano_first:r.pano_last]) == c.index
-        return arr[:, keep]
-
-    per_frame = ("hand_joints", "hand_R", "hand_pose", "hand_valid", "local", "transl", "status")
-    out = {name: np.concatenate([core(r, c, getattr(r, name)) for r, c in zip(results, plan.chunks)], axis=1)
-           for name in per_frame}
-    obs_betas = np.concatenate([pano_core(r, c, r.obs_betas) for r, c in zip(results, plan.chunks)], axis=1)
-    obs_valid = np.concatenate([pano_core(r, c, r.obs_valid) for r, c in zip(results, plan.chunks)], axis=1)
-    view_keep = [plan.owner(r.views["t_session"]) == c.index for r, c in zip(results, plan.chunks)]
-    views = {key: np.concatenate([r.views[key][k] for r, k in zip(results, view_keep)])
-             for key in results[0].views}
-    shifts = np.concatenate([r.depth_shifts[plan.owner(t_pano[r.depth_shifts[:, 0].astype(int)]) == c.index]
-                             for r, c in zip(results, plan.chunks)])
-    missed = np.concatenate([r.depth_not_measured[plan.owner(t_pano[r.depth_not_measured]) == c.index]
-                             for r, c in zip(results, plan.chunks)])
-    timings: dict[str, float] = {}
+def stitch(plan: ChunkPlan, inputs: SessionInputs, results) -> WindowResult:
+    """One result over all output frames from the chunks' results (in plan order; any iterable)."""
+    stitcher = Stitcher(plan, inputs)
     for r in results:
+        stitcher.add(r)
+    return stitcher.result()
+
+
+class Stitcher:
+    """Assembles a session's result from its chunks' results, added in plan order: per output frame
+    the chunk whose core holds it; per view, observation and depth measurement the chunk whose core
+    holds its panorama frame's time. The per-frame arrays are allocated once for the session and
+    filled chunk by chunk, so a chunk's result can be dropped once added."""
+
+    PER_FRAME = ("hand_joints", "hand_R", "hand_pose", "hand_valid", "local", "transl", "status")
+
+    def __init__(self, plan: ChunkPlan, inputs: SessionInputs):
+        self.plan, self.inputs = plan, inputs
+        self.F = len(inputs.people.t_session)
+        self.arrays: dict[str, np.ndarray] = {}
+        self.parts: dict[str, list] = {"obs_betas": [], "obs_valid": [], "views": [], "shifts": [], "missed": []}
+        self.timings: dict[str, float] = {}
+        self.notes: list[str] = []
+        self.first: WindowResult | None = None
+        self.added = 0
+
+    def add(self, r: WindowResult) -> None:
+        c = self.plan.chunks[self.added]
+        if (r.first, r.last) != (c.first, c.last):
+            raise ValueError(f"chunk {c.index} covers frames {c.first}..{c.last}, the result {r.first}..{r.last}")
+        self.added += 1
+        if len(self.plan.chunks) == 1:
+            self.first = r
+            return
+        if self.first is None:
+            self.first = r
+        t_pano = self.inputs.t_pano_session
+        core = slice(c.core_first - r.first, c.core_last - r.first)
+        for name in self.PER_FRAME:
+            arr = getattr(r, name)
+            if name not in self.arrays:
+                self.arrays[name] = np.empty(arr.shape[:1] + (self.F,) + arr.shape[2:], dtype=arr.dtype)
+            self.arrays[name][:, c.core_first:c.core_last] = arr[:, core]
+        keep = self.plan.owner(t_pano[r.pano_first:r.pano_last]) == c.index
+        self.parts["obs_betas"].append(r.obs_betas[:, keep])
+        self.parts["obs_valid"].append(r.obs_valid[:, keep])
+        view_keep = self.plan.owner(r.views["t_session"]) == c.index
+        self.parts["views"].append({k: v[view_keep] for k, v in r.views.items()})
+        self.parts["shifts"].append(r.depth_shifts[self.plan.owner(t_pano[r.depth_shifts[:, 0].astype(int)]) == c.index])
+        self.parts["missed"].append(r.depth_not_measured[self.plan.owner(t_pano[r.depth_not_measured]) == c.index])
         for k, v in r.timings.items():
-            timings[k] = timings.get(k, 0.0) + v
-    notes = list(dict.fromkeys(n for r in results for n in r.notes))
-    first_chunk = results[0]
-    return WindowResult(0, len(inputs.people.t_session), 0, len(t_pano), first_chunk.fps,
-                        out["hand_joints"], out["hand_R"], out["hand_pose"], out["hand_valid"], obs_betas, obs_valid,
-                        out["local"], out["transl"], first_chunk.betas, out["status"], views, shifts, missed,
-                        first_chunk.kinects_with_depth, notes, first_chunk.preview, timings)
+            self.timings[k] = self.timings.get(k, 0.0) + v
+        self.notes.extend(n for n in r.notes if n not in self.notes)
+
+    def result(self) -> WindowResult:
+        if self.added != len(self.plan.chunks):
+            raise ValueError(f"{self.added} of {len(self.plan.chunks)} chunks were added")
+        first = self.first
+        if len(self.plan.chunks) == 1:
+            return first
+        a, p = self.arrays, self.parts
+        views = {k: np.concatenate([v[k] for v in p["views"]]) for k in p["views"][0]}
+        return WindowResult(0, self.F, 0, len(self.inputs.t_pano_session), first.fps,
+                            a["hand_joints"], a["hand_R"], a["hand_pose"], a["hand_valid"],
+                            np.concatenate(p["obs_betas"], axis=1), np.concatenate(p["obs_valid"], axis=1),
+                            a["local"], a["transl"], first.betas, a["status"], views,
+                            np.concatenate(p["shifts"]), np.concatenate(p["missed"]), first.kinects_with_depth,
+                            self.notes, first.preview, self.timings)
 
 
 def save_window(path: Path, result: WindowResult) -> None:
