@@ -209,10 +209,11 @@ def write_bodies(path: str | Path, recording: BodyRecording) -> None:
     have any joint; missing joints are written as ``null``."""
     path = Path(path)
     frames = []
+    present = {body_id: track.present for body_id, track in recording.bodies.items()}  # once, not per frame
     for f, (t, frame_id) in enumerate(zip(recording.timestamps, recording.frame_ids)):
         bodies = []
         for body_id, track in recording.bodies.items():
-            if not track.present[f]:
+            if not present[body_id][f]:
                 continue
             valid = np.isfinite(track.positions[f]).all(axis=1) & np.isfinite(track.orientations[f]).all(axis=1)
             bodies.append({
