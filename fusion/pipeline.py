@@ -11,6 +11,11 @@ Stages (each a plain function; the live driver feeds the same ones from device q
 5. resampling of the hands from panorama frame times to the output times (the reference Kinect's
    frame times), positions by cubic Hermite, rotations by slerp;
 6. SMPL-X body fit to the Kinect joints, hand integration, export.
+
+Stage 1 reads the whole session once (:func:`load_inputs`); stages 2-6 run over a window of output
+frames (:func:`process_window`), so a long session is processed in time chunks with overlap and
+stitched (``fusion.chunks``; ``omnimocap batch`` runs the chunks in parallel) and each stage's cost
+is linear in the session's length.
 """
 
 from __future__ import annotations
