@@ -23,7 +23,9 @@ driver's memory grows with the number or length of sessions. A chunk task decode
 frames where the session is stored and cuts the wrist views there; only those crops go to the
 hand network: with ``--hands wilor`` on a cluster with GPUs, one actor per GPU holds the network
 (fp16 under CUDA autocast) and the chunk tasks send it their views (see :class:`HandNetworkActor`);
-on CPUs only, each chunk task runs the network itself.
+on CPUs only, each chunk task runs the network itself. On a cluster of several machines the
+sessions and ``--out`` must be on storage every node sees (the tasks read and write them by path;
+only the Kinect people and the chunk plan of a session travel through the object store).
 """
 
 from __future__ import annotations
