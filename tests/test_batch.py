@@ -17,6 +17,7 @@ from omnimocap.capture.simulate import SimConfig, simulate_session
 from omnimocap.fusion.batch import BatchConfig, LocalEngine, chunk_unit, find_sessions, run_batch
 from omnimocap.fusion.chunks import ChunkPlan, load_window, process_chunks, save_window
 from omnimocap.fusion.pipeline import ProcessConfig, fit_session_betas, load_inputs, process_session
+from tests.tools.cli import one_line_error
 
 SIM = ProcessConfig(hands="sim", preview=False)
 
@@ -169,3 +170,12 @@ def test_batch_on_local_ray_equals_process_and_isolates_a_corrupt_session(sessio
                 assert a.files == b.files
                 for key in a.files:
                     np.testing.assert_array_equal(a[key], b[key], err_msg=f"s{i}/{name}:{key}")
+
+
+def test_batch_user_errors_are_one_line(tmp_path, capsys):
+    line = one_line_error(capsys, ["batch", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+    assert "missing" in line and "session folder not found" in line
+    line = one_line_error(capsys, ["batch", str(tmp_path / "nothing*"), "--out", str(tmp_path / "out")])
+    assert "no folder matches" in line
+    line = one_line_error(capsys, ["batch", str(tmp_path), "--out", str(tmp_path / "out"), "--workers", "0"])
+    assert "--workers" in line
