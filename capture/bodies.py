@@ -169,7 +169,9 @@ def _parse(doc: dict, path: Path) -> BodyRecording:
     for f, (_, _, bodies) in enumerate(kept):
         for body in bodies:
             body_id = int(body["body_id"])
-            track = tracks.setdefault(body_id, BodyTrack.empty(F))
+            track = tracks.get(body_id)
+            if track is None:  # (not setdefault: that would build a whole empty track per body and frame)
+                track = tracks[body_id] = BodyTrack.empty(F)
             pos = _joint_array(body["joint_positions"], 3)
             rot = _joint_array(body["joint_orientations"], 4)
             if "joint_confidences" in body:
