@@ -26,6 +26,7 @@ VERB_MODULES = (
     "omnimocap.apps.cmd_demo",
     "omnimocap.apps.cmd_simulate",
     "omnimocap.apps.cmd_process",
+    "omnimocap.apps.cmd_batch",
     "omnimocap.apps.cmd_evaluate",
     "omnimocap.apps.cmd_inspect",
     "omnimocap.apps.cmd_calibrate",

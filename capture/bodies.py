@@ -169,7 +169,9 @@ def _parse(doc: dict, path: Path) -> BodyRecording:
     for f, (_, _, bodies) in enumerate(kept):
         for body in bodies:
             body_id = int(body["body_id"])
-            track = tracks.setdefault(body_id, BodyTrack.empty(F))
+            track = tracks.get(body_id)
+            if track is None:  # (not setdefault: that would build a whole empty track per body and frame)
+                track = tracks[body_id] = BodyTrack.empty(F)
             pos = _joint_array(body["joint_positions"], 3)
             rot = _joint_array(body["joint_orientations"], 4)
             if "joint_confidences" in body:
@@ -209,10 +211,11 @@ def write_bodies(path: str | Path, recording: BodyRecording) -> None:
     have any joint; missing joints are written as ``null``."""
     path = Path(path)
     frames = []
+    present = {body_id: track.present for body_id, track in recording.bodies.items()}  # once, not per frame
     for f, (t, frame_id) in enumerate(zip(recording.timestamps, recording.frame_ids)):
         bodies = []
         for body_id, track in recording.bodies.items():
-            if not track.present[f]:
+            if not present[body_id][f]:
                 continue
             valid = np.isfinite(track.positions[f]).all(axis=1) & np.isfinite(track.orientations[f]).all(axis=1)
             bodies.append({

@@ -486,6 +486,7 @@ def fit_body(
     confidence: np.ndarray,
     skeleton: Skeleton,
     config: BodyFitConfig | None = None,
+    betas: np.ndarray | None = None,
 ) -> BodyFit:
     """Fit SMPL-X body pose, shape and translation to one person's Kinect joints.
 
@@ -494,6 +495,8 @@ def fit_body(
         confidence: (F, 32) k4abt confidence levels 0..3.
         skeleton: the SMPL-X skeleton (built-in or from a model file).
         config: settings; defaults when None.
+        betas: (B,) shape to fit the pose with; default: fitted to these joints (:func:`fit_betas`).
+            Parts of one session fitted separately share the shape fitted over the whole session.
     Returns:
         :class:`BodyFit` (hands, jaw and eyes identity; see the module docstring).
     Raises:
@@ -509,7 +512,7 @@ def fit_body(
     weights = np.asarray(config.confidence_weights, dtype=np.float64)[level]
     weights = np.where(np.all(np.isfinite(X_all), axis=-1), weights, 0.0)
 
-    betas = fit_betas(X_all, level, skeleton, config)
+    betas = fit_betas(X_all, level, skeleton, config) if betas is None else np.asarray(betas, dtype=np.float64)
 
     rows = list(KINECT_BODY_FOR_FIT)
     X = X_all[:, rows]

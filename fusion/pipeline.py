@@ -11,6 +11,11 @@ Stages (each a plain function; the live driver feeds the same ones from device q
 5. resampling of the hands from panorama frame times to the output times (the reference Kinect's
    frame times), positions by cubic Hermite, rotations by slerp;
 6. SMPL-X body fit to the Kinect joints, hand integration, export.
+
+Stage 1 reads the whole session once (:func:`load_inputs`); stages 2-6 run over a window of output
+frames (:func:`process_window`), so a long session is processed in time chunks with overlap and
+stitched (``fusion.chunks``; ``omnimocap batch`` runs the chunks in parallel) and each stage's cost
+is linear in the session's length.
 """
 
 from __future__ import annotations
@@ -480,38 +485,117 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
     return report
 
 
-def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, progress: bool,
-             recovered: dict | None) -> dict:
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    report: dict = {"omnimocap_version": __version__, "session": str(session.root.resolve()),
-                    "session_complete": session.complete, "hands_backend": config.hands,
-                    "rig_method": rig.method, "rig_is_truth": rig.is_truth, "notes": []}
-    if recovered and recovered.get("recovered"):
-        report["notes"].append("the recording was interrupted; the session was recovered from what was written")
-        report["recovery"] = recovered
+@dataclass
+class SessionInputs:
+    """What every time window of a session's processing reads, loaded once per session."""
+
+    people: PeopleTracks
+    t_pano_session: np.ndarray  # (F_pano,) session time of every panorama frame, seconds
+    anchor_noise_std: np.ndarray  # (P,) measured noise of each person's Kinect joints, metres
+    joint_depth_std: np.ndarray  # (P,) standard deviation assumed for the depth on the Kinect hand joints, metres
+    smplx_path: Path | None = None  # the SMPL-X file every window fits (resolved once), None: the built-in skeleton
+    betas: np.ndarray | None = None  # (P, B) body shape over the whole session; None: fitted per window
+
+
+def load_inputs(session: Session, rig: Rig, config: ProcessConfig) -> SessionInputs:
+    """Kinect people, panorama frame times and the session-wide noise of the Kinect joints (so that
+    windows of one session are smoothed alike)."""
+    from omnimocap.capture.pano import read_pano_timestamps
+    from omnimocap.fusion.body_model import resolve_smplx_model
 
     people = load_people(session, rig)
-    report["kinect_counts"] = people.counts
-    timings["load_bodies"] = time.perf_counter() - t0
-
-    # --- views and hands, per panorama frame -----------------------------------------------------
-    from omnimocap.capture.pano import read_pano_timestamps
-
     pano_entry = session.pano()
     stamps = read_pano_timestamps(session.path(pano_entry.timestamps or "pano_frames.csv"))
     t_pano_session = rig.time_map("pano").to_session(stamps.t_pano)
+    noise = np.array([estimate_noise_std(j) for j in people.joints])
+    return SessionInputs(people, t_pano_session, noise, _joint_depth_std(people, config.joint_depth_floor_m),
+                         resolve_smplx_model(config.smplx_model, config.models, config.gender))
+
+
+def fit_session_betas(inputs: SessionInputs, config: ProcessConfig) -> np.ndarray:
+    """(P, B) body shape of every person fitted over the whole session (for windows fitted apart)."""
+    from omnimocap.fusion.body_fit import BodyFitConfig, fit_betas
+    from omnimocap.fusion.body_model import load_skeleton
+
+    skeleton = load_skeleton(inputs.smplx_path)
+    body_cfg = BodyFitConfig(device=config.device)
+    people = inputs.people
+    levels = np.clip(people.confidence, 0, 3)
+    return np.stack([fit_betas(people.joints[p], levels[p], skeleton, body_cfg)
+                     for p in range(len(people.person_ids))]) if people.person_ids else np.zeros((0, skeleton.num_betas))
+
+
+# Outcome of a planned view, per row of ``WindowResult.view_rows``.
+VIEW_OBSERVED, VIEW_NO_HAND, VIEW_GATED, VIEW_SIDE_MISMATCH, VIEW_RELABELLED = range(5)
+
+
+@dataclass
+class WindowResult:
+    """The stages' outputs for the output frames ``first..last-1`` of a session (indices into the
+    reference Kinect's frames); hand views and observations of the panorama frames
+    ``pano_first..pano_last-1``. World frame, metres; rotations as matrices."""
+
+    first: int
+    last: int
+    pano_first: int
+    pano_last: int
+    fps: float
+    hand_joints: np.ndarray  # (P, n, 2, 21, 3), NaN where not valid
+    hand_R: np.ndarray  # (P, n, 2, 3, 3)
+    hand_pose: np.ndarray  # (P, n, 2, 15, 3, 3)
+    hand_valid: np.ndarray  # (P, n, 2)
+    obs_betas: np.ndarray  # (P, n_pano, 2, 10) MANO shape of each observed hand
+    obs_valid: np.ndarray  # (P, n_pano, 2)
+    local: np.ndarray  # (P, n, 55, 3, 3) SMPL-X local rotations
+    transl: np.ndarray  # (P, n, 3)
+    betas: np.ndarray  # (P, B)
+    status: np.ndarray  # (P, n, 2) hand integration status
+    views: dict  # per planned view: frame_index (global), person, side, t_session, R_pano_view, fx, size, outcome
+    depth_shifts: np.ndarray  # (V,) per view that used the depth cue: pano frame index and shift (metres), (V, 2)
+    depth_not_measured: np.ndarray  # (W,) pano frame index of each lifted hand the depth maps did not measure
+    kinects_with_depth: int
+    notes: list
+    preview: list
+    timings: dict
+
+
+def process_window(session: Session, rig: Rig, inputs: SessionInputs, config: ProcessConfig, first: int,
+                   last: int, estimator: HandEstimator | None = None, progress: bool = False,
+                   preview: bool = True) -> WindowResult:
+    """Stages 2-6 for the output frames ``first..last-1``: the views, hands and lifting of every
+    panorama frame from ``max_hand_gap_s`` before the first to as much after the last (all of them
+    at the session's ends), the hands resampled to the output times, the body fit and hand
+    integration. Every cost is proportional to the window's length; the whole session is one window.
+    ``preview``: collect the hand views of ``views_preview.png`` (decodes panorama frames)."""
+    from omnimocap.fusion.body_fit import BodyFitConfig, fit_body
+    from omnimocap.fusion.body_model import load_skeleton
+    from omnimocap.fusion.hand_integration import integrate_hands
+
+    timings: dict[str, float] = {}
+    people_all = inputs.people
+    F_all, F_pano_all = len(people_all.t_session), len(inputs.t_pano_session)
+    people = replace(people_all, t_session=people_all.t_session[first:last],
+                     joints=people_all.joints[:, first:last], confidence=people_all.confidence[:, first:last])
+    t_all = inputs.t_pano_session
+    pano_first = 0 if first == 0 else int(np.searchsorted(t_all, people.t_session[0] - config.max_hand_gap_s))
+    pano_last = F_pano_all if last >= F_all else int(np.searchsorted(t_all, people.t_session[-1] + config.max_hand_gap_s,
+                                                                     side="right"))
+    t_pano_session = t_all[pano_first:pano_last]
+    pano_entry = session.pano()
     T_world_pano = rig.pose("pano")
     T_pano_world_inv = invert_pose(T_world_pano)
     pano_cam = EquirectCamera(int(pano_entry.width or 0), int(pano_entry.height or 0))
-    estimator = make_estimator(config, session)
+    estimator = estimator or make_estimator(config, session)
     needs_images = bool(getattr(estimator, "needs_images", config.hands != "sim"))
+    want_preview = config.preview and preview
 
+    t_views = time.perf_counter()
     anchors = people
     if config.smoothing and len(people.t_session) > 2:
         kinect_fps = float(1.0 / np.median(np.diff(people.t_session)))
-        anchors = replace(people, joints=np.stack([smooth_positions(j, kinect_fps, config.position_smoother)
-                                                   for j in people.joints]))
+        anchors = replace(people, joints=np.stack([
+            smooth_positions(j, kinect_fps, config.position_smoother, noise_std=float(sd))
+            for j, sd in zip(people.joints, inputs.anchor_noise_std)]))
     pred = predicted_hands(anchors, t_pano_session)
     P, F_pano = len(people.person_ids), len(t_pano_session)
     obs_valid = np.zeros((P, F_pano, 2), dtype=bool)
@@ -520,29 +604,25 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
     obs_pose = np.broadcast_to(np.eye(3), (P, F_pano, 2, 15, 3, 3)).copy()
     obs_betas = np.zeros((P, F_pano, 2, 10))
     view_rows: list[tuple] = []
-    counts = {"views": 0, "observed": 0, "no_hand": 0, "gated": 0, "no_kinect": 0, "side_mismatch": 0,
-              "side_relabelled": 0}
     sides = SideConsistency(config.side_persist)
     depth_frames, depth_notes = load_depth_frames(session, rig) if config.depth_cue else ([], [])
-    report["notes"].extend(depth_notes)
-    depth_counts = {"kinects_with_depth": len(depth_frames), "hands_used": 0, "hands_not_measured": 0}
-    depth_shifts: list[float] = []
+    depth_shifts: list[tuple[int, float]] = []
+    depth_not_measured: list[int] = []
     if depth_frames:
         surface = _hand_surface(config)
-        joint_std = _joint_depth_std(people, config.joint_depth_floor_m)
+        joint_std = inputs.joint_depth_std
         # the hand's predicted velocity carries a candidate hand to the time of a depth frame
         with np.errstate(invalid="ignore", divide="ignore"):
             centre_velocity = (np.gradient(hand_centre(pred), t_pano_session, axis=1)
                                if F_pano > 1 else np.full(hand_centre(pred).shape, np.nan))
-    preview: list[np.ndarray] = []
+    preview_views: list[np.ndarray] = []
 
-    frame_iter = _pano_frames(session, pano_entry, needs_images or config.preview)
-    t_views = time.perf_counter()
+    frame_iter = _pano_frames(session, pano_entry, needs_images or want_preview, pano_first, pano_last)
     bar = tqdm(total=F_pano, desc="hands", unit="frame", disable=not progress, file=sys.stderr)
     for start in range(0, F_pano, config.batch_frames):
         stop = min(F_pano, start + config.batch_frames)
         frames = {}
-        if frame_iter is not None and not (needs_images or len(preview) < PREVIEW_VIEWS):
+        if frame_iter is not None and not (needs_images or len(preview_views) < PREVIEW_VIEWS):
             frame_iter.close()  # the preview is full and the backend does not look: stop decoding
             frame_iter = None
         if frame_iter is not None:
@@ -554,64 +634,46 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
         planned = plan_hand_views(pred, T_pano_world_inv, range(start, stop), config)
         requests: list[ViewRequest] = []
         if planned:
-            keys = [(pv.k, pv.person, pv.side) for pv in planned]
+            keys = [(pano_first + pv.k, pv.person, pv.side) for pv in planned]
             views = [pv.view for pv in planned]
             images = None
-            if needs_images or (config.preview and len(preview) < PREVIEW_VIEWS):
-                images = _render(frames, keys, views, pano_cam, needs_images, preview)
+            if needs_images or (want_preview and len(preview_views) < PREVIEW_VIEWS):
+                images = _render(frames, keys, views, pano_cam, needs_images, preview_views)
             for i, pv in enumerate(planned):
                 requests.append(ViewRequest(
-                    frame_index=pv.k, t_session=float(t_pano_session[pv.k]), person_id=people.person_ids[pv.person],
-                    side=SIDES[pv.side], R_pano_view=pv.view.R_pano_view, camera=pv.view.camera,
-                    predicted_wrist_view=pv.view.R_pano_view.T @ pv.wrist_pano, predicted_box_xyxy=pv.box_xyxy,
-                    image_bgr=None if images is None else images[i]))
-                view_rows.append((pv.k, pv.person, pv.side, float(t_pano_session[pv.k]), pv.view.R_pano_view,
-                                  pv.view.camera.fx, pv.view.size))
-        counts["views"] += len(requests)
+                    frame_index=pano_first + pv.k, t_session=float(t_pano_session[pv.k]),
+                    person_id=people.person_ids[pv.person], side=SIDES[pv.side], R_pano_view=pv.view.R_pano_view,
+                    camera=pv.view.camera, predicted_wrist_view=pv.view.R_pano_view.T @ pv.wrist_pano,
+                    predicted_box_xyxy=pv.box_xyxy, image_bgr=None if images is None else images[i]))
         observations = estimator.estimate(requests) if requests else []
         for pv, req, obs in zip(planned, requests, observations):
             k, p, s = pv.k, pv.person, pv.side
-            if obs is None:
-                counts["no_hand"] += 1
+            outcome = _observe(obs, req, pv, sides, pred, T_world_pano, config)
+            if isinstance(outcome, int):
+                view_rows.append(_view_row(pano_first, pv, t_pano_session, outcome))
                 continue
-            agrees = obs.is_right == (SIDES[s] == "right")
-            overruled = sides.observe((p, s), agrees)
-            if not agrees and not overruled:
-                counts["side_mismatch"] += 1
-                continue
-            lifted = lift_observation(obs, req, T_world_pano, pred["wrist"][p, k, s],
-                                      {name: pred[name][p, k, s] for name in config.depth_weights},
-                                      config.depth_weights)
-            if lifted.lateral_offset > config.max_gate_m:
-                counts["gated"] += 1
-                continue
-            if not agrees:
-                counts["side_relabelled"] += 1
+            lifted, agrees = outcome
             if depth_frames:
                 verts, faces = surface.mesh(obs)
                 verts_world = verts @ (T_world_pano[:3, :3] @ req.R_pano_view).T + lifted.wrist
                 cue = depth_shift(depth_frames, float(t_pano_session[k]), verts_world, faces, lifted.ray,
                                   centre_velocity[p, k, s], config.depth)
                 if cue is None:
-                    depth_counts["hands_not_measured"] += 1
+                    depth_not_measured.append(pano_first + k)
                 else:
                     lifted = fuse_ray_depth(lifted, float(joint_std[p]) ** 2, cue[0], cue[1])
-                    depth_counts["hands_used"] += 1
-                    depth_shifts.append(cue[0])
+                    depth_shifts.append((pano_first + k, cue[0]))
+            view_rows.append(_view_row(pano_first, pv, t_pano_session, VIEW_OBSERVED if agrees else VIEW_RELABELLED))
             obs_valid[p, k, s] = True
             obs_joints[p, k, s] = lifted.joints
             obs_R[p, k, s] = lifted.R_world
             obs_pose[p, k, s] = lifted.hand_pose
             obs_betas[p, k, s] = lifted.betas
-            counts["observed"] += 1
         bar.update(stop - start)
     bar.close()
-    counts["no_kinect"] = 2 * P * F_pano - counts["views"]
+    if frame_iter is not None:
+        frame_iter.close()
     timings["views_and_hands"] = time.perf_counter() - t_views
-    report["hand_counts"] = counts
-    if depth_shifts:
-        depth_counts["median_abs_shift_mm"] = round(1000.0 * float(np.median(np.abs(depth_shifts))), 2)
-    report["depth_cue"] = depth_counts
 
     # --- hands at the output times --------------------------------------------------------------
     t_out = people.t_session
@@ -620,7 +682,6 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
     hand_R = np.broadcast_to(np.eye(3), (P, F, 2, 3, 3)).copy()
     hand_pose = np.broadcast_to(np.eye(3), (P, F, 2, 15, 3, 3)).copy()
     hand_valid = np.zeros((P, F, 2), dtype=bool)
-    hand_betas = np.zeros((P, 2, 10))
     for p in range(P):
         for s in range(2):
             v = obs_valid[p, :, s]
@@ -636,63 +697,152 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
             hand_R[p, ok, s] = R_out[ok, 0]
             hand_pose[p, ok, s] = R_out[ok, 1:]
             hand_joints[p, ~ok, s] = np.nan
-            hand_betas[p, s] = np.median(obs_betas[p, v, s], axis=0)
     fps = float(1.0 / np.median(np.diff(t_out))) if F > 1 else 30.0
     if config.smoothing and F > 2:
         _smooth_hands(hand_joints, hand_R, hand_pose, hand_valid, fps, config)
 
-    # --- body fit, hand integration, export -----------------------------------------------------
-    from omnimocap.fusion.body_fit import BodyFitConfig, fit_body
-    from omnimocap.fusion.body_model import body_model_record, load_skeleton, resolve_smplx_model
-    from omnimocap.fusion.export import write_amass_npz
-    from omnimocap.fusion.hand_integration import integrate_hands
-
+    # --- body fit and hand integration ----------------------------------------------------------
     t_fit = time.perf_counter()
-    smplx_path = resolve_smplx_model(config.smplx_model, config.models, config.gender)
-    skeleton = load_skeleton(smplx_path)
-    model_record = body_model_record(smplx_path)
+    skeleton = load_skeleton(inputs.smplx_path)
     body_cfg = BodyFitConfig(device=config.device)
     local = np.zeros((P, F, 55, 3, 3))
     transl = np.zeros((P, F, 3))
     betas = np.zeros((P, skeleton.num_betas))
     status = np.zeros((P, F, 2), dtype="U8")
     for p in range(P):
-        fit = fit_body(anchors.joints[p], people.confidence[p], skeleton, body_cfg)
+        fit = fit_body(anchors.joints[p], people.confidence[p], skeleton, body_cfg,
+                       betas=None if inputs.betas is None else inputs.betas[p])
         integ = integrate_hands(fit, skeleton, hand_R[p], hand_pose[p], hand_valid[p])
         local[p], transl[p], betas[p] = integ.local_rotmats, fit.transl, fit.betas
         status[p] = np.asarray(integ.status).astype("U8")
     timings["body_fit"] = time.perf_counter() - t_fit
 
+    views = {
+        "frame_index": np.array([r[0] for r in view_rows], dtype=np.int64),
+        "person": np.array([r[1] for r in view_rows], dtype=np.int64),
+        "side": np.array([r[2] for r in view_rows], dtype=np.int64),
+        "t_session": np.array([r[3] for r in view_rows], dtype=np.float64),
+        "R_pano_view": np.array([r[4] for r in view_rows]).reshape(-1, 3, 3),
+        "fx": np.array([r[5] for r in view_rows], dtype=np.float64),
+        "size": np.array([r[6] for r in view_rows], dtype=np.int64),
+        "outcome": np.array([r[7] for r in view_rows], dtype=np.int64),
+    }
+    return WindowResult(first, last, pano_first, pano_last, fps, hand_joints, hand_R, hand_pose, hand_valid,
+                        obs_betas, obs_valid, local, transl, betas, status, views,
+                        np.array(depth_shifts, dtype=np.float64).reshape(-1, 2),
+                        np.array(depth_not_measured, dtype=np.int64), len(depth_frames), depth_notes,
+                        preview_views, timings)
+
+
+def _observe(obs, req: ViewRequest, pv: PlannedView, sides: SideConsistency, pred, T_world_pano, config):
+    """A view's outcome: a ``VIEW_*`` code when the hand is not used, else (lifted hand, whether the
+    backend's side label agreed)."""
+    k, p, s = pv.k, pv.person, pv.side
+    if obs is None:
+        return VIEW_NO_HAND
+    agrees = obs.is_right == (SIDES[s] == "right")
+    overruled = sides.observe((p, s), agrees)
+    if not agrees and not overruled:
+        return VIEW_SIDE_MISMATCH
+    lifted = lift_observation(obs, req, T_world_pano, pred["wrist"][p, k, s],
+                              {name: pred[name][p, k, s] for name in config.depth_weights}, config.depth_weights)
+    if lifted.lateral_offset > config.max_gate_m:
+        return VIEW_GATED
+    return lifted, agrees
+
+
+def _view_row(pano_first: int, pv: PlannedView, t_pano_session: np.ndarray, outcome: int) -> tuple:
+    return (pano_first + pv.k, pv.person, pv.side, float(t_pano_session[pv.k]), pv.view.R_pano_view,
+            pv.view.camera.fx, pv.view.size, outcome)
+
+
+def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, progress: bool,
+             recovered: dict | None) -> dict:
+    from omnimocap.fusion.chunks import ChunkPlan, process_chunks
+
+    t0 = time.perf_counter()
+    inputs = load_inputs(session, rig, config)
+    t_load = time.perf_counter() - t0
+    plan = ChunkPlan.for_times(inputs.people.t_session)
+    if len(plan.chunks) > 1:
+        inputs.betas = fit_session_betas(inputs, config)
+    result = process_chunks(session, rig, inputs, config, plan, progress=progress)
+    return write_results(work, session, rig, inputs, result, config, recovered,
+                         {"load_bodies": t_load, **result.timings}, t0)
+
+
+def write_results(work: Path, session: Session, rig: Rig, inputs: SessionInputs, result: WindowResult,
+                  config: ProcessConfig, recovered: dict | None, timings: dict, t0: float) -> dict:
+    """Write a session's results (``fused.npz``, ``views.npz``, ``smplx*.npz``, the preview,
+    ``rig.json``, ``config.json``, ``report.json``) from the stages' outputs over all its frames;
+    returns the report."""
+    from omnimocap.fusion.body_model import body_model_record, load_skeleton
+    from omnimocap.fusion.export import write_amass_npz
+
+    people = inputs.people
+    report: dict = {"omnimocap_version": __version__, "session": str(session.root.resolve()),
+                    "session_complete": session.complete, "hands_backend": config.hands,
+                    "rig_method": rig.method, "rig_is_truth": rig.is_truth, "notes": []}
+    if recovered and recovered.get("recovered"):
+        report["notes"].append("the recording was interrupted; the session was recovered from what was written")
+        report["recovery"] = recovered
+    report["kinect_counts"] = people.counts
+    P, F = len(people.person_ids), len(people.t_session)
+    F_pano = len(inputs.t_pano_session)
+    outcome = result.views["outcome"]
+    n_views = len(outcome)
+    counts = {"views": n_views,
+              "observed": int(np.sum((outcome == VIEW_OBSERVED) | (outcome == VIEW_RELABELLED))),
+              "no_hand": int(np.sum(outcome == VIEW_NO_HAND)), "gated": int(np.sum(outcome == VIEW_GATED)),
+              "no_kinect": 2 * P * F_pano - n_views, "side_mismatch": int(np.sum(outcome == VIEW_SIDE_MISMATCH)),
+              "side_relabelled": int(np.sum(outcome == VIEW_RELABELLED))}
+    report["hand_counts"] = counts
+    report["notes"].extend(result.notes)
+    depth_counts = {"kinects_with_depth": result.kinects_with_depth, "hands_used": len(result.depth_shifts),
+                    "hands_not_measured": len(result.depth_not_measured)}
+    if len(result.depth_shifts):
+        depth_counts["median_abs_shift_mm"] = round(1000.0 * float(np.median(np.abs(result.depth_shifts[:, 1]))), 2)
+    report["depth_cue"] = depth_counts
+
+    hand_betas = np.zeros((P, 2, 10))
+    for p in range(P):
+        for s in range(2):
+            v = result.obs_valid[p, :, s]
+            if np.any(v):
+                hand_betas[p, s] = np.median(result.obs_betas[p, v, s], axis=0)
+    skeleton = load_skeleton(inputs.smplx_path)
+    model_record = body_model_record(inputs.smplx_path)
+    t_out, fps = people.t_session, result.fps
     wrist_kinect = np.stack([people.joints[:, :, KINECT_WRIST[s]] for s in SIDES], axis=2) if P else np.zeros((0, F, 2, 3))
     np.savez_compressed(
         work / "fused.npz", t_session=t_out, person_ids=np.array(people.person_ids),
-        smplx_local_rotmats=local, smplx_transl=transl, smplx_betas=betas,
-        hand_R_world=hand_R, hand_pose=hand_pose, hand_joints_world=hand_joints,
-        hand_wrist_world=hand_joints[..., 0, :], hand_valid=hand_valid, hand_betas=hand_betas,
-        hand_status=status, kinect_joints_world=people.joints, kinect_wrist_world=wrist_kinect,
+        smplx_local_rotmats=result.local, smplx_transl=result.transl, smplx_betas=result.betas,
+        hand_R_world=result.hand_R, hand_pose=result.hand_pose, hand_joints_world=result.hand_joints,
+        hand_wrist_world=result.hand_joints[..., 0, :], hand_valid=result.hand_valid, hand_betas=hand_betas,
+        hand_status=result.status, kinect_joints_world=people.joints, kinect_wrist_world=wrist_kinect,
         kinect_confidence=people.confidence, **model_record)
-    if view_rows:
+    if n_views:
+        v = result.views
         np.savez_compressed(
-            work / "views.npz", frame_index=np.array([r[0] for r in view_rows]),
-            person=np.array([r[1] for r in view_rows]), side=np.array([r[2] for r in view_rows]),
-            t_session=np.array([r[3] for r in view_rows]), R_pano_view=np.array([r[4] for r in view_rows]),
-            fx=np.array([r[5] for r in view_rows]), size=np.array([r[6] for r in view_rows]),
-            pano_frame_t_session=t_pano_session)
+            work / "views.npz", frame_index=v["frame_index"], person=v["person"], side=v["side"],
+            t_session=v["t_session"], R_pano_view=v["R_pano_view"], fx=v["fx"], size=v["size"],
+            pano_frame_t_session=inputs.t_pano_session)
     smplx_files = []
     for p in range(P):
         name = "smplx.npz" if p == 0 else f"smplx_person{p}.npz"
-        write_amass_npz(work / name, local[p], transl[p], betas[p], t_session=t_out, skeleton=skeleton,
+        write_amass_npz(work / name, result.local[p], result.transl[p], result.betas[p], t_session=t_out, skeleton=skeleton,
                         gender=config.gender, extra={"person_id": people.person_ids[p], **model_record})
         smplx_files.append(name)
-    if preview:
-        _write_preview(work / "views_preview.png", preview)
+    if result.preview:
+        _write_preview(work / "views_preview.png", result.preview)
     rig.save(work / "rig.json")
     atomic_write_json(work / "config.json", asdict(config))
+    timings = dict(timings)
     timings["total"] = time.perf_counter() - t0
     report.update({
         "fps": fps, "frames": F, "pano_frames": F_pano, "people": people.person_ids,
         "smplx_files": smplx_files, "skeleton": model_record["body_model_path"] or "built-in", **model_record,
-        "hand_status_counts": {k: int(v) for k, v in zip(*np.unique(status, return_counts=True))},
+        "hand_status_counts": {k: int(v) for k, v in zip(*np.unique(result.status, return_counts=True))},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     })
     atomic_write_json(work / "report.json", report)
@@ -715,13 +865,13 @@ def _smooth_hands(joints, R_root, pose, valid, fps: float, config: ProcessConfig
             pose[p, v, s] = rots[v, 1:]
 
 
-def _pano_frames(session: Session, entry, wanted: bool):
+def _pano_frames(session: Session, entry, wanted: bool, first: int = 0, last: int | None = None):
     if not wanted:
         return None
     from omnimocap.capture.pano import PanoReader
 
     reader = PanoReader(session.path(entry.recording or "pano.mkv"), session.path(entry.timestamps or "pano_frames.csv"))
-    return reader.frames()
+    return reader.frames(first, last)
 
 
 def _render(frames, keys, views, pano_cam, needs_images, preview):

@@ -64,11 +64,13 @@ class SimHandObserver:
             raise InputError("no ground truth motion (only simulated sessions have it)", path=path,
                              fix="use --hands wilor, or simulate a session with `omnimocap simulate`")
         with np.load(path) as d:
+            # kept as stored (the 240 Hz hand poses are float32): each request converts only the
+            # few samples it interpolates from, so a long session's truth is not held twice
             self._t = d["t_session"]
-            self._R_hand = d["hand_global_R"].astype(np.float64)
-            self._pose = d["hand_pose"].astype(np.float64)
+            self._R_hand = d["hand_global_R"]
+            self._pose = d["hand_pose"]
             self._betas = d["hand_betas"].astype(np.float64)
-            self._joints = d["hand_joints"].astype(np.float64)
+            self._joints = d["hand_joints"]
             self._visible = d["hand_visible"]
             self._root = d["hand_root_rest"].astype(np.float64)
             self._frame_t = d["pano_frame_t_session"]
@@ -98,10 +100,17 @@ class SimHandObserver:
         world joints (21,3) and whether it is visible from the 360 camera."""
         s = SIDES.index(side)
         t = np.array([t_session])
-        joints = interpolate_positions(self._t, self._joints[person, :, s], t)[0]
-        rots = np.concatenate([self._R_hand[person, :, s, None], self._pose[person, :, s]], axis=1)
-        R, ok = interpolate_rotations(self._t, rots, np.ones(len(self._t), dtype=bool), t)
-        k = int(np.clip(np.searchsorted(self._t, t_session), 0, len(self._t) - 1))
+        i = int(np.searchsorted(self._t, t_session))
+        # The interpolants use at most two truth samples either side of t: resample from those
+        # alone, so a request costs the same whatever the session's length (same result as the
+        # whole track, ends included, since a window that reaches an end is cut there too).
+        win = slice(max(0, i - 3), min(len(self._t), i + 3))
+        t_win = self._t[win]
+        joints = interpolate_positions(t_win, self._joints[person, win, s], t)[0]
+        rots = np.concatenate([self._R_hand[person, win, s, None].astype(np.float64),
+                               self._pose[person, win, s].astype(np.float64)], axis=1)
+        R, ok = interpolate_rotations(t_win, rots, np.ones(len(t_win), dtype=bool), t)
+        k = int(np.clip(i, 0, len(self._t) - 1))
         visible = bool(ok[0] and np.all(np.isfinite(joints)) and self._visible[person, k, s])
         return R[0, 0], R[0, 1:], joints, visible
 

@@ -26,7 +26,7 @@ fi
 stamp=.venv/.omnimocap-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[gui,viz,test]"
+  .venv/bin/python -m pip install -q -e ".[gui,viz,test,ray]"
   touch "$stamp"
 fi
 # The Azure Kinect SDK's own playback (libk4a inside the pyk4a-bundle wheel) is used by the tests to
