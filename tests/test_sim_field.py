@@ -167,3 +167,12 @@ def test_cli_realism_option(tmp_path):
     assert read_realism(tmp_path / "f" / "truth" / "realism.json")["realism"] == "field"
     assert min(read_bodies(tmp_path / "f" / "bodies_000000000001.json").bodies) >= 1
     assert sorted(read_bodies(tmp_path / "i" / "bodies_000000000001.json").bodies) == [0]
+
+
+def test_demo_defaults_to_field():
+    from omnimocap.apps.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["demo"]).realism == "field"
+    assert parser.parse_args(["demo", "--realism", "ideal"]).realism == "ideal"
+    assert parser.parse_args(["simulate", "x"]).realism == "field"
