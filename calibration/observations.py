@@ -23,7 +23,9 @@ The panorama side has two sources:
   through the TRUE panorama pose (``truth/rig.json``) at the true frame times, adds isotropic
   angular noise (``noise_deg``, default 0.2 deg per axis), and stamps the frames with the
   camera-clock times of ``pano_frames.csv``. It is an instrument for measuring the solvers, not a
-  detector: the simulator's body ids equal its person indices, so the association is given too.
+  detector: its track of person p is body id p, which is the simulator's body id for person p only
+  at ``--realism ideal``; at ``field`` the Kinects' ids start at 1, change and swap
+  (``capture/sim_k4abt.py``), so the Kinect side has to be associated as with real sessions.
 * real detections over the panorama (hand and body keypoints), which need an association with
   Kinect bodies; sessions that would need it raise a UserError saying so.
 
