@@ -63,7 +63,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from omnimocap.capture.bodies import BodyTrack
-from omnimocap.data.skeletons import KINECT_CONFIDENCE_LOW, KINECT_CONFIDENCE_NONE, KINECT_INDEX, KINECT_JOINTS
+from omnimocap.data.skeletons import KINECT_INDEX, KINECT_JOINTS
 
 REALISM_LEVELS = ("field", "ideal")
 REALISM_FILE = "realism.json"
@@ -401,7 +401,3 @@ def body_person_map(realism: dict, serial: str, num_frames: int) -> dict[int, np
         m[seg["first"]: seg["last"] + 1] = seg["person"]
     return out
 
-
-def hidden_low_confidence(conf: np.ndarray, hidden: np.ndarray) -> np.ndarray:
-    """``conf`` with joints hidden by another person lowered to LOW (NONE stays NONE)."""
-    return np.where(hidden & (conf != KINECT_CONFIDENCE_NONE), np.minimum(conf, KINECT_CONFIDENCE_LOW), conf)

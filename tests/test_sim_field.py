@@ -12,7 +12,7 @@ from omnimocap.calibration.rig import Rig
 from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.sim_k4abt import CORE_JOINTS, MIRROR_PAIRS, body_person_map, read_realism
 from omnimocap.capture.simulate import SimConfig, simulate_session
-from omnimocap.data.skeletons import KINECT_CONFIDENCE_NONE, KINECT_INDEX, SMPLX_INDEX
+from omnimocap.data.skeletons import KINECT_CONFIDENCE_LOW, KINECT_CONFIDENCE_NONE, KINECT_INDEX, SMPLX_INDEX
 
 SECONDS = 13.0
 SEED = 2
@@ -104,6 +104,11 @@ def test_field_errors_against_ideal(field, ideal):
     for serial in SERIALS:
         ideal_rec = read_bodies(ideal / f"bodies_{serial}.json")
         assert sorted(ideal_rec.bodies) == [0, 1]
+        # A person mostly hidden behind another is reported with LOW confidence at both levels.
+        for p, spans in real_i["kinects"][serial]["geometry"]["mostly_hidden_runs"].items():
+            for a, b in spans:
+                c = ideal_rec.bodies[int(p)].confidences[a: b + 1]
+                assert np.mean(c[c != KINECT_CONFIDENCE_NONE] == KINECT_CONFIDENCE_LOW) >= 0.5
         rec = read_bodies(field / f"bodies_{serial}.json")
         ids = sorted(rec.bodies)
         assert ids[0] >= 1
