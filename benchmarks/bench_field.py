@@ -192,10 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels", nargs="+", default=["ideal", "field"], choices=["ideal", "field"])
     p.add_argument("--pano-width", type=int, default=1920)
     p.add_argument("--ablate", action="store_true", help="field sessions again with each repair switched off")
+    p.add_argument("--switches", nargs="+", default=None, metavar="PREFIX",
+                   help="with --ablate, only the switches whose name starts with one of these (e.g. people.)")
     p.add_argument("--work", type=Path, default=Path("bench_field_work"), help="folder for the sessions and results")
     p.add_argument("--out", type=Path, default=RESULTS / "field", help="writes OUT.json and OUT.md")
     args = p.parse_args(argv)
     switches = process_switches() + calibration_switches() if args.ablate else []
+    if args.switches:
+        switches = [s for s in switches if any(s.startswith(prefix) for prefix in args.switches)]
     print(f"repair switches found: {switches or 'none'}", file=sys.stderr)
     runs = []
     for seed in args.seeds:
@@ -222,8 +226,10 @@ def _write(args, runs: list[dict], switches: list[str]) -> None:
                     "sync --observer simulated-detector; process --hands sim --hand-noise-mm 5 --hand-noise-deg 3 "
                     "--hand-dropout 0.1; evaluate"}
     args.out.with_suffix(".json").write_text(json.dumps({"setup": info, "runs": runs}, indent=1))
+    seeds = sorted({r["seed"] for r in runs})
     md = (f"# Field realism benchmark\n\n{args.seconds:g} s, 2 people, 2 Kinects with recordings, seeds "
-          f"{', '.join(map(str, args.seeds))}; mean over seeds (each seed in brackets).\n\n" + table(runs))
+          f"{', '.join(map(str, seeds))}; mean over seeds (each seed in brackets). "
+          f"Repair switches: {', '.join(switches) or 'none exposed'}.\n\n" + table(runs))
     args.out.with_suffix(".md").write_text(md)
 
 
