@@ -89,6 +89,7 @@ BODY_CAPSULES = (("PELVIS", "NECK", TORSO_RADIUS_M), ("NECK", "HEAD", 0.09), ("H
                  ("HIP_RIGHT", "KNEE_RIGHT", 0.08), ("KNEE_LEFT", "ANKLE_LEFT", 0.06),
                  ("KNEE_RIGHT", "ANKLE_RIGHT", 0.06))
 CROSSING_MAX_DEG = 15.0
+GEOMETRY_CHUNK = 512  # frames per block of the occlusion test
 
 
 @dataclass(frozen=True)
@@ -154,18 +155,20 @@ def kinect_geometry(pos_world: np.ndarray, pelvis_R_world: np.ndarray, kinect_ce
     hidden = np.zeros((P, N, J), dtype=bool)
     f = np.linspace(0.25, 0.97, 28)
     rel = pos_world - kinect_centre  # (P,N,J,3)
-    for q in range(P):
-        for a_name, b_name, radius in BODY_CAPSULES:
-            a = pos_world[q, :, KINECT_INDEX[a_name]] - kinect_centre  # (N,3)
-            ab = pos_world[q, :, KINECT_INDEX[b_name]] - kinect_centre - a
-            for p in range(P):
-                if p == q:
-                    continue
-                ray = f[:, None, None, None] * rel[p][None]  # (S,N,J,3)
-                s = np.clip(np.sum((ray - a[None, :, None]) * ab[None, :, None], axis=-1)
-                            / np.sum(ab * ab, axis=-1)[None, :, None], 0.0, 1.0)
-                d = np.linalg.norm(ray - (a[None, :, None] + s[..., None] * ab[None, :, None]), axis=-1)
-                hidden[p] |= np.any(d < radius, axis=0)
+    for lo in range(0, N, GEOMETRY_CHUNK):  # in chunks of frames, to bound the memory
+        n = slice(lo, lo + GEOMETRY_CHUNK)
+        for q in range(P):
+            for a_name, b_name, radius in BODY_CAPSULES:
+                a = rel[q, n, KINECT_INDEX[a_name]]  # (n,3)
+                ab = rel[q, n, KINECT_INDEX[b_name]] - a
+                for p in range(P):
+                    if p == q:
+                        continue
+                    ray = f[:, None, None, None] * rel[p, n][None]  # (S,n,J,3)
+                    s = np.clip(np.sum((ray - a[None, :, None]) * ab[None, :, None], axis=-1)
+                                / np.sum(ab * ab, axis=-1)[None, :, None], 0.0, 1.0)
+                    d = np.linalg.norm(ray - (a[None, :, None] + s[..., None] * ab[None, :, None]), axis=-1)
+                    hidden[p, n] |= np.any(d < radius, axis=0)
     bearing = np.arctan2(pelvis[..., 0] - kinect_centre[0], pelvis[..., 2] - kinect_centre[2])  # world azimuth
     crossings = []
     for p in range(P):
