@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kinect-model", choices=tuple(KINECT_MODELS), default="azure",
                         help="the Kinects' device model: azure (Azure Kinect DK) or femto-bolt (Orbbec Femto Bolt through "
                              "Orbbec's K4A wrapper: 80x51 deg colour, epoch-like device times, start offsets of minutes)")
+    parser.add_argument("--realism", choices=("field", "ideal"), default="field",
+                        help="field (default): the Kinects make k4abt's errors (joint-definition bias, noisy hands, "
+                             "mirrored bodies, new and swapped ids, drop-outs); ideal: none of them")
     parser.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty OUT_DIR")
     parser.set_defaults(func=run)
 
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     config = SimConfig(seconds=args.seconds, people=args.people, kinects=args.kinects, seed=args.seed,
                        pano_width=args.pano_width, kinect_noise_mm=args.kinect_noise_mm,
                        kinect_video=not args.no_kinect_video, board=args.board, flashes=flashes,
-                       kinect_model=args.kinect_model, overwrite=args.overwrite)
+                       kinect_model=args.kinect_model, realism=args.realism, overwrite=args.overwrite)
     if args.board and args.no_kinect_video:
         raise InputError("--board needs the Kinect recordings", fix="drop --no-kinect-video")
     with tqdm(total=int(args.seconds * 30), unit="frame", desc="rendering frames") as bar:
