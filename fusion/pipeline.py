@@ -34,6 +34,7 @@ from omnimocap.data.skeletons import (
 )
 from omnimocap.errors import InputError, UserError
 from omnimocap.fusion.depth_cue import DepthCueConfig, HandSurface, depth_shift, load_depth_frames
+from omnimocap.fusion.identity import PeopleConfig
 from omnimocap.fusion.filtering import SmootherConfig, estimate_noise_std, smooth_positions, smooth_rotations
 from omnimocap.fusion.interpolate import interpolate_positions, interpolate_rotations
 from omnimocap.fusion.lifting import fuse_ray_depth, lift_observation
@@ -95,6 +96,9 @@ class ProcessConfig:
     the synthetic model files reproduce)."""
     preview: bool = True
     """Write ``views_preview.png``, a contact sheet of hand views (decodes some panorama frames)."""
+    people: PeopleConfig = field(default_factory=PeopleConfig)
+    """How Kinect bodies become people: id re-linking, left/right repair, drop-out bridging
+    (``fusion.identity``)."""
     smoothing: bool = True
     """Temporal smoothing, adapted to each track's measured noise, of the Kinect joints that anchor
     the hands' depth and of the fused hands (noise-free data pass unchanged)."""
@@ -113,17 +117,23 @@ class PeopleTracks:
     joints: np.ndarray  # (P, F, 32, 3) world, NaN where missing
     confidence: np.ndarray  # (P, F, 32) k4abt levels
     counts: dict = field(default_factory=dict)
+    repairs: dict = field(default_factory=dict)
+    """What ``fusion.identity`` found: people, body tracks, frames whose left/right labels were exchanged."""
 
 
-def load_people(session: Session, rig: Rig) -> PeopleTracks:
+def load_people(session: Session, rig: Rig, config: PeopleConfig | None = None) -> PeopleTracks:
     """Read every Kinect's body tracking, map it into the world and onto the session clock.
 
     The first Kinect in the manifest is the reference: its frame times are the output times.
-    With several Kinects, their skeletons are fused per person (``fusion.skeleton_fusion``).
+    Bodies become people through ``fusion.identity`` (ids re-linked over time, left/right labels
+    decided, drop-outs bridged; ``config`` switches each) and, with several Kinects, their skeletons
+    are fused per person (``fusion.skeleton_fusion``). A person's id is its body id in the reference
+    Kinect (the first one it had there), or a new id above all body ids.
     """
     from omnimocap.capture.bodies import read_bodies
     from omnimocap.fusion.skeleton_fusion import BodyTrack, fuse_people
 
+    config = config or PeopleConfig()
     kinects = session.kinects()
     if not kinects:
         raise InputError("the session has no Kinect", path=session.root / "session.json")
@@ -148,19 +158,24 @@ def load_people(session: Session, rig: Rig) -> PeopleTracks:
     if not any(tr.device == reference for tr in tracks):
         raise InputError("no body was tracked in the reference Kinect's recording",
                          path=session.path(kinects[0].bodies))
-    if len(kinects) == 1:
-        ref_tracks = [tr for tr in tracks if tr.device == reference]
-        ids = [tr.body_id for tr in ref_tracks]
-        joints = np.stack([tr.joints for tr in ref_tracks])
-        conf = np.stack([tr.confidence for tr in ref_tracks]).astype(np.int64)
-    else:
-        people = fuse_people(tracks, t_ref)
+    people = fuse_people(tracks, t_ref, config=config)
+    if not config.relink_ids:
         people = [pp for pp in people if any(tracks[k].device == reference for k in pp.tracks)]
-        ids = [next(tracks[k].body_id for k in pp.tracks if tracks[k].device == reference) for pp in people]
-        joints = np.stack([pp.joints for pp in people])
-        # fused confidence in [0, 1] back onto the k4abt levels the body fit weighs
-        conf = np.stack([np.digitize(pp.confidence, [1e-6, 0.5, 0.97]) for pp in people]).astype(np.int64)
-    return PeopleTracks(t_ref, list(ids), joints, conf, counts)
+    if not people:
+        raise InputError("no person was tracked long enough in the Kinects' recordings",
+                         path=session.path(kinects[0].bodies))
+    ids: list[int] = []
+    spare = max(tr.body_id for tr in tracks) + 1
+    for pp in people:
+        own = [tracks[k].body_id for k in pp.tracks if tracks[k].device == reference and tracks[k].body_id not in ids]
+        ids.append(own[0] if own else spare)
+        spare += 0 if own else 1
+    joints = np.stack([pp.joints for pp in people])
+    # fused confidence in [0, 1] back onto the k4abt levels the body fit weighs
+    conf = np.stack([np.digitize(pp.confidence, [1e-6, 0.5, 0.97]) for pp in people]).astype(np.int64)
+    repairs = {"people": len(people), "body_tracks": len(tracks),
+               "frames_relabelled": {str(i): int(sum(m.sum() for m in pp.swapped.values())) for i, pp in zip(ids, people)}}
+    return PeopleTracks(t_ref, list(ids), joints, conf, counts, repairs)
 
 
 def predicted_hands(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndarray]:
@@ -354,8 +369,9 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
         report["notes"].append("the recording was interrupted; the session was recovered from what was written")
         report["recovery"] = recovered
 
-    people = load_people(session, rig)
+    people = load_people(session, rig, config.people)
     report["kinect_counts"] = people.counts
+    report["people_repairs"] = people.repairs
     timings["load_bodies"] = time.perf_counter() - t0
 
     # --- views and hands, per panorama frame -----------------------------------------------------
