@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--flash", type=float, nargs="+", default=(), metavar="T",
                         help="switch a light on at each session time T (seconds) for about half a second, seen by the "
                              "360 camera and the Kinects' colour cameras, for `omnimocap sync --flash`")
+    parser.add_argument("--realism", choices=("field", "ideal"), default="field",
+                        help="field (default): the Kinects make k4abt's errors (joint-definition bias, noisy hands, "
+                             "mirrored bodies, new and swapped ids, drop-outs); ideal: none of them")
     parser.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty OUT_DIR")
     parser.set_defaults(func=run)
 
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     config = SimConfig(seconds=args.seconds, people=args.people, kinects=args.kinects, seed=args.seed,
                        pano_width=args.pano_width, kinect_noise_mm=args.kinect_noise_mm,
                        kinect_video=not args.no_kinect_video, board=args.board, flashes=flashes,
-                       overwrite=args.overwrite)
+                       realism=args.realism, overwrite=args.overwrite)
     if args.board and args.no_kinect_video:
         raise InputError("--board needs the Kinect recordings", fix="drop --no-kinect-video")
     with tqdm(total=int(args.seconds * 30), unit="frame", desc="rendering frames") as bar:

@@ -26,11 +26,20 @@ The panorama side has two sources:
   detector: the simulator's body ids equal its person indices, so the association is given too.
 * real detections over the panorama (hand and body keypoints), which need an association with
   Kinect bodies; sessions that would need it raise a UserError saying so.
+
+Body keypoints over the panorama come from a pose model (COCO-17, ``data/skeletons.py``
+``COCO_KEYPOINTS``) run on perspective views cut from the equirect frames, the same views as the
+hand detector's (``hands/views.py`` ``WristView``): per view, :class:`PoseDetections` (what the
+model returns: boxes and keypoints in view pixels with their confidences), turned into panorama
+bearings per detected person by :func:`body_bearings_from_detections`
+(:class:`BodyKeypointBearings`). ``capture/sim_detector.py`` fills the same structure from a
+simulated session's truth (the ``simulated-detector`` observer's body keypoints).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -44,6 +53,7 @@ from omnimocap.data.skeletons import (
     KINECT_WRIST, SIDES, kinect_from_smplx_matrix,
 )
 from omnimocap.errors import InputError, UserError
+from omnimocap.hands.views import WristView, view_pixel_to_pano_bearing
 
 MOTION_FILE = "motion.npz"
 # Kinect joints tracked per person, in track order (see the module docstring); the wrists come first.
@@ -76,6 +86,84 @@ class PanoObservations:
     bearings: np.ndarray
     simulated_observer: bool
     noise_deg: float | None = None
+
+
+@dataclass
+class PoseDetections:
+    """A pose model's people in one view: ``boxes_xyxy`` (M,4) view pixels, ``confidence`` (M,) per
+    person, ``keypoints`` (M,17,2) COCO-17 keypoints in view pixels (x right, y down; NaN where the
+    model gives none) and ``keypoint_confidence`` (M,17) in [0,1]."""
+
+    boxes_xyxy: np.ndarray
+    confidence: np.ndarray
+    keypoints: np.ndarray
+    keypoint_confidence: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "PoseDetections":
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 17, 2)), np.zeros((0, 17)))
+
+    def __len__(self) -> int:
+        return len(self.confidence)
+
+
+@dataclass
+class BodyKeypointBearings:
+    """Detected people over the panorama, one row each: pano ``frame`` index (M,), COCO-17 unit
+    ``bearing`` (M,17,3) in the panorama frame (NaN where the keypoint's confidence is below the
+    threshold it was made with), ``confidence`` (M,17) the keypoints', ``box_confidence`` (M,)."""
+
+    frame: np.ndarray
+    bearing: np.ndarray
+    confidence: np.ndarray
+    box_confidence: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+# A person seen by two overlapping views: the keypoints both views are confident of lie closer than
+# this (median angle).
+BODY_MERGE_DEG = 3.0
+
+
+def _same_person(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two (17,3) keypoint bearing sets (NaN where a view has none) are one person."""
+    both = np.all(np.isfinite(a), axis=-1) & np.all(np.isfinite(b), axis=-1)
+    if not both.any():
+        return False
+    cos = np.clip(np.sum(a[both] * b[both], axis=-1), -1.0, 1.0)
+    return bool(np.degrees(np.median(np.arccos(cos))) < BODY_MERGE_DEG)
+
+
+def body_bearings_from_detections(frame_index: int, views: Sequence[WristView], detections: Sequence[PoseDetections],
+                                  min_confidence: float = 0.5) -> BodyKeypointBearings:
+    """Every view's people as panorama bearings of their keypoints (those at ``min_confidence`` or
+    more; NaN otherwise). A person found by several views is kept once, from the view where the box
+    centre lies nearest the image centre (least cut off); two detections are one person when the
+    keypoints both give (whatever their confidence) lie within :data:`BODY_MERGE_DEG` (median)."""
+    rows = []
+    for view, det in zip(views, detections):
+        for m in range(len(det)):
+            box = np.asarray(det.boxes_xyxy[m], dtype=np.float64)
+            conf = np.asarray(det.keypoint_confidence[m], dtype=np.float64)
+            raw = view_pixel_to_pano_bearing(view, np.asarray(det.keypoints[m], dtype=np.float64))
+            b = np.where((conf >= min_confidence)[:, None], raw, np.nan)
+            ok = np.all(np.isfinite(b), axis=-1)
+            if not ok.any():
+                continue
+            off_centre = np.linalg.norm(0.5 * (box[:2] + box[2:]) - (view.size - 1) / 2.0) / view.size
+            rows.append((off_centre, b, conf, float(det.confidence[m]), raw))
+    rows.sort(key=lambda r: r[0])
+    kept: list[tuple] = []
+    for r in rows:
+        if not any(_same_person(r[4], k[4]) for k in kept):
+            kept.append(r)
+    n = len(kept)
+    return BodyKeypointBearings(np.full(n, frame_index, dtype=np.int64),
+                                np.array([k[1] for k in kept]).reshape(n, 17, 3),
+                                np.array([k[2] for k in kept]).reshape(n, 17),
+                                np.array([k[3] for k in kept], dtype=np.float64))
 
 
 @dataclass

@@ -1,12 +1,16 @@
-"""Motion of the simulated people: smooth (infinitely differentiable) functions of session time.
+"""Motion of the simulated people: smooth functions of session time.
 
 Each person is driven on the SMPL-X kinematic tree: local joint rotations (55, 3x3, SMPL-X order,
-canonical frame; see fusion/body_model.py) and a root translation, both closed-form sums of
-sinusoids, so the truth can be sampled at any time. People walk slowly about a home spot, turn
-towards and away from the 360 camera, gesture so that their hands come in front of the body and
-towards the camera, and their hands open, close, point and pinch (absolute finger rotations per
-MANO joint, flat-hand convention; left hands are proper left-hand parameters, the mirror of the
-right-hand ones).
+canonical frame; see fusion/body_model.py) and a root translation, closed-form in time (sums of
+sinusoids and smooth steps, twice continuously differentiable), so the truth can be sampled at any
+time. The scene is as busy as a real capture: each person walks back and forth along a lane in
+front of the 360 camera (lanes at different distances, neighbours in opposite phase, so people
+cross and hide one another from the Kinects behind the camera), turns fully around every
+:data:`TURN_PERIOD_S` or so (a half turn away, a dwell with the back to the camera, the second half
+turn, a dwell facing it), bends forward now and then, and gestures so that the hands come in
+front of the body and towards the camera (as close as about 0.4 m to it on the nearest lane);
+the hands open, close, point and pinch (absolute finger rotations per MANO joint, flat-hand
+convention; left hands are proper left-hand parameters, the mirror of the right-hand ones).
 
 World frame: y up, metres, floor at y = 0.
 """
@@ -64,6 +68,22 @@ def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return axis_angle_to_matrix(safe * angle[:, None])
 
 
+def _smooth_step(x: np.ndarray) -> np.ndarray:
+    """0 for x <= 0, 1 for x >= 1, the quintic smoothstep between (twice continuously differentiable)."""
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * x * (10.0 - 15.0 * x + 6.0 * x * x)
+
+
+# One full turn per period: a half turn away from the face target, a dwell with the back to it, the
+# second half turn and a dwell facing it, as fractions of the period.
+TURN_PERIOD_S = (9.0, 13.0)
+_TURN_AWAY = (0.0, 0.16)
+_TURN_BACK = (0.36, 0.52)
+# Lanes: horizontal distance of each walking line from the 360 camera, by number of people (metres).
+_LANES_M = {1: (0.87,), 2: (0.87, 1.6), 3: (0.87, 1.35, 1.85)}
+WALK_AMPLITUDE_M = (0.75, 0.95)
+
+
 def _smooth_step_wave(t: np.ndarray, freq: float, phase: float) -> np.ndarray:
     """Smooth values in [0, 1] that dwell near 0 and 1 (a squashed cosine)."""
     c = np.cos(2 * np.pi * freq * t + phase)
@@ -79,8 +99,9 @@ class PersonMotion:
     hand_betas: np.ndarray  # (2, 10) left, right
     home: np.ndarray
     face_target: np.ndarray
-    params: np.ndarray  # (32,) random phases and rates in [0, 1)
+    params: np.ndarray  # (40,) random phases and rates in [0, 1)
     pelvis_height: float
+    walk_phase: float = 0.0  # radians; neighbouring lanes walk in opposite phase, so they cross
 
     def _p(self, i: int, lo: float, hi: float) -> float:
         return lo + (hi - lo) * float(self.params[i])
@@ -89,15 +110,34 @@ class PersonMotion:
         """Pelvis world position (N,3) and heading angle about +y (N,) at times t (seconds)."""
         t = np.asarray(t, dtype=np.float64)
         two_pi = 2 * np.pi
-        dx = 0.22 * np.sin(two_pi * self._p(0, 0.05, 0.09) * t + two_pi * self._p(1, 0, 1))
-        dz = 0.15 * np.sin(two_pi * self._p(2, 0.04, 0.08) * t + two_pi * self._p(3, 0, 1))
+        # Walk along the lane (x about the home spot, a little in z); the heading faces the target,
+        # sways, and turns fully around once per period.
+        walk_freq = self._p(33, 0.9, 1.1) / self._p(32, 10.0, 14.0)
+        amplitude = self._p(34, *WALK_AMPLITUDE_M)
+        dx = amplitude * np.sin(two_pi * walk_freq * t + self.walk_phase)
+        dz = 0.10 * np.sin(two_pi * self._p(2, 0.04, 0.08) * t + two_pi * self._p(3, 0, 1))
         step = two_pi * self._p(4, 0.7, 0.9)
         bob = 0.012 * np.cos(2 * step * t)
         pos = np.stack([self.home[0] + dx, self.pelvis_height + bob, self.home[2] + dz], axis=-1)
         to_target = self.face_target - pos
         facing = np.arctan2(to_target[:, 0], to_target[:, 2])
-        turn = np.radians(28.0) * np.sin(two_pi * self._p(5, 0.06, 0.12) * t + two_pi * self._p(6, 0, 1))
-        return pos, facing + turn
+        sway = np.radians(20.0) * np.sin(two_pi * self._p(5, 0.06, 0.12) * t + two_pi * self._p(6, 0, 1))
+        return pos, facing + sway + self.turn_angle(t)
+
+    def turn_angle(self, t: np.ndarray) -> np.ndarray:
+        """(N,) accumulated turning about +y (radians, sign per person) at times t: pi for each half turn."""
+        u = np.asarray(t, dtype=np.float64) / self._p(35, *TURN_PERIOD_S) + self._p(36, 0.0, 1.0)
+        whole = np.floor(u)
+        frac = u - whole
+        half = (_smooth_step((frac - _TURN_AWAY[0]) / (_TURN_AWAY[1] - _TURN_AWAY[0]))
+                + _smooth_step((frac - _TURN_BACK[0]) / (_TURN_BACK[1] - _TURN_BACK[0])))
+        sign = 1.0 if self.params[37] < 0.5 else -1.0
+        return sign * np.pi * (2.0 * whole + half)
+
+    def bend(self, t: np.ndarray) -> np.ndarray:
+        """(N,) forward bend level in [0, 1] at times t: mostly upright, now and then bent over."""
+        c = np.cos(2 * np.pi * self._p(38, 0.05, 0.09) * np.asarray(t, dtype=np.float64) + 2 * np.pi * self._p(39, 0, 1))
+        return _smooth_step((c - 0.5) / 0.4)
 
     def local_rotmats(self, t: np.ndarray) -> np.ndarray:
         """(N, 55, 3, 3) local rotations (SMPL-X order, canonical frame) at times t (seconds)."""
@@ -106,16 +146,21 @@ class PersonMotion:
         two_pi = 2 * np.pi
         aa = np.zeros((n, SMPLX_NUM_JOINTS, 3))
         idx = SMPLX_INDEX
-        _, heading = self.transl_root(t)
+        pos, heading = self.transl_root(t)
+        # Passing close in front of the face target (the 360 camera), people reach towards it.
+        near = _smooth_step((1.25 - np.linalg.norm((self.face_target - pos)[:, [0, 2]], axis=-1)) / 0.3)
         step = two_pi * self._p(4, 0.7, 0.9) * t
         walk = 0.6 + 0.4 * np.sin(two_pi * 0.07 * t + two_pi * self._p(7, 0, 1))  # stride level
 
-        lean = np.radians(2.0) * np.sin(step * 0.5)
+        # Bending over: the pelvis tips forward (the hips give it back to the legs) and the spine curls.
+        bend = self.bend(t)
+        lean = np.radians(2.0) * np.sin(step * 0.5) + np.radians(30.0) * bend
         root = _rot_y(heading) @ axis_angle_to_matrix(lean[:, None] * _X)
-        for name, amp in (("spine1", 3.0), ("spine2", 3.0), ("spine3", 2.0)):
+        for name, amp, curl in (("spine1", 3.0, 12.0), ("spine2", 3.0, 10.0), ("spine3", 2.0, 6.0)):
             aa[:, idx[name]] = np.radians(amp) * np.stack([
                 np.sin(two_pi * 0.2 * t + self._p(8, 0, 6)), np.sin(two_pi * 0.13 * t + self._p(9, 0, 6)),
                 0.5 * np.sin(step)], axis=-1)
+            aa[:, idx[name], 0] += np.radians(curl) * bend
         aa[:, idx["neck"], 1] = np.radians(10.0) * np.sin(two_pi * self._p(10, 0.1, 0.2) * t + self._p(11, 0, 6))
         aa[:, idx["head"], 0] = np.radians(8.0) * np.sin(two_pi * self._p(12, 0.1, 0.25) * t + self._p(13, 0, 6))
         aa[:, idx["head"], 1] = np.radians(15.0) * np.sin(two_pi * self._p(14, 0.08, 0.15) * t)
@@ -123,8 +168,9 @@ class PersonMotion:
         # Legs: a slow walking gait (hip flexion about x, knee bend, ankle), opposite phases.
         for side, sign in (("left", 1.0), ("right", -1.0)):
             swing = sign * np.sin(step) * walk
-            aa[:, idx[f"{side}_hip"], 0] = -np.radians(18.0) * swing
-            aa[:, idx[f"{side}_knee"], 0] = np.radians(8.0) + np.radians(22.0) * walk * (0.5 + 0.5 * np.sin(step * sign + 1.2))
+            aa[:, idx[f"{side}_hip"], 0] = -np.radians(18.0) * swing - np.radians(30.0) * bend
+            aa[:, idx[f"{side}_knee"], 0] = (np.radians(8.0) + np.radians(22.0) * walk * (0.5 + 0.5 * np.sin(step * sign + 1.2))
+                                             + np.radians(10.0) * bend)
             aa[:, idx[f"{side}_ankle"], 0] = np.radians(6.0) * swing
 
         rot = axis_angle_to_matrix(aa)
@@ -134,6 +180,7 @@ class PersonMotion:
         for s, side in enumerate(SIDES):
             sx = 1.0 if side == "left" else -1.0
             g = _smooth_step_wave(t, self._p(15 + s, 0.12, 0.22), two_pi * self._p(17 + s, 0, 1))
+            g = g + (1.0 - g) * near
             hang = np.array([0.28 * sx, -0.95, 0.12])
             reach = np.array([0.25 * sx, -0.25, 0.93])
             d = (1 - g)[:, None] * hang + g[:, None] * reach
@@ -219,20 +266,19 @@ def sample_people(people: list[PersonMotion], skeleton: Skeleton, mano: ManoMode
 
 
 def make_people(count: int, rng: np.random.Generator, camera_position: np.ndarray, skeleton: Skeleton) -> list[PersonMotion]:
-    """``count`` people (1-3) in front of the 360 camera (towards world +z), their pelvises about
-    1.0-1.3 m from it horizontally, so gesturing hands come within about 0.6-1.5 m of it."""
+    """``count`` people (1-3) in front of the 360 camera (towards world +z), each walking along a
+    lane (``_LANES_M``: horizontal distance from the camera, the nearest about 0.87 m, so hands
+    reaching towards it come within about 0.4 m), up to about 0.95 m either side of the camera's
+    line of sight, neighbouring lanes in opposite phase."""
     if not 1 <= count <= 3:
         raise ValueError(f"the simulation supports 1 to 3 people, got {count}")
-    spread = np.radians(55.0)
-    azimuths = np.linspace(-spread, spread, count) if count > 1 else np.zeros(1)
     people = []
-    for p, az in enumerate(azimuths):
+    base_phase = rng.uniform(0.0, 2 * np.pi)
+    for p, lane in enumerate(_LANES_M[count]):
         betas = np.zeros(10)
         betas[:3] = rng.uniform(-1.2, 1.2, size=3)
         betas[3:] = rng.normal(scale=0.3, size=7)
-        radius = rng.uniform(1.0, 1.3)
-        az = az + rng.uniform(-0.1, 0.1)
-        home = camera_position + radius * np.array([np.sin(az), 0.0, np.cos(az)])
+        home = camera_position + np.array([rng.uniform(-0.1, 0.1), 0.0, lane + rng.uniform(-0.05, 0.05)])
         rest = skeleton.joints_at_rest(betas)
         # Feet on the floor: the foot joints sit a few centimetres above the sole.
         pelvis_height = float(rest[0, 1] - rest[[10, 11], 1].mean() + 0.04)
@@ -240,6 +286,7 @@ def make_people(count: int, rng: np.random.Generator, camera_position: np.ndarra
         hand[0] = 0.8 * betas[0] + rng.normal(scale=0.2)
         hand[1:3] = rng.normal(scale=0.5, size=2)
         people.append(PersonMotion(betas=betas, hand_betas=np.stack([hand, hand]), home=home,
-                                   face_target=camera_position.copy(), params=rng.random(32),
-                                   pelvis_height=pelvis_height))
+                                   face_target=camera_position.copy(), params=rng.random(40),
+                                   pelvis_height=pelvis_height,
+                                   walk_phase=float(base_phase + np.pi * p + rng.uniform(-0.3, 0.3))))
     return people

@@ -19,8 +19,13 @@ Sensors (world frame: y up, metres, floor y = 0):
 
 Body tracking is modelled from the true SMPL-X joints (``kinect_from_smplx_matrix``), the MANO
 hands (HAND = middle-finger MCP, HANDTIP = middle fingertip, THUMB = thumb tip) and the head (nose,
-eyes, ears), with temporally correlated noise, lower confidence for self-occluded or far joints,
-NONE outside the depth camera's view, and ~1% dropped bodies. The k4abt ``body_id`` of person p is p.
+eyes, ears), with temporally correlated noise (``kinect_noise_mm``), lower confidence for joints
+that are self-occluded, far or hidden behind another person, NONE outside the depth camera's view.
+``SimConfig.realism`` then decides what else a Kinect reports (capture/sim_k4abt.py):
+``"ideal"``: ~1% dropped bodies and k4abt ``body_id`` p for person p, nothing more; ``"field"``
+(the default): k4abt's errors (joint-definition bias, noisier wrists and hands, front/back
+confusion, new and swapped body ids, drop-outs). ``truth/realism.json`` records the level, the
+scene's geometry per Kinect (facing away, hidden joints, crossings) and what was injected.
 
 Board sequence (``SimConfig.board``): during the first ~3 s a ChArUco board (``BoardSpec()`` of
 calibration/board.py) floats 0.7-1.0 m beside the 360 camera, facing the 360 camera and the
@@ -57,6 +62,10 @@ from omnimocap.calibration.transforms import (
 from omnimocap.capture.bodies import BodyRecording, BodyTrack, write_bodies
 from omnimocap.capture.pano import PanoWriter
 from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, DeviceEntry, Session, atomic_write_json
+from omnimocap.capture.sim_k4abt import (
+    REALISM_FILE, REALISM_LEVELS, apply_k4abt_errors, draw_shared_bias, geometry_record, ideal_tracks, kinect_geometry,
+    write_realism,
+)
 from omnimocap.capture.sim_kinect import (
     IMU_RATE_HZ, KinectRenderer, SimKinect, board_in_view, make_sim_kinect, open_recording,
 )
@@ -117,6 +126,7 @@ class SimConfig:
     kinect_video: bool = True  # write kinect_<serial>.mkv (colour, depth, IR) per Kinect
     board: bool = False  # a ChArUco board sequence in the first ~3 s
     flashes: tuple[float, ...] = ()  # session times (s) at which a light comes on for FLASH_HOLD_S
+    realism: str = "field"  # "field": k4abt's errors (capture/sim_k4abt.py); "ideal": none of them
     overwrite: bool = False
 
 
@@ -196,18 +206,21 @@ def _small_rotation(rng: np.random.Generator, deg: float) -> np.ndarray:
 
 def hand_visibility(sample: PeopleSample, camera_centre: np.ndarray) -> np.ndarray:
     """(P, N, 2) bool: the hand centre is within HAND_VISIBLE_RANGE_M of the 360 camera and the
-    line of sight to it does not pass through the person's own torso (a capsule pelvis-neck)."""
+    line of sight to it does not pass through anyone's torso (a capsule pelvis-neck of
+    TORSO_RADIUS_M: the person's own or another person's in front of the hand)."""
     centre = sample.hand_joints.mean(axis=-2)  # (P, N, 2, 3)
     dist = np.linalg.norm(centre - camera_centre, axis=-1)
     visible = (dist >= HAND_VISIBLE_RANGE_M[0]) & (dist <= HAND_VISIBLE_RANGE_M[1])
-    a = sample.joints[:, :, SMPLX_INDEX["pelvis"]][:, :, None, None]  # (P, N, 1, 1, 3)
-    b = sample.joints[:, :, SMPLX_INDEX["neck"]][:, :, None, None]
     f = np.linspace(0.05, 0.9, 18)[:, None]
     ray = camera_centre + f * (centre[:, :, :, None] - camera_centre)  # (P, N, 2, 18, 3)
-    ab = b - a
-    s = np.clip(np.sum((ray - a) * ab, axis=-1) / np.sum(ab * ab, axis=-1), 0.0, 1.0)
-    d = np.linalg.norm(ray - (a + s[..., None] * ab), axis=-1)
-    return visible & ~np.any(d < TORSO_RADIUS_M, axis=-1)
+    for q in range(sample.joints.shape[0]):
+        a = sample.joints[q, :, SMPLX_INDEX["pelvis"]][None, :, None, None]  # (1, N, 1, 1, 3)
+        b = sample.joints[q, :, SMPLX_INDEX["neck"]][None, :, None, None]
+        ab = b - a
+        s = np.clip(np.sum((ray - a) * ab, axis=-1) / np.sum(ab * ab, axis=-1), 0.0, 1.0)
+        d = np.linalg.norm(ray - (a + s[..., None] * ab), axis=-1)
+        visible &= ~np.any(d < TORSO_RADIUS_M, axis=-1)
+    return visible
 
 
 def kinect_joints_world(sample: PeopleSample) -> tuple[np.ndarray, np.ndarray]:
@@ -240,9 +253,13 @@ def kinect_joints_world(sample: PeopleSample) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _kinect_tracks(sample: PeopleSample, T_world_kinect: np.ndarray, noise_mm: float,
-                   rng: np.random.Generator) -> dict[int, BodyTrack]:
-    """k4abt-like tracks of every person seen by one Kinect (positions in its depth frame)."""
+                   rng: np.random.Generator, realism: str = "field", shared_bias: np.ndarray | None = None,
+                   error_rng: np.random.Generator | None = None) -> tuple[dict[int, BodyTrack], dict]:
+    """k4abt-like tracks of every person seen by one Kinect (positions in its depth frame) and the
+    Kinect's record for ``truth/realism.json`` (geometry; with ``realism`` "field" also the injected
+    k4abt errors of capture/sim_k4abt.py, drawn from ``error_rng`` with the persons' ``shared_bias``)."""
     pos_w, rot_w = kinect_joints_world(sample)
+    geometry = kinect_geometry(pos_w, sample.global_R[:, :, SMPLX_INDEX["pelvis"]], T_world_kinect[:3, 3])
     T_kinect_world = invert_pose(T_world_kinect)
     pos = transform_points(T_kinect_world, pos_w)
     rot = np.einsum("ij,pnkjl->pnkil", T_kinect_world[:3, :3], rot_w)
@@ -250,12 +267,14 @@ def _kinect_tracks(sample: PeopleSample, T_world_kinect: np.ndarray, noise_mm: f
     pixels = KINECT_DEPTH_CAMERA.project(pos)
     in_view = ((pos[..., 2] > 0.5) & (pixels[..., 0] >= 0) & (pixels[..., 0] < KINECT_DEPTH_CAMERA.width)
                & (pixels[..., 1] >= 0) & (pixels[..., 1] < KINECT_DEPTH_CAMERA.height))
-    # Joints on the far side of the body (seen from the Kinect) or far away are predicted, not seen.
+    # Joints on the far side of the body (seen from the Kinect), far away or behind another person
+    # are predicted, not seen.
     pelvis = pos[:, :, KINECT_INDEX["PELVIS"]][:, :, None]
     towards = -pelvis / np.linalg.norm(pelvis, axis=-1, keepdims=True)
-    hidden = (np.sum((pos - pelvis) * towards, axis=-1) < -0.06) | (pos[..., 2] > 3.5)
+    hidden = (np.sum((pos - pelvis) * towards, axis=-1) < -0.06) | (pos[..., 2] > 3.5) | geometry.hidden
     conf = np.where(hidden, KINECT_CONFIDENCE_LOW, KINECT_CONFIDENCE_MEDIUM)
     conf = np.where(in_view, conf, KINECT_CONFIDENCE_NONE)
+    field = realism == "field"
     if noise_mm > 0:
         rho = 0.9  # frame-to-frame correlation of the slow half of the noise
         white = rng.normal(size=(P, N, J, 3))
@@ -267,11 +286,17 @@ def _kinect_tracks(sample: PeopleSample, T_world_kinect: np.ndarray, noise_mm: f
         gain = np.where(conf == KINECT_CONFIDENCE_MEDIUM, 1.0, 2.5)[..., None]
         pos = pos + noise_mm / 1000.0 * gain * np.sqrt(0.5) * (white + slow)
         dropped = rng.random((P, N)) < 0.01
-        pos[dropped] = np.nan
+        if not field:  # the field level has its own drop-outs (capture/sim_k4abt.py)
+            pos[dropped] = np.nan
     quats = matrix_to_quat_wxyz(rot)
     quats[~np.isfinite(pos).all(axis=-1)] = np.nan
     conf = np.where(np.isfinite(pos).all(axis=-1), conf, KINECT_CONFIDENCE_NONE)
-    return {p: BodyTrack(pos[p], quats[p], conf[p]) for p in range(P)}
+    record = {"people": P, "frames": N, "geometry": geometry_record(geometry)}
+    if not field:
+        return ideal_tracks(pos, quats, conf), record
+    tracks, errors = apply_k4abt_errors(pos, quats, conf, rot, geometry, shared_bias, error_rng)
+    record.update(errors)
+    return tracks, record
 
 
 def _sample_in_chunks(people, skeleton, mano, t: np.ndarray, chunk: int = 480) -> PeopleSample:
@@ -292,6 +317,8 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
     flashes = tuple(sorted(float(t) for t in config.flashes))
     if flashes and (flashes[0] < 0 or flashes[-1] > config.seconds):
         raise ValueError(f"flash times {flashes} must lie within the session, 0 to {config.seconds} s")
+    if config.realism not in REALISM_LEVELS:
+        raise ValueError(f"realism must be one of {REALISM_LEVELS}, got {config.realism!r}")
     if np.any(np.diff(flashes) < FLASH_HOLD_S):
         raise ValueError(f"flashes {flashes} overlap: they must be at least {FLASH_HOLD_S} s apart")
     rng = np.random.default_rng(config.seed)
@@ -399,9 +426,15 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
             progress(done, total)
 
     # --- Kinect body tracking and recordings ---------------------------------------------------
+    # k4abt's errors draw from their own generators: a seed gives the same scene, rig and ordinary
+    # noise at both realism levels.
+    shared_bias = draw_shared_bias(np.random.default_rng([config.seed, 0x4AB7]), len(people))
+    realism_record = {}
     for k, serial in enumerate(serials):
         sample = _sample_in_chunks(people, skeleton, mano, kinect_t_session[serial])
-        tracks = _kinect_tracks(sample, rig.T_world_sensor[f"kinect_{serial}"], config.kinect_noise_mm, rng)
+        tracks, realism_record[serial] = _kinect_tracks(
+            sample, rig.T_world_sensor[f"kinect_{serial}"], config.kinect_noise_mm, rng, config.realism, shared_bias,
+            np.random.default_rng([config.seed, k, 0x4AB7]))
         bodies_name = f"bodies_{serial}.json"
         write_bodies(session.path(bodies_name), BodyRecording(
             timestamps=kinect_us[serial] / 1e6, frame_ids=np.arange(len(kinect_us[serial])), bodies=tracks,
@@ -415,6 +448,8 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
                                     imu_rngs[k], flashes, rig.time_maps[f"kinect_{serial}"].a / FPS)
         session.add_device(DeviceEntry(kind="kinect", serial=serial, role=role, fps=FPS, recording=recording,
                                        bodies=bodies_name, status="complete"))
+
+    write_realism(truth_dir / REALISM_FILE, config.realism, realism_record)
 
     # --- the 360 stream --------------------------------------------------------------------------
     width = int(config.pano_width) // 2 * 2

@@ -126,3 +126,21 @@ def kinect_from_smplx_matrix() -> np.ndarray:
 def smplx_body_joint_ids() -> tuple[int, ...]:
     """SMPL-X joints that `body.joint_error_mm` is measured on: the 22 skeleton joints 0..21."""
     return tuple(range(22))
+
+# --- COCO-17 body keypoints (pose models such as ultralytics' YOLO-pose), in their order ----------
+COCO_KEYPOINTS: tuple[str, ...] = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+    "right_knee", "left_ankle", "right_ankle",
+)
+COCO_INDEX = {name: i for i, name in enumerate(COCO_KEYPOINTS)}
+# The keypoint each keypoint becomes when left and right are exchanged.
+COCO_FLIP: tuple[int, ...] = tuple(
+    COCO_INDEX[n.replace("left_", "right_") if n.startswith("left_") else n.replace("right_", "left_")]
+    for n in COCO_KEYPOINTS
+)
+# COCO keypoints that are SMPL-X joints (the face keypoints are points on the head).
+COCO_FROM_SMPLX: dict[str, str] = {
+    f"{side}_{part}": f"{side}_{part}" for side in SIDES
+    for part in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle")
+} | {"left_eye": "left_eye_smplhf", "right_eye": "right_eye_smplhf"}

@@ -21,7 +21,8 @@ from omnimocap.fusion.interpolate import interpolate_positions
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     root = tmp_path_factory.mktemp("sim") / "session"
-    simulate_session(root, SimConfig(seconds=1.5, people=2, kinects=2, seed=3, pano_width=640, kinect_noise_mm=0.0))
+    simulate_session(root, SimConfig(seconds=1.5, people=2, kinects=2, seed=3, pano_width=640, kinect_noise_mm=0.0,
+                                     realism="ideal"))
     return root
 
 
@@ -52,11 +53,12 @@ def test_session_complete_and_valid(sim, truth):
         assert truth[key].shape == shape, key
     assert truth["hand_visible"].mean() > 0.5
     assert not np.allclose(truth["betas"][0], truth["betas"][1])
-    # The 360 camera sits 1.0-1.2 m high; hands come within 0.6-1.5 m of it.
+    # The 360 camera sits 1.0-1.2 m high; the people walk on lanes 0.87 and 1.6 m from it, up to
+    # 0.95 m to either side, so their wrists stay within about 0.3-2.6 m of it.
     centre = rig.pose("pano")[:3, 3]
     assert 1.0 <= centre[1] <= 1.2
     dist = np.linalg.norm(truth["hand_joints"][..., 0, :] - centre, axis=-1)
-    assert 0.45 < dist.min() and dist.max() < 1.8
+    assert 0.3 < dist.min() and dist.max() < 2.6
 
 
 def test_time_maps_consistent(sim, truth):

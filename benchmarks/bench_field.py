@@ -1,0 +1,231 @@
+"""The field-realism benchmark: the acceptance flow on simulated sessions at both realism levels,
+and on the field sessions once more with each repair switched off.
+
+Flow per seed and level (two people, two Kinects with recordings)::
+
+    omnimocap simulate S --realism LEVEL --seconds 30 --seed SEED
+    omnimocap calibrate S --method markerless --observer simulated-detector
+    omnimocap sync S --observer simulated-detector
+    omnimocap process S R --hands sim --hand-noise-mm 5 --hand-noise-deg 3 --hand-dropout 0.1
+    omnimocap evaluate R S
+
+run in-process through the verbs' own functions. The repairs are found at run time, not listed
+here: every boolean that defaults to True inside a dataclass field of ``ProcessConfig`` (for
+example ``people.mirror_repair``) and every boolean keyword that defaults to True in
+``calibrate_session`` / ``sync_session`` or in a dataclass they take. With ``--ablate``, each field
+session is run again with one switch off at a time (the rig is reset to the simulated copy first,
+so calibration starts from nothing each time).
+
+Writes ``benchmarks/results/field.json`` (every run's metrics and timings) and ``field.md`` (one
+table: each metric, ideal vs field, then field without each repair; means over the seeds) unless
+``--out`` says otherwise. Long: run niced, e.g. ``nice -n 10 python benchmarks/bench_field.py --seeds 1 2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+METRICS = (
+    ("sync.offset_error_ms", "<=", 2.0),
+    ("calibration.rotation_error_deg", "<=", 0.3),
+    ("calibration.translation_error_mm", "<=", 10.0),
+    ("hands.joint_error_mm", "<=", 12.0),
+    ("hands.wrist_error_mm", "<=", None),  # <= 0.5 * kinect.wrist_error_mm
+    ("kinect.wrist_error_mm", None, None),
+    ("body.joint_error_mm", "<=", 20.0),
+    ("hands.coverage", ">=", 0.9),
+)
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def process_switches() -> list[str]:
+    """Dotted names of the repair switches of ``ProcessConfig`` (booleans defaulting to True inside
+    its dataclass fields)."""
+    from omnimocap.fusion.pipeline import ProcessConfig
+
+    out = []
+    for f in dataclasses.fields(ProcessConfig):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            out += [f"{f.name}.{g.name}" for g in dataclasses.fields(default)
+                    if isinstance(getattr(default, g.name), bool) and getattr(default, g.name) is True]
+    return out
+
+
+def calibration_switches() -> list[str]:
+    """``verb:name`` of the boolean keywords defaulting to True of ``calibrate_session`` and
+    ``sync_session`` (and ``verb:param.name`` inside dataclass defaults they take); ``progress``
+    and ``refine`` are not repairs."""
+    from omnimocap.apps import cmd_calibrate
+
+    out = []
+    for verb, fn in (("calibrate", cmd_calibrate.calibrate_session), ("sync", cmd_calibrate.sync_session)):
+        for name, p in inspect.signature(fn).parameters.items():
+            if name in ("progress", "refine"):
+                continue
+            if p.default is True:
+                out.append(f"{verb}:{name}")
+            elif dataclasses.is_dataclass(p.default):
+                out += [f"{verb}:{name}.{g.name}" for g in dataclasses.fields(p.default)
+                        if getattr(p.default, g.name) is True]
+    return out
+
+
+def _switch_off(obj, dotted: str):
+    """A copy of dataclass ``obj`` with the boolean at ``dotted`` (``a.b``) set to False."""
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        return dataclasses.replace(obj, **{head: False})
+    return dataclasses.replace(obj, **{head: _switch_off(getattr(obj, head), rest)})
+
+
+def _calibration_kwargs(off: str | None, verb: str) -> dict:
+    from omnimocap.apps import cmd_calibrate
+
+    if off is None or not off.startswith(f"{verb}:"):
+        return {}
+    name = off.split(":", 1)[1]
+    head, _, rest = name.partition(".")
+    if not rest:
+        return {head: False}
+    fn = cmd_calibrate.calibrate_session if verb == "calibrate" else cmd_calibrate.sync_session
+    return {head: _switch_off(inspect.signature(fn).parameters[head].default, rest)}
+
+
+def simulate(session: Path, level: str, seed: int, seconds: float, pano_width: int) -> float:
+    from omnimocap.capture.simulate import SimConfig, simulate_session
+
+    t0 = time.perf_counter()
+    simulate_session(session, SimConfig(seconds=seconds, people=2, kinects=2, seed=seed, pano_width=pano_width,
+                                        realism=level, overwrite=True))
+    return time.perf_counter() - t0
+
+
+def run_pipeline(session: Path, result: Path, seed: int, off: str | None = None) -> dict:
+    """calibrate (markerless, simulated detector), sync, process, evaluate with repair ``off``
+    switched off; the session's rig.json is reset to the simulated copy first."""
+    from omnimocap.apps.cmd_calibrate import calibrate_session, sync_session
+    from omnimocap.fusion.evaluate import evaluate
+    from omnimocap.fusion.pipeline import ProcessConfig, process_session
+
+    shutil.copyfile(session / "truth" / "rig.json", session / "rig.json")
+    timings, errors = {}, {}
+    t0 = time.perf_counter()
+    try:
+        calibrate_session(session, method="markerless", observer="simulated-detector",
+                          **_calibration_kwargs(off, "calibrate"))
+    except Exception as exc:  # a failed step is a result of the benchmark, not the end of it
+        errors["calibrate"] = f"{type(exc).__name__}: {exc}"
+    timings["calibrate_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    try:
+        sync_session(session, observer="simulated-detector", **_calibration_kwargs(off, "sync"))
+    except Exception as exc:
+        errors["sync"] = f"{type(exc).__name__}: {exc}"
+    timings["sync_s"] = time.perf_counter() - t0
+    config = ProcessConfig(hands="sim", hand_noise_mm=5.0, hand_noise_deg=3.0, hand_dropout=0.1, seed=seed)
+    if off is not None and ":" not in off:
+        config = _switch_off(config, off)
+    t0 = time.perf_counter()
+    metrics = {}
+    try:
+        process_session(session, result, config, overwrite=True, progress=False)
+        timings["process_s"] = time.perf_counter() - t0
+        metrics = evaluate(result, session)
+    except Exception as exc:
+        errors["process"] = f"{type(exc).__name__}: {exc}"
+    return {"metrics": {k: metrics.get(k) for k, _, _ in METRICS} if metrics else {}, "timings": timings,
+            "errors": errors}
+
+
+def _passes(metrics: dict) -> dict:
+    out = {}
+    for key, op, target in METRICS:
+        v = metrics.get(key)
+        if op is None or v is None:
+            continue
+        if key == "hands.wrist_error_mm":
+            k = metrics.get("kinect.wrist_error_mm")
+            out[key] = k is not None and v <= 0.5 * k
+        else:
+            out[key] = v <= target if op == "<=" else v >= target
+    return out
+
+
+def _mean(values: list) -> float | None:
+    v = [x for x in values if x is not None]
+    return float(np.mean(v)) if v else None
+
+
+def table(runs: list[dict]) -> str:
+    """Markdown: one row per metric, one column per variant (mean over seeds, then each seed)."""
+    variants = []
+    for r in runs:
+        if r["variant"] not in variants:
+            variants.append(r["variant"])
+    lines = ["| metric | target | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]
+    for key, op, target in METRICS:
+        goal = "<= 0.5 x kinect.wrist" if key == "hands.wrist_error_mm" else (f"{op} {target:g}" if op else "")
+        cells = []
+        for v in variants:
+            vals = [r["metrics"].get(key) for r in runs if r["variant"] == v]
+            m = _mean(vals)
+            each = " / ".join("-" if x is None else f"{x:.3g}" for x in vals)
+            cells.append("-" if m is None else f"{m:.3g} ({each})")
+        lines.append(f"| {key} | {goal} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--levels", nargs="+", default=["ideal", "field"], choices=["ideal", "field"])
+    p.add_argument("--pano-width", type=int, default=1920)
+    p.add_argument("--ablate", action="store_true", help="field sessions again with each repair switched off")
+    p.add_argument("--work", type=Path, default=Path("bench_field_work"), help="folder for the sessions and results")
+    p.add_argument("--out", type=Path, default=RESULTS / "field", help="writes OUT.json and OUT.md")
+    args = p.parse_args(argv)
+    switches = process_switches() + calibration_switches() if args.ablate else []
+    print(f"repair switches found: {switches or 'none'}", file=sys.stderr)
+    runs = []
+    for seed in args.seeds:
+        for level in args.levels:
+            session = args.work / f"{level}_seed{seed}"
+            sim_s = simulate(session, level, seed, args.seconds, args.pano_width)
+            for off in [None] + (switches if level == "field" else []):
+                variant = level if off is None else f"field, {off} off"
+                print(f"seed {seed}: {variant}", file=sys.stderr)
+                run = run_pipeline(session, args.work / f"result_{level}_seed{seed}_{off or 'all'}", seed, off)
+                run.update(seed=seed, level=level, variant=variant, switch_off=off, simulate_s=sim_s,
+                           passes=_passes(run["metrics"]))
+                runs.append(run)
+                print(json.dumps(run), file=sys.stderr)
+                _write(args, runs, switches)
+    return 0
+
+
+def _write(args, runs: list[dict], switches: list[str]) -> None:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    info = {"seconds": args.seconds, "seeds": args.seeds, "people": 2, "kinects": 2, "kinect_recordings": True,
+            "pano_width": args.pano_width, "switches": switches,
+            "flow": "simulate --realism LEVEL; calibrate --method markerless --observer simulated-detector; "
+                    "sync --observer simulated-detector; process --hands sim --hand-noise-mm 5 --hand-noise-deg 3 "
+                    "--hand-dropout 0.1; evaluate"}
+    args.out.with_suffix(".json").write_text(json.dumps({"setup": info, "runs": runs}, indent=1))
+    md = (f"# Field realism benchmark\n\n{args.seconds:g} s, 2 people, 2 Kinects with recordings, seeds "
+          f"{', '.join(map(str, args.seeds))}; mean over seeds (each seed in brackets).\n\n" + table(runs))
+    args.out.with_suffix(".md").write_text(md)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
