@@ -229,6 +229,24 @@ class SyncResult:
         }
 
 
+@dataclass
+class RobustConfig:
+    """The robust loss of :meth:`BearingProblem.solve` (sync and markerless calibration)."""
+
+    scale_from_data: bool = True
+    """Refit with the loss scaled by the residuals of a first fit (off: soft-L1 at ``2 * noise_deg``)."""
+    loss: str = "cauchy"
+    """scipy ``least_squares`` loss of the refit."""
+    scale_sigmas: float = 2.5
+    """The refit's loss scale in robust standard deviations of the first fit's residuals (per axis)."""
+    min_scale_deg: float = 0.05
+    """Lowest loss scale, degrees (noise-free simulations)."""
+
+
+# The settings every solve uses; replace to change them for a run.
+ROBUST = RobustConfig()
+
+
 class BearingProblem:
     """Observed bearings against interpolated trajectories, the residual shared by sync and
     markerless calibration.
@@ -358,7 +376,11 @@ class BearingProblem:
 
     def solve(self, x0: np.ndarray, noise_deg: float, rate_prior_std_ppm: float | None = None,
               noise_ar_order: int = 0) -> tuple[np.ndarray, dict]:
-        """Robust (soft-L1) least squares from ``x0``; returns the solution and its statistics.
+        """Robust least squares from ``x0``; returns the solution and its statistics. A first
+        soft-L1 fit with the scale ``2 * noise_deg``; with :data:`ROBUST` ``scale_from_data`` a second
+        fit with ``ROBUST.loss`` (Cauchy by default) whose scale comes from that fit's residuals (the
+        detections' real scatter, not the assumed one), which keeps mislabelled or misassociated
+        bearings from pulling.
 
         Residuals of one track are correlated over neighbouring frames: the Kinect joint noise is
         partly slow (it drifts over a fraction of a second, which no low-pass removes without
@@ -373,21 +395,30 @@ class BearingProblem:
         arrival times measure the rate independently of the latency), weighted against the motion
         with the same correction."""
         scale = np.radians(2.0 * noise_deg)
+        loss = "soft_l1"
         fit = self._fit(x0, scale, 0.0)
         stats = self._stats(fit, noise_deg, None)
+        if ROBUST.scale_from_data:
+            # the loss's scale from the residuals themselves: the median angle of a 2-D Gaussian
+            # bearing error is 1.177 sigma per axis
+            sigma = np.radians(float(np.median(self.angles_deg(fit.x)))) / 1.1774
+            scale = max(ROBUST.scale_sigmas * sigma, np.radians(ROBUST.min_scale_deg))
+            loss = ROBUST.loss
+            fit = self._fit(fit.x, scale, 0.0, loss)
+            stats = self._stats(fit, noise_deg, None)
         if noise_ar_order > 0:
             self.estimate_whitening(fit.x, noise_ar_order, stats["inlier"])
             # The innovations are smaller than the residuals; the outlier threshold follows.
             scale *= self.start_scale if len(self.ar) else 1.0
-            fit = self._fit(fit.x, scale, 0.0)
+            fit = self._fit(fit.x, scale, 0.0, loss)
             stats = self._stats(fit, noise_deg, None)
         if rate_prior_std_ppm:
             w = stats["sigma"] * np.sqrt(stats["tau"]) / rate_prior_std_ppm
-            fit = self._fit(fit.x, scale, w)
+            fit = self._fit(fit.x, scale, w, loss)
             stats = self._stats(fit, noise_deg, rate_prior_std_ppm)
         return fit.x, stats
 
-    def _fit(self, x0: np.ndarray, scale: float, prior_weight: float):
+    def _fit(self, x0: np.ndarray, scale: float, prior_weight: float, loss: str = "soft_l1"):
         def fun(x):
             r = self.residuals(x)
             return np.r_[r, prior_weight * x[0]] if prior_weight else r
@@ -397,7 +428,7 @@ class BearingProblem:
             # a round-off value such as 1e-14 (a zero Jacobian, and a fit that never moves).
             f0 = fun(x)
             return np.stack([(fun(x + FD_STEP * e) - f0) / FD_STEP for e in np.eye(len(x))], axis=1)
-        return least_squares(fun, x0, jac=jac, loss="soft_l1", f_scale=scale, x_scale=1.0)
+        return least_squares(fun, x0, jac=jac, loss=loss, f_scale=scale, x_scale=1.0)
 
     def _stats(self, fit, noise_deg: float, rate_prior_std_ppm: float | None) -> dict:
         x = fit.x

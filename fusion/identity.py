@@ -357,3 +357,82 @@ def bridge_gaps(t: np.ndarray, joints: np.ndarray, confidence: np.ndarray, max_g
         confidence[fill, j] = bridged_confidence
     bridged = missing_before & np.isfinite(joints).all(axis=-1).any(axis=-1)
     return joints, confidence, bridged
+
+
+def people_recordings(session, rig, config: PeopleConfig | None = None) -> dict:
+    """Every Kinect's body tracking of ``session`` with the k4abt failures above repaired, as
+    :class:`omnimocap.capture.bodies.BodyRecording` per Kinect serial (device frame, device clock,
+    like the files): body id ``p`` is person ``p`` in every Kinect (ids re-linked over time and
+    matched across Kinects through ``rig``'s poses and time maps), and frames whose left/right labels
+    were exchanged carry them the right way round. Drop-outs stay missing (the files' frames are
+    kept). With ``relink_ids`` and ``mirror_repair`` both off the recordings are returned as read.
+    People are numbered by the reference (first) Kinect's first sight of them."""
+    from omnimocap.calibration.transforms import transform_points
+    from omnimocap.capture.bodies import BodyRecording, BodyTrack as K4Track, read_bodies
+    from omnimocap.fusion.skeleton_fusion import LEFT_RIGHT, BodyTrack, resample_track
+
+    config = config or PeopleConfig()
+    entries = [e for e in session.kinects() if e.bodies]
+    recordings = {e.serial: read_bodies(session.path(e.bodies)) for e in entries}
+    if not entries or not (config.relink_ids or config.mirror_repair):
+        return recordings
+    tracks, keys = [], []
+    for e in entries:
+        name = f"kinect_{e.serial}"
+        if name not in rig.T_world_sensor:
+            continue
+        rec = recordings[e.serial]
+        T = rig.pose(name)
+        t = rig.time_map(name).to_session(rec.timestamps)
+        for body_id in sorted(rec.bodies):
+            tr = rec.bodies[body_id]
+            tracks.append(BodyTrack(name, body_id, t, transform_points(T, tr.positions), tr.confidences, T[:3, 3]))
+            keys.append((e.serial, body_id))
+    if not tracks:
+        return recordings
+    if config.relink_ids:
+        pieces, origin = split_tracklets(tracks, max_gap_s=config.max_gap_s, jump_m=config.jump_m)
+        groups = link_tracklets(pieces, config)
+    else:
+        pieces, origin = tracks, list(range(len(tracks)))
+        groups = [[k] for k in range(len(tracks))]
+    # people in order of their first frame in the reference Kinect (then anywhere)
+    ref = f"kinect_{entries[0].serial}"
+
+    def first_seen(g):
+        starts = [(pieces[k].device != ref, float(pieces[k].t[np.isfinite(pieces[k].joints).all(-1).any(-1)][0]))
+                  for k in g]
+        return min(starts)
+
+    groups = sorted(groups, key=first_seen)
+    t_ref = tracks[0].t
+    out = {s: BodyRecording(r.timestamps, r.frame_ids, {}, r.source_file, r.sdk_version, r.has_confidences, r.stats)
+           for s, r in recordings.items()}
+    for person, g in enumerate(groups):
+        merged = merge_pieces(pieces, g)
+        masks = [np.zeros(len(m.t), dtype=bool) for m in merged]
+        if config.mirror_repair:
+            res = [resample_track(m, t_ref) for m in merged]
+            _, _, on_ref = resolve_mirrors([r[0] for r in res], [r[1] for r in res],
+                                           [np.asarray(m.sensor_position) for m in merged], config,
+                                           float(np.median(np.diff(t_ref))) if len(t_ref) > 1 else 1 / 30)
+            for i, m in enumerate(merged):
+                nearest = np.clip(np.searchsorted(t_ref, m.t), 0, len(t_ref) - 1)
+                masks[i] = on_ref[i][nearest]
+        for m, mask in zip(merged, masks):
+            serial = m.device[len("kinect_"):]
+            rec = recordings[serial]
+            present = np.isfinite(m.joints).all(axis=-1).any(axis=-1)
+            pos = np.full((len(rec), 32, 3), np.nan)
+            ori = np.full((len(rec), 32, 4), np.nan)
+            conf = np.zeros((len(rec), 32), dtype=np.int64)
+            for k in g:
+                if pieces[k].device != m.device:
+                    continue
+                src = rec.bodies[keys[origin[k]][1]]
+                mine = np.isfinite(pieces[k].joints).all(axis=-1).any(axis=-1)
+                pos[mine], ori[mine], conf[mine] = src.positions[mine], src.orientations[mine], src.confidences[mine]
+            flip = mask & present
+            pos[flip], ori[flip], conf[flip] = pos[flip][:, LEFT_RIGHT], ori[flip][:, LEFT_RIGHT], conf[flip][:, LEFT_RIGHT]
+            out[serial].bodies[person] = K4Track(pos, ori, conf)
+    return out

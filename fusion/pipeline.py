@@ -30,10 +30,11 @@ from omnimocap.calibration.rig import Rig
 from omnimocap.calibration.transforms import invert_pose, transform_points
 from omnimocap.capture.session import Session, atomic_write_json
 from omnimocap.data.skeletons import (
-    KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB, KINECT_WRIST, SIDES,
+    KINECT_ELBOW, KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB, KINECT_WRIST, SIDES,
 )
 from omnimocap.errors import InputError, UserError
 from omnimocap.fusion.depth_cue import DepthCueConfig, HandSurface, depth_shift, load_depth_frames
+from omnimocap.fusion.body_fit import BodyFitConfig
 from omnimocap.fusion.identity import PeopleConfig
 from omnimocap.fusion.filtering import SmootherConfig, estimate_noise_std, smooth_positions, smooth_rotations
 from omnimocap.fusion.interpolate import interpolate_positions, interpolate_rotations
@@ -70,7 +71,7 @@ class ProcessConfig:
     batch_frames: int = 16
     """Panorama frames whose views go through the hand backend as one batch."""
     depth_weights: dict[str, float] = field(default_factory=lambda: {"wrist": 1.0, "hand": 1.0, "handtip": 0.5, "thumb": 0.5})
-    """Weights of the Kinect hand joints in the hand's depth along the viewing ray."""
+    """Weights of the Kinect hand joints in the hand's depth along the viewing ray (``depth.arm_anchor`` off)."""
     max_gate_m: float = 0.15
     """A lifted wrist further than this from the Kinect-predicted wrist is rejected, metres."""
     max_hand_gap_s: float = 0.1
@@ -99,6 +100,8 @@ class ProcessConfig:
     people: PeopleConfig = field(default_factory=PeopleConfig)
     """How Kinect bodies become people: id re-linking, left/right repair, drop-out bridging
     (``fusion.identity``)."""
+    body: BodyFitConfig = field(default_factory=BodyFitConfig)
+    """The SMPL-X body fit (``fusion.body_fit``; its ``device`` is replaced by ``device`` above)."""
     smoothing: bool = True
     """Temporal smoothing, adapted to each track's measured noise, of the Kinect joints that anchor
     the hands' depth and of the fused hands (noise-free data pass unchanged)."""
@@ -179,12 +182,13 @@ def load_people(session: Session, rig: Rig, config: PeopleConfig | None = None) 
 
 
 def predicted_hands(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndarray]:
-    """Kinect hand joints (wrist, hand, handtip, thumb) interpolated to times ``t`` (M,).
+    """Kinect arm and hand joints (elbow, wrist, hand, handtip, thumb) interpolated to times ``t`` (M,).
 
     Returns arrays (P, M, 2, 3) per joint name (side 0 left, 1 right), world frame, NaN where
     the Kinect had no data nearby. Up to 50 ms beyond the ends are extrapolated.
     """
-    joint_ids = {"wrist": KINECT_WRIST, "hand": KINECT_HAND, "handtip": KINECT_HANDTIP, "thumb": KINECT_THUMB}
+    joint_ids = {"elbow": KINECT_ELBOW, "wrist": KINECT_WRIST, "hand": KINECT_HAND, "handtip": KINECT_HANDTIP,
+                 "thumb": KINECT_THUMB}
     out = {}
     for key, ids in joint_ids.items():
         cols = [ids[s] for s in SIDES]
@@ -202,10 +206,20 @@ def predicted_hands(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndarray
 HAND_CENTRE_BLEND = {"wrist": 0.10, "hand": 0.45, "handtip": 0.33, "thumb": 0.12}
 
 
-def hand_centre(pred: dict[str, np.ndarray]) -> np.ndarray:
-    """Predicted hand centre (an estimate of the mean of the 21 hand joints) from the Kinect hand
-    joints; falls back to the wrist where the other joints are missing."""
-    c = sum(w * pred[name] for name, w in HAND_CENTRE_BLEND.items())
+# Distance from the wrist to the mean of the 21 hand joints of an open hand, metres.
+HAND_CENTRE_REACH_M = 0.08
+
+
+def hand_centre(pred: dict[str, np.ndarray], from_arm: bool = False) -> np.ndarray:
+    """Predicted hand centre (an estimate of the mean of the 21 hand joints), world metres: with
+    ``from_arm`` the wrist moved by :data:`HAND_CENTRE_REACH_M` along the forearm (elbow to wrist),
+    else the blend of the Kinect hand joints; falls back to the wrist where the others are missing."""
+    if from_arm:
+        forearm = pred["wrist"] - pred["elbow"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = pred["wrist"] + HAND_CENTRE_REACH_M * forearm / np.linalg.norm(forearm, axis=-1, keepdims=True)
+    else:
+        c = sum(w * pred[name] for name, w in HAND_CENTRE_BLEND.items())
     return np.where(np.isfinite(c), c, pred["wrist"])
 
 
@@ -227,7 +241,8 @@ def plan_hand_views(pred: dict[str, np.ndarray], T_pano_world: np.ndarray, time_
     ``pred`` are the outputs of :func:`predicted_hands` (world frame). The view looks at the
     predicted hand centre and contains a sphere of ``hand_radius_m`` around it and the Kinect hand
     joints, with ``view_margin``."""
-    centre_world = hand_centre(pred)
+    centre_world = hand_centre(pred, config.depth.arm_anchor)
+    extent = ("wrist",) if config.depth.arm_anchor else ("wrist", "hand", "handtip", "thumb")
     keys, points, centres = [], [], []
     for k in time_indices:
         for p in range(centre_world.shape[0]):
@@ -235,7 +250,7 @@ def plan_hand_views(pred: dict[str, np.ndarray], T_pano_world: np.ndarray, time_
                 c = centre_world[p, k, s]
                 if not np.all(np.isfinite(c)):
                     continue
-                pts = [pred[n][p, k, s] for n in ("wrist", "hand", "handtip", "thumb")]
+                pts = [pred[n][p, k, s] for n in extent]
                 pts += list(c + config.hand_radius_m * np.vstack([np.eye(3), -np.eye(3)]))
                 pts = np.array([q for q in pts if np.all(np.isfinite(q))])
                 points.append(transform_points(T_pano_world, pts))
@@ -293,11 +308,15 @@ def _hand_surface(config: ProcessConfig) -> HandSurface:
     return HandSurface(ManoModel.from_dict(make_synthetic_mano("right")))
 
 
-def _joint_depth_std(people: PeopleTracks, floor_m: float) -> np.ndarray:
+def _joint_depth_std(people: PeopleTracks, floor_m: float, wrist_only: bool = False,
+                     wrist_floor_m: float = 0.0) -> np.ndarray:
     """Per person, the standard deviation (metres) assumed for the depth fitted to the Kinect hand
-    joints: their measured white noise, at least ``floor_m``."""
-    cols = [ids[s] for ids in (KINECT_WRIST, KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB) for s in SIDES]
-    return np.array([max(floor_m, estimate_noise_std(j[:, cols])) for j in people.joints])
+    joints (``wrist_only``: the wrists): their measured white noise, at least ``floor_m`` (and
+    ``wrist_floor_m`` for the wrists alone)."""
+    groups = (KINECT_WRIST,) if wrist_only else (KINECT_WRIST, KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB)
+    cols = [ids[s] for ids in groups for s in SIDES]
+    floor = max(floor_m, wrist_floor_m) if wrist_only else floor_m
+    return np.array([max(floor, estimate_noise_std(j[:, cols])) for j in people.joints])
 
 
 def make_estimator(config: ProcessConfig, session: Session) -> HandEstimator:
@@ -408,11 +427,13 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
     depth_shifts: list[float] = []
     if depth_frames:
         surface = _hand_surface(config)
-        joint_std = _joint_depth_std(people, config.joint_depth_floor_m)
+        joint_std = _joint_depth_std(people, config.joint_depth_floor_m, config.depth.arm_anchor,
+                                     config.depth.wrist_floor_m)
         # the hand's predicted velocity carries a candidate hand to the time of a depth frame
         with np.errstate(invalid="ignore", divide="ignore"):
-            centre_velocity = (np.gradient(hand_centre(pred), t_pano_session, axis=1)
-                               if F_pano > 1 else np.full(hand_centre(pred).shape, np.nan))
+            centre = hand_centre(pred, config.depth.arm_anchor)
+            centre_velocity = (np.gradient(centre, t_pano_session, axis=1)
+                               if F_pano > 1 else np.full(centre.shape, np.nan))
     preview: list[np.ndarray] = []
 
     frame_iter = _pano_frames(session, pano_entry, needs_images or config.preview)
@@ -458,9 +479,9 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
             if not agrees and not overruled:
                 counts["side_mismatch"] += 1
                 continue
+            weights = {"wrist": 1.0} if config.depth.arm_anchor else config.depth_weights
             lifted = lift_observation(obs, req, T_world_pano, pred["wrist"][p, k, s],
-                                      {name: pred[name][p, k, s] for name in config.depth_weights},
-                                      config.depth_weights)
+                                      {name: pred[name][p, k, s] for name in weights}, weights)
             if lifted.lateral_offset > config.max_gate_m:
                 counts["gated"] += 1
                 continue
@@ -521,14 +542,14 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
         _smooth_hands(hand_joints, hand_R, hand_pose, hand_valid, fps, config)
 
     # --- body fit, hand integration, export -----------------------------------------------------
-    from omnimocap.fusion.body_fit import BodyFitConfig, fit_body
+    from omnimocap.fusion.body_fit import fit_body
     from omnimocap.fusion.body_model import load_skeleton
     from omnimocap.fusion.export import write_amass_npz
     from omnimocap.fusion.hand_integration import integrate_hands
 
     t_fit = time.perf_counter()
     skeleton = load_skeleton(config.smplx_model)
-    body_cfg = BodyFitConfig(device=config.device)
+    body_cfg = replace(config.body, device=config.device)
     local = np.zeros((P, F, 55, 3, 3))
     transl = np.zeros((P, F, 3))
     betas = np.zeros((P, skeleton.num_betas))

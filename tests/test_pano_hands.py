@@ -317,3 +317,22 @@ def test_missing_detector_weights_name_the_file_and_the_fix(short_session, tmp_p
     for verb in ("calibrate", "sync"):
         line = one_line_error(capsys, [verb, str(short_session), "--observer", "detector", "--quiet"])
         assert "wilor/detector.pt" in line and "omnimocap models download" in line
+
+
+def test_hand_centre_ignores_a_collapsed_hand_tip_and_thumb():
+    tracks = _tracks(seconds=2.0, people=1)
+    clean = hand_centres(tracks)[0]
+    collapsed = KinectTracks("k", tracks.t_session, tracks.points.copy(), tracks.sigma.copy())
+    for side in SIDES:
+        for joint in ("HANDTIP", "THUMB"):
+            collapsed.points[:30, hand_track(0, side, joint)] = collapsed.points[:30, hand_track(0, side, "HAND")]
+    got = hand_centres(collapsed)[0]
+    assert np.abs(got - clean).max() < 0.015  # the open hand's centre, within a centimetre and a half
+    import omnimocap.calibration.pano_hands as ph
+
+    plain = ph.HAND_CENTRES
+    try:
+        ph.HAND_CENTRES = ph.HandCentreConfig(collapse_check=False)
+        assert np.linalg.norm(hand_centres(collapsed)[0][:30] - clean[:30], axis=-1).min() > 0.03
+    finally:
+        ph.HAND_CENTRES = plain
