@@ -359,6 +359,11 @@ def bridge_gaps(t: np.ndarray, joints: np.ndarray, confidence: np.ndarray, max_g
     return joints, confidence, bridged
 
 
+# What :func:`people_recordings` uses without a config (the calibration's and sync's Kinect tracks);
+# replace to change it for a run.
+CALIBRATION_PEOPLE = PeopleConfig()
+
+
 def people_recordings(session, rig, config: PeopleConfig | None = None) -> dict:
     """Every Kinect's body tracking of ``session`` with the k4abt failures above repaired, as
     :class:`omnimocap.capture.bodies.BodyRecording` per Kinect serial (device frame, device clock,
@@ -371,7 +376,7 @@ def people_recordings(session, rig, config: PeopleConfig | None = None) -> dict:
     from omnimocap.capture.bodies import BodyRecording, BodyTrack as K4Track, read_bodies
     from omnimocap.fusion.skeleton_fusion import LEFT_RIGHT, BodyTrack, resample_track
 
-    config = config or PeopleConfig()
+    config = config or CALIBRATION_PEOPLE
     entries = [e for e in session.kinects() if e.bodies]
     recordings = {e.serial: read_bodies(session.path(e.bodies)) for e in entries}
     if not entries or not (config.relink_ids or config.mirror_repair):

@@ -127,3 +127,57 @@ def test_bridge_respects_the_longest_gap():
     out, c, bridged = bridge_gaps(t, j, conf, 0.5)
     assert np.allclose(out[5:8, 0, 0], t[5:8]) and np.all(c[5:8] == 0.3)
     assert np.isnan(out[15:25]).all() and bridged.sum() == 3
+
+
+class _Entry:
+    def __init__(self, serial: str):
+        self.serial, self.bodies = serial, f"bodies_{serial}.json"
+
+
+class _Session:
+    """What people_recordings reads of a session: its Kinects and their body files."""
+
+    def __init__(self, root, serials):
+        self.root, self.serials = root, serials
+
+    def kinects(self):
+        return [_Entry(s) for s in self.serials]
+
+    def path(self, name):
+        return self.root / name
+
+
+def test_people_recordings_give_one_id_per_person_with_the_labels_repaired(tmp_path):
+    from omnimocap.calibration.rig import Rig, TimeMap
+    from omnimocap.calibration.transforms import make_pose
+    from omnimocap.capture.bodies import BodyRecording, BodyTrack as K4Track, write_bodies
+    from omnimocap.fusion.identity import people_recordings
+
+    rng = np.random.default_rng(5)
+    truth = turning(T, (0.0, 0.0, 0.0))
+    sensors = {"000000000001": SENSOR_A, "000000000002": SENSOR_B}
+    rig = Rig({f"kinect_{s}": make_pose(np.eye(3), p) for s, p in sensors.items()},
+              {f"kinect_{s}": TimeMap() for s in sensors})
+    masks = {}
+    lost = k4.dropouts(1, T, rng, run_s=(0.5, 0.5))
+    before = np.cumsum(lost) == 0
+    for serial, sensor in sensors.items():
+        seen, masks[serial] = k4.mirror_runs(truth + rng.normal(0, 0.01, truth.shape), T, sensor, rng)
+        local = seen - sensor  # the device frame: the rig's pose is a pure translation
+        ori = np.tile([1.0, 0.0, 0.0, 0.0], (len(T), 32, 1))
+        conf = np.full((len(T), 32), 2)
+        if serial == "000000000002":  # lost for half a second, back with a new id
+            parts = {4: before, 9: ~before & ~lost}
+        else:
+            parts = {1: np.ones(len(T), dtype=bool)}
+        bodies = {i: K4Track(np.where(m[:, None, None], local, np.nan), np.where(m[:, None, None], ori, np.nan),
+                             np.where(m[:, None], conf, 0)) for i, m in parts.items()}
+        write_bodies(tmp_path / f"bodies_{serial}.json", BodyRecording(T, np.arange(len(T)), bodies))
+    out = people_recordings(_Session(tmp_path, list(sensors)), rig)
+    for serial, sensor in sensors.items():
+        assert sorted(out[serial].bodies) == [0]
+        world = out[serial].bodies[0].positions + sensor
+        ok = np.isfinite(world).all(axis=(-1, -2))
+        assert ok.sum() > 0.9 * len(T)
+        assert error_mm(world[ok], truth[ok]) < 25.0 < error_mm((world + 0)[ok & masks[serial]][:, k4.LEFT_RIGHT],
+                                                                truth[ok & masks[serial]])
