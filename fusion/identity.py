@@ -248,9 +248,10 @@ def resolve_mirrors(joints: list[np.ndarray], confidence: list[np.ndarray], sens
     for k in range(K):
         cos = np.nan_to_num(facing_cosine(joints[k], np.asarray(sensors[k], dtype=np.float64)), nan=0.0)
         # exchanged labels must look like a body facing the Kinect; a small prior against exchanges
-        cost_m = 8.0 * np.clip(0.1 - cos, 0.0, None) + 0.1
-        # people walk forwards: exchanged labels would turn a forward walk into a backward one
-        cost_m += np.nan_to_num(np.sum(_forward(joints[k]) * walk, axis=-1), nan=0.0)
+        cost_m = 8.0 * np.clip(0.1 - cos, 0.0, None) + 0.2
+        # people mostly walk forwards: exchanged labels would turn a forward walk into a backward one
+        # (a tie-breaker only: people also step back and walk backwards)
+        cost_m += 0.1 * np.nan_to_num(np.sum(_forward(joints[k]) * walk, axis=-1), nan=0.0)
         # a Kinect more confident of the face than the others is less likely to have exchanged labels
         cost_m += 0.1 * (face[k] - face_mean)
         emit += np.where(present[k], cost_m, 0.0)[:, None] * bits[None, :, k]

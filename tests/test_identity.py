@@ -181,3 +181,13 @@ def test_people_recordings_give_one_id_per_person_with_the_labels_repaired(tmp_p
         assert ok.sum() > 0.9 * len(T)
         assert error_mm(world[ok], truth[ok]) < 25.0 < error_mm((world + 0)[ok & masks[serial]][:, k4.LEFT_RIGHT],
                                                                 truth[ok & masks[serial]])
+
+
+def test_walking_backwards_is_not_taken_for_mirrored_labels():
+    rng = np.random.default_rng(6)
+    truth = turning(T, (0.0, 0.0, 0.0), spin_s=1e9, walk=(0.0, -1.0))  # faces +z, walks towards -z
+    sensors = [SENSOR_A, np.array([-2.0, 1.0, 3.0])]  # both in front
+    seen = [truth + rng.normal(0, 0.01, truth.shape) for _ in sensors]
+    conf = np.full(truth.shape[:2], 2)
+    _, _, masks = resolve_mirrors(seen, [conf, conf], sensors)
+    assert not any(m.any() for m in masks)
