@@ -247,7 +247,7 @@ def _pose_and_clock_errors(session) -> dict:
 @pytest.mark.slow
 def test_markerless_and_sync_from_detected_hands_two_people(tmp_path, capsys):
     s = tmp_path / "s"
-    _run("simulate", str(s), "--no-kinect-video", "--seconds", "30", "--seed", "4", "--people", "2",
+    _run("simulate", str(s), "--no-kinect-video", "--realism", "ideal", "--seconds", "30", "--seed", "4", "--people", "2",
          "--pano-width", "512")
     capsys.readouterr()
     _run("calibrate", str(s), "--observer", "simulated-detector", "--quiet")
