@@ -59,7 +59,9 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
                          search_s: float = 0.5, step_s: float = 1 / 30, ransac_iterations: int = 300,
                          inlier_deg: float = 2.0, noise_deg: float = 0.3, rate_prior_std_ppm: float | None = None,
                          max_rotation_std_deg: float = 0.5, max_translation_std_mm: float = 25.0,
-                         noise_ar_order: int = 2, seed: int = 0) -> MarkerlessResult:
+                         noise_ar_order: int = 2, seed: int = 0,
+                         body_frames: tuple[np.ndarray, np.ndarray] | None = None,
+                         offset_tracks: np.ndarray | None = None, offset_prior_m: float = 0.015) -> MarkerlessResult:
     """Solve ``T_kinect_pano`` and the pano time map from motion.
 
     ``t_pano`` (F,) camera-clock frame times; ``bearings`` (F,K,3) unit directions in the panorama
@@ -67,7 +69,10 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
     ``points_kinect`` (N,K,3) the same points in the Kinect depth frame (metres, NaN where untracked);
     ``traj_sigma`` (N,K) their relative noise (e.g. ``KinectTracks.sigma``; NaN or inf = untracked;
     default all 1), which weighs the refinement, and ``noise_ar_order`` its noise model (see
-    :func:`omnimocap.calibration.timesync.fine_time_map`).
+    :func:`omnimocap.calibration.timesync.fine_time_map`). ``offset_tracks``, ``body_frames`` and
+    ``offset_prior_m``: per-track constant offsets in the body's frame for keypoints whose definition
+    differs from the Kinect's joints (body keypoints), solved with the pose and clock in the
+    refinement (see ``fine_time_map``).
     ``init_time`` (default: identity clock) must be within ``search_s`` of the true offset; its rate
     is the starting rate, a measurement of ``rate_prior_std_ppm`` (ppm) when given (see
     :func:`omnimocap.calibration.timesync.rate_std_ppm`). With ``init_T_kinect_pano`` the RANSAC stage is skipped (refinement only).
@@ -109,7 +114,8 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
     sync = fine_time_map(t_pano, bearings, t_kinect, points_kinect, init_T_kinect_pano, start,
                          traj_sigma=traj_sigma, refine_extrinsics=True, search_s=refine_search,
                          noise_deg=noise_deg, rate_prior_std_ppm=rate_prior_std_ppm, noise_ar_order=noise_ar_order,
-                         min_observations=MIN_OBSERVATIONS, min_frames=MIN_FRAMES, min_motion_m=MIN_MOTION_M)
+                         min_observations=MIN_OBSERVATIONS, min_frames=MIN_FRAMES, min_motion_m=MIN_MOTION_M,
+                         body_frames=body_frames, offset_tracks=offset_tracks, offset_prior_m=offset_prior_m)
     if sync.n_inliers < 0.5 * sync.n_observations:
         raise UserError(f"only {sync.n_inliers} of {sync.n_observations} bearings agree with the solved pose; "
                         "refusing the calibration", fix="check the detections and the time overlap")

@@ -47,7 +47,7 @@ import numpy as np
 
 from omnimocap.calibration.rig import Rig
 from omnimocap.calibration.transforms import invert_pose, transform_points
-from omnimocap.capture.bodies import BodyRecording, read_bodies
+from omnimocap.capture.bodies import BodyRecording
 from omnimocap.capture.pano import read_pano_timestamps
 from omnimocap.capture.session import Session
 from omnimocap.data.skeletons import (
@@ -225,7 +225,11 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
     if entry is None or not entry.bodies:
         raise InputError(f"the session has no body tracking for Kinect {serial}", path=session.root,
                          fix="run `omnimocap track` on the session first")
-    rec = read_bodies(session.path(entry.bodies))
+    from omnimocap.fusion.identity import people_recordings
+
+    # bodies as people: ids consistent over time and across Kinects, left/right the right way round
+    recordings = people_recordings(session, rig)
+    rec = recordings[serial]
     people = num_people if num_people is not None else (max(rec.bodies) + 1 if rec.bodies else 0)
     t = rig.time_map(f"kinect_{serial}").to_session(rec.timestamps)
     pts, var = _joint_tracks(rec, people)
@@ -237,7 +241,7 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
         name = f"kinect_{other.serial}"
         if other.serial == serial or not other.bodies or name not in rig.T_world_sensor:
             continue
-        rec_o = read_bodies(session.path(other.bodies))
+        rec_o = recordings[other.serial]
         if len(rec_o) < 2:
             continue
         p_o, v_o = _joint_tracks(rec_o, people)

@@ -250,21 +250,69 @@ def detect_frames(detector: ViewDetector, reader: PanoReader | None, indices: np
 
 # --- association -------------------------------------------------------------------------------------
 
+@dataclass
+class HandCentreConfig:
+    """Where the Kinect puts the hand a detection is compared with."""
+
+    from_arm: bool = False
+    """The wrist moved ``reach_m`` along the forearm (elbow to wrist), which ignores k4abt's hand
+    joints altogether but misses the box centre by about 4 cm (the hand bends at the wrist); off: the
+    mean of k4abt's wrist, hand, hand tip and thumb joints (about 1.4 cm from the box centre)."""
+    reach_m: float = 0.08
+    """Distance from the wrist to the centre of an open hand, metres."""
+    collapse_check: bool = True
+    """Without ``from_arm``: where k4abt's hand tip or thumb collapse onto its HAND joint (closer than
+    ``collapse_m``), the centre is extrapolated from the wrist through the HAND joint instead, so the
+    collapse does not pull the centre towards the wrist."""
+    collapse_m: float = 0.025
+    """Hand tip or thumb closer than this to the HAND joint count as collapsed, metres."""
+    collapse_gain: float = 1.06
+    """Centre = wrist + gain * (HAND - wrist) in collapsed frames (the four-joint mean of an open hand
+    lies about this far along the wrist-to-HAND line)."""
+
+
+# The settings :func:`hand_centres` uses; replace to change them for a run.
+HAND_CENTRES = HandCentreConfig()
+
+
 def hand_centres(tracks: KinectTracks) -> tuple[np.ndarray, np.ndarray]:
     """Hand centres (N,2P,3) and their relative noise (N,2P): for person p and side s (track
-    ``2 p + s``, sides in ``SIDES`` order) the mean of the Kinect's wrist, hand, hand tip and thumb
-    joints, NaN unless all four are tracked; its noise is that of a mean of independent joints
-    (``tracks.sigma`` of the four, root-sum-square over 4). A detector's box spans the hand from the
-    wrist to the fingertips; its centre lies about 1 deg (RMS, at 1 m) from the bearing of this
-    mean, against 2.4 deg from the HAND joint alone (measured on simulated hands)."""
+    ``2 p + s``, sides in ``SIDES`` order), per :data:`HAND_CENTRES`, either the mean of the Kinect's
+    wrist, hand, hand tip and thumb joints (NaN unless all four are tracked; the noise of a mean of
+    independent joints; extrapolated from wrist and HAND where the hand tip or thumb collapsed onto
+    the HAND joint) or the wrist moved along the forearm (noise of the wrist and the elbow through the
+    lever ``reach / forearm``). A detector's box spans the hand from the wrist to the fingertips; its
+    centre lies about 1 deg (RMS, at 1 m) from the bearing of the four-joint mean, against 2.4 deg
+    from the HAND joint alone (measured on simulated hands)."""
     people = tracks.points.shape[1] // TRACKS_PER_PERSON
     points = np.empty((len(tracks.t_session), len(SIDES) * people, 3))
     sigma = np.empty(points.shape[:2])
+    cfg = HAND_CENTRES
     for p in range(people):
         for s, side in enumerate(SIDES):
+            k = len(SIDES) * p + s
+            wrist, elbow = hand_track(p, side, "WRIST"), hand_track(p, side, "ELBOW")
+            if cfg.from_arm:
+                forearm = tracks.points[:, wrist] - tracks.points[:, elbow]
+                length = np.linalg.norm(forearm, axis=-1, keepdims=True)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    points[:, k] = tracks.points[:, wrist] + cfg.reach_m * forearm / length
+                    lever = cfg.reach_m / np.maximum(length[:, 0], 0.1)
+                sigma[:, k] = np.sqrt(tracks.sigma[:, wrist] ** 2 * (1 + lever) ** 2
+                                      + tracks.sigma[:, elbow] ** 2 * lever ** 2)
+                continue
             cols = [hand_track(p, side, j) for j in _HAND_JOINTS]
-            points[:, len(SIDES) * p + s] = tracks.points[:, cols].mean(axis=1)
-            sigma[:, len(SIDES) * p + s] = np.sqrt(np.sum(tracks.sigma[:, cols] ** 2, axis=1)) / len(cols)
+            points[:, k] = tracks.points[:, cols].mean(axis=1)
+            sigma[:, k] = np.sqrt(np.sum(tracks.sigma[:, cols] ** 2, axis=1)) / len(cols)
+            if cfg.collapse_check:
+                w, h, tip, thumb = (tracks.points[:, c] for c in cols)
+                with np.errstate(invalid="ignore"):
+                    collapsed = ((np.linalg.norm(tip - h, axis=-1) < cfg.collapse_m)
+                                 | (np.linalg.norm(thumb - h, axis=-1) < cfg.collapse_m))
+                points[collapsed, k] = w[collapsed] + cfg.collapse_gain * (h[collapsed] - w[collapsed])
+                hs = tracks.sigma[:, cols[1]]
+                ws = tracks.sigma[:, cols[0]]
+                sigma[collapsed, k] = np.hypot((cfg.collapse_gain - 1) * ws, cfg.collapse_gain * hs)[collapsed]
     return points, sigma
 
 
@@ -447,12 +495,20 @@ def associate_detections(hands: HandBearings, t_pano: np.ndarray, candidates: Ha
 def tracked_views(points: np.ndarray, T_kinect_pano: np.ndarray, size: int = TRACKED_VIEW_PX) -> list[WristView]:
     """A view around each tracked Kinect hand, from the Kinect joints ``points`` (K,3) of one
     instant (track layout of ``calibration/observations.py``, NaN where untracked), planned on its
-    wrist, hand, hand tip and thumb joints with a generous margin (the pose and clock may still be
+    wrist and the hand's extent about its centre (:data:`HAND_CENTRES`; or on its wrist, hand, hand
+    tip and thumb joints) with a generous margin (the pose and clock may still be
     off)."""
     hands = []
     for p in range(points.shape[0] // TRACKS_PER_PERSON):
         for side in SIDES:
-            joints = points[[hand_track(p, side, j) for j in _HAND_JOINTS]]
+            names = ("WRIST", "ELBOW") if HAND_CENTRES.from_arm else _HAND_JOINTS
+            joints = points[[hand_track(p, side, j) for j in names]]
+            if HAND_CENTRES.from_arm:
+                forearm = joints[0] - joints[1]
+                with np.errstate(invalid="ignore"):
+                    centre = joints[0] + HAND_CENTRES.reach_m * forearm / max(np.linalg.norm(forearm), 1e-6)
+                # the hand lies around its centre, within a fist's reach either way (NaN without an elbow)
+                joints = np.vstack([joints[:1], centre + 0.1 * np.vstack([np.eye(3), -np.eye(3)])])
             if np.isfinite(joints).all(axis=-1).any():
                 hands.append(joints)
     if not hands:

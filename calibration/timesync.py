@@ -215,6 +215,8 @@ class SyncResult:
     rate_std_ppm: float
     rotation_std_deg: float | None = None
     translation_std_mm: float | None = None
+    offsets_mm: np.ndarray | None = None
+    """(n,3) the modelled tracks' offsets in the body's frame, millimetres (None when none is modelled)."""
 
     def to_json(self) -> dict:
         return {
@@ -229,6 +231,24 @@ class SyncResult:
         }
 
 
+@dataclass
+class RobustConfig:
+    """The robust loss of :meth:`BearingProblem.solve` (sync and markerless calibration)."""
+
+    scale_from_data: bool = True
+    """Refit with the loss scaled by the residuals of a first fit (off: soft-L1 at ``2 * noise_deg``)."""
+    loss: str = "cauchy"
+    """scipy ``least_squares`` loss of the refit."""
+    scale_sigmas: float = 2.5
+    """The refit's loss scale in robust standard deviations of the first fit's residuals (per axis)."""
+    min_scale_deg: float = 0.05
+    """Lowest loss scale, degrees (noise-free simulations)."""
+
+
+# The settings every solve uses; replace to change them for a run.
+ROBUST = RobustConfig()
+
+
 class BearingProblem:
     """Observed bearings against interpolated trajectories, the residual shared by sync and
     markerless calibration.
@@ -241,6 +261,7 @@ class BearingProblem:
     def __init__(self, splines: TrackSplines, t_pano: np.ndarray, track: np.ndarray, bearings: np.ndarray,
                  init: TimeMap, T_ref_pano: np.ndarray, margin_s: float):
         self.splines = splines
+        self.n_offsets = 0  # see set_offsets
         self.t_mid = float(np.median(t_pano)) if len(t_pano) else 0.0
         self.a0 = init.a
         self.c0 = init.a * self.t_mid + init.b
@@ -266,14 +287,39 @@ class BearingProblem:
         return TimeMap(float(a), float(c - a * self.t_mid))
 
     def pose(self, x: np.ndarray) -> np.ndarray:
-        if len(x) <= 2:
+        if len(x) - 3 * self.n_offsets <= 2:
             return self.T0
         return self.T0 @ make_pose(axis_angle_to_matrix(x[2:5] * 1e-3), x[5:8] * 1e-3)
+
+    def set_offsets(self, t_frames: np.ndarray, frames: np.ndarray, offset_tracks: np.ndarray,
+                    prior_m: float, noise_deg: float) -> None:
+        """Model a constant offset per track of ``offset_tracks`` (K,) bool, in a frame that moves
+        with the body: ``frames`` (N,K,3,3) rotations (columns: the frame's axes in the reference
+        frame) at times ``t_frames`` (N,) (the nearest one is used). The offsets (mm) follow the
+        other parameters in ``x``, with a prior of ``prior_m`` per axis weighed like a bearing of
+        ``noise_deg``. A detector's keypoint is not the Kinect's joint: the difference stays with the
+        body, turns with it, and would otherwise look like a clock error."""
+        slots = np.full(self.splines.num_tracks, -1, dtype=np.int64)
+        slots[np.flatnonzero(offset_tracks)] = np.arange(int(np.sum(offset_tracks)))
+        self.n_offsets = int(np.sum(offset_tracks))
+        self.offset_slot = slots[self.track]
+        self.offset_t = np.asarray(t_frames, dtype=np.float64)
+        self.offset_frames = np.nan_to_num(np.asarray(frames, dtype=np.float64))
+        self.offset_prior = np.radians(noise_deg) / prior_m * 1e-3  # per mm of offset
+
+    def offsets_m(self, x: np.ndarray) -> np.ndarray:
+        """The modelled offsets (n,3), metres, in the body's frame."""
+        return x[len(x) - 3 * self.n_offsets:].reshape(-1, 3) * 1e-3 if self.n_offsets else np.zeros((0, 3))
 
     def predicted(self, x: np.ndarray) -> np.ndarray:
         """Unit bearings (M,3) of the interpolated trajectories in the panorama frame."""
         tq = self.time_map(x).to_session(self.t_pano)
         p_ref = self.splines.evaluate(self.seg, tq)
+        if self.n_offsets:
+            on = self.offset_slot >= 0
+            i = np.clip(np.searchsorted(self.offset_t, tq[on]), 0, len(self.offset_t) - 1)
+            R = self.offset_frames[i, self.track[on]]
+            p_ref[on] = p_ref[on] + (R @ self.offsets_m(x)[self.offset_slot[on]][..., None])[..., 0]
         p = transform_points(invert_pose(self.pose(x)), p_ref)
         return p / np.linalg.norm(p, axis=-1, keepdims=True)
 
@@ -358,7 +404,11 @@ class BearingProblem:
 
     def solve(self, x0: np.ndarray, noise_deg: float, rate_prior_std_ppm: float | None = None,
               noise_ar_order: int = 0) -> tuple[np.ndarray, dict]:
-        """Robust (soft-L1) least squares from ``x0``; returns the solution and its statistics.
+        """Robust least squares from ``x0``; returns the solution and its statistics. A first
+        soft-L1 fit with the scale ``2 * noise_deg``; with :data:`ROBUST` ``scale_from_data`` a second
+        fit with ``ROBUST.loss`` (Cauchy by default) whose scale comes from that fit's residuals (the
+        detections' real scatter, not the assumed one), which keeps mislabelled or misassociated
+        bearings from pulling.
 
         Residuals of one track are correlated over neighbouring frames: the Kinect joint noise is
         partly slow (it drifts over a fraction of a second, which no low-pass removes without
@@ -373,23 +423,34 @@ class BearingProblem:
         arrival times measure the rate independently of the latency), weighted against the motion
         with the same correction."""
         scale = np.radians(2.0 * noise_deg)
+        loss = "soft_l1"
         fit = self._fit(x0, scale, 0.0)
         stats = self._stats(fit, noise_deg, None)
+        if ROBUST.scale_from_data:
+            # the loss's scale from the residuals themselves: the median angle of a 2-D Gaussian
+            # bearing error is 1.177 sigma per axis
+            sigma = np.radians(float(np.median(self.angles_deg(fit.x)))) / 1.1774
+            scale = max(ROBUST.scale_sigmas * sigma, np.radians(ROBUST.min_scale_deg))
+            loss = ROBUST.loss
+            fit = self._fit(fit.x, scale, 0.0, loss)
+            stats = self._stats(fit, noise_deg, None)
         if noise_ar_order > 0:
             self.estimate_whitening(fit.x, noise_ar_order, stats["inlier"])
             # The innovations are smaller than the residuals; the outlier threshold follows.
             scale *= self.start_scale if len(self.ar) else 1.0
-            fit = self._fit(fit.x, scale, 0.0)
+            fit = self._fit(fit.x, scale, 0.0, loss)
             stats = self._stats(fit, noise_deg, None)
         if rate_prior_std_ppm:
             w = stats["sigma"] * np.sqrt(stats["tau"]) / rate_prior_std_ppm
-            fit = self._fit(fit.x, scale, w)
+            fit = self._fit(fit.x, scale, w, loss)
             stats = self._stats(fit, noise_deg, rate_prior_std_ppm)
         return fit.x, stats
 
-    def _fit(self, x0: np.ndarray, scale: float, prior_weight: float):
+    def _fit(self, x0: np.ndarray, scale: float, prior_weight: float, loss: str = "soft_l1"):
         def fun(x):
             r = self.residuals(x)
+            if self.n_offsets:
+                r = np.r_[r, self.offset_prior * x[len(x) - 3 * self.n_offsets:]]
             return np.r_[r, prior_weight * x[0]] if prior_weight else r
         def jac(x):
             # Forward differences with an absolute step: the parameters are in units that keep them
@@ -397,7 +458,7 @@ class BearingProblem:
             # a round-off value such as 1e-14 (a zero Jacobian, and a fit that never moves).
             f0 = fun(x)
             return np.stack([(fun(x + FD_STEP * e) - f0) / FD_STEP for e in np.eye(len(x))], axis=1)
-        return least_squares(fun, x0, jac=jac, loss="soft_l1", f_scale=scale, x_scale=1.0)
+        return least_squares(fun, x0, jac=jac, loss=loss, f_scale=scale, x_scale=1.0)
 
     def _stats(self, fit, noise_deg: float, rate_prior_std_ppm: float | None) -> dict:
         x = fit.x
@@ -410,6 +471,9 @@ class BearingProblem:
         sigma2 = float(r @ r / max(2 * inlier.sum() - len(x), 1))
         tau = _autocorrelation_time(np.where(inlier[:, None], res, 0.0), self.track, self.t_pano)
         info = J.T @ J / (sigma2 * tau)
+        if self.n_offsets:
+            k = 3 * self.n_offsets
+            info[-k:, -k:] += np.eye(k) * self.offset_prior ** 2 / sigma2
         if rate_prior_std_ppm:
             info[0, 0] += 1.0 / rate_prior_std_ppm ** 2
         try:
@@ -479,7 +543,9 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
                   refine_extrinsics: bool = False, rate_prior_std_ppm: float | None = None,
                   search_s: float = 0.25, noise_deg: float = 0.3, smooth_hz: float | None = 3.0,
                   point_noise_m: float = 0.01, noise_ar_order: int = 2, window_s: float = 60.0,
-                  min_observations: int = 100, min_frames: int = 60, min_motion_m: float = 0.03) -> SyncResult:
+                  min_observations: int = 100, min_frames: int = 60, min_motion_m: float = 0.03,
+                  body_frames: tuple[np.ndarray, np.ndarray] | None = None, offset_tracks: np.ndarray | None = None,
+                  offset_prior_m: float = 0.015) -> SyncResult:
     """Time map of the panorama from motion.
 
     ``t_pano`` (F,) frame times on the camera clock; ``bearings`` (F,K,3) observed directions of K
@@ -499,6 +565,12 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
     panorama's rotation and translation are refined jointly. Sessions longer than ``2 * window_s``
     first get per-window offsets (so a large rate error in ``init`` cannot defeat the offset scan),
     then one fit over everything.
+
+    With ``offset_tracks`` (K,) bool and ``body_frames`` = (times (N,), rotations (N,K,3,3)) (see
+    :func:`body_frames`), those tracks get a constant offset in the body's frame, solved jointly
+    (prior ``offset_prior_m`` per axis; :meth:`BearingProblem.set_offsets`): for keypoints of a
+    detector whose definition differs from the Kinect's joints (body keypoints; see
+    :attr:`SyncResult.offsets_mm`).
 
     Raises :class:`UserError` when fewer than ``min_frames`` frames or ``min_observations`` bearings
     meet the trajectories, or when nothing moves (less than ``min_motion_m`` RMS).
@@ -522,7 +594,10 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
                         fix="record a few seconds of arm motion in view of all sensors")
 
     n = 8 if refine_extrinsics else 2
-    x = np.zeros(n)
+    if offset_tracks is not None and np.any(offset_tracks) and body_frames is not None:
+        problem.set_offsets(body_frames[0], body_frames[1], np.asarray(offset_tracks, dtype=bool), offset_prior_m,
+                            noise_deg)
+    x = np.zeros(n + 3 * problem.n_offsets)
     span = np.ptp(problem.t_pano)
     if span > 2 * window_s:
         x = _windowed_start(problem, x, search_s, window_s)
@@ -540,7 +615,21 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
         offset_std_ms=float(std[1]), rate_std_ppm=float(std[0]),
         rotation_std_deg=float(np.degrees(np.linalg.norm(std[2:5]) * 1e-3)) if n == 8 else None,
         translation_std_mm=float(np.linalg.norm(std[5:8])) if n == 8 else None,
+        offsets_mm=problem.offsets_m(x) * 1e3 if problem.n_offsets else None,
     )
+
+
+def body_frames(left: np.ndarray, right: np.ndarray, up_from: np.ndarray, up_to: np.ndarray) -> np.ndarray:
+    """Rotations (N,3,3) of a frame that turns with a body, from its labelled left and right points
+    (N,3) (e.g. shoulders) and an upward direction ``up_to - up_from`` (e.g. mid-shoulders to head):
+    columns x = left - right, y = up made perpendicular to x, z = x cross y. NaN where undefined."""
+    x = left - right
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = x / np.linalg.norm(x, axis=-1, keepdims=True)
+        y = up_to - up_from
+        y = y - np.sum(y * x, axis=-1, keepdims=True) * x
+        y = y / np.linalg.norm(y, axis=-1, keepdims=True)
+    return np.stack([x, y, np.cross(x, y)], axis=-1)
 
 
 def track_motion_m(splines: TrackSplines, seg: np.ndarray, track: np.ndarray, t: np.ndarray) -> float:

@@ -24,7 +24,14 @@ Method
      prior towards the rest pose (``log R_a``), and a temporal term towards the slerp midpoint of the
      neighbouring frames' current estimates (a second-difference penalty: no lag on steady motion).
      The priors decide what the Kinect cannot see: twists about bones and joints it is unsure of.
-3. Frames with fewer than ``min_joints`` usable joints are not fitted but interpolated from their
+3. Joint-definition offsets (``joint_offsets``): k4abt's joints sit off the SMPL-X joints they are
+   modelled from by a constant amount in the body segment's frame. The residual of every Kinect
+   joint, turned into the frame of the SMPL-X joint that carries it, has its per-axis median over
+   the confident frames taken as that offset (shrunk towards zero by its uncertainty); the targets
+   less their offsets give a new shape and a new pose, a few times over. What a constant change of
+   pose or shape can explain stays ambiguous, but offsets that contradict the other joints no
+   longer bend the pose.
+4. Frames with fewer than ``min_joints`` usable joints are not fitted but interpolated from their
    neighbours (slerp of local rotations, linear translation; held at the ends) and reported in
    :attr:`BodyFit.interpolated`.
 
@@ -34,7 +41,7 @@ stay identity; hands are set by :mod:`omnimocap.fusion.hand_integration`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -42,6 +49,7 @@ from omnimocap.data.skeletons import (
     KINECT_BODY_FOR_FIT,
     KINECT_FROM_SMPLX,
     KINECT_INDEX,
+    KINECT_JOINTS,
     SMPLX_INDEX,
     SMPLX_NUM_JOINTS,
     kinect_from_smplx_matrix,
@@ -84,6 +92,24 @@ class BodyFitConfig:
     """Fitted betas are clipped to +- this."""
     device: str = "cpu"
     """Torch device for the pose solve ("cpu" or "cuda")."""
+    joint_offsets: bool = True
+    """Estimate, per person, a constant offset of every Kinect joint in its body segment's frame
+    (k4abt's joints are not SMPL-X joints: each sits a centimetre or so off, the same way in every
+    frame) jointly with the shape, and fit the pose to the corrected joints."""
+    offset_rounds: int = 3
+    """Alternations of offsets, shape and pose after the first fit."""
+    offset_iterations: int = 3
+    """Levenberg-Marquardt steps of the pose in each alternation."""
+    offset_prior_m: float = 0.015
+    """Prior RMS of an offset per axis (metres): offsets are shrunk towards zero by their uncertainty."""
+    offset_dead_zone_m: float = 0.002
+    """Offsets are moved this much towards zero per axis and vanish below it (metres)."""
+    max_offset_m: float = 0.05
+    """Offsets are clipped to +- this per axis (metres)."""
+    offset_min_frames: int = 30
+    """A joint confidently seen in fewer frames keeps a zero offset."""
+    offset_correlation_frames: float = 5.0
+    """Frames per independent sample of a joint's residual (its noise is correlated over time)."""
 
 
 @dataclass
@@ -98,6 +124,9 @@ class BodyFit:
     """(F,) frames that had too few Kinect joints and were interpolated from neighbours."""
     residual_mm: np.ndarray = field(default_factory=lambda: np.zeros(0))
     """(F,) weighted mean distance between model and Kinect joints, millimetres (NaN where interpolated)."""
+    joint_offsets: dict = field(default_factory=dict)
+    """Kinect joint name -> its estimated constant offset (3,) in its segment's frame, metres
+    (zeros without ``BodyFitConfig.joint_offsets``)."""
 
 
 # --- small SO(3) helpers (torch) -------------------------------------------------------------------
@@ -529,10 +558,27 @@ def fit_body(
     prob = _Problem(skeleton, betas, device, dtype)
     Xt = torch.as_tensor(np.nan_to_num(X[frames]), dtype=dtype, device=device)
     wt = torch.as_tensor(w[frames], dtype=dtype, device=device)
+    offsets = np.zeros((len(rows), 3))
     with torch.no_grad():
         R, transl = _initialise(prob, torch.as_tensor(np.nan_to_num(X_init), dtype=dtype, device=device),
                                 torch.as_tensor(w_init, dtype=dtype, device=device))
         R, transl, resid = _solve(prob, R, transl, Xt, wt, frames, config)
+        if config.joint_offsets:
+            seg = torch.as_tensor(_segment_of_rows(prob), device=device)
+            solve_cfg = replace(config, iterations=config.offset_iterations)
+            for _ in range(config.offset_rounds):
+                # the constant part of each Kinect joint's residual in its segment's frame
+                P, G = prob.fk(R, transl)
+                r = Xt - torch.einsum("mk,nkc->nmc", prob.W, P)
+                local = (G[:, seg].transpose(-1, -2) @ r[..., None]).squeeze(-1).cpu().numpy()
+                offsets = _robust_offsets(local, w[frames], config)
+                corr = _rotate(G[:, seg], offsets, dtype, device).cpu().numpy()
+                X_corr = X_all.copy()
+                X_corr[np.ix_(frames, rows)] = X[frames] - corr
+                betas = fit_betas(X_corr, level, skeleton, config)
+                prob = _Problem(skeleton, betas, device, dtype)
+                Xc = torch.as_tensor(np.nan_to_num(X_corr[:, rows][frames]), dtype=dtype, device=device)
+                R, transl, resid = _solve(prob, R, transl, Xc, wt, frames, solve_cfg)
 
     local = np.broadcast_to(np.eye(3), (F, SMPLX_NUM_JOINTS, 3, 3)).copy()
     local[frames, :_NUM_BODY] = R.cpu().numpy()
@@ -547,4 +593,44 @@ def fit_body(
     residual = np.full(F, np.nan)
     residual[frames] = resid.cpu().numpy() * 1000.0
     return BodyFit(local_rotmats=local, betas=betas, transl=trans, joints=joints,
-                   interpolated=~fitted, residual_mm=residual)
+                   interpolated=~fitted, residual_mm=residual,
+                   joint_offsets={KINECT_JOINTS[k]: offsets[i] for i, k in enumerate(rows)})
+
+
+def _segment_of_rows(prob: _Problem) -> np.ndarray:
+    """Per Kinect row of the fit, the SMPL-X joint whose frame carries its offset: the joint with the
+    largest weight in its blend."""
+    W = prob.W.cpu().numpy()
+    return np.argmax(np.abs(W), axis=1)
+
+
+def _rotate(G, offsets: np.ndarray, dtype, device):
+    """Offsets (M,3) in their segments' frames turned into the world by G (N,M,3,3): (N,M,3)."""
+    import torch
+
+    o = torch.as_tensor(offsets, dtype=dtype, device=device)
+    return (G @ o[None, :, :, None]).squeeze(-1)
+
+
+def _robust_offsets(local: np.ndarray, w: np.ndarray, config: BodyFitConfig) -> np.ndarray:
+    """Per Kinect row, the constant offset (M,3) in its segment's frame from the residuals ``local``
+    (N,M,3) of the confident frames (weight ``w`` (N,M) at least MEDIUM's): the per-axis median,
+    shrunk towards zero by its uncertainty against the prior ``offset_prior_m`` and by
+    ``offset_dead_zone_m``, and clipped to ``max_offset_m``."""
+    out = np.zeros(local.shape[1:])
+    good = w >= 0.5 * max(config.confidence_weights)
+    for m in range(local.shape[1]):
+        v = local[good[:, m], m]
+        v = v[np.all(np.isfinite(v), axis=-1)]
+        if len(v) < config.offset_min_frames:
+            continue
+        med = np.median(v, axis=0)
+        spread = 1.4826 * np.median(np.abs(v - med), axis=0)
+        # a median of n samples has about 1.25 sigma / sqrt(n) uncertainty; slow noise counts less
+        # often than once per frame, so the frames are thinned by ``offset_correlation_frames``
+        var = (1.25 * spread) ** 2 / max(len(v) / config.offset_correlation_frames, 1.0)
+        gain = config.offset_prior_m ** 2 / (config.offset_prior_m ** 2 + var)
+        # a dead zone: what is left of a fit to exact joints is the fit's own, not an offset
+        shrunk = np.sign(med) * np.maximum(np.abs(gain * med) - config.offset_dead_zone_m, 0.0)
+        out[m] = np.clip(shrunk, -config.max_offset_m, config.max_offset_m)
+    return out

@@ -196,6 +196,14 @@ class DepthCueConfig:
     """Fewest hand pixels a residual rests on."""
     max_dt_s: float = 0.04
     """A depth frame further in time from the panorama frame than this is not used."""
+    arm_anchor: bool = True
+    """The depth the cue refines comes from the Kinect wrist alone, and the hand's predicted centre
+    from the wrist and the forearm (elbow to wrist); off: from the blend of k4abt's wrist, HAND,
+    HANDTIP and THUMB joints (``ProcessConfig.depth_weights``), which are far noisier than the arm
+    and at times collapse onto each other."""
+    wrist_floor_m: float = 0.008
+    """With ``arm_anchor``: lowest standard deviation assumed for the wrist's depth (metres): the
+    Kinect wrist's definition offset and slow noise, which its frame-to-frame noise does not show."""
 
 
 def depth_shift(frames: list[DepthFrames], t: float, vertices_world: np.ndarray, faces: np.ndarray,

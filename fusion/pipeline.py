@@ -41,10 +41,12 @@ from omnimocap.calibration.rig import Rig
 from omnimocap.calibration.transforms import invert_pose, transform_points
 from omnimocap.capture.session import Session, atomic_write_json
 from omnimocap.data.skeletons import (
-    KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB, KINECT_WRIST, SIDES,
+    KINECT_ELBOW, KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB, KINECT_WRIST, SIDES,
 )
 from omnimocap.errors import InputError, UserError
 from omnimocap.fusion.depth_cue import DepthCueConfig, HandSurface, depth_shift, load_depth_frames
+from omnimocap.fusion.body_fit import BodyFitConfig
+from omnimocap.fusion.identity import PeopleConfig
 from omnimocap.fusion.filtering import SmootherConfig, estimate_noise_std, smooth_positions, smooth_rotations
 from omnimocap.fusion.interpolate import interpolate_positions, interpolate_rotations
 from omnimocap.fusion.lifting import fuse_ray_depth, lift_observation
@@ -80,7 +82,7 @@ class ProcessConfig:
     batch_frames: int = 16
     """Panorama frames whose views go through the hand backend as one batch."""
     depth_weights: dict[str, float] = field(default_factory=lambda: {"wrist": 1.0, "hand": 1.0, "handtip": 0.5, "thumb": 0.5})
-    """Weights of the Kinect hand joints in the hand's depth along the viewing ray."""
+    """Weights of the Kinect hand joints in the hand's depth along the viewing ray (``depth.arm_anchor`` off)."""
     max_gate_m: float = 0.15
     """A lifted wrist further than this from the Kinect-predicted wrist is rejected, metres."""
     max_hand_gap_s: float = 0.1
@@ -109,6 +111,11 @@ class ProcessConfig:
     """Which SMPL-X file of the models folder the fit uses: neutral, female or male."""
     preview: bool = True
     """Write ``views_preview.png``, a contact sheet of hand views (decodes some panorama frames)."""
+    people: PeopleConfig = field(default_factory=PeopleConfig)
+    """How Kinect bodies become people: id re-linking, left/right repair, drop-out bridging
+    (``fusion.identity``)."""
+    body: BodyFitConfig = field(default_factory=BodyFitConfig)
+    """The SMPL-X body fit (``fusion.body_fit``; its ``device`` is replaced by ``device`` above)."""
     smoothing: bool = True
     """Temporal smoothing, adapted to each track's measured noise, of the Kinect joints that anchor
     the hands' depth and of the fused hands (noise-free data pass unchanged)."""
@@ -127,17 +134,23 @@ class PeopleTracks:
     joints: np.ndarray  # (P, F, 32, 3) world, NaN where missing
     confidence: np.ndarray  # (P, F, 32) k4abt levels
     counts: dict = field(default_factory=dict)
+    repairs: dict = field(default_factory=dict)
+    """What ``fusion.identity`` found: people, body tracks, frames whose left/right labels were exchanged."""
 
 
-def load_people(session: Session, rig: Rig) -> PeopleTracks:
+def load_people(session: Session, rig: Rig, config: PeopleConfig | None = None) -> PeopleTracks:
     """Read every Kinect's body tracking, map it into the world and onto the session clock.
 
     The first Kinect in the manifest is the reference: its frame times are the output times.
-    With several Kinects, their skeletons are fused per person (``fusion.skeleton_fusion``).
+    Bodies become people through ``fusion.identity`` (ids re-linked over time, left/right labels
+    decided, drop-outs bridged; ``config`` switches each) and, with several Kinects, their skeletons
+    are fused per person (``fusion.skeleton_fusion``). A person's id is its body id in the reference
+    Kinect (the first one it had there), or a new id above all body ids.
     """
     from omnimocap.capture.bodies import read_bodies
     from omnimocap.fusion.skeleton_fusion import BodyTrack, fuse_people
 
+    config = config or PeopleConfig()
     kinects = session.kinects()
     if not kinects:
         raise InputError("the session has no Kinect", path=session.root / "session.json")
@@ -162,28 +175,34 @@ def load_people(session: Session, rig: Rig) -> PeopleTracks:
     if not any(tr.device == reference for tr in tracks):
         raise InputError("no body was tracked in the reference Kinect's recording",
                          path=session.path(kinects[0].bodies))
-    if len(kinects) == 1:
-        ref_tracks = [tr for tr in tracks if tr.device == reference]
-        ids = [tr.body_id for tr in ref_tracks]
-        joints = np.stack([tr.joints for tr in ref_tracks])
-        conf = np.stack([tr.confidence for tr in ref_tracks]).astype(np.int64)
-    else:
-        people = fuse_people(tracks, t_ref)
+    people = fuse_people(tracks, t_ref, config=config)
+    if not config.relink_ids:
         people = [pp for pp in people if any(tracks[k].device == reference for k in pp.tracks)]
-        ids = [next(tracks[k].body_id for k in pp.tracks if tracks[k].device == reference) for pp in people]
-        joints = np.stack([pp.joints for pp in people])
-        # fused confidence in [0, 1] back onto the k4abt levels the body fit weighs
-        conf = np.stack([np.digitize(pp.confidence, [1e-6, 0.5, 0.97]) for pp in people]).astype(np.int64)
-    return PeopleTracks(t_ref, list(ids), joints, conf, counts)
+    if not people:
+        raise InputError("no person was tracked long enough in the Kinects' recordings",
+                         path=session.path(kinects[0].bodies))
+    ids: list[int] = []
+    spare = max(tr.body_id for tr in tracks) + 1
+    for pp in people:
+        own = [tracks[k].body_id for k in pp.tracks if tracks[k].device == reference and tracks[k].body_id not in ids]
+        ids.append(own[0] if own else spare)
+        spare += 0 if own else 1
+    joints = np.stack([pp.joints for pp in people])
+    # fused confidence in [0, 1] back onto the k4abt levels the body fit weighs
+    conf = np.stack([np.digitize(pp.confidence, [1e-6, 0.5, 0.97]) for pp in people]).astype(np.int64)
+    repairs = {"people": len(people), "body_tracks": len(tracks),
+               "frames_relabelled": {str(i): int(sum(m.sum() for m in pp.swapped.values())) for i, pp in zip(ids, people)}}
+    return PeopleTracks(t_ref, list(ids), joints, conf, counts, repairs)
 
 
 def predicted_hands(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndarray]:
-    """Kinect hand joints (wrist, hand, handtip, thumb) interpolated to times ``t`` (M,).
+    """Kinect arm and hand joints (elbow, wrist, hand, handtip, thumb) interpolated to times ``t`` (M,).
 
     Returns arrays (P, M, 2, 3) per joint name (side 0 left, 1 right), world frame, NaN where
     the Kinect had no data nearby. Up to 50 ms beyond the ends are extrapolated.
     """
-    joint_ids = {"wrist": KINECT_WRIST, "hand": KINECT_HAND, "handtip": KINECT_HANDTIP, "thumb": KINECT_THUMB}
+    joint_ids = {"elbow": KINECT_ELBOW, "wrist": KINECT_WRIST, "hand": KINECT_HAND, "handtip": KINECT_HANDTIP,
+                 "thumb": KINECT_THUMB}
     out = {}
     for key, ids in joint_ids.items():
         cols = [ids[s] for s in SIDES]
@@ -201,10 +220,20 @@ def predicted_hands(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndarray
 HAND_CENTRE_BLEND = {"wrist": 0.10, "hand": 0.45, "handtip": 0.33, "thumb": 0.12}
 
 
-def hand_centre(pred: dict[str, np.ndarray]) -> np.ndarray:
-    """Predicted hand centre (an estimate of the mean of the 21 hand joints) from the Kinect hand
-    joints; falls back to the wrist where the other joints are missing."""
-    c = sum(w * pred[name] for name, w in HAND_CENTRE_BLEND.items())
+# Distance from the wrist to the mean of the 21 hand joints of an open hand, metres.
+HAND_CENTRE_REACH_M = 0.08
+
+
+def hand_centre(pred: dict[str, np.ndarray], from_arm: bool = False) -> np.ndarray:
+    """Predicted hand centre (an estimate of the mean of the 21 hand joints), world metres: with
+    ``from_arm`` the wrist moved by :data:`HAND_CENTRE_REACH_M` along the forearm (elbow to wrist),
+    else the blend of the Kinect hand joints; falls back to the wrist where the others are missing."""
+    if from_arm:
+        forearm = pred["wrist"] - pred["elbow"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = pred["wrist"] + HAND_CENTRE_REACH_M * forearm / np.linalg.norm(forearm, axis=-1, keepdims=True)
+    else:
+        c = sum(w * pred[name] for name, w in HAND_CENTRE_BLEND.items())
     return np.where(np.isfinite(c), c, pred["wrist"])
 
 
@@ -226,7 +255,8 @@ def plan_hand_views(pred: dict[str, np.ndarray], T_pano_world: np.ndarray, time_
     ``pred`` are the outputs of :func:`predicted_hands` (world frame). The view looks at the
     predicted hand centre and contains a sphere of ``hand_radius_m`` around it and the Kinect hand
     joints, with ``view_margin``."""
-    centre_world = hand_centre(pred)
+    centre_world = hand_centre(pred, config.depth.arm_anchor)
+    extent = ("wrist",) if config.depth.arm_anchor else ("wrist", "hand", "handtip", "thumb")
     keys, points, centres = [], [], []
     for k in time_indices:
         for p in range(centre_world.shape[0]):
@@ -234,7 +264,7 @@ def plan_hand_views(pred: dict[str, np.ndarray], T_pano_world: np.ndarray, time_
                 c = centre_world[p, k, s]
                 if not np.all(np.isfinite(c)):
                     continue
-                pts = [pred[n][p, k, s] for n in ("wrist", "hand", "handtip", "thumb")]
+                pts = [pred[n][p, k, s] for n in extent]
                 pts += list(c + config.hand_radius_m * np.vstack([np.eye(3), -np.eye(3)]))
                 pts = np.array([q for q in pts if np.all(np.isfinite(q))])
                 points.append(transform_points(T_pano_world, pts))
@@ -292,11 +322,15 @@ def _hand_surface(config: ProcessConfig) -> HandSurface:
     return HandSurface(ManoModel.from_dict(make_synthetic_mano("right")))
 
 
-def _joint_depth_std(people: PeopleTracks, floor_m: float) -> np.ndarray:
+def _joint_depth_std(people: PeopleTracks, floor_m: float, wrist_only: bool = False,
+                     wrist_floor_m: float = 0.0) -> np.ndarray:
     """Per person, the standard deviation (metres) assumed for the depth fitted to the Kinect hand
-    joints: their measured white noise, at least ``floor_m``."""
-    cols = [ids[s] for ids in (KINECT_WRIST, KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB) for s in SIDES]
-    return np.array([max(floor_m, estimate_noise_std(j[:, cols])) for j in people.joints])
+    joints (``wrist_only``: the wrists): their measured white noise, at least ``floor_m`` (and
+    ``wrist_floor_m`` for the wrists alone)."""
+    groups = (KINECT_WRIST,) if wrist_only else (KINECT_WRIST, KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB)
+    cols = [ids[s] for ids in groups for s in SIDES]
+    floor = max(floor_m, wrist_floor_m) if wrist_only else floor_m
+    return np.array([max(floor, estimate_noise_std(j[:, cols])) for j in people.joints])
 
 
 def make_estimator(config: ProcessConfig, session: Session) -> HandEstimator:
@@ -503,22 +537,23 @@ def load_inputs(session: Session, rig: Rig, config: ProcessConfig) -> SessionInp
     from omnimocap.capture.pano import read_pano_timestamps
     from omnimocap.fusion.body_model import resolve_smplx_model
 
-    people = load_people(session, rig)
+    people = load_people(session, rig, config.people)
     pano_entry = session.pano()
     stamps = read_pano_timestamps(session.path(pano_entry.timestamps or "pano_frames.csv"))
     t_pano_session = rig.time_map("pano").to_session(stamps.t_pano)
     noise = np.array([estimate_noise_std(j) for j in people.joints])
-    return SessionInputs(people, t_pano_session, noise, _joint_depth_std(people, config.joint_depth_floor_m),
+    joint_std = _joint_depth_std(people, config.joint_depth_floor_m, config.depth.arm_anchor, config.depth.wrist_floor_m)
+    return SessionInputs(people, t_pano_session, noise, joint_std,
                          resolve_smplx_model(config.smplx_model, config.models, config.gender))
 
 
 def fit_session_betas(inputs: SessionInputs, config: ProcessConfig) -> np.ndarray:
     """(P, B) body shape of every person fitted over the whole session (for windows fitted apart)."""
-    from omnimocap.fusion.body_fit import BodyFitConfig, fit_betas
+    from omnimocap.fusion.body_fit import fit_betas
     from omnimocap.fusion.body_model import load_skeleton
 
     skeleton = load_skeleton(inputs.smplx_path)
-    body_cfg = BodyFitConfig(device=config.device)
+    body_cfg = replace(config.body, device=config.device)
     people = inputs.people
     levels = np.clip(people.confidence, 0, 3)
     return np.stack([fit_betas(people.joints[p], levels[p], skeleton, body_cfg)
@@ -567,7 +602,7 @@ def process_window(session: Session, rig: Rig, inputs: SessionInputs, config: Pr
     at the session's ends), the hands resampled to the output times, the body fit and hand
     integration. Every cost is proportional to the window's length; the whole session is one window.
     ``preview``: collect the hand views of ``views_preview.png`` (decodes panorama frames)."""
-    from omnimocap.fusion.body_fit import BodyFitConfig, fit_body
+    from omnimocap.fusion.body_fit import fit_body
     from omnimocap.fusion.body_model import load_skeleton
     from omnimocap.fusion.hand_integration import integrate_hands
 
@@ -613,8 +648,9 @@ def process_window(session: Session, rig: Rig, inputs: SessionInputs, config: Pr
         joint_std = inputs.joint_depth_std
         # the hand's predicted velocity carries a candidate hand to the time of a depth frame
         with np.errstate(invalid="ignore", divide="ignore"):
-            centre_velocity = (np.gradient(hand_centre(pred), t_pano_session, axis=1)
-                               if F_pano > 1 else np.full(hand_centre(pred).shape, np.nan))
+            centre = hand_centre(pred, config.depth.arm_anchor)
+            centre_velocity = (np.gradient(centre, t_pano_session, axis=1)
+                               if F_pano > 1 else np.full(centre.shape, np.nan))
     preview_views: list[np.ndarray] = []
 
     frame_iter = _pano_frames(session, pano_entry, needs_images or want_preview, pano_first, pano_last)
@@ -704,7 +740,7 @@ def process_window(session: Session, rig: Rig, inputs: SessionInputs, config: Pr
     # --- body fit and hand integration ----------------------------------------------------------
     t_fit = time.perf_counter()
     skeleton = load_skeleton(inputs.smplx_path)
-    body_cfg = BodyFitConfig(device=config.device)
+    body_cfg = replace(config.body, device=config.device)
     local = np.zeros((P, F, 55, 3, 3))
     transl = np.zeros((P, F, 3))
     betas = np.zeros((P, skeleton.num_betas))
@@ -744,8 +780,9 @@ def _observe(obs, req: ViewRequest, pv: PlannedView, sides: SideConsistency, pre
     overruled = sides.observe((p, s), agrees)
     if not agrees and not overruled:
         return VIEW_SIDE_MISMATCH
+    weights = {"wrist": 1.0} if config.depth.arm_anchor else config.depth_weights
     lifted = lift_observation(obs, req, T_world_pano, pred["wrist"][p, k, s],
-                              {name: pred[name][p, k, s] for name in config.depth_weights}, config.depth_weights)
+                              {name: pred[name][p, k, s] for name in weights}, weights)
     if lifted.lateral_offset > config.max_gate_m:
         return VIEW_GATED
     return lifted, agrees
@@ -787,6 +824,7 @@ def write_results(work: Path, session: Session, rig: Rig, inputs: SessionInputs,
         report["notes"].append("the recording was interrupted; the session was recovered from what was written")
         report["recovery"] = recovered
     report["kinect_counts"] = people.counts
+    report["people_repairs"] = people.repairs
     P, F = len(people.person_ids), len(people.t_session)
     F_pano = len(inputs.t_pano_session)
     outcome = result.views["outcome"]

@@ -170,20 +170,51 @@ def facing_cosine(joints: np.ndarray, sensor_position: np.ndarray) -> np.ndarray
 
 
 def fuse_people(tracks: list[BodyTrack], t: np.ndarray, *, noise_at_1m_m: float = 0.01,
-                max_distance_m: float = 0.35) -> list[FusedPerson]:
+                max_distance_m: float = 0.35, config: "PeopleConfig | None" = None) -> list[FusedPerson]:
     """Fuse all tracks into people on the common times ``t`` (T,). Per joint, weights are
     ``LEVEL_WEIGHT[level] * facing / sigma^2`` with ``sigma = noise_at_1m_m * distance`` (metres) and
-    ``facing = 0.3 + 0.7 * max(0, cos)`` from :func:`facing_cosine` of the relabelled body."""
+    ``facing = 0.3 + 0.7 * max(0, cos)`` from :func:`facing_cosine` of the relabelled body.
+
+    ``config`` (:class:`omnimocap.fusion.identity.PeopleConfig`) switches the repairs of
+    ``fusion.identity``: re-linked ids, the joint left/right decision and the bridging of drop-outs. Without a config the repairs are all on. ``tracks`` of
+    each person are the indices of the input tracks it was built from; ``swapped`` maps each to its
+    frames with exchanged labels (a mask of the Kinect's merged track)."""
+    from omnimocap.fusion.identity import (
+        PeopleConfig, bridge_gaps, link_tracklets, merge_pieces, resolve_mirrors, split_tracklets,
+    )
+
+    config = config or PeopleConfig()
     t = np.asarray(t, dtype=np.float64)
-    res = [resample_track(tr, t) for tr in tracks]
+    if config.relink_ids:
+        pieces, origin = split_tracklets(tracks, max_gap_s=config.max_gap_s, jump_m=config.jump_m)
+        groups = []
+        for members in link_tracklets(pieces, config):
+            merged = merge_pieces(pieces, members)
+            groups.append(([sorted({origin[k] for k in members if pieces[k].device == m.device}) for m in merged],
+                           merged))
+    else:
+        res0 = [resample_track(tr, t) for tr in tracks]
+        groups = [([[k] for k in g], [tracks[k] for k in g])
+                  for g in associate([r[0] for r in res0], [tr.device for tr in tracks], max_distance_m)]
     people = []
-    for group in associate([r[0] for r in res], [tr.device for tr in tracks], max_distance_m):
-        js, cs, masks = resolve_swaps([res[k][0] for k in group], [res[k][1] for k in group])
+    for group, members in groups:
+        res = [resample_track(tr, t) for tr in members]
+        if not any(np.isfinite(r[0]).any() for r in res):
+            continue
+        seen_s = np.isfinite(np.stack([r[0][:, MIDLINE[0]] for r in res])).all(axis=-1).any(axis=0).sum()
+        if config.relink_ids and len(t) > 1 and seen_s * float(np.median(np.diff(t))) < config.min_person_s:
+            continue
+        if config.mirror_repair:
+            js, cs, masks = resolve_mirrors([r[0] for r in res], [r[1] for r in res],
+                                            [np.asarray(m.sensor_position, dtype=np.float64) for m in members],
+                                            config, float(np.median(np.diff(t))) if len(t) > 1 else 1 / 30)
+        else:
+            js, cs, masks = resolve_swaps([r[0] for r in res], [r[1] for r in res])
         num = np.zeros((len(t), NUM_JOINTS, 3))
         den = np.zeros((len(t), NUM_JOINTS))
         distrust = np.ones((len(t), NUM_JOINTS))
-        for k, j, c in zip(group, js, cs):
-            sensor = np.asarray(tracks[k].sensor_position, dtype=np.float64)
+        for m, j, c in zip(members, js, cs):
+            sensor = np.asarray(m.sensor_position, dtype=np.float64)
             dist = np.linalg.norm(j - sensor, axis=-1)
             facing = 0.3 + 0.7 * np.clip(np.nan_to_num(facing_cosine(j, sensor), nan=0.0), 0.0, None)
             w = LEVEL_WEIGHT[c] * facing[:, None] / (noise_at_1m_m * np.maximum(dist, 0.3)) ** 2
@@ -192,7 +223,11 @@ def fuse_people(tracks: list[BodyTrack], t: np.ndarray, *, noise_at_1m_m: float 
             den += w
             distrust *= 1.0 - np.where(w > 0, LEVEL_TRUST[c], 0.0)
         fused = np.where(den[..., None] > 0, num / np.maximum(den, 1e-300)[..., None], np.nan)
-        people.append(FusedPerson(t, fused, 1.0 - distrust, list(group), dict(zip(group, masks))))
+        confidence = 1.0 - distrust
+        if config.bridge_s > 0:
+            fused, confidence, _ = bridge_gaps(t, fused, confidence, config.bridge_s)
+        swapped = {k: mask for origins, mask in zip(group, masks) for k in origins}
+        people.append(FusedPerson(t, fused, confidence, sorted(swapped), swapped))
     return people
 
 

@@ -25,8 +25,9 @@ Noise: ``noise_mm`` is a Gaussian standard deviation per axis on every 3D joint 
 keypoints), ``noise_deg`` the RMS angle of a random rotation applied to ``global_orient`` and to
 every finger rotation, ``dropout`` the probability of returning None. None is also returned when
 the true hand is not visible from the 360 camera (``truth/motion.npz`` ``hand_visible``), when its
-wrist is behind the view camera or outside the view image, and for a person id that the
-simulation does not have (the Kinect body id of simulated person p is p).
+wrist is behind the view camera or outside the view image, and when no true person's wrist of the
+requested side lies within ``MATCH_RADIUS_M`` of the request's predicted wrist: the person is the
+one whose wrist is nearest (body-tracking ids are not the simulation's person indices).
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ from omnimocap.hands.wilor.detector import Detections
 WILOR_FOCAL = 5000.0
 WILOR_CROP = 256.0
 BOX_RESCALE = 2.0
+
+
+# A request is for the true person whose wrist lies this close to its predicted wrist (metres).
+MATCH_RADIUS_M = 0.3
 
 
 class SimHandObserver:
@@ -118,9 +123,25 @@ class SimHandObserver:
         sigma = np.radians(self.noise_deg) / np.sqrt(3.0)
         return axis_angle_to_matrix(self._rng.normal(scale=sigma, size=(n, 3)))
 
+    def _person_at(self, request: ViewRequest) -> int:
+        """The true person whose wrist of the requested side lies nearest the request's predicted
+        wrist (in the panorama frame), within :data:`MATCH_RADIUS_M`; -1 if none. The pipeline's
+        person ids are body-tracking ids, not the simulation's person indices."""
+        if request.predicted_wrist_view is None:
+            return int(request.person_id)
+        predicted = np.asarray(request.R_pano_view, dtype=np.float64) @ np.asarray(request.predicted_wrist_view)
+        s = SIDES.index(request.side)
+        k = int(np.clip(np.searchsorted(self._t, float(self._frame_t[request.frame_index])), 0, len(self._t) - 1))
+        wrists = self.to_pano(self._joints[:, k, s, 0])
+        d = np.linalg.norm(wrists - predicted, axis=-1)
+        best = int(np.nanargmin(d)) if np.isfinite(d).any() else -1
+        return best if best >= 0 and d[best] <= MATCH_RADIUS_M else -1
+
     def observe(self, request: ViewRequest) -> HandObservation | None:
-        person = int(request.person_id)
-        if not 0 <= person < self._joints.shape[0] or not 0 <= request.frame_index < len(self._frame_t):
+        if not 0 <= request.frame_index < len(self._frame_t):
+            return None
+        person = self._person_at(request)
+        if not 0 <= person < self._joints.shape[0]:
             return None
         if self.dropout > 0 and self._rng.random() < self.dropout:
             return None

@@ -30,8 +30,8 @@ def _run(*argv: str) -> None:
 
 
 def _simulate(path, seconds: float, seed: int, width: int = 512) -> None:
-    _run("simulate", str(path), "--no-kinect-video", "--seconds", str(seconds), "--seed", str(seed), "--people", "1",
-         "--pano-width", str(width))
+    _run("simulate", str(path), "--no-kinect-video", "--realism", "ideal", "--seconds", str(seconds), "--seed", str(seed),
+         "--people", "1", "--pano-width", str(width))
 
 
 def _run_json(capsys, *argv: str) -> dict:

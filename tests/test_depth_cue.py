@@ -83,7 +83,8 @@ def test_depth_frames_stream_forward_and_restart_when_asked_back():
 
 
 def _simulate(path, *extra) -> None:
-    assert main(["simulate", str(path), "--seconds", "2", "--people", "1", "--pano-width", "640", *extra]) == 0
+    assert main(["simulate", str(path), "--seconds", "2", "--people", "1", "--pano-width", "640", "--realism", "ideal",
+                 *extra]) == 0
 
 
 def _run(session, out, **overrides) -> tuple[dict, dict]:

@@ -247,7 +247,7 @@ def _pose_and_clock_errors(session) -> dict:
 @pytest.mark.slow
 def test_markerless_and_sync_from_detected_hands_two_people(tmp_path, capsys):
     s = tmp_path / "s"
-    _run("simulate", str(s), "--no-kinect-video", "--seconds", "30", "--seed", "4", "--people", "2",
+    _run("simulate", str(s), "--no-kinect-video", "--realism", "ideal", "--seconds", "30", "--seed", "4", "--people", "2",
          "--pano-width", "512")
     capsys.readouterr()
     _run("calibrate", str(s), "--observer", "simulated-detector", "--quiet")
@@ -317,3 +317,22 @@ def test_missing_detector_weights_name_the_file_and_the_fix(short_session, tmp_p
     for verb in ("calibrate", "sync"):
         line = one_line_error(capsys, [verb, str(short_session), "--observer", "detector", "--quiet"])
         assert "wilor/detector.pt" in line and "omnimocap models download" in line
+
+
+def test_hand_centre_ignores_a_collapsed_hand_tip_and_thumb():
+    tracks = _tracks(seconds=2.0, people=1)
+    clean = hand_centres(tracks)[0]
+    collapsed = KinectTracks("k", tracks.t_session, tracks.points.copy(), tracks.sigma.copy())
+    for side in SIDES:
+        for joint in ("HANDTIP", "THUMB"):
+            collapsed.points[:30, hand_track(0, side, joint)] = collapsed.points[:30, hand_track(0, side, "HAND")]
+    got = hand_centres(collapsed)[0]
+    assert np.abs(got - clean).max() < 0.015  # the open hand's centre, within a centimetre and a half
+    import omnimocap.calibration.pano_hands as ph
+
+    plain = ph.HAND_CENTRES
+    try:
+        ph.HAND_CENTRES = ph.HandCentreConfig(collapse_check=False)
+        assert np.linalg.norm(hand_centres(collapsed)[0][:30] - clean[:30], axis=-1).min() > 0.02
+    finally:
+        ph.HAND_CENTRES = plain

@@ -38,7 +38,8 @@ def _requests(truth, T_world_pano, frames, side):
         R_pano_view = look_at(d_pano, np.array([0.0, -1.0, 0.0]))
         camera = PinholeCamera(300.0, 300.0, (SIZE - 1) / 2, (SIZE - 1) / 2, SIZE, SIZE)
         out.append(ViewRequest(frame_index=i, t_session=float(t), person_id=0, side=side, R_pano_view=R_pano_view,
-                               camera=camera, predicted_wrist_view=np.zeros(3), predicted_box_xyxy=np.zeros(4)))
+                               camera=camera, predicted_wrist_view=R_pano_view.T @ d_pano,
+                               predicted_box_xyxy=np.zeros(4)))
     return out
 
 
@@ -111,7 +112,10 @@ def test_noise_and_dropout(sim):
     angles = np.concatenate([relative_angle_deg(n.hand_pose, c.hand_pose) for n, c in zip(noisy, clean)])
     assert 1.0 < angles.mean() < 6.0
     assert SimHandObserver(root, dropout=1.0).estimate(reqs) == [None] * len(reqs)
-    assert SimHandObserver(root).estimate([ViewRequest(**{**reqs[0].__dict__, "person_id": 7})]) == [None]
+    # a request is for the person whose wrist is near its predicted wrist, whatever its id
+    assert SimHandObserver(root).estimate([ViewRequest(**{**reqs[0].__dict__, "person_id": 7})]) != [None]
+    far = reqs[0].predicted_wrist_view + np.array([0.5, 0.0, 0.0])
+    assert SimHandObserver(root).estimate([ViewRequest(**{**reqs[0].__dict__, "predicted_wrist_view": far})]) == [None]
     # A view pointing away from the hand sees nothing.
     away = ViewRequest(**{**reqs[0].__dict__, "R_pano_view": reqs[0].R_pano_view @ np.diag([-1.0, 1.0, -1.0])})
     assert SimHandObserver(root).estimate([away]) == [None]

@@ -265,3 +265,39 @@ def test_fine_map_whitens_slowly_drifting_trajectory_noise():
         assert b.offset_std_ms < 0.7 * a.offset_std_ms
         assert white[-1] <= 3 * b.offset_std_ms
     assert np.mean(white) < 1.3 * np.mean(plain)
+
+
+def test_body_frame_offsets_keep_keypoint_definition_from_becoming_a_clock_error():
+    from omnimocap.calibration.timesync import body_frames
+
+    rng = np.random.default_rng(11)
+    t = np.arange(0.0, 20.0, 1 / 30)
+    yaw = 0.9 * t + 0.4 * np.sin(0.5 * t)  # a person turning round and round, 2 m in front
+    centre = np.stack([0.3 * np.sin(0.2 * t), 0.1 * np.sin(0.3 * t), 2.0 + 0.2 * np.cos(0.25 * t)], -1)
+    c, s = np.cos(yaw), np.sin(yaw)
+    R = np.zeros((len(t), 3, 3))
+    R[:, 0, 0], R[:, 0, 2], R[:, 1, 1], R[:, 2, 0], R[:, 2, 2] = c, s, 1.0, -s, c
+    local = np.array([[0.2, 0.0, 0.0], [-0.2, 0.0, 0.0], [0.0, 0.3, 0.05], [0.15, -0.4, 0.0], [-0.15, -0.4, 0.0]])
+    joints = centre[:, None] + np.einsum("nij,kj->nki", R, local)  # Kinect joints (the truth)
+    # the detector's keypoints sit 2 cm off, sideways in the body frame: along the turning motion
+    bias = np.array([[0.0, 0.0, 0.02], [0.0, 0.0, -0.02], [0.02, 0.0, 0.0], [0.0, 0.0, 0.02], [0.0, 0.0, -0.02]])
+    keypoints = joints + np.einsum("nij,kj->nki", R, bias)
+    true = TimeMap(1.0, 0.0)
+    t_pano = np.arange(0.5, 19.5, 1 / 30) + 0.0123
+    seen = np.stack([np.interp(true.to_session(t_pano), t, keypoints[:, k, a]) for k in range(5) for a in range(3)],
+                    -1).reshape(len(t_pano), 5, 3)
+    bearings = seen / np.linalg.norm(seen, axis=-1, keepdims=True)
+    bearings += rng.normal(0.0, np.radians(0.1), bearings.shape)
+    bearings /= np.linalg.norm(bearings, axis=-1, keepdims=True)
+    frames = body_frames(joints[:, 0], joints[:, 1], 0.5 * (joints[:, 0] + joints[:, 1]), joints[:, 2])
+    np.testing.assert_allclose(frames[:, :, 0], R[:, :, 0], atol=1e-9)
+    start = TimeMap(1.0, 0.03)
+    common = dict(noise_deg=0.1, noise_ar_order=0, point_noise_m=0.0, search_s=0.1)
+    plain = fine_time_map(t_pano, bearings, t, joints, np.eye(4), start, **common)
+    modelled = fine_time_map(t_pano, bearings, t, joints, np.eye(4), start, **common,
+                             body_frames=(t, np.repeat(frames[:, None], 5, axis=1)), offset_tracks=np.ones(5, bool))
+    err_plain = abs(plain.time_map.b - true.b) * 1e3
+    err_modelled = abs(modelled.time_map.b - true.b) * 1e3
+    assert err_plain > 5.0, err_plain  # the offsets pass for a clock error
+    assert err_modelled < 1.0, err_modelled
+    np.testing.assert_allclose(modelled.offsets_mm, bias * 1e3, atol=5.0)

@@ -1,0 +1,444 @@
+"""Who is who in k4abt body tracking over time: body ids that change, swap and come back, left/right
+labels exchanged while a body faces away, and whole bodies missing for a moment.
+
+Inputs are :class:`omnimocap.fusion.skeleton_fusion.BodyTrack` (k4abt bodies already in the world
+frame, y up, metres, on the session clock, seconds). k4abt's failures handled here:
+
+* **identity**: a body hidden by another is lost and comes back with a new id; two crossing bodies
+  may exchange ids. :func:`split_tracklets` cuts every (Kinect, body id) track where it is missing
+  for longer than ``max_gap_s`` or where its midline jumps further in one frame than a person
+  moves (an id that moved onto another body); :func:`link_tracklets` groups the pieces of all
+  Kinects into people: in order of start time, each piece joins the person whose other Kinects
+  see it at the same place (median midline distance over the common times) or, failing that,
+  whose last known position, carried forward at its last velocity, lies within a gate that grows
+  with the time since (walking speed); else it starts a new person. A person never holds two
+  pieces of one Kinect at the same time.
+* **front/back confusion**: k4abt assumes a body faces its camera; seen from behind, it may report
+  every left/right pair exchanged. :func:`resolve_mirrors` decides, per frame and per Kinect, whether
+  the labels are exchanged, by a Viterbi pass over the joint states of all Kinects that see the
+  person. Costs (dimensionless, per frame): exchanged labels must make the body appear to face its
+  Kinect (a body only gets mirrored while truly facing away, and the mirror image then faces the
+  camera); agreement between Kinects (their sided joints, directly or crossed); temporal
+  continuity (an exchange happens from one frame to the next, which moves every sided joint onto
+  its mirror partner); and a small prior against exchanged labels.
+* **drop-outs**: :func:`bridge_gaps` interpolates a fused joint across a gap no longer than
+  ``bridge_s`` and marks the bridged frames with a low confidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from omnimocap.data.skeletons import KINECT_INDEX
+
+# Joints on the body's midline (their positions do not depend on the left/right labels).
+_MIDLINE = np.array([KINECT_INDEX[n] for n in ("PELVIS", "SPINE_NAVEL", "SPINE_CHEST", "NECK")])
+
+
+@dataclass
+class PeopleConfig:
+    """How k4abt bodies become people (see the module docstring); each repair can be switched off."""
+
+    relink_ids: bool = True
+    """Cut body-id tracks at gaps and jumps and link the pieces of all Kinects into people over time
+    (off: bodies of different Kinects are matched by position only, one body id is one track)."""
+    mirror_repair: bool = True
+    """Decide exchanged left/right labels per Kinect and frame by facing, agreement between Kinects and
+    temporal continuity (off: the Kinect with the most confident face sets the labels, frame by frame)."""
+    bridge_s: float = 0.8
+    """Fused joints missing for at most this long (seconds) are interpolated, at LOW confidence; 0: off."""
+    max_gap_s: float = 0.25
+    """A body-id track missing for longer than this is cut there (seconds)."""
+    jump_m: float = 0.25
+    """A body-id track whose midline moves further than this between two frames is cut there (metres)."""
+    link_gate_m: float = 0.45
+    """A piece joins a person seen at the same time by another Kinect within this distance (metres),
+    or last seen within this distance plus ``link_speed_m_s`` times the time since."""
+    link_speed_m_s: float = 1.2
+    """Speed at which the gate for a person not seen for a while grows (metres per second)."""
+    link_max_gap_s: float = 6.0
+    """A person not seen for longer than this is not linked to a new piece (seconds)."""
+    min_person_s: float = 0.5
+    """People seen for less than this in total are dropped (spurious bodies), seconds."""
+    mirror_sigma_m: float = 0.03
+    """Scale of the agreement and continuity costs of the label decision (metres)."""
+
+
+def midline_centre(joints: np.ndarray) -> np.ndarray:
+    """Mean (F,3) of the finite midline joints of (F,32,3) joints; NaN where none is finite."""
+    m = joints[:, _MIDLINE]
+    ok = np.isfinite(m).all(axis=-1)
+    with np.errstate(invalid="ignore"):
+        c = np.where(ok[..., None], m, 0.0).sum(axis=1) / ok.sum(axis=1)[:, None]
+    c[~ok.any(axis=1)] = np.nan
+    return c
+
+
+def split_tracklets(tracks: list, *, max_gap_s: float = 0.25, jump_m: float = 0.25) -> tuple[list, list[int]]:
+    """Cut each track where its body is missing for longer than ``max_gap_s`` or its midline centre
+    jumps further than ``jump_m`` between consecutive present frames. Returns the pieces (each on its
+    track's time base, NaN / confidence 0 outside the piece) and, per piece, the index of its track."""
+    pieces, origin = [], []
+    for k, tr in enumerate(tracks):
+        c = midline_centre(tr.joints)
+        present = np.flatnonzero(np.isfinite(c).all(axis=-1))
+        if len(present) == 0:
+            continue
+        cut = np.zeros(len(present), dtype=bool)
+        cut[0] = True
+        if len(present) > 1:
+            gap = np.diff(tr.t[present]) > max_gap_s
+            jump = np.linalg.norm(np.diff(c[present], axis=0), axis=-1) > jump_m
+            cut[1:] = gap | jump
+        starts = np.flatnonzero(cut)
+        ends = np.append(starts[1:], len(present))
+        for s, e in zip(starts, ends):
+            frames = present[s:e]
+            lo, hi = frames[0], frames[-1] + 1
+            joints = np.full_like(tr.joints, np.nan)
+            conf = np.zeros_like(tr.confidence)
+            joints[lo:hi], conf[lo:hi] = tr.joints[lo:hi], tr.confidence[lo:hi]
+            pieces.append(replace(tr, joints=joints, confidence=conf))
+            origin.append(k)
+    return pieces, origin
+
+
+class _Piece:
+    def __init__(self, track):
+        self.device = track.device
+        c = midline_centre(track.joints)
+        ok = np.isfinite(c).all(axis=-1)
+        self.t = np.asarray(track.t, dtype=np.float64)[ok]
+        self.c = c[ok]
+        self.start, self.end = float(self.t[0]), float(self.t[-1])
+
+    def at(self, t: np.ndarray) -> np.ndarray:
+        """Centre (M,3) at times ``t`` inside the piece (linear), NaN outside."""
+        out = np.full((len(t), 3), np.nan)
+        inside = (t >= self.start) & (t <= self.end)
+        if inside.any():
+            out[inside] = np.stack([np.interp(t[inside], self.t, self.c[:, i]) for i in range(3)], axis=-1)
+        return out
+
+    def velocity_at_end(self, window_s: float = 0.3) -> np.ndarray:
+        use = self.t >= self.end - window_s
+        if use.sum() < 2:
+            return np.zeros(3)
+        v = (self.c[use][-1] - self.c[use][0]) / max(self.t[use][-1] - self.t[use][0], 1e-6)
+        v[1] = 0.0  # people walk on the floor
+        return v
+
+
+def _link_cost(piece: _Piece, members: list[_Piece], config: PeopleConfig) -> float:
+    """Distance of ``piece`` from a person (its pieces ``members``) over the gate; inf when it cannot
+    join (a piece of the same Kinect overlaps in time, or the person was not seen for too long)."""
+    if any(m.device == piece.device and m.start <= piece.end and piece.start <= m.end for m in members):
+        return np.inf
+    # seen by another Kinect at the same times: compare there
+    common = [m for m in members if m.start <= piece.end and piece.start <= m.end]
+    if common:
+        d = []
+        for m in common:
+            dm = np.linalg.norm(m.at(piece.t) - piece.c, axis=-1)
+            d.append(dm[np.isfinite(dm)])
+        d = np.concatenate(d)
+        if len(d):
+            return float(np.median(d)) / config.link_gate_m
+    before = [m for m in members if m.end <= piece.start]
+    if not before:
+        return np.inf
+    last = max(before, key=lambda m: m.end)
+    gap = piece.start - last.end
+    if gap > config.link_max_gap_s:
+        return np.inf
+    predicted = last.c[-1] + last.velocity_at_end() * min(gap, 1.0)
+    head = np.median(piece.c[: max(1, min(5, len(piece.c)))], axis=0)
+    return float(np.linalg.norm(head - predicted)) / (config.link_gate_m + config.link_speed_m_s * gap)
+
+
+def link_tracklets(pieces: list, config: PeopleConfig | None = None) -> list[list[int]]:
+    """Group pieces (from :func:`split_tracklets`) into people; see the module docstring. Pieces that
+    start within 0.1 s of each other are assigned together (optimal assignment). Returns, per person,
+    the sorted indices of its pieces."""
+    config = config or PeopleConfig()
+    info = [_Piece(p) for p in pieces]
+    order = sorted(range(len(info)), key=lambda i: info[i].start)
+    people: list[list[int]] = []
+    i = 0
+    while i < len(order):
+        batch = [order[i]]
+        while i + len(batch) < len(order) and info[order[i + len(batch)]].start - info[order[i]].start < 0.1:
+            batch.append(order[i + len(batch)])
+        i += len(batch)
+        taken: dict[int, int] = {}
+        if people:
+            cost = np.array([[_link_cost(info[b], [info[m] for m in person], config) for person in people]
+                             for b in batch])
+            # two pieces of one batch cannot join one person: the assignment is one-to-one
+            rows, cols = linear_sum_assignment(np.where(np.isfinite(cost) & (cost < 1.0), cost, 1e6))
+            taken = {int(r): int(c) for r, c in zip(rows, cols) if cost[r, c] < 1.0}
+        for r, b in enumerate(batch):
+            if r in taken:
+                people[taken[r]].append(b)
+        for r, b in enumerate(batch):
+            if r in taken:
+                continue
+            # what no earlier person explains may be a piece of one started in this batch
+            fresh = [c for c in range(len(people)) if c not in taken.values()]
+            costs = [_link_cost(info[b], [info[m] for m in people[c]], config) for c in fresh]
+            if costs and min(costs) < 1.0:
+                people[fresh[int(np.argmin(costs))]].append(b)
+            else:
+                people.append([b])
+    return [sorted(p) for p in people]
+
+
+def merge_pieces(pieces: list, members: list[int]) -> list:
+    """One track per Kinect from a person's pieces (pieces of one Kinect share its time base and do
+    not overlap); the merged track keeps the first piece's body id."""
+    by_device: dict[str, object] = {}
+    for k in members:
+        p = pieces[k]
+        if p.device not in by_device:
+            by_device[p.device] = replace(p, joints=p.joints.copy(), confidence=p.confidence.copy())
+            continue
+        m = by_device[p.device]
+        take = np.isfinite(p.joints).all(axis=-1).any(axis=-1) & ~np.isfinite(m.joints).all(axis=-1).any(axis=-1)
+        m.joints[take], m.confidence[take] = p.joints[take], p.confidence[take]
+    return list(by_device.values())
+
+
+def resolve_mirrors(joints: list[np.ndarray], confidence: list[np.ndarray], sensors: list[np.ndarray],
+                    config: PeopleConfig | None = None, t_step: float = 1 / 30,
+                    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Left/right labels of one person's tracks (each (T,32,3) world metres on common times, NaN
+    where missing; confidences (T,32); ``sensors`` the Kinects' positions (3,)), decided jointly over
+    Kinects and time (see the module docstring). Returns the relabelled joints, confidences and the
+    per-track masks (T,) of frames whose labels were exchanged. ``t_step``: seconds between frames."""
+    from omnimocap.fusion.skeleton_fusion import FACE, LEFT_RIGHT, SIDED, facing_cosine
+
+    config = config or PeopleConfig()
+    K = len(joints)
+    T = joints[0].shape[0]
+    if K == 0 or T == 0:
+        return list(joints), list(confidence), [np.zeros(T, dtype=bool) for _ in joints]
+    if K > 6:
+        raise ValueError(f"{K} Kinect tracks for one person: at most 6 are decided jointly")
+    sig = config.mirror_sigma_m
+    S = 1 << K
+    bits = (np.arange(S)[:, None] >> np.arange(K)[None, :]) & 1  # (S, K)
+
+    def sided(a, b):
+        d = np.linalg.norm(a[:, SIDED] - b[:, SIDED], axis=-1)
+        ok = np.isfinite(d)
+        with np.errstate(invalid="ignore"):
+            return np.where(ok.any(axis=1), np.where(ok, d, 0).sum(axis=1) / ok.sum(axis=1), np.nan)
+
+    present = [np.isfinite(j[:, SIDED]).all(axis=-1).sum(axis=1) >= 4 for j in joints]
+    emit = np.zeros((T, S))
+    walk = _walking_direction(joints, t_step)
+    face = np.stack([np.where(np.isfinite(j[:, FACE, 0]), c[:, FACE], 0).mean(axis=1)
+                     for j, c in zip(joints, confidence)])
+    seen = np.stack(present)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        face_mean = np.where(seen.any(axis=0), (face * seen).sum(axis=0) / seen.sum(axis=0), 0.0)
+    for k in range(K):
+        cos = np.nan_to_num(facing_cosine(joints[k], np.asarray(sensors[k], dtype=np.float64)), nan=0.0)
+        # exchanged labels must look like a body facing the Kinect; a small prior against exchanges
+        cost_m = 8.0 * np.clip(0.1 - cos, 0.0, None) + 0.2
+        # people mostly walk forwards: exchanged labels would turn a forward walk into a backward one
+        # (a tie-breaker only: people also step back and walk backwards)
+        cost_m += 0.1 * np.nan_to_num(np.sum(_forward(joints[k]) * walk, axis=-1), nan=0.0)
+        # a Kinect more confident of the face than the others is less likely to have exchanged labels
+        cost_m += 0.1 * (face[k] - face_mean)
+        emit += np.where(present[k], cost_m, 0.0)[:, None] * bits[None, :, k]
+    for a in range(K):
+        for b in range(a + 1, K):
+            same = sided(joints[a], joints[b])
+            cross = sided(joints[a][:, LEFT_RIGHT], joints[b])
+            both = np.isfinite(same) & np.isfinite(cross)
+            lo = np.fmin(same, cross)
+            c_same = np.where(both, (same - lo) / sig, 0.0)
+            c_cross = np.where(both, (cross - lo) / sig, 0.0)
+            differ = bits[:, a] != bits[:, b]
+            emit += np.where(differ[None, :], c_cross[:, None], c_same[:, None])
+    # transitions: per track, keeping or toggling its bit between frames t-1 and t
+    keep_cost = np.zeros((T, K))
+    flip_cost = np.zeros((T, K))
+    for k in range(K):
+        j = joints[k]
+        direct = np.full(T, np.nan)
+        crossed = np.full(T, np.nan)
+        direct[1:] = sided(j[1:], j[:-1])
+        crossed[1:] = sided(j[1:][:, LEFT_RIGHT], j[:-1])
+        both = np.isfinite(direct) & np.isfinite(crossed)
+        lo = np.fmin(direct, crossed)
+        keep_cost[:, k] = np.where(both, (direct - lo) / sig, 0.0)
+        flip_cost[:, k] = np.where(both, (crossed - lo) / sig + 2.0, 0.5)
+    toggles = bits[:, None, :] != bits[None, :, :]  # (S_prev, S, K)
+    cost = emit[0].copy()
+    back = np.zeros((T, S), dtype=np.int64)
+    for t in range(1, T):
+        trans = np.where(toggles, flip_cost[t][None, None, :], keep_cost[t][None, None, :]).sum(axis=-1)
+        total = cost[:, None] + trans
+        back[t] = np.argmin(total, axis=0)
+        cost = total[back[t], np.arange(S)] + emit[t]
+    state = np.empty(T, dtype=np.int64)
+    state[-1] = int(np.argmin(cost))
+    for t in range(T - 1, 0, -1):
+        state[t - 1] = back[t, state[t]]
+    out_j, out_c, masks = [], [], []
+    for k in range(K):
+        swap = bits[state, k].astype(bool) & present[k]
+        out_j.append(np.where(swap[:, None, None], joints[k][:, LEFT_RIGHT], joints[k]))
+        out_c.append(np.where(swap[:, None], confidence[k][:, LEFT_RIGHT], confidence[k]))
+        masks.append(swap)
+    return out_j, out_c, masks
+
+
+def _forward(joints: np.ndarray) -> np.ndarray:
+    """Unit horizontal forward direction (T,3) of a body from its labelled shoulders and hips
+    (forward = (left - right) x up); NaN where unknown."""
+    L = joints[:, [KINECT_INDEX["SHOULDER_LEFT"], KINECT_INDEX["HIP_LEFT"]]].mean(axis=1)
+    R = joints[:, [KINECT_INDEX["SHOULDER_RIGHT"], KINECT_INDEX["HIP_RIGHT"]]].mean(axis=1)
+    f = np.cross(L - R, np.array([0.0, 1.0, 0.0]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return f / np.linalg.norm(f, axis=-1, keepdims=True)
+
+
+def _walking_direction(joints: list[np.ndarray], t_step: float, window_s: float = 0.5) -> np.ndarray:
+    """Horizontal walking direction (T,3) of one person, scaled from 0 (below 0.3 m/s) to 1 (from
+    0.8 m/s): the pelvis velocity over ``window_s``, averaged over the tracks that see it."""
+    from scipy.ndimage import uniform_filter1d
+
+    c = np.stack([midline_centre(j) for j in joints])
+    ok = np.isfinite(c).all(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre = np.where(ok[..., None], c, 0.0).sum(axis=0) / ok.sum(axis=0)[:, None]
+    half = max(1, int(round(window_s / t_step / 2)))
+    v = np.full_like(centre, np.nan)
+    v[half:-half] = (centre[2 * half:] - centre[:-2 * half]) / (2 * half * t_step)
+    v[:, 1] = 0.0
+    v = uniform_filter1d(np.nan_to_num(v), size=3, axis=0) * np.isfinite(v)
+    speed = np.linalg.norm(v, axis=-1, keepdims=True)
+    scale = np.clip((speed - 0.3) / 0.5, 0.0, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(speed > 1e-9, v / speed * scale, 0.0)
+
+
+def bridge_gaps(t: np.ndarray, joints: np.ndarray, confidence: np.ndarray, max_gap_s: float,
+                bridged_confidence: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Interpolate each joint of (T,32,3) ``joints`` (NaN where missing) linearly across gaps of at
+    most ``max_gap_s`` seconds between two present frames; bridged frames get ``bridged_confidence``
+    in the (T,32) ``confidence`` (values in [0, 1]). Returns joints, confidence and the (T,) mask of
+    frames where the body was missing entirely and is now bridged."""
+    joints = joints.copy()
+    confidence = confidence.copy()
+    missing_before = ~np.isfinite(joints).all(axis=-1).any(axis=-1)
+    if max_gap_s <= 0 or len(t) < 3:
+        return joints, confidence, np.zeros(len(t), dtype=bool)
+    for j in range(joints.shape[1]):
+        ok = np.isfinite(joints[:, j]).all(axis=-1)
+        idx = np.flatnonzero(ok)
+        if len(idx) < 2 or ok.all():
+            continue
+        nxt = np.searchsorted(idx, np.arange(len(t)))
+        inner = ~ok & (nxt > 0) & (nxt < len(idx))
+        lo = idx[np.clip(nxt - 1, 0, len(idx) - 1)]
+        hi = idx[np.clip(nxt, 0, len(idx) - 1)]
+        fill = inner & (t[hi] - t[lo] <= max_gap_s)
+        if not fill.any():
+            continue
+        w = ((t - t[lo]) / np.maximum(t[hi] - t[lo], 1e-9))[:, None]
+        value = (1 - w) * joints[lo, j] + w * joints[hi, j]
+        joints[fill, j] = value[fill]
+        confidence[fill, j] = bridged_confidence
+    bridged = missing_before & np.isfinite(joints).all(axis=-1).any(axis=-1)
+    return joints, confidence, bridged
+
+
+# What :func:`people_recordings` uses without a config (the calibration's and sync's Kinect tracks);
+# replace to change it for a run.
+CALIBRATION_PEOPLE = PeopleConfig()
+
+
+def people_recordings(session, rig, config: PeopleConfig | None = None) -> dict:
+    """Every Kinect's body tracking of ``session`` with the k4abt failures above repaired, as
+    :class:`omnimocap.capture.bodies.BodyRecording` per Kinect serial (device frame, device clock,
+    like the files): body id ``p`` is person ``p`` in every Kinect (ids re-linked over time and
+    matched across Kinects through ``rig``'s poses and time maps), and frames whose left/right labels
+    were exchanged carry them the right way round. Drop-outs stay missing (the files' frames are
+    kept). With ``relink_ids`` and ``mirror_repair`` both off the recordings are returned as read.
+    People are numbered by the reference (first) Kinect's first sight of them."""
+    from omnimocap.calibration.transforms import transform_points
+    from omnimocap.capture.bodies import BodyRecording, BodyTrack as K4Track, read_bodies
+    from omnimocap.fusion.skeleton_fusion import LEFT_RIGHT, BodyTrack, resample_track
+
+    config = config or CALIBRATION_PEOPLE
+    entries = [e for e in session.kinects() if e.bodies]
+    recordings = {e.serial: read_bodies(session.path(e.bodies)) for e in entries}
+    if not entries or not (config.relink_ids or config.mirror_repair):
+        return recordings
+    tracks, keys = [], []
+    for e in entries:
+        name = f"kinect_{e.serial}"
+        if name not in rig.T_world_sensor:
+            continue
+        rec = recordings[e.serial]
+        T = rig.pose(name)
+        t = rig.time_map(name).to_session(rec.timestamps)
+        for body_id in sorted(rec.bodies):
+            tr = rec.bodies[body_id]
+            tracks.append(BodyTrack(name, body_id, t, transform_points(T, tr.positions), tr.confidences, T[:3, 3]))
+            keys.append((e.serial, body_id))
+    if not tracks:
+        return recordings
+    if config.relink_ids:
+        pieces, origin = split_tracklets(tracks, max_gap_s=config.max_gap_s, jump_m=config.jump_m)
+        groups = link_tracklets(pieces, config)
+    else:
+        pieces, origin = tracks, list(range(len(tracks)))
+        groups = [[k] for k in range(len(tracks))]
+    # people in order of their first frame in the reference Kinect (then anywhere)
+    ref = f"kinect_{entries[0].serial}"
+
+    def first_seen(g):
+        starts = [(pieces[k].device != ref, float(pieces[k].t[np.isfinite(pieces[k].joints).all(-1).any(-1)][0]))
+                  for k in g]
+        return min(starts)
+
+    groups = sorted(groups, key=first_seen)
+    t_ref = tracks[0].t
+    out = {s: BodyRecording(r.timestamps, r.frame_ids, {}, r.source_file, r.sdk_version, r.has_confidences, r.stats)
+           for s, r in recordings.items()}
+    for person, g in enumerate(groups):
+        merged = merge_pieces(pieces, g)
+        masks = [np.zeros(len(m.t), dtype=bool) for m in merged]
+        if config.mirror_repair:
+            res = [resample_track(m, t_ref) for m in merged]
+            _, _, on_ref = resolve_mirrors([r[0] for r in res], [r[1] for r in res],
+                                           [np.asarray(m.sensor_position) for m in merged], config,
+                                           float(np.median(np.diff(t_ref))) if len(t_ref) > 1 else 1 / 30)
+            for i, m in enumerate(merged):
+                nearest = np.clip(np.searchsorted(t_ref, m.t), 0, len(t_ref) - 1)
+                masks[i] = on_ref[i][nearest]
+        for m, mask in zip(merged, masks):
+            serial = m.device[len("kinect_"):]
+            rec = recordings[serial]
+            present = np.isfinite(m.joints).all(axis=-1).any(axis=-1)
+            pos = np.full((len(rec), 32, 3), np.nan)
+            ori = np.full((len(rec), 32, 4), np.nan)
+            conf = np.zeros((len(rec), 32), dtype=np.int64)
+            for k in g:
+                if pieces[k].device != m.device:
+                    continue
+                src = rec.bodies[keys[origin[k]][1]]
+                mine = np.isfinite(pieces[k].joints).all(axis=-1).any(axis=-1)
+                pos[mine], ori[mine], conf[mine] = src.positions[mine], src.orientations[mine], src.confidences[mine]
+            flip = mask & present
+            pos[flip], ori[flip], conf[flip] = pos[flip][:, LEFT_RIGHT], ori[flip][:, LEFT_RIGHT], conf[flip][:, LEFT_RIGHT]
+            out[serial].bodies[person] = K4Track(pos, ori, conf)
+    return out
