@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from omnimocap.capture.session import atomic_write_bytes
 from omnimocap.data.skeletons import (
     KINECT_BONES,
     KINECT_CONFIDENCE_MEDIUM,
@@ -39,6 +38,10 @@ from omnimocap.errors import InputError
 
 NUM_JOINTS = len(KINECT_JOINTS)
 SDK_VERSION = "1.1.2"
+# The recorder's append-only journal (see capture/recorder.py): a header line, then one k4abt frame
+# per line with ``host_time`` added and ``bodies`` null where tracking did not run.
+JOURNAL_FORMAT = "omnimocap-bodies-journal"
+JOURNAL_SUFFIX = ".jsonl"
 _FIX = "re-run body tracking on the recording to regenerate the file"
 
 
@@ -86,7 +89,7 @@ class BodyStats:
     nan_joints: int = 0
     frames_without_bodies: int = 0
     frames_with_reordered_ids: int = 0
-    non_monotonic_dropped: int = 0
+    frames_dropped_out_of_order: int = 0  # journals only: see read_journal_bodies
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -119,14 +122,18 @@ class BodyRecording:
 
 
 def read_bodies(path: str | Path) -> BodyRecording:
-    """Read a k4abt offline_processor JSON file (with or without ``joint_confidences``).
+    """Read a k4abt offline_processor JSON file (with or without ``joint_confidences``), or a
+    recorder's journal (``.jsonl``, see :func:`read_journal_bodies`).
 
-    Repairs and counts (in ``stats``): joints with NaN/null position or orientation become missing; frames whose
-    timestamp does not increase are dropped. Also counted: frames without bodies, frames whose body
-    ids come in a different order than in the previous frame. Raises :class:`InputError` for
-    unreadable, truncated or malformed files.
+    Repairs and counts (in ``stats``): joints with NaN/null position or orientation become missing.
+    Also counted: frames without bodies, frames whose body ids come in a different order than in the
+    previous frame. Raises :class:`InputError` for unreadable, truncated or malformed files, for
+    timestamps that do not strictly increase (the device clock is monotonic, so frames out of order
+    or repeated mean a damaged file) and for body ids outside k4abt's uint32 range.
     """
     path = Path(path)
+    if path.suffix == JOURNAL_SUFFIX:
+        return read_journal_bodies(path)
     try:
         doc = json.loads(path.read_bytes())
     except OSError as exc:
@@ -135,8 +142,31 @@ def read_bodies(path: str | Path) -> BodyRecording:
         raise InputError(f"truncated or malformed JSON ({exc})", path=path, fix=_FIX) from None
     try:
         return _parse(doc, path)
+    except _ClockError as exc:
+        raise InputError(f"device timestamps out of order: {exc}", path=path,
+                         fix="the file is damaged or was edited; " + _FIX) from None
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"not a k4abt body tracking file ({type(exc).__name__}: {exc})", path=path, fix=_FIX) from None
+
+
+class _ClockError(ValueError):
+    """Frame timestamps that do not strictly increase."""
+
+
+def _integer(value, what: str) -> int:
+    """A JSON integer (an integral float is accepted: some writers emit 1.0e6)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not (math.isfinite(value) and value.is_integer()))):
+        raise ValueError(f"{what} {value!r} is not an integer")
+    return int(value)
+
+
+def _body_id(value) -> int:
+    """A k4abt body id: a uint32 (``k4abt_body_t.id``)."""
+    body_id = _integer(value, "body_id")
+    if not 0 <= body_id < 2 ** 32:
+        raise ValueError(f"body_id {body_id} is outside k4abt's range 0..2^32-1")
+    return body_id
 
 
 def _parse(doc: dict, path: Path) -> BodyRecording:
@@ -147,14 +177,14 @@ def _parse(doc: dict, path: Path) -> BodyRecording:
     kept: list[tuple[int, int, list[dict]]] = []
     previous_order: list[int] = []
     last_us = -math.inf
-    for frame in doc["frames"]:
-        t_us = int(frame["timestamp_usec"])
+    for index, frame in enumerate(doc["frames"]):
+        t_us = _integer(frame["timestamp_usec"], "timestamp_usec")
         if t_us <= last_us:
-            stats.non_monotonic_dropped += 1
-            continue
+            # the device clock only moves forward: frames out of order or repeated mean a damaged file
+            raise _ClockError(f"frame {index}: timestamp_usec {t_us} does not increase (previous {last_us})")
         last_us = t_us
         bodies = list(frame.get("bodies") or [])
-        order = [int(b["body_id"]) for b in bodies]
+        order = [_body_id(b["body_id"]) for b in bodies]
         common = set(order) & set(previous_order)
         if [i for i in order if i in common] != [i for i in previous_order if i in common]:
             stats.frames_with_reordered_ids += 1
@@ -168,7 +198,7 @@ def _parse(doc: dict, path: Path) -> BodyRecording:
     has_confidences = True
     for f, (_, _, bodies) in enumerate(kept):
         for body in bodies:
-            body_id = int(body["body_id"])
+            body_id = _body_id(body["body_id"])
             track = tracks.setdefault(body_id, BodyTrack.empty(F))
             pos = _joint_array(body["joint_positions"], 3)
             rot = _joint_array(body["joint_orientations"], 4)
@@ -203,6 +233,68 @@ def _joint_array(rows: list, width: int) -> np.ndarray:
     return out
 
 
+@dataclass
+class Journal:
+    """A read journal: its header and the complete capture lines (a torn last line is left out)."""
+
+    header: dict
+    frames: list[dict]
+    torn: bool = False
+
+
+def read_journal(path: str | Path) -> Journal:
+    """Read a recorder's body journal. Only the last line can be cut by a crash: a damaged line is
+    treated as that end, and nothing after it is trusted (``torn``)."""
+    path = Path(path)
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as exc:
+        raise InputError(f"cannot read the body journal ({exc.strerror})", path=path) from None
+    try:
+        header = json.loads(lines[0])
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != JOURNAL_FORMAT:
+        raise InputError("not an omnimocap body journal (header line missing or damaged)", path=path,
+                         fix="the recorder died before writing anything; this Kinect has no body data")
+    frames, torn = [], False
+    for line in lines[1:]:
+        if not line.strip():
+            continue
+        try:
+            frame = json.loads(line)
+            _integer(frame["timestamp_usec"], "timestamp_usec")
+        except (ValueError, KeyError, TypeError):
+            torn = True
+            break
+        frames.append(frame)
+    return Journal(header, frames, torn)
+
+
+def read_journal_bodies(path: str | Path) -> BodyRecording:
+    """The body tracking of a recorder's journal, as :func:`read_bodies` gives it for the JSON the
+    recorder writes on stop: captures without tracking are left out, and so are captures whose
+    device time does not increase (a device that restarted its clock; counted in
+    ``stats.frames_dropped_out_of_order``)."""
+    path = Path(path)
+    journal = read_journal(path)
+    frames = [f for f in journal.frames if f.get("bodies") is not None]
+    dropped, kept, last_us = 0, [], -math.inf
+    for frame in frames:
+        if int(frame["timestamp_usec"]) <= last_us:
+            dropped += 1
+            continue
+        last_us = int(frame["timestamp_usec"])
+        kept.append({k: frame[k] for k in ("timestamp_usec", "frame_id", "num_bodies", "bodies")})
+    try:
+        recording = _parse({"frames": kept, "source_file": journal.header.get("source_file", ""),
+                            "k4abt_sdk_version": journal.header.get("k4abt_sdk_version", SDK_VERSION)}, path)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"malformed body journal ({type(exc).__name__}: {exc})", path=path, fix=_FIX) from None
+    recording.stats.frames_dropped_out_of_order = dropped
+    return recording
+
+
 def write_bodies(path: str | Path, recording: BodyRecording) -> None:
     """Write ``recording`` as k4abt offline_processor JSON with the ``joint_confidences`` extension,
     atomically (temporary file beside ``path``, then rename). Bodies appear in a frame where they
@@ -226,11 +318,4 @@ def write_bodies(path: str | Path, recording: BodyRecording) -> None:
     doc = {"k4abt_sdk_version": recording.sdk_version, "source_file": recording.source_file,
            "joint_names": list(KINECT_JOINTS), "bone_list": [list(b) for b in KINECT_BONES], "frames": frames}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, json.dumps(doc, allow_nan=False).encode())

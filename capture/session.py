@@ -13,11 +13,12 @@ the new one, never a torn file. ``status`` is ``recording`` until every stream i
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from omnimocap.errors import InputError
@@ -31,11 +32,28 @@ PANO_FRAMES = "pano_frames.csv"
 TRUTH_DIR = "truth"
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux exposes it (``/proc/self/status``):
+    setting and restoring it would briefly apply a wrong mask to files other threads create."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then rename."""
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then rename. The file
+    gets the permissions the umask gives a newly created file (``mkstemp`` alone would make it
+    readable by its owner only)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -78,6 +96,28 @@ class DeviceEntry:
     status: str = "recording"  # recording | complete | disconnected
     notes: str = ""
 
+    def validate(self) -> None:
+        """Raise ValueError for values no recorder writes: a file name that leaves the session
+        folder (absolute, ``..``), a non-positive or non-finite rate, a non-integer image size."""
+        if self.kind not in ("kinect", "pano"):
+            raise ValueError(f"unknown device kind {self.kind!r}")
+        if not isinstance(self.serial, str) or not self.serial or any(c in self.serial for c in "/\\\0"):
+            raise ValueError(f"serial {self.serial!r} cannot be part of a file name")
+        for key in ("recording", "bodies", "timestamps"):
+            name = getattr(self, key)
+            if name is None:
+                continue
+            parts = PurePosixPath(name).parts if isinstance(name, str) else ()
+            if (not parts or "\\" in name or "\0" in name or PurePosixPath(name).is_absolute()
+                    or any(p in ("..", ".") for p in parts)):
+                raise ValueError(f"{key} {name!r} is not a file name inside the session folder")
+        if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not 0 < self.fps < math.inf:
+            raise ValueError(f"fps {self.fps!r} is not a positive number")
+        for key in ("width", "height"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ValueError(f"{key} {value!r} is not a positive whole number of pixels")
+
     @property
     def name(self) -> str:
         """Sensor name used in rig.json: ``kinect_<serial>`` or ``pano``."""
@@ -106,8 +146,11 @@ class Manifest:
                              f"reads ({FORMAT_VERSION})", path=path, fix="upgrade omnimocap")
         try:
             devices = [DeviceEntry(**d) for d in obj.get("devices", [])]
-        except TypeError as exc:
-            raise InputError(f"malformed device entry ({exc})", path=path) from None
+            for device in devices:
+                device.validate()
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"malformed device entry ({exc})", path=path,
+                             fix="restore the manifest written by the recorder") from None
         fields = {k: obj[k] for k in ("created", "status", "simulated", "notes") if k in obj}
         return cls(devices=devices, **fields)
 
@@ -170,6 +213,7 @@ class Session:
         return panos[0]
 
     def path(self, name: str) -> Path:
+        """A file of the session; names come from the validated manifest or from this module."""
         return self.root / name
 
     @property
