@@ -321,14 +321,11 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
     crash never leaves a half-written folder that looks finished.
     """
     config = config or ProcessConfig()
-    session = Session.open(session_dir)
-    recovered = None
-    if not session.complete:
-        # a recorder that was killed leaves journals and a manifest still saying "recording"
-        from omnimocap.capture.recorder import recover_session
+    # a recorder that was killed leaves journals and a manifest still saying "recording": read
+    # them as the recorder would have finalized them, without writing into the session
+    from omnimocap.capture.recorder import recover_session
 
-        recovered = recover_session(session_dir)
-        session = Session.open(session_dir)
+    session, recovered = recover_session(session_dir)
     rig = Rig.load(session.rig_path)
     out_dir = Path(out_dir)
     work = _prepare_output(out_dir, overwrite)
@@ -352,6 +349,7 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
                     "rig_method": rig.method, "rig_is_truth": rig.is_truth, "notes": []}
     if recovered and recovered.get("recovered"):
         report["notes"].append("the recording was interrupted; the session was recovered from what was written")
+        report["notes"].extend(recovered["notes"])
         report["recovery"] = recovered
 
     people = load_people(session, rig)
@@ -364,6 +362,10 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
     pano_entry = session.pano()
     stamps = read_pano_timestamps(session.path(pano_entry.timestamps or "pano_frames.csv"))
     t_pano_session = rig.time_map("pano").to_session(stamps.t_pano)
+    from omnimocap.capture.session_check import coverage_notes, pano_frame_notes
+
+    report["notes"].extend(pano_frame_notes(session, pano_entry, stamps)
+                           + coverage_notes(people.t_session, t_pano_session, session.rig_path))
     T_world_pano = rig.pose("pano")
     T_pano_world_inv = invert_pose(T_world_pano)
     pano_cam = EquirectCamera(int(pano_entry.width or 0), int(pano_entry.height or 0))
