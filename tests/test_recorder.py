@@ -4,6 +4,7 @@ disconnects, Ctrl-C, malformed inputs, and the 360 file readable while it grows.
 from __future__ import annotations
 
 import _thread
+import errno
 import json
 import os
 import shutil
@@ -182,6 +183,49 @@ def test_stops_cleanly_when_the_disk_fills(tmp_path, source_session):
     assert 0.8 < result.seconds < 1.8  # the first check passed, the next (a second later) stopped it
     for entry in session.kinects():
         assert len(read_bodies(session.path(entry.bodies))) > 10
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_stops_cleanly_finalizes_and_says_so_in_one_line(tmp_path, source_session, capsys, monkeypatch):
+    # The 360 writer hits a full disk after 10 frames; closing the video fails the same way.
+    write = PanoWriter.write
+
+    def write_until_full(self, *args, **kwargs):
+        if self._count >= 10:
+            _disk_full()
+        write(self, *args, **kwargs)
+
+    monkeypatch.setattr(PanoWriter, "write", write_until_full)
+    monkeypatch.setattr(PanoWriter, "close", _disk_full)
+    out = tmp_path / "rec"
+    capsys.readouterr()
+    rc = main(["record", str(out), "--pano-file", str(source_session / "pano.mkv"), "--min-free-gb", "0"])
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if line.strip()]
+    assert rc == 0 and len(err) == 1 and "the disk holding" in err[0] and "is full" in err[0], err
+    assert json.loads(captured.out)["stop_reason"] == "disk"
+    session = Session.open(out)
+    assert session.complete and session.pano().status == "complete"
+    assert "No space left on device" in session.pano().notes and "No space left on device" in session.manifest.notes
+    assert len(read_pano_timestamps(out / "pano_frames.csv").t_pano) == 10
+    assert not (out / ".omnimocap-reserve").exists()
+
+
+def test_a_full_disk_keeps_the_body_journal_as_the_body_tracking(tmp_path, source_session, monkeypatch):
+    from omnimocap.capture import recorder as recorder_module
+
+    clock = SessionClock()
+    kinect = replay_sources(source_session, clock)[0]
+    monkeypatch.setattr(recorder_module, "write_bodies", _disk_full)  # no room for bodies_<serial>.json
+    out = tmp_path / "rec"
+    result = Recorder(out, [kinect], RecordConfig(seconds=1.0, min_free_gb=0), clock).run()
+    assert result.stop_reason == "duration"
+    entry = Session.open(out).kinects()[0]
+    assert entry.bodies == f"bodies_{kinect.serial}.jsonl" and "not written" in entry.notes
+    assert len(read_bodies(out / entry.bodies)) == result.frames[entry.name] > 20
 
 
 class _SilentSource(Source[KinectFrame]):
