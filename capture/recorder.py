@@ -3,14 +3,16 @@
 What lands on disk, and when (a killed recorder loses at most about a second of any stream):
 
 - ``session.json`` is written atomically at the start (status ``recording``, one device entry per
-  source) and again whenever a stream ends or is finalized; ``complete`` only after a clean stop.
+  source), again as soon as a stream creates its files (so the manifest names every file a killed
+  recorder leaves) and whenever a stream ends or is finalized; ``complete`` only after a clean stop.
 - Kinect body tracking goes to a journal ``bodies_<serial>.jsonl``: a header line (with the session
   clock's origin, ``session_clock_start_monotonic``, seconds of CLOCK_MONOTONIC), then one line
   per capture (the k4abt frame layout of :mod:`omnimocap.capture.bodies` plus ``host_time``,
   the arrival on the session clock in seconds; ``bodies`` null where tracking did not run). Each
   line is flushed; the file is fsync'd at least every ``sync_interval_s``. On stop the journal
   becomes ``bodies_<serial>.json``; the journal stays as the record of the host arrival times.
-  :func:`recover_session` does the same conversion for a session whose recorder was killed.
+  For a session whose recorder was killed, :func:`recover_session` reads the journal in its place
+  (in memory: readers never write into a session).
 - Kinect images go to ``kinect_<serial>.mkv`` (:class:`KinectMkvWriter`: a flushed cluster per
   capture) when the source delivers colour or depth and knows its factory calibration.
 - The 360 stream goes through :class:`PanoWriter` (``pano_frames.csv`` flushed per frame). Its
@@ -19,10 +21,13 @@ What lands on disk, and when (a killed recorder loses at most about a second of 
   default FFmpeg would hold everything in memory until the file is closed).
 
 Free disk space is checked before (refuse below ``min_free_gb``) and every second during the
-recording (stop cleanly below ``stop_free_gb``). A source that ends or delivers nothing for
+recording (stop cleanly below ``stop_free_gb``). Should the disk fill up all the same (another
+program writing), the recording stops there: a few MB held back from the start
+(``.omnimocap-reserve``) are released so that the session can still be finalized, and a stream
+that cannot finish its file keeps what was flushed, with a note. A source that ends or delivers nothing for
 ``disconnect_timeout_s`` has its stream finalized; its device entry becomes ``disconnected`` and the
 session notes say when and why. Ctrl-C (KeyboardInterrupt) stops cleanly and marks the session
-complete; SIGKILL leaves it ``recording`` for :func:`recover_session`.
+complete; SIGKILL leaves it ``recording``, readable as it is through :func:`recover_session`.
 
 :meth:`Recorder.run` reads the sources itself. A program that already reads them (the live session
 window) feeds the same writers instead: :meth:`Recorder.begin`, :meth:`Recorder.push` per frame from
