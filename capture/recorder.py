@@ -65,6 +65,7 @@ from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
 from omnimocap.capture.pano import PanoWriter, read_pano_timestamps
 from omnimocap.capture.pano_sources import VideoFilePanoSource
 from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, RIG, TRUTH_DIR, DeviceEntry, Session
+from omnimocap.capture.session_check import video_frame_count
 from omnimocap.capture.sources import EndOfStream, KinectFrame, PanoFrame, SessionClock, Source
 from omnimocap.errors import InputError, UserError
 
@@ -644,19 +645,6 @@ class _ignoring_sigint:
 
 
 # --- recovery --------------------------------------------------------------------------------------
-def _decodable_frames(path: Path) -> int:
-    import av
-
-    n = 0
-    try:
-        with av.open(str(path)) as container:
-            for _ in container.decode(video=0):
-                n += 1
-    except (av.error.FFmpegError, OSError, IndexError):
-        pass  # the cut-off tail
-    return n
-
-
 def recover_session(root: str | Path) -> tuple[Session, dict]:
     """Open a session as the recorder would have finalized it, without writing anything.
 
@@ -714,7 +702,7 @@ def recover_session(root: str | Path) -> tuple[Session, dict]:
         except InputError:
             notes.append(f"{csv_path.name}: no readable frame times; the 360 stream is left out")
             continue
-        decodable = _decodable_frames(video)
+        decodable = video_frame_count(video)
         if decodable == 0:
             notes.append(f"{video.name}: no decodable frame; the 360 stream is left out")
             continue
