@@ -55,8 +55,8 @@ from omnimocap.calibration.rig import Rig
 from omnimocap.capture.bodies import (
     JOURNAL_FORMAT,
     SDK_VERSION,
+    JournalReader,
     read_bodies,
-    read_journal,
     read_journal_bodies,
     write_bodies,
 )
@@ -669,15 +669,17 @@ def recover_session(root: str | Path) -> tuple[Session, dict]:
         journal_path = session.path(journal_name(entry.serial))
         info: dict = {}
         if journal_path.is_file() and not (entry.bodies and session.path(entry.bodies).is_file()):
-            journal = read_journal(journal_path)
-            tracked = sum(f.get("bodies") is not None for f in journal.frames)
+            journal = JournalReader(journal_path)
+            captures, tracked, last = 0, 0, None
+            for last in journal.frames():
+                captures += 1
+                tracked += last.get("bodies") is not None
             if tracked:
                 entry.bodies = journal_path.name
-            last = journal.frames[-1] if journal.frames else None
-            info.update(captures=len(journal.frames), body_frames=tracked,
+            info.update(captures=captures, body_frames=tracked,
                         last_device_time=None if last is None else last["timestamp_usec"] / 1e6,
                         last_host_time=None if last is None else last.get("host_time"))
-            notes.append(f"{entry.name}: {len(journal.frames)} captures ({tracked} tracked) up to "
+            notes.append(f"{entry.name}: {captures} captures ({tracked} tracked) up to "
                          f"{'-' if last is None else format(last.get('host_time', float('nan')), '.2f')} s"
                          + (", the last line cut off" if journal.torn else ""))
         mkv = session.path(entry.recording or recording_name(entry.serial))

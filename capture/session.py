@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Iterable
 
 from omnimocap.errors import InputError
 
@@ -47,15 +47,21 @@ def current_umask() -> int:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then rename. The file
-    gets the permissions the umask gives a newly created file (``mkstemp`` alone would make it
-    readable by its owner only)."""
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write_chunks`)."""
+    atomic_write_chunks(path, (data,))
+
+
+def atomic_write_chunks(path: str | Path, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``path`` via a temp file in the same folder, fsync, then rename: a crash
+    leaves the old file or the new one, never a torn one. The file gets the permissions the umask
+    gives a newly created file (``mkstemp`` alone would make it readable by its owner only)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

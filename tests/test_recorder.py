@@ -20,14 +20,13 @@ import pytest
 
 from omnimocap.apps.cli import main
 from omnimocap.calibration.rig import Rig
-from omnimocap.capture.bodies import BodyRecording, read_bodies, write_bodies
+from omnimocap.capture.bodies import BodyRecording, read_bodies, read_journal, write_bodies
 from omnimocap.capture.pano import PanoReader, PanoWriter, read_pano_timestamps
 from omnimocap.capture.recorder import (
     GB,
     RecordConfig,
     Recorder,
     journal_to_bodies,
-    read_journal,
     recover_session,
     replay_sources,
 )
