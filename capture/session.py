@@ -104,10 +104,14 @@ class DeviceEntry:
 
     def validate(self) -> None:
         """Raise ValueError for values no recorder writes: a file name that leaves the session
-        folder (absolute, ``..``), a non-positive or non-finite rate, a non-integer image size."""
+        folder (absolute, ``..``), a Kinect serial that is no file name part, a non-positive or
+        non-finite rate, an image size that is not a whole number."""
         if self.kind not in ("kinect", "pano"):
             raise ValueError(f"unknown device kind {self.kind!r}")
-        if not isinstance(self.serial, str) or not self.serial or any(c in self.serial for c in "/\\\0"):
+        if not isinstance(self.serial, str):
+            raise ValueError(f"serial {self.serial!r} is not text")
+        # a Kinect's serial names its files (a 360 camera's may be a device path or a URL)
+        if self.kind == "kinect" and (not self.serial or any(c in self.serial for c in "/\\\0")):
             raise ValueError(f"serial {self.serial!r} cannot be part of a file name")
         for key in ("recording", "bodies", "timestamps"):
             name = getattr(self, key)
@@ -121,8 +125,8 @@ class DeviceEntry:
             raise ValueError(f"fps {self.fps!r} is not a positive number")
         for key in ("width", "height"):
             value = getattr(self, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise ValueError(f"{key} {value!r} is not a positive whole number of pixels")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{key} {value!r} is not a whole number of pixels")
 
     @property
     def name(self) -> str:
