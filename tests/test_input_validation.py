@@ -115,6 +115,14 @@ def test_manifest_names_outside_the_session_are_refused(copy, tmp_path, capsys, 
     _process_refuses(capsys, copy, tmp_path / "out", "session.json", "inside the session folder")
 
 
+@pytest.mark.parametrize("serial", ["/dev/video0", "rtsp://192.168.42.1/live"])
+def test_a_360_camera_named_by_device_path_or_url_is_accepted(copy, serial):
+    manifest = json.loads((copy / "session.json").read_text())
+    next(d for d in manifest["devices"] if d["kind"] == "pano")["serial"] = serial
+    (copy / "session.json").write_text(json.dumps(manifest))
+    assert Session.open(copy).pano().serial == serial
+
+
 def test_an_empty_leftover_of_a_failed_simulation_is_refused_untouched(tmp_path, capsys):
     Session.create(tmp_path / "s", simulated=True)  # what a simulation that failed at once leaves
     line = _process_refuses(capsys, tmp_path / "s", tmp_path / "out", "lists no device")
