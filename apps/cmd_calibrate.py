@@ -96,6 +96,8 @@ def _observer_arguments(p) -> None:
 
 
 def _detector_options(args) -> dict:
+    if args.stride < 1:
+        raise UserError(f"--stride {args.stride} is not a frame step", fix="give 1 (every 360 frame) or more")
     return {"observer": args.observer, "detector": args.detector, "device": args.device, "stride": args.stride,
             "progress": not args.quiet}
 
@@ -569,7 +571,10 @@ def _board_kinects(session: Session, rig: Rig, previous: Rig, spec: BoardSpec, r
 
 def run_sync(args) -> int:
     if args.flash:
-        print(json.dumps(flash_sync_session(args.session, progress=not args.quiet)))
+        result = flash_sync_session(args.session, progress=not args.quiet)
+        for warning in result["warnings"]:
+            print(f"omnimocap sync: warning: {warning}", file=sys.stderr)
+        print(json.dumps(result))
     else:
         print(json.dumps(sync_session(args.session, args.noise_deg, **_detector_options(args))))
     return 0
@@ -624,6 +629,10 @@ def flash_sync_session(session_dir, progress: bool = False) -> dict:
     reader = PanoReader(session.path(pano.recording), session.path(pano.timestamps or "pano_frames.csv"))
     stamps = reader.timestamps
     coarse = coarse_time_map(stamps.t_pano, stamps.t_host)
+    if not coarse.a > 0:
+        raise InputError(f"the host arrival times run backwards against the 360 camera's clock (rate {coarse.a:.4f})",
+                         path=session.path(pano.timestamps or "pano_frames.csv"),
+                         fix="the t_host column is damaged; restore the file the recorder wrote")
 
     pano_index, pano_y = [], []
     with tqdm(total=len(reader), desc="flash: 360 frames", unit="frame", disable=not progress, file=sys.stderr) as bar:
@@ -640,6 +649,15 @@ def flash_sync_session(session_dir, progress: bool = False) -> dict:
                 kinect_y.append(frame_brightness(capture.color))
             bar.update()
 
+    warnings = []
+    if len(pano_index) < len(reader):
+        warnings.append(f"{reader.video_path}: only {len(pano_index)} of the {len(reader)} frames listed in "
+                        f"{pano.timestamps or 'pano_frames.csv'} decode (the video is cut off); flashes after "
+                        f"{stamps.t_pano[pano_index[-1]] if pano_index else stamps.t_pano[0]:.2f} s (360 clock) are not seen")
+    if recording.truncated:
+        warnings.append(f"{recording.path}: the recording is cut off ({'; '.join(recording.problems)}); "
+                        f"flashes after its last colour frame at {max(kinect_t, default=float('nan')):.2f} s "
+                        "(session clock) are not seen")
     pano_events = _brightness_events(stamps.t_pano[pano_index], pano_y)
     how = (f"no flash (a rise in mean brightness of at least {FLASH_MIN_STEP:g} grey levels, held for "
            "a few frames) was found")
@@ -663,7 +681,8 @@ def flash_sync_session(session_dir, progress: bool = False) -> dict:
     rate_from = "flashes" if np.ptp(pairs[:, 0]) >= FLASH_MIN_RATE_SPAN_S else "host arrival times"
     events = [{"t_pano": float(tp), "t_session": float(ts)} for tp, ts in pairs]
     result = {"method": "flash", "residual_rms_ms": time_map.residual_rms_ms, "rate_from": rate_from,
-              "events_used": len(pairs), "pano_events": len(pano_events), "kinect_events": len(kinect_events)}
+              "events_used": len(pairs), "pano_events": len(pano_events), "kinect_events": len(kinect_events),
+              "warnings": warnings}
     rig = Rig(dict(previous.T_world_sensor), dict(previous.time_maps),
               method=previous.method if not previous.is_truth else "flash", is_truth=False,
               residuals={**previous.residuals, "pano_sync": result},

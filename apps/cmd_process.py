@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from omnimocap.apps.options import add_device, add_models, add_overwrite, add_quiet, existing_dir
 
@@ -47,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         models=args.models, smplx_model=args.smplx_model, gender=args.gender, preview=not args.no_preview,
         smoothing=not args.no_smoothing, depth_cue=not args.no_depth_cue)
     report = process_session(args.session, args.out, config, overwrite=args.overwrite, progress=not args.quiet)
+    for note in report["notes"]:
+        print(f"omnimocap process: note: {note}", file=sys.stderr)
     print(json.dumps({"out": args.out, "frames": report["frames"], "people": report["people"],
                       "hand_counts": report["hand_counts"], "timings_s": report["timings_s"]}))
     return 0

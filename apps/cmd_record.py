@@ -3,14 +3,16 @@
 Sources: ``--kinect N [N ...]`` (live Azure Kinects by device index; with several, the first is the
 wired-sync master and the others subordinates), one of ``--pano-uvc DEV`` / ``--pano-url URL`` /
 ``--pano-gst PIPELINE`` / ``--pano-file F``, or ``--simulate`` (a simulated rig replayed in real time, exercising the recorder
-exactly as devices do). Ctrl-C stops cleanly; the session is then complete. A recorder killed hard
-leaves status ``recording``; its files stay readable after ``recover_session``.
+exactly as devices do). Ctrl-C stops cleanly; the session is then complete, and so it is when the
+disk fills up (the recording stops there and says so). A recorder killed hard leaves status
+``recording``: every file written so far stays readable, and readers take the session as it is.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 from pathlib import Path
@@ -101,22 +103,37 @@ def pano_source(args: argparse.Namespace, clock):
 
 
 def run(args: argparse.Namespace) -> int:
-    from omnimocap.capture.recorder import RecordConfig, Recorder, check_free_space, simulated_rig
+    from omnimocap.capture.recorder import (
+        SIMULATION_DIR,
+        RecordConfig,
+        Recorder,
+        check_free_space,
+        check_out_dir,
+        simulated_rig,
+    )
     from omnimocap.capture.sources import SessionClock
 
     if args.simulate and (args.kinect or pano_given(args)):
         raise UserError("--simulate records the simulated rig only", fix="drop --kinect / --pano-* or drop --simulate")
-    if args.seconds is not None and args.seconds <= 0:
-        raise UserError(f"--seconds {args.seconds:g} is not positive", fix="give a length in seconds")
+    if args.seconds is not None and not 0 < args.seconds < math.inf:
+        raise UserError(f"--seconds {args.seconds:g} is not a positive length", fix="give a length in seconds")
+    if not 0 <= args.min_free_gb < math.inf:
+        raise UserError(f"--min-free-gb {args.min_free_gb:g} is not a size", fix="give gigabytes, e.g. 2")
     config = RecordConfig(seconds=args.seconds, min_free_gb=args.min_free_gb, simulated=args.simulate,
                           overwrite=args.overwrite)
-    check_free_space(args.out, args.min_free_gb)  # before minutes of device set-up or simulation
+    # before minutes of device set-up or simulation
+    check_free_space(args.out, args.min_free_gb)
+    check_out_dir(args.out, args.overwrite)
     rig = None
     if args.simulate:
         config.seconds = config.seconds or 10.0
         print(f"simulating {config.seconds:g} s ...", file=sys.stderr)
-        rig = simulated_rig(config.seconds, people=args.people, kinects=args.kinects, seed=args.seed,
-                            pano_width=args.pano_width)
+        # The simulation lives inside the session until the recording ends, and the session has its
+        # calibration and truth from the start: a killed recorder leaves one whole folder behind.
+        rig = simulated_rig(config.seconds, args.out / SIMULATION_DIR, people=args.people, kinects=args.kinects,
+                            seed=args.seed, pano_width=args.pano_width)
+        rig.copy_calibration(args.out)
+        config.overwrite = True  # the folder now holds the simulation and its calibration
         clock, sources = rig.clock, list(rig.sources)
         config.notes = "simulated rig replayed in real time"
     else:
@@ -137,8 +154,6 @@ def run(args: argparse.Namespace) -> int:
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         result = Recorder(args.out, sources, config, clock).run()
-        if rig is not None:
-            rig.copy_calibration(args.out)
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         if rig is not None:

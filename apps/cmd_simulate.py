@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from omnimocap.capture.kinect_models import KINECT_MODELS
@@ -51,12 +52,18 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--people {args.people} is not supported", fix="choose 1, 2 or 3")
     if args.kinects < 1:
         raise InputError(f"--kinects {args.kinects} is not supported", fix="use at least 1")
+    if not math.isfinite(args.seconds):
+        raise InputError(f"--seconds {args.seconds} is not a length", fix="give a finite number of seconds, e.g. 8")
     if args.seconds <= 0.2:
-        raise InputError(f"--seconds {args.seconds} is too short", fix="simulate more than 0.2 s")
+        raise InputError(f"--seconds {args.seconds:g} is too short", fix="simulate more than 0.2 s")
+    if not math.isfinite(args.kinect_noise_mm):
+        raise InputError(f"--kinect-noise-mm {args.kinect_noise_mm} is not a number", fix="give millimetres, e.g. 15")
     if args.pano_width < 64:
         raise InputError(f"--pano-width {args.pano_width} is too small", fix="use at least 64 pixels")
     if args.kinect_noise_mm < 0:
         raise InputError("--kinect-noise-mm must not be negative", fix="pass 0 for exact joints")
+    if not all(math.isfinite(t) for t in args.flash):
+        raise InputError("--flash times must be finite", fix="give session times in seconds")
     flashes = tuple(sorted(args.flash))
     if flashes and (flashes[0] < 0 or flashes[-1] > args.seconds):
         raise InputError(f"--flash {' '.join(f'{t:g}' for t in flashes)} lies outside the {args.seconds:g} s session",

@@ -36,6 +36,15 @@ class TimeMap:
     def to_json(self) -> dict:
         return {"a": self.a, "b": self.b, "residual_rms_ms": self.residual_rms_ms}
 
+    def check(self, sensor: str) -> None:
+        """Raise ValueError unless ``a`` is finite and positive and ``b`` finite: every clock runs
+        forward, so a time map with a stopped or reversed rate comes from damaged timestamps."""
+        if not (np.isfinite(self.a) and self.a > 0):
+            raise ValueError(f"time map of '{sensor}' has rate a = {self.a:g}, not positive: its clock would "
+                             "stand still or run backwards")
+        if not np.isfinite(self.b):
+            raise ValueError(f"time map of '{sensor}' has offset b = {self.b:g}")
+
     @classmethod
     def from_json(cls, d: dict) -> "TimeMap":
         return cls(float(d["a"]), float(d["b"]), d.get("residual_rms_ms"))
@@ -75,6 +84,15 @@ class Rig:
         }
 
     def save(self, path: str | Path) -> None:
+        """Write ``path`` atomically; refuses (:class:`InputError`, nothing written) a time map
+        whose rate is not positive."""
+        try:
+            for name, time_map in self.time_maps.items():
+                time_map.check(name)
+        except ValueError as exc:
+            raise InputError(f"not writing an impossible calibration: {exc}", path=path,
+                             fix="the timestamps it was estimated from are damaged (a clock going back); "
+                                 "check them and estimate again") from None
         atomic_write_json(path, self.to_json())
 
     @classmethod
@@ -91,6 +109,8 @@ class Rig:
                     raise ValueError(f"T_world_sensor of '{name}' is not a rotation")
                 poses[name] = T
             maps = {k: TimeMap.from_json(v) for k, v in obj.get("time_maps", {}).items()}
+            for name, time_map in maps.items():
+                time_map.check(name)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"malformed rig calibration ({exc})", path=path,
                              fix="re-run `omnimocap calibrate` and `omnimocap sync`") from None

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
+from omnimocap.capture.session import atomic_write_chunks
 from omnimocap.data.skeletons import (
     KINECT_BONES,
     KINECT_CONFIDENCE_MEDIUM,
@@ -39,6 +39,10 @@ from omnimocap.errors import InputError
 
 NUM_JOINTS = len(KINECT_JOINTS)
 SDK_VERSION = "1.1.2"
+# The recorder's append-only journal (see capture/recorder.py): a header line, then one k4abt frame
+# per line with ``host_time`` added and ``bodies`` null where tracking did not run.
+JOURNAL_FORMAT = "omnimocap-bodies-journal"
+JOURNAL_SUFFIX = ".jsonl"
 _FIX = "re-run body tracking on the recording to regenerate the file"
 
 
@@ -86,7 +90,7 @@ class BodyStats:
     nan_joints: int = 0
     frames_without_bodies: int = 0
     frames_with_reordered_ids: int = 0
-    non_monotonic_dropped: int = 0
+    frames_dropped_out_of_order: int = 0  # journals only: see read_journal_bodies
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -119,14 +123,18 @@ class BodyRecording:
 
 
 def read_bodies(path: str | Path) -> BodyRecording:
-    """Read a k4abt offline_processor JSON file (with or without ``joint_confidences``).
+    """Read a k4abt offline_processor JSON file (with or without ``joint_confidences``), or a
+    recorder's journal (``.jsonl``, see :func:`read_journal_bodies`).
 
-    Repairs and counts (in ``stats``): joints with NaN/null position or orientation become missing; frames whose
-    timestamp does not increase are dropped. Also counted: frames without bodies, frames whose body
-    ids come in a different order than in the previous frame. Raises :class:`InputError` for
-    unreadable, truncated or malformed files.
+    Repairs and counts (in ``stats``): joints with NaN/null position or orientation become missing.
+    Also counted: frames without bodies, frames whose body ids come in a different order than in the
+    previous frame. Raises :class:`InputError` for unreadable, truncated or malformed files, for
+    timestamps that do not strictly increase (the device clock is monotonic, so frames out of order
+    or repeated mean a damaged file) and for body ids outside k4abt's uint32 range.
     """
     path = Path(path)
+    if path.suffix == JOURNAL_SUFFIX:
+        return read_journal_bodies(path)
     try:
         doc = json.loads(path.read_bytes())
     except OSError as exc:
@@ -135,40 +143,72 @@ def read_bodies(path: str | Path) -> BodyRecording:
         raise InputError(f"truncated or malformed JSON ({exc})", path=path, fix=_FIX) from None
     try:
         return _parse(doc, path)
+    except _ClockError as exc:
+        raise InputError(f"device timestamps out of order: {exc}", path=path,
+                         fix="the file is damaged or was edited; " + _FIX) from None
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"not a k4abt body tracking file ({type(exc).__name__}: {exc})", path=path, fix=_FIX) from None
+
+
+class _ClockError(ValueError):
+    """Frame timestamps that do not strictly increase."""
+
+
+def _integer(value, what: str) -> int:
+    """A JSON integer (an integral float is accepted: some writers emit 1.0e6)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not (math.isfinite(value) and value.is_integer()))):
+        raise ValueError(f"{what} {value!r} is not an integer")
+    return int(value)
+
+
+def _body_id(value) -> int:
+    """A k4abt body id: a uint32 (``k4abt_body_t.id``)."""
+    body_id = _integer(value, "body_id")
+    if not 0 <= body_id < 2 ** 32:
+        raise ValueError(f"body_id {body_id} is outside k4abt's range 0..2^32-1")
+    return body_id
 
 
 def _parse(doc: dict, path: Path) -> BodyRecording:
     names = tuple(doc.get("joint_names", KINECT_JOINTS))
     if names != KINECT_JOINTS:
         raise ValueError(f"joint_names differ from the 32 k4abt joints: {names[:3]}...")
+    return _build(lambda: iter(doc["frames"]), str(doc.get("source_file", "")), str(doc.get("k4abt_sdk_version", "")))
+
+
+def _build(frames: Callable[[], Iterator[dict]], source_file: str, sdk_version: str) -> BodyRecording:
+    """A recording from k4abt frames, in two passes over ``frames()`` (so that a journal of an hour
+    is never held in memory as JSON objects): the first checks the clock and the ids and counts the
+    frames, the second fills the arrays."""
     stats = BodyStats()
-    kept: list[tuple[int, int, list[dict]]] = []
+    times: list[int] = []
+    frame_ids: list[int] = []
     previous_order: list[int] = []
     last_us = -math.inf
-    for frame in doc["frames"]:
-        t_us = int(frame["timestamp_usec"])
+    for index, frame in enumerate(frames()):
+        t_us = _integer(frame["timestamp_usec"], "timestamp_usec")
         if t_us <= last_us:
-            stats.non_monotonic_dropped += 1
-            continue
+            # the device clock only moves forward: frames out of order or repeated mean a damaged file
+            raise _ClockError(f"frame {index}: timestamp_usec {t_us} does not increase (previous {last_us})")
         last_us = t_us
-        bodies = list(frame.get("bodies") or [])
-        order = [int(b["body_id"]) for b in bodies]
+        bodies = frame.get("bodies") or []
+        order = [_body_id(b["body_id"]) for b in bodies]
         common = set(order) & set(previous_order)
         if [i for i in order if i in common] != [i for i in previous_order if i in common]:
             stats.frames_with_reordered_ids += 1
         previous_order = order
         if not bodies:
             stats.frames_without_bodies += 1
-        kept.append((t_us, int(frame.get("frame_id", len(kept))), bodies))
-    F = len(kept)
+        times.append(t_us)
+        frame_ids.append(int(frame.get("frame_id", len(frame_ids))))
+    F = len(times)
     stats.frames = F
     tracks: dict[int, BodyTrack] = {}
     has_confidences = True
-    for f, (_, _, bodies) in enumerate(kept):
-        for body in bodies:
-            body_id = int(body["body_id"])
+    for f, frame in enumerate(frames()):
+        for body in frame.get("bodies") or []:
+            body_id = _body_id(body["body_id"])
             track = tracks.get(body_id)
             if track is None:  # (not setdefault: that would build a whole empty track per body and frame)
                 track = tracks[body_id] = BodyTrack.empty(F)
@@ -185,10 +225,9 @@ def _parse(doc: dict, path: Path) -> BodyRecording:
             track.orientations[f] = np.where(bad[:, None], np.nan, rot)
             track.confidences[f] = np.where(bad, KINECT_CONFIDENCE_NONE, conf)
     return BodyRecording(
-        timestamps=np.array([t for t, _, _ in kept], dtype=np.float64) / 1e6,
-        frame_ids=np.array([i for _, i, _ in kept], dtype=np.int64),
-        bodies=dict(sorted(tracks.items())), source_file=str(doc.get("source_file", "")),
-        sdk_version=str(doc.get("k4abt_sdk_version", "")), has_confidences=has_confidences, stats=stats)
+        timestamps=np.array(times, dtype=np.float64) / 1e6, frame_ids=np.array(frame_ids, dtype=np.int64),
+        bodies=dict(sorted(tracks.items())), source_file=source_file, sdk_version=sdk_version,
+        has_confidences=has_confidences, stats=stats)
 
 
 def _joint_array(rows: list, width: int) -> np.ndarray:
@@ -205,12 +244,103 @@ def _joint_array(rows: list, width: int) -> np.ndarray:
     return out
 
 
+@dataclass
+class Journal:
+    """A read journal: its header and the complete capture lines (a torn last line is left out)."""
+
+    header: dict
+    frames: list[dict]
+    torn: bool = False
+
+
+class JournalReader:
+    """A recorder's body journal, read line by line. The header is read and checked at once;
+    :meth:`frames` yields the complete capture lines on each call. Only the last line can be cut by
+    a crash: a damaged line is taken as that end, nothing after it is trusted, and ``torn`` is set."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.torn = False
+        try:
+            with open(self.path, "rb") as f:
+                first = f.readline()
+        except OSError as exc:
+            raise InputError(f"cannot read the body journal ({exc.strerror})", path=self.path) from None
+        try:
+            header = json.loads(first)
+        except ValueError:
+            header = None
+        if not isinstance(header, dict) or header.get("format") != JOURNAL_FORMAT:
+            raise InputError("not an omnimocap body journal (header line missing or damaged)", path=self.path,
+                             fix="the recorder died before writing anything; this Kinect has no body data")
+        self.header: dict = header
+
+    def frames(self) -> Iterator[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                f.readline()
+                for line in f:
+                    if not line.strip():
+                        continue
+                    try:
+                        frame = json.loads(line)
+                        _integer(frame["timestamp_usec"], "timestamp_usec")
+                    except (ValueError, KeyError, TypeError):
+                        self.torn = True
+                        return
+                    yield frame
+        except OSError as exc:
+            raise InputError(f"cannot read the body journal ({exc.strerror})", path=self.path) from None
+
+
+def read_journal(path: str | Path) -> Journal:
+    """Read a recorder's body journal whole (see :class:`JournalReader`)."""
+    reader = JournalReader(path)
+    frames = list(reader.frames())
+    return Journal(reader.header, frames, reader.torn)
+
+
+def read_journal_bodies(path: str | Path) -> BodyRecording:
+    """The body tracking of a recorder's journal, as :func:`read_bodies` gives it for the JSON the
+    recorder writes on stop: captures without tracking are left out, and so are captures whose
+    device time does not increase (a device that restarted its clock; counted in
+    ``stats.frames_dropped_out_of_order``). The journal is streamed, not held in memory."""
+    reader = JournalReader(path)
+    dropped = [0]
+
+    def tracked_frames() -> Iterator[dict]:
+        dropped[0], last_us = 0, -math.inf
+        for frame in reader.frames():
+            if frame.get("bodies") is None:
+                continue
+            if int(frame["timestamp_usec"]) <= last_us:
+                dropped[0] += 1
+                continue
+            last_us = int(frame["timestamp_usec"])
+            yield frame
+
+    try:
+        recording = _build(tracked_frames, str(reader.header.get("source_file", "")),
+                           str(reader.header.get("k4abt_sdk_version", SDK_VERSION)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"malformed body journal ({type(exc).__name__}: {exc})", path=path, fix=_FIX) from None
+    recording.stats.frames_dropped_out_of_order = dropped[0]
+    return recording
+
+
 def write_bodies(path: str | Path, recording: BodyRecording) -> None:
     """Write ``recording`` as k4abt offline_processor JSON with the ``joint_confidences`` extension,
-    atomically (temporary file beside ``path``, then rename). Bodies appear in a frame where they
-    have any joint; missing joints are written as ``null``."""
+    atomically (temporary file beside ``path``, then rename), one frame at a time. Bodies appear in
+    a frame where they have any joint; missing joints are written as ``null``."""
     path = Path(path)
-    frames = []
+    head = {"k4abt_sdk_version": recording.sdk_version, "source_file": recording.source_file,
+            "joint_names": list(KINECT_JOINTS), "bone_list": [list(b) for b in KINECT_BONES]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_chunks(path, _json_chunks(head, recording))
+
+
+def _json_chunks(head: dict, recording: BodyRecording) -> Iterator[bytes]:
+    yield json.dumps(head)[:-1].encode() + b', "frames": ['
     present = {body_id: track.present for body_id, track in recording.bodies.items()}  # once, not per frame
     for f, (t, frame_id) in enumerate(zip(recording.timestamps, recording.frame_ids)):
         bodies = []
@@ -224,16 +354,7 @@ def write_bodies(path: str | Path, recording: BodyRecording) -> None:
                 "joint_orientations": [q.tolist() if ok else None for q, ok in zip(track.orientations[f], valid)],
                 "joint_confidences": [int(c) if ok else KINECT_CONFIDENCE_NONE for c, ok in zip(track.confidences[f], valid)],
             })
-        frames.append({"timestamp_usec": int(round(float(t) * 1e6)), "frame_id": int(frame_id),
-                       "num_bodies": len(bodies), "bodies": bodies})
-    doc = {"k4abt_sdk_version": recording.sdk_version, "source_file": recording.source_file,
-           "joint_names": list(KINECT_JOINTS), "bone_list": [list(b) for b in KINECT_BONES], "frames": frames}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        frame = {"timestamp_usec": int(round(float(t) * 1e6)), "frame_id": int(frame_id),
+                 "num_bodies": len(bodies), "bodies": bodies}
+        yield (b", " if f else b"") + json.dumps(frame, allow_nan=False).encode()
+    yield b"]}"

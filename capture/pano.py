@@ -36,19 +36,29 @@ def read_pano_timestamps(path: str | Path) -> PanoTimestamps:
     if not path.is_file():
         raise InputError("pano timestamps not found", path=path)
     t_pano, t_host = [], []
+    fix = "the file is damaged or was edited; restore the one the recorder wrote"
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header != ["index", "t_pano", "t_host"]:
             raise InputError("pano timestamps have no 'index,t_pano,t_host' header", path=path)
-        for row in reader:
-            if len(row) != 3:
-                break  # a row cut off by a crash: keep what is complete
+        rows = list(reader)
+        for i, row in enumerate(rows):
             try:
+                if len(row) != 3:
+                    raise ValueError
                 tp = float(row[1])
                 th = float(row[2]) if row[2] else np.nan
             except ValueError:
-                break
+                if i == len(rows) - 1:
+                    break  # the last row cut off by a crash: keep what is complete
+                raise InputError(f"line {i + 2} is malformed ({','.join(row)!r})", path=path, fix=fix) from None
+            # Only an empty t_host means "unknown"; a NaN or infinite time is a hole in the stream.
+            if not np.isfinite(tp) or (row[2] and not np.isfinite(th)):
+                raise InputError(f"frame {len(t_pano)} has no valid time ({row[1]!r}, {row[2]!r})", path=path, fix=fix)
+            if t_pano and tp <= t_pano[-1]:
+                raise InputError(f"frame {len(t_pano)}: t_pano {tp:g} does not increase (previous {t_pano[-1]:g}); "
+                                 "the camera clock only moves forward", path=path, fix=fix)
             t_pano.append(tp)
             t_host.append(th)
     if not t_pano:

@@ -3,14 +3,16 @@
 What lands on disk, and when (a killed recorder loses at most about a second of any stream):
 
 - ``session.json`` is written atomically at the start (status ``recording``, one device entry per
-  source) and again whenever a stream ends or is finalized; ``complete`` only after a clean stop.
+  source), again as soon as a stream creates its files (so the manifest names every file a killed
+  recorder leaves) and whenever a stream ends or is finalized; ``complete`` only after a clean stop.
 - Kinect body tracking goes to a journal ``bodies_<serial>.jsonl``: a header line (with the session
   clock's origin, ``session_clock_start_monotonic``, seconds of CLOCK_MONOTONIC), then one line
   per capture (the k4abt frame layout of :mod:`omnimocap.capture.bodies` plus ``host_time``,
   the arrival on the session clock in seconds; ``bodies`` null where tracking did not run). Each
   line is flushed; the file is fsync'd at least every ``sync_interval_s``. On stop the journal
   becomes ``bodies_<serial>.json``; the journal stays as the record of the host arrival times.
-  :func:`recover_session` does the same conversion for a session whose recorder was killed.
+  For a session whose recorder was killed, :func:`recover_session` reads the journal in its place
+  (in memory: readers never write into a session).
 - Kinect images go to ``kinect_<serial>.mkv`` (:class:`KinectMkvWriter`: a flushed cluster per
   capture) when the source delivers colour or depth and knows its factory calibration.
 - The 360 stream goes through :class:`PanoWriter` (``pano_frames.csv`` flushed per frame). Its
@@ -19,10 +21,13 @@ What lands on disk, and when (a killed recorder loses at most about a second of 
   default FFmpeg would hold everything in memory until the file is closed).
 
 Free disk space is checked before (refuse below ``min_free_gb``) and every second during the
-recording (stop cleanly below ``stop_free_gb``). A source that ends or delivers nothing for
+recording (stop cleanly below ``stop_free_gb``). Should the disk fill up all the same (another
+program writing), the recording stops there: a few MB held back from the start
+(``.omnimocap-reserve``) are released so that the session can still be finalized, and a stream
+that cannot finish its file keeps what was flushed, with a note. A source that ends or delivers nothing for
 ``disconnect_timeout_s`` has its stream finalized; its device entry becomes ``disconnected`` and the
 session notes say when and why. Ctrl-C (KeyboardInterrupt) stops cleanly and marks the session
-complete; SIGKILL leaves it ``recording`` for :func:`recover_session`.
+complete; SIGKILL leaves it ``recording``, readable as it is through :func:`recover_session`.
 
 :meth:`Recorder.run` reads the sources itself. A program that already reads them (the live session
 window) feeds the same writers instead: :meth:`Recorder.begin`, :meth:`Recorder.push` per frame from
@@ -31,13 +36,12 @@ its capture threads, :meth:`Recorder.end`.
 
 from __future__ import annotations
 
+import errno
 import json
-import math
 import os
 import queue
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,17 +52,27 @@ from typing import Callable
 import numpy as np
 
 from omnimocap.calibration.rig import Rig
-from omnimocap.capture.bodies import SDK_VERSION, BodyRecording, BodyTrack, read_bodies, write_bodies
+from omnimocap.capture.bodies import (
+    JOURNAL_FORMAT,
+    SDK_VERSION,
+    JournalReader,
+    read_bodies,
+    read_journal_bodies,
+    write_bodies,
+)
 from omnimocap.capture.kinect_live import KinectFileSource
 from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
 from omnimocap.capture.pano import PanoWriter, read_pano_timestamps
 from omnimocap.capture.pano_sources import VideoFilePanoSource
-from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, RIG, TRUTH_DIR, DeviceEntry, Session, atomic_write_bytes
+from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, RIG, TRUTH_DIR, DeviceEntry, Session
+from omnimocap.capture.session_check import video_frame_count
 from omnimocap.capture.sources import EndOfStream, KinectFrame, PanoFrame, SessionClock, Source
 from omnimocap.errors import InputError, UserError
 
-JOURNAL_FORMAT = "omnimocap-bodies-journal"
 GB = 1024 ** 3
+# Disk space held back while recording, released to finalize the session when the disk fills up.
+RESERVE_FILE = ".omnimocap-reserve"
+RESERVE_BYTES = 8 * 1024 ** 2
 # Muxer and encoder settings that make PanoWriter's file readable while it grows.
 
 
@@ -130,74 +144,22 @@ class BodyJournal:
             self._file.close()
 
 
-@dataclass
-class Journal:
-    """A read journal: its header and the complete capture lines (a torn last line is left out)."""
-
-    header: dict
-    frames: list[dict]
-    torn: bool = False
-
-
-def read_journal(path: str | Path) -> Journal:
-    path = Path(path)
-    try:
-        lines = path.read_bytes().split(b"\n")
-    except OSError as exc:
-        raise InputError(f"cannot read the body journal ({exc.strerror})", path=path) from None
-    try:
-        header = json.loads(lines[0])
-    except ValueError:
-        header = None
-    if not isinstance(header, dict) or header.get("format") != JOURNAL_FORMAT:
-        raise InputError("not an omnimocap body journal (header line missing or damaged)", path=path,
-                         fix="the recorder died before writing anything; this Kinect has no body data")
-    frames, torn = [], False
-    for line in lines[1:]:
-        if not line.strip():
-            continue
-        try:
-            frame = json.loads(line)
-            int(frame["timestamp_usec"])
-        except (ValueError, KeyError, TypeError):
-            torn = True  # only the last line can be cut by a crash; nothing after it is trusted
-            break
-        frames.append(frame)
-    return Journal(header, frames, torn)
-
-
 def journal_to_bodies(journal_path: str | Path, bodies_path: str | Path) -> int:
-    """Convert a journal into the k4abt JSON ``bodies_path`` (atomically). Captures without tracking
-    and captures whose device time does not increase are left out. Returns the frames written."""
-    journal = read_journal(journal_path)
-    kept, last_us = [], -math.inf
-    for frame in journal.frames:
-        if frame.get("bodies") is None or int(frame["timestamp_usec"]) <= last_us:
-            continue
-        last_us = int(frame["timestamp_usec"])
-        kept.append(frame)
-    F = len(kept)
-    tracks: dict[int, BodyTrack] = {}
-    for f, frame in enumerate(kept):
-        for body in frame["bodies"]:
-            track = tracks.setdefault(int(body["body_id"]), BodyTrack.empty(F))
-            for j, (p, q) in enumerate(zip(body["joint_positions"], body["joint_orientations"])):
-                if p is not None and q is not None:
-                    track.positions[f, j] = np.asarray(p, dtype=np.float64) / 1000.0
-                    track.orientations[f, j] = q
-                    track.confidences[f, j] = int(body["joint_confidences"][j])
-    write_bodies(bodies_path, BodyRecording(
-        timestamps=np.array([fr["timestamp_usec"] for fr in kept], dtype=np.float64) / 1e6,
-        frame_ids=np.array([fr["frame_id"] for fr in kept], dtype=np.int64), bodies=dict(sorted(tracks.items())),
-        source_file=str(journal.header.get("source_file", "")),
-        sdk_version=str(journal.header.get("k4abt_sdk_version", SDK_VERSION))))
-    return F
+    """Convert a journal into the k4abt JSON ``bodies_path`` (atomically); see
+    :func:`~omnimocap.capture.bodies.read_journal_bodies` for what is left out. Returns the frames written."""
+    recording = read_journal_bodies(journal_path)
+    write_bodies(bodies_path, recording)
+    return len(recording)
 
 
 # --- per-stream writers ----------------------------------------------------------------------------
 class _KinectSink:
-    def __init__(self, session: Session, entry: DeviceEntry, source: Source, clock: SessionClock, sync_interval_s: float):
-        self.session, self.entry, self.info = session, entry, source.info
+    """``announce()`` saves the manifest: called when a file is created, so that the manifest on
+    disk names every file a killed recorder leaves."""
+
+    def __init__(self, session: Session, entry: DeviceEntry, source: Source, clock: SessionClock, sync_interval_s: float,
+                 announce: Callable[[], None]):
+        self.session, self.entry, self.info, self.announce = session, entry, source.info, announce
         self.journal = BodyJournal(session.path(journal_name(entry.serial)), entry.serial,
                                    recording_name(entry.serial), clock.start_monotonic, sync_interval_s)
         self.mkv: KinectMkvWriter | None = None
@@ -227,6 +189,7 @@ class _KinectSink:
                 fps=int(round(self.info.fps)), device_serial=self.entry.serial, depth_delay_ns=self.info.depth_delay_ns,
                 wired_sync_mode=self.entry.role.upper())
             self.entry.recording = recording_name(self.entry.serial)
+            self.announce()
         if self.mkv is not None:
             self.mkv.write_capture(frame.device_timestamp, color=frame.color, depth=frame.depth, ir=frame.ir,
                                    color_timestamp_s=frame.color_timestamp)
@@ -235,22 +198,33 @@ class _KinectSink:
         self.journal.sync_if_due()
 
     def close(self) -> str:
-        self.journal.close()
-        if self.mkv is not None:
-            self.mkv.close()
+        """Finalize the files; a failure (a full disk) is noted, and what was flushed stays readable."""
         notes = [f"{self.frames} captures"]
+        for what, close in (("the body journal", self.journal.close),
+                            (recording_name(self.entry.serial), self.mkv.close if self.mkv is not None else None)):
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:
+                    notes.append(f"closing {what} failed ({type(exc).__name__}: {exc})")
         if self.tracked:
-            n = journal_to_bodies(self.journal.path, self.session.path(bodies_name(self.entry.serial)))
-            self.entry.bodies = bodies_name(self.entry.serial)
-            notes.append(f"{n} with body tracking")
+            try:
+                n = journal_to_bodies(self.journal.path, self.session.path(bodies_name(self.entry.serial)))
+                self.entry.bodies = bodies_name(self.entry.serial)
+                notes.append(f"{n} with body tracking")
+            except OSError as exc:
+                self.entry.bodies = self.journal.path.name  # read_bodies reads the journal as well
+                notes.append(f"{self.tracked} with body tracking, kept in {self.journal.path.name} "
+                             f"({bodies_name(self.entry.serial)} not written: {exc.strerror or exc})")
         if self.images_skipped:
             notes.append("images not saved (the source has no factory calibration)")
         return ", ".join(notes)
 
 
 class _PanoSink:
-    def __init__(self, session: Session, entry: DeviceEntry, source: Source, sync_interval_s: float):
-        self.session, self.entry, self.fps = session, entry, source.info.fps
+    def __init__(self, session: Session, entry: DeviceEntry, source: Source, sync_interval_s: float,
+                 announce: Callable[[], None]):
+        self.session, self.entry, self.fps, self.announce = session, entry, source.info.fps, announce
         self.writer: PanoWriter | None = None
         self.frames = 0
         self.skipped = 0
@@ -264,6 +238,7 @@ class _PanoSink:
                                     live=True)
             self.entry.recording, self.entry.timestamps = PANO_VIDEO, PANO_FRAMES
             self.entry.width, self.entry.height = w, h
+            self.announce()
         # A frame of another size (the camera switched modes) or out of time order cannot join the stream.
         if (h, w) != (self.writer.height, self.writer.width) or (self._last_t is not None and frame.t_pano <= self._last_t):
             self.skipped += 1
@@ -277,10 +252,16 @@ class _PanoSink:
         """The CSV is flushed per frame and the muxer per cluster; nothing waits here."""
 
     def close(self) -> str:
-        if self.writer is not None:
-            self.writer.close()
+        """Finalize the video; a failure (a full disk) is noted, and the flushed clusters stay readable."""
         notes = f"{self.frames} frames"
-        return notes + (f", {self.skipped} skipped (size change or time going back)" if self.skipped else "")
+        if self.skipped:
+            notes += f", {self.skipped} skipped (size change or time going back)"
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception as exc:
+                notes += f", closing {PANO_VIDEO} failed ({type(exc).__name__}: {exc})"
+        return notes
 
 
 # --- the recorder ----------------------------------------------------------------------------------
@@ -328,6 +309,21 @@ def check_free_space(out_dir: str | Path, min_free_gb: float, disk_free: Callabl
     if free_gb < min_free_gb:
         raise UserError(f"only {free_gb:.2f} GB free, less than --min-free-gb {min_free_gb:g}", path=out_dir,
                         fix="free some space, record elsewhere, or lower --min-free-gb")
+
+
+def check_out_dir(out_dir: str | Path, overwrite: bool) -> None:
+    """Refuse (:class:`InputError`) to record into a folder that is not empty, unless ``overwrite``."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError("is a file, not a folder", path=out_dir, fix="choose a folder for the session")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise InputError("folder exists and is not empty", path=out_dir,
+                         fix="choose a new folder, or pass --overwrite to replace it")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the file system is full (or the user's quota used up)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class _Worker(threading.Thread):
@@ -392,6 +388,7 @@ class Recorder:
         self.dropped = 0
         self._feed: queue.Queue | None = None
         self._feed_thread: threading.Thread | None = None
+        self._reserve: Path | None = None
 
     @property
     def stop_free_gb(self) -> float:
@@ -420,7 +417,11 @@ class Recorder:
             with _ignoring_sigint():
                 self._finish(stop_sources=True)
         errors = [w for w in self._workers if w.error is not None]
-        if errors and reason != "disk":
+        if errors and all(disk_full(w.error) for w in errors):
+            reason = "disk"
+            message = (f"stopped at {stopped_at:.1f} s: the disk holding {self.out_dir} is full; the session is "
+                       "complete up to there")
+        elif errors and reason != "disk":
             reason = "error"
             message = "; ".join(f"{w.entry.name}: {type(w.error).__name__}: {w.error}" for w in errors)
         return RecordResult(self.out_dir, reason, message, stopped_at, self.frame_counts(),
@@ -506,9 +507,7 @@ class Recorder:
     # --- shared by both ways of recording -----------------------------------------------------------
     def _open(self, restart_clock: bool) -> None:
         check_free_space(self.out_dir, self.config.min_free_gb, self.disk_free)
-        if self.out_dir.exists() and any(self.out_dir.iterdir()) and not self.config.overwrite:
-            raise InputError("folder exists and is not empty", path=self.out_dir,
-                             fix="choose a new folder, or pass --overwrite to replace it")
+        check_out_dir(self.out_dir, self.config.overwrite)
         try:
             for source in self.sources:
                 source.connect()
@@ -517,6 +516,7 @@ class Recorder:
                 source.stop()
             raise
         self.session = Session.create(self.out_dir, simulated=self.config.simulated, overwrite=self.config.overwrite)
+        self._hold_reserve()
         if restart_clock:
             self.clock.restart()
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -528,10 +528,10 @@ class Recorder:
             if source.kind == "pano":
                 entry = DeviceEntry(kind="pano", serial=info.serial or "pano", role="camera", fps=info.fps,
                                     width=info.width, height=info.height)
-                sink = _PanoSink(self.session, entry, source, self.config.sync_interval_s)
+                sink = _PanoSink(self.session, entry, source, self.config.sync_interval_s, self._save)
             else:
                 entry = DeviceEntry(kind="kinect", serial=info.serial, role=info.role, fps=info.fps)
-                sink = _KinectSink(self.session, entry, source, self.clock, self.config.sync_interval_s)
+                sink = _KinectSink(self.session, entry, source, self.clock, self.config.sync_interval_s, self._save)
             self._workers.append(_Worker(self, source, entry, sink))
         # The manifest lists the master (the reference Kinect) first and the 360 camera last.
         rank = {"master": 0, "standalone": 1, "subordinate": 2, "camera": 3}
@@ -561,28 +561,52 @@ class Recorder:
             stop.wait(0.05)
 
     def _finish(self, stop_sources: bool) -> None:
+        """Stop the workers, finalize every stream and mark the session complete. A full disk does
+        not stop this half-way: the space held back at the start is released first, and a stream
+        that cannot be finalized keeps what was flushed, with a note."""
         for worker in self._workers:
             worker.halt.set()
         for worker in self._workers:
             if worker.is_alive():
                 worker.join()
+        self._release_reserve()
         for worker in self._workers:
             try:
                 if stop_sources:
                     worker.source.stop()
-            finally:
-                summary = worker.sink.close()
-                with self._manifest_lock:
-                    entry = worker.entry
-                    entry.notes = "; ".join(n for n in (entry.notes, summary) if n)
-                    if entry.status == "recording":
-                        entry.status = "complete"
-                    self.session.save()
+            except Exception as exc:
+                self._note(f"{worker.entry.name}: stopping the source failed ({type(exc).__name__}: {exc})")
+            summary = worker.sink.close()
+            with self._manifest_lock:
+                entry = worker.entry
+                entry.notes = "; ".join(n for n in (entry.notes, summary) if n)
+                if entry.status == "recording":
+                    entry.status = "complete"
         with self._manifest_lock:
             for worker in self._workers:
                 if worker.error is not None:
                     self._note_locked(f"{worker.entry.name} failed: {type(worker.error).__name__}: {worker.error}")
-            self.session.mark_complete()
+            try:
+                self.session.mark_complete()
+            except OSError as exc:
+                raise UserError(f"the session could not be finalized ({exc.strerror or exc}); its files hold what was "
+                                "written and readers take it as an interrupted recording", path=self.out_dir,
+                                fix="free some disk space") from None
+
+    def _hold_reserve(self) -> None:
+        """Hold back a little disk space for finalizing (the manifest, the body JSON, the cues)."""
+        path = self.out_dir / RESERVE_FILE
+        try:
+            with open(path, "wb") as f:
+                os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+            self._reserve = path
+        except OSError:
+            path.unlink(missing_ok=True)
+
+    def _release_reserve(self) -> None:
+        if self._reserve is not None:
+            self._reserve.unlink(missing_ok=True)
+            self._reserve = None
 
     def _mark_disconnected(self, entry: DeviceEntry, reason: str) -> None:
         t = self.clock.now()
@@ -621,85 +645,105 @@ class _ignoring_sigint:
 
 
 # --- recovery --------------------------------------------------------------------------------------
-def _decodable_frames(path: Path) -> int:
-    import av
+def recover_session(root: str | Path) -> tuple[Session, dict]:
+    """Open a session as the recorder would have finalized it, without writing anything.
 
-    n = 0
-    try:
-        with av.open(str(path)) as container:
-            for _ in container.decode(video=0):
-                n += 1
-    except (av.error.FFmpegError, OSError, IndexError):
-        pass  # the cut-off tail
-    return n
-
-
-def recover_session(root: str | Path) -> dict:
-    """Make the session of a killed recorder readable, and say what is in it.
-
-    Journals without their ``bodies_<serial>.json`` are converted (a torn last line dropped); a
-    ``pano_frames.csv`` listing more frames than ``pano.mkv`` decodes is cut to the decodable ones;
-    devices still ``recording`` become ``complete`` with a note of what survived, and the session is
-    marked complete with a note that it was recovered. A session already complete is left alone.
-    Returns a summary (per device: frames and the last device / host times)."""
+    A complete session is returned as it is. For one whose recorder was killed (status still
+    ``recording``), the manifest is completed in memory only: a Kinect's body journal stands in for
+    its ``bodies_<serial>.json`` (:func:`read_bodies` reads either; a torn last line is dropped), a
+    Kinect recording or 360 video on disk that the manifest does not name yet is added when it has
+    decodable frames (and left out, with a note, when it has none). The session keeps status
+    ``recording``. Raises :class:`InputError` when the manifest lists no device (a recording or
+    simulation that stopped before any stream began). Returns the session and a summary: per
+    device the frames found and the last device / host times, and ``notes`` (one line each) on
+    what was lost."""
     session = Session.open(root)
-    summary: dict = {"session": str(session.root), "recovered": False, "devices": {}}
+    summary: dict = {"session": str(session.root), "recovered": False, "devices": {}, "notes": []}
     if session.complete:
-        return summary
-    lines = []
+        return session, summary
+    if not session.manifest.devices:
+        raise InputError("the session lists no device: its recording (or simulation) stopped before any stream "
+                         "began", path=session.root / "session.json", fix="record it again")
+    notes = summary["notes"]
     for entry in session.kinects():
-        journal = session.path(journal_name(entry.serial))
-        if not journal.is_file():
-            continue
-        j = read_journal(journal)
-        n = 0
-        if any(f.get("bodies") is not None for f in j.frames):
-            n = journal_to_bodies(journal, session.path(bodies_name(entry.serial)))
-            entry.bodies = bodies_name(entry.serial)
-        last = j.frames[-1] if j.frames else None
-        info = {"captures": len(j.frames), "body_frames": n,
-                "last_device_time": None if last is None else last["timestamp_usec"] / 1e6,
-                "last_host_time": None if last is None else last.get("host_time")}
+        journal_path = session.path(journal_name(entry.serial))
+        info: dict = {}
+        if journal_path.is_file() and not (entry.bodies and session.path(entry.bodies).is_file()):
+            journal = JournalReader(journal_path)
+            captures, tracked, last = 0, 0, None
+            for last in journal.frames():
+                captures += 1
+                tracked += last.get("bodies") is not None
+            if tracked:
+                entry.bodies = journal_path.name
+            info.update(captures=captures, body_frames=tracked,
+                        last_device_time=None if last is None else last["timestamp_usec"] / 1e6,
+                        last_host_time=None if last is None else last.get("host_time"))
+            notes.append(f"{entry.name}: {captures} captures ({tracked} tracked) up to "
+                         f"{'-' if last is None else format(last.get('host_time', float('nan')), '.2f')} s"
+                         + (", the last line cut off" if journal.torn else ""))
+        mkv = session.path(entry.recording or recording_name(entry.serial))
+        entry.recording = None
+        if mkv.is_file():
+            captures = _kinect_captures(mkv)
+            info["recording_captures"] = captures
+            if captures:
+                entry.recording = mkv.name
+            else:
+                notes.append(f"{mkv.name}: no complete capture (cut off in its header); left out")
         summary["devices"][entry.name] = info
-        lines.append(f"{entry.name}: {len(j.frames)} captures ({n} tracked), last at "
-                     f"{'-' if last is None else format(last.get('host_time', float('nan')), '.2f')} s")
-        if entry.recording and not session.path(entry.recording).is_file():
-            entry.recording = None
     for entry in (d for d in session.manifest.devices if d.kind == "pano"):
-        csv_path, video = session.path(entry.timestamps or PANO_FRAMES), session.path(entry.recording or PANO_VIDEO)
+        csv_path = session.path(entry.timestamps or PANO_FRAMES)
+        video = session.path(entry.recording or PANO_VIDEO)
+        entry.recording = entry.timestamps = None
         if not csv_path.is_file() or not video.is_file():
-            entry.recording = entry.timestamps = None
-            lines.append("pano: no frames were written")
+            notes.append("pano: no frames were written")
             continue
         try:
             stamps = read_pano_timestamps(csv_path)
         except InputError:
-            stamps = None
-        decodable = _decodable_frames(video)
-        if stamps is None or decodable == 0:
-            entry.recording = entry.timestamps = None
-            lines.append("pano: no readable frames")
+            notes.append(f"{csv_path.name}: no readable frame times; the 360 stream is left out")
             continue
+        decodable = video_frame_count(video)
+        if decodable == 0:
+            notes.append(f"{video.name}: no decodable frame; the 360 stream is left out")
+            continue
+        entry.recording, entry.timestamps = video.name, csv_path.name
+        if entry.width is None or entry.height is None:
+            entry.width, entry.height = _video_size(video)
         n = min(decodable, len(stamps.t_pano))
-        if n < len(stamps.t_pano):
-            rows = ["index,t_pano,t_host"] + [
-                f"{i},{stamps.t_pano[i]:.6f},{'' if not np.isfinite(stamps.t_host[i]) else format(stamps.t_host[i], '.6f')}"
-                for i in range(n)]
-            atomic_write_bytes(csv_path, ("\n".join(rows) + "\n").encode())
         summary["devices"][entry.name] = {"frames": n, "frames_listed": len(stamps.t_pano),
                                           "last_pano_time": float(stamps.t_pano[n - 1]),
                                           "last_host_time": float(stamps.t_host[n - 1])}
-        lines.append(f"pano: {n} frames, last at {stamps.t_host[n - 1]:.2f} s")
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    for entry in session.manifest.devices:
-        if entry.status == "recording":
-            entry.status = "complete"
-            entry.notes = "; ".join(n for n in (entry.notes, "recovered after the recorder stopped abruptly") if n)
-    m = session.manifest
-    m.notes = "\n".join(n for n in (m.notes, f"recording interrupted; recovered {now}: " + "; ".join(lines)) if n)
-    session.mark_complete()
+        notes.append(f"pano: {n} decodable frames up to {stamps.t_host[n - 1]:.2f} s"
+                     + (f" ({len(stamps.t_pano) - n} more listed in {csv_path.name} were cut off)"
+                        if n < len(stamps.t_pano) else ""))
+    if session.path(SIMULATION_DIR).is_dir():
+        notes.append(f"{SIMULATION_DIR} holds the simulation this recording replayed; it is not part of the "
+                     "session and can be deleted")
     summary["recovered"] = True
-    return summary
+    return session, summary
+
+
+def _kinect_captures(path: Path) -> int:
+    """Complete captures of a Kinect recording (0 when it does not open), colour not decoded."""
+    from omnimocap.capture.kinect_mkv import KinectRecording
+
+    try:
+        return sum(1 for _ in KinectRecording(path).captures(decode_color=False))
+    except InputError:
+        return 0
+
+
+def _video_size(path: Path) -> tuple[int | None, int | None]:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            context = container.streams.video[0].codec_context
+            return context.width, context.height
+    except (av.error.FFmpegError, OSError, IndexError):
+        return None, None
 
 
 # --- replayed and simulated rigs -------------------------------------------------------------------
@@ -756,6 +800,9 @@ def _loop_period(session: Session, rig: Rig) -> float:
     return float(times.max() - times.min()) + 1.0 / (max(rates) if rates else 30.0)
 
 
+SIMULATION_DIR = ".simulation"
+
+
 @dataclass
 class SimulatedRig:
     """A simulated session replayed live: ``sources`` on ``clock`` (record them with a
@@ -765,30 +812,39 @@ class SimulatedRig:
     sim_dir: Path
     clock: SessionClock
     sources: list[Source]
-    _tmp: tempfile.TemporaryDirectory | None = None
 
     def copy_calibration(self, out_dir: str | Path) -> None:
         """Copy the simulation's ``rig.json`` and ``truth/`` into the recorded session: the replay
         keeps the simulation's clock, so its truth applies unchanged."""
         out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
         shutil.copy2(self.sim_dir / RIG, out / RIG)
         shutil.copytree(self.sim_dir / TRUTH_DIR, out / TRUTH_DIR, dirs_exist_ok=True)
 
     def cleanup(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        """Stop the sources and delete the simulation."""
+        for source in self.sources:
+            source.stop()
+        shutil.rmtree(self.sim_dir, ignore_errors=True)
 
 
-def simulated_rig(seconds: float, *, people: int = 2, kinects: int = 2, seed: int = 0, pano_width: int = 960,
-                  work_dir: str | Path | None = None) -> SimulatedRig:
-    """Simulate ``seconds`` (+ 0.5 s of slack) into a temporary folder, then set up its streams to be
-    replayed in real time on their original session clock."""
+def simulated_rig(seconds: float, work_dir: str | Path, *, people: int = 2, kinects: int = 2, seed: int = 0,
+                  pano_width: int = 960, kinect_video: bool = True, loop: bool = False) -> SimulatedRig:
+    """Simulate ``seconds`` (+ 0.5 s of slack) into ``work_dir`` (created; replaced if it exists),
+    then set up its streams to be replayed in real time on their original session clock. ``loop``
+    replays the simulation again and again (see :func:`replay_sources`), for recordings longer
+    than the simulation; the truth then describes the first pass only.
+
+    ``record --simulate`` puts ``work_dir`` inside the session it records, so a recorder killed
+    before :meth:`SimulatedRig.cleanup` leaves nothing outside that session."""
     from omnimocap.capture.simulate import SimConfig, simulate_session
 
-    tmp = tempfile.TemporaryDirectory(prefix="omnimocap-sim-", dir=work_dir)
-    sim_dir = Path(tmp.name) / "session"
-    simulate_session(sim_dir, SimConfig(seconds=seconds + 0.5, people=people, kinects=kinects, seed=seed,
-                                        pano_width=pano_width, overwrite=True))
+    sim_dir = Path(work_dir)
+    try:
+        simulate_session(sim_dir, SimConfig(seconds=seconds + 0.5, people=people, kinects=kinects, seed=seed,
+                                            pano_width=pano_width, kinect_video=kinect_video, overwrite=True))
+    except BaseException:
+        shutil.rmtree(sim_dir, ignore_errors=True)
+        raise
     clock = SessionClock()
-    return SimulatedRig(sim_dir, clock, replay_sources(sim_dir, clock, on_session_clock=True), tmp)
+    return SimulatedRig(sim_dir, clock, replay_sources(sim_dir, clock, on_session_clock=True, loop=loop))

@@ -13,12 +13,13 @@ the new one, never a torn file. ``status`` is ``recording`` until every stream i
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable
 
 from omnimocap.errors import InputError
 
@@ -31,13 +32,36 @@ PANO_FRAMES = "pano_frames.csv"
 TRUTH_DIR = "truth"
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux exposes it (``/proc/self/status``):
+    setting and restoring it would briefly apply a wrong mask to files other threads create."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then rename."""
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write_chunks`)."""
+    atomic_write_chunks(path, (data,))
+
+
+def atomic_write_chunks(path: str | Path, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``path`` via a temp file in the same folder, fsync, then rename: a crash
+    leaves the old file or the new one, never a torn one. The file gets the permissions the umask
+    gives a newly created file (``mkstemp`` alone would make it readable by its owner only)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -78,6 +102,32 @@ class DeviceEntry:
     status: str = "recording"  # recording | complete | disconnected
     notes: str = ""
 
+    def validate(self) -> None:
+        """Raise ValueError for values no recorder writes: a file name that leaves the session
+        folder (absolute, ``..``), a Kinect serial that is no file name part, a non-positive or
+        non-finite rate, an image size that is not a whole number."""
+        if self.kind not in ("kinect", "pano"):
+            raise ValueError(f"unknown device kind {self.kind!r}")
+        if not isinstance(self.serial, str):
+            raise ValueError(f"serial {self.serial!r} is not text")
+        # a Kinect's serial names its files (a 360 camera's may be a device path or a URL)
+        if self.kind == "kinect" and (not self.serial or any(c in self.serial for c in "/\\\0")):
+            raise ValueError(f"serial {self.serial!r} cannot be part of a file name")
+        for key in ("recording", "bodies", "timestamps"):
+            name = getattr(self, key)
+            if name is None:
+                continue
+            parts = PurePosixPath(name).parts if isinstance(name, str) else ()
+            if (not parts or "\\" in name or "\0" in name or PurePosixPath(name).is_absolute()
+                    or any(p in ("..", ".") for p in parts)):
+                raise ValueError(f"{key} {name!r} is not a file name inside the session folder")
+        if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not 0 < self.fps < math.inf:
+            raise ValueError(f"fps {self.fps!r} is not a positive number")
+        for key in ("width", "height"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{key} {value!r} is not a whole number of pixels")
+
     @property
     def name(self) -> str:
         """Sensor name used in rig.json: ``kinect_<serial>`` or ``pano``."""
@@ -106,8 +156,11 @@ class Manifest:
                              f"reads ({FORMAT_VERSION})", path=path, fix="upgrade omnimocap")
         try:
             devices = [DeviceEntry(**d) for d in obj.get("devices", [])]
-        except TypeError as exc:
-            raise InputError(f"malformed device entry ({exc})", path=path) from None
+            for device in devices:
+                device.validate()
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"malformed device entry ({exc})", path=path,
+                             fix="restore the manifest written by the recorder") from None
         fields = {k: obj[k] for k in ("created", "status", "simulated", "notes") if k in obj}
         return cls(devices=devices, **fields)
 
@@ -170,6 +223,7 @@ class Session:
         return panos[0]
 
     def path(self, name: str) -> Path:
+        """A file of the session; names come from the validated manifest or from this module."""
         return self.root / name
 
     @property

@@ -496,14 +496,11 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
     _check_output_path(out_dir, Path(session_dir))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with results_lock(out_dir):
-        session = Session.open(session_dir)
-        recovered = None
-        if not session.complete:
-            # a recorder that was killed leaves journals and a manifest still saying "recording"
-            from omnimocap.capture.recorder import recover_session
+        # a recorder that was killed leaves journals and a manifest still saying "recording": read
+        # them as the recorder would have finalized them, without writing into the session
+        from omnimocap.capture.recorder import recover_session
 
-            recovered = recover_session(session_dir)
-            session = Session.open(session_dir)
+        session, recovered = recover_session(session_dir)
         rig = Rig.load(session.rig_path)
         _check_pano_size(session)
         identity = session_identity(session)
@@ -529,6 +526,7 @@ class SessionInputs:
     joint_depth_std: np.ndarray  # (P,) standard deviation assumed for the depth on the Kinect hand joints, metres
     smplx_path: Path | None = None  # the SMPL-X file every window fits (resolved once), None: the built-in skeleton
     betas: np.ndarray | None = None  # (P, B) body shape over the whole session; None: fitted per window
+    notes: list[str] = field(default_factory=list)  # losses found while loading, for the report
 
 
 def load_inputs(session: Session, rig: Rig, config: ProcessConfig) -> SessionInputs:
@@ -541,10 +539,14 @@ def load_inputs(session: Session, rig: Rig, config: ProcessConfig) -> SessionInp
     pano_entry = session.pano()
     stamps = read_pano_timestamps(session.path(pano_entry.timestamps or "pano_frames.csv"))
     t_pano_session = rig.time_map("pano").to_session(stamps.t_pano)
+    from omnimocap.capture.session_check import coverage_notes, pano_frame_notes
+
+    notes = pano_frame_notes(session, pano_entry, stamps) + coverage_notes(people.t_session, t_pano_session,
+                                                                          session.rig_path)
     noise = np.array([estimate_noise_std(j) for j in people.joints])
     joint_std = _joint_depth_std(people, config.joint_depth_floor_m, config.depth.arm_anchor, config.depth.wrist_floor_m)
     return SessionInputs(people, t_pano_session, noise, joint_std,
-                         resolve_smplx_model(config.smplx_model, config.models, config.gender))
+                         resolve_smplx_model(config.smplx_model, config.models, config.gender), notes=notes)
 
 
 def fit_session_betas(inputs: SessionInputs, config: ProcessConfig) -> np.ndarray:
@@ -822,7 +824,9 @@ def write_results(work: Path, session: Session, rig: Rig, inputs: SessionInputs,
                     "rig_method": rig.method, "rig_is_truth": rig.is_truth, "notes": []}
     if recovered and recovered.get("recovered"):
         report["notes"].append("the recording was interrupted; the session was recovered from what was written")
+        report["notes"].extend(recovered["notes"])
         report["recovery"] = recovered
+    report["notes"].extend(inputs.notes)
     report["kinect_counts"] = people.counts
     report["people_repairs"] = people.repairs
     P, F = len(people.person_ids), len(people.t_session)
