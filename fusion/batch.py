@@ -34,13 +34,13 @@ import glob
 import heapq
 import itertools
 import json
+import os
 import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from omnimocap.capture.session import atomic_write_json
@@ -122,20 +122,15 @@ def prepare_unit(session_dir: str, config: ProcessConfig, chunk_s: float, overla
     """Open the session (recovering an interrupted recording, as ``process`` does) and load what
     all its chunks read. Returns (SessionInputs, ChunkPlan)."""
     from omnimocap.calibration.rig import Rig
-    from omnimocap.capture.session import Session
-    from omnimocap.fusion.pipeline import fit_session_betas, load_inputs
+    from omnimocap.capture.recorder import recover_session
+    from omnimocap.fusion.pipeline import fit_session_body, load_inputs
 
-    session = Session.open(session_dir)
-    if not session.complete:
-        from omnimocap.capture.recorder import recover_session
-
-        recover_session(session_dir)
-        session = Session.open(session_dir)
+    session, _ = recover_session(session_dir)  # reads a killed recording without writing into it
     rig = Rig.load(session.rig_path)
     inputs = load_inputs(session, rig, config)
     plan = ChunkPlan.for_times(inputs.people.t_session, chunk_s, overlap_s)
     if len(plan.chunks) > 1:
-        inputs.betas = fit_session_betas(inputs, config)
+        fit_session_body(inputs, config)
     return inputs, plan
 
 
@@ -151,26 +146,33 @@ def chunk_unit(session_dir: str, inputs, config: ProcessConfig, chunk: Chunk, pa
 
 def finish_unit(session_dir: str, out_dir: str, inputs, config: ProcessConfig, plan: ChunkPlan,
                 chunk_paths: list[str]) -> dict:
-    """Stitch the chunks, write the results folder (``<out>.partial`` renamed when complete) and
+    """Stitch the chunks, write the results folder as ``process`` does (under its lock, in a marked
+    partial folder moved into place when complete, replacing only an earlier results folder) and
     evaluate against ``truth/`` where the session has it. Returns the report and the metrics."""
     from omnimocap.calibration.rig import Rig
-    from omnimocap.capture.session import Session
+    from omnimocap.capture.recorder import recover_session
     from omnimocap.fusion.chunks import load_window, stitch
-    from omnimocap.fusion.pipeline import write_results
+    from omnimocap.fusion.pipeline import (
+        _check_output_path, _prepare_output, _publish, results_lock, session_identity, write_results,
+    )
 
     t0 = time.perf_counter()
-    session = Session.open(session_dir)
+    session, _ = recover_session(session_dir)
     rig = Rig.load(session.rig_path)
     result = stitch(plan, inputs, (load_window(Path(p)) for p in chunk_paths))
-    out = Path(out_dir)
-    work = out.with_name(out.name + ".partial")
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    report = write_results(work, session, rig, inputs, result, config, None, dict(result.timings), t0)
-    if out.exists():
-        shutil.rmtree(out)
-    work.rename(out)
+    out = Path(os.path.abspath(out_dir))
+    _check_output_path(out, Path(session_dir))
+    with results_lock(out):
+        identity = session_identity(session)
+        work = _prepare_output(out, True, identity)
+        try:
+            report = write_results(work, session, rig, inputs, result, config, None, dict(result.timings), t0)
+            report["session_id"] = identity
+            atomic_write_json(work / "report.json", report)
+            _publish(work, out, True)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
     metrics = {}
     if session.truth_dir.is_dir():
         from omnimocap.fusion.evaluate import evaluate

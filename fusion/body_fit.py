@@ -516,6 +516,7 @@ def fit_body(
     skeleton: Skeleton,
     config: BodyFitConfig | None = None,
     betas: np.ndarray | None = None,
+    joint_offsets: np.ndarray | None = None,
 ) -> BodyFit:
     """Fit SMPL-X body pose, shape and translation to one person's Kinect joints.
 
@@ -526,6 +527,9 @@ def fit_body(
         config: settings; defaults when None.
         betas: (B,) shape to fit the pose with; default: fitted to these joints (:func:`fit_betas`).
             Parts of one session fitted separately share the shape fitted over the whole session.
+        joint_offsets: (len(KINECT_BODY_FOR_FIT), 3) joint-definition offsets in their segments'
+            frames (metres, :attr:`BodyFit.joint_offsets` in row order) to apply as they are, with
+            ``betas``; default: estimated here when ``config.joint_offsets``.
     Returns:
         :class:`BodyFit` (hands, jaw and eyes identity; see the module docstring).
     Raises:
@@ -566,17 +570,22 @@ def fit_body(
         if config.joint_offsets:
             seg = torch.as_tensor(_segment_of_rows(prob), device=device)
             solve_cfg = replace(config, iterations=config.offset_iterations)
-            for _ in range(config.offset_rounds):
-                # the constant part of each Kinect joint's residual in its segment's frame
+            fixed = joint_offsets is not None
+            for _ in range(1 if fixed else config.offset_rounds):
                 P, G = prob.fk(R, transl)
-                r = Xt - torch.einsum("mk,nkc->nmc", prob.W, P)
-                local = (G[:, seg].transpose(-1, -2) @ r[..., None]).squeeze(-1).cpu().numpy()
-                offsets = _robust_offsets(local, w[frames], config)
+                if fixed:
+                    offsets = np.asarray(joint_offsets, dtype=np.float64)
+                else:
+                    # the constant part of each Kinect joint's residual in its segment's frame
+                    r = Xt - torch.einsum("mk,nkc->nmc", prob.W, P)
+                    local = (G[:, seg].transpose(-1, -2) @ r[..., None]).squeeze(-1).cpu().numpy()
+                    offsets = _robust_offsets(local, w[frames], config)
                 corr = _rotate(G[:, seg], offsets, dtype, device).cpu().numpy()
                 X_corr = X_all.copy()
                 X_corr[np.ix_(frames, rows)] = X[frames] - corr
-                betas = fit_betas(X_corr, level, skeleton, config)
-                prob = _Problem(skeleton, betas, device, dtype)
+                if not fixed:
+                    betas = fit_betas(X_corr, level, skeleton, config)
+                    prob = _Problem(skeleton, betas, device, dtype)
                 Xc = torch.as_tensor(np.nan_to_num(X_corr[:, rows][frames]), dtype=dtype, device=device)
                 R, transl, resid = _solve(prob, R, transl, Xc, wt, frames, solve_cfg)
 

@@ -196,11 +196,13 @@ class DepthCueConfig:
     """Fewest hand pixels a residual rests on."""
     max_dt_s: float = 0.04
     """A depth frame further in time from the panorama frame than this is not used."""
-    arm_anchor: bool = True
-    """The depth the cue refines comes from the Kinect wrist alone, and the hand's predicted centre
-    from the wrist and the forearm (elbow to wrist); off: from the blend of k4abt's wrist, HAND,
-    HANDTIP and THUMB joints (``ProcessConfig.depth_weights``), which are far noisier than the arm
-    and at times collapse onto each other."""
+    arm_anchor: bool = False
+    """On: the depth the cue refines comes from the Kinect wrist alone, and the hand's predicted
+    centre from the wrist and the forearm (elbow to wrist); off (default): from the blend of k4abt's
+    wrist, HAND, HANDTIP and THUMB joints (``ProcessConfig.depth_weights``). The blend is the better
+    of the two on simulated 8 s two-person sessions even with k4abt's field errors (hand joints
+    12.8 vs 15.8 mm in ``field``, 4.6 vs 10.1 mm in ``ideal``): the forearm's direction misses the
+    hand's centre by more than the noisy hand joints do."""
     wrist_floor_m: float = 0.008
     """With ``arm_anchor``: lowest standard deviation assumed for the wrist's depth (metres): the
     Kinect wrist's definition offset and slow noise, which its frame-to-frame noise does not show."""

@@ -526,6 +526,7 @@ class SessionInputs:
     joint_depth_std: np.ndarray  # (P,) standard deviation assumed for the depth on the Kinect hand joints, metres
     smplx_path: Path | None = None  # the SMPL-X file every window fits (resolved once), None: the built-in skeleton
     betas: np.ndarray | None = None  # (P, B) body shape over the whole session; None: fitted per window
+    joint_offsets: np.ndarray | None = None  # (P, J, 3) joint-definition offsets over the session; None: per window
     notes: list[str] = field(default_factory=list)  # losses found while loading, for the report
 
 
@@ -549,17 +550,30 @@ def load_inputs(session: Session, rig: Rig, config: ProcessConfig) -> SessionInp
                          resolve_smplx_model(config.smplx_model, config.models, config.gender), notes=notes)
 
 
-def fit_session_betas(inputs: SessionInputs, config: ProcessConfig) -> np.ndarray:
-    """(P, B) body shape of every person fitted over the whole session (for windows fitted apart)."""
-    from omnimocap.fusion.body_fit import fit_betas
+# Frames a session-wide body fit looks at, at most (evenly spread): enough for a shape and constant
+# offsets, and a cost that does not grow with the session.
+SESSION_BODY_FRAMES = 900
+
+
+def fit_session_body(inputs: SessionInputs, config: ProcessConfig) -> None:
+    """Fit every person's body shape and joint-definition offsets over the whole session (at most
+    :data:`SESSION_BODY_FRAMES` frames spread over it), into ``inputs.betas`` and
+    ``inputs.joint_offsets``, so that windows fitted apart share them."""
+    from omnimocap.fusion.body_fit import KINECT_BODY_FOR_FIT, fit_body
     from omnimocap.fusion.body_model import load_skeleton
 
     skeleton = load_skeleton(inputs.smplx_path)
     body_cfg = replace(config.body, device=config.device)
     people = inputs.people
-    levels = np.clip(people.confidence, 0, 3)
-    return np.stack([fit_betas(people.joints[p], levels[p], skeleton, body_cfg)
-                     for p in range(len(people.person_ids))]) if people.person_ids else np.zeros((0, skeleton.num_betas))
+    P, F = len(people.person_ids), len(people.t_session)
+    stride = max(1, -(-F // SESSION_BODY_FRAMES))
+    betas = np.zeros((P, skeleton.num_betas))
+    offsets = np.zeros((P, len(KINECT_BODY_FOR_FIT), 3))
+    for p in range(P):
+        fit = fit_body(people.joints[p, ::stride], people.confidence[p, ::stride], skeleton, body_cfg)
+        betas[p] = fit.betas
+        offsets[p] = list(fit.joint_offsets.values())
+    inputs.betas, inputs.joint_offsets = betas, offsets
 
 
 # Outcome of a planned view, per row of ``WindowResult.view_rows``.
@@ -749,7 +763,8 @@ def process_window(session: Session, rig: Rig, inputs: SessionInputs, config: Pr
     status = np.zeros((P, F, 2), dtype="U8")
     for p in range(P):
         fit = fit_body(anchors.joints[p], people.confidence[p], skeleton, body_cfg,
-                       betas=None if inputs.betas is None else inputs.betas[p])
+                       betas=None if inputs.betas is None else inputs.betas[p],
+                       joint_offsets=None if inputs.joint_offsets is None else inputs.joint_offsets[p])
         integ = integrate_hands(fit, skeleton, hand_R[p], hand_pose[p], hand_valid[p])
         local[p], transl[p], betas[p] = integ.local_rotmats, fit.transl, fit.betas
         status[p] = np.asarray(integ.status).astype("U8")
@@ -804,7 +819,7 @@ def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, prog
     t_load = time.perf_counter() - t0
     plan = ChunkPlan.for_times(inputs.people.t_session)
     if len(plan.chunks) > 1:
-        inputs.betas = fit_session_betas(inputs, config)
+        fit_session_body(inputs, config)
     result = process_chunks(session, rig, inputs, config, plan, progress=progress)
     return write_results(work, session, rig, inputs, result, config, recovered,
                          {"load_bodies": t_load, **result.timings}, t0)

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 apt_packages=(libusb-1.0-0 libgl1 libglib2.0-0 libegl1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4
               libxcb-keysyms1 libxcb-xinerama0 libdbus-1-3 xvfb xauth)
 apt_packages+=(libx11-6 libxext6 libxrender1 libxfixes3 libxi6 libxkbcommon0)  # Blender's bpy module
+command -v npm >/dev/null 2>&1 || apt_packages+=(npm)  # the Khronos glTF validator (tools/)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

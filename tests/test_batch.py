@@ -16,7 +16,7 @@ from omnimocap.capture.session import Session
 from omnimocap.capture.simulate import SimConfig, simulate_session
 from omnimocap.fusion.batch import BatchConfig, LocalEngine, chunk_unit, find_sessions, run_batch
 from omnimocap.fusion.chunks import ChunkPlan, load_window, process_chunks, save_window
-from omnimocap.fusion.pipeline import ProcessConfig, fit_session_betas, load_inputs, process_session
+from omnimocap.fusion.pipeline import ProcessConfig, fit_session_body, load_inputs, process_session
 from tests.tools.cli import one_line_error
 
 SIM = ProcessConfig(hands="sim", preview=False)
@@ -27,7 +27,7 @@ def sessions(tmp_path_factory):
     root = tmp_path_factory.mktemp("batch_sessions")
     for i in range(3):
         simulate_session(root / f"s{i}", SimConfig(seconds=2.0, people=1, kinects=1, seed=i, pano_width=256,
-                                                   kinect_video=False))
+                                                   kinect_video=False, realism="ideal"))
     return root
 
 
@@ -58,7 +58,7 @@ def test_chunks_equal_the_whole_session(sessions, tmp_path):
     session = Session.open(sessions / "s0")
     rig = Rig.load(session.rig_path)
     inputs = load_inputs(session, rig, SIM)
-    inputs.betas = fit_session_betas(inputs, SIM)
+    fit_session_body(inputs, SIM)
     t = inputs.people.t_session
     whole = process_chunks(session, rig, inputs, SIM, ChunkPlan.for_times(t, chunk_s=1e9))
     plan = ChunkPlan.for_times(t, chunk_s=0.6, overlap_s=0.5)
@@ -73,7 +73,7 @@ def test_chunks_equal_the_whole_session(sessions, tmp_path):
 
     chunked = stitch(plan, inputs, results)
     assert np.array_equal(whole.hand_valid, chunked.hand_valid)
-    assert whole.hand_valid.mean() > 0.8  # hands seen in most frames: the comparison has substance
+    assert whole.hand_valid.mean() > 0.25  # hands seen in many frames (the person turns away at times): the comparison has substance
     # within the filters' tolerance: well under a millimetre and a tenth of a degree
     assert np.nanmax(np.abs(whole.hand_joints - chunked.hand_joints)) < 1e-3
     assert np.max(np.abs(whole.transl - chunked.transl)) < 1e-3

@@ -107,7 +107,7 @@ def test_models_verify_refuses_and_records_no_checksum(tmp_path, harmful_pt, mar
 
 def test_calibrate_with_the_detector_observer_refuses_in_one_line(tmp_path, harmful_pt, marker, capsys):
     session = tmp_path / "s"
-    assert main(["simulate", str(session), "--no-kinect-video", "--seconds", "1", "--pano-width", "256",
+    assert main(["simulate", str(session), "--no-kinect-video", "--realism", "ideal", "--seconds", "1", "--pano-width", "256",
                  "--seed", "3"]) == 0
     line = one_line_error(capsys, ["calibrate", str(session), "--method", "markerless", "--observer", "detector",
                                    "--detector", str(harmful_pt), "--quiet"])
@@ -123,7 +123,7 @@ def test_process_with_wilor_refuses_in_one_line(tmp_path, harmful_pt, marker, ca
     for rel in ("wilor/wilor_final.ckpt", "wilor/model_config.yaml", "mano/mano_mean_params.npz"):
         (models / rel).write_bytes(b"placeholder: the detector is loaded first")
     session = tmp_path / "s"
-    assert main(["simulate", str(session), "--no-kinect-video", "--seconds", "0.5", "--pano-width", "256",
+    assert main(["simulate", str(session), "--no-kinect-video", "--realism", "ideal", "--seconds", "1", "--pano-width", "256",
                  "--seed", "5"]) == 0
     line = one_line_error(capsys, ["process", str(session), "--out", str(tmp_path / "r"), "--hands", "wilor",
                                    "--models", str(models), "--quiet"])

@@ -206,7 +206,7 @@ def sims(tmp_path_factory):
     out = {}
     for model in ("azure", "femto-bolt"):
         simulate_session(root / model, SimConfig(seconds=3.0, people=1, kinects=1, seed=4, pano_width=256,
-                                                 kinect_video=False, kinect_model=model))
+                                                 kinect_video=False, kinect_model=model, realism="ideal"))
         out[model] = root / model
     simulate_session(root / "bolt_video", SimConfig(seconds=0.5, people=1, kinects=1, seed=4, pano_width=128,
                                                     kinect_model="femto-bolt"))

@@ -88,7 +88,8 @@ def test_record_simulate_writes_a_consistent_session(tmp_path, capsys):
     for entry in kinects:
         bodies = read_bodies(session.path(entry.bodies))
         assert 75 <= len(bodies) <= 95 and np.all(np.diff(bodies.timestamps) > 0)
-        assert 0 in bodies.bodies and bodies.bodies[0].present.mean() > 0.9
+        tracked = np.any([track.present for track in bodies.bodies.values()], axis=0)
+        assert tracked.mean() > 0.7  # the field Kinect drops whole bodies for 0.2-0.7 s at times
         journal = read_journal(session.path(f"bodies_{entry.serial}.jsonl"))
         t_dev = np.array([f["timestamp_usec"] for f in journal.frames]) / 1e6
         t_host = np.array([f["host_time"] for f in journal.frames])
@@ -320,7 +321,10 @@ def test_journal_with_a_torn_last_line_converts_what_is_complete(tmp_path, sourc
     original = read_bodies(source_session / f"bodies_{kinect.serial}.json")
     bodies = read_bodies(tmp_path / "bodies.json")
     assert n == len(bodies) == len(original) - 1
-    np.testing.assert_allclose(bodies.bodies[0].positions, original.bodies[0].positions[:-1], atol=1e-5, equal_nan=True)
+    assert bodies.bodies.keys() == original.bodies.keys()
+    for body_id in original.bodies:
+        np.testing.assert_allclose(bodies.bodies[body_id].positions, original.bodies[body_id].positions[:-1],
+                                   atol=1e-5, equal_nan=True)
     journal.write_bytes(b'{"format": "something else"}\n')
     with pytest.raises(UserError, match="not an omnimocap body journal"):
         read_journal(journal)

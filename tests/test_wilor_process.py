@@ -29,7 +29,7 @@ def models_dir(tmp_path, shared, detector_pt):
 
 def test_process_with_wilor_runs_end_to_end(tmp_path, models_dir):
     session = tmp_path / "s"
-    assert main(["simulate", str(session), "--no-kinect-video", "--seconds", "1", "--pano-width", "640", "--seed", "4"]) == 0
+    assert main(["simulate", str(session), "--no-kinect-video", "--realism", "ideal", "--seconds", "1", "--pano-width", "640", "--seed", "4"]) == 0
     out = tmp_path / "r"
     assert main(["process", str(session), "--out", str(out), "--hands", "wilor", "--models", str(models_dir),
                  "--quiet"]) == 0
@@ -44,7 +44,7 @@ def test_process_with_wilor_runs_end_to_end(tmp_path, models_dir):
 
 def test_process_with_wilor_names_missing_files(tmp_path, capsys):
     session = tmp_path / "s"
-    assert main(["simulate", str(session), "--no-kinect-video", "--seconds", "0.5", "--pano-width", "256", "--seed", "5"]) == 0
+    assert main(["simulate", str(session), "--no-kinect-video", "--realism", "ideal", "--seconds", "1", "--pano-width", "256", "--seed", "5"]) == 0
     code = main(["process", str(session), "--out", str(tmp_path / "r"), "--hands", "wilor",
                  "--models", str(tmp_path / "empty"), "--quiet"])
     err = capsys.readouterr().err
