@@ -153,7 +153,7 @@ def finish_unit(session_dir: str, out_dir: str, inputs, config: ProcessConfig, p
     from omnimocap.capture.recorder import recover_session
     from omnimocap.fusion.chunks import load_window, stitch
     from omnimocap.fusion.pipeline import (
-        _check_output_path, _prepare_output, _publish, results_lock, session_identity, write_results,
+        _check_output_path, results_lock, session_identity, write_results, write_results_folder,
     )
 
     t0 = time.perf_counter()
@@ -163,16 +163,8 @@ def finish_unit(session_dir: str, out_dir: str, inputs, config: ProcessConfig, p
     out = Path(os.path.abspath(out_dir))
     _check_output_path(out, Path(session_dir))
     with results_lock(out):
-        identity = session_identity(session)
-        work = _prepare_output(out, True, identity)
-        try:
-            report = write_results(work, session, rig, inputs, result, config, None, dict(result.timings), t0)
-            report["session_id"] = identity
-            atomic_write_json(work / "report.json", report)
-            _publish(work, out, True)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+        report = write_results_folder(out, True, session_identity(session), lambda work: write_results(
+            work, session, rig, inputs, result, config, None, dict(result.timings), t0))
     metrics = {}
     if session.truth_dir.is_dir():
         from omnimocap.fusion.evaluate import evaluate

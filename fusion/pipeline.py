@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -503,16 +504,23 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
         session, recovered = recover_session(session_dir)
         rig = Rig.load(session.rig_path)
         _check_pano_size(session)
-        identity = session_identity(session)
-        work = _prepare_output(out_dir, overwrite, identity)
-        try:
-            report = _process(session, rig, work, config, progress, recovered)
-            report["session_id"] = identity
-            atomic_write_json(work / "report.json", report)
-            _publish(work, out_dir, overwrite)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+        return write_results_folder(out_dir, overwrite, session_identity(session),
+                                    lambda work: _process(session, rig, work, config, progress, recovered))
+
+
+def write_results_folder(out_dir: Path, overwrite: bool, identity: str, write: Callable[[Path], dict]) -> dict:
+    """Assemble a results folder: ``write(work)`` fills a marked partial folder and returns the
+    report, which is saved with the session's ``identity``; the folder then replaces ``out_dir``
+    (:func:`_publish`). A failure removes only the partial folder. Called under :func:`results_lock`."""
+    work = _prepare_output(out_dir, overwrite, identity)
+    try:
+        report = write(work)
+        report["session_id"] = identity
+        atomic_write_json(work / "report.json", report)
+        _publish(work, out_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return report
 
 
