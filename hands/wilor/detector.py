@@ -12,7 +12,7 @@ the long side, the short side padded to a multiple of the stride); :meth:`HandDe
 letterboxes exactly as per-image calls do.
 
 Loading never unpickles arbitrary objects. ultralytics' ``YOLO(path)`` runs ``torch.load`` with
-``weights_only=False``, so a crafted file would run its code. :func:`load_detector_checkpoint`
+weights-only loading switched off, so a crafted file would run its code. :func:`load_detector_checkpoint`
 first lists the pickle's globals by scanning its opcodes (nothing is imported or run), refuses the
 file unless every global is one of :data:`DETECTOR_GLOBALS` (the torch and ultralytics module
 classes of a YOLOv8-pose checkpoint), then reads it with torch's weights-only unpickler with exactly
