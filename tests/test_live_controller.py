@@ -17,8 +17,9 @@ from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.pano import PanoReader
 from omnimocap.capture.recorder import replay_sources
 from omnimocap.capture.session import Session
-from omnimocap.capture.sources import EndOfStream, KinectFrame, SessionClock, Source
+from omnimocap.capture.sources import KinectFrame, SessionClock, Source
 from omnimocap.errors import UserError
+from tests.tools.replay import read_all
 
 PANO_W, PANO_H = 640, 320
 
@@ -79,6 +80,10 @@ def test_looping_replay_keeps_timestamps_increasing(sim_session):
 
 
 def test_replay_publishes_snapshots(sim_session):
+    # the hand backend's modules (torch) imported before the replay starts, so that the first pass of
+    # the 1.5 s replay, the one the simulated hands' truth covers, is not spent importing them
+    import omnimocap.hands.wilor  # noqa: F401
+
     controller = LiveController.from_session(sim_session, config=LiveConfig(view_size=96))
     try:
         controller.start()
@@ -138,17 +143,6 @@ def test_stopped_session_starts_again_with_fresh_sources(sim_session):
         controller.close()
 
 
-def _read_all(source) -> list:
-    """Every frame of an unpaced, non-looping replay source, read on this thread."""
-    frames = []
-    while True:
-        try:
-            frame = source.read(1.0)
-        except EndOfStream:
-            return frames
-        if frame is not None:
-            frames.append(frame)
-
 
 def test_preview_off_keeps_streams_without_views(sim_session):
     """Driven pass by pass on this thread (no worker, no pacing): each panorama frame, queued after
@@ -162,7 +156,7 @@ def test_preview_off_keeps_streams_without_views(sim_session):
         controller.set_preview(False)
         kinect = next(f for f in controller.feeds if f.source.kind == "kinect")
         pano = next(f for f in controller.feeds if f.source.kind == "pano")
-        body_frames = _read_all(kinect.source)
+        body_frames = read_all(kinect.source)
         t_body = np.array([live.session_time(controller.rig, kinect.name, f) for f in body_frames])
         frame_s = float(np.median(np.diff(t_body)))
         queued = 0

@@ -13,10 +13,11 @@ from omnimocap.apps import live
 from omnimocap.apps.live import HAND_HELD, HAND_LOST, HAND_SEEN, LiveConfig, LiveController, PreviewResult
 from omnimocap.calibration.rig import Rig
 from omnimocap.capture.recorder import replay_sources
-from omnimocap.capture.sources import EndOfStream, SessionClock
+from omnimocap.capture.sources import SessionClock
 from omnimocap.data.skeletons import HAND21_INDEX, KINECT_INDEX
 from omnimocap.fusion import live_stream
 from omnimocap.fusion.live_stream import BODY_BONES, FINGERS, RerunSink, VmcSender, parse_host_port, unity_bones
+from tests.tools.replay import read_all
 
 S = np.diag([1.0, 1.0, -1.0])
 
@@ -30,23 +31,13 @@ def sim_session(tmp_path_factory):
     return root
 
 
-def _read_all(source) -> list:
-    frames = []
-    while True:
-        try:
-            frame = source.read(1.0)
-        except EndOfStream:
-            return frames
-        if frame is not None:
-            frames.append(frame)
-
 
 def drive(controller: LiveController, frames: int):
     """Run the pipeline pass by pass on this thread over the first ``frames`` panorama frames, each
     queued after the Kinect frames up to its time; yields each pass's snapshot."""
     kinect = next(f for f in controller.feeds if f.source.kind == "kinect")
     pano = next(f for f in controller.feeds if f.source.kind == "pano")
-    body_frames = _read_all(kinect.source)
+    body_frames = read_all(kinect.source)
     t_body = np.array([live.session_time(controller.rig, kinect.name, f) for f in body_frames])
     queued = 0
     for _ in range(frames):
