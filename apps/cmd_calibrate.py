@@ -114,7 +114,7 @@ def _observer_kind(session: Session, observer: str) -> str:
 def view_detector(session: Session, kind: str, detector: str | None = None, device: str = "cpu") -> ViewDetector:
     """The panorama's hand detector for ``kind`` "detector" (WiLoR's ``detector.pt``) or
     "simulated-detector"."""
-    from omnimocap.calibration.cameras import EquirectCamera
+    from omnimocap.geometry.cameras import EquirectCamera
     from omnimocap.calibration.pano_hands import ImageViewDetector
     from omnimocap.capture.pano import PanoReader
 
@@ -122,7 +122,7 @@ def view_detector(session: Session, kind: str, detector: str | None = None, devi
         from omnimocap.hands.sim_backend import SimViewDetector
 
         return SimViewDetector(session.root)
-    from omnimocap.apps.cmd_models import default_models_dir, missing_message
+    from omnimocap.hands.model_store import default_models_dir, missing_message
     from omnimocap.hands.wilor.detector import HandDetector
 
     if detector is None:
@@ -144,7 +144,7 @@ def view_detector(session: Session, kind: str, detector: str | None = None, devi
 
 
 def _load_rig(session: Session) -> Rig:
-    from omnimocap.calibration.rig import Rig
+    from omnimocap.capture.rig import Rig
 
     if not session.rig_path.is_file():
         raise InputError("the session has no rig.json with the Kinects' poses and time maps", path=session.rig_path,
@@ -189,7 +189,7 @@ ASSOCIATION_ROUNDS = 2
 
 def _with_rate(time_map: TimeMap, rate_of: TimeMap, t: float) -> TimeMap:
     """``time_map``'s session time at ``t`` with ``rate_of``'s rate (the rate prior's centre)."""
-    from omnimocap.calibration.rig import TimeMap
+    from omnimocap.capture.rig import TimeMap
 
     return TimeMap(rate_of.a, float(time_map.to_session(t) - rate_of.a * t))
 
@@ -219,7 +219,7 @@ def calibrate_session(session_dir, method: str = "markerless", noise_deg: float 
         DETECTION_MAX_ROTATION_STD_DEG, DETECTION_MAX_TRANSLATION_STD_MM, DETECTION_NOISE_AR_ORDER, DETECTION_NOISE_DEG,
         detect_hands,
     )
-    from omnimocap.calibration.rig import Rig
+    from omnimocap.capture.rig import Rig
     from omnimocap.calibration.timesync import coarse_time_map, rate_std_ppm
 
     session = Session.open(session_dir)
@@ -277,7 +277,7 @@ def calibrate_session(session_dir, method: str = "markerless", noise_deg: float 
 
 def _previous_calibration(session: Session, previous: Rig, serial: str) -> tuple[np.ndarray, TimeMap]:
     """The rig's 360 pose relative to the reference Kinect and its 360 time map, to refine from."""
-    from omnimocap.calibration.transforms import invert_pose
+    from omnimocap.geometry.transforms import invert_pose
 
     if previous.is_truth:
         raise UserError("--refine needs a previous calibration, and rig.json holds the simulated truth",
@@ -299,11 +299,11 @@ def kinect_poses(session: Session, previous: Rig, serial: str, mode: str | None 
     """A rig with the Kinects' poses, residuals and inputs, estimated (``mode`` "estimate", the
     default when the reference recording has IMU samples) or kept from ``previous`` ("rig"), and
     ``previous``'s other poses and time maps."""
-    from omnimocap.calibration.rig import Rig
+    from omnimocap.capture.rig import Rig
     from omnimocap.calibration.world_frame import align_kinect_skeletons, reference_world_pose
     from omnimocap.capture.bodies import read_bodies
     from omnimocap.capture.kinect_mkv import KinectRecording
-    from omnimocap.fusion.skeleton_fusion import BodyTrack, resample_track
+    from omnimocap.capture.skeleton_fusion import BodyTrack, resample_track
 
     entry = session.kinects()[0]
     recording = KinectRecording(session.path(entry.recording)) if entry.recording else None
@@ -431,8 +431,8 @@ def _still_runs(times: np.ndarray, dets: list[BoardDetection | None]) -> list[tu
 
 def _calibrate_board(session: Session, previous: Rig, kinect_rig: Rig, spec: BoardSpec | None = None) -> dict:
     from omnimocap.calibration.board import BoardSpec, calibrate_board_sequence, detect_equirect, detect_pinhole
-    from omnimocap.calibration.cameras import EquirectCamera
-    from omnimocap.calibration.rig import Rig
+    from omnimocap.geometry.cameras import EquirectCamera
+    from omnimocap.capture.rig import Rig
     from omnimocap.calibration.timesync import coarse_time_map
     from omnimocap.capture.kinect_mkv import KinectRecording
     from omnimocap.capture.pano import PanoReader, read_pano_timestamps
@@ -521,7 +521,7 @@ def _board_kinects(session: Session, rig: Rig, previous: Rig, spec: BoardSpec, r
     Kinect that never saw the board keeps its skeleton-based pose) and returns, per serial, the
     poses used or why the board was not used."""
     from omnimocap.calibration.board import calibrate_board_sequence, detect_pinhole
-    from omnimocap.calibration.transforms import invert_pose, relative_angle_deg
+    from omnimocap.geometry.transforms import invert_pose, relative_angle_deg
     from omnimocap.capture.kinect_mkv import KinectRecording
 
     entry = session.kinects()[0]
@@ -604,7 +604,7 @@ def flash_sync_session(session_dir, progress: bool = False) -> dict:
     its residual and the events. Raises :class:`UserError` (rig.json untouched) without a reference
     Kinect recording with colour, without a flash in either video, or without a pair of them within
     FLASH_TOLERANCE_S under the host-arrival map."""
-    from omnimocap.calibration.rig import Rig
+    from omnimocap.capture.rig import Rig
     from omnimocap.calibration.timesync import (
         FLASH_MIN_RATE_SPAN_S, align_flash_events, coarse_time_map, frame_brightness, pair_flash_events,
     )
@@ -699,9 +699,9 @@ def sync_session(session_dir, noise_deg: float = 0.2, observer: str = "auto", de
     and returns the time map and residuals."""
     from omnimocap.calibration.observations import TRACKS_PER_PERSON, kinect_wrist_tracks, pano_observations
     from omnimocap.calibration.pano_hands import DETECTION_NOISE_AR_ORDER, DETECTION_NOISE_DEG, detect_hands
-    from omnimocap.calibration.rig import Rig
+    from omnimocap.capture.rig import Rig
     from omnimocap.calibration.timesync import coarse_time_map, fine_time_map, rate_std_ppm
-    from omnimocap.calibration.transforms import invert_pose, transform_points
+    from omnimocap.geometry.transforms import invert_pose, transform_points
 
     session = Session.open(session_dir)
     previous = _load_rig(session)

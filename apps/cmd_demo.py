@@ -33,7 +33,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from omnimocap.capture.simulate import SimConfig, simulate_session
+    from omnimocap.sim.simulate import SimConfig, simulate_session
     from omnimocap.errors import UserError
     from omnimocap.fusion.evaluate import evaluate
     from omnimocap.fusion.pipeline import ProcessConfig, process_session

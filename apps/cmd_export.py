@@ -104,7 +104,7 @@ def _model_file(args: argparse.Namespace, record: dict[str, str]) -> Path | None
         return path
     if record["body_model"] == BUILT_IN:
         return None
-    from omnimocap.apps.cmd_models import default_models_dir
+    from omnimocap.hands.model_store import default_models_dir
 
     models = Path(args.models).expanduser() if args.models else default_models_dir()
     candidates = [models / "smplx" / record["body_model"]]
@@ -127,7 +127,7 @@ def _skeleton(model_path: Path | None, num_betas: int):
 
 def _mesh(model_path: Path | None) -> dict:
     if model_path is None:
-        from omnimocap.fusion.synthetic_models import make_synthetic_smplx
+        from omnimocap.sim.synthetic_models import make_synthetic_smplx
 
         return make_synthetic_smplx()
     from omnimocap.hands.model_files import load_smplx
@@ -140,14 +140,14 @@ def _mano_rest_wrist(args: argparse.Namespace):
     from omnimocap.fusion.body_model import body_model_record
     from omnimocap.hands.mano import ManoModel
 
-    from omnimocap.apps.cmd_models import default_models_dir
+    from omnimocap.hands.model_store import default_models_dir
 
     models = Path(args.models).expanduser() if args.models else default_models_dir()
     path = models / "mano" / "MANO_RIGHT.pkl"
     if path.is_file():
         rec = body_model_record(path)
         return ManoModel.load(path), {"mano_model": rec["body_model"], "mano_model_sha256": rec["body_model_sha256"]}
-    from omnimocap.fusion.synthetic_models import make_synthetic_mano
+    from omnimocap.hands.synthetic_mano import make_synthetic_mano
 
     return ManoModel.from_dict(make_synthetic_mano("right")), {"mano_model": "built-in", "mano_model_sha256": ""}
 

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from omnimocap.calibration.cameras import PinholeCamera
+from omnimocap.geometry.cameras import PinholeCamera
 from omnimocap.errors import InputError
 
 

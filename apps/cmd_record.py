@@ -103,14 +103,9 @@ def pano_source(args: argparse.Namespace, clock):
 
 
 def run(args: argparse.Namespace) -> int:
-    from omnimocap.capture.recorder import (
-        SIMULATION_DIR,
-        RecordConfig,
-        Recorder,
-        check_free_space,
-        check_out_dir,
-        simulated_rig,
-    )
+    from omnimocap.capture.recorder import RecordConfig, Recorder, check_free_space, check_out_dir
+    from omnimocap.capture.session import SIMULATION_DIR
+    from omnimocap.sim.replay import simulated_rig
     from omnimocap.capture.sources import SessionClock
 
     if args.simulate and (args.kinect or pano_given(args)):

@@ -45,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from omnimocap.capture.sim_render import FLASH_HOLD_S
-    from omnimocap.capture.simulate import SimConfig, simulate_session
+    from omnimocap.sim.render import FLASH_HOLD_S
+    from omnimocap.sim.simulate import SimConfig, simulate_session
 
     if not 1 <= args.people <= 3:
         raise InputError(f"--people {args.people} is not supported", fix="choose 1, 2 or 3")

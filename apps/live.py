@@ -30,9 +30,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from omnimocap.calibration.cameras import EquirectCamera
-from omnimocap.calibration.rig import Rig, TimeMap
-from omnimocap.calibration.transforms import invert_pose, transform_points
+from omnimocap.geometry.cameras import EquirectCamera
+from omnimocap.capture.rig import Rig, TimeMap
+from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.capture.kinect_calibration import KinectCalibration
 from omnimocap.capture.kinect_live import KinectDeviceConfig, KinectRig, import_pyk4a, stream_calibration
 from omnimocap.capture.recorder import RecordConfig, Recorder, replay_sources
@@ -47,7 +47,7 @@ from omnimocap.fusion.pipeline import (
     PeopleTracks, ProcessConfig, make_estimator, plan_hand_views, predicted_hands,
 )
 from omnimocap.hands.estimator import ViewRequest
-from omnimocap.hands.views import render_views, view_pixel_to_pano_bearing
+from omnimocap.geometry.views import render_views, view_pixel_to_pano_bearing
 
 NUM_KINECT_JOINTS = 32
 DEFAULT_SIM_SECONDS = 4.0
@@ -520,7 +520,7 @@ class LiveController:
                   pano_width: int = 960, config: LiveConfig | None = None) -> "LiveController":
         """Simulate a short session into a temporary folder and replay it in a loop."""
         try:
-            from omnimocap.capture.simulate import SimConfig, simulate_session
+            from omnimocap.sim.simulate import SimConfig, simulate_session
         except ImportError:
             raise UserError("the simulated rig is not available in this installation",
                             fix="use --session DIR to replay a recorded session") from None

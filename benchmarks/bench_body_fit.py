@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from omnimocap.data.skeletons import KINECT_BODY_FOR_FIT, kinect_from_smplx_matrix
-from omnimocap.fusion.synthetic_models import synthetic_body_motion
+from omnimocap.sim.synthetic_models import synthetic_body_motion
 from omnimocap.fusion.body_fit import BodyFitConfig, fit_body
 from omnimocap.fusion.body_model import forward_kinematics, forward_kinematics_torch
 from omnimocap.fusion.filtering import FilterConfig, filter_positions, filter_rotations, smooth_positions

@@ -38,17 +38,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from omnimocap.calibration.cameras import DualFisheyeCamera, EquirectCamera
-from omnimocap.calibration.transforms import axis_angle_to_matrix, invert_pose, look_at, make_pose, transform_points
-from omnimocap.capture.sim_fisheye import DualFisheyeRenderer, stitch_equirect, stitch_maps
-from omnimocap.capture.sim_motion import make_people, sample_people
-from omnimocap.capture.simulate import hand_visibility
+from omnimocap.geometry.cameras import DualFisheyeCamera, EquirectCamera
+from omnimocap.geometry.transforms import axis_angle_to_matrix, invert_pose, look_at, make_pose, transform_points
+from omnimocap.sim.fisheye import DualFisheyeRenderer, stitch_equirect, stitch_maps
+from omnimocap.sim.motion import make_people, sample_people
+from omnimocap.sim.simulate import hand_visibility
 from omnimocap.data.skeletons import SIDES
 from omnimocap.fusion.body_model import load_skeleton
-from omnimocap.fusion.synthetic_models import make_synthetic_mano
-from omnimocap.hands.fisheye_views import plan_fisheye_views, project_to_fisheye_view, render_fisheye_view
+from omnimocap.hands.synthetic_mano import make_synthetic_mano
+from omnimocap.geometry.fisheye_views import plan_fisheye_views, project_to_fisheye_view, render_fisheye_view
 from omnimocap.hands.mano import ManoModel
-from omnimocap.hands.views import plan_view, project_to_view, render_view
+from omnimocap.geometry.views import plan_view, project_to_view, render_view
 
 KB = (0.02, -0.004, 0.0006, -0.00004)
 BINS_DEG = (0.0, 5.0, 15.0, 30.0, 90.0)

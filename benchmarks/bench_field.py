@@ -102,7 +102,7 @@ def _calibration_kwargs(off: str | None, verb: str) -> dict:
 
 
 def simulate(session: Path, level: str, seed: int, seconds: float, pano_width: int) -> float:
-    from omnimocap.capture.simulate import SimConfig, simulate_session
+    from omnimocap.sim.simulate import SimConfig, simulate_session
 
     t0 = time.perf_counter()
     simulate_session(session, SimConfig(seconds=seconds, people=2, kinects=2, seed=seed, pano_width=pano_width,

@@ -41,7 +41,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from omnimocap.apps.live import LiveController
-    from omnimocap.capture.simulate import SimConfig, simulate_session
+    from omnimocap.sim.simulate import SimConfig, simulate_session
 
     with tempfile.TemporaryDirectory() as tmp:
         session_dir = Path(tmp) / "session"

@@ -105,15 +105,15 @@ def memory(work: Path, lengths: list[float], pano_width: int, known: dict) -> di
 
 
 def resolution(work: Path, seconds: float, widths: list[int]) -> dict:
-    from omnimocap.calibration.cameras import EquirectCamera
-    from omnimocap.calibration.rig import Rig
+    from omnimocap.geometry.cameras import EquirectCamera
+    from omnimocap.capture.rig import Rig
     from omnimocap.capture.pano import PanoReader
     from omnimocap.capture.session import Session
     from omnimocap.fusion.pipeline import (ProcessConfig, load_inputs, make_estimator, plan_hand_views,
                                            predicted_hands)
-    from omnimocap.calibration.transforms import invert_pose
+    from omnimocap.geometry.transforms import invert_pose
     from omnimocap.hands.estimator import ViewRequest
-    from omnimocap.hands.views import render_views
+    from omnimocap.geometry.views import render_views
 
     out = []
     for width in widths:

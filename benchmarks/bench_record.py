@@ -68,7 +68,8 @@ def main() -> None:
     parser.add_argument("--work-dir", default=None, help="where the session is written (default: a temporary folder)")
     args = parser.parse_args()
 
-    from omnimocap.capture.recorder import RecordConfig, Recorder, simulated_rig
+    from omnimocap.capture.recorder import RecordConfig, Recorder
+    from omnimocap.sim.replay import simulated_rig
 
     sampler = Sampler(args.every)
     sampler.start()

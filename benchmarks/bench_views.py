@@ -33,8 +33,8 @@ import numpy as np
 import py360convert
 import torch
 
-from omnimocap.calibration.cameras import EquirectCamera, lonlat_to_bearing
-from omnimocap.hands.views import (
+from omnimocap.geometry.cameras import EquirectCamera, lonlat_to_bearing
+from omnimocap.geometry.views import (
     WristView,
     plan_views,
     render_view,

@@ -43,7 +43,7 @@ from scipy.ndimage import gaussian_filter
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests.tools.detector_fixture
 
-from omnimocap.fusion.synthetic_models import make_synthetic_mano  # noqa: E402
+from omnimocap.sim.synthetic_models import make_synthetic_mano  # noqa: E402
 from omnimocap.hands.model_files import mano_layer_arrays  # noqa: E402
 from omnimocap.hands.wilor import default_mean_params, load_wilor, network_autocast, postprocess  # noqa: E402
 from omnimocap.hands.wilor.checkpoint import load_checkpoint_file, load_mean_params, split_state_dict  # noqa: E402

@@ -24,12 +24,12 @@ import cv2
 import numpy as np
 from scipy.optimize import least_squares
 
-from omnimocap.calibration.cameras import EquirectCamera, PinholeCamera
-from omnimocap.calibration.transforms import (
+from omnimocap.geometry.cameras import EquirectCamera, PinholeCamera
+from omnimocap.geometry.transforms import (
     average_rotations, axis_angle_to_matrix, invert_pose, look_at, make_pose, transform_points,
 )
 from omnimocap.errors import UserError
-from omnimocap.hands.views import plan_view, render_view, view_from_yaw_pitch, view_pixel_to_pano_bearing
+from omnimocap.geometry.views import plan_view, render_view, view_from_yaw_pitch, view_pixel_to_pano_bearing
 
 
 @dataclass(frozen=True)

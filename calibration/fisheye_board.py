@@ -7,7 +7,7 @@
   the back lens's pose relative to the front one from the frames in which both lenses see the
   board (held across the seam, beside the camera).
 - Then one robust least-squares fit of the corners' pixels over both lenses' intrinsics (the
-  Kannala-Brandt model of :class:`~omnimocap.calibration.cameras.FisheyeLens`), the back lens's
+  Kannala-Brandt model of :class:`~omnimocap.geometry.cameras.FisheyeLens`), the back lens's
   pose relative to the front one and the board pose of every frame, so boards far off the axis
   (where a per-view homography start fails) count as much as the others.
 - The camera frame is then the front lens's orientation with its origin midway between the two
@@ -23,8 +23,8 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from omnimocap.calibration.board import BoardDetection, BoardSpec, board_pose
-from omnimocap.calibration.cameras import DualFisheyeCamera, FisheyeLens
-from omnimocap.calibration.transforms import (
+from omnimocap.geometry.cameras import DualFisheyeCamera, FisheyeLens
+from omnimocap.geometry.transforms import (
     axis_angle_to_matrix, invert_pose, make_pose, matrix_to_axis_angle, transform_points,
 )
 from omnimocap.errors import UserError

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from omnimocap.calibration.rig import TimeMap
+from omnimocap.capture.rig import TimeMap
 from omnimocap.calibration.timesync import (
     BearingProblem, SyncResult, TrackSplines, flatten_observations, fine_time_map, offset_grid, track_motion_m,
 )
-from omnimocap.calibration.transforms import invert_pose, make_pose
+from omnimocap.geometry.transforms import invert_pose, make_pose
 from omnimocap.errors import UserError
 
 MIN_OBSERVATIONS = 150

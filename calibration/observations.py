@@ -45,8 +45,8 @@ from typing import Sequence
 
 import numpy as np
 
-from omnimocap.calibration.rig import Rig
-from omnimocap.calibration.transforms import invert_pose, transform_points
+from omnimocap.capture.rig import Rig
+from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.capture.bodies import BodyRecording
 from omnimocap.capture.pano import read_pano_timestamps
 from omnimocap.capture.session import Session
@@ -55,7 +55,7 @@ from omnimocap.data.skeletons import (
     KINECT_WRIST, SIDES, kinect_from_smplx_matrix,
 )
 from omnimocap.errors import InputError, UserError
-from omnimocap.hands.views import WristView, view_pixel_to_pano_bearing
+from omnimocap.geometry.views import WristView, view_pixel_to_pano_bearing
 
 MOTION_FILE = "motion.npz"
 # Kinect joints tracked per person, in track order (see the module docstring); the wrists come first.
@@ -225,7 +225,7 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
     if entry is None or not entry.bodies:
         raise InputError(f"the session has no body tracking for Kinect {serial}", path=session.root,
                          fix="run `omnimocap track` on the session first")
-    from omnimocap.fusion.identity import people_recordings
+    from omnimocap.capture.people import people_recordings
 
     # bodies as people: ids consistent over time and across Kinects, left/right the right way round
     recordings = people_recordings(session, rig)

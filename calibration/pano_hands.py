@@ -43,18 +43,18 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
-from omnimocap.calibration.cameras import EquirectCamera
+from omnimocap.geometry.cameras import EquirectCamera
 from omnimocap.calibration.markerless import dlt_pose
 from omnimocap.calibration.observations import TRACKED_KINECT_JOINTS, TRACKS_PER_PERSON, KinectTracks, PanoObservations
-from omnimocap.calibration.rig import TimeMap
+from omnimocap.capture.rig import TimeMap
 from omnimocap.calibration.timesync import TrackSplines, coarse_time_map, offset_grid
-from omnimocap.calibration.transforms import invert_pose, make_pose, transform_points
+from omnimocap.geometry.transforms import invert_pose, make_pose, transform_points
 from omnimocap.capture.pano import PanoReader, read_pano_timestamps
 from omnimocap.capture.session import Session
 from omnimocap.data.skeletons import KINECT_INDEX, SIDES
 from omnimocap.errors import InputError, UserError
-from omnimocap.fusion.interpolate import interpolate_positions
-from omnimocap.hands.views import WristView, plan_views, render_views, view_from_yaw_pitch, view_pixel_to_pano_bearing
+from omnimocap.geometry.resample import interpolate_positions
+from omnimocap.geometry.views import WristView, plan_views, render_views, view_from_yaw_pitch, view_pixel_to_pano_bearing
 from omnimocap.hands.wilor.detector import Detections, HandDetector
 
 # Angular noise of a detection's bearing against the Kinect HAND joint: box-centre jitter plus the

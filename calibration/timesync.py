@@ -30,8 +30,8 @@ from scipy.interpolate import CubicSpline
 from scipy.optimize import least_squares
 from scipy.signal import butter, sosfiltfilt
 
-from omnimocap.calibration.rig import TimeMap
-from omnimocap.calibration.transforms import axis_angle_to_matrix, invert_pose, make_pose, transform_points
+from omnimocap.capture.rig import TimeMap
+from omnimocap.geometry.transforms import axis_angle_to_matrix, invert_pose, make_pose, transform_points
 from omnimocap.errors import UserError
 
 

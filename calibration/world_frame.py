@@ -11,7 +11,7 @@ camera's distance to it, measured along gravity, is the height.
 Every other Kinect is placed from the skeletons it shares with the reference
 (:func:`align_kinect_skeletons`): a rigid alignment of the bodies' midline joints (which a left/right
 labelling error cannot move) over time gives the first estimate and picks which bodies are the same
-person, then :func:`omnimocap.fusion.skeleton_fusion.refine_kinect_extrinsic` refines it on all
+person, then :func:`refine_kinect_extrinsic` refines it on all
 joints both devices see confidently.
 """
 
@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from omnimocap.calibration.cameras import PinholeCamera
-from omnimocap.calibration.transforms import axis_angle_to_matrix, make_pose, rigid_align, transform_points
+from omnimocap.geometry.cameras import PinholeCamera
+from omnimocap.geometry.transforms import axis_angle_to_matrix, make_pose, rigid_align, rotation_angle, transform_points
 from omnimocap.data.skeletons import KINECT_CONFIDENCE_MEDIUM
 from omnimocap.errors import UserError
-from omnimocap.fusion.skeleton_fusion import MIDLINE, refine_kinect_extrinsic
+from omnimocap.capture.skeleton_fusion import MIDLINE, resolve_swaps
 
 # Frames in which both bodies show all midline joints confidently, before two bodies can be aligned.
 MIN_SHARED_FRAMES = 30
@@ -226,3 +226,32 @@ def _shared_midline(j_src: np.ndarray, c_src: np.ndarray, j_dst: np.ndarray, c_d
     ok = np.all(np.isfinite(j_src[:, MIDLINE, 0]) & np.isfinite(j_dst[:, MIDLINE, 0])
                 & (c_src[:, MIDLINE] >= KINECT_CONFIDENCE_MEDIUM) & (c_dst[:, MIDLINE] >= KINECT_CONFIDENCE_MEDIUM), axis=1)
     return j_src[ok][:, MIDLINE].reshape(-1, 3), j_dst[ok][:, MIDLINE].reshape(-1, 3)
+
+
+def refine_kinect_extrinsic(joints_ref: np.ndarray, conf_ref: np.ndarray, joints_other: np.ndarray,
+                            conf_other: np.ndarray, *, min_level: int = KINECT_CONFIDENCE_MEDIUM,
+                            iterations: int = 5) -> tuple[np.ndarray, dict]:
+    """Correction ``dT`` (4x4, world) with ``T_world_other_new = dT @ T_world_other`` from one person
+    seen by a reference Kinect and another Kinect, both (T,32,3) in the world with the current
+    extrinsics on common times, confidences (T,32). Labels are made to agree first (:func:`resolve_swaps`);
+    joints at ``min_level`` or better in both are aligned rigidly, dropping pairs beyond three robust
+    sigmas and re-fitting. Returns dT and {rms_mm, used, rotation_deg, translation_mm}."""
+    (jr, jo), (cr, co), _ = resolve_swaps([joints_ref, joints_other], [conf_ref, conf_other])
+    ok = np.isfinite(jr[..., 0]) & np.isfinite(jo[..., 0]) & (cr >= min_level) & (co >= min_level)
+    src, dst = jo[ok], jr[ok]
+    if len(src) < 10:
+        raise UserError(f"only {len(src)} joints are confidently seen by both Kinects (need 10); their "
+                        "extrinsics cannot be refined from skeletons",
+                        fix="record a person moving where both Kinects see them")
+    keep = np.ones(len(src), dtype=bool)
+    for _ in range(iterations):
+        R, tvec = rigid_align(src[keep], dst[keep])
+        err = np.linalg.norm(src @ R.T + tvec - dst, axis=-1)
+        sigma = 1.4826 * np.median(err[keep])
+        keep = err < max(3.0 * sigma, 1e-6)
+    R, tvec = rigid_align(src[keep], dst[keep])
+    err = np.linalg.norm(src[keep] @ R.T + tvec - dst[keep], axis=-1)
+    angle = float(np.degrees(rotation_angle(R)))
+    return make_pose(R, tvec), {"rms_mm": float(np.sqrt(np.mean(err ** 2)) * 1e3), "used": int(keep.sum()),
+                                "rotation_deg": angle, "translation_mm": float(np.linalg.norm(tvec) * 1e3)}
+

@@ -1,2 +1,2 @@
-"""Capture: the session format, Kinect recordings and devices, body tracking, 360 sources, the
-simulated rig and the recorder."""
+"""Capture: the session format, the rig file, Kinect recordings and devices, body tracking, 360
+sources and the recorder."""

@@ -1,11 +1,11 @@
 """A 360 source of raw dual-fisheye frames: an Insta360 X3/X4/X5 over USB (or its recorded raw
 video) delivers its two fisheye images side by side and unstitched; this source passes them on
-as they are, with the two-lens model (:class:`~omnimocap.calibration.cameras.DualFisheyeCamera`)
+as they are, with the two-lens model (:class:`~omnimocap.geometry.cameras.DualFisheyeCamera`)
 that maps their pixels to rays in the 360 camera's frame. Wrist views are cut from them directly
-(:mod:`omnimocap.hands.fisheye_views`), so nothing is stitched.
+(:mod:`omnimocap.geometry.fisheye_views`), so nothing is stitched.
 
 The lens model is a JSON file (:func:`load_dual_fisheye`, :func:`save_dual_fisheye`): ``lenses``, two
-objects as :meth:`~omnimocap.calibration.cameras.FisheyeLens.to_dict` writes them (intrinsics in
+objects as :meth:`~omnimocap.geometry.cameras.FisheyeLens.to_dict` writes them (intrinsics in
 pixels of each lens's half, ``k`` the Kannala-Brandt coefficients or empty for equidistant,
 ``max_theta_deg``, ``R_cam_lens`` and ``t_cam_lens`` in metres).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omnimocap.calibration.cameras import DualFisheyeCamera
+from omnimocap.geometry.cameras import DualFisheyeCamera
 from omnimocap.capture.sources import EndOfStream, PanoFrame, Source
 from omnimocap.errors import DeviceError, InputError
 

@@ -12,7 +12,7 @@ own axes, in which the recording's IMU samples are stated.
 
 Per operating mode the SDK scales the normalized intrinsics by the mode's calibration image size,
 subtracts the mode's crop offset and moves the principal point by -0.5 px so that the centre of the
-top-left pixel is (0, 0) (the convention of :mod:`omnimocap.calibration.cameras`). The mode tables
+top-left pixel is (0, 0) (the convention of :mod:`omnimocap.geometry.cameras`). The mode tables
 below are the SDK's.
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from omnimocap.calibration.cameras import PinholeCamera
-from omnimocap.calibration.transforms import invert_pose, make_pose
+from omnimocap.geometry.cameras import PinholeCamera
+from omnimocap.geometry.transforms import invert_pose, make_pose
 from omnimocap.errors import InputError
 
 

@@ -35,7 +35,7 @@ from typing import Iterator
 
 import numpy as np
 
-from omnimocap.calibration.rig import TimeMap
+from omnimocap.capture.rig import TimeMap
 from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.kinect_calibration import COLOR_RESOLUTIONS, DEPTH_MODES, KinectCalibration, parse_calibration
 from omnimocap.capture.kinect_mkv import KinectRecording

@@ -140,21 +140,8 @@ def device_clock(model: KinectModel, rng: np.random.Generator) -> DeviceClock:
 
 
 def scale_color_camera(camera, model: KinectModel, reference: KinectModel = KINECT_MODELS["azure"]):
-    """``camera`` (a :class:`~omnimocap.calibration.cameras.PinholeCamera` of a ``reference``-model
+    """``camera`` (a :class:`~omnimocap.geometry.cameras.PinholeCamera` of a ``reference``-model
     device) with its focal lengths scaled by the ratio of the two models' datasheet fields of view
     (``tan(hfov/2)``, distortion included in both); principal point, size and distortion kept."""
     s = model.color_focal_px(camera.width) / reference.color_focal_px(camera.width)
     return replace(camera, fx=camera.fx * s, fy=camera.fy * s)
-
-
-def open_sim_recording(path, kinect, wired_sync_mode: str, model: KinectModel, clock: DeviceClock):
-    """A :class:`~omnimocap.capture.kinect_mkv_writer.KinectMkvWriter` for a simulated device of
-    ``model`` (the simulated modes of :mod:`omnimocap.capture.sim_kinect`, 30 fps), with the
-    model's firmware tags and the clock's start offset."""
-    from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
-    from omnimocap.capture.sim_kinect import COLOR_MODE, DEPTH_MODE
-
-    return KinectMkvWriter(path, kinect.calibration_json(), color_mode=COLOR_MODE, depth_mode=DEPTH_MODE, ir=True,
-                           imu=True, fps=30, device_serial=kinect.serial, wired_sync_mode=wired_sync_mode,
-                           start_offset_s=clock.start_offset_s, color_firmware=model.color_firmware,
-                           depth_firmware=model.depth_firmware)

@@ -51,7 +51,7 @@ from typing import Callable
 
 import numpy as np
 
-from omnimocap.calibration.rig import Rig
+from omnimocap.capture.rig import Rig
 from omnimocap.capture.bodies import (
     JOURNAL_FORMAT,
     SDK_VERSION,
@@ -64,7 +64,7 @@ from omnimocap.capture.kinect_live import KinectFileSource
 from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
 from omnimocap.capture.pano import PanoWriter, read_pano_timestamps
 from omnimocap.capture.pano_sources import VideoFilePanoSource
-from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, RIG, TRUTH_DIR, DeviceEntry, Session
+from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, SIMULATION_DIR, DeviceEntry, Session
 from omnimocap.capture.session_check import video_frame_count
 from omnimocap.capture.sources import EndOfStream, KinectFrame, PanoFrame, SessionClock, Source
 from omnimocap.errors import InputError, UserError
@@ -798,53 +798,3 @@ def _loop_period(session: Session, rig: Rig) -> float:
                         path=session.root / "session.json", fix="replay it without looping")
     rates = [d.fps for d in session.manifest.devices if d.fps]
     return float(times.max() - times.min()) + 1.0 / (max(rates) if rates else 30.0)
-
-
-SIMULATION_DIR = ".simulation"
-
-
-@dataclass
-class SimulatedRig:
-    """A simulated session replayed live: ``sources`` on ``clock`` (record them with a
-    :class:`Recorder` on that clock, which starts it with the recording, i.e. at the simulation's
-    time 0); ``sim_dir`` holds the simulation until :meth:`cleanup`."""
-
-    sim_dir: Path
-    clock: SessionClock
-    sources: list[Source]
-
-    def copy_calibration(self, out_dir: str | Path) -> None:
-        """Copy the simulation's ``rig.json`` and ``truth/`` into the recorded session: the replay
-        keeps the simulation's clock, so its truth applies unchanged."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(self.sim_dir / RIG, out / RIG)
-        shutil.copytree(self.sim_dir / TRUTH_DIR, out / TRUTH_DIR, dirs_exist_ok=True)
-
-    def cleanup(self) -> None:
-        """Stop the sources and delete the simulation."""
-        for source in self.sources:
-            source.stop()
-        shutil.rmtree(self.sim_dir, ignore_errors=True)
-
-
-def simulated_rig(seconds: float, work_dir: str | Path, *, people: int = 2, kinects: int = 2, seed: int = 0,
-                  pano_width: int = 960, kinect_video: bool = True, loop: bool = False) -> SimulatedRig:
-    """Simulate ``seconds`` (+ 0.5 s of slack) into ``work_dir`` (created; replaced if it exists),
-    then set up its streams to be replayed in real time on their original session clock. ``loop``
-    replays the simulation again and again (see :func:`replay_sources`), for recordings longer
-    than the simulation; the truth then describes the first pass only.
-
-    ``record --simulate`` puts ``work_dir`` inside the session it records, so a recorder killed
-    before :meth:`SimulatedRig.cleanup` leaves nothing outside that session."""
-    from omnimocap.capture.simulate import SimConfig, simulate_session
-
-    sim_dir = Path(work_dir)
-    try:
-        simulate_session(sim_dir, SimConfig(seconds=seconds + 0.5, people=people, kinects=kinects, seed=seed,
-                                            pano_width=pano_width, kinect_video=kinect_video, overwrite=True))
-    except BaseException:
-        shutil.rmtree(sim_dir, ignore_errors=True)
-        raise
-    clock = SessionClock()
-    return SimulatedRig(sim_dir, clock, replay_sources(sim_dir, clock, on_session_clock=True, loop=loop))

@@ -30,6 +30,8 @@ RIG = "rig.json"
 PANO_VIDEO = "pano.mkv"
 PANO_FRAMES = "pano_frames.csv"
 TRUTH_DIR = "truth"
+# ``record --simulate`` keeps the simulation it replays here, inside the session, until it ends.
+SIMULATION_DIR = ".simulation"
 
 
 def current_umask() -> int:

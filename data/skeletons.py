@@ -144,3 +144,15 @@ COCO_FROM_SMPLX: dict[str, str] = {
     f"{side}_{part}": f"{side}_{part}" for side in SIDES
     for part in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle")
 } | {"left_eye": "left_eye_smplhf", "right_eye": "right_eye_smplhf"}
+
+
+# Finger joints of the LEFT hand relative to its wrist, rest pose (palm down, fingers along +x,
+# thumb towards +z, i.e. forward); order index, middle, pinky, ring, thumb, 3 joints each.
+# The right hand is the mirror image (x negated). The synthetic MANO model has the same rest joints.
+LEFT_HAND_REST_FROM_WRIST = np.array([
+    [0.088, 0.006, 0.024], [0.124, 0.004, 0.028], [0.148, 0.002, 0.030],    # index
+    [0.094, 0.007, 0.002], [0.133, 0.005, 0.002], [0.159, 0.003, 0.002],    # middle
+    [0.078, 0.002, -0.038], [0.100, 0.000, -0.045], [0.117, -0.001, -0.050],  # pinky
+    [0.089, 0.005, -0.018], [0.124, 0.003, -0.021], [0.148, 0.001, -0.023],  # ring
+    [0.025, -0.012, 0.028], [0.048, -0.016, 0.050], [0.070, -0.020, 0.066],  # thumb
+])

@@ -121,7 +121,7 @@ def result_names(sessions: list[Path]) -> list[str]:
 def prepare_unit(session_dir: str, config: ProcessConfig, chunk_s: float, overlap_s: float):
     """Open the session (recovering an interrupted recording, as ``process`` does) and load what
     all its chunks read. Returns (SessionInputs, ChunkPlan)."""
-    from omnimocap.calibration.rig import Rig
+    from omnimocap.capture.rig import Rig
     from omnimocap.capture.recorder import recover_session
     from omnimocap.fusion.pipeline import fit_session_body, load_inputs
 
@@ -149,7 +149,7 @@ def finish_unit(session_dir: str, out_dir: str, inputs, config: ProcessConfig, p
     """Stitch the chunks, write the results folder as ``process`` does (under its lock, in a marked
     partial folder moved into place when complete, replacing only an earlier results folder) and
     evaluate against ``truth/`` where the session has it. Returns the report and the metrics."""
-    from omnimocap.calibration.rig import Rig
+    from omnimocap.capture.rig import Rig
     from omnimocap.capture.recorder import recover_session
     from omnimocap.fusion.chunks import load_window, stitch
     from omnimocap.fusion.pipeline import (

@@ -490,7 +490,7 @@ def _solve(prob: _Problem, R, transl, X, w, frame_index, config: BodyFitConfig):
 
 def _interpolate_missing(local: np.ndarray, transl: np.ndarray, fitted: np.ndarray) -> None:
     """Fill frames not fitted (in place): slerp/linear between fitted neighbours, held at the ends."""
-    from omnimocap.fusion.interpolate import interpolate_positions, interpolate_rotations
+    from omnimocap.geometry.resample import interpolate_positions, interpolate_rotations
 
     F = len(fitted)
     idx = np.arange(F, dtype=np.float64)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omnimocap.data.skeletons import SMPLX_NUM_JOINTS, SMPLX_PARENTS
+from omnimocap.data.skeletons import LEFT_HAND_REST_FROM_WRIST, SMPLX_NUM_JOINTS, SMPLX_PARENTS
 
 _BODY_REST = np.array([
     [0.000, 0.000, 0.000],    # pelvis
@@ -52,16 +52,6 @@ _BODY_REST = np.array([
     [-0.032, 0.700, 0.090],   # right_eye
 ])
 
-# Finger joints of the LEFT hand relative to its wrist, rest pose (palm down, fingers along +x,
-# thumb towards +z, i.e. forward); order index, middle, pinky, ring, thumb, 3 joints each.
-# The right hand is the mirror image (x negated). The synthetic MANO model has the same rest joints.
-LEFT_HAND_REST_FROM_WRIST = np.array([
-    [0.088, 0.006, 0.024], [0.124, 0.004, 0.028], [0.148, 0.002, 0.030],    # index
-    [0.094, 0.007, 0.002], [0.133, 0.005, 0.002], [0.159, 0.003, 0.002],    # middle
-    [0.078, 0.002, -0.038], [0.100, 0.000, -0.045], [0.117, -0.001, -0.050],  # pinky
-    [0.089, 0.005, -0.018], [0.124, 0.003, -0.021], [0.148, 0.001, -0.023],  # ring
-    [0.025, -0.012, 0.028], [0.048, -0.016, 0.050], [0.070, -0.020, 0.066],  # thumb
-])
 
 
 def default_rest_joints() -> np.ndarray:
@@ -244,7 +234,7 @@ def resolve_smplx_model(explicit: str | Path | None, models_dir: str | Path | No
                 return path / f"SMPLX_{gender.upper()}{suffix}"
         return smplx_file_in(path, gender) or path / f"SMPLX_{gender.upper()}.npz"
     if models_dir is None:
-        from omnimocap.apps.cmd_models import default_models_dir
+        from omnimocap.hands.model_store import default_models_dir
 
         models_dir = default_models_dir()
     return smplx_file_in(Path(models_dir).expanduser(), gender)

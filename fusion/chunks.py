@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from omnimocap.calibration.rig import Rig
+from omnimocap.capture.rig import Rig
 from omnimocap.capture.session import Session
 from omnimocap.fusion import pipeline
 from omnimocap.fusion.pipeline import ProcessConfig, SessionInputs, WindowResult, process_window

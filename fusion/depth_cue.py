@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from omnimocap.calibration.cameras import PinholeCamera
-from omnimocap.calibration.rig import Rig
-from omnimocap.calibration.transforms import invert_pose, transform_points
+from omnimocap.geometry.cameras import PinholeCamera
+from omnimocap.capture.rig import Rig
+from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.capture.session import Session
 from omnimocap.errors import InputError
 from omnimocap.hands.estimator import HandObservation

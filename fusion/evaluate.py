@@ -52,8 +52,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from omnimocap.calibration.rig import Rig
-from omnimocap.calibration.transforms import (
+from omnimocap.capture.rig import Rig
+from omnimocap.geometry.transforms import (
     invert_pose, relative_angle_deg, transform_points,
 )
 from omnimocap.capture.session import Session, atomic_write_json
@@ -64,7 +64,7 @@ from omnimocap.data.skeletons import (
 )
 from omnimocap.errors import InputError
 from omnimocap.fusion.body_model import forward_kinematics, load_skeleton
-from omnimocap.fusion.interpolate import interpolate_positions
+from omnimocap.geometry.resample import interpolate_positions
 
 
 def _load_npz(path: Path, what: str) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omnimocap.calibration.transforms import (
+from omnimocap.geometry.transforms import (
     axis_angle_to_matrix,
     matrix_to_axis_angle,
     matrix_to_quat_wxyz,
@@ -69,7 +69,7 @@ def resample_motion(t_session: np.ndarray, local_rotmats: np.ndarray, transl: np
     """The motion on the uniform grid :func:`uniform_grid` (``rate`` Hz): rotations (F, J, 3, 3)
     slerped, translations (F, 3) metres by cubic Hermite, between the frames at ``t_session``
     (seconds, increasing). Returns (t_grid, local_rotmats, transl)."""
-    from omnimocap.fusion.interpolate import interpolate_positions, interpolate_rotations
+    from omnimocap.geometry.resample import interpolate_positions, interpolate_rotations
 
     t = np.asarray(t_session, dtype=np.float64)
     R = np.asarray(local_rotmats, dtype=np.float64)

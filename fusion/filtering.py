@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from omnimocap.calibration.transforms import matrix_to_quat_wxyz, quat_wxyz_to_matrix
+from omnimocap.geometry.transforms import matrix_to_quat_wxyz, quat_wxyz_to_matrix
 
 
 @dataclass

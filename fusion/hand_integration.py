@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from omnimocap.calibration.transforms import (
+from omnimocap.geometry.transforms import (
     axis_angle_to_matrix,
     matrix_to_axis_angle,
     matrix_to_quat_wxyz,

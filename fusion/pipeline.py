@@ -37,9 +37,9 @@ import numpy as np
 from tqdm import tqdm
 
 from omnimocap import __version__
-from omnimocap.calibration.cameras import EquirectCamera
-from omnimocap.calibration.rig import Rig
-from omnimocap.calibration.transforms import invert_pose, transform_points
+from omnimocap.geometry.cameras import EquirectCamera
+from omnimocap.capture.rig import Rig
+from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.capture.session import Session, atomic_write_json
 from omnimocap.data.skeletons import (
     KINECT_ELBOW, KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB, KINECT_WRIST, SIDES,
@@ -47,12 +47,12 @@ from omnimocap.data.skeletons import (
 from omnimocap.errors import InputError, UserError
 from omnimocap.fusion.depth_cue import DepthCueConfig, HandSurface, depth_shift, load_depth_frames
 from omnimocap.fusion.body_fit import BodyFitConfig
-from omnimocap.fusion.identity import PeopleConfig
+from omnimocap.capture.people import PeopleConfig
 from omnimocap.fusion.filtering import SmootherConfig, estimate_noise_std, smooth_positions, smooth_rotations
-from omnimocap.fusion.interpolate import interpolate_positions, interpolate_rotations
+from omnimocap.geometry.resample import interpolate_positions, interpolate_rotations
 from omnimocap.fusion.lifting import fuse_ray_depth, lift_observation
 from omnimocap.hands.estimator import HandEstimator, ViewRequest
-from omnimocap.hands.views import WristView, plan_views, project_to_view
+from omnimocap.geometry.views import WristView, plan_views, project_to_view
 
 # Hand views on the contact sheet views_preview.png.
 PREVIEW_VIEWS = 12
@@ -62,8 +62,9 @@ PREVIEW_VIEWS = 12
 class ProcessConfig:
     """Configuration of ``omnimocap process``; saved as ``config.json`` beside every result."""
 
-    hands: str = "sim"
-    """Hand backend: ``sim`` (simulated observer, simulated sessions only) or ``wilor``."""
+    hands: str = "wilor"
+    """Hand backend: wilor (real reconstruction) or sim (the simulated observer, an instrument for
+    simulated sessions)."""
     device: str = "cpu"
     """Torch device for WiLoR and the body fit: ``cpu`` or ``cuda``."""
     hand_noise_mm: float = 0.0
@@ -149,7 +150,7 @@ def load_people(session: Session, rig: Rig, config: PeopleConfig | None = None) 
     Kinect (the first one it had there), or a new id above all body ids.
     """
     from omnimocap.capture.bodies import read_bodies
-    from omnimocap.fusion.skeleton_fusion import BodyTrack, fuse_people
+    from omnimocap.capture.skeleton_fusion import BodyTrack, fuse_people
 
     config = config or PeopleConfig()
     kinects = session.kinects()
@@ -318,7 +319,7 @@ def _hand_surface(config: ProcessConfig) -> HandSurface:
 
     if config.surface_mano:
         return HandSurface(ManoModel.load(config.surface_mano))
-    from omnimocap.fusion.synthetic_models import make_synthetic_mano
+    from omnimocap.hands.synthetic_mano import make_synthetic_mano
 
     return HandSurface(ManoModel.from_dict(make_synthetic_mano("right")))
 
@@ -940,7 +941,7 @@ def _pano_frames(session: Session, entry, wanted: bool, first: int = 0, last: in
 
 
 def _render(frames, keys, views, pano_cam, needs_images, preview):
-    from omnimocap.hands.views import render_views
+    from omnimocap.geometry.views import render_views
 
     images: list = [None] * len(keys)
     by_frame: dict[int, list[int]] = {}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omnimocap.calibration.transforms import MIRROR, mirror_rotation
+from omnimocap.geometry.transforms import MIRROR, mirror_rotation
 from omnimocap.data.skeletons import HAND21_FROM_MANO, MANO_PARENTS, MANO_TIP_VERTICES
 
 _TIPS = np.asarray(MANO_TIP_VERTICES)

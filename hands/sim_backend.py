@@ -37,12 +37,12 @@ from typing import Sequence
 
 import numpy as np
 
-from omnimocap.calibration.rig import Rig
-from omnimocap.calibration.transforms import axis_angle_to_matrix
+from omnimocap.capture.rig import Rig
+from omnimocap.geometry.transforms import axis_angle_to_matrix
 from omnimocap.capture.session import TRUTH_DIR
 from omnimocap.data.skeletons import SIDES
 from omnimocap.errors import InputError
-from omnimocap.fusion.interpolate import interpolate_positions, interpolate_rotations
+from omnimocap.geometry.resample import interpolate_positions, interpolate_rotations
 from omnimocap.hands.estimator import HandObservation, ViewRequest
 from omnimocap.hands.wilor.detector import Detections
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from omnimocap.apps.cli import main
-from omnimocap.calibration.transforms import axis_angle_to_matrix
+from omnimocap.geometry.transforms import axis_angle_to_matrix
 from omnimocap.data.skeletons import SMPLX_INDEX
 from omnimocap.fusion.body_model import body_model_record
 from omnimocap.fusion.export_blender import run_blender_job

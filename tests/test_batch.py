@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from omnimocap.apps.cli import main
-from omnimocap.calibration.rig import Rig
+from omnimocap.capture.rig import Rig
 from omnimocap.capture.session import Session
-from omnimocap.capture.simulate import SimConfig, simulate_session
+from omnimocap.sim.simulate import SimConfig, simulate_session
 from omnimocap.fusion.batch import BatchConfig, LocalEngine, chunk_unit, find_sessions, run_batch
 from omnimocap.fusion.chunks import ChunkPlan, load_window, process_chunks, save_window
 from omnimocap.fusion.pipeline import ProcessConfig, fit_session_body, load_inputs, process_session

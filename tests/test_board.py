@@ -9,8 +9,8 @@ from omnimocap.calibration.board import (
     BoardDetection, BoardSpec, board_pose, calibrate_board_sequence, detect_equirect, detect_pinhole,
     render_board_equirect, render_board_pinhole,
 )
-from omnimocap.calibration.cameras import EquirectCamera, PinholeCamera
-from omnimocap.calibration.transforms import (
+from omnimocap.geometry.cameras import EquirectCamera, PinholeCamera
+from omnimocap.geometry.transforms import (
     axis_angle_to_matrix, invert_pose, look_at, make_pose, relative_angle_deg,
 )
 from omnimocap.errors import UserError

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from omnimocap.apps.cli import main
-from omnimocap.calibration.rig import Rig
-from omnimocap.capture.simulate import SimConfig, simulate_session
+from omnimocap.capture.rig import Rig
+from omnimocap.sim.simulate import SimConfig, simulate_session
 
 
 def test_board_places_the_other_kinect(tmp_path, capsys):

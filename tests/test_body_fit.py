@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from omnimocap.data.skeletons import KINECT_BODY_FOR_FIT, KINECT_INDEX, KINECT_JOINTS
-from omnimocap.fusion.synthetic_models import synthetic_body_motion
+from omnimocap.sim.synthetic_models import synthetic_body_motion
 from omnimocap.fusion.body_fit import BodyFitConfig, fit_body
 from omnimocap.fusion.body_model import forward_kinematics
 

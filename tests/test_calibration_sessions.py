@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from omnimocap.apps.cli import main
-from omnimocap.calibration.rig import Rig
+from omnimocap.capture.rig import Rig
 from omnimocap.capture.bodies import read_bodies, write_bodies
 from omnimocap.capture.session import Session
 from tests.tools.cli import one_line_error

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from omnimocap.apps.cli import main
-from omnimocap.calibration.cameras import PinholeCamera
+from omnimocap.geometry.cameras import PinholeCamera
 from omnimocap.fusion.depth_cue import DepthCueConfig, DepthFrames, depth_shift, surface_residual
 from omnimocap.fusion.pipeline import ProcessConfig, process_session
-from omnimocap.fusion.synthetic_models import make_synthetic_mano
+from omnimocap.hands.synthetic_mano import make_synthetic_mano
 from omnimocap.hands.mano import ManoModel
 
 CAMERA = PinholeCamera(252.0, 252.0, 159.5, 143.5, 320, 288)

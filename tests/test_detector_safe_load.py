@@ -132,14 +132,14 @@ def test_process_with_wilor_refuses_in_one_line(tmp_path, harmful_pt, marker, ca
 
 
 def test_models_verify_reports_a_corrupt_npz_in_one_line_and_goes_on(tmp_path, capsys):
-    from omnimocap.apps import cmd_models
+    from omnimocap.hands import model_store
 
     models = tmp_path
     (models / "mano").mkdir()
     (models / "smplx").mkdir()
     (models / "mano" / "mano_mean_params.npz").write_bytes(b"PK\x03\x04 truncated zip")
     np.savez(models / "smplx" / "SMPLX_NEUTRAL.npz", v_template=np.zeros((3, 3)))
-    cmd_models._copy_package_file("wilor_model_config.yaml", models / "wilor" / "model_config.yaml")
+    model_store._copy_package_file("wilor_model_config.yaml", models / "wilor" / "model_config.yaml")
     capsys.readouterr()
     assert main(["models", "verify", "--models", str(models)]) == 1
     captured = capsys.readouterr()

@@ -10,18 +10,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omnimocap.calibration.cameras import R_CAM_BACK_LENS, DualFisheyeCamera, EquirectCamera, FisheyeLens
-from omnimocap.calibration.transforms import axis_angle_to_matrix, invert_pose, look_at, make_pose, transform_points
+from omnimocap.geometry.cameras import R_CAM_BACK_LENS, DualFisheyeCamera, EquirectCamera, FisheyeLens
+from omnimocap.geometry.transforms import axis_angle_to_matrix, invert_pose, look_at, make_pose, transform_points
 from omnimocap.capture.dual_fisheye import DualFisheyeSource, load_dual_fisheye, save_dual_fisheye
 from omnimocap.capture.pano import PanoWriter
 from omnimocap.capture.pano_sources import VideoFilePanoSource
-from omnimocap.capture.sim_fisheye import DualFisheyeRenderer, stitch_equirect
+from omnimocap.sim.fisheye import DualFisheyeRenderer, stitch_equirect
 from omnimocap.capture.sources import EndOfStream
 from omnimocap.errors import DeviceError, InputError
-from omnimocap.hands.fisheye_views import (
+from omnimocap.geometry.fisheye_views import (
     fisheye_view_maps, plan_fisheye_views, project_to_fisheye_view, render_fisheye_view,
 )
-from omnimocap.hands.views import render_view
+from omnimocap.geometry.views import render_view
 
 KB = (0.02, -0.004, 0.0006, -0.00004)
 unit = st.floats(-1.0, 1.0, allow_nan=False)
@@ -207,10 +207,10 @@ def test_dual_fisheye_source_passes_raw_frames_and_refuses_another_size(tmp_path
 
 @pytest.fixture(scope="module")
 def scene():
-    from omnimocap.capture.sim_motion import make_people, sample_people
+    from omnimocap.sim.motion import make_people, sample_people
     from omnimocap.data.skeletons import SIDES
     from omnimocap.fusion.body_model import load_skeleton
-    from omnimocap.fusion.synthetic_models import make_synthetic_mano
+    from omnimocap.hands.synthetic_mano import make_synthetic_mano
     from omnimocap.hands.mano import ManoModel
 
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from omnimocap.calibration.transforms import axis_angle_to_matrix
+from omnimocap.geometry.transforms import axis_angle_to_matrix
 from omnimocap.data.skeletons import HAND21_FROM_MANO
 from omnimocap.fusion.body_model import default_skeleton, forward_kinematics
 from omnimocap.fusion.export import (
@@ -50,7 +50,7 @@ def _smplx_joints(model_dir, data: dict) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def smplx_dir(tmp_path_factory):
-    from omnimocap.fusion.synthetic_models import write_synthetic_smplx
+    from omnimocap.sim.synthetic_models import write_synthetic_smplx
 
     d = tmp_path_factory.mktemp("models")
     write_synthetic_smplx(d)
@@ -153,7 +153,7 @@ def test_aitviewer_from_amass_keys(tmp_path):
 def test_mano_npz_transl_reproduces_the_hand_in_smplx(tmp_path):
     torch = pytest.importorskip("torch")
     smplx = pytest.importorskip("smplx")
-    from omnimocap.fusion.synthetic_models import make_synthetic_mano, write_synthetic_mano
+    from omnimocap.hands.synthetic_mano import make_synthetic_mano, write_synthetic_mano
     from omnimocap.hands.mano import ManoModel
 
     write_synthetic_mano(tmp_path)
@@ -195,7 +195,7 @@ def test_mano_npz_transl_reproduces_the_hand_in_smplx(tmp_path):
 
 def test_gltf_has_skin_and_full_animation(tmp_path):
     pygltflib = pytest.importorskip("pygltflib")
-    from omnimocap.fusion.synthetic_models import make_synthetic_smplx
+    from omnimocap.sim.synthetic_models import make_synthetic_smplx
 
     model = make_synthetic_smplx()
     local, transl, betas = _motion(7, seed=4)
@@ -304,7 +304,7 @@ def test_export_into_a_read_only_folder_is_one_line(tmp_path, capsys, monkeypatc
 
 def test_export_refuses_another_model_file(tmp_path, capsys, smplx_dir):
     from omnimocap.apps.cli import main
-    from omnimocap.fusion.synthetic_models import write_synthetic_smplx
+    from omnimocap.sim.synthetic_models import write_synthetic_smplx
     from tests.tools.cli import one_line_error
 
     fit_model = smplx_dir / "SMPLX_NEUTRAL.npz"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from omnimocap.calibration.transforms import axis_angle_to_matrix
+from omnimocap.geometry.transforms import axis_angle_to_matrix
 from omnimocap.data.skeletons import SMPLX_JOINTS
 from omnimocap.fusion.body_model import default_skeleton, forward_kinematics
 
@@ -158,7 +158,7 @@ def test_aitviewer_loads_the_amass_file_with_only_a_smplx_layer(tmp_path):
     if not python.is_file():
         pytest.skip("aitviewer is not installed: scripts/setup.sh installs it into .venv-aitviewer")
     from omnimocap.fusion.export import read_amass_npz
-    from omnimocap.fusion.synthetic_models import write_synthetic_smplx
+    from omnimocap.sim.synthetic_models import write_synthetic_smplx
 
     write_synthetic_smplx(tmp_path / "models" / "smplx")
     motion = _results(tmp_path, P=1)

@@ -11,7 +11,7 @@ import pytest
 
 from omnimocap.apps.cli import main
 from omnimocap.fusion.body_model import BUILT_IN, body_model_record, resolve_smplx_model, smplx_file_in
-from omnimocap.fusion.synthetic_models import write_synthetic_smplx
+from omnimocap.sim.synthetic_models import write_synthetic_smplx
 
 
 def test_resolve_prefers_the_models_folder(tmp_path):
@@ -73,7 +73,7 @@ def _mano_reproduces_the_fused_hands(result, mano_dir) -> None:
     torch = pytest.importorskip("torch")
     smplx = pytest.importorskip("smplx")
     from omnimocap.data.skeletons import HAND21_FROM_MANO
-    from omnimocap.fusion.synthetic_models import write_synthetic_mano
+    from omnimocap.hands.synthetic_mano import write_synthetic_mano
 
     assert main(["export", str(result), "--format", "mano"]) == 0
     write_synthetic_mano(mano_dir)

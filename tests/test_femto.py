@@ -187,7 +187,7 @@ def test_models_state_the_datasheet_differences():
     f = bolt.color_focal_px(1280)
     assert np.degrees(2 * np.arctan(640 / f)) == pytest.approx(80.0)
     assert np.degrees(2 * np.arctan(360 / f)) == pytest.approx(51.0, abs=0.6)
-    from omnimocap.calibration.cameras import PinholeCamera
+    from omnimocap.geometry.cameras import PinholeCamera
 
     cam = scale_color_camera(PinholeCamera(605.0, 606.0, 639.5, 365.5, 1280, 720, (0.08,)), bolt)
     assert cam.fx == pytest.approx(605.0 * f / azure.color_focal_px(1280)) and cam.cx == 639.5
@@ -200,7 +200,7 @@ def test_models_state_the_datasheet_differences():
 # --- `simulate --kinect-model femto-bolt` ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sims(tmp_path_factory):
-    from omnimocap.capture.simulate import SimConfig, simulate_session
+    from omnimocap.sim.simulate import SimConfig, simulate_session
 
     root = tmp_path_factory.mktemp("femto_sims")
     out = {}
@@ -241,7 +241,7 @@ def test_bolt_and_azure_sessions_differ_only_in_the_device_clock(sims):
 
 def test_sync_on_epoch_like_kinect_times_finds_the_same_time_map(sims):
     from omnimocap.apps.cmd_calibrate import sync_session
-    from omnimocap.calibration.rig import Rig
+    from omnimocap.capture.rig import Rig
 
     maps = {}
     for model in ("azure", "femto-bolt"):

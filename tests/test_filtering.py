@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from omnimocap.calibration.transforms import axis_angle_to_matrix, relative_angle_deg
+from omnimocap.geometry.transforms import axis_angle_to_matrix, relative_angle_deg
 from omnimocap.fusion.filtering import FilterConfig, filter_positions, filter_rotations
 
 FPS = 30.0

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from omnimocap.calibration.board import BoardSpec, draw_board
-from omnimocap.calibration.cameras import R_CAM_BACK_LENS, DualFisheyeCamera
+from omnimocap.geometry.cameras import R_CAM_BACK_LENS, DualFisheyeCamera
 from omnimocap.calibration.fisheye_board import calibrate_dual_fisheye, detect_halves
-from omnimocap.calibration.transforms import axis_angle_to_matrix, invert_pose, look_at, make_pose
+from omnimocap.geometry.transforms import axis_angle_to_matrix, invert_pose, look_at, make_pose
 from omnimocap.errors import UserError
 
 SPEC = BoardSpec()

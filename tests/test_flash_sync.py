@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from omnimocap.apps.cli import main
-from omnimocap.calibration.rig import Rig
+from omnimocap.capture.rig import Rig
 from omnimocap.calibration.timesync import coarse_time_map, flash_events, frame_brightness
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.pano import PanoReader, read_pano_timestamps
 from omnimocap.capture.session import Session
-from omnimocap.capture.sim_render import FLASH_HOLD_S, apply_flash, flash_fraction
+from omnimocap.sim.render import FLASH_HOLD_S, apply_flash, flash_fraction
 from tests.tools.cli import one_line_error
 
 SECONDS = 4.0

@@ -26,7 +26,7 @@ from omnimocap.errors import UserError  # noqa: E402
 
 @pytest.fixture(scope="session")
 def sim_session(tmp_path_factory):
-    from omnimocap.capture.simulate import SimConfig, simulate_session
+    from omnimocap.sim.simulate import SimConfig, simulate_session
 
     root = tmp_path_factory.mktemp("gui") / "session"
     simulate_session(root, SimConfig(seconds=1.5, people=1, kinects=1, seed=5, pano_width=640))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from omnimocap.calibration.transforms import (
+from omnimocap.geometry.transforms import (
     axis_angle_to_matrix,
     matrix_to_axis_angle,
     mirror_rotation,

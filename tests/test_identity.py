@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from omnimocap.calibration.transforms import axis_angle_to_matrix
-from omnimocap.fusion.identity import PeopleConfig, bridge_gaps, link_tracklets, resolve_mirrors, split_tracklets
-from omnimocap.fusion.skeleton_fusion import BodyTrack, fuse_people
+from omnimocap.geometry.transforms import axis_angle_to_matrix
+from omnimocap.capture.people import PeopleConfig, bridge_gaps, link_tracklets, resolve_mirrors, split_tracklets
+from omnimocap.capture.skeleton_fusion import BodyTrack, fuse_people
 from tests.tools import k4abt_errors as k4
 from tests.test_skeleton_fusion import template
 
@@ -148,10 +148,10 @@ class _Session:
 
 
 def test_people_recordings_give_one_id_per_person_with_the_labels_repaired(tmp_path):
-    from omnimocap.calibration.rig import Rig, TimeMap
-    from omnimocap.calibration.transforms import make_pose
+    from omnimocap.capture.rig import Rig, TimeMap
+    from omnimocap.geometry.transforms import make_pose
     from omnimocap.capture.bodies import BodyRecording, BodyTrack as K4Track, write_bodies
-    from omnimocap.fusion.identity import people_recordings
+    from omnimocap.capture.people import people_recordings
 
     rng = np.random.default_rng(5)
     truth = turning(T, (0.0, 0.0, 0.0))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from omnimocap.apps.cli import main
-from omnimocap.calibration.rig import Rig, TimeMap
+from omnimocap.capture.rig import Rig, TimeMap
 from omnimocap.capture.bodies import read_bodies, write_bodies
 from omnimocap.capture.pano import read_pano_timestamps
 from omnimocap.capture.session import Session

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from omnimocap.apps.cli import main
-from omnimocap.calibration.cameras import PinholeCamera
+from omnimocap.geometry.cameras import PinholeCamera
 from omnimocap.capture.bodies import BodyRecording, BodyTrack, write_bodies
 from omnimocap.capture.kinect_calibration import calibration_json
 from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from omnimocap.fusion.interpolate import interpolate_positions, interpolate_rotations
+from omnimocap.geometry.resample import interpolate_positions, interpolate_rotations
 
 
 def _traj(t):

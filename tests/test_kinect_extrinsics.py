@@ -10,12 +10,12 @@ import pytest
 
 from omnimocap.apps.cli import main
 from omnimocap.apps.cmd_calibrate import kinect_poses
-from omnimocap.calibration.rig import Rig
+from omnimocap.capture.rig import Rig
 from omnimocap.capture.kinect_calibration import NOMINAL_T_ACCEL_DEPTH, calibration_json, parse_calibration
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.session import Session
-from omnimocap.capture.sim_kinect import GRAVITY_MS2, IMU_RATE_HZ, make_sim_kinect
-from omnimocap.capture.simulate import SimConfig, simulate_session
+from omnimocap.sim.kinect import GRAVITY_MS2, IMU_RATE_HZ, make_sim_kinect
+from omnimocap.sim.simulate import SimConfig, simulate_session
 from omnimocap.errors import InputError
 from omnimocap.fusion.evaluate import kinect_calibration_errors
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omnimocap.calibration.cameras import PinholeCamera
-from omnimocap.calibration.transforms import axis_angle_to_matrix, make_pose
+from omnimocap.geometry.cameras import PinholeCamera
+from omnimocap.geometry.transforms import axis_angle_to_matrix, make_pose
 from omnimocap.capture.kinect_calibration import COLOR_RESOLUTIONS, DEPTH_MODES, calibration_json, parse_calibration
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter

@@ -12,7 +12,7 @@ import pytest
 
 from omnimocap.apps import live
 from omnimocap.apps.live import DropOldestQueue, LiveConfig, LiveController, SourceFeed
-from omnimocap.calibration.rig import Rig
+from omnimocap.capture.rig import Rig
 from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.pano import PanoReader
 from omnimocap.capture.recorder import replay_sources
@@ -26,7 +26,7 @@ PANO_W, PANO_H = 640, 320
 
 @pytest.fixture(scope="session")
 def sim_session(tmp_path_factory):
-    from omnimocap.capture.simulate import SimConfig, simulate_session
+    from omnimocap.sim.simulate import SimConfig, simulate_session
 
     root = tmp_path_factory.mktemp("live") / "session"
     simulate_session(root, SimConfig(seconds=1.5, people=1, kinects=1, seed=3, pano_width=PANO_W))

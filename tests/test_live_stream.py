@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 
 from omnimocap.apps import live
 from omnimocap.apps.live import HAND_HELD, HAND_LOST, HAND_SEEN, LiveConfig, LiveController, PreviewResult
-from omnimocap.calibration.rig import Rig
+from omnimocap.capture.rig import Rig
 from omnimocap.capture.recorder import replay_sources
 from omnimocap.capture.sources import SessionClock
 from omnimocap.data.skeletons import HAND21_INDEX, KINECT_INDEX
@@ -24,7 +24,7 @@ S = np.diag([1.0, 1.0, -1.0])
 
 @pytest.fixture(scope="module")
 def sim_session(tmp_path_factory):
-    from omnimocap.capture.simulate import SimConfig, simulate_session
+    from omnimocap.sim.simulate import SimConfig, simulate_session
 
     root = tmp_path_factory.mktemp("stream") / "session"
     simulate_session(root, SimConfig(seconds=1.0, people=1, kinects=1, seed=5, pano_width=640))

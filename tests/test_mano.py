@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omnimocap.calibration.transforms import MIRROR, axis_angle_to_matrix, mirror_axis_angle, mirror_rotation
+from omnimocap.geometry.transforms import MIRROR, axis_angle_to_matrix, mirror_axis_angle, mirror_rotation
 from omnimocap.data.skeletons import HAND21_FROM_MANO, MANO_TIP_VERTICES
-from omnimocap.fusion.synthetic_models import make_synthetic_mano, write_synthetic_mano
+from omnimocap.hands.synthetic_mano import make_synthetic_mano, write_synthetic_mano
 from omnimocap.hands.mano import ManoModel
 
 

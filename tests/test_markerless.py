@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from omnimocap.calibration.markerless import dlt_pose, calibrate_markerless, ransac_bearing_pose
-from omnimocap.calibration.rig import TimeMap
-from omnimocap.calibration.transforms import (
+from omnimocap.capture.rig import TimeMap
+from omnimocap.geometry.transforms import (
     axis_angle_to_matrix, invert_pose, make_pose, relative_angle_deg, transform_points,
 )
 from omnimocap.errors import UserError

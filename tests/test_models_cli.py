@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from omnimocap.apps import cmd_models
+from omnimocap.hands import model_store
 from omnimocap.apps.cli import main
 from omnimocap.errors import ModelFilesMissing
 
@@ -81,25 +81,25 @@ def test_download_error_is_a_user_error(tmp_path, server, capsys):
 
 def test_status_and_require(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OMNIMOCAP_MODELS", str(tmp_path))
-    assert cmd_models.default_models_dir() == tmp_path
+    assert model_store.default_models_dir() == tmp_path
     assert main(["models", "status"]) == 1
     out = capsys.readouterr().out
     assert "wilor/wilor_final.ckpt" in out and "MISSING" in out and "smpl-x.is.tue.mpg.de" in out
     with pytest.raises(ModelFilesMissing) as err:
-        cmd_models.require_wilor_files()
+        model_store.require_wilor_files()
     assert str(err.value) in out  # the same line status prints
-    for rel in cmd_models.WILOR_FILES:
+    for rel in model_store.WILOR_FILES:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
-    paths = cmd_models.require_wilor_files(tmp_path)
+    paths = model_store.require_wilor_files(tmp_path)
     assert paths["checkpoint"] == tmp_path / "wilor/wilor_final.ckpt"
 
 
 def test_verify_detects_corruption(tmp_path, capsys):
     models = tmp_path
     (models / "mano").mkdir()
-    cmd_models._copy_package_file("mano_mean_params.npz", models / "mano/mano_mean_params.npz")
-    cmd_models._copy_package_file("wilor_model_config.yaml", models / "wilor/model_config.yaml")
+    model_store._copy_package_file("mano_mean_params.npz", models / "mano/mano_mean_params.npz")
+    model_store._copy_package_file("wilor_model_config.yaml", models / "wilor/model_config.yaml")
     (models / "wilor/detector.pt").write_bytes(b"not a zip")
     rc = main(["models", "verify", "--models", str(models)])
     out = capsys.readouterr().out

@@ -16,11 +16,11 @@ from omnimocap.calibration.pano_hands import (
     HandBearings, HandCandidates, ImageViewDetector, associate_detections, bearings_from_detections, confirmed_detections,
     hand_centres, hand_track, ransac_association, search_frame_indices, search_views, tracked_views,
 )
-from omnimocap.calibration.rig import Rig, TimeMap
-from omnimocap.calibration.transforms import axis_angle_to_matrix, invert_pose, make_pose, relative_angle_deg, transform_points
+from omnimocap.capture.rig import Rig, TimeMap
+from omnimocap.geometry.transforms import axis_angle_to_matrix, invert_pose, make_pose, relative_angle_deg, transform_points
 from omnimocap.data.skeletons import SIDES
-from omnimocap.fusion.interpolate import interpolate_positions
-from omnimocap.hands.views import project_to_view, view_from_yaw_pitch
+from omnimocap.geometry.resample import interpolate_positions
+from omnimocap.geometry.views import project_to_view, view_from_yaw_pitch
 from omnimocap.hands.wilor.detector import Detections
 from tests.tools.cli import one_line_error
 
@@ -213,7 +213,7 @@ def test_tracked_views_hold_the_predicted_hands():
 
 
 def test_image_detector_runs_ultralytics_on_views_of_the_panorama(detector_pt):
-    from omnimocap.calibration.cameras import EquirectCamera
+    from omnimocap.geometry.cameras import EquirectCamera
     from omnimocap.hands.wilor.detector import HandDetector
 
     rng = np.random.default_rng(0)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from omnimocap.apps.cli import main
-from omnimocap.calibration.rig import Rig
+from omnimocap.capture.rig import Rig
 from omnimocap.capture.bodies import BodyRecording, read_bodies, read_journal, write_bodies
 from omnimocap.capture.pano import PanoReader, PanoWriter, read_pano_timestamps
 from omnimocap.capture.recorder import (
@@ -31,7 +31,7 @@ from omnimocap.capture.recorder import (
     replay_sources,
 )
 from omnimocap.capture.session import Session
-from omnimocap.capture.simulate import SimConfig, simulate_session
+from omnimocap.sim.simulate import SimConfig, simulate_session
 from omnimocap.capture.sources import KinectFrame, SessionClock, Source
 from omnimocap.errors import UserError
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from omnimocap.calibration.rig import Rig, TimeMap
+from omnimocap.capture.rig import Rig, TimeMap
 from omnimocap.capture.pano import PanoReader, PanoWriter, read_pano_timestamps
 from omnimocap.capture.session import DeviceEntry, Session
 from omnimocap.errors import InputError

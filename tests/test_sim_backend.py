@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omnimocap.calibration.cameras import PinholeCamera
-from omnimocap.calibration.rig import Rig
-from omnimocap.calibration.transforms import look_at, relative_angle_deg
-from omnimocap.capture.simulate import SimConfig, simulate_session
-from omnimocap.fusion.interpolate import interpolate_positions
-from omnimocap.fusion.synthetic_models import make_synthetic_mano
+from omnimocap.geometry.cameras import PinholeCamera
+from omnimocap.capture.rig import Rig
+from omnimocap.geometry.transforms import look_at, relative_angle_deg
+from omnimocap.sim.simulate import SimConfig, simulate_session
+from omnimocap.geometry.resample import interpolate_positions
+from omnimocap.hands.synthetic_mano import make_synthetic_mano
 from omnimocap.hands.estimator import ViewRequest
 from omnimocap.hands.mano import ManoModel
 from omnimocap.hands.sim_backend import WILOR_CROP, WILOR_FOCAL, SimHandObserver

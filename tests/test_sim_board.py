@@ -9,11 +9,11 @@ import pytest
 
 from omnimocap.apps.cli import main
 from omnimocap.calibration.board import BoardSpec, board_pose, detect_pinhole
-from omnimocap.calibration.rig import Rig
-from omnimocap.calibration.transforms import invert_pose, relative_angle_deg
+from omnimocap.capture.rig import Rig
+from omnimocap.geometry.transforms import invert_pose, relative_angle_deg
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.session import Session
-from omnimocap.capture.simulate import SimConfig, simulate_session
+from omnimocap.sim.simulate import SimConfig, simulate_session
 
 
 @pytest.fixture(scope="module")

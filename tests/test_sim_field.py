@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omnimocap.calibration.rig import Rig
+from omnimocap.capture.rig import Rig
 from omnimocap.capture.bodies import read_bodies
-from omnimocap.capture.sim_k4abt import CORE_JOINTS, MIRROR_PAIRS, body_person_map, read_realism
-from omnimocap.capture.simulate import SimConfig, simulate_session
+from omnimocap.sim.k4abt import CORE_JOINTS, MIRROR_PAIRS, body_person_map, read_realism
+from omnimocap.sim.simulate import SimConfig, simulate_session
 from omnimocap.data.skeletons import KINECT_CONFIDENCE_LOW, KINECT_CONFIDENCE_NONE, KINECT_INDEX, SMPLX_INDEX
 
 SECONDS = 13.0

@@ -7,15 +7,15 @@ import csv
 import numpy as np
 import pytest
 
-from omnimocap.calibration.cameras import EquirectCamera
-from omnimocap.calibration.rig import Rig
-from omnimocap.calibration.transforms import invert_pose, transform_points
+from omnimocap.geometry.cameras import EquirectCamera
+from omnimocap.capture.rig import Rig
+from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.pano import PanoReader
 from omnimocap.capture.session import Session
-from omnimocap.capture.simulate import SimConfig, simulate_session
+from omnimocap.sim.simulate import SimConfig, simulate_session
 from omnimocap.data.skeletons import HAND21_INDEX, KINECT_CONFIDENCE_NONE, KINECT_FROM_SMPLX, KINECT_INDEX, kinect_from_smplx_matrix
-from omnimocap.fusion.interpolate import interpolate_positions
+from omnimocap.geometry.resample import interpolate_positions
 
 
 @pytest.fixture(scope="module")

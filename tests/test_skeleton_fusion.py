@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omnimocap.calibration.transforms import axis_angle_to_matrix, make_pose, relative_angle_deg, transform_points
+from omnimocap.geometry.transforms import axis_angle_to_matrix, make_pose, relative_angle_deg, transform_points
 from omnimocap.data.skeletons import KINECT_INDEX
 from omnimocap.errors import UserError
-from omnimocap.fusion.skeleton_fusion import (
-    FACE, LEFT_RIGHT, BodyTrack, fuse_people, refine_kinect_extrinsic, resample_track,
+from omnimocap.calibration.world_frame import refine_kinect_extrinsic
+from omnimocap.capture.skeleton_fusion import (
+    FACE, LEFT_RIGHT, BodyTrack, fuse_people, resample_track,
 )
 
 # Body frame: x to the person's left, y up, z forward; pelvis at the origin.

@@ -12,7 +12,7 @@ from omnimocap.capture.kinect_live import KinectFileSource
 from omnimocap.capture.pano import PanoWriter, read_pano_timestamps
 from omnimocap.capture.pano_sources import StreamPanoSource, UvcPanoSource, VideoFilePanoSource
 from omnimocap.capture.sources import DISCONNECTED, EndOfStream, KinectFrame, SessionClock, Source
-from omnimocap.calibration.rig import TimeMap
+from omnimocap.capture.rig import TimeMap
 from omnimocap.errors import DeviceError, InputError
 
 W, H = 64, 32

@@ -9,8 +9,8 @@ import pytest
 import scipy.sparse
 
 from omnimocap.data.skeletons import MANO_TIP_VERTICES
-from omnimocap.fusion.body_model import LEFT_HAND_REST_FROM_WRIST
-from omnimocap.fusion.synthetic_models import make_synthetic_mano, mano_rest_joints_right, write_synthetic_mano
+from omnimocap.data.skeletons import LEFT_HAND_REST_FROM_WRIST
+from omnimocap.hands.synthetic_mano import make_synthetic_mano, mano_rest_joints_right, write_synthetic_mano
 
 OFFICIAL_SHAPES = {
     "v_template": (778, 3), "shapedirs": (778, 3, 10), "posedirs": (778, 3, 135), "J_regressor": (16, 778),
@@ -87,7 +87,7 @@ def test_smplx_loads_mano_files(tmp_path):
 
 def test_smplx_file_reproduces_builtin_skeleton(tmp_path):
     from omnimocap.fusion.body_model import default_skeleton, load_skeleton
-    from omnimocap.fusion.synthetic_models import write_synthetic_smplx
+    from omnimocap.sim.synthetic_models import write_synthetic_smplx
 
     path = write_synthetic_smplx(tmp_path)
     assert path.name == "SMPLX_NEUTRAL.npz"
@@ -104,9 +104,9 @@ def test_smplx_file_reproduces_builtin_skeleton(tmp_path):
 def test_smplx_loads_and_agrees_with_forward_kinematics(tmp_path):
     torch = pytest.importorskip("torch")
     smplx = pytest.importorskip("smplx")
-    from omnimocap.calibration.transforms import axis_angle_to_matrix
+    from omnimocap.geometry.transforms import axis_angle_to_matrix
     from omnimocap.fusion.body_model import default_skeleton, forward_kinematics
-    from omnimocap.fusion.synthetic_models import write_synthetic_smplx
+    from omnimocap.sim.synthetic_models import write_synthetic_smplx
 
     write_synthetic_smplx(tmp_path)
     model = smplx.SMPLX(model_path=str(tmp_path), gender="neutral", use_pca=False, flat_hand_mean=True, num_betas=10)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omnimocap.calibration.rig import TimeMap
+from omnimocap.capture.rig import TimeMap
 from omnimocap.calibration.timesync import (
     TrackSplines, align_flash_events, coarse_time_map, fine_time_map, flash_events, rate_std_ppm,
 )
-from omnimocap.calibration.transforms import (
+from omnimocap.geometry.transforms import (
     axis_angle_to_matrix, invert_pose, make_pose, relative_angle_deg, transform_points,
 )
 from omnimocap.errors import UserError

@@ -5,8 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from omnimocap.calibration import transforms as tf
-from omnimocap.calibration.cameras import EquirectCamera, PinholeCamera
+from omnimocap.geometry import transforms as tf
+from omnimocap.geometry.cameras import EquirectCamera, PinholeCamera
 
 finite = st.floats(-3.0, 3.0, allow_nan=False)
 vec3 = arrays(np.float64, 3, elements=finite)

@@ -31,9 +31,9 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from omnimocap.calibration.cameras import EquirectCamera, lonlat_to_bearing
-from omnimocap.calibration.transforms import look_at
-from omnimocap.hands.views import (
+from omnimocap.geometry.cameras import EquirectCamera, lonlat_to_bearing
+from omnimocap.geometry.transforms import look_at
+from omnimocap.geometry.views import (
     WristView,
     plan_view,
     plan_views,

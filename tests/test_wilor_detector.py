@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omnimocap.calibration.cameras import PinholeCamera
+from omnimocap.geometry.cameras import PinholeCamera
 from omnimocap.hands.estimator import HandEstimator, ViewRequest
 from omnimocap.hands.wilor.detector import Detections, HandDetector, associate, box_iou
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from omnimocap.calibration.cameras import PinholeCamera
+from omnimocap.geometry.cameras import PinholeCamera
 from omnimocap.hands.estimator import ViewRequest
 from omnimocap.hands.wilor import reconstruct
 from omnimocap.hands.wilor.backend import WilorEstimator

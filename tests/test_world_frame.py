@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omnimocap.calibration.cameras import PinholeCamera
-from omnimocap.calibration.transforms import axis_angle_to_matrix, invert_pose, make_pose, transform_points
+from omnimocap.geometry.cameras import PinholeCamera
+from omnimocap.geometry.transforms import axis_angle_to_matrix, invert_pose, make_pose, transform_points
 from omnimocap.calibration.world_frame import fit_floor, points_from_depth, world_from_floor, world_from_gravity
 from omnimocap.errors import UserError
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omnimocap.calibration.transforms import MIRROR
+from omnimocap.geometry.transforms import MIRROR
 from omnimocap.data.skeletons import HAND21_FROM_MANO, MANO_TIP_VERTICES
 from omnimocap.errors import ModelFilesMissing
 from omnimocap.hands.model_files import load_mano, mano_layer_arrays

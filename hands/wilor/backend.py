@@ -29,7 +29,7 @@ class WilorEstimator:
     def from_models_dir(cls, models_dir=None, device: str = "cpu") -> "WilorEstimator":
         """Load the checkpoint and the detector from the models directory (layout of
         ``omnimocap models``); a missing file raises the message ``models status`` prints."""
-        from omnimocap.apps.cmd_models import require_wilor_files
+        from omnimocap.hands.model_store import require_wilor_files
         from omnimocap.hands.wilor import load_wilor
 
         paths = require_wilor_files(models_dir)

@@ -34,10 +34,10 @@ from typing import Sequence
 import numpy as np
 
 from omnimocap.calibration.observations import PoseDetections
-from omnimocap.calibration.rig import Rig
+from omnimocap.capture.rig import Rig
 from omnimocap.data.skeletons import COCO_FLIP, COCO_FROM_SMPLX, COCO_INDEX, COCO_KEYPOINTS, SMPLX_INDEX
-from omnimocap.fusion.interpolate import interpolate_positions
-from omnimocap.hands.views import WristView
+from omnimocap.geometry.resample import interpolate_positions
+from omnimocap.geometry.views import WristView
 
 FACE_OFFSETS_M = {"nose": (0.0, 0.03, 0.11), "left_ear": (0.075, 0.04, 0.0), "right_ear": (-0.075, 0.04, 0.0)}
 _NOISE = {"nose": 0.01, "eye": 0.01, "ear": 0.015, "shoulder": 0.025, "elbow": 0.02, "wrist": 0.02,

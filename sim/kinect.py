@@ -19,7 +19,7 @@ IMU sits at its nominal mounting (:data:`NOMINAL_T_ACCEL_DEPTH`) within about 0.
 The colour camera's true pose is ``T_world_depth @ inv(T_color_depth)``, derivable from
 ``truth/rig.json`` and the attachment; the simulation also writes it to ``truth/kinects.json``.
 
-The people are drawn by the rasteriser of :mod:`omnimocap.capture.sim_render` (capsules, heads and
+The people are drawn by the rasteriser of :mod:`omnimocap.sim.render` (capsules, heads and
 MANO hand meshes); a ChArUco board, when one is in the scene, is drawn over them in the colour
 image and replaces their depth where it covers them (it is held in front of the people).
 """
@@ -31,14 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
+from omnimocap.capture.kinect_models import DeviceClock, KinectModel
 from omnimocap.calibration.board import BoardSpec, draw_board
-from omnimocap.calibration.cameras import PinholeCamera
-from omnimocap.calibration.transforms import axis_angle_to_matrix, invert_pose, make_pose, transform_points
+from omnimocap.geometry.cameras import PinholeCamera
+from omnimocap.geometry.transforms import axis_angle_to_matrix, invert_pose, make_pose, transform_points
 from omnimocap.capture.kinect_calibration import (
     DEPTH_MODES, NOMINAL_T_ACCEL_DEPTH, NOMINAL_T_GYRO_DEPTH, calibration_json,
 )
 from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
-from omnimocap.capture.sim_render import (
+from omnimocap.sim.render import (
     RoomSpec, camera_rays, pinhole_projection, rasterise_people, render_background, room_hits,
 )
 
@@ -147,7 +148,7 @@ class KinectRenderer:
                T_world_board: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One capture: colour (720, 1280, 3) BGR uint8, depth and IR (288, 320) uint16.
 
-        Args as in :func:`omnimocap.capture.sim_render.rasterise_people`; ``T_world_board`` the
+        Args as in :func:`omnimocap.sim.render.rasterise_people`; ``T_world_board`` the
         board's pose (board frame of :mod:`omnimocap.calibration.board`) or None for no board."""
         color = rasterise_people(self.color_background.copy(), self.project_color, self.color_centre, self.hand_faces,
                                  joints, global_R, hand_vertices)
@@ -190,3 +191,15 @@ def board_in_view(kinect: SimKinect, spec: BoardSpec, T_world_board: np.ndarray)
         return False
     px = kinect.color.project(p)
     return bool(np.all((px >= 0) & (px <= [kinect.color.width - 1, kinect.color.height - 1])))
+
+
+def open_sim_recording(path, kinect, wired_sync_mode: str, model: KinectModel, clock: DeviceClock):
+    """A :class:`~omnimocap.capture.kinect_mkv_writer.KinectMkvWriter` for a simulated device of
+    ``model`` (the simulated modes of :mod:`omnimocap.sim.kinect`, 30 fps), with the
+    model's firmware tags and the clock's start offset."""
+    from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
+
+    return KinectMkvWriter(path, kinect.calibration_json(), color_mode=COLOR_MODE, depth_mode=DEPTH_MODE, ir=True,
+                           imu=True, fps=30, device_serial=kinect.serial, wired_sync_mode=wired_sync_mode,
+                           start_offset_s=clock.start_offset_s, color_firmware=model.color_firmware,
+                           depth_firmware=model.depth_firmware)

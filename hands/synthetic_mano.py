@@ -1,4 +1,5 @@
-"""Synthetic MANO and SMPL-X model files in the official formats, for tests and simulation.
+"""A synthetic MANO hand model in the official format, for tests, simulation and as the hand surface
+of backends that return no vertices.
 
 They are not the licensed models: the geometry is a set of tubes around the bones (fingers, palm
 slab; limbs, trunk, head), built so that the regressed rest joints reproduce this project's
@@ -25,11 +26,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from omnimocap.calibration.transforms import MIRROR, axis_angle_to_matrix
-from omnimocap.data.skeletons import (
-    KINECT_BODY_FOR_FIT, MANO_PARENTS, MANO_TIP_VERTICES, SMPLX_NUM_JOINTS, SMPLX_PARENTS, kinect_from_smplx_matrix,
-)
-from omnimocap.fusion.body_model import LEFT_HAND_REST_FROM_WRIST, default_skeleton, forward_kinematics
+from omnimocap.data.skeletons import LEFT_HAND_REST_FROM_WRIST, MANO_PARENTS, MANO_TIP_VERTICES
+from omnimocap.geometry.transforms import MIRROR
 
 MANO_NUM_VERTICES = 778
 MANO_NUM_FACES = 1538
@@ -68,7 +66,7 @@ def _frame_for(direction: np.ndarray, up: np.ndarray = np.array([0.0, 1.0, 0.0])
     return u, np.cross(u, d)
 
 
-def _ring(centre: np.ndarray, direction: np.ndarray, radii: tuple[float, float], n: int) -> np.ndarray:
+def tube_ring(centre: np.ndarray, direction: np.ndarray, radii: tuple[float, float], n: int) -> np.ndarray:
     """n points on an ellipse around ``centre`` perpendicular to ``direction``; their mean is the
     centre exactly (symmetric sampling)."""
     u, w = _frame_for(direction)
@@ -142,7 +140,7 @@ def _build_right_hand() -> dict:
         f = r / (_PALM_RINGS - 1)
         spread = min(1.0, 2 * f)
         centre = wrist + 1.02 * f * axis + np.array([0.0, 0.0, -0.006 * spread])
-        ring = _ring(centre, axis, (0.014, 0.032 + 0.016 * spread), _PALM_RING)
+        ring = tube_ring(centre, axis, (0.014, 0.032 + 0.016 * spread), _PALM_RING)
         # Near the knuckles the palm follows the closest finger's MCP joint as it bends.
         blend = 0.5 * max(0.0, f - 0.7) / 0.3
         near = np.argmin(np.linalg.norm(ring[:, None, :] - joints[mcp_ids][None], axis=-1), axis=1)
@@ -171,7 +169,7 @@ def _build_right_hand() -> dict:
                     r *= np.sqrt(max(0.15, 1.0 - (0.95 * f) ** 2))  # rounded fingertip
                 centre = a + f * (b - a)
                 w = _one_hot((MANO_PARENTS[joint], 0.5), (joint, 0.5)) if k == 0 else _one_hot((joint, 1.0))
-                start = add(_ring(centre, b - a, (r, 0.9 * r), _FINGER_RING), centre, w)
+                start = add(tube_ring(centre, b - a, (r, 0.9 * r), _FINGER_RING), centre, w)
                 if k == 0:
                     regress[joint] = np.arange(start, start + _FINGER_RING)
         base_dir = (path[1] - path[0]) / np.linalg.norm(path[1] - path[0])
@@ -227,7 +225,7 @@ def _mirror_pose_basis(posedirs: np.ndarray) -> np.ndarray:
     return posedirs * s[None, :, None] * feat_sign[None, None, :]
 
 
-def _mirror_axis_angle_basis(aa: np.ndarray) -> np.ndarray:
+def mirror_axis_angle_basis(aa: np.ndarray) -> np.ndarray:
     """Axis-angle vectors flattened per joint (..., 3k) mirrored: (x, y, z) -> (x, -y, -z)."""
     sign = np.tile(np.array([1.0, -1.0, -1.0]), aa.shape[-1] // 3)
     return aa * sign
@@ -291,8 +289,8 @@ def make_synthetic_mano(side: str = "right", seed: int = 0) -> dict:
         model["shapedirs"] = model["shapedirs"] * np.array([-1.0, 1.0, 1.0])[None, :, None]
         model["posedirs"] = _mirror_pose_basis(model["posedirs"])
         model["f"] = model["f"][:, ::-1]
-        model["hands_components"] = _mirror_axis_angle_basis(model["hands_components"])
-        model["hands_mean"] = _mirror_axis_angle_basis(model["hands_mean"])
+        model["hands_components"] = mirror_axis_angle_basis(model["hands_components"])
+        model["hands_mean"] = mirror_axis_angle_basis(model["hands_mean"])
     out = {k: np.ascontiguousarray(val) for k, val in model.items()}
     out["J_regressor"] = scipy.sparse.csc_matrix(out["J_regressor"])
     out["kintree_table"] = out["kintree_table"].astype(np.int64)
@@ -311,114 +309,3 @@ def write_synthetic_mano(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
             pickle.dump(make_synthetic_mano(side, seed), fh, protocol=4)
         paths[side] = path
     return paths
-
-
-_SMPLX_RING = 8
-_SMPLX_LANDMARKS = 51
-_SMPLX_CONTOUR = (79, 17)
-
-
-def make_synthetic_smplx(seed: int = 0) -> dict[str, np.ndarray]:
-    """Arrays of a synthetic neutral SMPL-X model in the official npz layout.
-
-    Every joint j has an 8-vertex ring centred on its built-in rest joint, perpendicular to the
-    bone from its parent, and the J_regressor row averages that ring, so the regressed joints equal
-    ``default_rest_joints()`` and ``J_regressor @ shapedirs`` equals the built-in skeleton's shape
-    directions. The bones are tubes of further rings (vertices skinned to the bone's parent joint);
-    leftover vertices close the head. Pose correctives are zero."""
-    rng = np.random.default_rng(seed)
-    skeleton = default_skeleton(SMPLX_NUM_BETAS)
-    rest, dirs = skeleton.rest_joints, skeleton.shape_dirs
-    # Tube rings per bone: whatever the joint rings leave of the vertex budget, spread evenly.
-    budget = SMPLX_NUM_VERTICES - SMPLX_NUM_JOINTS * _SMPLX_RING
-    per_bone = budget // (_SMPLX_RING * (SMPLX_NUM_JOINTS - 1))
-    verts, shape, weights, faces = [], [], [], []
-    ring_start = {}
-    for j in range(SMPLX_NUM_JOINTS):
-        p = SMPLX_PARENTS[j]
-        bone = rest[j] - rest[p] if p >= 0 else np.array([0.0, 1.0, 0.0])
-        radius = 0.008 if j >= 25 else 0.05
-        stops = [1.0] if p < 0 else list(np.arange(1, per_bone + 1) / (per_bone + 1)) + [1.0]
-        first = sum(len(v) for v in verts)
-        for f in stops:
-            base = rest[p] + f * bone if p >= 0 else rest[j]
-            verts.append(_ring(base, bone, (radius, radius), _SMPLX_RING))
-            d = (1 - f) * dirs[p] + f * dirs[j] if p >= 0 else dirs[j]
-            shape.append(np.broadcast_to(d, (_SMPLX_RING, 3, SMPLX_NUM_BETAS)))
-            weights.append(np.broadcast_to(np.eye(SMPLX_NUM_JOINTS)[max(p, 0) if f < 1 else j], (_SMPLX_RING, SMPLX_NUM_JOINTS)))
-        ring_start[j] = first + (len(stops) - 1) * _SMPLX_RING
-        if p >= 0:
-            chain = [ring_start[p]] + [first + k * _SMPLX_RING for k in range(len(stops))]
-            for a, b in zip(chain[:-1], chain[1:]):
-                for i in range(_SMPLX_RING):
-                    k = (i + 1) % _SMPLX_RING
-                    faces += [(a + i, b + i, b + k), (a + i, b + k, a + k)]
-    head = 15  # SMPL-X head joint
-    rest_count = SMPLX_NUM_VERTICES - sum(len(v) for v in verts)
-    u = rng.normal(size=(rest_count, 3))
-    verts.append(rest[head] + np.array([0.0, 0.08, 0.02]) + 0.1 * u / np.linalg.norm(u, axis=1, keepdims=True))
-    shape.append(np.broadcast_to(dirs[head], (rest_count, 3, SMPLX_NUM_BETAS)))
-    weights.append(np.broadcast_to(np.eye(SMPLX_NUM_JOINTS)[head], (rest_count, SMPLX_NUM_JOINTS)))
-    v = np.concatenate(verts)
-    regressor = np.zeros((SMPLX_NUM_JOINTS, SMPLX_NUM_VERTICES))
-    for j, start in ring_start.items():
-        regressor[j, start:start + _SMPLX_RING] = 1.0 / _SMPLX_RING
-    shapedirs = np.zeros((SMPLX_NUM_VERTICES, 3, SMPLX_NUM_BETAS + SMPLX_NUM_EXPRESSION))
-    shapedirs[:, :, :SMPLX_NUM_BETAS] = np.concatenate(shape)
-    f = np.asarray(faces, dtype=np.int64)
-    mano = make_synthetic_mano("right", seed)
-    bary = rng.random((_SMPLX_LANDMARKS, 3))
-    contour_bary = rng.random(_SMPLX_CONTOUR + (3,))
-    return {
-        "v_template": v.astype(np.float32),
-        "shapedirs": shapedirs.astype(np.float32),
-        "posedirs": np.zeros((SMPLX_NUM_VERTICES, 3, 9 * (SMPLX_NUM_JOINTS - 1)), dtype=np.float32),
-        "J_regressor": regressor.astype(np.float32),
-        "kintree_table": np.array([[_UINT32_ROOT] + list(SMPLX_PARENTS[1:]), list(range(SMPLX_NUM_JOINTS))], dtype=np.int64),
-        "weights": np.concatenate(weights).astype(np.float32),
-        "f": f.astype(np.int32),
-        "hands_componentsl": _mirror_axis_angle_basis(mano["hands_components"]).astype(np.float32),
-        "hands_componentsr": mano["hands_components"].astype(np.float32),
-        "hands_meanl": _mirror_axis_angle_basis(mano["hands_mean"]).astype(np.float32),
-        "hands_meanr": mano["hands_mean"].astype(np.float32),
-        "lmk_faces_idx": rng.integers(0, len(f), _SMPLX_LANDMARKS).astype(np.int64),
-        "lmk_bary_coords": (bary / bary.sum(axis=1, keepdims=True)).astype(np.float32),
-        "dynamic_lmk_faces_idx": rng.integers(0, len(f), _SMPLX_CONTOUR).astype(np.int64),
-        "dynamic_lmk_bary_coords": (contour_bary / contour_bary.sum(axis=-1, keepdims=True)).astype(np.float32),
-    }
-
-
-def write_synthetic_smplx(out_dir: str | Path, gender: str = "neutral", seed: int = 0) -> Path:
-    """Write ``SMPLX_<GENDER>.npz`` (compressed) into ``out_dir`` and return its path."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"SMPLX_{gender.upper()}.npz"
-    np.savez_compressed(path, **make_synthetic_smplx(seed))
-    return path
-
-
-def synthetic_body_motion(F: int, seed: int = 0, fps: float = 30.0):
-    """F frames of smooth random body motion on the built-in skeleton, for tests and benchmarks:
-    every body joint swinging up to ~0.5 rad (knees and elbows ~1 rad), a turning and walking root.
-    Returns (skeleton, betas, SMPL-X joints (F,55,3), noise-free Kinect joints (F,32,3) through the
-    blend matrix with NaN for joints it does not model, k4abt confidence (F,32): MEDIUM where modelled)."""
-    rng = np.random.default_rng(seed)
-    skeleton = default_skeleton()
-    betas = np.zeros(10)
-    betas[:3] = rng.normal(0.0, 1.0, 3)
-    t = np.arange(F) / fps
-    amp = np.zeros((55, 3))
-    amp[1:22] = rng.uniform(-0.5, 0.5, (21, 3))
-    amp[[4, 5, 18, 19]] *= 2.0
-    freq = rng.uniform(0.2, 1.0, (55, 3))
-    phase = rng.uniform(0.0, 2 * np.pi, (55, 3))
-    aa = amp * np.sin(2 * np.pi * freq * t[:, None, None] + phase)
-    aa[:, 0] = np.array([0.0, 1.0, 0.0]) * (rng.uniform(-3, 3) + 0.5 * t)[:, None]
-    local = axis_angle_to_matrix(aa)
-    transl = np.stack([0.3 * np.sin(t), 0.9 + 0.02 * np.sin(3 * t), 2.0 + 0.2 * t], axis=-1)
-    joints, _ = forward_kinematics(skeleton, local, betas, transl)
-    kinect = np.full((F, 32, 3), np.nan)
-    kinect[:, list(KINECT_BODY_FOR_FIT)] = np.einsum("mk,fkc->fmc", kinect_from_smplx_matrix(), joints)
-    confidence = np.zeros((F, 32), dtype=int)
-    confidence[:, list(KINECT_BODY_FOR_FIT)] = 2
-    return skeleton, betas, joints, kinect, confidence

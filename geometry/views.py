@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 import torch
 
-from omnimocap.calibration.cameras import EquirectCamera, PinholeCamera
-from omnimocap.calibration.transforms import look_at
+from omnimocap.geometry.cameras import EquirectCamera, PinholeCamera
+from omnimocap.geometry.transforms import look_at
 
 _PANO_UP = np.array([0.0, -1.0, 0.0])
 

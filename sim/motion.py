@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from omnimocap.calibration.transforms import axis_angle_to_matrix, mirror_axis_angle
+from omnimocap.geometry.transforms import axis_angle_to_matrix, mirror_axis_angle
 from omnimocap.data.skeletons import SIDES, SMPLX_HAND_START, SMPLX_INDEX, SMPLX_NUM_JOINTS, SMPLX_WRIST
-from omnimocap.fusion.body_model import LEFT_HAND_REST_FROM_WRIST, Skeleton, forward_kinematics
+from omnimocap.data.skeletons import LEFT_HAND_REST_FROM_WRIST
+from omnimocap.fusion.body_model import Skeleton, forward_kinematics
 from omnimocap.hands.mano import ManoModel
 
 _X, _Y, _Z = np.eye(3)

@@ -57,24 +57,25 @@ from typing import Callable
 import numpy as np
 
 from omnimocap.calibration.board import BoardSpec, draw_board
-from omnimocap.calibration.cameras import PinholeCamera
-from omnimocap.calibration.rig import Rig, TimeMap
-from omnimocap.calibration.transforms import (
+from omnimocap.geometry.cameras import PinholeCamera
+from omnimocap.capture.rig import Rig, TimeMap
+from omnimocap.geometry.transforms import (
     axis_angle_to_matrix, invert_pose, look_at, make_pose, matrix_to_axis_angle, matrix_to_quat_wxyz, transform_points,
 )
 from omnimocap.capture.bodies import BodyRecording, BodyTrack, write_bodies
-from omnimocap.capture.kinect_models import device_clock, kinect_model, open_sim_recording, scale_color_camera
+from omnimocap.capture.kinect_models import device_clock, kinect_model, scale_color_camera
+from omnimocap.sim.kinect import open_sim_recording
 from omnimocap.capture.pano import PanoWriter
 from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, DeviceEntry, Session, atomic_write_json
-from omnimocap.capture.sim_k4abt import (
+from omnimocap.sim.k4abt import (
     REALISM_FILE, REALISM_LEVELS, apply_k4abt_errors, draw_shared_bias, geometry_record, ideal_tracks, kinect_geometry,
     write_realism,
 )
-from omnimocap.capture.sim_kinect import (
+from omnimocap.sim.kinect import (
     IMU_RATE_HZ, KinectRenderer, SimKinect, board_in_view, make_sim_kinect, open_recording,
 )
-from omnimocap.capture.sim_motion import PeopleSample, make_people, sample_people
-from omnimocap.capture.sim_render import (
+from omnimocap.sim.motion import PeopleSample, make_people, sample_people
+from omnimocap.sim.render import (
     FLASH_GAIN, FLASH_HOLD_S, FLASH_OFFSET, PanoRenderer, apply_flash, flash_fraction,
 )
 from omnimocap.data.skeletons import (
@@ -90,7 +91,7 @@ from omnimocap.data.skeletons import (
     kinect_from_smplx_matrix,
 )
 from omnimocap.fusion.body_model import load_skeleton
-from omnimocap.fusion.synthetic_models import make_synthetic_mano
+from omnimocap.hands.synthetic_mano import make_synthetic_mano
 from omnimocap.hands.mano import ManoModel
 
 FPS = 30.0

@@ -1,7 +1,7 @@
 """Wrist-centred virtual views cut straight from a raw dual-fisheye frame, from the lens that sees
 the hand: no stitching, so no seam and no parallax from blending two lenses into one centre.
 
-A view is the :class:`~omnimocap.hands.views.WristView` of :mod:`omnimocap.hands.views` (square
+A view is the :class:`~omnimocap.geometry.views.WristView` of :mod:`omnimocap.geometry.views` (square
 pinhole, the camera's up as its up, field of view fitted to the hand's points with a margin), with
 two differences: its rotation maps view directions into the 360 camera's frame
 (``d_cam = R_pano_view @ d_view``, the camera frame being the panorama's), and its optical centre is
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from omnimocap.calibration.cameras import DualFisheyeCamera
-from omnimocap.hands.views import WristView, plan_views
+from omnimocap.geometry.cameras import DualFisheyeCamera
+from omnimocap.geometry.views import WristView, plan_views
 
 
 @dataclass(frozen=True, eq=False)

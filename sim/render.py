@@ -21,8 +21,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from omnimocap.calibration.cameras import EquirectCamera, PinholeCamera
-from omnimocap.calibration.transforms import invert_pose, transform_points
+from omnimocap.geometry.cameras import EquirectCamera, PinholeCamera
+from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.data.skeletons import SMPLX_INDEX
 
 SKIN_BGR = np.array([128.0, 165.0, 222.0])

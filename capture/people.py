@@ -1,7 +1,7 @@
 """Who is who in k4abt body tracking over time: body ids that change, swap and come back, left/right
 labels exchanged while a body faces away, and whole bodies missing for a moment.
 
-Inputs are :class:`omnimocap.fusion.skeleton_fusion.BodyTrack` (k4abt bodies already in the world
+Inputs are :class:`omnimocap.capture.skeleton_fusion.BodyTrack` (k4abt bodies already in the world
 frame, y up, metres, on the session clock, seconds). k4abt's failures handled here:
 
 * **identity**: a body hidden by another is lost and comes back with a new id; two crossing bodies
@@ -218,7 +218,7 @@ def resolve_mirrors(joints: list[np.ndarray], confidence: list[np.ndarray], sens
     where missing; confidences (T,32); ``sensors`` the Kinects' positions (3,)), decided jointly over
     Kinects and time (see the module docstring). Returns the relabelled joints, confidences and the
     per-track masks (T,) of frames whose labels were exchanged. ``t_step``: seconds between frames."""
-    from omnimocap.fusion.skeleton_fusion import FACE, LEFT_RIGHT, SIDED, facing_cosine
+    from omnimocap.capture.skeleton_fusion import FACE, LEFT_RIGHT, SIDED, facing_cosine
 
     config = config or PeopleConfig()
     K = len(joints)
@@ -373,9 +373,9 @@ def people_recordings(session, rig, config: PeopleConfig | None = None) -> dict:
     were exchanged carry them the right way round. Drop-outs stay missing (the files' frames are
     kept). With ``relink_ids`` and ``mirror_repair`` both off the recordings are returned as read.
     People are numbered by the reference (first) Kinect's first sight of them."""
-    from omnimocap.calibration.transforms import transform_points
+    from omnimocap.geometry.transforms import transform_points
     from omnimocap.capture.bodies import BodyRecording, BodyTrack as K4Track, read_bodies
-    from omnimocap.fusion.skeleton_fusion import LEFT_RIGHT, BodyTrack, resample_track
+    from omnimocap.capture.skeleton_fusion import LEFT_RIGHT, BodyTrack, resample_track
 
     config = config or CALIBRATION_PEOPLE
     entries = [e for e in session.kinects() if e.bodies]

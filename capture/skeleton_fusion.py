@@ -14,8 +14,6 @@ clock (seconds): one :class:`BodyTrack` per (device, body id). The steps:
 4. fuse each joint as a weighted mean: weight = k4abt confidence level weight x 1/sigma(distance)^2
    (depth noise grows with range) x a facing factor (a limb seen from behind is inferred, not seen).
 
-Also :func:`refine_kinect_extrinsic`: a correction of one Kinect's pose from skeletons shared with a
-reference Kinect (robust rigid alignment of confident joints over time).
 """
 
 from __future__ import annotations
@@ -25,9 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.ndimage import median_filter
 
-from omnimocap.calibration.transforms import make_pose, rigid_align, rotation_angle
-from omnimocap.data.skeletons import KINECT_CONFIDENCE_MEDIUM, KINECT_INDEX, KINECT_JOINTS
-from omnimocap.errors import UserError
+from omnimocap.data.skeletons import KINECT_INDEX, KINECT_JOINTS
 
 NUM_JOINTS = len(KINECT_JOINTS)
 # k4abt joint index -> the index of its mirror joint (LEFT <-> RIGHT); centre joints map to themselves.
@@ -175,11 +171,11 @@ def fuse_people(tracks: list[BodyTrack], t: np.ndarray, *, noise_at_1m_m: float 
     ``LEVEL_WEIGHT[level] * facing / sigma^2`` with ``sigma = noise_at_1m_m * distance`` (metres) and
     ``facing = 0.3 + 0.7 * max(0, cos)`` from :func:`facing_cosine` of the relabelled body.
 
-    ``config`` (:class:`omnimocap.fusion.identity.PeopleConfig`) switches the repairs of
+    ``config`` (:class:`omnimocap.capture.people.PeopleConfig`) switches the repairs of
     ``fusion.identity``: re-linked ids, the joint left/right decision and the bridging of drop-outs. Without a config the repairs are all on. ``tracks`` of
     each person are the indices of the input tracks it was built from; ``swapped`` maps each to its
     frames with exchanged labels (a mask of the Kinect's merged track)."""
-    from omnimocap.fusion.identity import (
+    from omnimocap.capture.people import (
         PeopleConfig, bridge_gaps, link_tracklets, merge_pieces, resolve_mirrors, split_tracklets,
     )
 
@@ -229,32 +225,3 @@ def fuse_people(tracks: list[BodyTrack], t: np.ndarray, *, noise_at_1m_m: float 
         swapped = {k: mask for origins, mask in zip(group, masks) for k in origins}
         people.append(FusedPerson(t, fused, confidence, sorted(swapped), swapped))
     return people
-
-
-def refine_kinect_extrinsic(joints_ref: np.ndarray, conf_ref: np.ndarray, joints_other: np.ndarray,
-                            conf_other: np.ndarray, *, min_level: int = KINECT_CONFIDENCE_MEDIUM,
-                            iterations: int = 5) -> tuple[np.ndarray, dict]:
-    """Correction ``dT`` (4x4, world) with ``T_world_other_new = dT @ T_world_other`` from one person
-    seen by a reference Kinect and another Kinect, both (T,32,3) in the world with the current
-    extrinsics on common times, confidences (T,32). Labels are made to agree first (:func:`resolve_swaps`);
-    joints at ``min_level`` or better in both are aligned rigidly, dropping pairs beyond three robust
-    sigmas and re-fitting. Returns dT and {rms_mm, used, rotation_deg, translation_mm}."""
-    (jr, jo), (cr, co), _ = resolve_swaps([joints_ref, joints_other], [conf_ref, conf_other])
-    ok = np.isfinite(jr[..., 0]) & np.isfinite(jo[..., 0]) & (cr >= min_level) & (co >= min_level)
-    src, dst = jo[ok], jr[ok]
-    if len(src) < 10:
-        raise UserError(f"only {len(src)} joints are confidently seen by both Kinects (need 10); their "
-                        "extrinsics cannot be refined from skeletons",
-                        fix="record a person moving where both Kinects see them")
-    keep = np.ones(len(src), dtype=bool)
-    for _ in range(iterations):
-        R, tvec = rigid_align(src[keep], dst[keep])
-        err = np.linalg.norm(src @ R.T + tvec - dst, axis=-1)
-        sigma = 1.4826 * np.median(err[keep])
-        keep = err < max(3.0 * sigma, 1e-6)
-    R, tvec = rigid_align(src[keep], dst[keep])
-    err = np.linalg.norm(src[keep] @ R.T + tvec - dst[keep], axis=-1)
-    angle = float(np.degrees(rotation_angle(R)))
-    return make_pose(R, tvec), {"rms_mm": float(np.sqrt(np.mean(err ** 2)) * 1e3), "used": int(keep.sum()),
-                                "rotation_deg": angle, "translation_mm": float(np.linalg.norm(tvec) * 1e3)}
-

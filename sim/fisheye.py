@@ -1,7 +1,7 @@
 """Raw dual-fisheye frames of the simulated scene (two fisheye images side by side, unstitched, as
 an Insta360 X-series camera delivers them over USB), drawn with the rasteriser of
-:mod:`omnimocap.capture.sim_render`: each lens renders the room and the people from its own optical
-centre through its own lens model (:class:`~omnimocap.calibration.cameras.FisheyeLens`), so the two
+:mod:`omnimocap.sim.render`: each lens renders the room and the people from its own optical
+centre through its own lens model (:class:`~omnimocap.geometry.cameras.FisheyeLens`), so the two
 halves show the parallax of the real camera; outside the image circles the frame is black.
 
 Also :func:`stitch_equirect`, the stitched path the raw frames are compared against: an
@@ -14,9 +14,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from omnimocap.calibration.cameras import DualFisheyeCamera, EquirectCamera, FisheyeLens
-from omnimocap.calibration.transforms import invert_pose, make_pose, transform_points
-from omnimocap.capture.sim_render import Projection, RoomSpec, camera_rays, rasterise_people, render_background
+from omnimocap.geometry.cameras import DualFisheyeCamera, EquirectCamera, FisheyeLens
+from omnimocap.geometry.transforms import invert_pose, make_pose, transform_points
+from omnimocap.sim.render import Projection, RoomSpec, camera_rays, rasterise_people, render_background
 
 
 def lens_pose(lens: FisheyeLens, T_world_cam: np.ndarray) -> np.ndarray:
@@ -25,7 +25,7 @@ def lens_pose(lens: FisheyeLens, T_world_cam: np.ndarray) -> np.ndarray:
 
 
 def fisheye_projection(lens: FisheyeLens, T_world_lens: np.ndarray) -> Projection:
-    """The :data:`~omnimocap.capture.sim_render.Projection` of one lens at ``T_world_lens``: pixels in
+    """The :data:`~omnimocap.sim.render.Projection` of one lens at ``T_world_lens``: pixels in
     the lens's part of the frame (NaN beyond its image circle), Euclidean distances, and pixels per
     radian across the ray (the tangential scale ``r / sin(theta)``, ``f`` on the axis) on both axes."""
     T_lens_world = invert_pose(np.asarray(T_world_lens, dtype=np.float64))
@@ -64,7 +64,7 @@ class DualFisheyeRenderer:
 
     def render(self, joints: np.ndarray, global_R: np.ndarray, hand_vertices: np.ndarray) -> np.ndarray:
         """One raw frame (H, 2H, 3) BGR uint8; arguments as in
-        :func:`~omnimocap.capture.sim_render.rasterise_people` (world frame)."""
+        :func:`~omnimocap.sim.render.rasterise_people` (world frame)."""
         halves = []
         for bg, project, T, mask in zip(self.backgrounds, self.projections, self.T_world_lens, self.masks):
             img = rasterise_people(bg.copy(), project, T[:3, 3], self.hand_faces, joints, global_R, hand_vertices)
