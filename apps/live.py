@@ -35,7 +35,8 @@ from omnimocap.capture.rig import Rig, TimeMap
 from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.capture.kinect_calibration import KinectCalibration
 from omnimocap.capture.kinect_live import KinectDeviceConfig, KinectRig, import_pyk4a, stream_calibration
-from omnimocap.capture.recorder import RecordConfig, Recorder, replay_sources
+from omnimocap.capture.recorder import RecordConfig, Recorder
+from omnimocap.capture.replay import replay_sources
 from omnimocap.capture.session import Session
 from omnimocap.capture.sources import (
     DISCONNECTED, RUNNING, STALLED, KinectBody, KinectFrame, PanoFrame, SessionClock, Source, SourceHealth,

@@ -11,8 +11,8 @@ What lands on disk, and when (a killed recorder loses at most about a second of 
   the arrival on the session clock in seconds; ``bodies`` null where tracking did not run). Each
   line is flushed; the file is fsync'd at least every ``sync_interval_s``. On stop the journal
   becomes ``bodies_<serial>.json``; the journal stays as the record of the host arrival times.
-  For a session whose recorder was killed, :func:`recover_session` reads the journal in its place
-  (in memory: readers never write into a session).
+  For a session whose recorder was killed, :func:`~omnimocap.capture.recovery.recover_session`
+  reads the journal in its place (in memory: readers never write into a session).
 - Kinect images go to ``kinect_<serial>.mkv`` (:class:`KinectMkvWriter`: a flushed cluster per
   capture) when the source delivers colour or depth and knows its factory calibration.
 - The 360 stream goes through :class:`PanoWriter` (``pano_frames.csv`` flushed per frame). Its
@@ -27,7 +27,8 @@ program writing), the recording stops there: a few MB held back from the start
 that cannot finish its file keeps what was flushed, with a note. A source that ends or delivers nothing for
 ``disconnect_timeout_s`` has its stream finalized; its device entry becomes ``disconnected`` and the
 session notes say when and why. Ctrl-C (KeyboardInterrupt) stops cleanly and marks the session
-complete; SIGKILL leaves it ``recording``, readable as it is through :func:`recover_session`.
+complete; SIGKILL leaves it ``recording``, readable as it is through
+:func:`~omnimocap.capture.recovery.recover_session`.
 
 :meth:`Recorder.run` reads the sources itself. A program that already reads them (the live session
 window) feeds the same writers instead: :meth:`Recorder.begin`, :meth:`Recorder.push` per frame from
@@ -52,20 +53,10 @@ from typing import Callable
 import numpy as np
 
 from omnimocap.capture.rig import Rig
-from omnimocap.capture.bodies import (
-    JOURNAL_FORMAT,
-    SDK_VERSION,
-    JournalReader,
-    read_bodies,
-    read_journal_bodies,
-    write_bodies,
-)
-from omnimocap.capture.kinect_live import KinectFileSource
+from omnimocap.capture.bodies import JOURNAL_FORMAT, SDK_VERSION, read_journal_bodies, write_bodies
 from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
-from omnimocap.capture.pano import PanoWriter, read_pano_timestamps
-from omnimocap.capture.pano_sources import VideoFilePanoSource
-from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, SIMULATION_DIR, DeviceEntry, Session
-from omnimocap.capture.session_check import video_frame_count
+from omnimocap.capture.pano import PanoWriter
+from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, DeviceEntry, Session
 from omnimocap.capture.sources import EndOfStream, KinectFrame, PanoFrame, SessionClock, Source
 from omnimocap.errors import InputError, UserError
 
@@ -73,7 +64,6 @@ GB = 1024 ** 3
 # Disk space held back while recording, released to finalize the session when the disk fills up.
 RESERVE_FILE = ".omnimocap-reserve"
 RESERVE_BYTES = 8 * 1024 ** 2
-# Muxer and encoder settings that make PanoWriter's file readable while it grows.
 
 
 def journal_name(serial: str) -> str:
@@ -642,159 +632,3 @@ class _ignoring_sigint:
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-# --- recovery --------------------------------------------------------------------------------------
-def recover_session(root: str | Path) -> tuple[Session, dict]:
-    """Open a session as the recorder would have finalized it, without writing anything.
-
-    A complete session is returned as it is. For one whose recorder was killed (status still
-    ``recording``), the manifest is completed in memory only: a Kinect's body journal stands in for
-    its ``bodies_<serial>.json`` (:func:`read_bodies` reads either; a torn last line is dropped), a
-    Kinect recording or 360 video on disk that the manifest does not name yet is added when it has
-    decodable frames (and left out, with a note, when it has none). The session keeps status
-    ``recording``. Raises :class:`InputError` when the manifest lists no device (a recording or
-    simulation that stopped before any stream began). Returns the session and a summary: per
-    device the frames found and the last device / host times, and ``notes`` (one line each) on
-    what was lost."""
-    session = Session.open(root)
-    summary: dict = {"session": str(session.root), "recovered": False, "devices": {}, "notes": []}
-    if session.complete:
-        return session, summary
-    if not session.manifest.devices:
-        raise InputError("the session lists no device: its recording (or simulation) stopped before any stream "
-                         "began", path=session.root / "session.json", fix="record it again")
-    notes = summary["notes"]
-    for entry in session.kinects():
-        journal_path = session.path(journal_name(entry.serial))
-        info: dict = {}
-        if journal_path.is_file() and not (entry.bodies and session.path(entry.bodies).is_file()):
-            journal = JournalReader(journal_path)
-            captures, tracked, last = 0, 0, None
-            for last in journal.frames():
-                captures += 1
-                tracked += last.get("bodies") is not None
-            if tracked:
-                entry.bodies = journal_path.name
-            info.update(captures=captures, body_frames=tracked,
-                        last_device_time=None if last is None else last["timestamp_usec"] / 1e6,
-                        last_host_time=None if last is None else last.get("host_time"))
-            notes.append(f"{entry.name}: {captures} captures ({tracked} tracked) up to "
-                         f"{'-' if last is None else format(last.get('host_time', float('nan')), '.2f')} s"
-                         + (", the last line cut off" if journal.torn else ""))
-        mkv = session.path(entry.recording or recording_name(entry.serial))
-        entry.recording = None
-        if mkv.is_file():
-            captures = _kinect_captures(mkv)
-            info["recording_captures"] = captures
-            if captures:
-                entry.recording = mkv.name
-            else:
-                notes.append(f"{mkv.name}: no complete capture (cut off in its header); left out")
-        summary["devices"][entry.name] = info
-    for entry in (d for d in session.manifest.devices if d.kind == "pano"):
-        csv_path = session.path(entry.timestamps or PANO_FRAMES)
-        video = session.path(entry.recording or PANO_VIDEO)
-        entry.recording = entry.timestamps = None
-        if not csv_path.is_file() or not video.is_file():
-            notes.append("pano: no frames were written")
-            continue
-        try:
-            stamps = read_pano_timestamps(csv_path)
-        except InputError:
-            notes.append(f"{csv_path.name}: no readable frame times; the 360 stream is left out")
-            continue
-        decodable = video_frame_count(video)
-        if decodable == 0:
-            notes.append(f"{video.name}: no decodable frame; the 360 stream is left out")
-            continue
-        entry.recording, entry.timestamps = video.name, csv_path.name
-        if entry.width is None or entry.height is None:
-            entry.width, entry.height = _video_size(video)
-        n = min(decodable, len(stamps.t_pano))
-        summary["devices"][entry.name] = {"frames": n, "frames_listed": len(stamps.t_pano),
-                                          "last_pano_time": float(stamps.t_pano[n - 1]),
-                                          "last_host_time": float(stamps.t_host[n - 1])}
-        notes.append(f"pano: {n} decodable frames up to {stamps.t_host[n - 1]:.2f} s"
-                     + (f" ({len(stamps.t_pano) - n} more listed in {csv_path.name} were cut off)"
-                        if n < len(stamps.t_pano) else ""))
-    if session.path(SIMULATION_DIR).is_dir():
-        notes.append(f"{SIMULATION_DIR} holds the simulation this recording replayed; it is not part of the "
-                     "session and can be deleted")
-    summary["recovered"] = True
-    return session, summary
-
-
-def _kinect_captures(path: Path) -> int:
-    """Complete captures of a Kinect recording (0 when it does not open), colour not decoded."""
-    from omnimocap.capture.kinect_mkv import KinectRecording
-
-    try:
-        return sum(1 for _ in KinectRecording(path).captures(decode_color=False))
-    except InputError:
-        return 0
-
-
-def _video_size(path: Path) -> tuple[int | None, int | None]:
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            context = container.streams.video[0].codec_context
-            return context.width, context.height
-    except (av.error.FFmpegError, OSError, IndexError):
-        return None, None
-
-
-# --- replayed and simulated rigs -------------------------------------------------------------------
-def replay_sources(session_dir: str | Path, clock: SessionClock, *, realtime: bool = True,
-                   on_session_clock: bool = False, loop: bool = False) -> list[Source]:
-    """Sources that replay a recorded session's streams as if live: each Kinect (bodies and/or
-    recording) and the 360 stream (named ``pano``, as in ``rig.json``). ``on_session_clock``
-    releases every frame at its time on the original session clock (Kinects through ``rig.json``'s
-    time maps, the 360 stream at its recorded host times), so ``clock`` must start with the original
-    session; otherwise streams are paced from their first frame. ``loop`` replays the session
-    again and again, every stream shifted per pass by the same period (the session's span plus one
-    frame), so the streams stay in step and their timestamps keep increasing. Kinect sources come
-    subordinates first, as a live rig starts."""
-    session = Session.open(session_dir)
-    rig = Rig.load(session.rig_path) if on_session_clock else Rig()
-    period = _loop_period(session, rig) if loop else None
-    order = {"subordinate": 0, "standalone": 1, "master": 2}
-    sources: list[Source] = []
-    for entry in sorted(session.kinects(), key=lambda e: order.get(e.role, 1)):
-        sources.append(KinectFileSource(
-            entry.serial, bodies_path=session.path(entry.bodies) if entry.bodies else None,
-            recording_path=session.path(entry.recording) if entry.recording else None, role=entry.role,
-            fps=entry.fps, clock=clock, realtime=realtime, release_map=rig.time_maps.get(entry.name),
-            loop_period_s=period))
-    pano = next((d for d in session.manifest.devices if d.kind == "pano"), None)
-    if pano is not None and pano.recording:
-        pano_map = rig.time_maps.get(pano.name)
-        sources.append(VideoFilePanoSource(
-            session.path(pano.recording), timestamps=session.path(pano.timestamps) if pano.timestamps else None,
-            realtime=realtime, clock=clock, name=pano.name, release_at_host_times=on_session_clock and bool(pano.timestamps),
-            loop_period_s=period, camera_rate=pano_map.a if pano_map is not None else 1.0))
-    return sources
-
-
-def _loop_period(session: Session, rig: Rig) -> float:
-    """Seconds of session time one pass of a looped replay takes: from the first to the last frame
-    of any stream (device times through ``rig``'s time maps where it has them), plus one frame."""
-    spans = []
-    for entry in session.kinects():
-        if entry.bodies:
-            t = read_bodies(session.path(entry.bodies)).timestamps
-            time_map = rig.time_maps.get(entry.name)
-            spans.append(time_map.to_session(t) if time_map is not None else np.asarray(t, dtype=np.float64))
-    pano = next((d for d in session.manifest.devices if d.kind == "pano"), None)
-    if pano is not None and pano.timestamps:
-        stamps = read_pano_timestamps(session.path(pano.timestamps))
-        time_map = rig.time_maps.get(pano.name)
-        spans.append(time_map.to_session(stamps.t_pano) if time_map is not None else stamps.t_pano)
-    times = np.concatenate(spans) if spans else np.zeros(0)
-    if len(times) == 0:
-        raise UserError("the session has no body tracking or 360 timestamps to replay in a loop",
-                        path=session.root / "session.json", fix="replay it without looping")
-    rates = [d.fps for d in session.manifest.devices if d.fps]
-    return float(times.max() - times.min()) + 1.0 / (max(rates) if rates else 30.0)

@@ -122,7 +122,7 @@ def prepare_unit(session_dir: str, config: ProcessConfig, chunk_s: float, overla
     """Open the session (recovering an interrupted recording, as ``process`` does) and load what
     all its chunks read. Returns (SessionInputs, ChunkPlan)."""
     from omnimocap.capture.rig import Rig
-    from omnimocap.capture.recorder import recover_session
+    from omnimocap.capture.recovery import recover_session
     from omnimocap.fusion.pipeline import fit_session_body, load_inputs
 
     session, _ = recover_session(session_dir)  # reads a killed recording without writing into it
@@ -150,7 +150,7 @@ def finish_unit(session_dir: str, out_dir: str, inputs, config: ProcessConfig, p
     partial folder moved into place when complete, replacing only an earlier results folder) and
     evaluate against ``truth/`` where the session has it. Returns the report and the metrics."""
     from omnimocap.capture.rig import Rig
-    from omnimocap.capture.recorder import recover_session
+    from omnimocap.capture.recovery import recover_session
     from omnimocap.fusion.chunks import load_window, stitch
     from omnimocap.fusion.pipeline import (
         _check_output_path, results_lock, session_identity, write_results, write_results_folder,

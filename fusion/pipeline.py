@@ -500,7 +500,7 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
     with results_lock(out_dir):
         # a recorder that was killed leaves journals and a manifest still saying "recording": read
         # them as the recorder would have finalized them, without writing into the session
-        from omnimocap.capture.recorder import recover_session
+        from omnimocap.capture.recovery import recover_session
 
         session, recovered = recover_session(session_dir)
         rig = Rig.load(session.rig_path)

@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from omnimocap.capture.recorder import replay_sources
+from omnimocap.capture.replay import replay_sources
 from omnimocap.capture.session import RIG, TRUTH_DIR
 from omnimocap.capture.sources import SessionClock, Source
 from omnimocap.sim.simulate import SimConfig, simulate_session

@@ -255,7 +255,8 @@ def test_sync_on_epoch_like_kinect_times_finds_the_same_time_map(sims):
 
 
 def test_recorder_keeps_the_bolts_epoch_like_device_times(sims, tmp_path):
-    from omnimocap.capture.recorder import GB, RecordConfig, Recorder, replay_sources
+    from omnimocap.capture.recorder import GB, RecordConfig, Recorder
+    from omnimocap.capture.replay import replay_sources
     from omnimocap.capture.sources import SessionClock
 
     clock = SessionClock()

@@ -15,7 +15,7 @@ from omnimocap.apps.live import DropOldestQueue, LiveConfig, LiveController, Sou
 from omnimocap.capture.rig import Rig
 from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.pano import PanoReader
-from omnimocap.capture.recorder import replay_sources
+from omnimocap.capture.replay import replay_sources
 from omnimocap.capture.session import Session
 from omnimocap.capture.sources import KinectFrame, SessionClock, Source
 from omnimocap.errors import UserError

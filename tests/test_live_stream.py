@@ -12,7 +12,7 @@ from scipy.spatial.transform import Rotation
 from omnimocap.apps import live
 from omnimocap.apps.live import HAND_HELD, HAND_LOST, HAND_SEEN, LiveConfig, LiveController, PreviewResult
 from omnimocap.capture.rig import Rig
-from omnimocap.capture.recorder import replay_sources
+from omnimocap.capture.replay import replay_sources
 from omnimocap.capture.sources import SessionClock
 from omnimocap.data.skeletons import HAND21_INDEX, KINECT_INDEX
 from omnimocap.fusion import live_stream

@@ -22,14 +22,9 @@ from omnimocap.apps.cli import main
 from omnimocap.capture.rig import Rig
 from omnimocap.capture.bodies import BodyRecording, read_bodies, read_journal, write_bodies
 from omnimocap.capture.pano import PanoReader, PanoWriter, read_pano_timestamps
-from omnimocap.capture.recorder import (
-    GB,
-    RecordConfig,
-    Recorder,
-    journal_to_bodies,
-    recover_session,
-    replay_sources,
-)
+from omnimocap.capture.recorder import GB, RecordConfig, Recorder, journal_to_bodies
+from omnimocap.capture.recovery import recover_session
+from omnimocap.capture.replay import replay_sources
 from omnimocap.capture.session import Session
 from omnimocap.sim.simulate import SimConfig, simulate_session
 from omnimocap.capture.sources import KinectFrame, SessionClock, Source

@@ -1,0 +1,74 @@
+"""Replay of a recorded session's streams as live sources, in real time or as fast as read.
+
+Each Kinect (its body tracking and/or recording) becomes a :class:`KinectFileSource` and the 360
+stream a :class:`VideoFilePanoSource`, so that the recorder, the live preview and the tests read a
+session exactly as they read devices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from omnimocap.capture.bodies import read_bodies
+from omnimocap.capture.kinect_live import KinectFileSource
+from omnimocap.capture.pano import read_pano_timestamps
+from omnimocap.capture.pano_sources import VideoFilePanoSource
+from omnimocap.capture.rig import Rig
+from omnimocap.capture.session import Session
+from omnimocap.capture.sources import SessionClock, Source
+from omnimocap.errors import UserError
+
+
+def replay_sources(session_dir: str | Path, clock: SessionClock, *, realtime: bool = True,
+                   on_session_clock: bool = False, loop: bool = False) -> list[Source]:
+    """Sources that replay a recorded session's streams as if live: each Kinect (bodies and/or
+    recording) and the 360 stream (named ``pano``, as in ``rig.json``). ``on_session_clock``
+    releases every frame at its time on the original session clock (Kinects through ``rig.json``'s
+    time maps, the 360 stream at its recorded host times), so ``clock`` must start with the original
+    session; otherwise streams are paced from their first frame. ``loop`` replays the session
+    again and again, every stream shifted per pass by the same period (the session's span plus one
+    frame), so the streams stay in step and their timestamps keep increasing. Kinect sources come
+    subordinates first, as a live rig starts."""
+    session = Session.open(session_dir)
+    rig = Rig.load(session.rig_path) if on_session_clock else Rig()
+    period = _loop_period(session, rig) if loop else None
+    order = {"subordinate": 0, "standalone": 1, "master": 2}
+    sources: list[Source] = []
+    for entry in sorted(session.kinects(), key=lambda e: order.get(e.role, 1)):
+        sources.append(KinectFileSource(
+            entry.serial, bodies_path=session.path(entry.bodies) if entry.bodies else None,
+            recording_path=session.path(entry.recording) if entry.recording else None, role=entry.role,
+            fps=entry.fps, clock=clock, realtime=realtime, release_map=rig.time_maps.get(entry.name),
+            loop_period_s=period))
+    pano = next((d for d in session.manifest.devices if d.kind == "pano"), None)
+    if pano is not None and pano.recording:
+        pano_map = rig.time_maps.get(pano.name)
+        sources.append(VideoFilePanoSource(
+            session.path(pano.recording), timestamps=session.path(pano.timestamps) if pano.timestamps else None,
+            realtime=realtime, clock=clock, name=pano.name, release_at_host_times=on_session_clock and bool(pano.timestamps),
+            loop_period_s=period, camera_rate=pano_map.a if pano_map is not None else 1.0))
+    return sources
+
+
+def _loop_period(session: Session, rig: Rig) -> float:
+    """Seconds of session time one pass of a looped replay takes: from the first to the last frame
+    of any stream (device times through ``rig``'s time maps where it has them), plus one frame."""
+    spans = []
+    for entry in session.kinects():
+        if entry.bodies:
+            t = read_bodies(session.path(entry.bodies)).timestamps
+            time_map = rig.time_maps.get(entry.name)
+            spans.append(time_map.to_session(t) if time_map is not None else np.asarray(t, dtype=np.float64))
+    pano = next((d for d in session.manifest.devices if d.kind == "pano"), None)
+    if pano is not None and pano.timestamps:
+        stamps = read_pano_timestamps(session.path(pano.timestamps))
+        time_map = rig.time_maps.get(pano.name)
+        spans.append(time_map.to_session(stamps.t_pano) if time_map is not None else stamps.t_pano)
+    times = np.concatenate(spans) if spans else np.zeros(0)
+    if len(times) == 0:
+        raise UserError("the session has no body tracking or 360 timestamps to replay in a loop",
+                        path=session.root / "session.json", fix="replay it without looping")
+    rates = [d.fps for d in session.manifest.devices if d.fps]
+    return float(times.max() - times.min()) + 1.0 / (max(rates) if rates else 30.0)
