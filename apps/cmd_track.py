@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-from tqdm import tqdm
-
 from omnimocap.apps.options import add_overwrite, add_quiet, existing_dir
 
 
@@ -23,48 +20,10 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from omnimocap.capture.session import Session
-    from omnimocap.errors import UserError
+    from omnimocap.capture.k4abt import track_session
 
-    session = Session.open(existing_dir(args.session, "session folder"))
-    todo = [d for d in session.kinects() if d.recording and (args.overwrite or not d.bodies)]
-    if not todo:
-        raise UserError("nothing to track: no Kinect recording without body tracking", path=session.root,
-                        fix="pass --overwrite to track again")
-    for entry in todo:
-        name = f"bodies_{entry.serial}.json"
-        track_recording(session.path(entry.recording), session.path(name), cpu=args.cpu, progress=not args.quiet)
-        entry.bodies = name
-        session.save()
-        print(f"{entry.recording} -> {name}", file=sys.stderr)
+    session_dir = existing_dir(args.session, "session folder")
+    for recording, bodies in track_session(session_dir, cpu=args.cpu, overwrite=args.overwrite,
+                                           progress=not args.quiet):
+        print(f"{recording} -> {bodies}", file=sys.stderr)
     return 0
-
-
-def track_recording(mkv_path, json_path, *, cpu: bool = False, progress: bool = True) -> None:
-    """Track every capture of one recording and write the k4abt JSON (with confidences)."""
-    from omnimocap.capture.bodies import BodyRecording, BodyTrack, write_bodies
-    from omnimocap.capture.k4a_playback import Playback
-    from omnimocap.capture.k4abt import (
-        K4ABT_TRACKER_PROCESSING_MODE_CPU, K4ABT_TRACKER_PROCESSING_MODE_GPU, BodyTracker,
-    )
-
-    frames = []
-    with Playback(mkv_path) as playback:
-        mode = K4ABT_TRACKER_PROCESSING_MODE_CPU if cpu else K4ABT_TRACKER_PROCESSING_MODE_GPU
-        with BodyTracker(playback.calibration(), processing_mode=mode) as tracker:
-            bar = tqdm(desc=f"tracking {mkv_path.name}", unit="frame", disable=not progress, file=sys.stderr)
-            for capture in playback.captures():
-                tracker.enqueue(capture)
-                result = tracker.pop()
-                if result is not None:
-                    frames.append(result)
-                bar.update()
-            bar.close()
-    ids = sorted({int(i) for f in frames for i in f.body_ids})
-    bodies = {i: BodyTrack.empty(len(frames)) for i in ids}
-    for k, f in enumerate(frames):
-        for b, body_id in enumerate(f.body_ids):
-            track = bodies[int(body_id)]
-            track.positions[k], track.orientations[k], track.confidences[k] = f.positions[b], f.orientations[b], f.confidences[b]
-    write_bodies(json_path, BodyRecording(np.array([f.timestamp for f in frames]), np.arange(len(frames)), bodies,
-                                          source_file=mkv_path.name))

@@ -1,9 +1,10 @@
-"""Live Azure Kinect body tracking through the k4abt C library (ctypes).
+"""Azure Kinect body tracking through the k4abt C library (ctypes): the tracker that runs on live
+captures, and :func:`track_session` that runs it over a session's Kinect recordings.
 
 Needs the Azure Kinect Body Tracking SDK 1.1 (``libk4abt.so`` / ``k4abt.dll`` with its ONNX model)
 and the Sensor SDK (``libk4a``) on the host; without them :func:`load_k4abt` raises
-:class:`DeviceError` naming what to install. Recorded sessions do not need this module: their body
-tracking is read from ``bodies_<serial>.json`` (:mod:`omnimocap.capture.bodies`).
+:class:`DeviceError` naming what to install. Processing a session does not need this module: its
+body tracking is read from ``bodies_<serial>.json`` (:mod:`omnimocap.capture.bodies`).
 
 The structures mirror ``k4atypes.h`` / ``k4abttypes.h`` (natural C alignment, 64-bit):
 a joint is {k4a_float3_t position (mm), k4a_quaternion_t orientation (w, x, y, z), int
@@ -18,11 +19,13 @@ import ctypes.util
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from omnimocap.data.skeletons import KINECT_JOINTS
-from omnimocap.errors import DeviceError
+from omnimocap.errors import DeviceError, UserError
 
 K4ABT_JOINT_COUNT = len(KINECT_JOINTS)
 K4A_CALIBRATION_TYPE_NUM = 4  # depth, colour, gyro, accelerometer
@@ -226,3 +229,58 @@ class BodyTracker:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def track_recording(mkv_path: str | Path, json_path: str | Path, *, cpu: bool = False, progress: bool = True) -> int:
+    """Track every capture of the Kinect recording ``mkv_path`` and write the k4abt JSON (with
+    confidences; positions in millimetres in the depth camera frame, device timestamps) to
+    ``json_path``. ``cpu`` runs the tracker's network on the CPU. Returns the frames written."""
+    from tqdm import tqdm
+
+    from omnimocap.capture.bodies import BodyRecording, BodyTrack, write_bodies
+    from omnimocap.capture.k4a_playback import Playback  # imports this module: not at the top
+
+    mkv_path = Path(mkv_path)
+    frames: list[BodyFrame] = []
+    with Playback(mkv_path) as playback:
+        mode = K4ABT_TRACKER_PROCESSING_MODE_CPU if cpu else K4ABT_TRACKER_PROCESSING_MODE_GPU
+        with BodyTracker(playback.calibration(), processing_mode=mode) as tracker:
+            bar = tqdm(desc=f"tracking {mkv_path.name}", unit="frame", disable=not progress, file=sys.stderr)
+            for capture in playback.captures():
+                tracker.enqueue(capture)
+                result = tracker.pop()
+                if result is not None:
+                    frames.append(result)
+                bar.update()
+            bar.close()
+    ids = sorted({int(i) for f in frames for i in f.body_ids})
+    bodies = {i: BodyTrack.empty(len(frames)) for i in ids}
+    for k, f in enumerate(frames):
+        for b, body_id in enumerate(f.body_ids):
+            track = bodies[int(body_id)]
+            track.positions[k], track.orientations[k], track.confidences[k] = f.positions[b], f.orientations[b], f.confidences[b]
+    write_bodies(json_path, BodyRecording(np.array([f.timestamp for f in frames]), np.arange(len(frames)), bodies,
+                                          source_file=mkv_path.name))
+    return len(frames)
+
+
+def track_session(session_dir: str | Path, *, cpu: bool = False, overwrite: bool = False,
+                  progress: bool = True) -> Iterator[tuple[str, str]]:
+    """Track each Kinect recording of a session that has no body tracking yet (every one with
+    ``overwrite``), writing ``bodies_<serial>.json`` beside it and saving the manifest after each.
+    Yields (recording file name, body file name) as each is done; raises :class:`UserError` when
+    there is nothing to track."""
+    from omnimocap.capture.recorder import bodies_name
+    from omnimocap.capture.session import Session
+
+    session = Session.open(session_dir)
+    todo = [d for d in session.kinects() if d.recording and (overwrite or not d.bodies)]
+    if not todo:
+        raise UserError("nothing to track: no Kinect recording without body tracking", path=session.root,
+                        fix="pass --overwrite to track again")
+    for entry in todo:
+        name = bodies_name(entry.serial)
+        track_recording(session.path(entry.recording), session.path(name), cpu=cpu, progress=progress)
+        entry.bodies = name
+        session.save()
+        yield entry.recording, name

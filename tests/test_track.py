@@ -60,3 +60,23 @@ def test_track_without_body_tracking_sdk_says_what_to_install(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert ("libk4abt" in err or "libk4arecord" in err) and "Traceback" not in err
     assert Session.open(tmp_path / "s").kinects()[0].bodies is None
+
+
+def test_track_session_tracks_untracked_recordings_and_saves_the_manifest(tmp_path, capsys, monkeypatch):
+    from omnimocap.capture import k4abt
+    from tests.tools.cli import one_line_error
+
+    session = Session.create(tmp_path / "s")
+    for serial, bodies in (("000111222333", None), ("000444555666", "bodies_000444555666.json")):
+        session.add_device(DeviceEntry(kind="kinect", serial=serial, recording=f"kinect_{serial}.mkv", bodies=bodies))
+    tracked = []
+    monkeypatch.setattr(k4abt, "track_recording", lambda mkv, json_path, **kw: tracked.append((mkv.name, kw)))
+    assert main(["track", str(tmp_path / "s"), "--cpu", "--quiet"]) == 0
+    assert tracked == [("kinect_000111222333.mkv", {"cpu": True, "progress": False})]
+    assert "kinect_000111222333.mkv -> bodies_000111222333.json" in capsys.readouterr().err
+    assert [d.bodies for d in Session.open(tmp_path / "s").kinects()] == ["bodies_000111222333.json",
+                                                                          "bodies_000444555666.json"]
+    assert "nothing to track" in one_line_error(capsys, ["track", str(tmp_path / "s")])
+    tracked.clear()
+    assert main(["track", str(tmp_path / "s"), "--overwrite", "--quiet"]) == 0
+    assert [name for name, _ in tracked] == ["kinect_000111222333.mkv", "kinect_000444555666.mkv"]
