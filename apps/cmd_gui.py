@@ -11,8 +11,7 @@ import argparse
 import os
 import sys
 
-from omnimocap.apps.cmd_record import add_pano_arguments, pano_given, pano_source
-from omnimocap.apps.options import add_device, add_models, existing_dir
+from omnimocap.apps.options import add_device, add_models, add_pano_arguments, existing_dir, pano_config
 from omnimocap.errors import UserError
 
 
@@ -59,7 +58,8 @@ def check_gui_environment() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.simulate or args.session) and pano_given(args):
+    pano = pano_config(args)
+    if (args.simulate or args.session) and pano.given:
         raise UserError("--pano-* opens a live 360 camera; --simulate and --session replay their own",
                         fix="drop --pano-* or drop --simulate / --session")
     check_gui_environment()
@@ -74,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.session:
         controller = LiveController.from_session(existing_dir(args.session, "session folder"), config=config)
     else:
-        controller = LiveController.from_devices(config, pano=lambda clock: pano_source(args, clock))
+        from omnimocap.capture.pano_open import pano_source
+
+        controller = LiveController.from_devices(config, pano=lambda clock: pano_source(pano, clock))
     add_streams(controller, args)
     return run_app(controller, record_dir=args.record_dir)
 

@@ -5,20 +5,8 @@ What lands on disk, and when (a killed recorder loses at most about a second of 
 - ``session.json`` is written atomically at the start (status ``recording``, one device entry per
   source), again as soon as a stream creates its files (so the manifest names every file a killed
   recorder leaves) and whenever a stream ends or is finalized; ``complete`` only after a clean stop.
-- Kinect body tracking goes to a journal ``bodies_<serial>.jsonl``: a header line (with the session
-  clock's origin, ``session_clock_start_monotonic``, seconds of CLOCK_MONOTONIC), then one line
-  per capture (the k4abt frame layout of :mod:`omnimocap.capture.bodies` plus ``host_time``,
-  the arrival on the session clock in seconds; ``bodies`` null where tracking did not run). Each
-  line is flushed; the file is fsync'd at least every ``sync_interval_s``. On stop the journal
-  becomes ``bodies_<serial>.json``; the journal stays as the record of the host arrival times.
-  For a session whose recorder was killed, :func:`~omnimocap.capture.recovery.recover_session`
-  reads the journal in its place (in memory: readers never write into a session).
-- Kinect images go to ``kinect_<serial>.mkv`` (:class:`KinectMkvWriter`: a flushed cluster per
-  capture) when the source delivers colour or depth and knows its factory calibration.
-- The 360 stream goes through :class:`PanoWriter` (``pano_frames.csv`` flushed per frame). Its
-  Matroska muxer is set to close a cluster every 0.5 s of stream time and to flush each packet,
-  and x264 to zero latency, so the video on disk trails the CSV by well under a second (by
-  default FFmpeg would hold everything in memory until the file is closed).
+- every stream is written as it arrives (:mod:`omnimocap.capture.record_streams`): the body
+  journals, the Kinect recordings and the 360 video grow on disk, flushed at least every second.
 
 Free disk space is checked before (refuse below ``min_free_gb``) and every second during the
 recording (stop cleanly below ``stop_free_gb``). Should the disk fill up all the same (another
@@ -38,25 +26,20 @@ its capture threads, :meth:`Recorder.end`.
 from __future__ import annotations
 
 import errno
-import json
+import math
 import os
 import queue
 import shutil
 import signal
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
+from omnimocap.capture.record_streams import KinectStream, PanoStream
 from omnimocap.capture.rig import Rig
-from omnimocap.capture.bodies import JOURNAL_FORMAT, SDK_VERSION, read_journal_bodies, write_bodies
-from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
-from omnimocap.capture.pano import PanoWriter
-from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, DeviceEntry, Session
+from omnimocap.capture.session import DeviceEntry, Session
 from omnimocap.capture.sources import EndOfStream, KinectFrame, PanoFrame, SessionClock, Source
 from omnimocap.errors import InputError, UserError
 
@@ -66,210 +49,41 @@ RESERVE_FILE = ".omnimocap-reserve"
 RESERVE_BYTES = 8 * 1024 ** 2
 
 
-def journal_name(serial: str) -> str:
-    return f"bodies_{serial}.jsonl"
-
-
-def bodies_name(serial: str) -> str:
-    return f"bodies_{serial}.json"
-
-
-def recording_name(serial: str) -> str:
-    return f"kinect_{serial}.mkv"
-
-
-# --- the body journal ------------------------------------------------------------------------------
-def _rows(values: np.ndarray, digits: int) -> list:
-    """(32,k) floats -> JSON rows, a joint with any non-finite value as null."""
-    return [[round(float(v), digits) for v in row] if np.isfinite(row).all() else None for row in values]
-
-
-class BodyJournal:
-    """Append-only journal of one Kinect's captures (see the module docstring for the layout)."""
-
-    def __init__(self, path: str | Path, serial: str, source_file: str, clock_start_monotonic: float,
-                 sync_interval_s: float = 0.5):
-        self.path = Path(path)
-        self.sync_interval_s = sync_interval_s
-        self._file = open(self.path, "w", encoding="utf-8")
-        self._lock = threading.Lock()
-        self.frames = 0
-        self.last_host_time: float | None = None
-        self._write({"format": JOURNAL_FORMAT, "version": 1, "serial": serial, "source_file": source_file,
-                     "k4abt_sdk_version": SDK_VERSION, "session_clock_start_monotonic": clock_start_monotonic})
-        self._last_sync = time.monotonic()
-        self.sync()
-
-    def _write(self, obj: dict) -> None:
-        self._file.write(json.dumps(obj, allow_nan=False, separators=(",", ":")) + "\n")
-        self._file.flush()
-
-    def append(self, frame: KinectFrame) -> None:
-        """One capture: device time (us), frame id, host arrival (s), the bodies (mm, as k4abt)."""
-        bodies = None
-        if frame.bodies is not None:
-            bodies = [{"body_id": int(i), "joint_positions": _rows(b.positions * 1000.0, 2),
-                       "joint_orientations": _rows(b.orientations, 6),
-                       "joint_confidences": [int(c) for c in b.confidences]} for i, b in sorted(frame.bodies.items())]
-        with self._lock:
-            self._write({"timestamp_usec": int(round(frame.device_timestamp * 1e6)), "frame_id": int(frame.frame_id),
-                         "host_time": round(float(frame.host_time), 6),
-                         "num_bodies": None if bodies is None else len(bodies), "bodies": bodies})
-            self.frames += 1
-            self.last_host_time = frame.host_time
-
-    def sync_if_due(self) -> None:
-        if time.monotonic() - self._last_sync >= self.sync_interval_s:
-            self.sync()
-
-    def sync(self) -> None:
-        with self._lock:
-            if not self._file.closed:
-                os.fsync(self._file.fileno())
-                self._last_sync = time.monotonic()
-
-    def close(self) -> None:
-        self.sync()
-        with self._lock:
-            self._file.close()
-
-
-def journal_to_bodies(journal_path: str | Path, bodies_path: str | Path) -> int:
-    """Convert a journal into the k4abt JSON ``bodies_path`` (atomically); see
-    :func:`~omnimocap.capture.bodies.read_journal_bodies` for what is left out. Returns the frames written."""
-    recording = read_journal_bodies(journal_path)
-    write_bodies(bodies_path, recording)
-    return len(recording)
-
-
-# --- per-stream writers ----------------------------------------------------------------------------
-class _KinectSink:
-    """``announce()`` saves the manifest: called when a file is created, so that the manifest on
-    disk names every file a killed recorder leaves."""
-
-    def __init__(self, session: Session, entry: DeviceEntry, source: Source, clock: SessionClock, sync_interval_s: float,
-                 announce: Callable[[], None]):
-        self.session, self.entry, self.info, self.announce = session, entry, source.info, announce
-        self.journal = BodyJournal(session.path(journal_name(entry.serial)), entry.serial,
-                                   recording_name(entry.serial), clock.start_monotonic, sync_interval_s)
-        self.mkv: KinectMkvWriter | None = None
-        self.images_skipped = False
-        self.tracked = 0
-
-    @property
-    def frames(self) -> int:
-        return self.journal.frames
-
-    @property
-    def last_host_time(self) -> float | None:
-        return self.journal.last_host_time
-
-    def write(self, frame: KinectFrame) -> None:
-        self.journal.append(frame)
-        self.tracked += frame.bodies is not None
-        if frame.color is None and frame.depth is None:
-            return
-        if self.mkv is None and not self.images_skipped:
-            if self.info.calibration_json is None:
-                self.images_skipped = True  # without the factory calibration the file would be useless
-                return
-            self.mkv = KinectMkvWriter(
-                self.session.path(recording_name(self.entry.serial)), self.info.calibration_json,
-                color_mode=self.info.color_mode, depth_mode=self.info.depth_mode, ir=self.info.depth_mode is not None,
-                fps=int(round(self.info.fps)), device_serial=self.entry.serial, depth_delay_ns=self.info.depth_delay_ns,
-                wired_sync_mode=self.entry.role.upper())
-            self.entry.recording = recording_name(self.entry.serial)
-            self.announce()
-        if self.mkv is not None:
-            self.mkv.write_capture(frame.device_timestamp, color=frame.color, depth=frame.depth, ir=frame.ir,
-                                   color_timestamp_s=frame.color_timestamp)
-
-    def tick(self) -> None:
-        self.journal.sync_if_due()
-
-    def close(self) -> str:
-        """Finalize the files; a failure (a full disk) is noted, and what was flushed stays readable."""
-        notes = [f"{self.frames} captures"]
-        for what, close in (("the body journal", self.journal.close),
-                            (recording_name(self.entry.serial), self.mkv.close if self.mkv is not None else None)):
-            if close is not None:
-                try:
-                    close()
-                except Exception as exc:
-                    notes.append(f"closing {what} failed ({type(exc).__name__}: {exc})")
-        if self.tracked:
-            try:
-                n = journal_to_bodies(self.journal.path, self.session.path(bodies_name(self.entry.serial)))
-                self.entry.bodies = bodies_name(self.entry.serial)
-                notes.append(f"{n} with body tracking")
-            except OSError as exc:
-                self.entry.bodies = self.journal.path.name  # read_bodies reads the journal as well
-                notes.append(f"{self.tracked} with body tracking, kept in {self.journal.path.name} "
-                             f"({bodies_name(self.entry.serial)} not written: {exc.strerror or exc})")
-        if self.images_skipped:
-            notes.append("images not saved (the source has no factory calibration)")
-        return ", ".join(notes)
-
-
-class _PanoSink:
-    def __init__(self, session: Session, entry: DeviceEntry, source: Source, sync_interval_s: float,
-                 announce: Callable[[], None]):
-        self.session, self.entry, self.fps, self.announce = session, entry, source.info.fps, announce
-        self.writer: PanoWriter | None = None
-        self.frames = 0
-        self.skipped = 0
-        self.last_host_time: float | None = None
-        self._last_t: float | None = None
-
-    def write(self, frame: PanoFrame) -> None:
-        h, w = frame.image.shape[:2]
-        if self.writer is None:
-            self.writer = PanoWriter(self.session.path(PANO_VIDEO), self.session.path(PANO_FRAMES), w, h, fps=self.fps,
-                                    live=True)
-            self.entry.recording, self.entry.timestamps = PANO_VIDEO, PANO_FRAMES
-            self.entry.width, self.entry.height = w, h
-            self.announce()
-        # A frame of another size (the camera switched modes) or out of time order cannot join the stream.
-        if (h, w) != (self.writer.height, self.writer.width) or (self._last_t is not None and frame.t_pano <= self._last_t):
-            self.skipped += 1
-            return
-        self.writer.write(frame.image, frame.t_pano, frame.host_time)
-        self._last_t = frame.t_pano
-        self.frames += 1
-        self.last_host_time = frame.host_time
-
-    def tick(self) -> None:
-        """The CSV is flushed per frame and the muxer per cluster; nothing waits here."""
-
-    def close(self) -> str:
-        """Finalize the video; a failure (a full disk) is noted, and the flushed clusters stay readable."""
-        notes = f"{self.frames} frames"
-        if self.skipped:
-            notes += f", {self.skipped} skipped (size change or time going back)"
-        if self.writer is not None:
-            try:
-                self.writer.close()
-            except Exception as exc:
-                notes += f", closing {PANO_VIDEO} failed ({type(exc).__name__}: {exc})"
-        return notes
-
-
 # --- the recorder ----------------------------------------------------------------------------------
 @dataclass
 class RecordConfig:
-    """``seconds``: recording length (None: until stopped). ``min_free_gb``: refuse to start with
-    less free space; ``stop_free_gb``: stop cleanly below this during the recording (default half
-    of ``min_free_gb``). ``disconnect_timeout_s``: a source silent this long counts as disconnected.
-    ``sync_interval_s``: fsync period of the journals. ``notes``: added to the manifest."""
+    """How a recording runs and when it stops (the options of ``omnimocap record``)."""
 
     seconds: float | None = None
+    """Recording length, seconds (default: until stopped; 10 for a simulated rig)."""
     min_free_gb: float = 2.0
+    """Refuse to start with less free disk space, GB."""
     stop_free_gb: float | None = None
+    """Stop cleanly when the free disk space falls below this during the recording, GB (default:
+    half of min_free_gb)."""
     disconnect_timeout_s: float = 3.0
+    """A source that delivers nothing for this long counts as disconnected, seconds."""
     sync_interval_s: float = 0.5
+    """Period at which the body journals are synced to disk, seconds."""
     simulated: bool = False
+    """The sources replay a simulation (marked in the manifest)."""
     overwrite: bool = False
+    """Replace an existing non-empty output folder."""
     notes: str = ""
+    """Text that opens the manifest's notes."""
+
+    def check(self) -> None:
+        """Raise :class:`UserError` on a length, size or period that is not one."""
+        if self.seconds is not None and not 0 < self.seconds < math.inf:
+            raise UserError(f"--seconds {self.seconds:g} is not a positive length", fix="give a length in seconds")
+        for name in ("min_free_gb", "stop_free_gb"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < math.inf:
+                raise UserError(f"--{name.replace('_', '-')} {value:g} is not a size", fix="give gigabytes, e.g. 2")
+        for name in ("disconnect_timeout_s", "sync_interval_s"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name):g} is not a positive time",
+                                fix="give seconds, e.g. 1")
 
 
 @dataclass
@@ -518,10 +332,10 @@ class Recorder:
             if source.kind == "pano":
                 entry = DeviceEntry(kind="pano", serial=info.serial or "pano", role="camera", fps=info.fps,
                                     width=info.width, height=info.height)
-                sink = _PanoSink(self.session, entry, source, self.config.sync_interval_s, self._save)
+                sink = PanoStream(self.session, entry, source, self.config.sync_interval_s, self._save)
             else:
                 entry = DeviceEntry(kind="kinect", serial=info.serial, role=info.role, fps=info.fps)
-                sink = _KinectSink(self.session, entry, source, self.clock, self.config.sync_interval_s, self._save)
+                sink = KinectStream(self.session, entry, source, self.clock, self.config.sync_interval_s, self._save)
             self._workers.append(_Worker(self, source, entry, sink))
         # The manifest lists the master (the reference Kinect) first and the 360 camera last.
         rank = {"master": 0, "standalone": 1, "subordinate": 2, "camera": 3}
@@ -632,3 +446,44 @@ class _ignoring_sigint:
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+
+
+# --- one recording, start to end -------------------------------------------------------------------
+@dataclass
+class RecordingRig:
+    """The sources of one recording, stamping on ``clock``. ``close`` releases what opening them
+    made (a simulation's files); ``fills_out_dir``: opening them already wrote into the output
+    folder (a simulated rig's calibration and truth), so the recorder writes beside those files;
+    ``notes`` open the manifest's notes."""
+
+    clock: SessionClock
+    sources: list[Source]
+    close: Callable[[], None] = lambda: None
+    fills_out_dir: bool = False
+    notes: str = ""
+
+
+def record_session(out_dir: str | Path, config: RecordConfig,
+                   open_rig: Callable[[Path], RecordingRig]) -> RecordResult:
+    """Record the sources ``open_rig(out_dir)`` opens into ``out_dir`` until ``config.seconds``
+    pass, Ctrl-C or SIGTERM, low disk space or every source ended. ``config`` and the folder are
+    checked first, before minutes of device set-up or simulation; the rig is closed whatever happens."""
+    out_dir = Path(out_dir)
+    config.check()
+    check_free_space(out_dir, config.min_free_gb)
+    check_out_dir(out_dir, config.overwrite)
+    rig = open_rig(out_dir)
+    if rig.fills_out_dir or rig.notes:
+        config = replace(config, overwrite=config.overwrite or rig.fills_out_dir,
+                         notes="\n".join(n for n in (rig.notes, config.notes) if n))
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return Recorder(out_dir, rig.sources, config, rig.clock).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        rig.close()
+
+
+def _raise_interrupt(signum, frame) -> None:
+    """SIGTERM stops a recording as Ctrl-C does: cleanly, the session complete."""
+    raise KeyboardInterrupt

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omnimocap.capture.bodies import JournalReader
 from omnimocap.capture.pano import read_pano_timestamps
-from omnimocap.capture.recorder import journal_name, recording_name
+from omnimocap.capture.record_streams import journal_name, recording_name
 from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, SIMULATION_DIR, Session
 from omnimocap.capture.session_check import video_frame_count
 from omnimocap.errors import InputError

@@ -22,7 +22,8 @@ from omnimocap.apps.cli import main
 from omnimocap.capture.rig import Rig
 from omnimocap.capture.bodies import BodyRecording, read_bodies, read_journal, write_bodies
 from omnimocap.capture.pano import PanoReader, PanoWriter, read_pano_timestamps
-from omnimocap.capture.recorder import GB, RecordConfig, Recorder, journal_to_bodies
+from omnimocap.capture.record_streams import journal_to_bodies
+from omnimocap.capture.recorder import GB, RecordConfig, Recorder
 from omnimocap.capture.recovery import recover_session
 from omnimocap.capture.replay import replay_sources
 from omnimocap.capture.session import Session
@@ -223,11 +224,11 @@ def test_a_full_disk_stops_cleanly_finalizes_and_says_so_in_one_line(tmp_path, s
 
 
 def test_a_full_disk_keeps_the_body_journal_as_the_body_tracking(tmp_path, source_session, monkeypatch):
-    from omnimocap.capture import recorder as recorder_module
+    from omnimocap.capture import record_streams
 
     clock = SessionClock()
     kinect = replay_sources(source_session, clock)[0]
-    monkeypatch.setattr(recorder_module, "write_bodies", _disk_full)  # no room for bodies_<serial>.json
+    monkeypatch.setattr(record_streams, "write_bodies", _disk_full)  # no room for bodies_<serial>.json
     out = tmp_path / "rec"
     result = Recorder(out, [kinect], RecordConfig(seconds=1.0, min_free_gb=0), clock).run()
     assert result.stop_reason == "duration"
