@@ -100,3 +100,14 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
         assert rc == 2, bad
         assert expected in err and str(bad) in err
         assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_session_summary_prints_each_recordings_warnings(tmp_path, capsys):
+    from tests.test_femto import SERIAL as FEMTO_SERIAL, _write_femto
+
+    _write_femto(tmp_path / f"kinect_{FEMTO_SERIAL}.mkv", firmware="1.1.1", jump_at=2)
+    (tmp_path / "session.json").write_text(json.dumps({"format_version": 1, "status": "complete"}))
+    rc, summary, err = _inspect(capsys, tmp_path)
+    warnings = summary["kinects"][f"kinect_{FEMTO_SERIAL}.mkv"]["warnings"]
+    assert rc == 0 and len(warnings) == 2 and "1.1.1" in warnings[1]
+    assert [line for line in err.splitlines() if line.startswith("warning:")] == [f"warning: {w}" for w in warnings]
