@@ -5,8 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from omnimocap.apps.options import add_device, add_models, add_quiet
+from omnimocap.apps.cmd_process import CHOICES
+from omnimocap.apps.config_cli import add_config_options, config_from_args
+from omnimocap.apps.options import add_quiet
 from omnimocap.errors import UserError
+
+BATCH_CONFIG = "omnimocap.fusion.batch:BatchConfig"
+# BatchConfig fields that are options; chunk_s and overlap_s are declared by hand below because their
+# defaults are named constants of fusion.chunks, which the options reader does not evaluate.
+BATCH_OPTIONS = ("workers", "ray_address")
+PROCESS_CONFIG = "omnimocap.fusion.pipeline:ProcessConfig"
+# ProcessConfig fields that are options of ``batch`` (as for ``process``).
+PROCESS_OPTIONS = ("hands", "device", "preview", "models")
 
 
 def register(sub) -> None:
@@ -18,39 +28,26 @@ def register(sub) -> None:
     p.add_argument("sessions", nargs="+", metavar="SESSION",
                    help="session folders, folders of sessions, or globs (quote them)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the results folders and batch_report.json")
-    p.add_argument("--workers", type=int, default=1,
-                   help="CPU workers of a local Ray cluster started on 127.0.0.1; 1 runs in this process "
-                        "without Ray (default: 1)")
-    p.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="join a running Ray cluster (the address `ray start --head` prints) instead")
+    add_config_options(p, BATCH_CONFIG, BATCH_OPTIONS, metavars={"ray_address": "ADDR"})
     p.add_argument("--chunk-s", type=float, default=None, metavar="S",
                    help="core length of a chunk of a session, seconds (default: 60)")
     p.add_argument("--overlap-s", type=float, default=None, metavar="S",
                    help="frames processed either side of a chunk, seconds (default: 3)")
-    p.add_argument("--hands", default="wilor", choices=["wilor", "sim"],
-                   help="hand backend, as for `process` (default: wilor)")
-    add_device(p)
-    p.add_argument("--no-preview", action="store_true", help="do not write views_preview.png")
-    add_models(p)
+    add_config_options(p, PROCESS_CONFIG, PROCESS_OPTIONS, choices=CHOICES, metavars={"models": "DIR"})
     add_quiet(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from omnimocap.fusion.batch import BatchConfig, find_sessions, format_table, run_batch
-    from omnimocap.fusion.chunks import DEFAULT_CHUNK_S, DEFAULT_OVERLAP_S
-    from omnimocap.fusion.pipeline import ProcessConfig
+    from omnimocap.fusion.batch import find_sessions, format_table, run_batch
 
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}", fix="pass --workers 1 or more")
-    chunk_s = DEFAULT_CHUNK_S if args.chunk_s is None else args.chunk_s
-    overlap_s = DEFAULT_OVERLAP_S if args.overlap_s is None else args.overlap_s
-    if chunk_s <= 0 or overlap_s < 0:
+    if (args.chunk_s is not None and args.chunk_s <= 0) or (args.overlap_s is not None and args.overlap_s < 0):
         raise UserError("--chunk-s must be positive and --overlap-s not negative", fix="e.g. --chunk-s 60 --overlap-s 3")
-    sessions = find_sessions(args.sessions)
-    config = ProcessConfig(hands=args.hands, device=args.device, models=args.models, preview=not args.no_preview)
-    batch = BatchConfig(out=Path(args.out), workers=args.workers, ray_address=args.ray_address,
-                        chunk_s=chunk_s, overlap_s=overlap_s)
-    statuses = run_batch(sessions, config, batch, progress=not args.quiet)
+    chunks = {k: getattr(args, k) for k in ("chunk_s", "overlap_s") if getattr(args, k) is not None}
+    batch = config_from_args(BATCH_CONFIG, args, BATCH_OPTIONS, out=Path(args.out), **chunks)
+    config = config_from_args(PROCESS_CONFIG, args, PROCESS_OPTIONS)
+    statuses = run_batch(find_sessions(args.sessions), config, batch, progress=not args.quiet)
     print(format_table(statuses))
     return 1 if any(s.status == "failed" for s in statuses) else 0
