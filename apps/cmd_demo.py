@@ -54,18 +54,17 @@ def run(args: argparse.Namespace) -> int:
     process_session(session_dir, result_dir, config, overwrite=True)
     print("[4/4] evaluating against the ground truth", file=sys.stderr)
     metrics = evaluate(result_dir, session_dir)
-    print(json.dumps({
-        "realism": args.realism,
-        "metrics": metrics,
-        "calibration": steps,
-        "outputs": {
-            "session": str(session_dir), "result": str(result_dir),
-            "smplx": str(result_dir / "smplx.npz"), "report": str(result_dir / "report.json"),
-            "metrics": str(result_dir / "metrics.json"), "views_preview": str(result_dir / "views_preview.png"),
-        },
-        "seconds": round(time.perf_counter() - t0, 1),
-    }, indent=2))
+    print(json.dumps({"realism": args.realism, "metrics": metrics, "calibration": steps,
+                      "outputs": _outputs(session_dir, result_dir), "seconds": round(time.perf_counter() - t0, 1)},
+                     indent=2))
     return 0
+
+
+def _outputs(session_dir: Path, result_dir: Path) -> dict[str, str]:
+    """Where the demo's files are."""
+    return {"session": str(session_dir), "result": str(result_dir), "smplx": str(result_dir / "smplx.npz"),
+            "report": str(result_dir / "report.json"), "metrics": str(result_dir / "metrics.json"),
+            "views_preview": str(result_dir / "views_preview.png")}
 
 
 def _calibrate(session_dir: Path) -> dict:

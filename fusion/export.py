@@ -19,6 +19,7 @@ Our world frame is SMPL-X's model frame: y up, metres, floor y = 0, so SMPL-X jo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -288,6 +289,121 @@ def _aligned_quats_xyzw(R: np.ndarray) -> np.ndarray:
     return np.concatenate([q[..., 1:], q[..., :1]], axis=-1)
 
 
+@dataclass
+class _ShapedSkin:
+    """A SMPL-X body shaped by ``betas``, ready for glTF: vertices and joints (metres, model
+    frame), parents (-1 for the root), the 4 largest skinning weights per vertex and the faces."""
+
+    verts: np.ndarray  # (V, 3)
+    joints: np.ndarray  # (J, 3)
+    parents: np.ndarray  # (J,)
+    influences: np.ndarray  # (V, 4) joint indices
+    weights: np.ndarray  # (V, 4), rows sum to 1
+    faces: np.ndarray  # (T, 3) uint32
+
+    @classmethod
+    def of(cls, model_dict: dict, betas: np.ndarray) -> "_ShapedSkin":
+        betas = np.asarray(betas, dtype=np.float64).reshape(-1)
+        shapedirs = np.asarray(model_dict["shapedirs"], dtype=np.float64)
+        nb = min(len(betas), shapedirs.shape[-1])
+        verts = np.asarray(model_dict["v_template"], dtype=np.float64) + shapedirs[:, :, :nb] @ betas[:nb]
+        J = np.asarray(model_dict["J_regressor"], dtype=np.float64) @ verts
+        parents = np.asarray(model_dict["kintree_table"], dtype=np.int64)[0].copy()
+        parents[0] = -1
+        weights = np.asarray(model_dict["weights"], dtype=np.float64)
+        top = np.argsort(-weights, axis=1)[:, :4]
+        top_w = np.take_along_axis(weights, top, axis=1)
+        top_w = top_w / np.maximum(top_w.sum(1, keepdims=True), 1e-12)
+        top[top_w == 0] = 0  # glTF: an unused influence names joint 0 with weight 0
+        return cls(verts, J, parents, top, top_w, np.asarray(model_dict["f"], dtype=np.uint32))
+
+
+class _GltfBuffers:
+    """The binary buffer of a glTF file, its buffer views and accessors, filled array by array."""
+
+    def __init__(self):
+        self.blob = bytearray()
+        self.views: list = []
+        self.accessors: list = []
+
+    def add(self, data: np.ndarray, component: int, kind: str, target: int | None = None, minmax: bool = False) -> int:
+        """Append ``data`` (one row per element) 4-byte aligned; returns its accessor's index."""
+        import pygltflib as g
+
+        while len(self.blob) % 4:
+            self.blob.append(0)
+        raw = np.ascontiguousarray(data).tobytes()
+        self.views.append(g.BufferView(buffer=0, byteOffset=len(self.blob), byteLength=len(raw), target=target))
+        self.blob.extend(raw)
+        count = data.shape[0]
+        acc = g.Accessor(bufferView=len(self.views) - 1, componentType=component, count=count, type=kind)
+        if minmax:
+            flat = data.reshape(count, -1)
+            acc.min = flat.min(0).astype(float).tolist()
+            acc.max = flat.max(0).astype(float).tolist()
+        self.accessors.append(acc)
+        return len(self.accessors) - 1
+
+
+_JOINT_NODE0 = 1  # node 0 is the mesh, the joints follow in joint order
+
+
+def _add_skin(buffers: _GltfBuffers, skin: _ShapedSkin):
+    """The mesh's accessors and the skin (inverse bind matrices: translations by ``-J_j``)."""
+    import pygltflib as g
+
+    pos = buffers.add(skin.verts.astype(np.float32), g.FLOAT, g.VEC3, g.ARRAY_BUFFER, minmax=True)
+    jnt = buffers.add(skin.influences.astype(np.uint16), g.UNSIGNED_SHORT, g.VEC4, g.ARRAY_BUFFER)
+    wgt = buffers.add(skin.weights.astype(np.float32), g.FLOAT, g.VEC4, g.ARRAY_BUFFER)
+    idx = buffers.add(skin.faces.reshape(-1), g.UNSIGNED_INT, g.SCALAR, g.ELEMENT_ARRAY_BUFFER, minmax=True)
+    num_joints = len(skin.joints)
+    ibm = np.tile(np.eye(4, dtype=np.float32), (num_joints, 1, 1))
+    ibm[:, :3, 3] = -skin.joints
+    ibm_acc = buffers.add(np.transpose(ibm, (0, 2, 1)).reshape(num_joints, 16), g.FLOAT, g.MAT4)  # column-major
+    mesh = g.Mesh(name="smplx", primitives=[g.Primitive(
+        attributes=g.Attributes(POSITION=pos, JOINTS_0=jnt, WEIGHTS_0=wgt), indices=idx)])
+    return mesh, g.Skin(name="smplx", inverseBindMatrices=ibm_acc, skeleton=_JOINT_NODE0,
+                        joints=[_JOINT_NODE0 + j for j in range(num_joints)])
+
+
+def _add_animation(buffers: _GltfBuffers, skin: _ShapedSkin, R: np.ndarray, transl: np.ndarray, fps: float):
+    """One rotation channel per joint (xyzw) and the root's translation ``J_0 + transl``, a
+    keyframe per frame at ``i / fps`` seconds."""
+    import pygltflib as g
+
+    times = (np.arange(len(R)) / float(fps)).astype(np.float32)
+    t_acc = buffers.add(times, g.FLOAT, g.SCALAR, minmax=True)
+    quats = _aligned_quats_xyzw(R).astype(np.float32)
+    samplers, channels = [], []
+    for j in range(len(skin.joints)):
+        out = buffers.add(quats[:, j], g.FLOAT, g.VEC4)
+        samplers.append(g.AnimationSampler(input=t_acc, output=out, interpolation="LINEAR"))
+        channels.append(g.AnimationChannel(sampler=len(samplers) - 1,
+                                           target=g.AnimationChannelTarget(node=_JOINT_NODE0 + j, path="rotation")))
+    root_t = (skin.joints[0] + np.asarray(transl, dtype=np.float64)).astype(np.float32)
+    out = buffers.add(root_t, g.FLOAT, g.VEC3)
+    samplers.append(g.AnimationSampler(input=t_acc, output=out, interpolation="LINEAR"))
+    channels.append(g.AnimationChannel(sampler=len(samplers) - 1,
+                                       target=g.AnimationChannelTarget(node=_JOINT_NODE0, path="translation")))
+    return g.Animation(name="motion", samplers=samplers, channels=channels,
+                       extras={"fps": float(fps), "frames": len(R)})
+
+
+def _nodes(skin: _ShapedSkin) -> list:
+    """The mesh node, then one node per joint carrying its rest offset ``J_j - J_parent``."""
+    import pygltflib as g
+
+    num_joints = len(skin.joints)
+    J, parents = skin.joints, skin.parents
+    names = SMPLX_JOINTS if num_joints == SMPLX_NUM_JOINTS else [f"joint_{j}" for j in range(num_joints)]
+    nodes = [g.Node(name="smplx_mesh", mesh=0, skin=0)]
+    for j in range(num_joints):
+        offset = J[j] if parents[j] < 0 else J[j] - J[parents[j]]
+        kids = [_JOINT_NODE0 + c for c in range(num_joints) if parents[c] == j]
+        nodes.append(g.Node(name=names[j], translation=offset.astype(float).tolist(), children=kids or None))
+    return nodes
+
+
 def write_gltf(
     path: str | Path,
     model_dict: dict,
@@ -317,89 +433,20 @@ def write_gltf(
     import pygltflib as g
 
     R = np.asarray(local_rotmats, dtype=np.float64)
-    F = len(R)
-    betas = np.asarray(betas, dtype=np.float64).reshape(-1)
-    shapedirs = np.asarray(model_dict["shapedirs"], dtype=np.float64)
-    nb = min(len(betas), shapedirs.shape[-1])
-    verts = np.asarray(model_dict["v_template"], dtype=np.float64) + shapedirs[:, :, :nb] @ betas[:nb]
-    J = np.asarray(model_dict["J_regressor"], dtype=np.float64) @ verts
-    parents = np.asarray(model_dict["kintree_table"], dtype=np.int64)[0].copy()
-    parents[0] = -1
-    num_joints = len(J)
-    weights = np.asarray(model_dict["weights"], dtype=np.float64)
-    top = np.argsort(-weights, axis=1)[:, :4]
-    top_w = np.take_along_axis(weights, top, axis=1)
-    top_w = top_w / np.maximum(top_w.sum(1, keepdims=True), 1e-12)
-    top[top_w == 0] = 0  # glTF: an unused influence names joint 0 with weight 0
-    faces = np.asarray(model_dict["f"], dtype=np.uint32)
-
-    blob = bytearray()
-    views: list = []
-    accessors: list = []
-
-    def add(data: np.ndarray, component: int, kind: str, target: int | None = None, minmax: bool = False) -> int:
-        while len(blob) % 4:
-            blob.append(0)
-        raw = np.ascontiguousarray(data).tobytes()
-        views.append(g.BufferView(buffer=0, byteOffset=len(blob), byteLength=len(raw), target=target))
-        blob.extend(raw)
-        count = data.shape[0]
-        acc = g.Accessor(bufferView=len(views) - 1, componentType=component, count=count, type=kind)
-        if minmax:
-            flat = data.reshape(count, -1)
-            acc.min = flat.min(0).astype(float).tolist()
-            acc.max = flat.max(0).astype(float).tolist()
-        accessors.append(acc)
-        return len(accessors) - 1
-
-    pos = add(verts.astype(np.float32), g.FLOAT, g.VEC3, g.ARRAY_BUFFER, minmax=True)
-    jnt = add(top.astype(np.uint16), g.UNSIGNED_SHORT, g.VEC4, g.ARRAY_BUFFER)
-    wgt = add(top_w.astype(np.float32), g.FLOAT, g.VEC4, g.ARRAY_BUFFER)
-    idx = add(faces.reshape(-1), g.UNSIGNED_INT, g.SCALAR, g.ELEMENT_ARRAY_BUFFER, minmax=True)
-    ibm = np.tile(np.eye(4, dtype=np.float32), (num_joints, 1, 1))
-    ibm[:, :3, 3] = -J
-    ibm_acc = add(np.transpose(ibm, (0, 2, 1)).reshape(num_joints, 16), g.FLOAT, g.MAT4)  # column-major
-
-    times = (np.arange(F) / float(fps)).astype(np.float32)
-    t_acc = add(times, g.FLOAT, g.SCALAR, minmax=True)
-    quats = _aligned_quats_xyzw(R).astype(np.float32)
-    samplers, channels = [], []
-    joint_node0 = 1  # node 0 is the mesh
-    for j in range(num_joints):
-        out = add(quats[:, j], g.FLOAT, g.VEC4)
-        samplers.append(g.AnimationSampler(input=t_acc, output=out, interpolation="LINEAR"))
-        channels.append(g.AnimationChannel(sampler=len(samplers) - 1, target=g.AnimationChannelTarget(node=joint_node0 + j, path="rotation")))
-    root_t = (J[0] + np.asarray(transl, dtype=np.float64)).astype(np.float32)
-    out = add(root_t, g.FLOAT, g.VEC3)
-    samplers.append(g.AnimationSampler(input=t_acc, output=out, interpolation="LINEAR"))
-    channels.append(g.AnimationChannel(sampler=len(samplers) - 1, target=g.AnimationChannelTarget(node=joint_node0, path="translation")))
-
-    names = SMPLX_JOINTS if num_joints == SMPLX_NUM_JOINTS else [f"joint_{j}" for j in range(num_joints)]
-    nodes = [g.Node(name="smplx_mesh", mesh=0, skin=0)]
-    for j in range(num_joints):
-        offset = J[j] if parents[j] < 0 else J[j] - J[parents[j]]
-        kids = [joint_node0 + c for c in range(num_joints) if parents[c] == j]
-        nodes.append(g.Node(name=names[j], translation=offset.astype(float).tolist(), children=kids or None))
+    skin = _ShapedSkin.of(model_dict, betas)
+    buffers = _GltfBuffers()
+    mesh, gltf_skin = _add_skin(buffers, skin)
+    animation = _add_animation(buffers, skin, R, transl, fps)
     gltf = g.GLTF2(
-        asset=g.Asset(generator="omnimocap", version="2.0",
-                      extras={"fps": float(fps), "frames": F, **(extras or {})}),
-        scene=0,
-        scenes=[g.Scene(nodes=[0, joint_node0])],
-        nodes=nodes,
-        meshes=[g.Mesh(name="smplx", primitives=[g.Primitive(
-            attributes=g.Attributes(POSITION=pos, JOINTS_0=jnt, WEIGHTS_0=wgt), indices=idx)])],
-        skins=[g.Skin(name="smplx", inverseBindMatrices=ibm_acc, skeleton=joint_node0,
-                      joints=[joint_node0 + j for j in range(num_joints)])],
-        animations=[g.Animation(name="motion", samplers=samplers, channels=channels,
-                                extras={"fps": float(fps), "frames": F})],
-        accessors=accessors,
-        bufferViews=views,
-        buffers=[g.Buffer(byteLength=len(blob))],
+        asset=g.Asset(generator="omnimocap", version="2.0", extras={"fps": float(fps), "frames": len(R), **(extras or {})}),
+        scene=0, scenes=[g.Scene(nodes=[0, _JOINT_NODE0])], nodes=_nodes(skin), meshes=[mesh], skins=[gltf_skin],
+        animations=[animation], accessors=buffers.accessors, bufferViews=buffers.views,
+        buffers=[g.Buffer(byteLength=len(buffers.blob))],
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    gltf.set_binary_blob(bytes(blob))
+    gltf.set_binary_blob(bytes(buffers.blob))
     if path.suffix.lower() == ".glb":
         gltf.save_binary(str(tmp))
     else:
