@@ -39,7 +39,7 @@ from omnimocap.errors import InputError
 
 NUM_JOINTS = len(KINECT_JOINTS)
 SDK_VERSION = "1.1.2"
-# The recorder's append-only journal (see capture/recorder.py): a header line, then one k4abt frame
+# The recorder's append-only journal (see capture/record_streams.py): a header line, then one k4abt frame
 # per line with ``host_time`` added and ``bodies`` null where tracking did not run.
 JOURNAL_FORMAT = "omnimocap-bodies-journal"
 JOURNAL_SUFFIX = ".jsonl"

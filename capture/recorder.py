@@ -18,9 +18,10 @@ session notes say when and why. Ctrl-C (KeyboardInterrupt) stops cleanly and mar
 complete; SIGKILL leaves it ``recording``, readable as it is through
 :func:`~omnimocap.capture.recovery.recover_session`.
 
-:meth:`Recorder.run` reads the sources itself. A program that already reads them (the live session
-window) feeds the same writers instead: :meth:`Recorder.begin`, :meth:`Recorder.push` per frame from
-its capture threads, :meth:`Recorder.end`.
+:meth:`Recorder.run` reads the sources itself; :func:`record_session` wraps it for one recording
+from start to end (the checks before the sources are opened, SIGTERM taken as Ctrl-C). A program
+that already reads the sources (the live session window) feeds the same writers instead:
+:meth:`Recorder.begin`, :meth:`Recorder.push` per frame from its capture threads, :meth:`Recorder.end`.
 """
 
 from __future__ import annotations
