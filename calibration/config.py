@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-# What sees the people in the panorama (see calibration/session.py).
+# What sees the people in the panorama (see calibration/pano_observer.py).
 OBSERVERS = ("auto", "simulated", "detector", "simulated-detector")
 
 
