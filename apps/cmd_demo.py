@@ -72,10 +72,11 @@ def _calibrate(session_dir: Path) -> dict:
     Kinect's IMU gravity and the floor in its depth, the other Kinects from the skeletons they
     share, the 360 camera's pose and clock by markerless calibration from nothing, then sync
     refined with that pose."""
-    from omnimocap.apps.cmd_calibrate import calibrate_session, sync_session
+    from omnimocap.calibration.session import calibrate_session
+    from omnimocap.calibration.sync import sync_session
 
     print("[2/4] calibration (Kinects from IMU, floor and shared skeletons; 360 camera markerless) and sync",
           file=sys.stderr)
-    calib = calibrate_session(session_dir, method="markerless")
+    calib = calibrate_session(session_dir)
     sync = sync_session(session_dir)
     return {"calibration": calib, "sync": sync}

@@ -11,8 +11,8 @@ Flow per seed and level (two people, two Kinects with recordings)::
 
 run in-process through the verbs' own functions. The repairs are found at run time, not listed
 here: every boolean that defaults to True inside a dataclass field of ``ProcessConfig`` (for
-example ``people.mirror_repair``) and every boolean keyword that defaults to True in
-``calibrate_session`` / ``sync_session`` or in a dataclass they take. With ``--ablate``, each field
+example ``people.mirror_repair``) and every boolean that defaults to True inside a dataclass
+block of ``CalibrateConfig`` / ``SyncConfig`` (for example ``robust.scale_from_data``). With ``--ablate``, each field
 session is run again with one switch off at a time (the rig is reset to the simulated copy first,
 so calibration starts from nothing each time).
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import shutil
 import sys
@@ -62,21 +61,17 @@ def process_switches() -> list[str]:
 
 
 def calibration_switches() -> list[str]:
-    """``verb:name`` of the boolean keywords defaulting to True of ``calibrate_session`` and
-    ``sync_session`` (and ``verb:param.name`` inside dataclass defaults they take); ``progress``
-    and ``refine`` are not repairs."""
-    from omnimocap.apps import cmd_calibrate
+    """``verb:block.name`` of the booleans defaulting to True inside the dataclass blocks of
+    ``CalibrateConfig`` and ``SyncConfig`` (e.g. ``calibrate:robust.scale_from_data``)."""
+    from omnimocap.calibration.config import CalibrateConfig, SyncConfig
 
     out = []
-    for verb, fn in (("calibrate", cmd_calibrate.calibrate_session), ("sync", cmd_calibrate.sync_session)):
-        for name, p in inspect.signature(fn).parameters.items():
-            if name in ("progress", "refine"):
-                continue
-            if p.default is True:
-                out.append(f"{verb}:{name}")
-            elif dataclasses.is_dataclass(p.default):
-                out += [f"{verb}:{name}.{g.name}" for g in dataclasses.fields(p.default)
-                        if getattr(p.default, g.name) is True]
+    for verb, config in (("calibrate", CalibrateConfig()), ("sync", SyncConfig())):
+        for f in dataclasses.fields(config):
+            block = getattr(config, f.name)
+            if dataclasses.is_dataclass(block):
+                out += [f"{verb}:{f.name}.{g.name}" for g in dataclasses.fields(block)
+                        if getattr(block, g.name) is True]
     return out
 
 
@@ -88,17 +83,15 @@ def _switch_off(obj, dotted: str):
     return dataclasses.replace(obj, **{head: _switch_off(getattr(obj, head), rest)})
 
 
-def _calibration_kwargs(off: str | None, verb: str) -> dict:
-    from omnimocap.apps import cmd_calibrate
+def _calibration_config(off: str | None, verb: str):
+    """The verb's config with the simulated detector, and the switch ``off`` (``verb:block.name``) off."""
+    from omnimocap.calibration.config import CalibrateConfig, ObserverConfig, SyncConfig
 
+    cls = CalibrateConfig if verb == "calibrate" else SyncConfig
+    config = cls(observer=ObserverConfig(observer="simulated-detector"))
     if off is None or not off.startswith(f"{verb}:"):
-        return {}
-    name = off.split(":", 1)[1]
-    head, _, rest = name.partition(".")
-    if not rest:
-        return {head: False}
-    fn = cmd_calibrate.calibrate_session if verb == "calibrate" else cmd_calibrate.sync_session
-    return {head: _switch_off(inspect.signature(fn).parameters[head].default, rest)}
+        return config
+    return _switch_off(config, off.split(":", 1)[1])
 
 
 def simulate(session: Path, level: str, seed: int, seconds: float, pano_width: int) -> float:
@@ -113,7 +106,8 @@ def simulate(session: Path, level: str, seed: int, seconds: float, pano_width: i
 def run_pipeline(session: Path, result: Path, seed: int, off: str | None = None) -> dict:
     """calibrate (markerless, simulated detector), sync, process, evaluate with repair ``off``
     switched off; the session's rig.json is reset to the simulated copy first."""
-    from omnimocap.apps.cmd_calibrate import calibrate_session, sync_session
+    from omnimocap.calibration.session import calibrate_session
+    from omnimocap.calibration.sync import sync_session
     from omnimocap.fusion.evaluate import evaluate
     from omnimocap.fusion.pipeline import ProcessConfig, process_session
 
@@ -121,14 +115,13 @@ def run_pipeline(session: Path, result: Path, seed: int, off: str | None = None)
     timings, errors = {}, {}
     t0 = time.perf_counter()
     try:
-        calibrate_session(session, method="markerless", observer="simulated-detector",
-                          **_calibration_kwargs(off, "calibrate"))
+        calibrate_session(session, _calibration_config(off, "calibrate"))
     except Exception as exc:  # a failed step is a result of the benchmark, not the end of it
         errors["calibrate"] = f"{type(exc).__name__}: {exc}"
     timings["calibrate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     try:
-        sync_session(session, observer="simulated-detector", **_calibration_kwargs(off, "sync"))
+        sync_session(session, _calibration_config(off, "sync"))
     except Exception as exc:
         errors["sync"] = f"{type(exc).__name__}: {exc}"
     timings["sync_s"] = time.perf_counter() - t0

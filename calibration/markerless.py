@@ -15,7 +15,7 @@ clock). Output: the panorama's pose in the Kinect frame ``T_kinect_pano`` and th
    :class:`UserError` naming what is missing; a wrong calibration is never returned silently.
 
 Frames: OpenCV camera frames (x right, y down, z forward), metres, seconds; ``T_a_b`` maps frame-b
-points into frame a (``calibration/transforms.py``).
+points into frame a (``geometry/transforms.py``).
 """
 
 from __future__ import annotations
@@ -24,18 +24,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from omnimocap.calibration.bearing_problem import BearingProblem, flatten_observations, offset_grid
+from omnimocap.calibration.config import MarkerlessConfig, RobustConfig
+from omnimocap.calibration.timesync import SyncResult, fine_time_map
+from omnimocap.calibration.track_splines import TrackSplines, track_motion_m
 from omnimocap.capture.rig import TimeMap
-from omnimocap.calibration.timesync import (
-    BearingProblem, SyncResult, TrackSplines, flatten_observations, fine_time_map, offset_grid, track_motion_m,
-)
 from omnimocap.geometry.transforms import invert_pose, make_pose
 from omnimocap.errors import UserError
-
-MIN_OBSERVATIONS = 150
-# Panorama frames (with any bearing inside the Kinect trajectories): pose and offset need a few
-# seconds of motion, however many joints each frame shows.
-MIN_FRAMES = 90
-MIN_MOTION_M = 0.05
 
 
 @dataclass
@@ -61,7 +56,8 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
                          max_rotation_std_deg: float = 0.5, max_translation_std_mm: float = 25.0,
                          noise_ar_order: int = 2, seed: int = 0,
                          body_frames: tuple[np.ndarray, np.ndarray] | None = None,
-                         offset_tracks: np.ndarray | None = None, offset_prior_m: float = 0.015) -> MarkerlessResult:
+                         offset_tracks: np.ndarray | None = None, offset_prior_m: float = 0.015,
+                         limits: MarkerlessConfig | None = None, robust: RobustConfig | None = None) -> MarkerlessResult:
     """Solve ``T_kinect_pano`` and the pano time map from motion.
 
     ``t_pano`` (F,) camera-clock frame times; ``bearings`` (F,K,3) unit directions in the panorama
@@ -76,10 +72,14 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
     ``init_time`` (default: identity clock) must be within ``search_s`` of the true offset; its rate
     is the starting rate, a measurement of ``rate_prior_std_ppm`` (ppm) when given (see
     :func:`omnimocap.calibration.timesync.rate_std_ppm`). With ``init_T_kinect_pano`` the RANSAC stage is skipped (refinement only).
-    The result is refused (UserError) when its 1-sigma rotation or translation uncertainty exceeds
-    ``max_rotation_std_deg`` / ``max_translation_std_mm``.
+    The inputs are refused (UserError) below ``limits.min_frames`` panorama frames or
+    ``limits.min_observations`` bearings inside the trajectories, or with less than
+    ``limits.min_motion_m`` of motion (default :class:`MarkerlessConfig`); the result is refused when
+    its 1-sigma rotation or translation uncertainty exceeds ``max_rotation_std_deg`` /
+    ``max_translation_std_mm``. ``robust``: the refinement's robust loss (default :class:`RobustConfig`).
     """
     init_time = init_time or TimeMap()
+    limits = limits or MarkerlessConfig()
     tp, track, f = flatten_observations(t_pano, bearings)
     if len(tp) == 0:
         raise UserError("no bearings of the tracked joints were observed in the panorama; markerless "
@@ -87,15 +87,15 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
     splines = TrackSplines(t_kinect, points_kinect, sigma=traj_sigma, smooth_hz=3.0)
     problem = BearingProblem(splines, tp, track, f, init_time, np.eye(4), search_s)
     frames = len(np.unique(problem.t_pano))
-    if len(problem) < MIN_OBSERVATIONS or frames < MIN_FRAMES:
+    if len(problem) < limits.min_observations or frames < limits.min_frames:
         raise UserError(f"too few frames for markerless calibration: {frames} panorama frames ({len(problem)} "
-                        f"bearings) overlap the Kinect joint trajectories in time, need {MIN_FRAMES} frames "
-                        f"and {MIN_OBSERVATIONS} bearings",
+                        f"bearings) overlap the Kinect joint trajectories in time, need {limits.min_frames} frames "
+                        f"and {limits.min_observations} bearings",
                         fix="record at least 10-30 s with people moving in view of both sensors")
     motion = track_motion_m(splines, problem.seg, problem.track, init_time.to_session(problem.t_pano))
-    if motion < MIN_MOTION_M:
+    if motion < limits.min_motion_m:
         raise UserError(f"the people stand still (tracked joints move {motion * 1e3:.0f} mm RMS, need "
-                        f"{MIN_MOTION_M * 1e3:.0f} mm); pose and time offset are unobservable",
+                        f"{limits.min_motion_m * 1e3:.0f} mm); pose and time offset are unobservable",
                         fix="record people walking and moving their arms across the shared space")
 
     ransac_fraction = ransac_offset = None
@@ -114,8 +114,9 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
     sync = fine_time_map(t_pano, bearings, t_kinect, points_kinect, init_T_kinect_pano, start,
                          traj_sigma=traj_sigma, refine_extrinsics=True, search_s=refine_search,
                          noise_deg=noise_deg, rate_prior_std_ppm=rate_prior_std_ppm, noise_ar_order=noise_ar_order,
-                         min_observations=MIN_OBSERVATIONS, min_frames=MIN_FRAMES, min_motion_m=MIN_MOTION_M,
-                         body_frames=body_frames, offset_tracks=offset_tracks, offset_prior_m=offset_prior_m)
+                         min_observations=limits.min_observations, min_frames=limits.min_frames,
+                         min_motion_m=limits.min_motion_m, body_frames=body_frames, offset_tracks=offset_tracks,
+                         offset_prior_m=offset_prior_m, robust=robust)
     if sync.n_inliers < 0.5 * sync.n_observations:
         raise UserError(f"only {sync.n_inliers} of {sync.n_observations} bearings agree with the solved pose; "
                         "refusing the calibration", fix="check the detections and the time overlap")

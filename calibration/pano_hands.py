@@ -44,10 +44,12 @@ from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from omnimocap.geometry.cameras import EquirectCamera
+from omnimocap.calibration.bearing_problem import offset_grid
+from omnimocap.calibration.coarse_sync import coarse_time_map
 from omnimocap.calibration.markerless import dlt_pose
 from omnimocap.calibration.observations import TRACKED_KINECT_JOINTS, TRACKS_PER_PERSON, KinectTracks, PanoObservations
 from omnimocap.capture.rig import TimeMap
-from omnimocap.calibration.timesync import TrackSplines, coarse_time_map, offset_grid
+from omnimocap.calibration.track_splines import TrackSplines
 from omnimocap.geometry.transforms import invert_pose, make_pose, transform_points
 from omnimocap.capture.pano import PanoReader, read_pano_timestamps
 from omnimocap.capture.session import Session

@@ -60,6 +60,9 @@ class Rig:
     is_truth: bool = False  # True for a simulated session's ground truth used as calibration
     residuals: dict = field(default_factory=dict)
     inputs: dict = field(default_factory=dict)
+    configs: dict = field(default_factory=dict)
+    """The configuration each estimating verb ran with, by verb (``calibrate``, ``sync``); empty in
+    rig files written before it was recorded."""
 
     def pose(self, sensor: str) -> np.ndarray:
         if sensor not in self.T_world_sensor:
@@ -81,6 +84,7 @@ class Rig:
             "time_maps": {k: v.to_json() for k, v in self.time_maps.items()},
             "residuals": self.residuals,
             "inputs": self.inputs,
+            "configs": self.configs,
         }
 
     def save(self, path: str | Path) -> None:
@@ -115,4 +119,4 @@ class Rig:
             raise InputError(f"malformed rig calibration ({exc})", path=path,
                              fix="re-run `omnimocap calibrate` and `omnimocap sync`") from None
         return cls(poses, maps, obj.get("method", "unknown"), bool(obj.get("is_truth", False)),
-                   obj.get("residuals", {}), obj.get("inputs", {}))
+                   obj.get("residuals", {}), obj.get("inputs", {}), obj.get("configs", {}))

@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 
 from omnimocap.apps.cli import main
+from omnimocap.calibration.config import CalibrateConfig, MarkerlessConfig, SyncConfig
+from omnimocap.calibration.session import calibrate_session
 from omnimocap.capture.rig import Rig
 from omnimocap.capture.bodies import read_bodies, write_bodies
 from omnimocap.capture.session import Session
+from omnimocap.errors import UserError
 from tests.tools.cli import one_line_error
 
 pytestmark = pytest.mark.slow
@@ -54,6 +57,7 @@ def test_markerless_30s_meets_pose_target(tmp_path, capsys):
     residuals = _run_json(capsys, "calibrate", str(s), "--method", "markerless")
     rig = Rig.load(s / "rig.json")
     assert rig.method == "markerless" and not rig.is_truth
+    assert rig.configs == {"calibrate": CalibrateConfig(method="markerless").to_json()}  # written beside the result
     m = _process_and_evaluate(s, tmp_path / "r")
     assert m["calibration.rotation_error_deg"] <= 0.3
     assert m["calibration.translation_error_mm"] <= 10.0
@@ -68,6 +72,7 @@ def test_sync_60s_with_300ppm_rate_error(tmp_path, capsys):
     true_rate_ppm = (Rig.load(s / "truth" / "rig.json").time_map("pano").a - 1.0) * 1e6
     assert abs(true_rate_ppm) >= 250  # a rate error of a few hundred ppm for sync to find
     out = _run_json(capsys, "sync", str(s))
+    assert Rig.load(s / "rig.json").configs == {"sync": SyncConfig().to_json()}
     m = _process_and_evaluate(s, tmp_path / "r")
     assert m["sync.offset_error_ms"] <= 1.0
     assert m["sync.rate_error_ppm"] <= 10.0
@@ -95,6 +100,9 @@ def test_degenerate_sessions_exit_2_naming_what_is_missing(tmp_path, capsys):
     assert "too few frames" in line and "need 90 frames" in line
     line = one_line_error(capsys, ["sync", str(short)])
     assert "too few frames" in line
+    # The limits are the config's.
+    with pytest.raises(UserError, match="need 200 frames and 20 bearings"):
+        calibrate_session(short, CalibrateConfig(markerless=MarkerlessConfig(min_frames=200, min_observations=20)))
 
     still = tmp_path / "still"
     _simulate(still, 8, seed=3, width=256)

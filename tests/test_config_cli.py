@@ -2,11 +2,14 @@
 
 import argparse
 import dataclasses
+import json
 
+import numpy as np
 import pytest
 
 from omnimocap.apps import cmd_process
 from omnimocap.apps.config_cli import add_config_options, config_class, config_fields, config_from_args
+from omnimocap.capture.rig import Rig, TimeMap
 
 # target -> the values of its fields without a default
 TARGETS = {
@@ -14,6 +17,9 @@ TARGETS = {
     "omnimocap.capture.recorder:RecordConfig": {},
     "omnimocap.capture.pano_open:PanoConfig": {},
     "omnimocap.fusion.export_results:ExportConfig": {"format": "amass"},
+    **{f"omnimocap.calibration.config:{name}": {} for name in (
+        "CalibrateConfig", "SyncConfig", "KinectPosesConfig", "ObserverConfig", "MarkerlessConfig", "BoardConfig",
+        "MotionSyncConfig", "FlashSyncConfig", "RobustConfig")},
 }
 
 
@@ -50,3 +56,58 @@ def test_help_is_the_field_docstring():
     text = " ".join(parser.format_help().split())
     assert "--view-size VIEW_SIZE Side of the wrist-centred views, pixels. (default: 256)" in text
     assert "--no-depth-cue turn off: Refine each hand's depth" in text
+
+
+def _calibration_parser() -> argparse.ArgumentParser:
+    from omnimocap.apps import cmd_calibrate
+
+    parser = argparse.ArgumentParser()
+    cmd_calibrate.register(parser.add_subparsers(dest="verb"))
+    return parser
+
+
+def test_calibrate_and_sync_options_build_their_configs():
+    from omnimocap.calibration.config import CalibrateConfig, SyncConfig
+
+    calls = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("omnimocap.calibration.session.calibrate_session", lambda d, c, **kw: calls.append((d, c, kw)) or {})
+        mp.setattr("omnimocap.calibration.sync.sync_session", lambda d, c, **kw: calls.append((d, c, kw)) or {})
+        args = _calibration_parser().parse_args(["calibrate", "S"])
+        args.func(args)
+        args = _calibration_parser().parse_args(
+            ["calibrate", "S", "--method", "board", "--kinects", "rig", "--observer", "simulated-detector",
+             "--stride", "3", "--search-frames", "60", "--noise-deg", "0.5", "--refine", "--quiet"])
+        args.func(args)
+        args = _calibration_parser().parse_args(["sync", "S", "--flash", "--device", "cuda", "--quiet"])
+        args.func(args)
+    (_, default, kw), (_, config, _), (_, sync, sync_kw) = calls
+    assert default == CalibrateConfig() and kw == {"progress": True}
+    assert (config.method, config.refine, config.kinect_poses.kinects, config.observer.observer, config.observer.stride,
+            config.markerless.search_frames, config.observer.noise_deg) == ("board", True, "rig", "simulated-detector",
+                                                                           3, 60, 0.5)
+    assert config.board == CalibrateConfig().board and config.robust == CalibrateConfig().robust
+    assert sync.flash and sync.observer.device == "cuda" and sync.motion == SyncConfig().motion
+    assert sync_kw == {"progress": False}
+    with pytest.raises(SystemExit):
+        _calibration_parser().parse_args(["calibrate", "S", "--kinects", "guess"])
+
+
+def test_calibrate_help_is_the_field_docstrings(capsys):
+    with pytest.raises(SystemExit):
+        _calibration_parser().parse_args(["calibrate", "--help"])
+    sub = " ".join(capsys.readouterr().out.split())
+    assert "--noise-deg NOISE_DEG Angular noise of the simulated observer, degrees (simulated sessions only). " \
+           "(default: 0.2)" in sub
+    assert "--search-frames SEARCH_FRAMES 360 frames searched whole for hands" in sub
+
+
+def test_rig_files_without_configs_still_load(tmp_path):
+    rig = Rig({"pano": np.eye(4)}, {"pano": TimeMap(1.0, 0.5)}, method="sync", configs={"sync": {"flash": True}})
+    rig.save(tmp_path / "rig.json")
+    assert Rig.load(tmp_path / "rig.json").configs == {"sync": {"flash": True}}
+    old = json.loads((tmp_path / "rig.json").read_text())
+    del old["configs"]
+    (tmp_path / "rig.json").write_text(json.dumps(old))
+    loaded = Rig.load(tmp_path / "rig.json")
+    assert loaded.configs == {} and loaded.time_map("pano").b == 0.5

@@ -240,7 +240,7 @@ def test_bolt_and_azure_sessions_differ_only_in_the_device_clock(sims):
 
 
 def test_sync_on_epoch_like_kinect_times_finds_the_same_time_map(sims):
-    from omnimocap.apps.cmd_calibrate import sync_session
+    from omnimocap.calibration.sync import sync_session
     from omnimocap.capture.rig import Rig
 
     maps = {}

@@ -15,7 +15,8 @@ import pytest
 
 from omnimocap.apps.cli import main
 from omnimocap.capture.rig import Rig
-from omnimocap.calibration.timesync import coarse_time_map, flash_events, frame_brightness
+from omnimocap.calibration.coarse_sync import coarse_time_map
+from omnimocap.calibration.flash_sync import flash_events, frame_brightness
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.pano import PanoReader, read_pano_timestamps
 from omnimocap.capture.session import Session

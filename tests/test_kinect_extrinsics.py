@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from omnimocap.apps.cli import main
-from omnimocap.apps.cmd_calibrate import kinect_poses
+from omnimocap.calibration.config import KinectPosesConfig
+from omnimocap.calibration.kinect_poses import kinect_poses
 from omnimocap.capture.rig import Rig
 from omnimocap.capture.kinect_calibration import NOMINAL_T_ACCEL_DEPTH, calibration_json, parse_calibration
 from omnimocap.capture.kinect_mkv import KinectRecording
@@ -111,4 +112,4 @@ def test_without_imu_the_rig_poses_are_kept_and_said_so(tmp_path):
         np.testing.assert_array_equal(kept.pose(entry.name), previous.pose(entry.name))
     assert kept.inputs["kinect_poses_from"] == "rig: simulated truth (the reference Kinect has no recording with IMU samples)"
     with pytest.raises(InputError, match="no recording with IMU samples"):
-        kinect_poses(session, previous, session.kinects()[0].serial, "estimate")
+        kinect_poses(session, previous, session.kinects()[0].serial, KinectPosesConfig(kinects="estimate"))

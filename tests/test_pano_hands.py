@@ -264,16 +264,14 @@ def test_markerless_and_sync_from_detected_hands_two_people(tmp_path, capsys):
     assert err["offset_ms"] <= 5.0
     # A much worse detector (1 deg box noise, 15 % swapped sides, 30 % missed hands, a false hand in
     # 10 % of the views) still gives the markerless targets.
-    from omnimocap.apps import cmd_calibrate
+    from omnimocap.calibration.config import CalibrateConfig, ObserverConfig
+    from omnimocap.calibration.session import calibrate_session
     from omnimocap.hands.sim_backend import SimViewDetector
 
-    def noisy(session, kind, detector=None, device="cpu"):
-        return SimViewDetector(session.root, noise_deg=1.0, swap=0.15, miss=0.3, false_rate=0.1)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cmd_calibrate, "view_detector", noisy)
-        _run("calibrate", str(s), "--observer", "simulated-detector", "--quiet")
+    noisy = SimViewDetector(s, noise_deg=1.0, swap=0.15, miss=0.3, false_rate=0.1)
+    calibrate_session(s, CalibrateConfig(observer=ObserverConfig(observer="simulated-detector")), view_detector=noisy)
     capsys.readouterr()
+    assert Rig.load(s / "rig.json").configs["calibrate"]["observer"]["observer"] == "simulated-detector"
     noisy_err = _pose_and_clock_errors(s)
     assert noisy_err["rotation_deg"] <= 0.3 and noisy_err["translation_mm"] <= 10.0
     # Refining from that calibration (no search) keeps it.

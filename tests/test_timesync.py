@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from omnimocap.capture.rig import TimeMap
-from omnimocap.calibration.timesync import (
-    TrackSplines, align_flash_events, coarse_time_map, fine_time_map, flash_events, rate_std_ppm,
-)
+from omnimocap.calibration.coarse_sync import coarse_time_map, rate_std_ppm
+from omnimocap.calibration.flash_sync import align_flash_events, flash_events
+from omnimocap.calibration.timesync import fine_time_map
+from omnimocap.calibration.track_splines import TrackSplines
 from omnimocap.geometry.transforms import (
     axis_angle_to_matrix, invert_pose, make_pose, relative_angle_deg, transform_points,
 )

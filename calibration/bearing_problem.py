@@ -1,0 +1,319 @@
+"""Observed bearings in the panorama against interpolated Kinect trajectories: the residual, its
+robust weighted least-squares solve and the solution's uncertainty, shared by the motion sync and
+the markerless calibration.
+
+Units: seconds and metres; bearings are unit vectors in the panorama's camera frame (OpenCV axes,
+see ``geometry/cameras.py``). Poses follow ``geometry/transforms.py``: ``T_ref_pano`` maps
+panorama-frame points into the trajectories' reference frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from omnimocap.calibration.config import RobustConfig
+from omnimocap.calibration.track_splines import TrackSplines
+from omnimocap.capture.rig import TimeMap
+from omnimocap.geometry.transforms import axis_angle_to_matrix, invert_pose, make_pose, transform_points
+
+# Finite-difference step of the fit's parameters (ppm, ms, mrad, mm).
+FD_STEP = 1e-5
+
+
+def offset_grid(search_s: float, step_s: float) -> np.ndarray:
+    """Offsets (seconds) from ``-search_s`` to ``search_s`` in steps of ``step_s``, with an exact 0."""
+    n = int(np.floor(search_s / step_s + 1e-9))
+    return step_s * np.arange(-n, n + 1)
+
+
+
+
+class BearingProblem:
+    """Observed bearings against interpolated trajectories, the residual shared by sync and
+    markerless calibration.
+
+    Parameters, relative to the initial values, in units that keep them O(1):
+    ``x = [rate (ppm), offset at the middle pano time (ms), rotation (mrad, axis-angle in the pano
+    frame), translation (mm, pano frame)]``; the pose is ``T_ref_pano = T0 @ [exp(w) | dt]``.
+    """
+
+    def __init__(self, splines: TrackSplines, t_pano: np.ndarray, track: np.ndarray, bearings: np.ndarray,
+                 init: TimeMap, T_ref_pano: np.ndarray, margin_s: float):
+        self.splines = splines
+        self.n_offsets = 0  # see set_offsets
+        self.t_mid = float(np.median(t_pano)) if len(t_pano) else 0.0
+        self.a0 = init.a
+        self.c0 = init.a * self.t_mid + init.b
+        self.T0 = np.asarray(T_ref_pano, dtype=np.float64)
+        tq = init.to_session(t_pano)
+        seg = splines.locate(track, tq, margin_s)
+        keep = seg >= 0
+        self.t_pano = t_pano[keep]
+        self.track = track[keep]
+        self.seg = seg[keep]
+        self.bearings = bearings[keep]
+        self.weights = np.ones(len(self.t_pano))
+        self.ar = np.zeros(0)
+        self.prev = np.zeros((len(self.t_pano), 0), dtype=np.int64)
+        self.start_scale = 1.0
+
+    def __len__(self) -> int:
+        return len(self.t_pano)
+
+    def time_map(self, x: np.ndarray) -> TimeMap:
+        a = self.a0 + x[0] * 1e-6
+        c = self.c0 + x[1] * 1e-3
+        return TimeMap(float(a), float(c - a * self.t_mid))
+
+    def pose(self, x: np.ndarray) -> np.ndarray:
+        if len(x) - 3 * self.n_offsets <= 2:
+            return self.T0
+        return self.T0 @ make_pose(axis_angle_to_matrix(x[2:5] * 1e-3), x[5:8] * 1e-3)
+
+    def set_offsets(self, t_frames: np.ndarray, frames: np.ndarray, offset_tracks: np.ndarray,
+                    prior_m: float, noise_deg: float) -> None:
+        """Model a constant offset per track of ``offset_tracks`` (K,) bool, in a frame that moves
+        with the body: ``frames`` (N,K,3,3) rotations (columns: the frame's axes in the reference
+        frame) at times ``t_frames`` (N,) (the nearest one is used). The offsets (mm) follow the
+        other parameters in ``x``, with a prior of ``prior_m`` per axis weighed like a bearing of
+        ``noise_deg``. A detector's keypoint is not the Kinect's joint: the difference stays with the
+        body, turns with it, and would otherwise look like a clock error."""
+        slots = np.full(self.splines.num_tracks, -1, dtype=np.int64)
+        slots[np.flatnonzero(offset_tracks)] = np.arange(int(np.sum(offset_tracks)))
+        self.n_offsets = int(np.sum(offset_tracks))
+        self.offset_slot = slots[self.track]
+        self.offset_t = np.asarray(t_frames, dtype=np.float64)
+        self.offset_frames = np.nan_to_num(np.asarray(frames, dtype=np.float64))
+        self.offset_prior = np.radians(noise_deg) / prior_m * 1e-3  # per mm of offset
+
+    def offsets_m(self, x: np.ndarray) -> np.ndarray:
+        """The modelled offsets (n,3), metres, in the body's frame."""
+        return x[len(x) - 3 * self.n_offsets:].reshape(-1, 3) * 1e-3 if self.n_offsets else np.zeros((0, 3))
+
+    def predicted(self, x: np.ndarray) -> np.ndarray:
+        """Unit bearings (M,3) of the interpolated trajectories in the panorama frame."""
+        tq = self.time_map(x).to_session(self.t_pano)
+        p_ref = self.splines.evaluate(self.seg, tq)
+        if self.n_offsets:
+            on = self.offset_slot >= 0
+            i = np.clip(np.searchsorted(self.offset_t, tq[on]), 0, len(self.offset_t) - 1)
+            R = self.offset_frames[i, self.track[on]]
+            p_ref[on] = p_ref[on] + (R @ self.offsets_m(x)[self.offset_slot[on]][..., None])[..., 0]
+        p = transform_points(invert_pose(self.pose(x)), p_ref)
+        return p / np.linalg.norm(p, axis=-1, keepdims=True)
+
+    def residuals(self, x: np.ndarray) -> np.ndarray:
+        """Chord vectors (3M,) between predicted and observed bearings (about the angle in radians),
+        each scaled by its observation's weight, and whitened once :meth:`estimate_whitening` has
+        run."""
+        r = (self.predicted(x) - self.bearings) * self.weights[:, None]
+        return self._whiten(r).ravel()
+
+    def _whiten(self, r: np.ndarray) -> np.ndarray:
+        if not len(self.ar):
+            return r
+        full = np.all(self.prev >= 0, axis=1)
+        e = r.copy()
+        for lag, phi in enumerate(self.ar):
+            e[full] -= phi * r[self.prev[full, lag]]
+        e[~full] *= self.start_scale
+        return e
+
+    def estimate_whitening(self, x: np.ndarray, order: int, inlier: np.ndarray) -> None:
+        """Fit an autoregressive model of ``order`` to the weighted residuals at ``x`` (each track's,
+        over consecutive panorama frames, pooled over the tracks; Yule-Walker) and whiten the
+        residuals with it from now on: :meth:`residuals` becomes each residual minus its prediction
+        from the same track's previous frames, the innovation, and a residual without those
+        frames (the start of a run, or after an outlier, ``inlier`` False) is scaled to the
+        innovation's size. Order 0 turns whitening off."""
+        self.ar = np.zeros(0)
+        if order <= 0:
+            return
+        prev = _predecessors(self.t_pano, self.track, order)
+        prev[(prev >= 0) & ~inlier[np.maximum(prev, 0)]] = -1
+        r = np.where(inlier[:, None], (self.predicted(x) - self.bearings) * self.weights[:, None], 0.0)
+        gamma = [np.sum(r * r) / max(inlier.sum(), 1)]
+        for lag in range(order):
+            ok = (prev[:, lag] >= 0) & inlier
+            gamma.append(np.sum(r[ok] * r[prev[ok, lag]]) / max(ok.sum(), 1))
+        gamma = np.asarray(gamma)
+        if not gamma[0] > 0:
+            return
+        toeplitz = gamma[np.abs(np.subtract.outer(np.arange(order), np.arange(order)))]
+        try:
+            phi = np.linalg.solve(toeplitz, gamma[1:])
+        except np.linalg.LinAlgError:
+            return
+        innovation = gamma[0] - phi @ gamma[1:]
+        if not (np.all(np.isfinite(phi)) and 0 < innovation <= gamma[0]):
+            return
+        self.ar, self.prev = phi, prev
+        self.start_scale = float(np.sqrt(innovation / gamma[0]))
+
+    def weigh_by_distance(self, x: np.ndarray, noise_deg: float, point_noise_m: float) -> None:
+        """Weights from each observation's expected angular error: the bearing noise ``noise_deg``
+        plus the trajectory's noise seen from the point's distance to the panorama at ``x``. That
+        noise is ``point_noise_m`` (metres, per axis, after smoothing, for a trajectory of relative
+        noise 1) times the trajectory's relative noise at the observation's time
+        (:meth:`TrackSplines.relative_noise`). A hand 0.5 m from the camera turns the same
+        tracking error into three times the angle it makes at 1.5 m; weighted least squares
+        then trusts the far points, and the well-tracked ones, more. Weights are 1 for a noise-free
+        trajectory."""
+        tq = self.time_map(x).to_session(self.t_pano)
+        p = transform_points(invert_pose(self.pose(x)), self.splines.evaluate(self.seg, tq))
+        dist = np.maximum(np.linalg.norm(p, axis=-1), 0.1)
+        point_noise = point_noise_m * self.splines.relative_noise(self.seg, tq)
+        s_obs = np.radians(noise_deg)
+        self.weights = s_obs / np.sqrt(s_obs ** 2 + (point_noise / dist) ** 2)
+
+    def angles_deg(self, x: np.ndarray) -> np.ndarray:
+        chord = np.linalg.norm(self.predicted(x) - self.bearings, axis=-1)
+        return np.degrees(2 * np.arcsin(np.clip(chord / 2, 0.0, 1.0)))
+
+    def scan_offset(self, x: np.ndarray, search_s: float, step_s: float) -> np.ndarray:
+        """``x`` with its offset replaced by the grid value of least median angle."""
+        best, best_x = np.inf, x
+        for d in offset_grid(search_s, step_s):
+            trial = x.copy()
+            trial[1] = x[1] + d * 1e3
+            med = np.median(self.angles_deg(trial))
+            if med < best:
+                best, best_x = med, trial
+        return best_x
+
+    def solve(self, x0: np.ndarray, noise_deg: float, rate_prior_std_ppm: float | None = None,
+              noise_ar_order: int = 0, robust: RobustConfig | None = None) -> tuple[np.ndarray, dict]:
+        """Robust least squares from ``x0``; returns the solution and its statistics. A first
+        soft-L1 fit with the scale ``2 * noise_deg``; with ``robust.scale_from_data`` (default
+        :class:`RobustConfig`) a second fit with ``robust.loss`` (Cauchy by default) whose scale comes
+        from that fit's residuals (the detections' real scatter, not the assumed one), which keeps
+        mislabelled or misassociated bearings from pulling.
+
+        Residuals of one track are correlated over neighbouring frames: the Kinect joint noise is
+        partly slow (it drifts over a fraction of a second, which no low-pass removes without
+        removing the motion too), and the smoothing correlates the rest. Ordinary least squares
+        treats every frame as new evidence; the covariance inflated by the autocorrelation time at
+        zero lag then overstates the uncertainty (about twice the scatter of the errors on simulated
+        sessions). With ``noise_ar_order`` > 0, a first fit's residuals give an autoregressive noise
+        model that whitens them (:meth:`estimate_whitening`) and the fit is repeated on the
+        innovations (generalised least squares). Whatever correlation remains inflates the
+        covariance by the residuals' integrated autocorrelation time.
+        ``rate_prior_std_ppm`` adds the initial rate as a measurement of that uncertainty (the host
+        arrival times measure the rate independently of the latency), weighted against the motion
+        with the same correction."""
+        robust = robust or RobustConfig()
+        scale = np.radians(2.0 * noise_deg)
+        loss = "soft_l1"
+        fit = self._fit(x0, scale, 0.0)
+        stats = self._stats(fit, noise_deg, None)
+        if robust.scale_from_data:
+            # the loss's scale from the residuals themselves: the median angle of a 2-D Gaussian
+            # bearing error is 1.177 sigma per axis
+            sigma = np.radians(float(np.median(self.angles_deg(fit.x)))) / 1.1774
+            scale = max(robust.scale_sigmas * sigma, np.radians(robust.min_scale_deg))
+            loss = robust.loss
+            fit = self._fit(fit.x, scale, 0.0, loss)
+            stats = self._stats(fit, noise_deg, None)
+        if noise_ar_order > 0:
+            self.estimate_whitening(fit.x, noise_ar_order, stats["inlier"])
+            # The innovations are smaller than the residuals; the outlier threshold follows.
+            scale *= self.start_scale if len(self.ar) else 1.0
+            fit = self._fit(fit.x, scale, 0.0, loss)
+            stats = self._stats(fit, noise_deg, None)
+        if rate_prior_std_ppm:
+            w = stats["sigma"] * np.sqrt(stats["tau"]) / rate_prior_std_ppm
+            fit = self._fit(fit.x, scale, w, loss)
+            stats = self._stats(fit, noise_deg, rate_prior_std_ppm)
+        return fit.x, stats
+
+    def _fit(self, x0: np.ndarray, scale: float, prior_weight: float, loss: str = "soft_l1"):
+        def fun(x):
+            r = self.residuals(x)
+            if self.n_offsets:
+                r = np.r_[r, self.offset_prior * x[len(x) - 3 * self.n_offsets:]]
+            return np.r_[r, prior_weight * x[0]] if prior_weight else r
+        def jac(x):
+            # Forward differences with an absolute step: the parameters are in units that keep them
+            # O(1), and a relative step (scipy's diff_step) vanishes for a parameter that starts at
+            # a round-off value such as 1e-14 (a zero Jacobian, and a fit that never moves).
+            f0 = fun(x)
+            return np.stack([(fun(x + FD_STEP * e) - f0) / FD_STEP for e in np.eye(len(x))], axis=1)
+        return least_squares(fun, x0, jac=jac, loss=loss, f_scale=scale, x_scale=1.0)
+
+    def _stats(self, fit, noise_deg: float, rate_prior_std_ppm: float | None) -> dict:
+        x = fit.x
+        ang = self.angles_deg(x)
+        inlier = ang < max(3.0 * 1.4826 * np.median(ang), 3 * noise_deg)
+        J = fit.jac[:3 * len(self)].reshape(len(self), 3, -1)[inlier].reshape(-1, len(x))
+        res = self.residuals(x).reshape(-1, 3)
+        r = res[inlier].ravel()
+        # Two of the three chord components carry the angular error; the radial one is ~0.
+        sigma2 = float(r @ r / max(2 * inlier.sum() - len(x), 1))
+        tau = _autocorrelation_time(np.where(inlier[:, None], res, 0.0), self.track, self.t_pano)
+        info = J.T @ J / (sigma2 * tau)
+        if self.n_offsets:
+            k = 3 * self.n_offsets
+            info[-k:, -k:] += np.eye(k) * self.offset_prior ** 2 / sigma2
+        if rate_prior_std_ppm:
+            info[0, 0] += 1.0 / rate_prior_std_ppm ** 2
+        try:
+            std = np.sqrt(np.clip(np.diag(np.linalg.inv(info)), 0.0, None))
+        except np.linalg.LinAlgError:
+            std = np.full(len(x), np.inf)
+        return {
+            "residual_rms_deg": float(np.sqrt(np.mean(ang[inlier] ** 2))) if inlier.any() else float("nan"),
+            "residual_median_deg": float(np.median(ang)),
+            "n_inliers": int(inlier.sum()),
+            "inlier": inlier,
+            "sigma": float(np.sqrt(sigma2)),
+            "tau": tau,
+            "std": std,
+        }
+
+
+def _predecessors(t: np.ndarray, track: np.ndarray, order: int) -> np.ndarray:
+    """Index (M, order) of each observation's own track's observation 1..order frames earlier, -1 where
+    that frame has none; frames are counted from the times' typical step, so dropped frames count."""
+    u = np.unique(t)
+    step = np.median(np.diff(u)) if len(u) > 1 else 1.0
+    frame = np.r_[0, np.cumsum(np.maximum(np.round(np.diff(u) / step), 1))].astype(np.int64)
+    f = frame[np.searchsorted(u, t)]
+    key = track.astype(np.int64) * (frame[-1] + order + 1) + f
+    idx = np.argsort(key)
+    sorted_key = key[idx]
+    out = np.full((len(t), order), -1, dtype=np.int64)
+    for lag in range(1, order + 1):
+        pos = np.clip(np.searchsorted(sorted_key, key - lag), 0, len(key) - 1)
+        hit = sorted_key[pos] == key - lag
+        out[:, lag - 1] = np.where(hit, idx[pos], -1)
+    return out
+
+
+def _autocorrelation_time(res: np.ndarray, track: np.ndarray, t: np.ndarray, max_lag: int = 30) -> float:
+    """Integrated autocorrelation time (in observations, >= 1) of residual sequences (M,3), per track
+    in time order, summed over the initial positive lags."""
+    num = np.zeros(max_lag + 1)
+    for k in np.unique(track):
+        idx = np.nonzero(track == k)[0]
+        r = res[idx[np.argsort(t[idx])]]
+        r = r - r.mean(axis=0)
+        for lag in range(min(max_lag, len(r) - 1) + 1):
+            num[lag] += np.sum(r[lag:] * r[:len(r) - lag])
+    if num[0] <= 0:
+        return 1.0
+    rho = num[1:] / num[0]
+    stop = np.argmax(rho <= 0) if np.any(rho <= 0) else len(rho)
+    return float(max(1.0, 1.0 + 2.0 * rho[:stop].sum()))
+
+
+def flatten_observations(t_pano: np.ndarray, bearings: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flatten (F,) times and (F,K,3) bearings (NaN = unseen) into per-observation arrays."""
+    t_pano = np.asarray(t_pano, dtype=np.float64)
+    bearings = np.asarray(bearings, dtype=np.float64)
+    if bearings.ndim != 3 or bearings.shape[0] != len(t_pano) or bearings.shape[2] != 3:
+        raise ValueError(f"bearings must be (F,K,3) with F = len(t_pano), got {bearings.shape}")
+    ok = np.all(np.isfinite(bearings), axis=-1)
+    f_idx, k_idx = np.nonzero(ok)
+    b = bearings[f_idx, k_idx]
+    return t_pano[f_idx], k_idx, b / np.linalg.norm(b, axis=-1, keepdims=True)

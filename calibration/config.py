@@ -1,0 +1,164 @@
+"""The settings of ``calibrate`` and ``sync``: one dataclass per verb, made of blocks, each field
+with its unit in its docstring.
+
+The command-line options of both verbs are generated from these fields (``apps/config_cli.py``),
+so the CLI and the library share every default, and the configuration used is written into the
+session's ``rig.json`` beside the result (``configs.calibrate`` / ``configs.sync``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+# What sees the people in the panorama (see calibration/pano_observer.py).
+OBSERVERS = ("auto", "simulated", "detector", "simulated-detector")
+
+
+@dataclass
+class RobustConfig:
+    """The robust loss of :meth:`~omnimocap.calibration.bearing_problem.BearingProblem.solve` (sync
+    and markerless calibration)."""
+
+    scale_from_data: bool = True
+    """Refit with the loss scaled by the residuals of a first fit (off: soft-L1 at 2 * noise_deg)."""
+    loss: str = "cauchy"
+    """scipy least_squares loss of the refit."""
+    scale_sigmas: float = 2.5
+    """The refit's loss scale in robust standard deviations of the first fit's residuals (per axis)."""
+    min_scale_deg: float = 0.05
+    """Lowest loss scale, degrees (noise-free simulations)."""
+
+
+@dataclass
+class ObserverConfig:
+    """What sees the people in the panorama, and how its detections are associated and solved."""
+
+    observer: str = "auto"
+    """What sees the people in the panorama: the simulated observer (default for simulated sessions), WiLoR's hand
+    detector (default otherwise) or the simulated detector."""
+    noise_deg: float = 0.2
+    """Angular noise of the simulated observer, degrees (simulated sessions only)."""
+    detector: str | None = None
+    """The hand detector's weights (default: <models>/wilor/detector.pt)."""
+    device: str = "cpu"
+    """Torch device of the hand detector (cpu, cuda)."""
+    stride: int = 1
+    """Detect hands in every N-th 360 frame."""
+    association_rounds: int = 2
+    """Detections are associated with the Kinect hands under the current pose and clock, so association and
+    solve alternate this many times, each from the previous solve's pose and clock."""
+    refit_search_s: float = 0.05
+    """Offset search, seconds, of every solve on detections after the first (the clock is then known to a
+    frame or two)."""
+
+
+@dataclass
+class MarkerlessConfig:
+    """The 360 camera's pose and clock from people moving in view (calibration/markerless.py)."""
+
+    search_s: float = 0.5
+    """Offset search, seconds, of the simulated observer's calibration from nothing (around the host-arrival
+    map)."""
+    detected_search_s: float = 0.25
+    """Offset search, seconds, of the first solve on detected hands (around the search's clock)."""
+    refine_search_s: float = 0.1
+    """Offset search, seconds, when refining a previous calibration (--refine)."""
+    search_frames: int = 150
+    """360 frames searched whole for hands when calibrating from nothing."""
+    min_observations: int = 150
+    """Fewest bearings inside the Kinect trajectories a calibration needs."""
+    min_frames: int = 90
+    """Fewest panorama frames with a bearing inside the Kinect trajectories: pose and offset need a few seconds
+    of motion, however many joints each frame shows."""
+    min_motion_m: float = 0.05
+    """Least RMS motion of a tracked joint about its mean, metres, below which the people stand still."""
+
+
+@dataclass
+class KinectPosesConfig:
+    """The Kinects' poses and the world frame (calibration/kinect_poses.py)."""
+
+    kinects: str | None = None
+    """estimate: the Kinects' poses and the world frame from the reference Kinect's IMU and floor and the shared
+    skeletons (default when the reference Kinect recorded its IMU); rig: keep the rig's (default otherwise)."""
+    floor_frames: int = 6
+    """Depth frames of the reference Kinect, spread over the recording, whose points the floor is fitted to."""
+    floor_stride_px: int = 2
+    """Pixel step of the depth points taken from each floor frame."""
+
+
+@dataclass
+class BoardConfig:
+    """The ChArUco board method (calibration/board_session.py)."""
+
+    still_deg: float = 0.05
+    """A board counts as still between two colour frames when no common corner moved more than this, degrees."""
+    min_still_frames: int = 6
+    """Colour frames a still run needs (0.2 s at 30 fps) before its middle frame is used."""
+    min_corners: int = 6
+    """Fewest board corners a detection needs."""
+    min_kinect_poses: int = 2
+    """Still runs a non-reference Kinect must share with the reference before the board places it."""
+
+
+@dataclass
+class CalibrateConfig:
+    """``omnimocap calibrate``: the world frame, the Kinects' poses and the 360 camera's pose and clock."""
+
+    method: str = "markerless"
+    """How the 360 camera is placed: markerless (people moving in view) or board (a ChArUco board held still)."""
+    refine: bool = False
+    """Markerless: start from the rig's current 360 pose and clock (a previous calibration) instead of searching
+    from nothing."""
+    kinect_poses: KinectPosesConfig = field(default_factory=KinectPosesConfig)
+    observer: ObserverConfig = field(default_factory=ObserverConfig)
+    markerless: MarkerlessConfig = field(default_factory=MarkerlessConfig)
+    board: BoardConfig = field(default_factory=BoardConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class MotionSyncConfig:
+    """The time map from motion with the rig's pose (calibration/timesync.py)."""
+
+    search_s: float = 0.25
+    """Offset search, seconds, of the first solve (around the host-arrival map)."""
+    first_gate_deg: float = 8.0
+    """Association gate, degrees, of detections with the predicted hands under the host-arrival map."""
+    gate_deg: float = 6.0
+    """Association gate, degrees, under a solved clock."""
+
+
+@dataclass
+class FlashSyncConfig:
+    """The time map from flashes (calibration/flash_sync.py)."""
+
+    min_step: float = 5.0
+    """A flash is a rise of at least this many grey levels (of 255) in a frame's mean brightness: people moving
+    change it by a fraction of a level, a light switched on by tens."""
+    tolerance_s: float = 0.5
+    """Most, seconds, that the host-arrival map may be off (latency, jitter) when a 360 flash is paired with a
+    Kinect one."""
+    min_rate_span_s: float = 1.0
+    """Flash pairs closer together than this, seconds, fix the offset only: over a shorter span a sub-millisecond
+    error in each event would be a rate error of hundreds of ppm."""
+
+
+@dataclass
+class SyncConfig:
+    """``omnimocap sync``: the 360 camera's time map, from motion or from flashes."""
+
+    flash: bool = False
+    """From flashes (a light switched on) seen by the 360 camera and the reference Kinect's colour camera instead
+    of from motion."""
+    observer: ObserverConfig = field(default_factory=ObserverConfig)
+    motion: MotionSyncConfig = field(default_factory=MotionSyncConfig)
+    flashes: FlashSyncConfig = field(default_factory=FlashSyncConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)

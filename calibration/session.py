@@ -1,0 +1,139 @@
+"""``calibrate`` on a session: the world frame and the Kinects' poses, then the 360 camera's pose and
+clock, written into the session's ``rig.json`` with the configuration used.
+
+The Kinects first (calibration/kinect_poses.py: estimated from the reference Kinect's IMU and floor
+and the shared skeletons, or kept from the rig), then the 360 camera relative to the reference
+(first) Kinect: from a ChArUco board (calibration/board_session.py), or markerless from people
+moving in view (calibration/markerless.py), the panorama's side seen by the simulated observer or
+by a hand detector (calibration/pano_observer.py). ``refine`` starts the markerless solve from the
+rig's current 360 pose and clock instead of searching from nothing.
+
+Poses ``T_a_b`` map frame-b points into frame a (metres); times in seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from omnimocap.calibration.board_session import calibrate_board
+from omnimocap.calibration.coarse_sync import coarse_time_map, rate_std_ppm, with_rate
+from omnimocap.calibration.config import CalibrateConfig
+from omnimocap.calibration.kinect_poses import kinect_poses
+from omnimocap.calibration.markerless import MarkerlessResult, calibrate_markerless
+from omnimocap.calibration.observations import TRACKS_PER_PERSON, kinect_wrist_tracks, pano_observations
+from omnimocap.calibration.pano_hands import (
+    DETECTION_MAX_ROTATION_STD_DEG, DETECTION_MAX_TRANSLATION_STD_MM, DETECTION_NOISE_AR_ORDER, DETECTION_NOISE_DEG,
+    ViewDetector, detect_hands,
+)
+from omnimocap.calibration.pano_observer import detection_inputs, observer_inputs, observer_kind, open_view_detector
+from omnimocap.calibration.session_rig import load_rig, reference_serial, write_rig
+from omnimocap.capture.rig import Rig, TimeMap
+from omnimocap.capture.session import Session
+from omnimocap.errors import InputError, UserError
+from omnimocap.geometry.transforms import invert_pose
+
+
+def calibrate_session(session_dir, config: CalibrateConfig | None = None, *, view_detector: ViewDetector | None = None,
+                      progress: bool = False) -> dict:
+    """Solve the Kinects' poses and the world frame, then the 360 camera's pose and time map, as
+    ``config`` (default :class:`CalibrateConfig`) says, and write the session's rig.json with the
+    configuration under ``configs.calibrate``; returns the 360 camera's residuals. ``view_detector``
+    replaces the hand detector that ``config.observer`` would open (detector observers only)."""
+    config = config or CalibrateConfig()
+    if config.method not in ("markerless", "board"):
+        raise ValueError(f"unknown calibration method {config.method!r}; 'markerless' or 'board'")
+    session = Session.open(session_dir)
+    previous = load_rig(session)
+    serial = reference_serial(session, previous)
+    markerless = config.method == "markerless"
+    kind = observer_kind(session, config.observer.observer) if markerless else None
+    start = _previous_calibration(session, previous, serial) if config.refine and markerless else None
+    kinect_rig = kinect_poses(session, previous, serial, config.kinect_poses)
+    if markerless:
+        rig, result = _calibrate_markerless(session, previous, kinect_rig, serial, kind, start, config,
+                                            view_detector, progress)
+    else:
+        rig, result = calibrate_board(session, previous, kinect_rig, config.board)
+    rig.configs = {"calibrate": config.to_json()}
+    write_rig(session, rig, previous)
+    return result
+
+
+def _calibrate_markerless(session: Session, previous: Rig, kinect_rig: Rig, serial: str, kind: str,
+                          start: tuple[np.ndarray, TimeMap] | None, config: CalibrateConfig,
+                          view_detector: ViewDetector | None, progress: bool) -> tuple[Rig, dict]:
+    """The rig with the 360 camera placed markerless on ``kinect_rig``'s reference Kinect, and the
+    verb's summary."""
+    if kind == "simulated":
+        res, n_frames, inputs = _from_simulated_observer(session, kinect_rig, serial, start, config)
+    else:
+        det = view_detector or open_view_detector(session, kind, config.observer.detector, config.observer.device)
+        res, n_frames, inputs = _from_detected_hands(session, kinect_rig, serial, start, config, det, progress)
+    rig = Rig(dict(kinect_rig.T_world_sensor), dict(previous.time_maps), method="markerless", is_truth=False)
+    rig.T_world_sensor["pano"] = kinect_rig.pose(f"kinect_{serial}") @ res.T_kinect_pano
+    rig.time_maps["pano"] = res.time_map
+    rig.residuals = {**kinect_rig.residuals, "pano": res.to_json()}
+    rig.inputs = {"reference_kinect": serial, "pano_frames": n_frames, **kinect_rig.inputs, **inputs,
+                  "started_from": f"rig: {previous.method}" if start is not None else "nothing"}
+    return rig, {"method": "markerless", **rig.residuals["pano"]}
+
+
+def _from_simulated_observer(session: Session, kinect_rig: Rig, serial: str, start: tuple[np.ndarray, TimeMap] | None,
+                             config: CalibrateConfig) -> tuple[MarkerlessResult, int, dict]:
+    """Markerless calibration on the simulated observer's bearings: the result, the panorama
+    frames used and the rig.json inputs."""
+    obs = pano_observations(session, noise_deg=config.observer.noise_deg)
+    coarse = coarse_time_map(obs.t_pano, obs.t_host)
+    tracks = kinect_wrist_tracks(session, serial, kinect_rig, obs.bearings.shape[1] // TRACKS_PER_PERSON)
+    init_T, init_time, search = None, coarse, config.markerless.search_s
+    if start is not None:
+        init_T = start[0]
+        init_time = with_rate(start[1], coarse, float(np.median(obs.t_pano)))
+        search = config.markerless.refine_search_s
+    res = calibrate_markerless(obs.t_pano, obs.bearings, tracks.t_session, tracks.points, traj_sigma=tracks.sigma,
+                               init_time=init_time, init_T_kinect_pano=init_T, search_s=search,
+                               rate_prior_std_ppm=rate_std_ppm(obs.t_pano, coarse), limits=config.markerless,
+                               robust=config.robust)
+    return res, int(len(obs.t_pano)), observer_inputs(obs)
+
+
+def _from_detected_hands(session: Session, kinect_rig: Rig, serial: str, start: tuple[np.ndarray, TimeMap] | None,
+                         config: CalibrateConfig, det: ViewDetector, progress: bool
+                         ) -> tuple[MarkerlessResult, int, dict]:
+    """Markerless calibration on hand detections: searched from nothing (or started from
+    ``start``), then association and solve alternating ``config.observer.association_rounds``
+    times. Returns the result, the panorama frames of the last solve and the rig.json inputs."""
+    detected = detect_hands(session, kinect_wrist_tracks(session, serial, kinect_rig), det,
+                            stride=config.observer.stride, search_frames=config.markerless.search_frames,
+                            progress=progress, T_kinect_pano=None if start is None else start[0],
+                            init_time=None if start is None else start[1])
+    coarse = coarse_time_map(detected.t_pano, detected.t_host)
+    prior = rate_std_ppm(detected.t_pano, coarse)
+    T, tm = detected.T_kinect_pano, detected.time_map
+    search = config.markerless.detected_search_s if start is None else config.markerless.refine_search_s
+    for _ in range(config.observer.association_rounds):
+        obs = detected.observations(T, tm)
+        res = calibrate_markerless(obs.t_pano, obs.bearings, detected.candidates.t_session,
+                                   detected.candidates.points, traj_sigma=detected.candidates.sigma,
+                                   init_time=with_rate(tm, coarse, float(np.median(obs.t_pano))),
+                                   init_T_kinect_pano=T, search_s=search, noise_deg=DETECTION_NOISE_DEG,
+                                   rate_prior_std_ppm=prior,
+                                   max_rotation_std_deg=DETECTION_MAX_ROTATION_STD_DEG,
+                                   max_translation_std_mm=DETECTION_MAX_TRANSLATION_STD_MM,
+                                   noise_ar_order=DETECTION_NOISE_AR_ORDER, limits=config.markerless,
+                                   robust=config.robust)
+        T, tm, search = res.T_kinect_pano, res.time_map, config.observer.refit_search_s
+    return res, int(len(obs.t_pano)), detection_inputs(detected, det)
+
+
+def _previous_calibration(session: Session, previous: Rig, serial: str) -> tuple[np.ndarray, TimeMap]:
+    """The rig's 360 pose relative to the reference Kinect (``T_kinect_pano``) and its 360 time
+    map, to refine from."""
+    if previous.is_truth:
+        raise UserError("--refine needs a previous calibration, and rig.json holds the simulated truth",
+                        path=session.rig_path, fix="calibrate without --refine first")
+    if "pano" not in previous.T_world_sensor or "pano" not in previous.time_maps:
+        raise InputError("--refine needs the 360 camera's pose and time map in rig.json", path=session.rig_path,
+                         fix="calibrate without --refine first")
+    return invert_pose(previous.pose(f"kinect_{serial}")) @ previous.pose("pano"), previous.time_map("pano")
+

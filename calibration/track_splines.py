@@ -1,0 +1,133 @@
+"""Point trajectories of the Kinects (hands, wrists) as cubic splines, evaluated at any session time.
+
+What the motion sync and the markerless calibration compare the panorama's bearings with: each
+trajectory is cut into segments at missing samples and gaps, low-passed without delay, and carries
+its relative noise. Units: seconds (session clock) and metres (the trajectories' reference frame).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.interpolate import CubicSpline
+from scipy.signal import butter, sosfiltfilt
+
+
+class TrackSplines:
+    """Cubic splines through K point trajectories sampled at times ``t`` (N,) seconds, ``points``
+    (N,K,3) metres (NaN where a point is missing). A trajectory is cut into segments at missing
+    samples and at gaps longer than ``max_gap_s``; segments with fewer than ``min_samples`` are dropped.
+
+    ``smooth_hz`` applies a zero-phase low-pass (Butterworth, forward-backward, so it shifts nothing in
+    time) to each segment first: body motion is slow next to the sensor's frame rate, so this removes
+    much of the per-frame noise without delaying the trajectory. It assumes near-uniform sampling
+    within a segment.
+
+    ``sigma`` (N,K) is each sample's noise relative to a reference point noise (default: all 1);
+    samples where it is NaN or infinite count as missing. The smoothed trajectory averages the noise
+    of neighbouring samples, so :meth:`relative_noise` reports the RMS of ``sigma`` over the same
+    low-pass window (the filter applied to the variances).
+    """
+
+    def __init__(self, t: np.ndarray, points: np.ndarray, *, sigma: np.ndarray | None = None,
+                 smooth_hz: float | None = None, max_gap_s: float = 0.25, min_samples: int = 6):
+        t = np.asarray(t, dtype=np.float64)
+        points = np.asarray(points, dtype=np.float64)
+        if points.ndim != 3 or points.shape[0] != len(t) or points.shape[2] != 3:
+            raise ValueError(f"points must be (N,K,3) with N = len(t), got {points.shape} for {len(t)} times")
+        if np.any(np.diff(t) <= 0):
+            raise ValueError("trajectory times must increase strictly")
+        if sigma is None:
+            var = np.ones(points.shape[:2])
+        else:
+            sigma = np.asarray(sigma, dtype=np.float64)
+            if sigma.shape != points.shape[:2]:
+                raise ValueError(f"sigma must be (N,K) = {points.shape[:2]}, got {sigma.shape}")
+            var = np.where(np.isfinite(sigma) & (sigma > 0), sigma, np.nan) ** 2
+        self.num_tracks = points.shape[1]
+        self.t0: list[float] = []
+        self.t1: list[float] = []
+        self.track: list[int] = []
+        self.splines: list[CubicSpline] = []
+        self.variance: list[tuple[np.ndarray, np.ndarray]] = []
+        for k in range(self.num_tracks):
+            finite = np.all(np.isfinite(points[:, k]), axis=-1) & np.isfinite(var[:, k])
+            for lo, hi in _runs(finite, t, max_gap_s):
+                if hi - lo < min_samples:
+                    continue
+                ts, ps, vs = t[lo:hi], points[lo:hi, k], var[lo:hi, k]
+                if smooth_hz:
+                    ps = _lowpass(ts, ps, smooth_hz)
+                    # The filter's small negative lobes could push a variance below any sample's.
+                    vs = np.clip(_lowpass(ts, vs, smooth_hz), vs.min(), vs.max())
+                self.t0.append(ts[0])
+                self.t1.append(ts[-1])
+                self.track.append(k)
+                self.splines.append(CubicSpline(ts, ps, axis=0))
+                self.variance.append((ts, vs))
+
+    def locate(self, track: np.ndarray, t_query: np.ndarray, margin: float = 0.0) -> np.ndarray:
+        """Segment index (M,) holding each query (track k, time t) with ``margin`` seconds to spare on
+        both sides, -1 where none does."""
+        seg = np.full(len(t_query), -1, dtype=np.int64)
+        for s, (k, a, b) in enumerate(zip(self.track, self.t0, self.t1)):
+            inside = (track == k) & (t_query >= a + margin) & (t_query <= b - margin)
+            seg[inside] = s
+        return seg
+
+    def evaluate(self, seg: np.ndarray, t_query: np.ndarray, nu: int = 0) -> np.ndarray:
+        """Positions (M,3) (or their ``nu``-th time derivative) at ``t_query`` in segments ``seg``
+        (from :meth:`locate`; all >= 0)."""
+        out = np.empty((len(t_query), 3))
+        for s in np.unique(seg):
+            m = seg == s
+            out[m] = self.splines[s](t_query[m], nu)
+        return out
+
+    def relative_noise(self, seg: np.ndarray, t_query: np.ndarray) -> np.ndarray:
+        """Relative noise (M,) of the (smoothed) positions at ``t_query`` in segments ``seg`` (all >= 0):
+        the RMS of ``sigma`` over the smoothing window, linearly interpolated between samples."""
+        out = np.empty(len(t_query))
+        for s in np.unique(seg):
+            m = seg == s
+            ts, vs = self.variance[s]
+            out[m] = np.sqrt(np.interp(t_query[m], ts, vs))
+        return out
+
+
+def _runs(finite: np.ndarray, t: np.ndarray, max_gap_s: float) -> list[tuple[int, int]]:
+    """[lo, hi) index ranges of finite samples without a time gap above ``max_gap_s``."""
+    breaks = ~finite | np.r_[True, np.diff(t) > max_gap_s]
+    runs, lo = [], None
+    for i in range(len(t)):
+        if not finite[i]:
+            if lo is not None:
+                runs.append((lo, i))
+            lo = None
+        elif breaks[i] or lo is None:
+            if lo is not None:
+                runs.append((lo, i))
+            lo = i
+    if lo is not None:
+        runs.append((lo, len(t)))
+    return runs
+
+
+def _lowpass(t: np.ndarray, p: np.ndarray, cutoff_hz: float) -> np.ndarray:
+    fs = 1.0 / np.median(np.diff(t))
+    if cutoff_hz >= 0.45 * fs:
+        return p
+    sos = butter(2, cutoff_hz, fs=fs, output="sos")
+    if len(p) <= 3 * (2 * len(sos) + 1):
+        return p
+    return sosfiltfilt(sos, p, axis=0)
+
+
+def track_motion_m(splines: TrackSplines, seg: np.ndarray, track: np.ndarray, t: np.ndarray) -> float:
+    """Largest RMS distance (metres) of a track's interpolated positions at times ``t`` from their mean:
+    how much the observed points move. Smoothed sensor noise alone stays well below a few centimetres."""
+    p = splines.evaluate(seg, t)
+    best = 0.0
+    for k in np.unique(track):
+        q = p[track == k]
+        best = max(best, float(np.sqrt(np.mean(np.sum((q - q.mean(axis=0)) ** 2, axis=-1)))))
+    return best
