@@ -1,8 +1,8 @@
 """The live capture session window (PySide6 + pyqtgraph): a thin view over
-:class:`~omnimocap.apps.live.LiveController`.
+:class:`~omnimocap.fusion.live.controller.LiveController`.
 
 The window never blocks and never queues: a QTimer on the GUI thread reads the controller's latest
-:class:`~omnimocap.apps.live.LiveState` and redraws when it changed; buttons call the controller's
+:class:`~omnimocap.fusion.live.state.LiveState` and redraws when it changed; buttons call the controller's
 methods, whose long work runs in the controller's threads.
 
 Panes: each Kinect's colour image with its skeletons (or, without colour, the skeletons seen from the
@@ -21,7 +21,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from omnimocap.apps.live import LiveController, LiveState, Message
+from omnimocap.fusion.live.controller import LiveController
+from omnimocap.fusion.live.state import LiveState, Message
 from omnimocap.data.skeletons import HAND21_JOINTS, KINECT_PARENTS
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True, background="#16181d", foreground="#d8dde6")
@@ -638,7 +639,7 @@ def preload_hand_backend(controller: LiveController) -> None:
     """Import the hand preview's backend (torch, timm, WiLoR) on the GUI thread before any OpenGL
     context exists. Imported later from the pipeline thread, torch's optional triton extension
     (which carries its own LLVM) crashed the process under Xvfb's Mesa llvmpipe OpenGL."""
-    if controller.config.hands == "none":
+    if controller.config.process.hands == "none":
         return
     try:
         import omnimocap.hands.wilor  # noqa: F401

@@ -19,7 +19,9 @@ pytest.importorskip("pytestqt")
 
 from omnimocap.apps import live  # noqa: E402
 from omnimocap.apps.gui import SessionWindow  # noqa: E402
-from omnimocap.apps.live import LiveConfig, LiveController  # noqa: E402
+from omnimocap.apps.live import LiveController  # noqa: E402
+from omnimocap.fusion.live.controller import LiveConfig  # noqa: E402
+from omnimocap.fusion.pipeline import ProcessConfig  # noqa: E402
 from omnimocap.capture.session import Session  # noqa: E402
 from omnimocap.errors import UserError  # noqa: E402
 
@@ -35,7 +37,7 @@ def sim_session(tmp_path_factory):
 
 @pytest.fixture
 def window(qtbot, sim_session, tmp_path):
-    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_gb=0, view_size=64))
+    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_gb=0, process=ProcessConfig(hands="sim", view_size=64)))
     w = SessionWindow(controller, record_dir=tmp_path / "recordings", poll_ms=20)
     qtbot.addWidget(w)
     yield w
@@ -101,7 +103,7 @@ GL_CHECK = textwrap.dedent("""
     import numpy as np
     from PySide6 import QtCore, QtWidgets
     from omnimocap.apps.gui import Scene3D
-    from omnimocap.apps.live import WorldState
+    from omnimocap.fusion.live.state import WorldState
 
     app = QtWidgets.QApplication([])
     scene = Scene3D()

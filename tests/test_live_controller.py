@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 from omnimocap.apps import live
-from omnimocap.apps.live import DropOldestQueue, LiveConfig, LiveController, SourceFeed
+from omnimocap.apps.live import LiveController
+from omnimocap.fusion.live.controller import LiveConfig
+from omnimocap.fusion.live.feeds import DropOldestQueue, Released, SourceFeed, session_time
+from omnimocap.fusion.pipeline import ProcessConfig
 from omnimocap.capture.rig import Rig
 from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.pano import PanoReader
@@ -84,7 +87,7 @@ def test_replay_publishes_snapshots(sim_session):
     # the 1.5 s replay, the one the simulated hands' truth covers, is not spent importing them
     import omnimocap.hands.wilor  # noqa: F401
 
-    controller = LiveController.from_session(sim_session, config=LiveConfig(view_size=96))
+    controller = LiveController.from_session(sim_session, config=LiveConfig(process=ProcessConfig(hands="sim", view_size=96)))
     try:
         controller.start()
         state = wait_for(lambda: (s := controller.latest()).pano is not None and s.hand_views and s.world.skeletons
@@ -127,7 +130,7 @@ def test_replay_publishes_snapshots(sim_session):
 
 
 def test_stopped_session_starts_again_with_fresh_sources(sim_session):
-    controller = LiveController.from_session(sim_session, config=LiveConfig(hands="none"))
+    controller = LiveController.from_session(sim_session, config=LiveConfig(process=ProcessConfig(hands="none")))
     try:
         controller.start()
         wait_for(lambda: controller.latest().pano)
@@ -151,23 +154,23 @@ def test_preview_off_keeps_streams_without_views(sim_session):
     clock = SessionClock()
     sources = replay_sources(sim_session, clock, realtime=False, on_session_clock=True)
     controller = LiveController(sources, clock=clock, rig=Rig.load(sim_session / "rig.json"),
-                                session_dir=sim_session, config=LiveConfig(view_size=64))
+                                session_dir=sim_session, config=LiveConfig(process=ProcessConfig(hands="sim", view_size=64)))
     try:
         controller.set_preview(False)
         kinect = next(f for f in controller.feeds if f.source.kind == "kinect")
         pano = next(f for f in controller.feeds if f.source.kind == "pano")
         body_frames = read_all(kinect.source)
-        t_body = np.array([live.session_time(controller.rig, kinect.name, f) for f in body_frames])
+        t_body = np.array([session_time(controller.rig, kinect.name, f) for f in body_frames])
         frame_s = float(np.median(np.diff(t_body)))
         queued = 0
         indices = []
         for _ in range(8):
             frame = pano.source.read(1.0)
-            t_pano = live.session_time(controller.rig, pano.name, frame)
+            t_pano = session_time(controller.rig, pano.name, frame)
             while queued < len(body_frames) and t_body[queued] <= t_pano + frame_s:
-                kinect.queue.put(live.Released(body_frames[queued], time.perf_counter()))
+                kinect.queue.put(Released(body_frames[queued], time.perf_counter()))
                 queued += 1
-            pano.queue.put(live.Released(frame, time.perf_counter()))
+            pano.queue.put(Released(frame, time.perf_counter()))
             state = controller.step()
             assert state.pano.index == frame.index
             assert not state.preview
@@ -266,7 +269,7 @@ def test_missing_device_library_is_a_message(monkeypatch):
 
 
 def test_recording_writes_a_valid_session(sim_session, tmp_path):
-    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_gb=0))
+    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_gb=0, process=ProcessConfig(hands="sim")))
     out = tmp_path / "rec"
     try:
         controller.start()
@@ -296,7 +299,7 @@ def test_recording_writes_a_valid_session(sim_session, tmp_path):
 
 
 def test_recording_refuses_full_disk_and_used_folder(sim_session, tmp_path):
-    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_gb=1e9))
+    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_gb=1e9, process=ProcessConfig(hands="sim")))
     assert not controller.start_recording(tmp_path / "rec")
     assert any(m.level == "fault" and "free" in m.text for m in controller.latest().messages)
     used = tmp_path / "used"
