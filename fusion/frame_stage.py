@@ -35,16 +35,21 @@ if TYPE_CHECKING:
     from omnimocap.fusion.pipeline import PeopleTracks, ProcessConfig
 
 
+# The Kinect joints the hands are predicted from, by name, per side.
+PREDICTED_JOINTS = {"elbow": KINECT_ELBOW, "wrist": KINECT_WRIST, "hand": KINECT_HAND, "handtip": KINECT_HANDTIP,
+                    "thumb": KINECT_THUMB}
+# Their columns among the 32 Kinect joints.
+PREDICTED_JOINT_COLUMNS = sorted(ids[s] for ids in PREDICTED_JOINTS.values() for s in SIDES)
+
+
 def predicted_hands(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndarray]:
     """Kinect arm and hand joints (elbow, wrist, hand, handtip, thumb) interpolated to times ``t`` (M,).
 
     Returns arrays (P, M, 2, 3) per joint name (side 0 left, 1 right), world frame, NaN where
     the Kinect had no data nearby. Up to 50 ms beyond the ends are extrapolated.
     """
-    joint_ids = {"elbow": KINECT_ELBOW, "wrist": KINECT_WRIST, "hand": KINECT_HAND, "handtip": KINECT_HANDTIP,
-                 "thumb": KINECT_THUMB}
     out = {}
-    for key, ids in joint_ids.items():
+    for key, ids in PREDICTED_JOINTS.items():
         cols = [ids[s] for s in SIDES]
         arr = np.stack([
             interpolate_positions(people.t_session, people.joints[p][:, cols], t, max_gap=0.2, max_extrapolate=0.05)
@@ -185,9 +190,9 @@ def hand_centre_velocity(people: PeopleTracks, t: np.ndarray, from_arm: bool = F
     """Velocity (P, M, 2, 3) of the predicted hand centre (:func:`hand_centre`) at the times ``t``
     (M,), world metres per second: the central difference of the centres predicted from ``people``
     (world frame) at ``t`` -/+ :data:`VELOCITY_STEP_S`; NaN where either is missing."""
-    before = hand_centre(predicted_hands(people, np.asarray(t) - VELOCITY_STEP_S), from_arm)
-    after = hand_centre(predicted_hands(people, np.asarray(t) + VELOCITY_STEP_S), from_arm)
-    return (after - before) / (2.0 * VELOCITY_STEP_S)
+    t = np.asarray(t, dtype=np.float64)
+    centre = hand_centre(predicted_hands(people, np.concatenate([t - VELOCITY_STEP_S, t + VELOCITY_STEP_S])), from_arm)
+    return (centre[:, len(t):] - centre[:, :len(t)]) / (2.0 * VELOCITY_STEP_S)
 
 
 @dataclass
@@ -299,11 +304,14 @@ class HandStage:
         return view
 
 
-def smooth_anchors(people: PeopleTracks, noise_std: np.ndarray, config: ProcessConfig) -> PeopleTracks:
+def smooth_anchors(people: PeopleTracks, noise_std: np.ndarray, config: ProcessConfig,
+                   columns: Sequence[int] | None = None) -> PeopleTracks:
     """The Kinect joints that anchor the hands, smoothed over time (``config.smoothing``; Kalman
     filter and Rauch-Tung-Striebel smoother, adapted to ``noise_std`` (P,), each person's measured
     joint noise, metres) when there are more than two frames; else ``people`` as it is. The smoother
-    uses every frame of ``people``: offline the window's past and future, live only the past."""
+    uses every frame of ``people``: offline the window's past and future, live only the past.
+    ``columns``: smooth only these Kinect joints (each coordinate is smoothed on its own, so they come
+    out as they would with all), e.g. :data:`PREDICTED_JOINT_COLUMNS`; the others stay as they are."""
     from dataclasses import replace
 
     from omnimocap.fusion.filtering import smooth_positions
@@ -311,6 +319,9 @@ def smooth_anchors(people: PeopleTracks, noise_std: np.ndarray, config: ProcessC
     if not config.smoothing or len(people.t_session) <= 2:
         return people
     kinect_fps = float(1.0 / np.median(np.diff(people.t_session)))
-    return replace(people, joints=np.stack([
-        smooth_positions(j, kinect_fps, config.position_smoother, noise_std=float(sd))
-        for j, sd in zip(people.joints, noise_std)]))
+    cols = slice(None) if columns is None else list(columns)
+    joints = people.joints.copy()
+    for p, sd in enumerate(noise_std):
+        joints[p][:, cols] = smooth_positions(people.joints[p][:, cols], kinect_fps, config.position_smoother,
+                                              noise_std=float(sd))
+    return replace(people, joints=joints)

@@ -48,8 +48,9 @@ class BodyHistory:
             for p, body_id in enumerate(ids):
                 body = bodies.get(body_id)
                 if body is not None:
-                    joints[p, k] = transform_points(T_world_kinect, body.positions)
+                    joints[p, k] = body.positions
                     conf[p, k] = body.confidences
+        joints = transform_points(T_world_kinect, joints)
         t = np.array([t for t, _ in frames])
         for p in range(len(ids)):
             joints[p] = bridge_gaps(t, joints[p], np.zeros(joints.shape[1:3]), bridge_s)[0]

@@ -31,7 +31,7 @@ from omnimocap.capture.rig import Rig
 from omnimocap.data.skeletons import SIDES
 from omnimocap.fusion.filtering import estimate_noise_std
 from omnimocap.fusion.frame_stage import (
-    HandStage, ObservedView, hand_centre_velocity, joint_depth_std, predicted_hands, smooth_anchors,
+    PREDICTED_JOINT_COLUMNS, HandStage, ObservedView, hand_centre_velocity, joint_depth_std, predicted_hands, smooth_anchors,
 )
 from omnimocap.fusion.live.feeds import Released
 from omnimocap.fusion.live.history import BodyHistory, RecentDepthFrames
@@ -101,7 +101,8 @@ class LivePreview:
         frame = released.frame
         cfg = self.config
         people = history.people(self.rig.pose(self.reference_kinect), cfg.people.bridge_s)
-        anchors = smooth_anchors(people, np.array([estimate_noise_std(j) for j in people.joints]), cfg)
+        noise = np.array([estimate_noise_std(j) for j in people.joints])
+        anchors = smooth_anchors(people, noise, cfg, PREDICTED_JOINT_COLUMNS)
         t = np.array([t_session])
         pred = predicted_hands(anchors, t)
         self.stage.depth_frames = self._depth_frames()
