@@ -1,23 +1,26 @@
 """The offline pipeline: a recorded session in, fused whole-body motion out.
 
-Stages (each a plain function; the live driver feeds the same ones from device queues):
-1. people: Kinect body tracking mapped into the world frame and onto the session clock;
-2. views: per panorama frame, person and side, the Kinect wrist interpolated to the frame's time,
-   the hand's predicted extent and a wrist-centred virtual camera (``hands.views``);
-3. hands: a hand backend (``sim`` observer or ``wilor``) on all views of a batch of frames;
-4. lifting: bearing from the view, depth anchored on the Kinect hand joints (``fusion.lifting``)
-   and, where the Kinects recorded depth maps, refined by the measured hand surface
-   (``fusion.depth_cue``); the skeleton's side is the authority on handedness (:class:`SideConsistency`);
+Stages, and where each lives:
+1. people (:func:`load_inputs`, :func:`load_people`): every Kinect's body tracking mapped into the
+   world frame and onto the session clock, bodies made people (``capture.people``,
+   ``capture.skeleton_fusion``);
+2-4. the hand stage (:func:`observe_window` in batches of panorama frames, running
+   ``fusion.frame_stage.HandStage``, the same stage the live preview runs, ``fusion.live.preview``):
+   the Kinect hand joints predicted at each frame's time, a wrist-centred view per person and side
+   (``geometry.views``), the hand backend (``sim`` observer or ``wilor``, :func:`make_estimator`),
+   association to the skeleton's side (``fusion.frame_stage.SideConsistency``), lifting on the Kinect
+   hand joints (``fusion.lifting``) and the depth cue from the Kinect depth maps (``fusion.depth_cue``);
 5. resampling of the hands from panorama frame times to the output times (the reference Kinect's
-   frame times), positions by cubic Hermite, rotations by slerp;
-6. SMPL-X body fit to the Kinect joints, hand integration, export.
+   frame times), positions by cubic Hermite, rotations by slerp, then smoothing
+   (:func:`_hands_at_output_times`, ``geometry.resample``, ``fusion.filtering``);
+6. the SMPL-X body fit and hand integration (:func:`_fit_bodies`, ``fusion.body_fit``,
+   ``fusion.hand_integration``), then the results folder (:func:`write_results`, ``fusion.export``).
 
-Stage 1 reads the whole session once (:func:`load_inputs`); stages 2-6 run over a window of output
-frames (:func:`process_window`), so a long session is processed in time chunks with overlap and
-stitched (``fusion.chunks``; ``omnimocap batch`` runs the chunks in parallel) and each stage's cost
-is linear in the session's length.
+Stage 1 reads the whole session once; stages 2-6 run over a window of output frames
+(:func:`process_window`), so a long session is processed in time chunks with overlap and stitched
+(``fusion.chunks``; ``omnimocap batch`` runs the chunks in parallel) and each stage's cost is linear
+in the session's length.
 """
-
 from __future__ import annotations
 
 import fcntl
