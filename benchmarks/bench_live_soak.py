@@ -41,13 +41,15 @@ def main() -> int:
     args = parser.parse_args()
 
     from omnimocap.apps.live import LiveController
+    from omnimocap.fusion.live.controller import LiveConfig
+    from omnimocap.fusion.pipeline import ProcessConfig
     from omnimocap.sim.simulate import SimConfig, simulate_session
 
     with tempfile.TemporaryDirectory() as tmp:
         session_dir = Path(tmp) / "session"
         simulate_session(session_dir, SimConfig(seconds=args.sim_seconds, people=2, kinects=2, seed=1,
                                                 pano_width=args.pano_width))
-        controller = LiveController.from_session(session_dir)
+        controller = LiveController.from_session(session_dir, config=LiveConfig(process=ProcessConfig(hands="sim")))
         samples = []
         controller.start()
         t0 = time.perf_counter()
