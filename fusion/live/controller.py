@@ -257,7 +257,7 @@ class LiveController:
     def calibration_steps(self, method: str) -> list[tuple[str, Callable[[Path], Any]]]:
         """The calibration stages for ``method`` as (label, step(session_dir)), run in order by
         :meth:`calibrate`. A controller without calibration raises ImportError (reported as "calibration
-        not available"); ``omnimocap.apps.live`` provides those of ``omnimocap calibrate`` and ``sync``."""
+        not available"); the controller of ``omnimocap gui`` runs those of ``omnimocap calibrate`` and ``sync``."""
         raise ImportError("this live controller has no calibration")
 
     def calibrate(self, method: str, progress: Callable[[float, str], None] | None = None) -> bool:
