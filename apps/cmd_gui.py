@@ -66,13 +66,8 @@ def run(args: argparse.Namespace) -> int:
     check_gui_environment()
     from omnimocap.apps.gui import run_app
     from omnimocap.apps.live import LiveController
-    from omnimocap.fusion.live.controller import LiveConfig
-    from omnimocap.fusion.pipeline import ProcessConfig
 
-    process = ProcessConfig(device=args.device, models=args.models)
-    if args.hands or args.simulate:
-        process.hands = args.hands or "sim"
-    config = LiveConfig(process=process, body_tracking=args.body_tracking)
+    config = live_config(args)
     if args.simulate:
         print(f"simulating {args.seconds:g} s with {args.people} people ...", file=sys.stderr)
         controller = LiveController.simulated(args.seconds, people=args.people, pano_width=args.pano_width,
@@ -83,6 +78,18 @@ def run(args: argparse.Namespace) -> int:
         controller = LiveController.from_devices(config, pano=lambda clock: pano_source(args, clock))
     add_streams(controller, args)
     return run_app(controller, record_dir=args.record_dir)
+
+
+def live_config(args: argparse.Namespace):
+    """The session's settings: the hand stage of ``process`` with its defaults, the simulated
+    observer's hands for ``--simulate`` unless ``--hands`` says otherwise."""
+    from omnimocap.fusion.live.controller import LiveConfig
+    from omnimocap.fusion.pipeline import ProcessConfig
+
+    process = ProcessConfig(device=args.device, models=args.models)
+    if args.hands or args.simulate:
+        process.hands = args.hands or "sim"
+    return LiveConfig(process=process, body_tracking=args.body_tracking)
 
 
 def add_streams(controller, args: argparse.Namespace) -> None:

@@ -384,3 +384,15 @@ def test_calibration_failure_is_a_fault(sim_session, tmp_path, monkeypatch):
     wait_for(lambda: any("nobody moved" in m.text for m in controller.latest().messages))
     assert not controller.latest().calibration.running
     assert controller.latest().calibration.method == "truth"  # the rig in use did not change
+
+
+def test_gui_hand_stage_takes_process_defaults():
+    from omnimocap.apps.cli import build_parser
+    from omnimocap.apps.cmd_gui import live_config
+
+    parser = build_parser()
+    replay = live_config(parser.parse_args(["gui", "--session", "somewhere"])).process
+    assert replay == ProcessConfig()  # backend, view size, lifting, depth cue: those of `process`
+    assert live_config(parser.parse_args(["gui", "--simulate"])).process.hands == "sim"
+    assert live_config(parser.parse_args(["gui", "--simulate", "--hands", "none"])).process.hands == "none"
+    assert live_config(parser.parse_args(["gui", "--hands", "wilor", "--device", "cuda"])).process.device == "cuda"

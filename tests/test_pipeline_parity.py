@@ -79,7 +79,7 @@ def live_hands(session_dir, config: ProcessConfig) -> dict:
         for key, status in state.world.hand_status.items():
             if status == HAND_SEEN:
                 hands[(frame.index, *key)] = state.world.person_hands[key]
-        depth_used += sum(v.depth_shift_m is not None for v in controller._preview_result.views)
+        depth_used += sum(v.depth_shift_m is not None for v in controller.preview_result.views)
     controller.close()
     return hands, depth_used
 

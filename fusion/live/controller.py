@@ -25,8 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from omnimocap.capture.kinect_calibration import KinectCalibration
-from omnimocap.capture.kinect_live import open_kinects, stream_calibration
+from omnimocap.capture.kinect_live import open_kinects
 from omnimocap.capture.recorder import RecordConfig, Recorder, replay_sources
 from omnimocap.capture.rig import Rig, TimeMap
 from omnimocap.capture.session import Session
@@ -36,12 +35,12 @@ from omnimocap.capture.sources import (
 from omnimocap.errors import UserError
 from omnimocap.fusion.live.feeds import Released, SourceFeed, session_time
 from omnimocap.fusion.live.history import BodyHistory, RecentDepthFrames
+from omnimocap.fusion.live.panes import KinectPanes, world_state
 from omnimocap.fusion.live.preview import HandHold, LivePreview, PreviewResult
 from omnimocap.fusion.live.state import (
-    CalibrationState, KinectPane, LiveState, Message, PanoPane, RecordingState, WorldState,
+    CalibrationState, LiveState, Message, PanoPane, RecordingState,
 )
 from omnimocap.fusion.pipeline import ProcessConfig, make_estimator
-from omnimocap.geometry.transforms import transform_points
 from omnimocap.hands.estimator import HandEstimator
 
 
@@ -103,9 +102,7 @@ class LiveController:
         self._recorder: Recorder | None = None
         self._last_recording = RecordingState()
         self._calibration = self._calibration_from_rig("")
-        self._latest_kinect: dict[str, Released] = {}
-        self._kinect_images: dict[str, tuple[int, np.ndarray | None]] = {}
-        self._calibrations: dict[str, KinectCalibration | None] = {}
+        self.panes = KinectPanes(lambda source, text: self.post("warning", source, text))
         self._preview_result: PreviewResult | None = None
         self._pipeline_ms = 0.0
         self._preview: LivePreview | None = None
@@ -239,6 +236,12 @@ class LiveController:
         self.post("info", "preview", "hand preview on" if on else "hand preview off")
         self._publish()
 
+    @property
+    def preview_result(self) -> PreviewResult | None:
+        """The newest panorama frame's preview: its hand views, lifted hands and the hand stage's
+        outcome of every planned view."""
+        return self._preview_result
+
     def latest(self) -> LiveState:
         """The newest snapshot (never blocks)."""
         return self._state
@@ -350,7 +353,7 @@ class LiveController:
             self.feeds.append(SourceFeed(source, size, self._on_frame, self._on_end))
         self._histories = {f.name: BodyHistory() for f in self.feeds if f.source.kind == "kinect"}
         self._depth: dict[str, RecentDepthFrames] = {}
-        self._latest_kinect.clear()
+        self.panes.latest.clear()
 
     def _on_frame(self, source: Source, frame: KinectFrame | PanoFrame) -> None:
         recorder = self._recorder
@@ -408,7 +411,7 @@ class LiveController:
             if feed.source.kind == "kinect":
                 for r in released:
                     self._add_kinect_frame(feed.source, r.frame)
-                self._latest_kinect[feed.name] = released[-1]
+                self.panes.latest[feed.name] = released[-1]
             else:
                 pano = (feed.name, released[-1])
                 feed.count_skipped(len(released) - 1)
@@ -430,7 +433,7 @@ class LiveController:
         t_session = session_time(self.rig, source.name, frame)
         self._histories[source.name].add(t_session, frame.bodies)
         if frame.depth is not None and self.config.process.depth_cue:
-            calib = self._calibration_of(source)
+            calib = self.panes.calibration(source)
             if calib is not None:
                 self._depth.setdefault(source.name, RecentDepthFrames(source.name, calib.depth)).add(t_session, frame.depth)
 
@@ -512,24 +515,9 @@ class LiveController:
 
     def _snapshot(self) -> LiveState:
         result = self._preview_result
-        kinects = [self._kinect_pane(f.source) for f in self.feeds if f.source.kind == "kinect"]
-        skeletons = {f"{pane.name}/{i}": transform_points(self.rig.T_world_sensor[pane.name], joints)
-                     for pane in kinects if pane.name in self.rig.T_world_sensor
-                     for i, joints in pane.skeletons_depth.items()}
-        reference = kinects[0] if kinects else None
-        bodies = {} if reference is None else \
-            {i: skeletons[f"{reference.name}/{i}"] for i in reference.skeletons_depth if f"{reference.name}/{i}" in skeletons}
-        ref_frame = self._latest_kinect.get(reference.name) if reference is not None else None
-        world = WorldState(
-            skeletons=skeletons,
-            hands=list(result.hands_world) if result is not None else [],
-            sensor_poses=dict(self.rig.T_world_sensor),
-            bodies=bodies,
-            person_hands=dict(self.hand_hold.hands),
-            hand_status={k: v for k, v in self.hand_hold.status.items() if k[0] in bodies},
-            t_session=result.pano.t_session if result is not None else float("nan"),
-            frame_key=(None if ref_frame is None else (ref_frame.frame.frame_id, ref_frame.released_wall),
-                       None if result is None else (result.pano.index, result.pano.released_wall)))
+        kinects = [self.panes.pane(f.source, self.rig) for f in self.feeds if f.source.kind == "kinect"]
+        reference_frame = self.panes.latest.get(kinects[0].name) if kinects else None
+        world = world_state(kinects, self.rig, result, self.hand_hold, reference_frame)
         devices = [f.health() for f in self.feeds]
         sync = {d.name: _sync_label(self.rig.time_maps.get(d.name), self.rig.is_truth) for d in devices}
         with self._lock:
@@ -540,40 +528,6 @@ class LiveController:
                 hand_views=[] if result is None else list(result.hand_views), world=world,
                 devices=devices, sync=sync, calibration=self._calibration, recording=self._recording_state(),
                 messages=tuple(self._messages), hands_backend=self._hands_backend, pipeline_ms=self._pipeline_ms)
-
-    def _kinect_pane(self, source: Source) -> KinectPane:
-        released = self._latest_kinect.get(source.name)
-        if released is None:
-            return KinectPane(source.name, float("nan"), None, {}, {})
-        frame = released.frame
-        skeletons = {i: b.positions for i, b in (frame.bodies or {}).items()}
-        color = self._color_image(source.name, frame)
-        calib = self._calibration_of(source)
-        color_px = {}
-        if color is not None and calib is not None:
-            color_px = {i: calib.color.project(transform_points(calib.T_color_depth, p)) for i, p in skeletons.items()}
-        return KinectPane(source.name, session_time(self.rig, source.name, frame), color, skeletons, color_px)
-
-    def _color_image(self, name: str, frame: KinectFrame) -> np.ndarray | None:
-        """The frame's colour image as BGR; an MJPG stream's JPEG is decoded once per frame."""
-        if not isinstance(frame.color, bytes):
-            return frame.color
-        cached = self._kinect_images.get(name)
-        if cached is None or cached[0] != frame.frame_id:
-            import cv2
-
-            cached = (frame.frame_id, cv2.imdecode(np.frombuffer(frame.color, np.uint8), cv2.IMREAD_COLOR))
-            self._kinect_images[name] = cached
-        return cached[1]
-
-    def _calibration_of(self, source: Source) -> KinectCalibration | None:
-        if source.name not in self._calibrations:
-            try:
-                self._calibrations[source.name] = stream_calibration(source.info)
-            except UserError as exc:
-                self._calibrations[source.name] = None
-                self.post("warning", source.name, f"{source.name}: skeletons not drawn on colour ({exc})")
-        return self._calibrations[source.name]
 
 
 def has_pano_calibration(session_dir: str | Path) -> bool:
