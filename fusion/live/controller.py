@@ -111,6 +111,7 @@ class LiveController:
         self._sinks: list[Callable[[LiveState], None]] = []
         self._estimator: HandEstimator | None = None
         self.hand_hold = HandHold(self.config.hand_hold_s)
+        self._depth: dict[str, RecentDepthFrames] = {}  # each Kinect's newest depth images, for the depth cue
         self._use_sources(sources)
         self._state = self._snapshot()
 
@@ -352,7 +353,7 @@ class LiveController:
             size = self.config.kinect_queue if source.kind == "kinect" else self.config.display_queue
             self.feeds.append(SourceFeed(source, size, self._on_frame, self._on_end))
         self._histories = {f.name: BodyHistory() for f in self.feeds if f.source.kind == "kinect"}
-        self._depth: dict[str, RecentDepthFrames] = {}
+        self._depth.clear()  # the preview holds this dict
         self.panes.latest.clear()
 
     def _on_frame(self, source: Source, frame: KinectFrame | PanoFrame) -> None:
