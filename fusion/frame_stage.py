@@ -14,7 +14,7 @@ World frame y up, metres; session clock, seconds.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +23,7 @@ from omnimocap.data.skeletons import (
     KINECT_ELBOW, KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB, KINECT_WRIST, SIDES,
 )
 from omnimocap.fusion.depth_cue import HandSurface, depth_shift
-from omnimocap.fusion.filtering import estimate_noise_std
+from omnimocap.fusion.filtering import estimate_noise_std, smooth_positions
 from omnimocap.fusion.lifting import LiftedHand, fuse_ray_depth, lift_observation
 from omnimocap.geometry.cameras import EquirectCamera
 from omnimocap.geometry.resample import interpolate_positions
@@ -216,8 +216,9 @@ class HandStage:
 
     ``estimator`` None: no backend, every view comes back without a hand. ``depth_frames``: Kinect
     depth streams (anything with the interface of ``fusion.depth_cue.DepthFrames``); empty: no depth
-    cue; the live driver replaces the list between runs with the depth images it holds. The side runs of :class:`SideConsistency` carry over from one :meth:`run` to the next, so
-    batches must come in time order, without frames skipped, for two drivers to agree.
+    cue; the live driver replaces the list between runs with the depth images it holds. The side
+    runs of :class:`SideConsistency` carry over from one :meth:`run` to the next, so batches must
+    come in time order, without frames skipped, for two drivers to agree.
     """
 
     def __init__(self, config: ProcessConfig, estimator: HandEstimator | None, T_world_pano: np.ndarray,
@@ -258,7 +259,7 @@ class HandStage:
                 for pv, image in zip(planned, images)]
 
     def run(self, pred: dict[str, np.ndarray], t_pano: np.ndarray, time_indices, person_ids: Sequence[int],
-            first_index: int, joint_std: np.ndarray, centre_velocity: np.ndarray,
+            first_index: int, joint_std: np.ndarray, centre_velocity: np.ndarray | None,
             frames: dict[int, np.ndarray] | None = None, render: bool = False, estimate: bool = True) -> list[ObservedView]:
         """The stage on the panorama frames ``time_indices`` of ``pred`` (outputs of
         :func:`predicted_hands` at the session times ``t_pano``, world frame).
@@ -266,7 +267,8 @@ class HandStage:
         ``joint_std`` (P,): standard deviation of the depth fitted to each person's Kinect hand
         joints, metres (:func:`joint_depth_std`); ``centre_velocity`` (P, M, 2, 3): the predicted
         hand centre's velocity at ``t_pano``, m/s (:func:`hand_centre_velocity`), which carries a
-        hand to the time of a depth frame. ``estimate`` False: views only, no backend call."""
+        hand to the time of a depth frame (None without depth frames). ``estimate`` False: views
+        only, no backend call."""
         planned = self.plan(pred, time_indices)
         requests = self.requests(planned, t_pano, person_ids, first_index, frames, render)
         observations = self.estimator.estimate(requests) if (requests and estimate and self.estimator is not None) \
@@ -312,10 +314,6 @@ def smooth_anchors(people: PeopleTracks, noise_std: np.ndarray, config: ProcessC
     uses every frame of ``people``: offline the window's past and future, live only the past.
     ``columns``: smooth only these Kinect joints (each coordinate is smoothed on its own, so they come
     out as they would with all), e.g. :data:`PREDICTED_JOINT_COLUMNS`; the others stay as they are."""
-    from dataclasses import replace
-
-    from omnimocap.fusion.filtering import smooth_positions
-
     if not config.smoothing or len(people.t_session) <= 2:
         return people
     kinect_fps = float(1.0 / np.median(np.diff(people.t_session)))
