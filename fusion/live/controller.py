@@ -19,7 +19,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,12 +33,13 @@ from omnimocap.capture.sources import (
     DISCONNECTED, RUNNING, STALLED, KinectFrame, PanoFrame, SessionClock, Source,
 )
 from omnimocap.errors import UserError
+from omnimocap.fusion.live.calibration import CalibrationRun
 from omnimocap.fusion.live.feeds import Released, SourceFeed, session_time
 from omnimocap.fusion.live.history import BodyHistory, RecentDepthFrames
 from omnimocap.fusion.live.panes import KinectPanes, world_state
 from omnimocap.fusion.live.preview import HandHold, LivePreview, PreviewResult
 from omnimocap.fusion.live.state import (
-    CalibrationState, LiveState, Message, PanoPane, RecordingState,
+    LiveState, Message, PanoPane, RecordingState,
 )
 from omnimocap.fusion.pipeline import ProcessConfig, make_estimator
 from omnimocap.hands.estimator import HandEstimator
@@ -101,7 +102,7 @@ class LiveController:
         self._seq = 0
         self._recorder: Recorder | None = None
         self._last_recording = RecordingState()
-        self._calibration = self._calibration_from_rig("")
+        self.calibration = CalibrationRun(self.rig, self._publish, self.post, self._set_rig)
         self.panes = KinectPanes(lambda source, text: self.post("warning", source, text))
         self._preview_result: PreviewResult | None = None
         self._pipeline_ms = 0.0
@@ -270,46 +271,7 @@ class LiveController:
         start."""
         if method not in ("board", "markerless"):
             raise ValueError(f"unknown calibration method {method!r}")
-        if self._calibration.running:
-            self.post("warning", "calibration", "a calibration is already running")
-            return False
-        if self.session_dir is None:
-            self._set_calibration(status="calibration needs a session folder (--session or --simulate)")
-            self.post("fault", "calibration", self._calibration.status)
-            return False
-        try:
-            steps = self.calibration_steps(method)
-        except ImportError:
-            self._set_calibration(status="calibration not available")
-            self.post("fault", "calibration", "calibration not available in this installation")
-            return False
-
-        def report(fraction: float, text: str) -> None:
-            self._set_calibration(running=fraction < 1.0, progress=fraction, status=text)
-            if progress is not None:
-                progress(fraction, text)
-
-        def work() -> None:
-            try:
-                for i, (label, step) in enumerate(steps):
-                    report(i / len(steps), label)
-                    step(self.session_dir)
-                rig = Rig.load(Path(self.session_dir) / "rig.json")
-            except UserError as exc:
-                self._set_calibration(running=False, status=f"failed: {exc}")
-                self.post("fault", "calibration", str(exc))
-                return
-            except Exception as exc:  # shown, not raised: the session keeps running
-                self._set_calibration(running=False, status=f"failed: {type(exc).__name__}: {exc}")
-                self.post("fault", "calibration", f"{method} calibration failed ({type(exc).__name__}: {exc})")
-                return
-            self._set_rig(rig)
-            report(1.0, f"{method} calibration done")
-            self.post("info", "calibration", f"{method} calibration done: {_residual_text(rig.residuals)}")
-
-        self._set_calibration(running=True, progress=0.0, status=f"{method}: starting")
-        threading.Thread(target=work, name="calibration", daemon=True).start()
-        return True
+        return self.calibration.start(method, self.session_dir, self.calibration_steps, progress)
 
     def start_recording(self, out_dir: str | Path) -> bool:
         """Record every source into a new session folder (the rig in use saved with it). Returns
@@ -486,22 +448,10 @@ class LiveController:
         self._reported[key] = condition
         self.post(level, key, text)
 
-    def _set_calibration(self, **changes) -> None:
-        with self._lock:
-            self._calibration = replace(self._calibration, **changes)
-        self._publish()
-
-    def _calibration_from_rig(self, status: str) -> CalibrationState:
-        return CalibrationState(self.rig.method, self.rig.is_truth, dict(self.rig.residuals), False,
-                                0.0, status)
-
     def _set_rig(self, rig: Rig) -> None:
         self.rig = rig
         if self._preview is not None:
             self._preview.rig = rig
-        with self._lock:
-            self._calibration = replace(self._calibration_from_rig(self._calibration.status), progress=1.0)
-        self._publish()
 
     def _publish(self) -> None:
         self._state = self._snapshot()
@@ -527,7 +477,7 @@ class LiveController:
                 seq=self._seq, published_wall=time.perf_counter(), running=self._running, preview=self._preview_on,
                 kinects=kinects, pano=None if result is None else result.pano,
                 hand_views=[] if result is None else list(result.hand_views), world=world,
-                devices=devices, sync=sync, calibration=self._calibration, recording=self._recording_state(),
+                devices=devices, sync=sync, calibration=self.calibration.state, recording=self._recording_state(),
                 messages=tuple(self._messages), hands_backend=self._hands_backend, pipeline_ms=self._pipeline_ms)
 
 
@@ -539,11 +489,6 @@ def has_pano_calibration(session_dir: str | Path) -> bool:
     except (UserError, OSError):
         return False
     return not rig.is_truth and "pano" in rig.T_world_sensor and "pano" in rig.time_maps
-
-
-def _residual_text(residuals: dict) -> str:
-    numbers = {k: v for k, v in residuals.items() if isinstance(v, (int, float))}
-    return ", ".join(f"{k} {v:.3g}" for k, v in numbers.items()) or "no residuals reported"
 
 
 def _sync_label(time_map: TimeMap | None, is_truth: bool = False) -> str:
