@@ -9,12 +9,14 @@ Live differs only where it cannot see what ``process`` sees:
   Kinect's skeleton per person, ``capture.skeleton_fusion``); their smoothing and their
   interpolation to the frame's time use the frames that have arrived, so the newest panorama frame
   is often extrapolated (at most 50 ms) where process interpolates, and the smoother has no future;
+  a body's drop-out is bridged as process bridges it (``PeopleConfig.bridge_s``) once the body is
+  seen again, not while it is missing;
 - the noise of the Kinect joints (the smoother's strength, the depth prior) is measured over that
   history, not over the whole session;
 - the hand centre's velocity, which carries a hand to a depth frame's time, is a central difference
   over +/- ``VELOCITY_STEP_S`` of the Kinect prediction in both, so its later half is extrapolated
   live (or missing: then only depth frames within 5 ms are used);
-- the depth cue reads the newest depth images of each Kinect (:class:`RecentDepthFrames`);
+- the depth cue reads the newest depth images of each Kinect (``RecentDepthFrames``);
 - frames the display skips are never looked at, so side runs (``SideConsistency``) count only the
   frames the preview saw.
 
