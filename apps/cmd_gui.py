@@ -25,8 +25,9 @@ def register(sub) -> None:
     p.add_argument("--seconds", type=float, default=4.0, help="--simulate: length of the simulated loop (default: 4)")
     p.add_argument("--people", type=int, default=2, help="--simulate: people in the scene (default: 2)")
     p.add_argument("--pano-width", type=int, default=960, help="--simulate: panorama width, pixels (default: 960)")
-    p.add_argument("--hands", default="auto", choices=["auto", "sim", "wilor", "none"],
-                   help="hand backend of the live preview (default: sim for simulated sessions, else wilor)")
+    p.add_argument("--hands", choices=["sim", "wilor", "none"],
+                   help="hand backend of the live preview: wilor (default, as for process), sim (the simulated "
+                        "observer; the default with --simulate) or none")
     p.add_argument("--record-dir", default="recordings", metavar="DIR",
                    help="where Record creates new session folders (default: ./recordings)")
     p.add_argument("--body-tracking", action="store_true", help="live Kinects: run k4abt body tracking (needs libk4abt)")
@@ -64,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
                         fix="drop --pano-* or drop --simulate / --session")
     check_gui_environment()
     from omnimocap.apps.gui import run_app
-    from omnimocap.apps.live import LiveConfig, LiveController
+    from omnimocap.apps.live import LiveController
 
-    config = LiveConfig(hands=args.hands, device=args.device, models=args.models, body_tracking=args.body_tracking)
+    config = live_config(args)
     if args.simulate:
         print(f"simulating {args.seconds:g} s with {args.people} people ...", file=sys.stderr)
         controller = LiveController.simulated(args.seconds, people=args.people, pano_width=args.pano_width,
@@ -79,6 +80,18 @@ def run(args: argparse.Namespace) -> int:
         controller = LiveController.from_devices(config, pano=lambda clock: pano_source(pano, clock))
     add_streams(controller, args)
     return run_app(controller, record_dir=args.record_dir)
+
+
+def live_config(args: argparse.Namespace):
+    """The session's settings: the hand stage of ``process`` with its defaults, the simulated
+    observer's hands for ``--simulate`` unless ``--hands`` says otherwise."""
+    from omnimocap.fusion.live.controller import LiveConfig
+    from omnimocap.fusion.pipeline import ProcessConfig
+
+    process = ProcessConfig(device=args.device, models=args.models)
+    if args.hands or args.simulate:
+        process.hands = args.hands or "sim"
+    return LiveConfig(process=process, body_tracking=args.body_tracking)
 
 
 def add_streams(controller, args: argparse.Namespace) -> None:

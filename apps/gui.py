@@ -1,8 +1,8 @@
 """The live capture session window (PySide6 + pyqtgraph): a thin view over
-:class:`~omnimocap.apps.live.LiveController`.
+:class:`~omnimocap.fusion.live.controller.LiveController`.
 
 The window never blocks and never queues: a QTimer on the GUI thread reads the controller's latest
-:class:`~omnimocap.apps.live.LiveState` and redraws when it changed; buttons call the controller's
+:class:`~omnimocap.fusion.live.state.LiveState` and redraws when it changed; buttons call the controller's
 methods, whose long work runs in the controller's threads.
 
 Panes: each Kinect's colour image with its skeletons (or, without colour, the skeletons seen from the
@@ -21,7 +21,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from omnimocap.apps.live import LiveController, LiveState, Message
+from omnimocap.fusion.live.controller import LiveController
+from omnimocap.fusion.live.state import LiveState, Message
 from omnimocap.data.skeletons import HAND21_JOINTS, KINECT_PARENTS
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True, background="#16181d", foreground="#d8dde6")
@@ -536,21 +537,12 @@ class SessionWindow(QtWidgets.QMainWindow):
         new_pano = state.pano is not None and (state.pano.index, state.pano.released_wall) != self._shown_pano
         # lean, with a panorama streaming: the Kinect panes follow the panorama's frames (each at
         # most once per displayed panorama frame, and only when its own frame changed)
-        kinects_due = not lean or new_pano or state.pano is None
-        for pane in state.kinects if kinects_due else ():
-            widget = self.kinect_widgets.get(pane.name)
-            key = (pane.t_session, id(pane.color), len(pane.skeletons_depth))
-            if widget is not None and (not lean or self._shown_kinects.get(pane.name) != key):
-                self._shown_kinects[pane.name] = key
-                widget.show_pane(pane, lean)
+        if not lean or new_pano or state.pano is None:
+            self._show_kinects(state)
         if new_pano:
             self._shown_pano = (state.pano.index, state.pano.released_wall)
             self.pano_widget.show_pane(state.pano, lean, title=panels_due)
-            for i, widget in enumerate(self.hand_widgets):
-                if i < len(state.hand_views):
-                    widget.show_view(state.hand_views[i], lean)
-                else:
-                    widget.clear_view()
+            self._show_hand_views(state.hand_views)
         if not lean or state.world.frame_key != self._shown_world or not state.world.frame_key:
             self._shown_world = state.world.frame_key
             self.scene.show_world(state.world)
@@ -564,6 +556,22 @@ class SessionWindow(QtWidgets.QMainWindow):
             self.displayed.append((state.pano.index, time.perf_counter() - state.pano.released_wall))
             del self.displayed[:-10000]
 
+    def _show_hand_views(self, views) -> None:
+        for i, widget in enumerate(self.hand_widgets):
+            if i < len(views):
+                widget.show_view(views[i], self.lean)
+            else:
+                widget.clear_view()
+
+    def _show_kinects(self, state: LiveState) -> None:
+        """Each Kinect pane whose frame changed (every one when not lean)."""
+        for pane in state.kinects:
+            widget = self.kinect_widgets.get(pane.name)
+            key = (pane.t_session, id(pane.color), len(pane.skeletons_depth))
+            if widget is not None and (not self.lean or self._shown_kinects.get(pane.name) != key):
+                self._shown_kinects[pane.name] = key
+                widget.show_pane(pane, self.lean)
+
     def _show_controls(self, state: LiveState) -> None:
         self.start_button.setChecked(state.running)
         self.start_button.setText("Stop" if state.running else "Start")
@@ -574,7 +582,10 @@ class SessionWindow(QtWidgets.QMainWindow):
         self.status_label.setText(f"hands: {state.hands_backend}  {hands}/{len(state.hand_views)} views  "
                                   f"pipeline {state.pipeline_ms:.1f} ms")
         self.hand_status_label.setText(hand_status_text(state.world.hand_status))
-        cal = state.calibration
+        self._show_calibration(state.calibration)
+        self._show_recording(state.recording)
+
+    def _show_calibration(self, cal) -> None:
         self.calib_progress.setValue(int(round(100 * cal.progress)))
         self.board_button.setEnabled(not cal.running)
         self.markerless_button.setEnabled(not cal.running)
@@ -585,7 +596,8 @@ class SessionWindow(QtWidgets.QMainWindow):
         if rows:
             text += "\n" + "\n".join(f"{k}: {v}" for k, v in rows[:6])
         self.calib_label.setText(text)
-        rec = state.recording
+
+    def _show_recording(self, rec) -> None:
         self.record_button.setChecked(rec.active)
         self.record_button.setText("■ Stop recording" if rec.active else "● Record")
         if rec.active:
@@ -638,7 +650,7 @@ def preload_hand_backend(controller: LiveController) -> None:
     """Import the hand preview's backend (torch, timm, WiLoR) on the GUI thread before any OpenGL
     context exists. Imported later from the pipeline thread, torch's optional triton extension
     (which carries its own LLVM) crashed the process under Xvfb's Mesa llvmpipe OpenGL."""
-    if controller.config.hands == "none":
+    if controller.config.process.hands == "none":
         return
     try:
         import omnimocap.hands.wilor  # noqa: F401

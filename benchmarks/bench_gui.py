@@ -56,8 +56,10 @@ def summarize(latencies_s: list[float], frames: int, seconds: float, controller,
 
 def run_headless(session_dir: Path, seconds: float, warmup_s: float = 120.0) -> dict:
     from omnimocap.apps.live import LiveController
+    from omnimocap.fusion.live.controller import LiveConfig
+    from omnimocap.fusion.pipeline import ProcessConfig
 
-    controller = LiveController.from_session(session_dir)
+    controller = LiveController.from_session(session_dir, config=LiveConfig(process=ProcessConfig(hands="sim")))
     controller.start()
     shown, latencies, pipeline = None, [], []
     t0 = time.perf_counter()
@@ -87,9 +89,11 @@ def run_gui(session_dir: Path, seconds: float, lean: bool = True, warmup_s: floa
 
     from omnimocap.apps.gui import SessionWindow, preload_hand_backend
     from omnimocap.apps.live import LiveController
+    from omnimocap.fusion.live.controller import LiveConfig
+    from omnimocap.fusion.pipeline import ProcessConfig
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-    controller = LiveController.from_session(session_dir)
+    controller = LiveController.from_session(session_dir, config=LiveConfig(process=ProcessConfig(hands="sim")))
     preload_hand_backend(controller)
     window = SessionWindow(controller, record_dir=tempfile.gettempdir(), poll_ms=16, lean=lean)
     window.resize(1600, 900)

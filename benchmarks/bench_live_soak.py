@@ -1,9 +1,13 @@
 """A soak of the live session: the simulated rig replayed in a loop at real time through the live
 controller (hand preview on, no window) for ``--seconds``, sampling once a second the process's
-resident memory, every source's display queue length and the frame and drop counters.
+resident memory, every source's display queue length, the frame and drop counters and the live
+pipeline's time for its newest panorama frame.
 
 Reports the memory at the end of the warm-up and at the end, its least-squares slope (MiB per
-minute) over the run after the warm-up, the longest queue seen against its bound, and per source
+minute) over the run after the warm-up, the pipeline's median time per frame in the first minute
+after the warm-up against the last minute's (it must not grow with the session; the simulated
+observer's truth covers only the first pass of the loop, so after the warm-up both minutes plan and
+render the views without lifting hands), the longest queue seen against its bound, and per source
 the frames, the frames the display skipped or pushed out of its full queue (the drop-oldest
 policy) and the frames the source itself lost; writes benchmarks/results/live_soak.json. Run it
 niced: ``nice -n 10 python benchmarks/bench_live_soak.py --seconds 180``.
@@ -41,13 +45,15 @@ def main() -> int:
     args = parser.parse_args()
 
     from omnimocap.apps.live import LiveController
+    from omnimocap.fusion.live.controller import LiveConfig
+    from omnimocap.fusion.pipeline import ProcessConfig
     from omnimocap.sim.simulate import SimConfig, simulate_session
 
     with tempfile.TemporaryDirectory() as tmp:
         session_dir = Path(tmp) / "session"
         simulate_session(session_dir, SimConfig(seconds=args.sim_seconds, people=2, kinects=2, seed=1,
                                                 pano_width=args.pano_width))
-        controller = LiveController.from_session(session_dir)
+        controller = LiveController.from_session(session_dir, config=LiveConfig(process=ProcessConfig(hands="sim")))
         samples = []
         controller.start()
         t0 = time.perf_counter()
@@ -59,6 +65,7 @@ def main() -> int:
                     "queues": {f.name: len(f.queue) for f in controller.feeds},
                     "frames": {d.name: d.frames for d in state.devices},
                     "hand_views": len(state.hand_views),
+                    "pipeline_ms": round(state.pipeline_ms, 2),
                 })
                 time.sleep(1.0)
             per_source = {}
@@ -76,6 +83,10 @@ def main() -> int:
     rss = np.array([s["rss_mib"] for s in samples])
     after = t >= args.warmup
     slope = float(np.polyfit(t[after] / 60.0, rss[after], 1)[0]) if after.sum() >= 3 else float("nan")
+    step_ms = np.array([s["pipeline_ms"] for s in samples])
+    first = after & (t < args.warmup + 60.0)
+    last = t >= t[-1] - 60.0
+    first_ms, last_ms = float(np.median(step_ms[first])), float(np.median(step_ms[last]))
     report = {
         "benchmark": "live session soak",
         "seconds": args.seconds, "warmup_s": args.warmup, "pano_width": args.pano_width, "people": 2, "kinects": 2,
@@ -83,6 +94,8 @@ def main() -> int:
                     "load_average_1min_end": round(os.getloadavg()[0], 1)},
         "rss_mib": {"end_of_warmup": float(rss[after][0]) if after.any() else None, "end": float(rss[-1]),
                     "max": float(rss.max()), "slope_mib_per_min_after_warmup": round(slope, 2)},
+        "pipeline_ms": {"first_minute_after_warmup_p50": round(first_ms, 2), "last_minute_p50": round(last_ms, 2),
+                        "last_over_first": round(last_ms / first_ms, 3) if first_ms > 0 else None},
         "sources": per_source,
         "faults": messages,
         "samples": samples,

@@ -109,8 +109,8 @@ def resolution(work: Path, seconds: float, widths: list[int]) -> dict:
     from omnimocap.capture.rig import Rig
     from omnimocap.capture.pano import PanoReader
     from omnimocap.capture.session import Session
-    from omnimocap.fusion.pipeline import (ProcessConfig, load_inputs, make_estimator, plan_hand_views,
-                                           predicted_hands)
+    from omnimocap.fusion.frame_stage import plan_hand_views, predicted_hands
+    from omnimocap.fusion.pipeline import ProcessConfig, load_inputs, make_estimator
     from omnimocap.geometry.transforms import invert_pose
     from omnimocap.hands.estimator import ViewRequest
     from omnimocap.geometry.views import render_views

@@ -460,6 +460,18 @@ class KinectRig:
 
 
 # --- recordings replayed as live -------------------------------------------------------------------
+def open_kinects(clock: SessionClock, *, body_tracking: bool = False) -> list[Source]:
+    """Every connected Azure Kinect, opened standalone (each on its own clock) through
+    :class:`KinectRig`. Raises :class:`DeviceError` when pyk4a is missing or no device is connected."""
+    pyk4a = import_pyk4a()
+    count = pyk4a.connected_device_count()
+    if count == 0:
+        raise DeviceError("no Azure Kinect is connected",
+                          fix="plug in the devices, or run `omnimocap gui --simulate` / `--session DIR`")
+    configs = [KinectDeviceConfig(device_id=i, body_tracking=body_tracking) for i in range(count)]
+    return list(KinectRig(configs, clock, pyk4a).open())
+
+
 class KinectFileSource(Source[KinectFrame]):
     """A recorded Kinect replayed as if live: its body tracking (``bodies_<serial>.json``) and/or its
     recording (``kinect_<serial>.mkv``; each capture gets the body frame within half a frame period

@@ -164,7 +164,7 @@ def unity_bones(body_world: np.ndarray, hands_world: dict[str, np.ndarray] | Non
 
 def person_pose(state, person_id: int | None = None) -> tuple[int, np.ndarray, dict[str, np.ndarray]] | None:
     """(person id, body (32,3), side -> hand (21,3)) of one person in a
-    :class:`~omnimocap.apps.live.LiveState`'s world (the lowest id when ``person_id`` is None), or
+    :class:`~omnimocap.fusion.live.state.LiveState`'s world (the lowest id when ``person_id`` is None), or
     None when that person is not tracked."""
     bodies = state.world.bodies
     if not bodies:
@@ -228,7 +228,7 @@ def parse_host_port(text: str, default_port: int = DEFAULT_VMC_PORT) -> tuple[st
 
 class VmcSender:
     """Sends each new live snapshot's pose of one person as a VMC frame over UDP. Call it with every
-    :class:`~omnimocap.apps.live.LiveState`; a snapshot without a new Kinect or panorama frame, or
+    :class:`~omnimocap.fusion.live.state.LiveState`; a snapshot without a new Kinect or panorama frame, or
     without the person, sends nothing. ``sent`` counts the frames sent."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_VMC_PORT, person_id: int | None = None):

@@ -1,23 +1,26 @@
 """The offline pipeline: a recorded session in, fused whole-body motion out.
 
-Stages (each a plain function; the live driver feeds the same ones from device queues):
-1. people: Kinect body tracking mapped into the world frame and onto the session clock;
-2. views: per panorama frame, person and side, the Kinect wrist interpolated to the frame's time,
-   the hand's predicted extent and a wrist-centred virtual camera (``hands.views``);
-3. hands: a hand backend (``sim`` observer or ``wilor``) on all views of a batch of frames;
-4. lifting: bearing from the view, depth anchored on the Kinect hand joints (``fusion.lifting``)
-   and, where the Kinects recorded depth maps, refined by the measured hand surface
-   (``fusion.depth_cue``); the skeleton's side is the authority on handedness (:class:`SideConsistency`);
+Stages, and where each lives:
+1. people (:func:`load_inputs`, :func:`load_people`): every Kinect's body tracking mapped into the
+   world frame and onto the session clock, bodies made people (``capture.people``,
+   ``capture.skeleton_fusion``);
+2-4. the hand stage (:func:`observe_window` in batches of panorama frames, running
+   ``fusion.frame_stage.HandStage``, the same stage the live preview runs, ``fusion.live.preview``):
+   the Kinect hand joints predicted at each frame's time, a wrist-centred view per person and side
+   (``geometry.views``), the hand backend (``sim`` observer or ``wilor``, :func:`make_estimator`),
+   association to the skeleton's side (``fusion.frame_stage.SideConsistency``), lifting on the Kinect
+   hand joints (``fusion.lifting``) and the depth cue from the Kinect depth maps (``fusion.depth_cue``);
 5. resampling of the hands from panorama frame times to the output times (the reference Kinect's
-   frame times), positions by cubic Hermite, rotations by slerp;
-6. SMPL-X body fit to the Kinect joints, hand integration, export.
+   frame times), positions by cubic Hermite, rotations by slerp, then smoothing
+   (:func:`_hands_at_output_times`, ``geometry.resample``, ``fusion.filtering``);
+6. the SMPL-X body fit and hand integration (:func:`_fit_bodies`, ``fusion.body_fit``,
+   ``fusion.hand_integration``), then the results folder (:func:`write_results`, ``fusion.export``).
 
-Stage 1 reads the whole session once (:func:`load_inputs`); stages 2-6 run over a window of output
-frames (:func:`process_window`), so a long session is processed in time chunks with overlap and
-stitched (``fusion.chunks``; ``omnimocap batch`` runs the chunks in parallel) and each stage's cost
-is linear in the session's length.
+Stage 1 reads the whole session once; stages 2-6 run over a window of output frames
+(:func:`process_window`), so a long session is processed in time chunks with overlap and stitched
+(``fusion.chunks``; ``omnimocap batch`` runs the chunks in parallel) and each stage's cost is linear
+in the session's length.
 """
-
 from __future__ import annotations
 
 import fcntl
@@ -39,20 +42,20 @@ from tqdm import tqdm
 from omnimocap import __version__
 from omnimocap.geometry.cameras import EquirectCamera
 from omnimocap.capture.rig import Rig
-from omnimocap.geometry.transforms import invert_pose, transform_points
+from omnimocap.geometry.transforms import transform_points
 from omnimocap.capture.session import Session, atomic_write_json
-from omnimocap.data.skeletons import (
-    KINECT_ELBOW, KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB, KINECT_WRIST, SIDES,
-)
+from omnimocap.data.skeletons import KINECT_WRIST, SIDES
 from omnimocap.errors import InputError, UserError
-from omnimocap.fusion.depth_cue import DepthCueConfig, HandSurface, depth_shift, load_depth_frames
+from omnimocap.fusion.depth_cue import DepthCueConfig, load_depth_frames
 from omnimocap.fusion.body_fit import BodyFitConfig
 from omnimocap.capture.people import PeopleConfig
 from omnimocap.fusion.filtering import SmootherConfig, estimate_noise_std, smooth_positions, smooth_rotations
 from omnimocap.geometry.resample import interpolate_positions, interpolate_rotations
-from omnimocap.fusion.lifting import fuse_ray_depth, lift_observation
-from omnimocap.hands.estimator import HandEstimator, ViewRequest
-from omnimocap.geometry.views import WristView, plan_views, project_to_view
+from omnimocap.fusion.frame_stage import (  # noqa: F401  (SideConsistency, VIEW_*: names of the pipeline's results)
+    VIEW_GATED, VIEW_NO_HAND, VIEW_OBSERVED, VIEW_RELABELLED, VIEW_SIDE_MISMATCH, HandStage, ObservedView,
+    SideConsistency, hand_centre_velocity, joint_depth_std, predicted_hands, smooth_anchors,
+)
+from omnimocap.hands.estimator import HandEstimator
 
 # Hand views on the contact sheet views_preview.png.
 PREVIEW_VIEWS = 12
@@ -195,144 +198,6 @@ def load_people(session: Session, rig: Rig, config: PeopleConfig | None = None) 
     repairs = {"people": len(people), "body_tracks": len(tracks),
                "frames_relabelled": {str(i): int(sum(m.sum() for m in pp.swapped.values())) for i, pp in zip(ids, people)}}
     return PeopleTracks(t_ref, list(ids), joints, conf, counts, repairs)
-
-
-def predicted_hands(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndarray]:
-    """Kinect arm and hand joints (elbow, wrist, hand, handtip, thumb) interpolated to times ``t`` (M,).
-
-    Returns arrays (P, M, 2, 3) per joint name (side 0 left, 1 right), world frame, NaN where
-    the Kinect had no data nearby. Up to 50 ms beyond the ends are extrapolated.
-    """
-    joint_ids = {"elbow": KINECT_ELBOW, "wrist": KINECT_WRIST, "hand": KINECT_HAND, "handtip": KINECT_HANDTIP,
-                 "thumb": KINECT_THUMB}
-    out = {}
-    for key, ids in joint_ids.items():
-        cols = [ids[s] for s in SIDES]
-        arr = np.stack([
-            interpolate_positions(people.t_session, people.joints[p][:, cols], t, max_gap=0.2, max_extrapolate=0.05)
-            for p in range(len(people.person_ids))
-        ]) if people.person_ids else np.zeros((0, len(t), 2, 3))
-        out[key] = arr
-    return out
-
-
-# Blend of the Kinect's WRIST, HAND, HANDTIP and THUMB joints that best predicts the mean of the
-# 21 hand joints over open, closed, pointing and pinching hands (least squares on simulated hands,
-# rounded); it sums to 1, so it is a point, not a direction.
-HAND_CENTRE_BLEND = {"wrist": 0.10, "hand": 0.45, "handtip": 0.33, "thumb": 0.12}
-
-
-# Distance from the wrist to the mean of the 21 hand joints of an open hand, metres.
-HAND_CENTRE_REACH_M = 0.08
-
-
-def hand_centre(pred: dict[str, np.ndarray], from_arm: bool = False) -> np.ndarray:
-    """Predicted hand centre (an estimate of the mean of the 21 hand joints), world metres: with
-    ``from_arm`` the wrist moved by :data:`HAND_CENTRE_REACH_M` along the forearm (elbow to wrist),
-    else the blend of the Kinect hand joints; falls back to the wrist where the others are missing."""
-    if from_arm:
-        forearm = pred["wrist"] - pred["elbow"]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            c = pred["wrist"] + HAND_CENTRE_REACH_M * forearm / np.linalg.norm(forearm, axis=-1, keepdims=True)
-    else:
-        c = sum(w * pred[name] for name, w in HAND_CENTRE_BLEND.items())
-    return np.where(np.isfinite(c), c, pred["wrist"])
-
-
-@dataclass
-class PlannedView:
-    """A wrist-centred view planned for one hand at one time (indices into the stage's inputs)."""
-
-    k: int  # time index into the predicted hands
-    person: int  # person index
-    side: int  # 0 left, 1 right
-    view: WristView
-    box_xyxy: np.ndarray  # (4,) predicted hand extent in view pixels
-    wrist_pano: np.ndarray  # (3,) predicted wrist in the 360 camera frame, metres
-
-
-def plan_hand_views(pred: dict[str, np.ndarray], T_pano_world: np.ndarray, time_indices, config: ProcessConfig) -> list[PlannedView]:
-    """Plan a view for every person and side with a Kinect-predicted hand at each time index.
-
-    ``pred`` are the outputs of :func:`predicted_hands` (world frame). The view looks at the
-    predicted hand centre and contains a sphere of ``hand_radius_m`` around it and the Kinect hand
-    joints, with ``view_margin``."""
-    centre_world = hand_centre(pred, config.depth.arm_anchor)
-    extent = ("wrist",) if config.depth.arm_anchor else ("wrist", "hand", "handtip", "thumb")
-    keys, points, centres = [], [], []
-    for k in time_indices:
-        for p in range(centre_world.shape[0]):
-            for s in range(len(SIDES)):
-                c = centre_world[p, k, s]
-                if not np.all(np.isfinite(c)):
-                    continue
-                pts = [pred[n][p, k, s] for n in extent]
-                pts += list(c + config.hand_radius_m * np.vstack([np.eye(3), -np.eye(3)]))
-                pts = np.array([q for q in pts if np.all(np.isfinite(q))])
-                points.append(transform_points(T_pano_world, pts))
-                centres.append(transform_points(T_pano_world, c))
-                keys.append((k, p, s))
-    if not keys:
-        return []
-    padded = np.full((len(points), max(len(q) for q in points), 3), np.nan)
-    for i, q in enumerate(points):
-        padded[i, : len(q)] = q
-    views = plan_views(padded, size=config.view_size, margin=config.view_margin, center_pano=np.array(centres))
-    planned = []
-    for (k, p, s), view, pts in zip(keys, views, padded):
-        pts = pts[np.all(np.isfinite(pts), axis=-1)]
-        px = project_to_view(view, pts)
-        box = np.concatenate([px.min(0), px.max(0)])
-        planned.append(PlannedView(k, p, s, view, box, transform_points(T_pano_world, pred["wrist"][p, k, s])))
-    return planned
-
-
-class SideConsistency:
-    """Handedness over time for every (person, side) of the skeleton.
-
-    The skeleton's side is the authority: a view is planned for a side and its hand stays that side.
-    A backend's detector can swap a hand's left/right label (WiLoR's sometimes does), for a frame or
-    for a stretch. The rule: an observation labelled as the other side is dropped
-    (``side_mismatch``) unless it is at least the ``persist``-th in a row for that (person, side) and
-    its lifted wrist passes the Kinect gate; such a hand is kept for the skeleton's side, with the
-    backend's parameters as they are (only the label is overruled), and counted as
-    ``side_relabelled``. An observation whose label agrees ends the run; views without a hand leave
-    it as it is.
-    """
-
-    def __init__(self, persist: int):
-        self.persist = max(1, int(persist))
-        self._run: dict[tuple[int, int], int] = {}
-
-    def observe(self, key: tuple[int, int], agrees: bool) -> bool:
-        """Record one observation of ``key`` = (person, side); True when a disagreeing label is
-        persistent enough to be overruled (always False for an agreeing one)."""
-        if agrees:
-            self._run[key] = 0
-            return False
-        self._run[key] = self._run.get(key, 0) + 1
-        return self._run[key] >= self.persist
-
-
-def _hand_surface(config: ProcessConfig) -> HandSurface:
-    from omnimocap.hands.mano import ManoModel
-
-    if config.surface_mano:
-        return HandSurface(ManoModel.load(config.surface_mano))
-    from omnimocap.hands.synthetic_mano import make_synthetic_mano
-
-    return HandSurface(ManoModel.from_dict(make_synthetic_mano("right")))
-
-
-def _joint_depth_std(people: PeopleTracks, floor_m: float, wrist_only: bool = False,
-                     wrist_floor_m: float = 0.0) -> np.ndarray:
-    """Per person, the standard deviation (metres) assumed for the depth fitted to the Kinect hand
-    joints (``wrist_only``: the wrists): their measured white noise, at least ``floor_m`` (and
-    ``wrist_floor_m`` for the wrists alone)."""
-    groups = (KINECT_WRIST,) if wrist_only else (KINECT_WRIST, KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB)
-    cols = [ids[s] for ids in groups for s in SIDES]
-    floor = max(floor_m, wrist_floor_m) if wrist_only else floor_m
-    return np.array([max(floor, estimate_noise_std(j[:, cols])) for j in people.joints])
 
 
 def make_estimator(config: ProcessConfig, session: Session) -> HandEstimator:
@@ -554,7 +419,7 @@ def load_inputs(session: Session, rig: Rig, config: ProcessConfig) -> SessionInp
     notes = pano_frame_notes(session, pano_entry, stamps) + coverage_notes(people.t_session, t_pano_session,
                                                                           session.rig_path)
     noise = np.array([estimate_noise_std(j) for j in people.joints])
-    joint_std = _joint_depth_std(people, config.joint_depth_floor_m, config.depth.arm_anchor, config.depth.wrist_floor_m)
+    joint_std = joint_depth_std(people, config.joint_depth_floor_m, config.depth.arm_anchor, config.depth.wrist_floor_m)
     return SessionInputs(people, t_pano_session, noise, joint_std,
                          resolve_smplx_model(config.smplx_model, config.models, config.gender), notes=notes)
 
@@ -583,10 +448,6 @@ def fit_session_body(inputs: SessionInputs, config: ProcessConfig) -> None:
         betas[p] = fit.betas
         offsets[p] = list(fit.joint_offsets.values())
     inputs.betas, inputs.joint_offsets = betas, offsets
-
-
-# Outcome of a planned view, per row of ``WindowResult.view_rows``.
-VIEW_OBSERVED, VIEW_NO_HAND, VIEW_GATED, VIEW_SIDE_MISMATCH, VIEW_RELABELLED = range(5)
 
 
 @dataclass
@@ -627,11 +488,29 @@ def process_window(session: Session, rig: Rig, inputs: SessionInputs, config: Pr
     at the session's ends), the hands resampled to the output times, the body fit and hand
     integration. Every cost is proportional to the window's length; the whole session is one window.
     ``preview``: collect the hand views of ``views_preview.png`` (decodes panorama frames)."""
-    from omnimocap.fusion.body_fit import fit_body
-    from omnimocap.fusion.body_model import load_skeleton
-    from omnimocap.fusion.hand_integration import integrate_hands
-
+    people, pano_first, pano_last = _window_people(inputs, config, first, last)
+    t_pano = inputs.t_pano_session[pano_first:pano_last]
     timings: dict[str, float] = {}
+    t_views = time.perf_counter()
+    anchors = smooth_anchors(people, inputs.anchor_noise_std, config)
+    observed = observe_window(session, rig, inputs, config, anchors, pano_first, pano_last, estimator,
+                              config.preview and preview, progress)
+    timings["views_and_hands"] = time.perf_counter() - t_views
+    hands = _hands_at_output_times(observed, t_pano, people.t_session, config)
+    t_fit = time.perf_counter()
+    bodies = _fit_bodies(inputs, anchors, people, hands, config)
+    timings["body_fit"] = time.perf_counter() - t_fit
+    return WindowResult(first, last, pano_first, pano_last, hands.fps, hands.joints, hands.R, hands.pose, hands.valid,
+                        observed.betas, observed.valid, *bodies, observed.views_table(),
+                        np.array(observed.depth_shifts, dtype=np.float64).reshape(-1, 2),
+                        np.array(observed.depth_not_measured, dtype=np.int64), observed.kinects_with_depth,
+                        observed.depth_notes,
+                        observed.preview, timings)
+
+
+def _window_people(inputs: SessionInputs, config: ProcessConfig, first: int, last: int) -> tuple[PeopleTracks, int, int]:
+    """The people at the output frames ``first..last-1`` and the panorama frames whose hands they
+    need: from ``max_hand_gap_s`` before to as much after (to the session's ends at its ends)."""
     people_all = inputs.people
     F_all, F_pano_all = len(people_all.t_session), len(inputs.t_pano_session)
     people = replace(people_all, t_session=people_all.t_session[first:last],
@@ -640,119 +519,145 @@ def process_window(session: Session, rig: Rig, inputs: SessionInputs, config: Pr
     pano_first = 0 if first == 0 else int(np.searchsorted(t_all, people.t_session[0] - config.max_hand_gap_s))
     pano_last = F_pano_all if last >= F_all else int(np.searchsorted(t_all, people.t_session[-1] + config.max_hand_gap_s,
                                                                      side="right"))
-    t_pano_session = t_all[pano_first:pano_last]
-    pano_entry = session.pano()
-    T_world_pano = rig.pose("pano")
-    T_pano_world_inv = invert_pose(T_world_pano)
-    pano_cam = EquirectCamera(int(pano_entry.width or 0), int(pano_entry.height or 0))
-    estimator = estimator or make_estimator(config, session)
-    needs_images = bool(getattr(estimator, "needs_images", config.hands != "sim"))
-    want_preview = config.preview and preview
+    return people, pano_first, pano_last
 
-    t_views = time.perf_counter()
-    anchors = people
-    if config.smoothing and len(people.t_session) > 2:
-        kinect_fps = float(1.0 / np.median(np.diff(people.t_session)))
-        anchors = replace(people, joints=np.stack([
-            smooth_positions(j, kinect_fps, config.position_smoother, noise_std=float(sd))
-            for j, sd in zip(people.joints, inputs.anchor_noise_std)]))
-    pred = predicted_hands(anchors, t_pano_session)
-    P, F_pano = len(people.person_ids), len(t_pano_session)
-    obs_valid = np.zeros((P, F_pano, 2), dtype=bool)
-    obs_joints = np.full((P, F_pano, 2, 21, 3), np.nan)
-    obs_R = np.broadcast_to(np.eye(3), (P, F_pano, 2, 3, 3)).copy()
-    obs_pose = np.broadcast_to(np.eye(3), (P, F_pano, 2, 15, 3, 3)).copy()
-    obs_betas = np.zeros((P, F_pano, 2, 10))
-    view_rows: list[tuple] = []
-    sides = SideConsistency(config.side_persist)
+
+@dataclass
+class WindowObservations:
+    """The hands lifted in a window's panorama frames (P, F_pano, 2, ...), world frame, and what
+    became of every planned view (rows of ``WindowResult.views``)."""
+
+    valid: np.ndarray  # (P, F_pano, 2)
+    joints: np.ndarray  # (P, F_pano, 2, 21, 3)
+    R: np.ndarray  # (P, F_pano, 2, 3, 3)
+    pose: np.ndarray  # (P, F_pano, 2, 15, 3, 3)
+    betas: np.ndarray  # (P, F_pano, 2, 10)
+    pano_first: int
+    rows: list = field(default_factory=list)
+    depth_shifts: list = field(default_factory=list)  # (pano frame index, shift m)
+    depth_not_measured: list = field(default_factory=list)  # pano frame indices
+    preview: list = field(default_factory=list)  # view images for views_preview.png
+    kinects_with_depth: int = 0  # Kinects whose depth maps the depth cue read
+    depth_notes: list = field(default_factory=list)  # depth recordings that could not be used
+
+    @classmethod
+    def empty(cls, P: int, F_pano: int, pano_first: int) -> "WindowObservations":
+        return cls(np.zeros((P, F_pano, 2), dtype=bool), np.full((P, F_pano, 2, 21, 3), np.nan),
+                   np.broadcast_to(np.eye(3), (P, F_pano, 2, 3, 3)).copy(),
+                   np.broadcast_to(np.eye(3), (P, F_pano, 2, 15, 3, 3)).copy(), np.zeros((P, F_pano, 2, 10)), pano_first)
+
+    def add(self, views: list[ObservedView]) -> None:
+        """Keep the outcome of every view and the hands that are used."""
+        for ov in views:
+            pv = ov.planned
+            self.rows.append((ov.request.frame_index, pv.person, pv.side, ov.request.t_session, pv.view.R_pano_view,
+                              pv.view.camera.fx, pv.view.size, ov.outcome))
+            if ov.depth_tried:
+                if ov.depth_shift_m is None:
+                    self.depth_not_measured.append(ov.request.frame_index)
+                else:
+                    self.depth_shifts.append((ov.request.frame_index, ov.depth_shift_m))
+            if ov.lifted is None:
+                continue
+            at = (pv.person, pv.k, pv.side)
+            self.valid[at] = True
+            self.joints[at], self.R[at] = ov.lifted.joints, ov.lifted.R_world
+            self.pose[at], self.betas[at] = ov.lifted.hand_pose, ov.lifted.betas
+
+    def add_preview(self, views: list[ObservedView]) -> None:
+        """Views of every 15th panorama frame, until the contact sheet is full."""
+        for ov in views:
+            if len(self.preview) < PREVIEW_VIEWS and ov.request.image_bgr is not None and ov.request.frame_index % 15 == 0:
+                self.preview.append(ov.request.image_bgr)
+
+    def views_table(self) -> dict:
+        rows = self.rows
+        return {
+            "frame_index": np.array([r[0] for r in rows], dtype=np.int64),
+            "person": np.array([r[1] for r in rows], dtype=np.int64),
+            "side": np.array([r[2] for r in rows], dtype=np.int64),
+            "t_session": np.array([r[3] for r in rows], dtype=np.float64),
+            "R_pano_view": np.array([r[4] for r in rows]).reshape(-1, 3, 3),
+            "fx": np.array([r[5] for r in rows], dtype=np.float64),
+            "size": np.array([r[6] for r in rows], dtype=np.int64),
+            "outcome": np.array([r[7] for r in rows], dtype=np.int64),
+        }
+
+
+def observe_window(session: Session, rig: Rig, inputs: SessionInputs, config: ProcessConfig, anchors: PeopleTracks,
+                   pano_first: int, pano_last: int, estimator: HandEstimator | None = None, want_preview: bool = False,
+                   progress: bool = False) -> WindowObservations:
+    """Stages 2-4, the hand stage (``fusion.frame_stage.HandStage``), over the panorama frames
+    ``pano_first..pano_last-1`` in batches of ``batch_frames``, on the Kinect joints ``anchors``
+    (world frame, already smoothed). Panorama images are decoded while the backend looks at them or
+    ``want_preview`` and the preview is not full."""
+    t_pano = inputs.t_pano_session[pano_first:pano_last]
     depth_frames, depth_notes = load_depth_frames(session, rig) if config.depth_cue else ([], [])
-    depth_shifts: list[tuple[int, float]] = []
-    depth_not_measured: list[int] = []
-    if depth_frames:
-        surface = _hand_surface(config)
-        joint_std = inputs.joint_depth_std
-        # the hand's predicted velocity carries a candidate hand to the time of a depth frame
-        with np.errstate(invalid="ignore", divide="ignore"):
-            centre = hand_centre(pred, config.depth.arm_anchor)
-            centre_velocity = (np.gradient(centre, t_pano_session, axis=1)
-                               if F_pano > 1 else np.full(centre.shape, np.nan))
-    preview_views: list[np.ndarray] = []
-
-    frame_iter = _pano_frames(session, pano_entry, needs_images or want_preview, pano_first, pano_last)
+    pano_entry = session.pano()
+    stage = HandStage(config, estimator or make_estimator(config, session), rig.pose("pano"),
+                      EquirectCamera(int(pano_entry.width or 0), int(pano_entry.height or 0)), depth_frames)
+    pred = predicted_hands(anchors, t_pano)
+    velocity = hand_centre_velocity(anchors, t_pano, config.depth.arm_anchor) if depth_frames else None
+    P, F_pano = len(anchors.person_ids), len(t_pano)
+    observed = WindowObservations.empty(P, F_pano, pano_first)
+    observed.kinects_with_depth, observed.depth_notes = len(depth_frames), depth_notes
+    frame_iter = _pano_frames(session, session.pano(), stage.needs_images or want_preview, pano_first, pano_first + F_pano)
     bar = tqdm(total=F_pano, desc="hands", unit="frame", disable=not progress, file=sys.stderr)
     for start in range(0, F_pano, config.batch_frames):
         stop = min(F_pano, start + config.batch_frames)
-        frames = {}
-        if frame_iter is not None and not (needs_images or len(preview_views) < PREVIEW_VIEWS):
+        preview_open = want_preview and len(observed.preview) < PREVIEW_VIEWS
+        if frame_iter is not None and not (stage.needs_images or preview_open):
             frame_iter.close()  # the preview is full and the backend does not look: stop decoding
             frame_iter = None
+        frames = {}
         if frame_iter is not None:
             for _ in range(start, stop):
                 item = next(frame_iter, None)
                 if item is None:
                     break
-                frames[item[0]] = item[1]
-        planned = plan_hand_views(pred, T_pano_world_inv, range(start, stop), config)
-        requests: list[ViewRequest] = []
-        if planned:
-            keys = [(pano_first + pv.k, pv.person, pv.side) for pv in planned]
-            views = [pv.view for pv in planned]
-            images = None
-            if needs_images or (want_preview and len(preview_views) < PREVIEW_VIEWS):
-                images = _render(frames, keys, views, pano_cam, needs_images, preview_views)
-            for i, pv in enumerate(planned):
-                requests.append(ViewRequest(
-                    frame_index=pano_first + pv.k, t_session=float(t_pano_session[pv.k]),
-                    person_id=people.person_ids[pv.person], side=SIDES[pv.side], R_pano_view=pv.view.R_pano_view,
-                    camera=pv.view.camera, predicted_wrist_view=pv.view.R_pano_view.T @ pv.wrist_pano,
-                    predicted_box_xyxy=pv.box_xyxy, image_bgr=None if images is None else images[i]))
-        observations = estimator.estimate(requests) if requests else []
-        for pv, req, obs in zip(planned, requests, observations):
-            k, p, s = pv.k, pv.person, pv.side
-            outcome = _observe(obs, req, pv, sides, pred, T_world_pano, config)
-            if isinstance(outcome, int):
-                view_rows.append(_view_row(pano_first, pv, t_pano_session, outcome))
-                continue
-            lifted, agrees = outcome
-            if depth_frames:
-                verts, faces = surface.mesh(obs)
-                verts_world = verts @ (T_world_pano[:3, :3] @ req.R_pano_view).T + lifted.wrist
-                cue = depth_shift(depth_frames, float(t_pano_session[k]), verts_world, faces, lifted.ray,
-                                  centre_velocity[p, k, s], config.depth)
-                if cue is None:
-                    depth_not_measured.append(pano_first + k)
-                else:
-                    lifted = fuse_ray_depth(lifted, float(joint_std[p]) ** 2, cue[0], cue[1])
-                    depth_shifts.append((pano_first + k, cue[0]))
-            view_rows.append(_view_row(pano_first, pv, t_pano_session, VIEW_OBSERVED if agrees else VIEW_RELABELLED))
-            obs_valid[p, k, s] = True
-            obs_joints[p, k, s] = lifted.joints
-            obs_R[p, k, s] = lifted.R_world
-            obs_pose[p, k, s] = lifted.hand_pose
-            obs_betas[p, k, s] = lifted.betas
+                frames[item[0] - pano_first] = item[1]
+        views = stage.run(pred, t_pano, range(start, stop), anchors.person_ids, pano_first, inputs.joint_depth_std, velocity,
+                          frames=frames, render=preview_open)
+        observed.add(views)
+        if preview_open:
+            observed.add_preview(views)
         bar.update(stop - start)
     bar.close()
     if frame_iter is not None:
         frame_iter.close()
-    timings["views_and_hands"] = time.perf_counter() - t_views
+    return observed
 
-    # --- hands at the output times --------------------------------------------------------------
-    t_out = people.t_session
-    F = len(t_out)
+
+@dataclass
+class OutputHands:
+    """Hands at the output times (P, F, 2, ...), world frame; ``fps`` the output rate."""
+
+    joints: np.ndarray
+    R: np.ndarray
+    pose: np.ndarray
+    valid: np.ndarray
+    fps: float
+
+
+def _hands_at_output_times(observed: WindowObservations, t_pano: np.ndarray, t_out: np.ndarray,
+                           config: ProcessConfig) -> OutputHands:
+    """Stage 5: the lifted hands resampled from the panorama frame times to ``t_out`` (positions by
+    cubic Hermite, rotations by slerp, across gaps up to ``max_hand_gap_s``), then smoothed."""
+    P, F = observed.valid.shape[0], len(t_out)
     hand_joints = np.full((P, F, 2, 21, 3), np.nan)
     hand_R = np.broadcast_to(np.eye(3), (P, F, 2, 3, 3)).copy()
     hand_pose = np.broadcast_to(np.eye(3), (P, F, 2, 15, 3, 3)).copy()
     hand_valid = np.zeros((P, F, 2), dtype=bool)
     for p in range(P):
         for s in range(2):
-            v = obs_valid[p, :, s]
+            v = observed.valid[p, :, s]
             if not np.any(v):
                 continue
             # bracket over observed frames only, so a single missed frame is bridged
-            hand_joints[p, :, s] = interpolate_positions(t_pano_session[v], obs_joints[p, v, s], t_out,
+            hand_joints[p, :, s] = interpolate_positions(t_pano[v], observed.joints[p, v, s], t_out,
                                                          max_gap=config.max_hand_gap_s)
-            rots = np.concatenate([obs_R[p, :, s][:, None], obs_pose[p, :, s]], axis=1)
-            R_out, ok = interpolate_rotations(t_pano_session, rots, v, t_out, max_gap=config.max_hand_gap_s)
+            rots = np.concatenate([observed.R[p, :, s][:, None], observed.pose[p, :, s]], axis=1)
+            R_out, ok = interpolate_rotations(t_pano, rots, v, t_out, max_gap=config.max_hand_gap_s)
             ok &= np.all(np.isfinite(hand_joints[p, :, s]), axis=(-1, -2))
             hand_valid[p, :, s] = ok
             hand_R[p, ok, s] = R_out[ok, 0]
@@ -761,11 +666,21 @@ def process_window(session: Session, rig: Rig, inputs: SessionInputs, config: Pr
     fps = float(1.0 / np.median(np.diff(t_out))) if F > 1 else 30.0
     if config.smoothing and F > 2:
         _smooth_hands(hand_joints, hand_R, hand_pose, hand_valid, fps, config)
+    return OutputHands(hand_joints, hand_R, hand_pose, hand_valid, fps)
 
-    # --- body fit and hand integration ----------------------------------------------------------
-    t_fit = time.perf_counter()
+
+def _fit_bodies(inputs: SessionInputs, anchors: PeopleTracks, people: PeopleTracks, hands: OutputHands,
+                config: ProcessConfig) -> tuple:
+    """Stage 6: the SMPL-X body fit to each person's (smoothed) Kinect joints and the hands put on
+    its wrists; returns local rotations (P, F, 55, 3, 3), translations (P, F, 3), betas (P, B) and
+    the hand integration status (P, F, 2)."""
+    from omnimocap.fusion.body_fit import fit_body
+    from omnimocap.fusion.body_model import load_skeleton
+    from omnimocap.fusion.hand_integration import integrate_hands
+
     skeleton = load_skeleton(inputs.smplx_path)
     body_cfg = replace(config.body, device=config.device)
+    P, F = len(people.person_ids), len(people.t_session)
     local = np.zeros((P, F, 55, 3, 3))
     transl = np.zeros((P, F, 3))
     betas = np.zeros((P, skeleton.num_betas))
@@ -774,49 +689,11 @@ def process_window(session: Session, rig: Rig, inputs: SessionInputs, config: Pr
         fit = fit_body(anchors.joints[p], people.confidence[p], skeleton, body_cfg,
                        betas=None if inputs.betas is None else inputs.betas[p],
                        joint_offsets=None if inputs.joint_offsets is None else inputs.joint_offsets[p])
-        integ = integrate_hands(fit, skeleton, hand_R[p], hand_pose[p], hand_valid[p])
+        integ = integrate_hands(fit, skeleton, hands.R[p], hands.pose[p], hands.valid[p])
         local[p], transl[p], betas[p] = integ.local_rotmats, fit.transl, fit.betas
         status[p] = np.asarray(integ.status).astype("U8")
-    timings["body_fit"] = time.perf_counter() - t_fit
+    return local, transl, betas, status
 
-    views = {
-        "frame_index": np.array([r[0] for r in view_rows], dtype=np.int64),
-        "person": np.array([r[1] for r in view_rows], dtype=np.int64),
-        "side": np.array([r[2] for r in view_rows], dtype=np.int64),
-        "t_session": np.array([r[3] for r in view_rows], dtype=np.float64),
-        "R_pano_view": np.array([r[4] for r in view_rows]).reshape(-1, 3, 3),
-        "fx": np.array([r[5] for r in view_rows], dtype=np.float64),
-        "size": np.array([r[6] for r in view_rows], dtype=np.int64),
-        "outcome": np.array([r[7] for r in view_rows], dtype=np.int64),
-    }
-    return WindowResult(first, last, pano_first, pano_last, fps, hand_joints, hand_R, hand_pose, hand_valid,
-                        obs_betas, obs_valid, local, transl, betas, status, views,
-                        np.array(depth_shifts, dtype=np.float64).reshape(-1, 2),
-                        np.array(depth_not_measured, dtype=np.int64), len(depth_frames), depth_notes,
-                        preview_views, timings)
-
-
-def _observe(obs, req: ViewRequest, pv: PlannedView, sides: SideConsistency, pred, T_world_pano, config):
-    """A view's outcome: a ``VIEW_*`` code when the hand is not used, else (lifted hand, whether the
-    backend's side label agreed)."""
-    k, p, s = pv.k, pv.person, pv.side
-    if obs is None:
-        return VIEW_NO_HAND
-    agrees = obs.is_right == (SIDES[s] == "right")
-    overruled = sides.observe((p, s), agrees)
-    if not agrees and not overruled:
-        return VIEW_SIDE_MISMATCH
-    weights = {"wrist": 1.0} if config.depth.arm_anchor else config.depth_weights
-    lifted = lift_observation(obs, req, T_world_pano, pred["wrist"][p, k, s],
-                              {name: pred[name][p, k, s] for name in weights}, weights)
-    if lifted.lateral_offset > config.max_gate_m:
-        return VIEW_GATED
-    return lifted, agrees
-
-
-def _view_row(pano_first: int, pv: PlannedView, t_pano_session: np.ndarray, outcome: int) -> tuple:
-    return (pano_first + pv.k, pv.person, pv.side, float(t_pano_session[pv.k]), pv.view.R_pano_view,
-            pv.view.camera.fx, pv.view.size, outcome)
 
 
 def _process(session: Session, rig: Rig, work: Path, config: ProcessConfig, progress: bool,
@@ -938,26 +815,6 @@ def _pano_frames(session: Session, entry, wanted: bool, first: int = 0, last: in
 
     reader = PanoReader(session.path(entry.recording or "pano.mkv"), session.path(entry.timestamps or "pano_frames.csv"))
     return reader.frames(first, last)
-
-
-def _render(frames, keys, views, pano_cam, needs_images, preview):
-    from omnimocap.geometry.views import render_views
-
-    images: list = [None] * len(keys)
-    by_frame: dict[int, list[int]] = {}
-    for i, (k, _, _) in enumerate(keys):
-        by_frame.setdefault(k, []).append(i)
-    for k, idx in by_frame.items():
-        if k not in frames:
-            continue
-        if not needs_images and len(preview) >= PREVIEW_VIEWS:
-            break
-        rendered = render_views(frames[k], pano_cam, [views[i] for i in idx])
-        for j, i in enumerate(idx):
-            images[i] = rendered[j]
-        if len(preview) < PREVIEW_VIEWS and k % 15 == 0:
-            preview.extend(rendered[: PREVIEW_VIEWS - len(preview)])
-    return images if needs_images else None
 
 
 def _write_preview(path: Path, images: list[np.ndarray]) -> None:

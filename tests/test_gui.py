@@ -17,9 +17,11 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 pytest.importorskip("pytestqt")
 
-from omnimocap.apps import live  # noqa: E402
+from omnimocap.fusion.live import calibration as live_calibration  # noqa: E402
 from omnimocap.apps.gui import SessionWindow  # noqa: E402
-from omnimocap.apps.live import LiveConfig, LiveController  # noqa: E402
+from omnimocap.apps.live import LiveController  # noqa: E402
+from omnimocap.fusion.live.controller import LiveConfig  # noqa: E402
+from omnimocap.fusion.pipeline import ProcessConfig  # noqa: E402
 from omnimocap.capture.session import Session  # noqa: E402
 from omnimocap.errors import UserError  # noqa: E402
 
@@ -35,7 +37,7 @@ def sim_session(tmp_path_factory):
 
 @pytest.fixture
 def window(qtbot, sim_session, tmp_path):
-    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_gb=0, view_size=64))
+    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_gb=0, process=ProcessConfig(hands="sim", view_size=64)))
     w = SessionWindow(controller, record_dir=tmp_path / "recordings", poll_ms=20)
     qtbot.addWidget(w)
     yield w
@@ -75,7 +77,7 @@ def test_fault_is_shown_in_message_panel(window, qtbot, monkeypatch):
     def fails(d):
         raise UserError("the board was not found in any frame", fix="hold the board in view")
 
-    monkeypatch.setattr(live, "calibration_steps", lambda method: [("board calibration", fails)])
+    monkeypatch.setattr(live_calibration, "calibration_steps", lambda method: [("board calibration", fails)])
     window.board_button.click()
     qtbot.waitUntil(lambda: any("board was not found" in t for t in window.message_texts()), timeout=5000)
     line = next(t for t in window.message_texts() if "board was not found" in t)
@@ -101,7 +103,7 @@ GL_CHECK = textwrap.dedent("""
     import numpy as np
     from PySide6 import QtCore, QtWidgets
     from omnimocap.apps.gui import Scene3D
-    from omnimocap.apps.live import WorldState
+    from omnimocap.fusion.live.state import WorldState
 
     app = QtWidgets.QApplication([])
     scene = Scene3D()

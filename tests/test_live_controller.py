@@ -10,8 +10,11 @@ import time
 import numpy as np
 import pytest
 
-from omnimocap.apps import live
-from omnimocap.apps.live import DropOldestQueue, LiveConfig, LiveController, SourceFeed
+from omnimocap.fusion.live import calibration as live_calibration
+from omnimocap.apps.live import LiveController
+from omnimocap.fusion.live.controller import LiveConfig
+from omnimocap.fusion.live.feeds import DropOldestQueue, Released, SourceFeed, session_time
+from omnimocap.fusion.pipeline import ProcessConfig
 from omnimocap.capture.rig import Rig
 from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.pano import PanoReader
@@ -84,7 +87,7 @@ def test_replay_publishes_snapshots(sim_session):
     # the 1.5 s replay, the one the simulated hands' truth covers, is not spent importing them
     import omnimocap.hands.wilor  # noqa: F401
 
-    controller = LiveController.from_session(sim_session, config=LiveConfig(view_size=96))
+    controller = LiveController.from_session(sim_session, config=LiveConfig(process=ProcessConfig(hands="sim", view_size=96)))
     try:
         controller.start()
         state = wait_for(lambda: (s := controller.latest()).pano is not None and s.hand_views and s.world.skeletons
@@ -127,7 +130,7 @@ def test_replay_publishes_snapshots(sim_session):
 
 
 def test_stopped_session_starts_again_with_fresh_sources(sim_session):
-    controller = LiveController.from_session(sim_session, config=LiveConfig(hands="none"))
+    controller = LiveController.from_session(sim_session, config=LiveConfig(process=ProcessConfig(hands="none")))
     try:
         controller.start()
         wait_for(lambda: controller.latest().pano)
@@ -151,23 +154,23 @@ def test_preview_off_keeps_streams_without_views(sim_session):
     clock = SessionClock()
     sources = replay_sources(sim_session, clock, realtime=False, on_session_clock=True)
     controller = LiveController(sources, clock=clock, rig=Rig.load(sim_session / "rig.json"),
-                                session_dir=sim_session, config=LiveConfig(view_size=64))
+                                session_dir=sim_session, config=LiveConfig(process=ProcessConfig(hands="sim", view_size=64)))
     try:
         controller.set_preview(False)
         kinect = next(f for f in controller.feeds if f.source.kind == "kinect")
         pano = next(f for f in controller.feeds if f.source.kind == "pano")
         body_frames = read_all(kinect.source)
-        t_body = np.array([live.session_time(controller.rig, kinect.name, f) for f in body_frames])
+        t_body = np.array([session_time(controller.rig, kinect.name, f) for f in body_frames])
         frame_s = float(np.median(np.diff(t_body)))
         queued = 0
         indices = []
         for _ in range(8):
             frame = pano.source.read(1.0)
-            t_pano = live.session_time(controller.rig, pano.name, frame)
+            t_pano = session_time(controller.rig, pano.name, frame)
             while queued < len(body_frames) and t_body[queued] <= t_pano + frame_s:
-                kinect.queue.put(live.Released(body_frames[queued], time.perf_counter()))
+                kinect.queue.put(Released(body_frames[queued], time.perf_counter()))
                 queued += 1
-            pano.queue.put(live.Released(frame, time.perf_counter()))
+            pano.queue.put(Released(frame, time.perf_counter()))
             state = controller.step()
             assert state.pano.index == frame.index
             assert not state.preview
@@ -266,7 +269,7 @@ def test_missing_device_library_is_a_message(monkeypatch):
 
 
 def test_recording_writes_a_valid_session(sim_session, tmp_path):
-    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_gb=0))
+    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_gb=0, process=ProcessConfig(hands="sim")))
     out = tmp_path / "rec"
     try:
         controller.start()
@@ -296,7 +299,7 @@ def test_recording_writes_a_valid_session(sim_session, tmp_path):
 
 
 def test_recording_refuses_full_disk_and_used_folder(sim_session, tmp_path):
-    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_gb=1e9))
+    controller = LiveController.from_session(sim_session, config=LiveConfig(min_free_gb=1e9, process=ProcessConfig(hands="sim")))
     assert not controller.start_recording(tmp_path / "rec")
     assert any(m.level == "fault" and "free" in m.text for m in controller.latest().messages)
     used = tmp_path / "used"
@@ -321,7 +324,7 @@ def test_calibration_runs_in_background_with_progress(sim_session, tmp_path, mon
         rig.method, rig.is_truth, rig.residuals = "markerless", False, {"angular_rms_deg": 0.21}
         rig.save(d / "rig.json")
 
-    monkeypatch.setattr(live, "calibration_steps", lambda method: [("time sync", lambda d: None),
+    monkeypatch.setattr(live_calibration, "calibration_steps", lambda method: [("time sync", lambda d: None),
                                                                    (f"{method} calibration", fake_calibrate)])
     controller = LiveController.from_session(session_dir)
     seen = []
@@ -337,33 +340,36 @@ def test_calibration_runs_in_background_with_progress(sim_session, tmp_path, mon
 def test_markerless_refines_a_previous_calibration_and_board_syncs_after(sim_session, tmp_path, monkeypatch):
     import shutil
 
-    from omnimocap.apps import cmd_calibrate
+    from omnimocap.calibration import session as calibration_session
+    from omnimocap.calibration import sync as calibration_sync
+    from omnimocap.calibration.config import CalibrateConfig
 
     session_dir = tmp_path / "s"
     shutil.copytree(sim_session, session_dir)
     calls = []
-    monkeypatch.setattr(cmd_calibrate, "calibrate_session", lambda d, **kw: calls.append(("calibrate", kw)))
-    monkeypatch.setattr(cmd_calibrate, "sync_session", lambda d: calls.append(("sync", {})))
-    assert [label for label, _ in live.calibration_steps("board")] == ["board calibration", "time sync"]
-    for _, step in live.calibration_steps("board"):
+    monkeypatch.setattr(calibration_session, "calibrate_session", lambda d, config: calls.append(("calibrate", config)))
+    monkeypatch.setattr(calibration_sync, "sync_session", lambda d: calls.append(("sync", {})))
+    steps = live_calibration.calibration_steps
+    assert [label for label, _ in steps("board")] == ["board calibration", "time sync"]
+    for _, step in steps("board"):
         step(session_dir)
-    assert calls == [("calibrate", {"method": "board"}), ("sync", {})]
-    (step,) = [s for _, s in live.calibration_steps("markerless")]
+    assert calls == [("calibrate", CalibrateConfig(method="board")), ("sync", {})]
+    (step,) = [s for _, s in steps("markerless")]
     calls.clear()
     step(session_dir)  # rig.json is the simulated truth: nothing to refine from
     rig = Rig.load(session_dir / "rig.json")
     rig.method, rig.is_truth = "markerless", False
     rig.save(session_dir / "rig.json")
     step(session_dir)
-    assert calls == [("calibrate", {"method": "markerless", "refine": False}),
-                     ("calibrate", {"method": "markerless", "refine": True})]
+    assert calls == [("calibrate", CalibrateConfig(method="markerless", refine=False)),
+                     ("calibrate", CalibrateConfig(method="markerless", refine=True))]
 
 
 def test_calibration_not_available_is_reported(sim_session, monkeypatch):
     def missing(method):
         raise ImportError("no calibration")
 
-    monkeypatch.setattr(live, "calibration_steps", missing)
+    monkeypatch.setattr(live_calibration, "calibration_steps", missing)
     controller = LiveController.from_session(sim_session)
     assert not controller.calibrate("board")
     state = controller.latest()
@@ -375,9 +381,21 @@ def test_calibration_failure_is_a_fault(sim_session, tmp_path, monkeypatch):
     def fails(d):
         raise UserError("nobody moved", path=d, fix="walk around")
 
-    monkeypatch.setattr(live, "calibration_steps", lambda method: [("markerless", fails)])
+    monkeypatch.setattr(live_calibration, "calibration_steps", lambda method: [("markerless", fails)])
     controller = LiveController.from_session(sim_session)
     assert controller.calibrate("markerless")
     wait_for(lambda: any("nobody moved" in m.text for m in controller.latest().messages))
     assert not controller.latest().calibration.running
     assert controller.latest().calibration.method == "truth"  # the rig in use did not change
+
+
+def test_gui_hand_stage_takes_process_defaults():
+    from omnimocap.apps.cli import build_parser
+    from omnimocap.apps.cmd_gui import live_config
+
+    parser = build_parser()
+    replay = live_config(parser.parse_args(["gui", "--session", "somewhere"])).process
+    assert replay == ProcessConfig()  # backend, view size, lifting, depth cue: those of `process`
+    assert live_config(parser.parse_args(["gui", "--simulate"])).process.hands == "sim"
+    assert live_config(parser.parse_args(["gui", "--simulate", "--hands", "none"])).process.hands == "none"
+    assert live_config(parser.parse_args(["gui", "--hands", "wilor", "--device", "cuda"])).process.device == "cuda"

@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from omnimocap.apps import live
-from omnimocap.apps.live import HAND_HELD, HAND_LOST, HAND_SEEN, LiveConfig, LiveController, PreviewResult
+from omnimocap.apps.live import LiveController
+from omnimocap.fusion.live.controller import LiveConfig
+from omnimocap.fusion.live.feeds import Released, session_time
+from omnimocap.fusion.live.preview import HandHold, PreviewResult
+from omnimocap.fusion.live.state import HAND_HELD, HAND_LOST, HAND_SEEN, PanoPane
+from omnimocap.fusion.pipeline import ProcessConfig
 from omnimocap.capture.rig import Rig
 from omnimocap.capture.replay import replay_sources
 from omnimocap.capture.sources import SessionClock
@@ -38,15 +42,15 @@ def drive(controller: LiveController, frames: int):
     kinect = next(f for f in controller.feeds if f.source.kind == "kinect")
     pano = next(f for f in controller.feeds if f.source.kind == "pano")
     body_frames = read_all(kinect.source)
-    t_body = np.array([live.session_time(controller.rig, kinect.name, f) for f in body_frames])
+    t_body = np.array([session_time(controller.rig, kinect.name, f) for f in body_frames])
     queued = 0
     for _ in range(frames):
         frame = pano.source.read(1.0)
-        t_pano = live.session_time(controller.rig, pano.name, frame)
+        t_pano = session_time(controller.rig, pano.name, frame)
         while queued < len(body_frames) and t_body[queued] <= t_pano:
-            kinect.queue.put(live.Released(body_frames[queued], time.perf_counter()))
+            kinect.queue.put(Released(body_frames[queued], time.perf_counter()))
             queued += 1
-        pano.queue.put(live.Released(frame, time.perf_counter()))
+        pano.queue.put(Released(frame, time.perf_counter()))
         yield controller.step()
 
 
@@ -54,7 +58,7 @@ def make_controller(sim_session) -> LiveController:
     clock = SessionClock()
     sources = replay_sources(sim_session, clock, realtime=False, on_session_clock=True)
     return LiveController(sources, clock=clock, rig=Rig.load(sim_session / "rig.json"), session_dir=sim_session,
-                          config=LiveConfig(hands="sim", view_size=96))
+                          config=LiveConfig(process=ProcessConfig(hands="sim", view_size=96)))
 
 
 def fk(received: dict[str, tuple[np.ndarray, np.ndarray]], parents: dict[str, str | None]):
@@ -220,20 +224,20 @@ def test_host_port_parsing():
 
 
 def test_hand_status_seen_held_lost():
-    controller = LiveController([], config=LiveConfig(hand_hold_s=0.5))
-    pane = live.PanoPane(0, 0.0, 0.0, np.zeros((2, 4, 3), np.uint8), [], [])
+    hold = HandHold(0.5)
+    pane = PanoPane(0, 0.0, 0.0, np.zeros((2, 4, 3), np.uint8), [], [])
     hand = np.arange(63.0).reshape(21, 3)
     wrist = np.array([1.0, 1.0, 1.0])
     key = (1, "left")
-    controller._update_hands(10.0, PreviewResult(pane, [], [hand], {key: hand}, {key: wrist}))
-    assert controller._hand_status[key] == HAND_SEEN
+    hold.update(10.0, PreviewResult(pane, [], [hand], {key: hand}, {key: wrist}))
+    assert hold.status[key] == HAND_SEEN
     moved = wrist + [0.1, 0.0, 0.0]
-    controller._update_hands(10.3, PreviewResult(pane, [], [], {}, {key: moved}))
-    assert controller._hand_status[key] == HAND_HELD
-    np.testing.assert_allclose(controller._person_hands[key], hand + [0.1, 0.0, 0.0])
-    controller._update_hands(10.6, PreviewResult(pane, [], [], {}, {key: moved}))
-    assert controller._hand_status[key] == HAND_LOST
-    assert key not in controller._person_hands
+    hold.update(10.3, PreviewResult(pane, [], [], {}, {key: moved}))
+    assert hold.status[key] == HAND_HELD
+    np.testing.assert_allclose(hold.hands[key], hand + [0.1, 0.0, 0.0])
+    hold.update(10.6, PreviewResult(pane, [], [], {}, {key: moved}))
+    assert hold.status[key] == HAND_LOST
+    assert key not in hold.hands
 
 
 def test_bad_vmc_address_is_one_line(sim_session, capsys, monkeypatch):

@@ -1,0 +1,325 @@
+"""The per-frame hand stage that ``omnimocap process`` and the live preview both run.
+
+For a batch of panorama frames: the Kinect arm and hand joints predicted at each frame's time
+(:func:`predicted_hands`), a wrist-centred view per person and side (:func:`plan_hand_views`, rendered
+by ``geometry.views``), the hand estimator on all views at once, association of each hand to the
+skeleton's side (:class:`SideConsistency`), lifting into the world on the Kinect hand joints
+(``fusion.lifting``) and, where Kinect depth maps are at hand, the depth cue along the viewing ray
+(``fusion.depth_cue``). :class:`HandStage` holds what persists from batch to batch (the estimator, the
+side runs, the depth streams); the drivers hand it predictions and frames and keep what they need.
+
+World frame y up, metres; session clock, seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from omnimocap.data.skeletons import (
+    KINECT_ELBOW, KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB, KINECT_WRIST, SIDES,
+)
+from omnimocap.fusion.depth_cue import HandSurface, depth_shift
+from omnimocap.fusion.filtering import estimate_noise_std, smooth_positions
+from omnimocap.fusion.lifting import LiftedHand, fuse_ray_depth, lift_observation
+from omnimocap.geometry.cameras import EquirectCamera
+from omnimocap.geometry.resample import interpolate_positions
+from omnimocap.geometry.transforms import invert_pose, transform_points
+from omnimocap.geometry.views import WristView, plan_views, project_to_view, render_views
+from omnimocap.hands.estimator import HandEstimator, HandObservation, ViewRequest
+
+if TYPE_CHECKING:
+    from omnimocap.fusion.pipeline import PeopleTracks, ProcessConfig
+
+
+# The Kinect joints the hands are predicted from, by name, per side.
+PREDICTED_JOINTS = {"elbow": KINECT_ELBOW, "wrist": KINECT_WRIST, "hand": KINECT_HAND, "handtip": KINECT_HANDTIP,
+                    "thumb": KINECT_THUMB}
+# Their columns among the 32 Kinect joints.
+PREDICTED_JOINT_COLUMNS = sorted(ids[s] for ids in PREDICTED_JOINTS.values() for s in SIDES)
+
+
+def predicted_hands(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndarray]:
+    """Kinect arm and hand joints (elbow, wrist, hand, handtip, thumb) interpolated to times ``t`` (M,).
+
+    Returns arrays (P, M, 2, 3) per joint name (side 0 left, 1 right), world frame, NaN where
+    the Kinect had no data nearby. Up to 50 ms beyond the ends are extrapolated.
+    """
+    out = {}
+    for key, ids in PREDICTED_JOINTS.items():
+        cols = [ids[s] for s in SIDES]
+        arr = np.stack([
+            interpolate_positions(people.t_session, people.joints[p][:, cols], t, max_gap=0.2, max_extrapolate=0.05)
+            for p in range(len(people.person_ids))
+        ]) if people.person_ids else np.zeros((0, len(t), 2, 3))
+        out[key] = arr
+    return out
+
+
+# Blend of the Kinect's WRIST, HAND, HANDTIP and THUMB joints that best predicts the mean of the
+# 21 hand joints over open, closed, pointing and pinching hands (least squares on simulated hands,
+# rounded); it sums to 1, so it is a point, not a direction.
+HAND_CENTRE_BLEND = {"wrist": 0.10, "hand": 0.45, "handtip": 0.33, "thumb": 0.12}
+
+
+# Distance from the wrist to the mean of the 21 hand joints of an open hand, metres.
+HAND_CENTRE_REACH_M = 0.08
+
+
+def hand_centre(pred: dict[str, np.ndarray], from_arm: bool = False) -> np.ndarray:
+    """Predicted hand centre (an estimate of the mean of the 21 hand joints), world metres: with
+    ``from_arm`` the wrist moved by :data:`HAND_CENTRE_REACH_M` along the forearm (elbow to wrist),
+    else the blend of the Kinect hand joints; falls back to the wrist where the others are missing."""
+    if from_arm:
+        forearm = pred["wrist"] - pred["elbow"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = pred["wrist"] + HAND_CENTRE_REACH_M * forearm / np.linalg.norm(forearm, axis=-1, keepdims=True)
+    else:
+        c = sum(w * pred[name] for name, w in HAND_CENTRE_BLEND.items())
+    return np.where(np.isfinite(c), c, pred["wrist"])
+
+
+@dataclass
+class PlannedView:
+    """A wrist-centred view planned for one hand at one time (indices into the stage's inputs)."""
+
+    k: int  # time index into the predicted hands
+    person: int  # person index
+    side: int  # 0 left, 1 right
+    view: WristView
+    box_xyxy: np.ndarray  # (4,) predicted hand extent in view pixels
+    wrist_pano: np.ndarray  # (3,) predicted wrist in the 360 camera frame, metres
+
+
+def plan_hand_views(pred: dict[str, np.ndarray], T_pano_world: np.ndarray, time_indices, config: ProcessConfig) -> list[PlannedView]:
+    """Plan a view for every person and side with a Kinect-predicted hand at each time index.
+
+    ``pred`` are the outputs of :func:`predicted_hands` (world frame). The view looks at the
+    predicted hand centre and contains a sphere of ``hand_radius_m`` around it and the Kinect hand
+    joints, with ``view_margin``."""
+    centre_world = hand_centre(pred, config.depth.arm_anchor)
+    extent = ("wrist",) if config.depth.arm_anchor else ("wrist", "hand", "handtip", "thumb")
+    keys, points, centres = [], [], []
+    for k in time_indices:
+        for p in range(centre_world.shape[0]):
+            for s in range(len(SIDES)):
+                c = centre_world[p, k, s]
+                if not np.all(np.isfinite(c)):
+                    continue
+                pts = [pred[n][p, k, s] for n in extent]
+                pts += list(c + config.hand_radius_m * np.vstack([np.eye(3), -np.eye(3)]))
+                pts = np.array([q for q in pts if np.all(np.isfinite(q))])
+                points.append(transform_points(T_pano_world, pts))
+                centres.append(transform_points(T_pano_world, c))
+                keys.append((k, p, s))
+    if not keys:
+        return []
+    padded = np.full((len(points), max(len(q) for q in points), 3), np.nan)
+    for i, q in enumerate(points):
+        padded[i, : len(q)] = q
+    views = plan_views(padded, size=config.view_size, margin=config.view_margin, center_pano=np.array(centres))
+    planned = []
+    for (k, p, s), view, pts in zip(keys, views, padded):
+        pts = pts[np.all(np.isfinite(pts), axis=-1)]
+        px = project_to_view(view, pts)
+        box = np.concatenate([px.min(0), px.max(0)])
+        planned.append(PlannedView(k, p, s, view, box, transform_points(T_pano_world, pred["wrist"][p, k, s])))
+    return planned
+
+
+class SideConsistency:
+    """Handedness over time for every (person, side) of the skeleton.
+
+    The skeleton's side is the authority: a view is planned for a side and its hand stays that side.
+    A backend's detector can swap a hand's left/right label (WiLoR's sometimes does), for a frame or
+    for a stretch. The rule: an observation labelled as the other side is dropped
+    (``side_mismatch``) unless it is at least the ``persist``-th in a row for that (person, side) and
+    its lifted wrist passes the Kinect gate; such a hand is kept for the skeleton's side, with the
+    backend's parameters as they are (only the label is overruled), and counted as
+    ``side_relabelled``. An observation whose label agrees ends the run; views without a hand leave
+    it as it is.
+    """
+
+    def __init__(self, persist: int):
+        self.persist = max(1, int(persist))
+        self._run: dict[tuple[int, int], int] = {}
+
+    def observe(self, key: tuple[int, int], agrees: bool) -> bool:
+        """Record one observation of ``key`` = (person, side); True when a disagreeing label is
+        persistent enough to be overruled (always False for an agreeing one)."""
+        if agrees:
+            self._run[key] = 0
+            return False
+        self._run[key] = self._run.get(key, 0) + 1
+        return self._run[key] >= self.persist
+
+
+def hand_surface(config: ProcessConfig) -> HandSurface:
+    from omnimocap.hands.mano import ManoModel
+
+    if config.surface_mano:
+        return HandSurface(ManoModel.load(config.surface_mano))
+    from omnimocap.hands.synthetic_mano import make_synthetic_mano
+
+    return HandSurface(ManoModel.from_dict(make_synthetic_mano("right")))
+
+
+def joint_depth_std(people: PeopleTracks, floor_m: float, wrist_only: bool = False,
+                     wrist_floor_m: float = 0.0) -> np.ndarray:
+    """Per person, the standard deviation (metres) assumed for the depth fitted to the Kinect hand
+    joints (``wrist_only``: the wrists): their measured white noise, at least ``floor_m`` (and
+    ``wrist_floor_m`` for the wrists alone)."""
+    groups = (KINECT_WRIST,) if wrist_only else (KINECT_WRIST, KINECT_HAND, KINECT_HANDTIP, KINECT_THUMB)
+    cols = [ids[s] for ids in groups for s in SIDES]
+    floor = max(floor_m, wrist_floor_m) if wrist_only else floor_m
+    return np.array([max(floor, estimate_noise_std(j[:, cols])) for j in people.joints])
+
+
+# Outcome of a planned view.
+VIEW_OBSERVED, VIEW_NO_HAND, VIEW_GATED, VIEW_SIDE_MISMATCH, VIEW_RELABELLED = range(5)
+
+
+# Half the time step of the hand centre's central difference, seconds (a panorama frame at 30 fps).
+VELOCITY_STEP_S = 1.0 / 30.0
+
+
+def hand_centre_velocity(people: PeopleTracks, t: np.ndarray, from_arm: bool = False) -> np.ndarray:
+    """Velocity (P, M, 2, 3) of the predicted hand centre (:func:`hand_centre`) at the times ``t``
+    (M,), world metres per second: the central difference of the centres predicted from ``people``
+    (world frame) at ``t`` -/+ :data:`VELOCITY_STEP_S`; NaN where either is missing."""
+    t = np.asarray(t, dtype=np.float64)
+    centre = hand_centre(predicted_hands(people, np.concatenate([t - VELOCITY_STEP_S, t + VELOCITY_STEP_S])), from_arm)
+    return (centre[:, len(t):] - centre[:, :len(t)]) / (2.0 * VELOCITY_STEP_S)
+
+
+@dataclass
+class ObservedView:
+    """A planned view after the stage: its request (with the rendered image, when there is one), the
+    backend's observation, the outcome (``VIEW_*``) and, when the hand is used, the lifted hand
+    (world frame, after the depth cue). ``depth_shift_m``: the depth cue's shift along the ray,
+    metres (None where it did not measure); ``depth_tried``: the depth cue looked at this hand."""
+
+    planned: PlannedView
+    request: ViewRequest
+    outcome: int
+    observation: HandObservation | None = None
+    lifted: LiftedHand | None = None
+    depth_shift_m: float | None = None
+    depth_tried: bool = False
+
+
+class HandStage:
+    """Views -> hand estimator -> association -> lifting -> depth cue, batch after batch.
+
+    ``estimator`` None: no backend, every view comes back without a hand. ``depth_frames``: Kinect
+    depth streams (anything with the interface of ``fusion.depth_cue.DepthFrames``); empty: no depth
+    cue; the live driver replaces the list between runs with the depth images it holds. The side
+    runs of :class:`SideConsistency` carry over from one :meth:`run` to the next, so batches must
+    come in time order, without frames skipped, for two drivers to agree.
+    """
+
+    def __init__(self, config: ProcessConfig, estimator: HandEstimator | None, T_world_pano: np.ndarray,
+                 pano_cam: EquirectCamera, depth_frames: Sequence = ()):
+        self.config = config
+        self.estimator = estimator
+        self.T_world_pano = np.asarray(T_world_pano, dtype=np.float64)
+        self.T_pano_world = invert_pose(self.T_world_pano)
+        self.pano_cam = pano_cam
+        self.depth_frames = list(depth_frames)
+        self._surface: HandSurface | None = None
+        self.sides = SideConsistency(config.side_persist)
+        self.needs_images = estimator is not None and bool(getattr(estimator, "needs_images", config.hands != "sim"))
+
+    def plan(self, pred: dict[str, np.ndarray], time_indices) -> list[PlannedView]:
+        """The views of every person and side with a predicted hand at ``time_indices`` of ``pred``."""
+        return plan_hand_views(pred, self.T_pano_world, time_indices, self.config)
+
+    def requests(self, planned: list[PlannedView], t_pano: np.ndarray, person_ids: Sequence[int], first_index: int,
+                 frames: dict[int, np.ndarray] | None = None, render: bool = False) -> list[ViewRequest]:
+        """One request per planned view; its image is rendered from ``frames`` (time index ->
+        panorama BGR image) when the backend looks at images or ``render`` asks for them.
+        ``first_index``: the panorama frame index of time index 0."""
+        images: list = [None] * len(planned)
+        if frames and (render or self.needs_images):
+            by_frame: dict[int, list[int]] = {}
+            for i, pv in enumerate(planned):
+                by_frame.setdefault(pv.k, []).append(i)
+            for k, idx in by_frame.items():
+                if k in frames:
+                    for i, image in zip(idx, render_views(frames[k], self.pano_cam, [planned[i].view for i in idx])):
+                        images[i] = image
+        return [ViewRequest(frame_index=first_index + pv.k, t_session=float(t_pano[pv.k]),
+                            person_id=int(person_ids[pv.person]), side=SIDES[pv.side],
+                            R_pano_view=pv.view.R_pano_view, camera=pv.view.camera,
+                            predicted_wrist_view=pv.view.R_pano_view.T @ pv.wrist_pano,
+                            predicted_box_xyxy=pv.box_xyxy, image_bgr=image)
+                for pv, image in zip(planned, images)]
+
+    def run(self, pred: dict[str, np.ndarray], t_pano: np.ndarray, time_indices, person_ids: Sequence[int],
+            first_index: int, joint_std: np.ndarray, centre_velocity: np.ndarray | None,
+            frames: dict[int, np.ndarray] | None = None, render: bool = False, estimate: bool = True) -> list[ObservedView]:
+        """The stage on the panorama frames ``time_indices`` of ``pred`` (outputs of
+        :func:`predicted_hands` at the session times ``t_pano``, world frame).
+
+        ``joint_std`` (P,): standard deviation of the depth fitted to each person's Kinect hand
+        joints, metres (:func:`joint_depth_std`); ``centre_velocity`` (P, M, 2, 3): the predicted
+        hand centre's velocity at ``t_pano``, m/s (:func:`hand_centre_velocity`), which carries a
+        hand to the time of a depth frame (None without depth frames). ``estimate`` False: views
+        only, no backend call."""
+        planned = self.plan(pred, time_indices)
+        requests = self.requests(planned, t_pano, person_ids, first_index, frames, render)
+        observations = self.estimator.estimate(requests) if (requests and estimate and self.estimator is not None) \
+            else [None] * len(requests)
+        return [self._observe(pv, req, obs, pred, joint_std, centre_velocity)
+                for pv, req, obs in zip(planned, requests, observations)]
+
+    def _observe(self, pv: PlannedView, req: ViewRequest, obs: HandObservation | None, pred, joint_std,
+                 centre_velocity) -> ObservedView:
+        """Association (the skeleton's side decides), lifting and the depth cue for one view."""
+        k, p, s = pv.k, pv.person, pv.side
+        if obs is None:
+            return ObservedView(pv, req, VIEW_NO_HAND)
+        agrees = obs.is_right == (SIDES[s] == "right")
+        overruled = self.sides.observe((p, s), agrees)
+        if not agrees and not overruled:
+            return ObservedView(pv, req, VIEW_SIDE_MISMATCH, obs)
+        cfg = self.config
+        weights = {"wrist": 1.0} if cfg.depth.arm_anchor else cfg.depth_weights
+        lifted = lift_observation(obs, req, self.T_world_pano, pred["wrist"][p, k, s],
+                                  {name: pred[name][p, k, s] for name in weights}, weights)
+        if lifted.lateral_offset > cfg.max_gate_m:
+            return ObservedView(pv, req, VIEW_GATED, obs)
+        view = ObservedView(pv, req, VIEW_OBSERVED if agrees else VIEW_RELABELLED, obs, lifted)
+        if self.depth_frames:
+            self._surface = self._surface or hand_surface(cfg)
+            verts, faces = self._surface.mesh(obs)
+            verts_world = verts @ (self.T_world_pano[:3, :3] @ req.R_pano_view).T + lifted.wrist
+            cue = depth_shift(self.depth_frames, req.t_session, verts_world, faces, lifted.ray,
+                              centre_velocity[p, k, s], cfg.depth)
+            view.depth_tried = True
+            if cue is not None:
+                view.lifted = fuse_ray_depth(lifted, float(joint_std[p]) ** 2, cue[0], cue[1])
+                view.depth_shift_m = cue[0]
+        return view
+
+
+def smooth_anchors(people: PeopleTracks, noise_std: np.ndarray, config: ProcessConfig,
+                   columns: Sequence[int] | None = None) -> PeopleTracks:
+    """The Kinect joints that anchor the hands, smoothed over time (``config.smoothing``; Kalman
+    filter and Rauch-Tung-Striebel smoother, adapted to ``noise_std`` (P,), each person's measured
+    joint noise, metres) when there are more than two frames; else ``people`` as it is. The smoother
+    uses every frame of ``people``: offline the window's past and future, live only the past.
+    ``columns``: smooth only these Kinect joints (each coordinate is smoothed on its own, so they come
+    out as they would with all), e.g. :data:`PREDICTED_JOINT_COLUMNS`; the others stay as they are."""
+    if not config.smoothing or len(people.t_session) <= 2:
+        return people
+    kinect_fps = float(1.0 / np.median(np.diff(people.t_session)))
+    cols = slice(None) if columns is None else list(columns)
+    joints = people.joints.copy()
+    for p, sd in enumerate(noise_std):
+        joints[p][:, cols] = smooth_positions(people.joints[p][:, cols], kinect_fps, config.position_smoother,
+                                              noise_std=float(sd))
+    return replace(people, joints=joints)
