@@ -1,1 +1,2 @@
-"""Applications: the command-line interface, batch processing, the live session GUI."""
+"""Applications: the command line (one ``cmd_*`` module per verb: parse, call the library, print)
+and the live session window."""

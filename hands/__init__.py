@@ -1,2 +1,2 @@
-"""Hands: wrist-centred view planning and reprojection, the hand-estimator protocol and its
-backends (the simulated observer and WiLoR), MANO model files."""
+"""Hands: the hand-estimator protocol and its backends (WiLoR, and the simulated observer that
+reads a simulated session's truth), MANO model files, the synthetic MANO, and the model store."""
