@@ -1,7 +1,8 @@
 """Rotations and rigid transforms (numpy, float64).
 
 Conventions: rotations are 3x3 matrices inside the program; axis-angle vectors only at exports;
-quaternions are (w, x, y, z) and appear only at the Kinect boundary. A pose ``T_a_b`` is a 4x4
+quaternions are (w, x, y, z), written once in :mod:`omnimocap.geometry.quaternions` (imported here for
+the callers that convert at the Kinect boundary). A pose ``T_a_b`` is a 4x4
 matrix that maps points in frame b to frame a: ``p_a = T_a_b @ p_b``. Left hands are mirrors of
 right hands through ``MIRROR = diag(-1, 1, 1)``.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.spatial.transform import Rotation
+
+from omnimocap.geometry.quaternions import matrix_to_quat_wxyz, quat_wxyz_to_matrix  # noqa: F401
 
 MIRROR = np.diag([-1.0, 1.0, 1.0])
 
@@ -52,23 +55,6 @@ def matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:
     return Rotation.from_matrix(R.reshape(-1, 3, 3)).as_rotvec().reshape(shape + (3,))
 
 
-def quat_wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
-    """Quaternions (...,4) in (w, x, y, z) order to rotation matrices (...,3,3)."""
-    q = np.asarray(q, dtype=np.float64)
-    shape = q.shape[:-1]
-    xyzw = np.concatenate([q[..., 1:], q[..., :1]], axis=-1).reshape(-1, 4)
-    return Rotation.from_quat(xyzw).as_matrix().reshape(shape + (3, 3))
-
-
-def matrix_to_quat_wxyz(R: np.ndarray) -> np.ndarray:
-    """Rotation matrices (...,3,3) to unit quaternions (...,4) in (w, x, y, z) order, w >= 0."""
-    R = np.asarray(R, dtype=np.float64)
-    shape = R.shape[:-2]
-    xyzw = Rotation.from_matrix(R.reshape(-1, 3, 3)).as_quat().reshape(shape + (4,))
-    q = np.concatenate([xyzw[..., 3:], xyzw[..., :3]], axis=-1)
-    return np.where(q[..., :1] < 0, -q, q)
-
-
 def rotation_angle(R: np.ndarray) -> np.ndarray:
     """Rotation angle (radians) of matrices (...,3,3)."""
     cos = (np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0
@@ -107,6 +93,29 @@ def look_at(forward: np.ndarray, up_hint: np.ndarray = np.array([0.0, -1.0, 0.0]
     x = x / np.linalg.norm(x, axis=-1, keepdims=True)
     y = np.cross(z, x)
     return np.stack([x, y, z], axis=-1)
+
+
+def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest rotations (...,3,3) turning unit vectors ``a`` (...,3) onto unit vectors ``b``
+    (...,3) (they broadcast): ``R @ a = b``, about the axis ``a x b``. Opposite vectors get half a
+    turn about an axis perpendicular to ``a`` (the choice is arbitrary there)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    a, b = np.broadcast_arrays(a, b)
+    v = np.cross(a, b)
+    c = np.sum(a * b, axis=-1)[..., None, None]
+    K = np.zeros(v.shape + (3,))
+    K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -v[..., 2], v[..., 1], -v[..., 0]
+    K = K - np.swapaxes(K, -1, -2)
+    opposite = c[..., 0, 0] < -1.0 + 1e-9
+    R = np.eye(3) + K + K @ K / np.where(opposite[..., None, None], 1.0, 1.0 + c)
+    if np.any(opposite):
+        other = np.where((np.abs(a[..., :1]) < 0.9), [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+        axis = np.cross(a, other)
+        axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
+        half_turn = 2.0 * axis[..., :, None] * axis[..., None, :] - np.eye(3)
+        R = np.where(opposite[..., None, None], half_turn, R)
+    return R
 
 
 def average_rotations(R: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
