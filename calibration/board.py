@@ -29,7 +29,11 @@ from omnimocap.geometry.transforms import (
     average_rotations, axis_angle_to_matrix, invert_pose, look_at, make_pose, transform_points,
 )
 from omnimocap.errors import UserError
-from omnimocap.geometry.views import plan_view, render_view, view_from_yaw_pitch, view_pixel_to_pano_bearing
+from omnimocap.geometry.views import plan_view, render_view, tiling_views, view_pixel_to_pano_bearing
+
+# Search views for a board in a panorama: every 45 deg of yaw at the horizon, then below and above.
+SEARCH_PITCHES_DEG = (0.0, -40.0, 40.0)
+SEARCH_YAW_STEP_DEG = 45.0
 
 
 @dataclass(frozen=True)
@@ -210,12 +214,10 @@ def detect_equirect(spec: BoardSpec, pano_img: np.ndarray, pano: EquirectCamera,
     search_size = int(min(view_size, np.ceil(2 * np.tan(np.radians(search_fov_deg) / 2) * pano.pixels_per_radian)))
     detector = cv2.aruco.CharucoDetector(spec.board())
     found: dict[int, np.ndarray] = {}
-    for pitch in (0.0, -40.0, 40.0):
-        for yaw in np.arange(-180.0, 180.0, 45.0):
-            view = view_from_yaw_pitch(yaw, pitch, search_fov_deg, search_size)
-            ids, px = _detect(detector, render_view(gray, pano, view))
-            for i, b in zip(ids, view_pixel_to_pano_bearing(view, px)):
-                found.setdefault(int(i), b)
+    for view in tiling_views(search_fov_deg, search_size, SEARCH_PITCHES_DEG, SEARCH_YAW_STEP_DEG, -180.0):
+        ids, px = _detect(detector, render_view(gray, pano, view))
+        for i, b in zip(ids, view_pixel_to_pano_bearing(view, px)):
+            found.setdefault(int(i), b)
     if len(found) < 4:
         return BoardDetection(np.zeros(0, dtype=np.int64), np.zeros((0, 3)))
     pts = np.stack(list(found.values()))

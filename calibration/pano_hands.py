@@ -54,7 +54,7 @@ from omnimocap.capture.session import Session
 from omnimocap.data.skeletons import KINECT_INDEX, SIDES
 from omnimocap.errors import InputError, UserError
 from omnimocap.geometry.resample import interpolate_positions
-from omnimocap.geometry.views import WristView, plan_views, render_views, view_from_yaw_pitch, view_pixel_to_pano_bearing
+from omnimocap.geometry.views import WristView, plan_views, render_views, tiling_views, view_pixel_to_pano_bearing
 from omnimocap.hands.wilor.detector import Detections, HandDetector
 
 # Angular noise of a detection's bearing against the Kinect HAND joint: box-centre jitter plus the
@@ -159,9 +159,9 @@ class ImageViewDetector:
 def search_views(fov_deg: float = SEARCH_FOV_DEG, size: int = SEARCH_VIEW_PX,
                  pitches_deg: Sequence[float] = SEARCH_PITCHES_DEG,
                  yaw_step_deg: float = SEARCH_YAW_STEP_DEG) -> list[WristView]:
-    """Views that tile the sphere's band at ``pitches_deg`` (positive up), ``yaw_step_deg`` apart."""
-    return [view_from_yaw_pitch(yaw, pitch, fov_deg, size)
-            for pitch in pitches_deg for yaw in np.arange(0.0, 360.0, yaw_step_deg)]
+    """Views that tile the sphere's band at ``pitches_deg`` (positive up), ``yaw_step_deg`` apart
+    (:func:`omnimocap.geometry.views.tiling_views`)."""
+    return tiling_views(fov_deg, size, pitches_deg, yaw_step_deg)
 
 
 def bearings_from_detections(frame_index: int, views: Sequence[WristView],
