@@ -41,6 +41,7 @@ from omnimocap.capture.kinect_calibration import COLOR_RESOLUTIONS, DEPTH_MODES,
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.sources import EndOfStream, KinectBody, KinectFrame, Pacer, SessionClock, Source, StreamInfo
 from omnimocap.errors import DeviceError, UserError
+from omnimocap.geometry.gravity import ImuGravity, gravity_from_accelerometer
 
 PYK4A_INSTALL_HINT = (
     "either pip install pyk4a-bundle (it ships libk4a 1.4 and the depth engine, but its extension is built "
@@ -214,33 +215,6 @@ def pyk4a_config(pyk4a, c: KinectDeviceConfig):
         wired_sync_mode=getattr(pyk4a.WiredSyncMode, c.role.upper()),
         subordinate_delay_off_master_usec=c.subordinate_delay_off_master_usec or 0,
     )
-
-
-# --- IMU gravity -----------------------------------------------------------------------------------
-@dataclass
-class ImuGravity:
-    """Gravity from the accelerometer at rest. ``acc_mean`` (3,) m/s^2 in the accelerometer's frame:
-    the mean specific force, which points *up* (the sensor is held against gravity); ``samples`` how
-    many were averaged; ``down_depth`` (3,) unit vector of gravity (pointing down) in the depth camera
-    frame (x right, y down, z forward), None without the accelerometer-to-depth rotation."""
-
-    acc_mean: np.ndarray
-    samples: int
-    down_depth: np.ndarray | None
-
-
-def gravity_from_accelerometer(acc: np.ndarray, R_depth_accel: np.ndarray | None = None) -> ImuGravity:
-    """``acc`` (N,3) accelerometer samples (m/s^2, accelerometer frame); ``R_depth_accel`` (3,3)
-    rotates accelerometer-frame vectors into the depth camera frame."""
-    acc = np.asarray(acc, dtype=np.float64).reshape(-1, 3)
-    if len(acc) == 0:
-        raise ValueError("no accelerometer samples")
-    mean = acc.mean(axis=0)
-    down = None
-    if R_depth_accel is not None:
-        down = -(np.asarray(R_depth_accel) @ mean)
-        down /= np.linalg.norm(down)
-    return ImuGravity(mean, len(acc), down)
 
 
 def stream_calibration(info: StreamInfo) -> KinectCalibration | None:
