@@ -46,6 +46,7 @@ from typing import Sequence
 import numpy as np
 
 from omnimocap.capture.rig import Rig
+from omnimocap.geometry.resample import linear_brackets
 from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.capture.bodies import BodyRecording
 from omnimocap.capture.pano import read_pano_timestamps
@@ -200,21 +201,6 @@ def _joint_tracks(rec: BodyRecording, people: int) -> tuple[np.ndarray, np.ndarr
     return pts, var
 
 
-def _resample(t: np.ndarray, pts: np.ndarray, var: np.ndarray, t_query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Linear interpolation of (F,K,3) points and (F,K) variances to ``t_query`` (M,), between two
-    tracked frames at most :data:`MAX_FRAME_GAP_S` apart (NaN / inf elsewhere)."""
-    hi = np.clip(np.searchsorted(t, t_query), 1, len(t) - 1)
-    lo = hi - 1
-    ok = (t_query >= t[0]) & (t_query <= t[-1]) & (t[hi] - t[lo] <= MAX_FRAME_GAP_S)
-    w = ((t_query - t[lo]) / np.maximum(t[hi] - t[lo], 1e-9))[:, None]
-    p = (1 - w[..., None]) * pts[lo] + w[..., None] * pts[hi]
-    v = np.maximum(var[lo], var[hi])
-    bad = ~ok[:, None] | ~np.isfinite(v)
-    p[bad] = np.nan
-    v = np.where(bad, np.inf, v)
-    return p, v
-
-
 def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int | None = None) -> KinectTracks:
     """Read every Kinect's ``bodies_<serial>.json``, map its times onto the session clock and its
     joints into Kinect ``serial``'s depth frame with ``rig``, and fuse them (see the module
@@ -244,9 +230,14 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
         rec_o = recordings[other.serial]
         if len(rec_o) < 2:
             continue
-        p_o, v_o = _joint_tracks(rec_o, people)
+        p_o, var_o = _joint_tracks(rec_o, people)
         p_o = transform_points(T_kinect_world @ rig.pose(name), p_o)
-        p_o, v_o = _resample(rig.time_map(name).to_session(rec_o.timestamps), p_o, v_o, t)
+        # onto the reference Kinect's times, between two frames at most MAX_FRAME_GAP_S apart
+        at = linear_brackets(rig.time_map(name).to_session(rec_o.timestamps), t, MAX_FRAME_GAP_S)
+        p_o = at.apply(p_o)
+        v_o = np.full(p_o.shape[:-1], np.inf)
+        v_o[at.ok] = np.maximum(*at.neighbours(var_o))
+        p_o[~np.isfinite(v_o)] = np.nan
         # A disagreement beyond the gate means a different body (or a tracking failure): keep the
         # reference Kinect's joint there rather than averaging two things.
         far = np.linalg.norm(p_o - pts, axis=-1) > FUSION_GATE_M
