@@ -14,7 +14,10 @@ from typing import Mapping
 
 import numpy as np
 
-HAND_JOINTS = ("wrist", "hand", "handtip", "thumb")
+from omnimocap.data.skeletons import KINECT_HAND_JOINT_TO_HAND21
+
+# The k4abt joints of one hand, by their lower-case names: wrist, hand, handtip, thumb.
+HAND_JOINTS = tuple(KINECT_HAND_JOINT_TO_HAND21)
 
 # Blend of the Kinect's WRIST, HAND, HANDTIP and THUMB joints that best predicts the mean of the
 # 21 hand joints over open, closed, pointing and pinching hands (least squares on simulated hands,

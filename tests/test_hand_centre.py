@@ -63,3 +63,13 @@ def test_any_leading_shape():
     j = {k: v.reshape(1, 5, 1, 3).repeat(2, axis=2) for k, v in _hand().items()}  # (P, M, side, 3)
     assert hand_centre(j).shape == (1, 5, 2, 3)
     np.testing.assert_allclose(hand_centre(j)[0, :, 1], hand_centre(_hand()))
+
+
+def test_the_kinect_hand_joints_and_their_hand21_points_are_written_once():
+    from omnimocap.data.skeletons import HAND21_INDEX, KINECT_HAND_JOINT_TO_HAND21, KINECT_INDEX
+    from omnimocap.hands.centre import HAND_JOINTS
+
+    assert HAND_JOINTS == ("wrist", "hand", "handtip", "thumb") == tuple(KINECT_HAND_JOINT_TO_HAND21)
+    for kinect, hand21 in KINECT_HAND_JOINT_TO_HAND21.items():
+        assert hand21 in HAND21_INDEX
+        assert {f"{kinect.upper()}_LEFT", f"{kinect.upper()}_RIGHT"} <= set(KINECT_INDEX)
