@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from omnimocap.capture.session import bodies_name, kinect_recording_name
 from omnimocap.geometry.cameras import PinholeCamera
 from omnimocap.errors import InputError
 
@@ -117,11 +118,11 @@ def summarize_session(folder: Path, dump: Path | None) -> dict:
         "kinects": {},
         "bodies": {},
     }
-    for mkv in sorted(folder.glob("kinect_*.mkv")):
+    for mkv in sorted(folder.glob(kinect_recording_name("*"))):
         summary["kinects"][mkv.name] = summarize_recording(mkv)
         if dump:
             summary["kinects"][mkv.name]["dumped"] = dump_recording(mkv, dump / mkv.stem)
-    for body_file in sorted(folder.glob("bodies_*.json")):
+    for body_file in sorted(folder.glob(bodies_name("*"))):
         summary["bodies"][body_file.name] = summarize_bodies(body_file)
     return summary
 

@@ -50,10 +50,10 @@ from omnimocap.geometry.resample import linear_brackets
 from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.capture.bodies import BodyRecording
 from omnimocap.capture.pano import read_pano_timestamps
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import Session, kinect_name
 from omnimocap.data.skeletons import (
-    HAND21_INDEX, KINECT_CONFIDENCE_LOW, KINECT_CONFIDENCE_NONE, KINECT_FROM_SMPLX, KINECT_INDEX, KINECT_JOINTS,
-    KINECT_WRIST, SIDES, kinect_from_smplx_matrix,
+    HAND21_INDEX, KINECT_CONFIDENCE_LOW, KINECT_CONFIDENCE_NONE, KINECT_FROM_SMPLX, KINECT_HAND_JOINT_TO_HAND21,
+    KINECT_INDEX, KINECT_JOINTS, KINECT_WRIST, SIDES, kinect_from_smplx_matrix,
 )
 from omnimocap.errors import InputError, UserError
 from omnimocap.geometry.views import WristView, view_pixel_to_pano_bearing
@@ -68,8 +68,6 @@ TRACKED_KINECT_JOINTS = (
     KINECT_INDEX["HAND_LEFT"], KINECT_INDEX["HAND_RIGHT"], KINECT_INDEX["HANDTIP_LEFT"],
     KINECT_INDEX["HANDTIP_RIGHT"], KINECT_INDEX["THUMB_LEFT"], KINECT_INDEX["THUMB_RIGHT"],
 )
-# The k4abt hand joints as points of the 21-joint hand (how the simulated body tracking models them).
-KINECT_HAND_FROM_HAND21 = {"HAND": "middle1", "HANDTIP": "middle_tip", "THUMB": "thumb_tip"}
 TRACKS_PER_PERSON = len(TRACKED_KINECT_JOINTS)
 # Noise of a LOW-confidence joint relative to a MEDIUM one (std): predicted joints behind the body.
 LOW_CONFIDENCE_NOISE_FACTOR = 2.5
@@ -217,14 +215,14 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
     recordings = people_recordings(session, rig)
     rec = recordings[serial]
     people = num_people if num_people is not None else (max(rec.bodies) + 1 if rec.bodies else 0)
-    t = rig.time_map(f"kinect_{serial}").to_session(rec.timestamps)
+    t = rig.time_map(kinect_name(serial)).to_session(rec.timestamps)
     pts, var = _joint_tracks(rec, people)
-    T_kinect_world = invert_pose(rig.pose(f"kinect_{serial}"))
+    T_kinect_world = invert_pose(rig.pose(kinect_name(serial)))
     wsum = 1.0 / var
     acc = np.where(np.isfinite(pts), pts, 0.0) * wsum[..., None]
     used = [serial]
     for other in kinects:
-        name = f"kinect_{other.serial}"
+        name = other.name
         if other.serial == serial or not other.bodies or name not in rig.T_world_sensor:
             continue
         rec_o = recordings[other.serial]
@@ -308,7 +306,7 @@ def _true_joints(smplx: np.ndarray, hands: np.ndarray) -> np.ndarray:
             out[:, :, k] = np.einsum("j,pnjc->pnc", reg[rows[j]], smplx)
         else:
             name, side = KINECT_JOINTS[j].rsplit("_", 1)
-            out[:, :, k] = hands[:, :, SIDES.index(side.lower()), HAND21_INDEX[KINECT_HAND_FROM_HAND21[name]]]
+            out[:, :, k] = hands[:, :, SIDES.index(side.lower()), HAND21_INDEX[KINECT_HAND_JOINT_TO_HAND21[name.lower()]]]
     return out
 
 

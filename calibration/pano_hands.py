@@ -551,7 +551,7 @@ def detect_hands(session: Session, tracks: KinectTracks, detector: ViewDetector,
     the clock offset are searched first (pass 1 of the module docstring); ``init_time`` defaults to
     the host-arrival map."""
     entry = session.pano()
-    stamps = read_pano_timestamps(session.path(entry.timestamps or "pano_frames.csv"))
+    stamps = read_pano_timestamps(session.pano_frames_path(entry))
     t_pano, t_host = stamps.t_pano, stamps.t_host
     if init_time is None:
         init_time = coarse_time_map(t_pano, t_host)
@@ -559,7 +559,7 @@ def detect_hands(session: Session, tracks: KinectTracks, detector: ViewDetector,
     if detector.needs_images:
         if not entry.recording:
             raise InputError("the session has no 360 video to detect hands in", path=session.root / "session.json")
-        reader = PanoReader(session.path(entry.recording), session.path(entry.timestamps or "pano_frames.csv"))
+        reader = PanoReader(session.pano_video_path(entry), session.pano_frames_path(entry))
     candidates = HandCandidates.from_tracks(tracks)
     t_session = init_time.to_session(t_pano)
     inside = np.nonzero((t_session >= tracks.t_session[0]) & (t_session <= tracks.t_session[-1]))[0]

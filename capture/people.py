@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from omnimocap.capture.session import kinect_name
 from omnimocap.data.skeletons import KINECT_INDEX
 
 # Joints on the body's midline (their positions do not depend on the left/right labels).
@@ -383,8 +384,9 @@ def people_recordings(session, rig, config: PeopleConfig | None = None) -> dict:
     if not entries or not (config.relink_ids or config.mirror_repair):
         return recordings
     tracks, keys = [], []
+    serial_of = {kinect_name(e.serial): e.serial for e in entries}
     for e in entries:
-        name = f"kinect_{e.serial}"
+        name = kinect_name(e.serial)
         if name not in rig.T_world_sensor:
             continue
         rec = recordings[e.serial]
@@ -403,7 +405,7 @@ def people_recordings(session, rig, config: PeopleConfig | None = None) -> dict:
         pieces, origin = tracks, list(range(len(tracks)))
         groups = [[k] for k in range(len(tracks))]
     # people in order of their first frame in the reference Kinect (then anywhere)
-    ref = f"kinect_{entries[0].serial}"
+    ref = kinect_name(entries[0].serial)
 
     def first_seen(g):
         starts = [(pieces[k].device != ref, float(pieces[k].t[np.isfinite(pieces[k].joints).all(-1).any(-1)][0]))
@@ -426,7 +428,7 @@ def people_recordings(session, rig, config: PeopleConfig | None = None) -> dict:
                 nearest = np.clip(np.searchsorted(t_ref, m.t), 0, len(t_ref) - 1)
                 masks[i] = on_ref[i][nearest]
         for m, mask in zip(merged, masks):
-            serial = m.device[len("kinect_"):]
+            serial = serial_of[m.device]
             rec = recordings[serial]
             present = np.isfinite(m.joints).all(axis=-1).any(axis=-1)
             pos = np.full((len(rec), 32, 3), np.nan)

@@ -84,3 +84,18 @@ def test_empty_pano_stream_is_an_input_error(tmp_path):
     (tmp_path / "pano_frames.csv").write_text("index,t_pano,t_host\n")
     with pytest.raises(InputError, match="no frames"):
         read_pano_timestamps(tmp_path / "pano_frames.csv")
+
+
+def test_built_file_and_sensor_names_come_from_the_session_module(tmp_path):
+    from omnimocap.capture.session import (
+        PANO_FRAMES, PANO_VIDEO, bodies_name, journal_name, kinect_name, kinect_recording_name,
+    )
+
+    assert kinect_name("000123") == "kinect_000123" == DeviceEntry(kind="kinect", serial="000123").name
+    assert kinect_recording_name("000123") == "kinect_000123.mkv"
+    assert bodies_name("000123") == "bodies_000123.json" and journal_name("000123") == "bodies_000123.jsonl"
+    s = Session.create(tmp_path / "s")
+    s.add_device(DeviceEntry(kind="pano", serial="cam"))
+    assert s.pano_video_path() == tmp_path / "s" / PANO_VIDEO and s.pano_frames_path() == tmp_path / "s" / PANO_FRAMES
+    named = DeviceEntry(kind="pano", serial="cam", recording="other.mkv", timestamps="other.csv")
+    assert s.pano_video_path(named).name == "other.mkv" and s.pano_frames_path(named).name == "other.csv"
