@@ -26,7 +26,7 @@ from scipy.optimize import least_squares
 
 from omnimocap.geometry.cameras import EquirectCamera, PinholeCamera
 from omnimocap.geometry.transforms import (
-    average_rotations, axis_angle_to_matrix, invert_pose, look_at, make_pose, transform_points,
+    average_poses, invert_pose, look_at, make_pose, pose_from_vector, transform_points,
 )
 from omnimocap.errors import UserError
 from omnimocap.geometry.views import plan_view, render_view, tiling_views, view_pixel_to_pano_bearing
@@ -241,7 +241,7 @@ def _angular_residuals(T_cam_board: np.ndarray, X: np.ndarray, f: np.ndarray) ->
 
 
 def _perturb(T: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return make_pose(axis_angle_to_matrix(x[:3]), x[3:6]) @ T
+    return pose_from_vector(x) @ T
 
 
 def board_pose(spec: BoardSpec, det: BoardDetection, *, ransac_deg: float = 0.3,
@@ -324,7 +324,7 @@ def calibrate_board_sequence(spec: BoardSpec, color_detections: list[BoardDetect
                         f"{len(frames)} frames (need {min_frames})",
                         fix="hold the ChArUco board where both cameras see it, in several poses")
     T_cp = [Tc @ invert_pose(Tp) for Tc, Tp in zip(poses_c, poses_p)]
-    T0 = make_pose(average_rotations(np.stack([T[:3, :3] for T in T_cp])), np.mean([T[:3, 3] for T in T_cp], 0))
+    T0 = average_poses(np.stack(T_cp))
     corners = spec.corners()
     obs = []
     for k, (mc, mp) in zip(frames, masks):

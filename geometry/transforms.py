@@ -35,6 +35,19 @@ def invert_pose(T: np.ndarray) -> np.ndarray:
     return make_pose(Rt, -np.einsum("...ij,...j->...i", Rt, t))
 
 
+def pose_from_vector(x: np.ndarray) -> np.ndarray:
+    """4x4 pose from a 6-vector (axis-angle (3,) in radians, then translation (3,)), the
+    parameters of a pose in a least-squares fit."""
+    x = np.asarray(x, dtype=np.float64)
+    return make_pose(axis_angle_to_matrix(x[:3]), x[3:6])
+
+
+def pose_to_vector(T: np.ndarray) -> np.ndarray:
+    """The 6-vector (axis-angle in radians, translation) of a 4x4 pose: :func:`pose_from_vector`'s
+    inverse, the angle in [0, pi]."""
+    return np.concatenate([matrix_to_axis_angle(T[:3, :3]), T[:3, 3]])
+
+
 def transform_points(T: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Apply a 4x4 pose to points (...,3); T broadcasts against the leading dimensions of p."""
     T = np.asarray(T, dtype=np.float64)
@@ -125,6 +138,13 @@ def average_rotations(R: np.ndarray, weights: np.ndarray | None = None) -> np.nd
     U, _, Vt = np.linalg.svd(M)
     D = np.diag([1.0, 1.0, np.linalg.det(U @ Vt)])
     return U @ D @ Vt
+
+
+def average_poses(T: np.ndarray) -> np.ndarray:
+    """Mean of poses (N,4,4): the chordal L2 mean of their rotations (:func:`average_rotations`) and
+    the mean of their translations."""
+    T = np.asarray(T, dtype=np.float64)
+    return make_pose(average_rotations(T[:, :3, :3]), np.mean(T[:, :3, 3], axis=0))
 
 
 def rigid_align(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -98,3 +98,22 @@ def test_rotation_between_opposite_and_batched():
     np.testing.assert_allclose(np.einsum("nij,nj->ni", R, a), b, atol=1e-12)
     np.testing.assert_allclose(R[2], np.eye(3))
     assert abs(tf.rotation_angle(R[0]) - np.pi) < 1e-9
+
+
+@given(vec3, vec3)
+def test_pose_vector_round_trip(aa, t):
+    T = tf.make_pose(tf.axis_angle_to_matrix(aa), t)
+    np.testing.assert_allclose(tf.pose_from_vector(tf.pose_to_vector(T)), T, atol=1e-9)
+    np.testing.assert_allclose(tf.pose_from_vector(np.concatenate([aa, t]))[:3, :3], tf.axis_angle_to_matrix(aa))
+
+
+def test_average_poses_of_nearby_poses():
+    rng = np.random.default_rng(4)
+    base = tf.make_pose(tf.axis_angle_to_matrix(np.array([0.3, -0.2, 1.0])), np.array([1.0, 2.0, 3.0]))
+    noise = [tf.make_pose(tf.axis_angle_to_matrix(d[:3]), d[3:]) for d in rng.normal(0, 0.01, (200, 6))]
+    T = np.stack([n @ base for n in noise])
+    mean = tf.average_poses(T)
+    assert tf.relative_angle_deg(mean[:3, :3], base[:3, :3]) < 0.25  # 0.57 deg noise per axis over 200
+    np.testing.assert_allclose(mean[:3, 3], T[:, :3, 3].mean(axis=0))
+    np.testing.assert_allclose(mean[:3, :3], tf.average_rotations(T[:, :3, :3]))
+    np.testing.assert_allclose(tf.average_poses(T[:1]), T[0], atol=1e-12)
