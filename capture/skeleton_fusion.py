@@ -142,13 +142,20 @@ def _sided_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(ok.any(axis=1), np.where(ok, d, 0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1), np.nan)
 
 
-def facing_cosine(joints: np.ndarray, sensor_position: np.ndarray) -> np.ndarray:
-    """Cosine (T,) between the body's forward direction (from correctly labelled shoulders and hips:
-    forward = (left - right) x up) and the direction from the body to the sensor; NaN if unknown."""
+def body_forward(joints: np.ndarray) -> np.ndarray:
+    """Unit horizontal forward direction (T,3) of bodies (T,32,3) in the world frame (y up) from
+    their labelled shoulders and hips: forward = (left - right) x up; NaN where unknown."""
     L = joints[:, [KINECT_INDEX["SHOULDER_LEFT"], KINECT_INDEX["HIP_LEFT"]]].mean(axis=1)
     R = joints[:, [KINECT_INDEX["SHOULDER_RIGHT"], KINECT_INDEX["HIP_RIGHT"]]].mean(axis=1)
     fwd = np.cross(L - R, UP)
-    fwd /= np.linalg.norm(fwd, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return fwd / np.linalg.norm(fwd, axis=-1, keepdims=True)
+
+
+def facing_cosine(joints: np.ndarray, sensor_position: np.ndarray) -> np.ndarray:
+    """Cosine (T,) between the body's forward direction (:func:`body_forward`, from correctly
+    labelled shoulders and hips) and the direction from the body to the sensor; NaN if unknown."""
+    fwd = body_forward(joints)
     to_sensor = sensor_position - joints[:, KINECT_INDEX["PELVIS"]]
     to_sensor /= np.linalg.norm(to_sensor, axis=-1, keepdims=True)
     return np.sum(fwd * to_sensor, axis=-1)
