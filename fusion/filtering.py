@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from omnimocap.geometry.quaternions import (
-    IDENTITY_WXYZ, matrix_to_quat_wxyz, quat_conjugate, quat_exp, quat_log, quat_multiply, quat_wxyz_to_matrix,
+    IDENTITY_WXYZ, continuous_signs, matrix_to_quat_wxyz, quat_conjugate, quat_exp, quat_log, quat_multiply,
+    quat_wxyz_to_matrix,
 )
 
 
@@ -217,11 +218,7 @@ def smooth_rotations(R: np.ndarray, fps: float, cfg: SmootherConfig | None = Non
     ok = np.all(np.isfinite(flat), axis=(-1, -2))
     q = np.full(flat.shape[:2] + (4,), np.nan)
     q[ok] = matrix_to_quat_wxyz(flat[ok])
-    for t in range(1, F):  # sign continuity with the last present sample
-        prev = q[t - 1]
-        flip = np.nansum(q[t] * prev, axis=-1) < 0
-        q[t] = np.where(flip[:, None], -q[t], q[t])
-        q[t] = np.where(np.isfinite(q[t]), q[t], prev)  # carry the reference over gaps
+    q = continuous_signs(q)
     q_smooth = smooth_positions(np.where(ok[..., None], q, np.nan), fps, cfg)
     q_smooth /= np.linalg.norm(q_smooth, axis=-1, keepdims=True)
     mats = np.full(flat.shape, np.nan)

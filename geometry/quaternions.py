@@ -88,12 +88,16 @@ def quat_exp(v: np.ndarray) -> np.ndarray:
 
 def continuous_signs(q: np.ndarray) -> np.ndarray:
     """Quaternions (F,...,4) (either order) with their signs flipped so that each frame lies on the
-    hemisphere of the frame before it (a non-negative dot product): interpolating between
-    neighbouring frames then takes the short way. The first frame is kept as it is; a frame
-    orthogonal to the one before keeps its sign. NaN frames are not handled here."""
+    hemisphere of the last present frame before it (a non-negative dot product): interpolating or
+    smoothing between neighbouring frames then takes the short way. The first frame keeps its
+    sign, as does a frame orthogonal to its reference; NaN frames stay NaN and the reference is
+    carried over them."""
     q = np.array(q, dtype=np.float64, copy=True)
-    if len(q) > 1:
-        flips = np.sign(np.sum(q[1:] * q[:-1], axis=-1))
-        flips[flips == 0] = 1.0
-        q[1:] *= np.cumprod(flips, axis=0)[..., None]
+    if len(q) == 0:
+        return q
+    ref = q[0]
+    for t in range(1, len(q)):
+        flip = np.nansum(q[t] * ref, axis=-1) < 0
+        q[t] = np.where(flip[..., None], -q[t], q[t])
+        ref = np.where(np.isfinite(q[t]), q[t], ref)
     return q

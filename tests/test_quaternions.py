@@ -69,3 +69,13 @@ def test_continuous_signs_keep_each_frame_on_the_hemisphere_of_the_last():
     np.testing.assert_allclose(np.abs(out), np.abs(q))
     np.testing.assert_allclose(qt.quat_wxyz_to_matrix(out), qt.quat_wxyz_to_matrix(q), atol=1e-12)
     np.testing.assert_array_equal(out[0], q[0])
+
+
+def test_continuous_signs_carry_the_reference_over_missing_frames():
+    q = qt.matrix_to_quat_wxyz(tf.axis_angle_to_matrix(np.array([[0.0, 0.0, 3.0], [0.0, 0.0, 3.1], [0.0, 0.0, 3.3],
+                                                                [0.0, 0.0, 3.4]])))
+    q[1] = np.nan
+    out = qt.continuous_signs(q)
+    assert np.isnan(out[1]).all()
+    assert out[2] @ out[0] > 0 and out[3] @ out[2] > 0  # past 180 deg, w >= 0 alone would flip here
+    assert q[2] @ q[0] < 0
