@@ -50,7 +50,7 @@ from omnimocap.capture.rig import TimeMap
 from omnimocap.calibration.timesync import TrackSplines, coarse_time_map, offset_grid
 from omnimocap.geometry.transforms import invert_pose, make_pose, transform_points
 from omnimocap.capture.pano import PanoReader, read_pano_timestamps
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import MANIFEST, Session
 from omnimocap.data.skeletons import KINECT_INDEX, SIDES
 from omnimocap.errors import InputError, UserError
 from omnimocap.geometry.resample import interpolate_positions
@@ -558,7 +558,7 @@ def detect_hands(session: Session, tracks: KinectTracks, detector: ViewDetector,
     reader = None
     if detector.needs_images:
         if not entry.recording:
-            raise InputError("the session has no 360 video to detect hands in", path=session.root / "session.json")
+            raise InputError("the session has no 360 video to detect hands in", path=session.root / MANIFEST)
         reader = PanoReader(session.pano_video_path(entry), session.pano_frames_path(entry))
     candidates = HandCandidates.from_tracks(tracks)
     t_session = init_time.to_session(t_pano)
