@@ -26,10 +26,14 @@ from scipy.optimize import least_squares
 
 from omnimocap.geometry.cameras import EquirectCamera, PinholeCamera
 from omnimocap.geometry.transforms import (
-    average_rotations, axis_angle_to_matrix, invert_pose, look_at, make_pose, transform_points,
+    average_poses, invert_pose, look_at, make_pose, pose_from_vector, transform_points,
 )
 from omnimocap.errors import UserError
-from omnimocap.geometry.views import plan_view, render_view, view_from_yaw_pitch, view_pixel_to_pano_bearing
+from omnimocap.geometry.views import plan_view, render_view, tiling_views, view_pixel_to_pano_bearing
+
+# Search views for a board in a panorama: every 45 deg of yaw at the horizon, then below and above.
+SEARCH_PITCHES_DEG = (0.0, -40.0, 40.0)
+SEARCH_YAW_STEP_DEG = 45.0
 
 
 @dataclass(frozen=True)
@@ -210,12 +214,10 @@ def detect_equirect(spec: BoardSpec, pano_img: np.ndarray, pano: EquirectCamera,
     search_size = int(min(view_size, np.ceil(2 * np.tan(np.radians(search_fov_deg) / 2) * pano.pixels_per_radian)))
     detector = cv2.aruco.CharucoDetector(spec.board())
     found: dict[int, np.ndarray] = {}
-    for pitch in (0.0, -40.0, 40.0):
-        for yaw in np.arange(-180.0, 180.0, 45.0):
-            view = view_from_yaw_pitch(yaw, pitch, search_fov_deg, search_size)
-            ids, px = _detect(detector, render_view(gray, pano, view))
-            for i, b in zip(ids, view_pixel_to_pano_bearing(view, px)):
-                found.setdefault(int(i), b)
+    for view in tiling_views(search_fov_deg, search_size, SEARCH_PITCHES_DEG, SEARCH_YAW_STEP_DEG, -180.0):
+        ids, px = _detect(detector, render_view(gray, pano, view))
+        for i, b in zip(ids, view_pixel_to_pano_bearing(view, px)):
+            found.setdefault(int(i), b)
     if len(found) < 4:
         return BoardDetection(np.zeros(0, dtype=np.int64), np.zeros((0, 3)))
     pts = np.stack(list(found.values()))
@@ -239,7 +241,7 @@ def _angular_residuals(T_cam_board: np.ndarray, X: np.ndarray, f: np.ndarray) ->
 
 
 def _perturb(T: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return make_pose(axis_angle_to_matrix(x[:3]), x[3:6]) @ T
+    return pose_from_vector(x) @ T
 
 
 def board_pose(spec: BoardSpec, det: BoardDetection, *, ransac_deg: float = 0.3,
@@ -322,7 +324,7 @@ def calibrate_board_sequence(spec: BoardSpec, color_detections: list[BoardDetect
                         f"{len(frames)} frames (need {min_frames})",
                         fix="hold the ChArUco board where both cameras see it, in several poses")
     T_cp = [Tc @ invert_pose(Tp) for Tc, Tp in zip(poses_c, poses_p)]
-    T0 = make_pose(average_rotations(np.stack([T[:3, :3] for T in T_cp])), np.mean([T[:3, 3] for T in T_cp], 0))
+    T0 = average_poses(np.stack(T_cp))
     corners = spec.corners()
     obs = []
     for k, (mc, mp) in zip(frames, masks):

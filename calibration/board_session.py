@@ -23,7 +23,7 @@ from omnimocap.calibration.config import BoardConfig
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.pano import PanoReader, read_pano_timestamps
 from omnimocap.capture.rig import Rig
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import MANIFEST, Session
 from omnimocap.errors import InputError, UserError
 from omnimocap.geometry.cameras import EquirectCamera
 from omnimocap.geometry.transforms import invert_pose, relative_angle_deg
@@ -76,7 +76,7 @@ def _reference_still_runs(session: Session, spec: BoardSpec, config: BoardConfig
     entry = session.kinects()[0]
     if entry.recording is None:
         raise InputError(f"the reference Kinect {entry.serial} has no recording to find the board in",
-                         path=session.root / "session.json", fix="record the Kinects' video, or use --method markerless")
+                         path=session.root / MANIFEST, fix="record the Kinects' video, or use --method markerless")
     recording = KinectRecording(session.path(entry.recording))
     if recording.color_mode is None:
         raise InputError("the recording has no colour track", path=recording.path,

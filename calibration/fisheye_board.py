@@ -25,7 +25,7 @@ from scipy.optimize import least_squares
 from omnimocap.calibration.board import BoardDetection, BoardSpec, board_pose
 from omnimocap.geometry.cameras import DualFisheyeCamera, FisheyeLens
 from omnimocap.geometry.transforms import (
-    axis_angle_to_matrix, invert_pose, make_pose, matrix_to_axis_angle, transform_points,
+    average_poses, invert_pose, pose_from_vector, pose_to_vector, transform_points,
 )
 from omnimocap.errors import UserError
 
@@ -63,14 +63,6 @@ def _lens(x: np.ndarray, size: tuple[int, int], max_theta: float) -> FisheyeLens
                        tuple(float(v) for v in x[4:8]), max_theta)
 
 
-def _pose(x: np.ndarray) -> np.ndarray:
-    return make_pose(axis_angle_to_matrix(x[:3]), x[3:6])
-
-
-def _pose_params(T: np.ndarray) -> np.ndarray:
-    return np.concatenate([matrix_to_axis_angle(T[:3, :3]), T[:3, 3]])
-
-
 def calibrate_dual_fisheye(spec: BoardSpec, frames: list[np.ndarray], *, fov_deg: float = 200.0,
                            min_corners: int = 6) -> DualFisheyeCalibration:
     """Calibrate both lenses from raw side-by-side frames showing the board (see the module
@@ -96,21 +88,21 @@ def calibrate_dual_fisheye(spec: BoardSpec, frames: list[np.ndarray], *, fov_deg
     start = [_lens(x, size, np.pi) for x in x_lens]
     T_lens_board = [{k: board_pose(spec, BoardDetection(*_bearings(start[i], detections[k][i])))[0]
                      for k in range(len(frames)) if seen[i][k]} for i in (0, 1)]
-    T_front_back = _mean_pose([T_lens_board[0][k] @ invert_pose(T_lens_board[1][k]) for k in both])
+    T_front_back = average_poses(np.stack([T_lens_board[0][k] @ invert_pose(T_lens_board[1][k]) for k in both]))
     frames_used = [k for k in range(len(frames)) if seen[0][k] or seen[1][k]]
     T_front_board = {k: T_lens_board[0][k] if seen[0][k] else T_front_back @ T_lens_board[1][k] for k in frames_used}
-    x0 = np.concatenate([x_lens[0], x_lens[1], _pose_params(T_front_back)]
-                        + [_pose_params(T_front_board[k]) for k in frames_used])
+    x0 = np.concatenate([x_lens[0], x_lens[1], pose_to_vector(T_front_back)]
+                        + [pose_to_vector(T_front_board[k]) for k in frames_used])
     corners = spec.corners()
     obs = [(i, j, detections[k][i][0], detections[k][i][1]) for j, k in enumerate(frames_used) for i in (0, 1)
            if seen[i][k]]
 
     def residuals(x: np.ndarray) -> np.ndarray:
         lenses = [_lens(x[0:8], size, np.pi), _lens(x[8:16], size, np.pi)]
-        T_back_front = invert_pose(_pose(x[16:22]))
+        T_back_front = invert_pose(pose_from_vector(x[16:22]))
         out = []
         for i, j, ids, px in obs:
-            T = _pose(x[22 + 6 * j:28 + 6 * j])
+            T = pose_from_vector(x[22 + 6 * j:28 + 6 * j])
             if i == 1:
                 T = T_back_front @ T
             out.append((lenses[i].project(transform_points(T, corners[ids])) - px).ravel())
@@ -121,20 +113,13 @@ def calibrate_dual_fisheye(spec: BoardSpec, frames: list[np.ndarray], *, fov_deg
     counts = np.cumsum([0] + [len(o[2]) for o in obs])
     rms = [float(np.sqrt(np.mean(np.concatenate([np.sum(r[counts[n]:counts[n + 1]] ** 2, axis=1)
                                                   for n, o in enumerate(obs) if o[0] == i])))) for i in (0, 1)]
-    T_front_back = _pose(fit.x[16:22])
+    T_front_back = pose_from_vector(fit.x[16:22])
     half_baseline = T_front_back[:3, 3] / 2
     lenses = [_lens(fit.x[0:8], size, max_theta), _lens(fit.x[8:16], size, max_theta)]
     front = FisheyeLens(**{**_fields(lenses[0]), "R_cam_lens": np.eye(3), "t_cam_lens": -half_baseline})
     back = FisheyeLens(**{**_fields(lenses[1]), "R_cam_lens": T_front_back[:3, :3], "t_cam_lens": half_baseline})
     per_lens = ([k for k in frames_used if seen[0][k]], [k for k in frames_used if seen[1][k]])
     return DualFisheyeCalibration(DualFisheyeCamera((front, back)), (rms[0], rms[1]), per_lens, both)
-
-
-def _mean_pose(poses: list[np.ndarray]) -> np.ndarray:
-    """The rotation nearest the mean of the rotations (SVD) and the mean translation."""
-    U, _, Vt = np.linalg.svd(np.mean([T[:3, :3] for T in poses], axis=0))
-    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
-    return make_pose(R, np.mean([T[:3, 3] for T in poses], axis=0))
 
 
 def _bearings(lens: FisheyeLens, detection: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from omnimocap.calibration.flash_sync import align_flash_events, flash_events, f
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.pano import PanoReader
 from omnimocap.capture.rig import Rig, TimeMap
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import MANIFEST, Session
 from omnimocap.errors import InputError, UserError
 
 
@@ -34,7 +34,7 @@ def flash_time_map(session: Session, previous: Rig, config: FlashSyncConfig, pro
     entry = session.kinects()[0]
     recording = _reference_recording(session)
     pano = session.pano()
-    timestamps = session.path(pano.timestamps or "pano_frames.csv")
+    timestamps = session.pano_frames_path(pano)
     reader = PanoReader(session.path(pano.recording), timestamps)
     stamps = reader.timestamps
     coarse = coarse_time_map(stamps.t_pano, stamps.t_host)
@@ -43,7 +43,7 @@ def flash_time_map(session: Session, previous: Rig, config: FlashSyncConfig, pro
                          path=timestamps, fix="the t_host column is damaged; restore the file the recorder wrote")
     pano_index, pano_y = _pano_brightness(reader, progress)
     kinect_t, kinect_y = _kinect_brightness(recording, previous.time_map(entry.name), progress)
-    warnings = _cut_off_warnings(reader, recording, pano_index, kinect_t, pano.timestamps or "pano_frames.csv")
+    warnings = _cut_off_warnings(reader, recording, pano_index, kinect_t, session.pano_frames_path(pano).name)
     pano_events, kinect_events = _events(reader, recording, stamps.t_pano[pano_index], pano_y, kinect_t, kinect_y,
                                          config)
     pairs = pair_flash_events(pano_events, kinect_events, coarse, config.tolerance_s)
@@ -67,7 +67,7 @@ def _reference_recording(session: Session) -> KinectRecording:
     entry = session.kinects()[0]
     if not entry.recording:
         raise InputError(f"the reference Kinect {entry.serial} has no recording to find the flashes in",
-                         path=session.root / "session.json",
+                         path=session.root / MANIFEST,
                          fix="record the Kinects' colour video, or sync without --flash")
     recording = KinectRecording(session.path(entry.recording))
     if recording.color_mode is None:

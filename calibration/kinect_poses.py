@@ -21,7 +21,7 @@ from omnimocap.calibration.world_frame import (
 from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.rig import Rig
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import MANIFEST, Session, kinect_name
 from omnimocap.capture.skeleton_fusion import BodyTrack, resample_track
 from omnimocap.errors import InputError, UserError
 
@@ -49,7 +49,7 @@ def kinect_poses(session: Session, previous: Rig, serial: str, config: KinectPos
         return Rig(dict(previous.T_world_sensor), dict(previous.time_maps),
                    inputs={"kinect_poses_from": f"rig: {kept_from}{reason}"})
     if not has_imu:
-        path = session.path(entry.recording) if entry.recording else session.root / "session.json"
+        path = session.path(entry.recording) if entry.recording else session.root / MANIFEST
         raise InputError(f"the reference Kinect {serial} has no recording with IMU samples; gravity is unknown",
                          path=path, fix="record with the IMU on, or use --kinects rig")
     cal = recording.calibration
@@ -58,17 +58,17 @@ def kinect_poses(session: Session, previous: Rig, serial: str, config: KinectPos
                          fix="use the calibration.json the device wrote, or --kinects rig")
     T_world_ref, ref_info = reference_world_pose(imu.acc, cal.R_depth_accel, _floor_points(recording, cal.depth, config))
     poses = dict(previous.T_world_sensor)
-    poses[f"kinect_{serial}"] = T_world_ref
+    poses[kinect_name(serial)] = T_world_ref
     residuals = {serial: ref_info}
     others = session.kinects()[1:]
     if others:
         for k in (entry, *others):
             if not k.bodies:
                 raise InputError(f"Kinect {k.serial} has no body tracking to place the Kinects from shared skeletons",
-                                 path=session.root / "session.json",
+                                 path=session.root / MANIFEST,
                                  fix="run body tracking on its recording, or use --kinects rig")
         ref_rec = read_bodies(session.path(entry.bodies))
-        t_ref = previous.time_map(f"kinect_{serial}").to_session(ref_rec.timestamps)
+        t_ref = previous.time_map(kinect_name(serial)).to_session(ref_rec.timestamps)
         ref_bodies = [(b.positions, b.confidences) for b in ref_rec.bodies.values()]
     for other in others:
         rec = read_bodies(session.path(other.bodies))

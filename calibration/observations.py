@@ -46,13 +46,14 @@ from typing import Sequence
 import numpy as np
 
 from omnimocap.capture.rig import Rig
+from omnimocap.geometry.resample import linear_brackets
 from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.capture.bodies import BodyRecording
 from omnimocap.capture.pano import read_pano_timestamps
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import Session, kinect_name
 from omnimocap.data.skeletons import (
-    HAND21_INDEX, KINECT_CONFIDENCE_LOW, KINECT_CONFIDENCE_NONE, KINECT_FROM_SMPLX, KINECT_INDEX, KINECT_JOINTS,
-    KINECT_WRIST, SIDES, kinect_from_smplx_matrix,
+    HAND21_INDEX, KINECT_CONFIDENCE_LOW, KINECT_CONFIDENCE_NONE, KINECT_FROM_SMPLX, KINECT_HAND_JOINT_TO_HAND21,
+    KINECT_INDEX, KINECT_JOINTS, KINECT_WRIST, SIDES, kinect_from_smplx_matrix,
 )
 from omnimocap.errors import InputError, UserError
 from omnimocap.geometry.views import WristView, view_pixel_to_pano_bearing
@@ -67,8 +68,6 @@ TRACKED_KINECT_JOINTS = (
     KINECT_INDEX["HAND_LEFT"], KINECT_INDEX["HAND_RIGHT"], KINECT_INDEX["HANDTIP_LEFT"],
     KINECT_INDEX["HANDTIP_RIGHT"], KINECT_INDEX["THUMB_LEFT"], KINECT_INDEX["THUMB_RIGHT"],
 )
-# The k4abt hand joints as points of the 21-joint hand (how the simulated body tracking models them).
-KINECT_HAND_FROM_HAND21 = {"HAND": "middle1", "HANDTIP": "middle_tip", "THUMB": "thumb_tip"}
 TRACKS_PER_PERSON = len(TRACKED_KINECT_JOINTS)
 # Noise of a LOW-confidence joint relative to a MEDIUM one (std): predicted joints behind the body.
 LOW_CONFIDENCE_NOISE_FACTOR = 2.5
@@ -200,21 +199,6 @@ def _joint_tracks(rec: BodyRecording, people: int) -> tuple[np.ndarray, np.ndarr
     return pts, var
 
 
-def _resample(t: np.ndarray, pts: np.ndarray, var: np.ndarray, t_query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Linear interpolation of (F,K,3) points and (F,K) variances to ``t_query`` (M,), between two
-    tracked frames at most :data:`MAX_FRAME_GAP_S` apart (NaN / inf elsewhere)."""
-    hi = np.clip(np.searchsorted(t, t_query), 1, len(t) - 1)
-    lo = hi - 1
-    ok = (t_query >= t[0]) & (t_query <= t[-1]) & (t[hi] - t[lo] <= MAX_FRAME_GAP_S)
-    w = ((t_query - t[lo]) / np.maximum(t[hi] - t[lo], 1e-9))[:, None]
-    p = (1 - w[..., None]) * pts[lo] + w[..., None] * pts[hi]
-    v = np.maximum(var[lo], var[hi])
-    bad = ~ok[:, None] | ~np.isfinite(v)
-    p[bad] = np.nan
-    v = np.where(bad, np.inf, v)
-    return p, v
-
-
 def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int | None = None) -> KinectTracks:
     """Read every Kinect's ``bodies_<serial>.json``, map its times onto the session clock and its
     joints into Kinect ``serial``'s depth frame with ``rig``, and fuse them (see the module
@@ -231,22 +215,27 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
     recordings = people_recordings(session, rig)
     rec = recordings[serial]
     people = num_people if num_people is not None else (max(rec.bodies) + 1 if rec.bodies else 0)
-    t = rig.time_map(f"kinect_{serial}").to_session(rec.timestamps)
+    t = rig.time_map(kinect_name(serial)).to_session(rec.timestamps)
     pts, var = _joint_tracks(rec, people)
-    T_kinect_world = invert_pose(rig.pose(f"kinect_{serial}"))
+    T_kinect_world = invert_pose(rig.pose(kinect_name(serial)))
     wsum = 1.0 / var
     acc = np.where(np.isfinite(pts), pts, 0.0) * wsum[..., None]
     used = [serial]
     for other in kinects:
-        name = f"kinect_{other.serial}"
+        name = other.name
         if other.serial == serial or not other.bodies or name not in rig.T_world_sensor:
             continue
         rec_o = recordings[other.serial]
         if len(rec_o) < 2:
             continue
-        p_o, v_o = _joint_tracks(rec_o, people)
+        p_o, var_o = _joint_tracks(rec_o, people)
         p_o = transform_points(T_kinect_world @ rig.pose(name), p_o)
-        p_o, v_o = _resample(rig.time_map(name).to_session(rec_o.timestamps), p_o, v_o, t)
+        # onto the reference Kinect's times, between two frames at most MAX_FRAME_GAP_S apart
+        at = linear_brackets(rig.time_map(name).to_session(rec_o.timestamps), t, MAX_FRAME_GAP_S)
+        p_o = at.apply(p_o)
+        v_o = np.full(p_o.shape[:-1], np.inf)
+        v_o[at.ok] = np.maximum(*at.neighbours(var_o))
+        p_o[~np.isfinite(v_o)] = np.nan
         # A disagreement beyond the gate means a different body (or a tracking failure): keep the
         # reference Kinect's joint there rather than averaging two things.
         far = np.linalg.norm(p_o - pts, axis=-1) > FUSION_GATE_M
@@ -317,7 +306,7 @@ def _true_joints(smplx: np.ndarray, hands: np.ndarray) -> np.ndarray:
             out[:, :, k] = np.einsum("j,pnjc->pnc", reg[rows[j]], smplx)
         else:
             name, side = KINECT_JOINTS[j].rsplit("_", 1)
-            out[:, :, k] = hands[:, :, SIDES.index(side.lower()), HAND21_INDEX[KINECT_HAND_FROM_HAND21[name]]]
+            out[:, :, k] = hands[:, :, SIDES.index(side.lower()), HAND21_INDEX[KINECT_HAND_JOINT_TO_HAND21[name.lower()]]]
     return out
 
 

@@ -52,11 +52,12 @@ from omnimocap.capture.rig import TimeMap
 from omnimocap.calibration.track_splines import TrackSplines
 from omnimocap.geometry.transforms import invert_pose, make_pose, transform_points
 from omnimocap.capture.pano import PanoReader, read_pano_timestamps
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import MANIFEST, Session
 from omnimocap.data.skeletons import KINECT_INDEX, SIDES
 from omnimocap.errors import InputError, UserError
 from omnimocap.geometry.resample import interpolate_positions
-from omnimocap.geometry.views import WristView, plan_views, render_views, view_from_yaw_pitch, view_pixel_to_pano_bearing
+from omnimocap.geometry.views import WristView, plan_views, render_views, tiling_views, view_pixel_to_pano_bearing
+from omnimocap.hands.centre import HAND_CENTRE_REACH_M, HAND_JOINT_MEAN, HAND_JOINTS, collapsed_hand, hand_centre
 from omnimocap.hands.wilor.detector import Detections, HandDetector
 
 # Angular noise of a detection's bearing against the Kinect HAND joint: box-centre jitter plus the
@@ -96,7 +97,7 @@ CONFIRM_DEG = 5.0
 HYPOTHESIS_CHUNK = 64  # RANSAC hypotheses scored at once
 
 # Per-hand Kinect joints whose mean a detection is compared with and a tracked view is planned on.
-_HAND_JOINTS = ("WRIST", "HAND", "HANDTIP", "THUMB")
+_HAND_JOINTS = tuple(name.upper() for name in HAND_JOINTS)
 
 
 def hand_track(person: int, side: str, joint: str) -> int:
@@ -161,9 +162,9 @@ class ImageViewDetector:
 def search_views(fov_deg: float = SEARCH_FOV_DEG, size: int = SEARCH_VIEW_PX,
                  pitches_deg: Sequence[float] = SEARCH_PITCHES_DEG,
                  yaw_step_deg: float = SEARCH_YAW_STEP_DEG) -> list[WristView]:
-    """Views that tile the sphere's band at ``pitches_deg`` (positive up), ``yaw_step_deg`` apart."""
-    return [view_from_yaw_pitch(yaw, pitch, fov_deg, size)
-            for pitch in pitches_deg for yaw in np.arange(0.0, 360.0, yaw_step_deg)]
+    """Views that tile the sphere's band at ``pitches_deg`` (positive up), ``yaw_step_deg`` apart
+    (:func:`omnimocap.geometry.views.tiling_views`)."""
+    return tiling_views(fov_deg, size, pitches_deg, yaw_step_deg)
 
 
 def bearings_from_detections(frame_index: int, views: Sequence[WristView],
@@ -260,7 +261,7 @@ class HandCentreConfig:
     """The wrist moved ``reach_m`` along the forearm (elbow to wrist), which ignores k4abt's hand
     joints altogether but misses the box centre by about 4 cm (the hand bends at the wrist); off: the
     mean of k4abt's wrist, hand, hand tip and thumb joints (about 1.4 cm from the box centre)."""
-    reach_m: float = 0.08
+    reach_m: float = HAND_CENTRE_REACH_M
     """Distance from the wrist to the centre of an open hand, metres."""
     collapse_check: bool = True
     """Without ``from_arm``: where k4abt's hand tip or thumb collapse onto its HAND joint (closer than
@@ -293,28 +294,23 @@ def hand_centres(tracks: KinectTracks) -> tuple[np.ndarray, np.ndarray]:
     for p in range(people):
         for s, side in enumerate(SIDES):
             k = len(SIDES) * p + s
-            wrist, elbow = hand_track(p, side, "WRIST"), hand_track(p, side, "ELBOW")
+            cols = {name: hand_track(p, side, name.upper()) for name in (*HAND_JOINTS, "elbow")}
+            joints = {name: tracks.points[:, c] for name, c in cols.items()}
+            noise = {name: tracks.sigma[:, c] for name, c in cols.items()}
+            points[:, k] = hand_centre(joints, cfg.from_arm, weights=HAND_JOINT_MEAN, reach_m=cfg.reach_m,
+                                       collapse_m=cfg.collapse_m if cfg.collapse_check else None,
+                                       collapse_gain=cfg.collapse_gain, wrist_fallback=False)
             if cfg.from_arm:
-                forearm = tracks.points[:, wrist] - tracks.points[:, elbow]
-                length = np.linalg.norm(forearm, axis=-1, keepdims=True)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    points[:, k] = tracks.points[:, wrist] + cfg.reach_m * forearm / length
-                    lever = cfg.reach_m / np.maximum(length[:, 0], 0.1)
-                sigma[:, k] = np.sqrt(tracks.sigma[:, wrist] ** 2 * (1 + lever) ** 2
-                                      + tracks.sigma[:, elbow] ** 2 * lever ** 2)
-                continue
-            cols = [hand_track(p, side, j) for j in _HAND_JOINTS]
-            points[:, k] = tracks.points[:, cols].mean(axis=1)
-            sigma[:, k] = np.sqrt(np.sum(tracks.sigma[:, cols] ** 2, axis=1)) / len(cols)
-            if cfg.collapse_check:
-                w, h, tip, thumb = (tracks.points[:, c] for c in cols)
+                length = np.linalg.norm(joints["wrist"] - joints["elbow"], axis=-1)
                 with np.errstate(invalid="ignore"):
-                    collapsed = ((np.linalg.norm(tip - h, axis=-1) < cfg.collapse_m)
-                                 | (np.linalg.norm(thumb - h, axis=-1) < cfg.collapse_m))
-                points[collapsed, k] = w[collapsed] + cfg.collapse_gain * (h[collapsed] - w[collapsed])
-                hs = tracks.sigma[:, cols[1]]
-                ws = tracks.sigma[:, cols[0]]
-                sigma[collapsed, k] = np.hypot((cfg.collapse_gain - 1) * ws, cfg.collapse_gain * hs)[collapsed]
+                    lever = cfg.reach_m / np.maximum(length, 0.1)
+                sigma[:, k] = np.sqrt(noise["wrist"] ** 2 * (1 + lever) ** 2 + noise["elbow"] ** 2 * lever ** 2)
+                continue
+            sigma[:, k] = np.sqrt(np.sum([noise[name] ** 2 for name in HAND_JOINTS], axis=0)) / len(HAND_JOINTS)
+            if cfg.collapse_check:
+                collapsed = collapsed_hand(joints, cfg.collapse_m)
+                sigma[collapsed, k] = np.hypot((cfg.collapse_gain - 1) * noise["wrist"],
+                                               cfg.collapse_gain * noise["hand"])[collapsed]
     return points, sigma
 
 
@@ -506,9 +502,8 @@ def tracked_views(points: np.ndarray, T_kinect_pano: np.ndarray, size: int = TRA
             names = ("WRIST", "ELBOW") if HAND_CENTRES.from_arm else _HAND_JOINTS
             joints = points[[hand_track(p, side, j) for j in names]]
             if HAND_CENTRES.from_arm:
-                forearm = joints[0] - joints[1]
-                with np.errstate(invalid="ignore"):
-                    centre = joints[0] + HAND_CENTRES.reach_m * forearm / max(np.linalg.norm(forearm), 1e-6)
+                centre = hand_centre({"wrist": joints[0], "elbow": joints[1]}, True, reach_m=HAND_CENTRES.reach_m,
+                                     wrist_fallback=False)
                 # the hand lies around its centre, within a fist's reach either way (NaN without an elbow)
                 joints = np.vstack([joints[:1], centre + 0.1 * np.vstack([np.eye(3), -np.eye(3)])])
             if np.isfinite(joints).all(axis=-1).any():
@@ -558,15 +553,15 @@ def detect_hands(session: Session, tracks: KinectTracks, detector: ViewDetector,
     the clock offset are searched first (pass 1 of the module docstring); ``init_time`` defaults to
     the host-arrival map."""
     entry = session.pano()
-    stamps = read_pano_timestamps(session.path(entry.timestamps or "pano_frames.csv"))
+    stamps = read_pano_timestamps(session.pano_frames_path(entry))
     t_pano, t_host = stamps.t_pano, stamps.t_host
     if init_time is None:
         init_time = coarse_time_map(t_pano, t_host)
     reader = None
     if detector.needs_images:
         if not entry.recording:
-            raise InputError("the session has no 360 video to detect hands in", path=session.root / "session.json")
-        reader = PanoReader(session.path(entry.recording), session.path(entry.timestamps or "pano_frames.csv"))
+            raise InputError("the session has no 360 video to detect hands in", path=session.root / MANIFEST)
+        reader = PanoReader(session.pano_video_path(entry), session.pano_frames_path(entry))
     candidates = HandCandidates.from_tracks(tracks)
     t_session = init_time.to_session(t_pano)
     inside = np.nonzero((t_session >= tracks.t_session[0]) & (t_session <= tracks.t_session[-1]))[0]

@@ -13,7 +13,7 @@ from pathlib import Path
 from omnimocap.calibration.observations import PanoObservations
 from omnimocap.calibration.pano_hands import DetectedHands, ImageViewDetector, ViewDetector
 from omnimocap.capture.pano import PanoReader
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import MANIFEST, Session
 from omnimocap.errors import InputError, ModelFilesMissing, UserError
 from omnimocap.geometry.cameras import EquirectCamera
 
@@ -52,8 +52,8 @@ def open_view_detector(session: Session, kind: str, detector: str | None = None,
                                     fix="run `omnimocap models download`, or give the right --detector PATH")
     entry = session.pano()
     if not entry.recording:
-        raise InputError("the session has no 360 video to detect hands in", path=session.root / "session.json")
-    reader = PanoReader(session.path(entry.recording), session.path(entry.timestamps or "pano_frames.csv"))
+        raise InputError("the session has no 360 video to detect hands in", path=session.root / MANIFEST)
+    reader = PanoReader(session.pano_video_path(entry), session.pano_frames_path(entry))
     return ImageViewDetector(HandDetector(path, device=device), EquirectCamera(reader.width, reader.height))
 
 

@@ -28,7 +28,7 @@ from omnimocap.calibration.pano_hands import (
 from omnimocap.calibration.pano_observer import detection_inputs, observer_inputs, observer_kind, open_view_detector
 from omnimocap.calibration.session_rig import load_rig, reference_serial, write_rig
 from omnimocap.capture.rig import Rig, TimeMap
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import Session, kinect_name
 from omnimocap.errors import InputError, UserError
 from omnimocap.geometry.transforms import invert_pose
 
@@ -70,7 +70,7 @@ def _calibrate_markerless(session: Session, previous: Rig, kinect_rig: Rig, seri
         det = view_detector or open_view_detector(session, kind, config.observer.detector, config.observer.device)
         res, n_frames, inputs = _from_detected_hands(session, kinect_rig, serial, start, config, det, progress)
     rig = Rig(dict(kinect_rig.T_world_sensor), dict(previous.time_maps), method="markerless", is_truth=False)
-    rig.T_world_sensor["pano"] = kinect_rig.pose(f"kinect_{serial}") @ res.T_kinect_pano
+    rig.T_world_sensor["pano"] = kinect_rig.pose(kinect_name(serial)) @ res.T_kinect_pano
     rig.time_maps["pano"] = res.time_map
     rig.residuals = {**kinect_rig.residuals, "pano": res.to_json()}
     rig.inputs = {"reference_kinect": serial, "pano_frames": n_frames, **kinect_rig.inputs, **inputs,
@@ -135,5 +135,5 @@ def _previous_calibration(session: Session, previous: Rig, serial: str) -> tuple
     if "pano" not in previous.T_world_sensor or "pano" not in previous.time_maps:
         raise InputError("--refine needs the 360 camera's pose and time map in rig.json", path=session.rig_path,
                          fix="calibrate without --refine first")
-    return invert_pose(previous.pose(f"kinect_{serial}")) @ previous.pose("pano"), previous.time_map("pano")
+    return invert_pose(previous.pose(kinect_name(serial))) @ previous.pose("pano"), previous.time_map("pano")
 

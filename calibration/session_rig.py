@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from omnimocap.capture.rig import Rig
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import MANIFEST, Session
 from omnimocap.errors import InputError
 
 
@@ -28,7 +28,7 @@ def reference_serial(session: Session, rig: Rig) -> str:
     pose in ``rig``."""
     kinects = session.kinects()
     if not kinects:
-        raise InputError("the session has no Kinect", path=session.root / "session.json")
+        raise InputError("the session has no Kinect", path=session.root / MANIFEST)
     rig.pose(kinects[0].name)
     return kinects[0].serial
 

@@ -20,7 +20,7 @@ from omnimocap.calibration.pano_observer import detection_inputs, observer_input
 from omnimocap.calibration.session_rig import load_rig, reference_serial, write_rig
 from omnimocap.calibration.timesync import SyncResult, fine_time_map
 from omnimocap.capture.rig import Rig
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import Session, kinect_name
 from omnimocap.geometry.transforms import invert_pose, transform_points
 
 
@@ -55,7 +55,7 @@ def sync_session(session_dir, config: SyncConfig | None = None, *, view_detector
 def _motion_sync(session: Session, previous: Rig, serial: str, config: SyncConfig, view_detector: ViewDetector | None,
                  progress: bool) -> tuple[SyncResult, dict]:
     """The time map from motion with ``previous``'s poses, and the rig.json inputs."""
-    T_world_kinect = previous.pose(f"kinect_{serial}")
+    T_world_kinect = previous.pose(kinect_name(serial))
     T_world_pano = previous.pose("pano")
     kind = observer_kind(session, config.observer.observer)
     if kind == "simulated":

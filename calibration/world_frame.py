@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from omnimocap.geometry.cameras import PinholeCamera
+from omnimocap.geometry.gravity import ImuGravity, gravity_from_accelerometer
 from omnimocap.geometry.transforms import axis_angle_to_matrix, make_pose, rigid_align, rotation_angle, transform_points
 from omnimocap.data.skeletons import KINECT_CONFIDENCE_MEDIUM
 from omnimocap.errors import UserError
@@ -31,19 +32,24 @@ MIN_SHARED_FRAMES = 30
 SAME_PERSON_M = 0.1
 
 
-def up_from_accelerometer(acc_imu: np.ndarray, R_depth_imu: np.ndarray) -> np.ndarray:
-    """Unit up direction (3,) in the depth camera frame from accelerometer samples (N,3) m/s^2 in the
-    IMU frame (their mean, so the device must stand still) and the IMU-to-depth rotation."""
+def _still_gravity(acc_imu: np.ndarray, R_depth_imu: np.ndarray) -> ImuGravity:
+    """:func:`omnimocap.geometry.gravity.gravity_from_accelerometer`, refused in one line where there
+    are no samples or their mean is not about 1 g (the Kinect moved)."""
     acc = np.asarray(acc_imu, dtype=np.float64).reshape(-1, 3)
     if len(acc) == 0:
         raise UserError("the reference Kinect recorded no accelerometer samples; gravity is unknown",
                         fix="record with the IMU enabled, or use the floor plane")
-    g = acc.mean(axis=0)
-    if not 7.0 < np.linalg.norm(g) < 12.5:
-        raise UserError(f"the accelerometer mean is {np.linalg.norm(g):.1f} m/s^2, not about 9.8: the Kinect moved "
+    gravity = gravity_from_accelerometer(acc, R_depth_imu)
+    if not 7.0 < gravity.magnitude < 12.5:
+        raise UserError(f"the accelerometer mean is {gravity.magnitude:.1f} m/s^2, not about 9.8: the Kinect moved "
                         "during the recording", fix="keep the reference Kinect still, or use the floor plane")
-    up = np.asarray(R_depth_imu, dtype=np.float64) @ g
-    return up / np.linalg.norm(up)
+    return gravity
+
+
+def up_from_accelerometer(acc_imu: np.ndarray, R_depth_imu: np.ndarray) -> np.ndarray:
+    """Unit up direction (3,) in the depth camera frame from accelerometer samples (N,3) m/s^2 in the
+    IMU frame (their mean, so the device must stand still) and the IMU-to-depth rotation."""
+    return _still_gravity(acc_imu, R_depth_imu).up_depth
 
 
 def world_from_up(up_depth: np.ndarray, height_m: float) -> np.ndarray:
@@ -149,14 +155,15 @@ def reference_world_pose(acc_imu: np.ndarray, R_depth_imu: np.ndarray, floor_poi
     magnitude (m/s^2) and the standard error of the up direction (deg), the height (m) and the
     floor fit's diagnostics (:func:`floor_height`)."""
     acc = np.asarray(acc_imu, dtype=np.float64).reshape(-1, 3)
-    up = up_from_accelerometer(acc, R_depth_imu)
+    gravity = _still_gravity(acc, R_depth_imu)
+    up = gravity.up_depth
     height, floor_info = floor_height(floor_points, up)
-    g = acc.mean(axis=0)
+    g = gravity.acc_mean
     # spread of the samples across the mean direction, as an angle, over sqrt(N)
     across = acc - np.outer(acc @ g / (g @ g), g)
     up_sem = np.degrees(np.sqrt(np.mean(np.sum(across ** 2, axis=1)) / len(acc)) / np.linalg.norm(g))
     return world_from_up(up, height), {
-        "accelerometer_samples": int(len(acc)), "accelerometer_mean_ms2": float(np.linalg.norm(g)),
+        "accelerometer_samples": gravity.samples, "accelerometer_mean_ms2": gravity.magnitude,
         "up_std_deg": float(up_sem), "height_m": float(height), **floor_info}
 
 

@@ -41,6 +41,8 @@ from omnimocap.capture.kinect_calibration import COLOR_RESOLUTIONS, DEPTH_MODES,
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.sources import EndOfStream, KinectBody, KinectFrame, Pacer, SessionClock, Source, StreamInfo
 from omnimocap.errors import DeviceError, UserError
+from omnimocap.geometry.gravity import ImuGravity, gravity_from_accelerometer
+from omnimocap.capture.session import kinect_name
 
 PYK4A_INSTALL_HINT = (
     "either pip install pyk4a-bundle (it ships libk4a 1.4 and the depth engine, but its extension is built "
@@ -216,33 +218,6 @@ def pyk4a_config(pyk4a, c: KinectDeviceConfig):
     )
 
 
-# --- IMU gravity -----------------------------------------------------------------------------------
-@dataclass
-class ImuGravity:
-    """Gravity from the accelerometer at rest. ``acc_mean`` (3,) m/s^2 in the accelerometer's frame:
-    the mean specific force, which points *up* (the sensor is held against gravity); ``samples`` how
-    many were averaged; ``down_depth`` (3,) unit vector of gravity (pointing down) in the depth camera
-    frame (x right, y down, z forward), None without the accelerometer-to-depth rotation."""
-
-    acc_mean: np.ndarray
-    samples: int
-    down_depth: np.ndarray | None
-
-
-def gravity_from_accelerometer(acc: np.ndarray, R_depth_accel: np.ndarray | None = None) -> ImuGravity:
-    """``acc`` (N,3) accelerometer samples (m/s^2, accelerometer frame); ``R_depth_accel`` (3,3)
-    rotates accelerometer-frame vectors into the depth camera frame."""
-    acc = np.asarray(acc, dtype=np.float64).reshape(-1, 3)
-    if len(acc) == 0:
-        raise ValueError("no accelerometer samples")
-    mean = acc.mean(axis=0)
-    down = None
-    if R_depth_accel is not None:
-        down = -(np.asarray(R_depth_accel) @ mean)
-        down /= np.linalg.norm(down)
-    return ImuGravity(mean, len(acc), down)
-
-
 def stream_calibration(info: StreamInfo) -> KinectCalibration | None:
     """The colour and depth camera models of a Kinect source's stream (its factory calibration in
     the stream's modes), or None when the source has no calibration or no colour camera."""
@@ -325,7 +300,7 @@ class KinectLiveSource(Source[KinectFrame]):
     def _connect(self) -> None:
         c = self.config
         serial = str(getattr(self._device, "serial", "") or f"device{c.device_id}")
-        self.name = f"kinect_{serial}"
+        self.name = kinect_name(serial)
         color_mode = None if c.color_resolution == "OFF" else f"MJPG_{c.color_resolution}"
         raw = getattr(self._device, "calibration_raw", None)
         self.info = replace(self.info, serial=serial, role=c.role, fps=float(c.fps), color_mode=color_mode,
@@ -493,7 +468,7 @@ class KinectFileSource(Source[KinectFrame]):
                  role: str = "standalone", fps: float | None = None, clock: SessionClock | None = None,
                  realtime: bool = True, speed: float = 1.0, latency_s: float = 0.0,
                  release_map: TimeMap | None = None, loop_period_s: float | None = None):
-        super().__init__(f"kinect_{serial}", clock)
+        super().__init__(kinect_name(serial), clock)
         if bodies_path is None and recording_path is None:
             raise ValueError("a Kinect file source needs a bodies file or a recording")
         if loop_period_s is not None and loop_period_s <= 0:

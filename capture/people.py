@@ -32,7 +32,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from omnimocap.capture.session import kinect_name
 from omnimocap.data.skeletons import KINECT_INDEX
+from omnimocap.geometry.resample import interpolate_linear
 
 # Joints on the body's midline (their positions do not depend on the left/right labels).
 _MIDLINE = np.array([KINECT_INDEX[n] for n in ("PELVIS", "SPINE_NAVEL", "SPINE_CHEST", "NECK")])
@@ -218,7 +220,7 @@ def resolve_mirrors(joints: list[np.ndarray], confidence: list[np.ndarray], sens
     where missing; confidences (T,32); ``sensors`` the Kinects' positions (3,)), decided jointly over
     Kinects and time (see the module docstring). Returns the relabelled joints, confidences and the
     per-track masks (T,) of frames whose labels were exchanged. ``t_step``: seconds between frames."""
-    from omnimocap.capture.skeleton_fusion import FACE, LEFT_RIGHT, SIDED, facing_cosine
+    from omnimocap.capture.skeleton_fusion import FACE, LEFT_RIGHT, SIDED, body_forward, facing_cosine
 
     config = config or PeopleConfig()
     K = len(joints)
@@ -251,7 +253,7 @@ def resolve_mirrors(joints: list[np.ndarray], confidence: list[np.ndarray], sens
         cost_m = 8.0 * np.clip(0.1 - cos, 0.0, None) + 0.2
         # people mostly walk forwards: exchanged labels would turn a forward walk into a backward one
         # (a tie-breaker only: people also step back and walk backwards)
-        cost_m += 0.1 * np.nan_to_num(np.sum(_forward(joints[k]) * walk, axis=-1), nan=0.0)
+        cost_m += 0.1 * np.nan_to_num(np.sum(body_forward(joints[k]) * walk, axis=-1), nan=0.0)
         # a Kinect more confident of the face than the others is less likely to have exchanged labels
         cost_m += 0.1 * (face[k] - face_mean)
         emit += np.where(present[k], cost_m, 0.0)[:, None] * bits[None, :, k]
@@ -299,16 +301,6 @@ def resolve_mirrors(joints: list[np.ndarray], confidence: list[np.ndarray], sens
     return out_j, out_c, masks
 
 
-def _forward(joints: np.ndarray) -> np.ndarray:
-    """Unit horizontal forward direction (T,3) of a body from its labelled shoulders and hips
-    (forward = (left - right) x up); NaN where unknown."""
-    L = joints[:, [KINECT_INDEX["SHOULDER_LEFT"], KINECT_INDEX["HIP_LEFT"]]].mean(axis=1)
-    R = joints[:, [KINECT_INDEX["SHOULDER_RIGHT"], KINECT_INDEX["HIP_RIGHT"]]].mean(axis=1)
-    f = np.cross(L - R, np.array([0.0, 1.0, 0.0]))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return f / np.linalg.norm(f, axis=-1, keepdims=True)
-
-
 def _walking_direction(joints: list[np.ndarray], t_step: float, window_s: float = 0.5) -> np.ndarray:
     """Horizontal walking direction (T,3) of one person, scaled from 0 (below 0.3 m/s) to 1 (from
     0.8 m/s): the pelvis velocity over ``window_s``, averaged over the tracks that see it."""
@@ -342,18 +334,10 @@ def bridge_gaps(t: np.ndarray, joints: np.ndarray, confidence: np.ndarray, max_g
         return joints, confidence, np.zeros(len(t), dtype=bool)
     for j in range(joints.shape[1]):
         ok = np.isfinite(joints[:, j]).all(axis=-1)
-        idx = np.flatnonzero(ok)
-        if len(idx) < 2 or ok.all():
+        if ok.sum() < 2 or ok.all():
             continue
-        nxt = np.searchsorted(idx, np.arange(len(t)))
-        inner = ~ok & (nxt > 0) & (nxt < len(idx))
-        lo = idx[np.clip(nxt - 1, 0, len(idx) - 1)]
-        hi = idx[np.clip(nxt, 0, len(idx) - 1)]
-        fill = inner & (t[hi] - t[lo] <= max_gap_s)
-        if not fill.any():
-            continue
-        w = ((t - t[lo]) / np.maximum(t[hi] - t[lo], 1e-9))[:, None]
-        value = (1 - w) * joints[lo, j] + w * joints[hi, j]
+        value = interpolate_linear(t[ok], joints[ok, j], t, max_gap_s)
+        fill = ~ok & np.isfinite(value).all(axis=-1)
         joints[fill, j] = value[fill]
         confidence[fill, j] = bridged_confidence
     bridged = missing_before & np.isfinite(joints).all(axis=-1).any(axis=-1)
@@ -383,8 +367,9 @@ def people_recordings(session, rig, config: PeopleConfig | None = None) -> dict:
     if not entries or not (config.relink_ids or config.mirror_repair):
         return recordings
     tracks, keys = [], []
+    serial_of = {kinect_name(e.serial): e.serial for e in entries}
     for e in entries:
-        name = f"kinect_{e.serial}"
+        name = kinect_name(e.serial)
         if name not in rig.T_world_sensor:
             continue
         rec = recordings[e.serial]
@@ -403,7 +388,7 @@ def people_recordings(session, rig, config: PeopleConfig | None = None) -> dict:
         pieces, origin = tracks, list(range(len(tracks)))
         groups = [[k] for k in range(len(tracks))]
     # people in order of their first frame in the reference Kinect (then anywhere)
-    ref = f"kinect_{entries[0].serial}"
+    ref = kinect_name(entries[0].serial)
 
     def first_seen(g):
         starts = [(pieces[k].device != ref, float(pieces[k].t[np.isfinite(pieces[k].joints).all(-1).any(-1)][0]))
@@ -426,7 +411,7 @@ def people_recordings(session, rig, config: PeopleConfig | None = None) -> dict:
                 nearest = np.clip(np.searchsorted(t_ref, m.t), 0, len(t_ref) - 1)
                 masks[i] = on_ref[i][nearest]
         for m, mask in zip(merged, masks):
-            serial = m.device[len("kinect_"):]
+            serial = serial_of[m.device]
             rec = recordings[serial]
             present = np.isfinite(m.joints).all(axis=-1).any(axis=-1)
             pos = np.full((len(rec), 32, 3), np.nan)

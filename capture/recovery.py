@@ -13,7 +13,7 @@ from pathlib import Path
 from omnimocap.capture.bodies import JournalReader
 from omnimocap.capture.pano import read_pano_timestamps
 from omnimocap.capture.record_streams import journal_name, recording_name
-from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, SIMULATION_DIR, Session
+from omnimocap.capture.session import MANIFEST, PANO_FRAMES, PANO_VIDEO, SIMULATION_DIR, Session
 from omnimocap.capture.session_check import video_frame_count
 from omnimocap.errors import InputError
 
@@ -36,7 +36,7 @@ def recover_session(root: str | Path) -> tuple[Session, dict]:
         return session, summary
     if not session.manifest.devices:
         raise InputError("the session lists no device: its recording (or simulation) stopped before any stream "
-                         "began", path=session.root / "session.json", fix="record it again")
+                         "began", path=session.root / MANIFEST, fix="record it again")
     notes = summary["notes"]
     for entry in session.kinects():
         journal_path = session.path(journal_name(entry.serial))

@@ -16,7 +16,7 @@ from omnimocap.capture.kinect_live import KinectFileSource
 from omnimocap.capture.pano import read_pano_timestamps
 from omnimocap.capture.pano_sources import VideoFilePanoSource
 from omnimocap.capture.rig import Rig
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import MANIFEST, Session
 from omnimocap.capture.sources import SessionClock, Source
 from omnimocap.errors import UserError
 
@@ -69,6 +69,6 @@ def _loop_period(session: Session, rig: Rig) -> float:
     times = np.concatenate(spans) if spans else np.zeros(0)
     if len(times) == 0:
         raise UserError("the session has no body tracking or 360 timestamps to replay in a loop",
-                        path=session.root / "session.json", fix="replay it without looping")
+                        path=session.root / MANIFEST, fix="replay it without looping")
     rates = [d.fps for d in session.manifest.devices if d.fps]
     return float(times.max() - times.min()) + 1.0 / (max(rates) if rates else 30.0)

@@ -34,6 +34,27 @@ TRUTH_DIR = "truth"
 SIMULATION_DIR = ".simulation"
 
 
+def kinect_name(serial: str) -> str:
+    """A Kinect's sensor name in rig.json, in messages and as the stem of its recording:
+    ``kinect_<serial>``."""
+    return f"kinect_{serial}"
+
+
+def kinect_recording_name(serial: str) -> str:
+    """The file name of a Kinect's recording: ``kinect_<serial>.mkv``."""
+    return f"{kinect_name(serial)}.mkv"
+
+
+def bodies_name(serial: str) -> str:
+    """The file name of a Kinect's body tracking: ``bodies_<serial>.json``."""
+    return f"bodies_{serial}.json"
+
+
+def journal_name(serial: str) -> str:
+    """The file name of a Kinect's body journal while recording: ``bodies_<serial>.jsonl``."""
+    return f"bodies_{serial}.jsonl"
+
+
 def current_umask() -> int:
     """The process umask, read without changing it where Linux exposes it (``/proc/self/status``):
     setting and restoring it would briefly apply a wrong mask to files other threads create."""
@@ -133,7 +154,7 @@ class DeviceEntry:
     @property
     def name(self) -> str:
         """Sensor name used in rig.json: ``kinect_<serial>`` or ``pano``."""
-        return "pano" if self.kind == "pano" else f"kinect_{self.serial}"
+        return "pano" if self.kind == "pano" else kinect_name(self.serial)
 
 
 @dataclass
@@ -227,6 +248,15 @@ class Session:
     def path(self, name: str) -> Path:
         """A file of the session; names come from the validated manifest or from this module."""
         return self.root / name
+
+    def pano_video_path(self, entry: DeviceEntry | None = None) -> Path:
+        """The 360 stream's video (``entry`` or :meth:`pano`): the manifest's name, else ``pano.mkv``."""
+        return self.path((entry or self.pano()).recording or PANO_VIDEO)
+
+    def pano_frames_path(self, entry: DeviceEntry | None = None) -> Path:
+        """The 360 stream's per-frame timestamps (``entry`` or :meth:`pano`): the manifest's name,
+        else ``pano_frames.csv``."""
+        return self.path((entry or self.pano()).timestamps or PANO_FRAMES)
 
     @property
     def rig_path(self) -> Path:

@@ -24,6 +24,7 @@ import numpy as np
 from scipy.ndimage import median_filter
 
 from omnimocap.data.skeletons import KINECT_INDEX, KINECT_JOINTS
+from omnimocap.geometry.resample import linear_brackets
 
 NUM_JOINTS = len(KINECT_JOINTS)
 # k4abt joint index -> the index of its mirror joint (LEFT <-> RIGHT); centre joints map to themselves.
@@ -69,24 +70,12 @@ class FusedPerson:
 
 def resample_track(track: BodyTrack, t: np.ndarray, max_gap_s: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
     """Joints (T,32,3) linearly interpolated at ``t`` and confidence (T,32) (the lower of the two
-    neighbouring frames); NaN / 0 outside the track and across gaps longer than ``max_gap_s``."""
-    t = np.asarray(t, dtype=np.float64)
-    tt = np.asarray(track.t, dtype=np.float64)
-    out = np.full((len(t), NUM_JOINTS, 3), np.nan)
-    conf = np.zeros((len(t), NUM_JOINTS), dtype=np.int64)
-    if len(tt) == 0:
-        return out, conf
-    j = np.clip(np.searchsorted(tt, t), 1, max(len(tt) - 1, 1))
-    i = j - 1
-    if len(tt) == 1:
-        hit = np.abs(t - tt[0]) < 1e-9
-        out[hit], conf[hit] = track.joints[0], track.confidence[0]
-        return out, conf
-    inside = (t >= tt[0]) & (t <= tt[-1]) & (tt[j] - tt[i] <= max_gap_s)
-    w = ((t - tt[i]) / (tt[j] - tt[i]))[:, None, None]
-    interp = (1 - w) * track.joints[i] + w * track.joints[j]
-    out[inside] = interp[inside]
-    conf[inside] = np.minimum(track.confidence[i], track.confidence[j])[inside]
+    neighbouring frames); NaN / 0 outside the track and across gaps longer than ``max_gap_s``
+    (:func:`omnimocap.geometry.resample.linear_brackets`)."""
+    at = linear_brackets(track.t, t, max_gap_s)
+    out = at.apply(track.joints)
+    conf = np.zeros((len(at.ok), NUM_JOINTS), dtype=np.int64)
+    conf[at.ok] = np.minimum(*at.neighbours(np.asarray(track.confidence)))
     out[conf == 0] = np.nan
     return out, conf
 
@@ -153,13 +142,20 @@ def _sided_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(ok.any(axis=1), np.where(ok, d, 0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1), np.nan)
 
 
-def facing_cosine(joints: np.ndarray, sensor_position: np.ndarray) -> np.ndarray:
-    """Cosine (T,) between the body's forward direction (from correctly labelled shoulders and hips:
-    forward = (left - right) x up) and the direction from the body to the sensor; NaN if unknown."""
+def body_forward(joints: np.ndarray) -> np.ndarray:
+    """Unit horizontal forward direction (T,3) of bodies (T,32,3) in the world frame (y up) from
+    their labelled shoulders and hips: forward = (left - right) x up; NaN where unknown."""
     L = joints[:, [KINECT_INDEX["SHOULDER_LEFT"], KINECT_INDEX["HIP_LEFT"]]].mean(axis=1)
     R = joints[:, [KINECT_INDEX["SHOULDER_RIGHT"], KINECT_INDEX["HIP_RIGHT"]]].mean(axis=1)
     fwd = np.cross(L - R, UP)
-    fwd /= np.linalg.norm(fwd, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return fwd / np.linalg.norm(fwd, axis=-1, keepdims=True)
+
+
+def facing_cosine(joints: np.ndarray, sensor_position: np.ndarray) -> np.ndarray:
+    """Cosine (T,) between the body's forward direction (:func:`body_forward`, from correctly
+    labelled shoulders and hips) and the direction from the body to the sensor; NaN if unknown."""
+    fwd = body_forward(joints)
     to_sensor = sensor_position - joints[:, KINECT_INDEX["PELVIS"]]
     to_sensor /= np.linalg.norm(to_sensor, axis=-1, keepdims=True)
     return np.sum(fwd * to_sensor, axis=-1)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omnimocap.errors import InputError
 from omnimocap.geometry.cameras import PinholeCamera
+from omnimocap.capture.session import MANIFEST, bodies_name, kinect_recording_name
 
 
 def summarize(path: Path, dump: Path | None = None) -> dict:
@@ -95,7 +96,7 @@ def summarize_bodies(path: Path) -> dict:
 def summarize_session(folder: Path, dump: Path | None) -> dict:
     """The manifest as stored plus a summary of every kinect_*.mkv and bodies_*.json in ``folder``;
     with ``dump``, each recording's frames go to ``dump/<recording name>/``."""
-    manifest_path = folder / "session.json"
+    manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         raise InputError("is a folder without session.json", path=folder,
                          fix="pass a session folder, or a .mkv / bodies .json file directly")
@@ -111,11 +112,11 @@ def summarize_session(folder: Path, dump: Path | None) -> dict:
         "kinects": {},
         "bodies": {},
     }
-    for mkv in sorted(folder.glob("kinect_*.mkv")):
+    for mkv in sorted(folder.glob(kinect_recording_name("*"))):
         summary["kinects"][mkv.name] = summarize_recording(mkv)
         if dump:
             summary["kinects"][mkv.name]["dumped"] = dump_recording(mkv, dump / mkv.stem)
-    for body_file in sorted(folder.glob("bodies_*.json")):
+    for body_file in sorted(folder.glob(bodies_name("*"))):
         summary["bodies"][body_file.name] = summarize_bodies(body_file)
     return summary
 

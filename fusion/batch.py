@@ -43,7 +43,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from omnimocap.capture.session import atomic_write_json
+from omnimocap.capture.session import MANIFEST, atomic_write_json
 from omnimocap.errors import UserError
 from omnimocap.fusion.chunks import DEFAULT_CHUNK_S, DEFAULT_OVERLAP_S, Chunk, ChunkPlan
 from omnimocap.fusion.pipeline import ProcessConfig
@@ -93,10 +93,10 @@ def find_sessions(specs: list[str]) -> list[Path]:
         if not matches:
             raise UserError("no folder matches the pattern", path=Path(spec), fix="check the glob")
         for m in map(Path, matches):
-            if (m / "session.json").is_file():
+            if (m / MANIFEST).is_file():
                 found.append(m)
-            elif m.is_dir() and any((c / "session.json").is_file() for c in m.iterdir() if c.is_dir()):
-                found.extend(sorted(c for c in m.iterdir() if (c / "session.json").is_file()))
+            elif m.is_dir() and any((c / MANIFEST).is_file() for c in m.iterdir() if c.is_dir()):
+                found.extend(sorted(c for c in m.iterdir() if (c / MANIFEST).is_file()))
             elif m.is_dir():
                 # kept so that it fails alone, in one line, like any other broken session
                 found.append(m)

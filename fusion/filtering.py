@@ -20,7 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from omnimocap.geometry.transforms import matrix_to_quat_wxyz, quat_wxyz_to_matrix
+from omnimocap.geometry.quaternions import (
+    IDENTITY_WXYZ, continuous_signs, matrix_to_quat_wxyz, quat_conjugate, quat_exp, quat_log, quat_multiply,
+    quat_wxyz_to_matrix,
+)
 
 
 @dataclass
@@ -76,56 +79,22 @@ def filter_positions(x: np.ndarray, fps: float, cfg: FilterConfig | None = None)
     return out.reshape(x.shape)
 
 
-# --- quaternions (w, x, y, z), private to the rotation filter ---------------------------------------
-
-
-def _qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ], axis=-1)
-
-
-def _qconj(q: np.ndarray) -> np.ndarray:
-    return q * np.array([1.0, -1.0, -1.0, -1.0])
-
-
-def _qlog(q: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w >= 0 side taken) -> rotation vector (radians)."""
-    q = np.where(q[..., :1] < 0, -q, q)
-    s = np.linalg.norm(q[..., 1:], axis=-1, keepdims=True)
-    angle = 2.0 * np.arctan2(s, q[..., :1])
-    return q[..., 1:] * np.where(s > 1e-12, angle / np.maximum(s, 1e-12), 2.0)
-
-
-def _qexp(v: np.ndarray) -> np.ndarray:
-    """Rotation vector (radians) -> unit quaternion."""
-    angle = np.linalg.norm(v, axis=-1, keepdims=True)
-    half = 0.5 * angle
-    scale = np.where(angle > 1e-12, np.sin(half) / np.maximum(angle, 1e-12), 0.5)
-    return np.concatenate([np.cos(half), v * scale], axis=-1)
-
-
 def _one_euro_quaternions(q: np.ndarray, ok: np.ndarray, fps: float, cfg: FilterConfig) -> np.ndarray:
     """One causal pass over unit quaternions q (F, N, 4); ok (F, N) marks present samples."""
     out = np.full_like(q, np.nan)
     a_d = _alpha(cfg.d_cutoff_hz, fps)
-    prev = np.tile(np.array([1.0, 0.0, 0.0, 0.0]), (q.shape[1], 1))
+    prev = np.tile(IDENTITY_WXYZ, (q.shape[1], 1))
     speed = np.zeros(q.shape[1])
     live = np.zeros(q.shape[1], dtype=bool)
     for t in range(len(q)):
         m = ok[t]
         qt = np.where(m[:, None], q[t], prev)
         qt = np.where(np.sum(qt * prev, axis=-1, keepdims=True) < 0, -qt, qt)  # hemisphere of the estimate
-        delta = _qlog(_qmul(_qconj(prev), qt))  # rotation from the estimate to the sample
+        delta = quat_log(quat_multiply(quat_conjugate(prev), qt))  # rotation from the estimate to the sample
         w = np.where(live, np.linalg.norm(delta, axis=-1) * fps, 0.0)
         speed = np.where(live, speed + a_d * (w - speed), 0.0)
         a = _alpha(cfg.min_cutoff_hz + cfg.beta * speed, fps)
-        est = np.where(live[:, None], _qmul(prev, _qexp(a[:, None] * delta)), qt)
+        est = np.where(live[:, None], quat_multiply(prev, quat_exp(a[:, None] * delta)), qt)
         est = est / np.linalg.norm(est, axis=-1, keepdims=True)
         prev = np.where(m[:, None], est, prev)
         out[t, m] = est[m]
@@ -249,11 +218,7 @@ def smooth_rotations(R: np.ndarray, fps: float, cfg: SmootherConfig | None = Non
     ok = np.all(np.isfinite(flat), axis=(-1, -2))
     q = np.full(flat.shape[:2] + (4,), np.nan)
     q[ok] = matrix_to_quat_wxyz(flat[ok])
-    for t in range(1, F):  # sign continuity with the last present sample
-        prev = q[t - 1]
-        flip = np.nansum(q[t] * prev, axis=-1) < 0
-        q[t] = np.where(flip[:, None], -q[t], q[t])
-        q[t] = np.where(np.isfinite(q[t]), q[t], prev)  # carry the reference over gaps
+    q = continuous_signs(q)
     q_smooth = smooth_positions(np.where(ok[..., None], q, np.nan), fps, cfg)
     q_smooth /= np.linalg.norm(q_smooth, axis=-1, keepdims=True)
     mats = np.full(flat.shape, np.nan)

@@ -29,6 +29,7 @@ from omnimocap.geometry.cameras import EquirectCamera
 from omnimocap.geometry.resample import interpolate_positions
 from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.geometry.views import WristView, plan_views, project_to_view, render_views
+from omnimocap.hands.centre import hand_centre
 from omnimocap.hands.estimator import HandEstimator, HandObservation, ViewRequest
 
 if TYPE_CHECKING:
@@ -57,29 +58,6 @@ def predicted_hands(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndarray
         ]) if people.person_ids else np.zeros((0, len(t), 2, 3))
         out[key] = arr
     return out
-
-
-# Blend of the Kinect's WRIST, HAND, HANDTIP and THUMB joints that best predicts the mean of the
-# 21 hand joints over open, closed, pointing and pinching hands (least squares on simulated hands,
-# rounded); it sums to 1, so it is a point, not a direction.
-HAND_CENTRE_BLEND = {"wrist": 0.10, "hand": 0.45, "handtip": 0.33, "thumb": 0.12}
-
-
-# Distance from the wrist to the mean of the 21 hand joints of an open hand, metres.
-HAND_CENTRE_REACH_M = 0.08
-
-
-def hand_centre(pred: dict[str, np.ndarray], from_arm: bool = False) -> np.ndarray:
-    """Predicted hand centre (an estimate of the mean of the 21 hand joints), world metres: with
-    ``from_arm`` the wrist moved by :data:`HAND_CENTRE_REACH_M` along the forearm (elbow to wrist),
-    else the blend of the Kinect hand joints; falls back to the wrist where the others are missing."""
-    if from_arm:
-        forearm = pred["wrist"] - pred["elbow"]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            c = pred["wrist"] + HAND_CENTRE_REACH_M * forearm / np.linalg.norm(forearm, axis=-1, keepdims=True)
-    else:
-        c = sum(w * pred[name] for name, w in HAND_CENTRE_BLEND.items())
-    return np.where(np.isfinite(c), c, pred["wrist"])
 
 
 @dataclass

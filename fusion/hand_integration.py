@@ -31,12 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from omnimocap.geometry.transforms import (
-    axis_angle_to_matrix,
-    matrix_to_axis_angle,
-    matrix_to_quat_wxyz,
-    relative_angle_deg,
-)
+from omnimocap.geometry.quaternions import matrix_to_quat_wxyz
+from omnimocap.geometry.transforms import axis_angle_to_matrix, matrix_to_axis_angle, relative_angle_deg
 from omnimocap.data.skeletons import SIDES, SMPLX_ELBOW, SMPLX_HAND_START, SMPLX_WRIST
 from omnimocap.fusion.body_fit import BodyFit
 from omnimocap.fusion.body_model import Skeleton, forward_kinematics

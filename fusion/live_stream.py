@@ -36,6 +36,8 @@ from typing import Iterable
 import numpy as np
 
 from omnimocap.data.skeletons import HAND21_INDEX, KINECT_INDEX, KINECT_PARENTS, SIDES
+from omnimocap.geometry.quaternions import matrix_to_quat_xyzw
+from omnimocap.geometry.transforms import rotation_between
 
 UNITY_FROM_WORLD = np.diag([1.0, 1.0, -1.0])
 DEFAULT_VMC_PORT = 39539  # the VMC protocol's usual Marionette port
@@ -90,24 +92,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _swing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The smallest rotation (3x3) turning unit vector ``a`` onto unit vector ``b``."""
-    v, c = np.cross(a, b), float(np.dot(a, b))
-    if c < -1.0 + 1e-9:  # opposite: half a turn about any axis perpendicular to a
-        axis = _unit(np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0]))
-        return 2.0 * np.outer(axis, axis) - np.eye(3)
-    k = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
-    return np.eye(3) + k + k @ k / (1.0 + c)
-
-
-def quaternion_xyzw(R: np.ndarray) -> np.ndarray:
-    """A rotation matrix as a unit quaternion (x, y, z, w) with w >= 0."""
-    from scipy.spatial.transform import Rotation
-
-    q = Rotation.from_matrix(R).as_quat()
-    return -q if q[3] < 0 else q
-
-
 def unity_bones(body_world: np.ndarray, hands_world: dict[str, np.ndarray] | None = None) -> list[Bone]:
     """The Unity humanoid bones of one person: ``body_world`` the 32 k4abt joints (world frame,
     metres), ``hands_world`` side -> 21 hand keypoints (world frame) whose fingers are added to that
@@ -127,11 +111,11 @@ def unity_bones(body_world: np.ndarray, hands_world: dict[str, np.ndarray] | Non
             Rp = world_R[parent]
             local_p, local_R = Rp.T @ (pos - world_p[parent]), Rp.T @ R
         world_R[name], world_p[name] = R, pos
-        bones.append(Bone(name, parent, local_p, quaternion_xyzw(local_R), pos, R))
+        bones.append(Bone(name, parent, local_p, matrix_to_quat_xyzw(local_R), pos, R))
 
     def aim(parent: str, rest: tuple[float, float, float], direction: np.ndarray) -> np.ndarray:
         Rp = world_R[parent]
-        return _swing(_unit(Rp @ np.array(rest)), _unit(direction)) @ Rp
+        return rotation_between(_unit(Rp @ np.array(rest)), _unit(direction)) @ Rp
 
     for name, joint, parent, child, rest in BODY_BONES:
         pos = p[KINECT_INDEX[joint]]

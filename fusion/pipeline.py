@@ -43,7 +43,7 @@ from omnimocap import __version__
 from omnimocap.geometry.cameras import EquirectCamera
 from omnimocap.capture.rig import Rig
 from omnimocap.geometry.transforms import transform_points
-from omnimocap.capture.session import Session, atomic_write_json
+from omnimocap.capture.session import MANIFEST, RIG, Session, atomic_write_json
 from omnimocap.data.skeletons import KINECT_WRIST, SIDES
 from omnimocap.errors import InputError, UserError
 from omnimocap.fusion.depth_cue import DepthCueConfig, load_depth_frames
@@ -158,14 +158,14 @@ def load_people(session: Session, rig: Rig, config: PeopleConfig | None = None) 
     config = config or PeopleConfig()
     kinects = session.kinects()
     if not kinects:
-        raise InputError("the session has no Kinect", path=session.root / "session.json")
+        raise InputError("the session has no Kinect", path=session.root / MANIFEST)
     tracks = []
     counts: dict = {}
     t_ref = None
     for entry in kinects:
         if not entry.bodies:
             raise InputError(f"Kinect {entry.serial} has no body tracking file",
-                             path=session.root / "session.json", fix=f"run `omnimocap track {session.root}`")
+                             path=session.root / MANIFEST, fix=f"run `omnimocap track {session.root}`")
         rec = read_bodies(session.path(entry.bodies))
         T = rig.pose(entry.name)
         t = rig.time_map(entry.name).to_session(rec.timestamps)
@@ -244,7 +244,7 @@ def _check_pano_size(session: Session) -> None:
         whole = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
         if value is not None and not (whole and value > 0):
             raise InputError(f"the 360 stream's {key} is {value!r}, not a positive whole number of pixels",
-                             path=session.root / "session.json",
+                             path=session.root / MANIFEST,
                              fix=f"set the pano device's {key} to the video's frame {key}, or remove it")
 
 
@@ -412,7 +412,7 @@ def load_inputs(session: Session, rig: Rig, config: ProcessConfig) -> SessionInp
 
     people = load_people(session, rig, config.people)
     pano_entry = session.pano()
-    stamps = read_pano_timestamps(session.path(pano_entry.timestamps or "pano_frames.csv"))
+    stamps = read_pano_timestamps(session.pano_frames_path(pano_entry))
     t_pano_session = rig.time_map("pano").to_session(stamps.t_pano)
     from omnimocap.capture.session_check import coverage_notes, pano_frame_notes
 
@@ -778,7 +778,7 @@ def write_results(work: Path, session: Session, rig: Rig, inputs: SessionInputs,
         smplx_files.append(name)
     if result.preview:
         _write_preview(work / "views_preview.png", result.preview)
-    rig.save(work / "rig.json")
+    rig.save(work / RIG)
     atomic_write_json(work / "config.json", asdict(config))
     timings = dict(timings)
     timings["total"] = time.perf_counter() - t0
@@ -813,7 +813,7 @@ def _pano_frames(session: Session, entry, wanted: bool, first: int = 0, last: in
         return None
     from omnimocap.capture.pano import PanoReader
 
-    reader = PanoReader(session.path(entry.recording or "pano.mkv"), session.path(entry.timestamps or "pano_frames.csv"))
+    reader = PanoReader(session.pano_video_path(entry), session.pano_frames_path(entry))
     return reader.frames(first, last)
 
 

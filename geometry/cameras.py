@@ -54,10 +54,10 @@ def lonlat_to_bearing(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     return np.stack([cl * np.sin(lon), -np.sin(lat), cl * np.cos(lon)], axis=-1)
 
 
-@dataclass(frozen=True)
-class PinholeCamera:
-    """A pinhole camera with the OpenCV distortion model (k1, k2, p1, p2, k3, k4, k5, k6), the model
-    the Azure Kinect SDK calls Brown-Conrady rational 6KT. Intrinsics in pixels."""
+@dataclass(frozen=True, eq=False)
+class _Intrinsics:
+    """Focal lengths ``fx``, ``fy`` and principal point ``cx``, ``cy`` in pixels of an image
+    ``width`` x ``height`` pixels; the part every camera model here shares."""
 
     fx: float
     fy: float
@@ -65,6 +65,22 @@ class PinholeCamera:
     cy: float
     width: int
     height: int
+
+    def normalised(self, px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels (...,2) -> the image-plane coordinates ``((u - cx) / fx, (v - cy) / fy)``."""
+        px = np.asarray(px, dtype=np.float64)
+        return (px[..., 0] - self.cx) / self.fx, (px[..., 1] - self.cy) / self.fy
+
+    def _intrinsics_dict(self) -> dict:
+        return {"fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy, "width": self.width,
+                "height": self.height}
+
+
+@dataclass(frozen=True)
+class PinholeCamera(_Intrinsics):
+    """A pinhole camera with the OpenCV distortion model (k1, k2, p1, p2, k3, k4, k5, k6), the model
+    the Azure Kinect SDK calls Brown-Conrady rational 6KT. Intrinsics in pixels."""
+
     distortion: tuple[float, ...] = field(default_factory=tuple)
 
     @property
@@ -86,17 +102,14 @@ class PinholeCamera:
 
     def unproject(self, px: np.ndarray) -> np.ndarray:
         """Pixels (...,2) -> unit bearings (...,3) in the camera frame (undistorted)."""
-        px = np.asarray(px, dtype=np.float64)
-        x = (px[..., 0] - self.cx) / self.fx
-        y = (px[..., 1] - self.cy) / self.fy
+        x, y = self.normalised(px)
         if self.distortion and any(self.distortion):
             x, y = _undistort(x, y, self.dist_coeffs)
         d = np.stack([x, y, np.ones_like(x)], axis=-1)
         return d / np.linalg.norm(d, axis=-1, keepdims=True)
 
     def to_dict(self) -> dict:
-        return {"fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy, "width": self.width,
-                "height": self.height, "distortion": list(self.distortion)}
+        return {**self._intrinsics_dict(), "distortion": list(self.distortion)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PinholeCamera":
@@ -125,7 +138,7 @@ def _undistort(xd: np.ndarray, yd: np.ndarray, k: np.ndarray, iterations: int = 
 
 
 @dataclass(frozen=True, eq=False)
-class FisheyeLens:
+class FisheyeLens(_Intrinsics):
     """One lens of a dual-fisheye camera, imaging into its own ``width`` x ``height`` part of the
     frame (pixels as above, relative to that part).
 
@@ -140,12 +153,6 @@ class FisheyeLens:
     ``R_cam_lens.T @ (p - t_cam_lens)``.
     """
 
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
     k: tuple[float, ...] = ()
     max_theta: float = np.radians(100.0)
     R_cam_lens: np.ndarray = field(default_factory=lambda: np.eye(3))
@@ -189,9 +196,7 @@ class FisheyeLens:
     def unproject(self, px: np.ndarray) -> np.ndarray:
         """Pixels (...,2) of this lens's image -> unit directions (...,3) in the lens frame (also
         beyond ``max_theta``: the mapping continues; :meth:`in_circle` tells which pixels are imaged)."""
-        px = np.asarray(px, dtype=np.float64)
-        x = (px[..., 0] - self.cx) / self.fx
-        y = (px[..., 1] - self.cy) / self.fy
+        x, y = self.normalised(px)
         r = np.hypot(x, y)
         theta = self.theta_from_d(r)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -200,9 +205,7 @@ class FisheyeLens:
 
     def in_circle(self, px: np.ndarray) -> np.ndarray:
         """Whether pixels (...,2) lie inside the image circle (angle from the axis <= max_theta)."""
-        px = np.asarray(px, dtype=np.float64)
-        r = np.hypot((px[..., 0] - self.cx) / self.fx, (px[..., 1] - self.cy) / self.fy)
-        return r <= self.theta_d(np.asarray(self.max_theta))
+        return np.hypot(*self.normalised(px)) <= self.theta_d(np.asarray(self.max_theta))
 
     def lens_from_cam(self, p_cam: np.ndarray, points: bool = True) -> np.ndarray:
         """Camera-frame points (or, with ``points=False``, directions) (...,3) -> lens-frame (...,3)."""
@@ -210,8 +213,7 @@ class FisheyeLens:
         return (p - self.t_cam_lens if points else p) @ self.R_cam_lens
 
     def to_dict(self) -> dict:
-        return {"fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy, "width": self.width,
-                "height": self.height, "k": list(self.k), "max_theta_deg": float(np.degrees(self.max_theta)),
+        return {**self._intrinsics_dict(), "k": list(self.k), "max_theta_deg": float(np.degrees(self.max_theta)),
                 "R_cam_lens": np.asarray(self.R_cam_lens).tolist(), "t_cam_lens": np.asarray(self.t_cam_lens).tolist()}
 
     @classmethod

@@ -1,9 +1,13 @@
 """Resampling time series onto other timestamps: positions by cubic Hermite (Catmull-Rom tangents,
-linear where the outer neighbours are missing), rotations by slerp. Gaps longer than ``max_gap``
-seconds are never bridged; missing samples are NaN (positions) or flagged by ``valid``.
+linear where the outer neighbours are missing), rotations by slerp, and the linear resampling of
+joint tracks (:func:`linear_brackets`, :func:`interpolate_linear`: the Kinect joints onto another
+device's or the session's times). Gaps longer than ``max_gap`` seconds are never bridged; missing
+samples are NaN (positions) or flagged by ``valid``. Times are seconds on one clock, increasing.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -104,3 +108,56 @@ def interpolate_rotations(t_src: np.ndarray, R_src: np.ndarray, valid: np.ndarra
     step = Rotation.from_rotvec(rel * np.repeat(u[ok], k)[:, None]).as_matrix().reshape(-1, k, 3, 3)
     out[ok] = R1 @ step
     return out, ok
+
+
+@dataclass(frozen=True)
+class LinearBrackets:
+    """For each of M target times: the source samples ``lo`` and ``hi`` (M,) around it, the weight
+    ``w`` (M,) of ``hi`` (a value is ``(1 - w) x[lo] + w x[hi]``), and ``ok`` (M,), the targets that
+    can be served. Indices are meaningful only where ``ok``."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    w: np.ndarray
+    ok: np.ndarray
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Samples ``x`` (N, ...) at the target times: (M, ...), NaN where not ``ok``."""
+        x = np.asarray(x, dtype=np.float64)
+        out = np.full((len(self.ok),) + x.shape[1:], np.nan)
+        w = self.w[self.ok].reshape((-1,) + (1,) * (x.ndim - 1))
+        out[self.ok] = (1 - w) * x[self.lo[self.ok]] + w * x[self.hi[self.ok]]
+        return out
+
+    def neighbours(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``x`` (N, ...) at the two samples around each served target: two arrays (ok.sum(), ...),
+        for combining per-sample values other than by interpolation (the lower confidence, the
+        larger variance)."""
+        return x[self.lo[self.ok]], x[self.hi[self.ok]]
+
+
+def linear_brackets(t_src: np.ndarray, t_dst: np.ndarray, max_gap: float = np.inf) -> LinearBrackets:
+    """Where each target time ``t_dst`` (M,) falls among the increasing sample times ``t_src`` (N,):
+    served when it lies within ``[t_src[0], t_src[-1]]`` and its two neighbouring samples (the last
+    one before it and the first at or after it) are at most ``max_gap`` seconds apart; no
+    extrapolation. A target on a sample time takes that sample's weight in full. A single sample
+    serves only targets within 1 ns of it."""
+    t_src = np.asarray(t_src, dtype=np.float64)
+    t_dst = np.asarray(t_dst, dtype=np.float64)
+    n = len(t_src)
+    if n < 2:
+        zero = np.zeros(len(t_dst), dtype=int)
+        ok = np.abs(t_dst - t_src[0]) < 1e-9 if n == 1 else np.zeros(len(t_dst), dtype=bool)
+        return LinearBrackets(zero, zero, np.zeros(len(t_dst)), ok)
+    hi = np.clip(np.searchsorted(t_src, t_dst), 1, n - 1)
+    lo = hi - 1
+    dt = t_src[hi] - t_src[lo]
+    ok = (t_dst >= t_src[0]) & (t_dst <= t_src[-1]) & (dt <= max_gap)
+    return LinearBrackets(lo, hi, (t_dst - t_src[lo]) / np.maximum(dt, 1e-9), ok)
+
+
+def interpolate_linear(t_src: np.ndarray, x_src: np.ndarray, t_dst: np.ndarray, max_gap: float = np.inf) -> np.ndarray:
+    """Linear interpolation of ``x_src`` (N, ...) sampled at ``t_src`` (N,) onto ``t_dst`` (M,):
+    (M, ...), NaN where :func:`linear_brackets` does not serve a target (and where a neighbouring
+    sample is NaN)."""
+    return linear_brackets(t_src, t_dst, max_gap).apply(x_src)

@@ -1,7 +1,8 @@
 """Rotations and rigid transforms (numpy, float64).
 
 Conventions: rotations are 3x3 matrices inside the program; axis-angle vectors only at exports;
-quaternions are (w, x, y, z) and appear only at the Kinect boundary. A pose ``T_a_b`` is a 4x4
+quaternions are (w, x, y, z), written once in :mod:`omnimocap.geometry.quaternions` (imported here for
+the callers that convert at the Kinect boundary). A pose ``T_a_b`` is a 4x4
 matrix that maps points in frame b to frame a: ``p_a = T_a_b @ p_b``. Left hands are mirrors of
 right hands through ``MIRROR = diag(-1, 1, 1)``.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.spatial.transform import Rotation
+
+from omnimocap.geometry.quaternions import matrix_to_quat_wxyz, quat_wxyz_to_matrix  # noqa: F401
 
 MIRROR = np.diag([-1.0, 1.0, 1.0])
 
@@ -32,6 +35,19 @@ def invert_pose(T: np.ndarray) -> np.ndarray:
     return make_pose(Rt, -np.einsum("...ij,...j->...i", Rt, t))
 
 
+def pose_from_vector(x: np.ndarray) -> np.ndarray:
+    """4x4 pose from a 6-vector (axis-angle (3,) in radians, then translation (3,)), the
+    parameters of a pose in a least-squares fit."""
+    x = np.asarray(x, dtype=np.float64)
+    return make_pose(axis_angle_to_matrix(x[:3]), x[3:6])
+
+
+def pose_to_vector(T: np.ndarray) -> np.ndarray:
+    """The 6-vector (axis-angle in radians, translation) of a 4x4 pose: :func:`pose_from_vector`'s
+    inverse, the angle in [0, pi]."""
+    return np.concatenate([matrix_to_axis_angle(T[:3, :3]), T[:3, 3]])
+
+
 def transform_points(T: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Apply a 4x4 pose to points (...,3); T broadcasts against the leading dimensions of p."""
     T = np.asarray(T, dtype=np.float64)
@@ -50,23 +66,6 @@ def matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:
     R = np.asarray(R, dtype=np.float64)
     shape = R.shape[:-2]
     return Rotation.from_matrix(R.reshape(-1, 3, 3)).as_rotvec().reshape(shape + (3,))
-
-
-def quat_wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
-    """Quaternions (...,4) in (w, x, y, z) order to rotation matrices (...,3,3)."""
-    q = np.asarray(q, dtype=np.float64)
-    shape = q.shape[:-1]
-    xyzw = np.concatenate([q[..., 1:], q[..., :1]], axis=-1).reshape(-1, 4)
-    return Rotation.from_quat(xyzw).as_matrix().reshape(shape + (3, 3))
-
-
-def matrix_to_quat_wxyz(R: np.ndarray) -> np.ndarray:
-    """Rotation matrices (...,3,3) to unit quaternions (...,4) in (w, x, y, z) order, w >= 0."""
-    R = np.asarray(R, dtype=np.float64)
-    shape = R.shape[:-2]
-    xyzw = Rotation.from_matrix(R.reshape(-1, 3, 3)).as_quat().reshape(shape + (4,))
-    q = np.concatenate([xyzw[..., 3:], xyzw[..., :3]], axis=-1)
-    return np.where(q[..., :1] < 0, -q, q)
 
 
 def rotation_angle(R: np.ndarray) -> np.ndarray:
@@ -109,6 +108,29 @@ def look_at(forward: np.ndarray, up_hint: np.ndarray = np.array([0.0, -1.0, 0.0]
     return np.stack([x, y, z], axis=-1)
 
 
+def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest rotations (...,3,3) turning unit vectors ``a`` (...,3) onto unit vectors ``b``
+    (...,3) (they broadcast): ``R @ a = b``, about the axis ``a x b``. Opposite vectors get half a
+    turn about an axis perpendicular to ``a`` (the choice is arbitrary there)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    a, b = np.broadcast_arrays(a, b)
+    v = np.cross(a, b)
+    c = np.sum(a * b, axis=-1)[..., None, None]
+    K = np.zeros(v.shape + (3,))
+    K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -v[..., 2], v[..., 1], -v[..., 0]
+    K = K - np.swapaxes(K, -1, -2)
+    opposite = c[..., 0, 0] < -1.0 + 1e-9
+    R = np.eye(3) + K + K @ K / np.where(opposite[..., None, None], 1.0, 1.0 + c)
+    if np.any(opposite):
+        other = np.where((np.abs(a[..., :1]) < 0.9), [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+        axis = np.cross(a, other)
+        axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
+        half_turn = 2.0 * axis[..., :, None] * axis[..., None, :] - np.eye(3)
+        R = np.where(opposite[..., None, None], half_turn, R)
+    return R
+
+
 def average_rotations(R: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Chordal L2 mean of rotations (N,3,3) -> (3,3)."""
     w = np.ones(len(R)) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -116,6 +138,13 @@ def average_rotations(R: np.ndarray, weights: np.ndarray | None = None) -> np.nd
     U, _, Vt = np.linalg.svd(M)
     D = np.diag([1.0, 1.0, np.linalg.det(U @ Vt)])
     return U @ D @ Vt
+
+
+def average_poses(T: np.ndarray) -> np.ndarray:
+    """Mean of poses (N,4,4): the chordal L2 mean of their rotations (:func:`average_rotations`) and
+    the mean of their translations."""
+    T = np.asarray(T, dtype=np.float64)
+    return make_pose(average_rotations(T[:, :3, :3]), np.mean(T[:, :3, 3], axis=0))
 
 
 def rigid_align(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -74,6 +74,16 @@ def view_from_yaw_pitch(yaw_deg: float, pitch_deg: float, fov_deg: float, size: 
     return WristView(np.array([x, y, z]).T, square_camera(size, fov_deg))
 
 
+def tiling_views(fov_deg: float, size: int, pitches_deg: Sequence[float], yaw_step_deg: float,
+                 yaw_start_deg: float = 0.0) -> list[WristView]:
+    """Views of ``fov_deg`` and ``size`` pixels (:func:`view_from_yaw_pitch`) that tile the sphere's
+    bands at ``pitches_deg`` (degrees, positive up): at each pitch in the given order, yaws from
+    ``yaw_start_deg`` every ``yaw_step_deg`` degrees round the full circle (positive right). Neighbours
+    overlap where ``fov_deg`` exceeds the step; search views that find things anywhere in a band."""
+    return [view_from_yaw_pitch(yaw, pitch, fov_deg, size)
+            for pitch in pitches_deg for yaw in np.arange(yaw_start_deg, yaw_start_deg + 360.0, yaw_step_deg)]
+
+
 def plan_view(points_pano: np.ndarray, size: int = 256, margin: float = 1.3, min_fov_deg: float = 10.0,
               max_fov_deg: float = 120.0, center_pano: np.ndarray | None = None) -> WristView:
     """Plan the view of one hand from its points (N,3) in the panorama frame (metres; any

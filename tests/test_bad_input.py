@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from omnimocap.apps.cli import main
+from omnimocap.capture.session import PANO_FRAMES
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def test_truncated_body_json(small_session, tmp_path, capsys):
 
 def test_empty_pano_stream(small_session, tmp_path, capsys):
     s = _copy(small_session, tmp_path)
-    (s / "pano_frames.csv").write_text("index,t_pano,t_host\n")
+    (s / PANO_FRAMES).write_text("index,t_pano,t_host\n")
     _process_fails(capsys, s, tmp_path / "out", "no frames")
 
 

@@ -20,6 +20,7 @@ from omnimocap.capture.kinect_models import (
     scale_color_camera, timestamp_jumps,
 )
 from tests.test_kinect_writer import _calibration, _frames
+from omnimocap.capture.session import kinect_recording_name
 
 SERIAL = "CL8F2100015"
 
@@ -45,7 +46,7 @@ def _write_femto(path, *, firmware: str = "1.1.2", start_offset_s: float | None 
 
 
 def test_epoch_like_timestamps_and_minutes_long_offset_read_exactly(tmp_path):
-    path = tmp_path / f"kinect_{SERIAL}.mkv"
+    path = tmp_path / kinect_recording_name(SERIAL)
     times, depth = _write_femto(path)
     rec = KinectRecording(path)
     assert rec.start_offset_us == 1_834_250_000  # about half an hour, as the wrapper writes
@@ -80,7 +81,7 @@ def _sdk_run(path):
 def test_femto_recording_opens_in_the_sdk_with_the_same_device_times(tmp_path):
     from tests.test_pyk4a_playback import _ours
 
-    path = tmp_path / f"kinect_{SERIAL}.mkv"
+    path = tmp_path / kinect_recording_name(SERIAL)
     times, depth = _write_femto(path, fps=30)
     out = _sdk_run(path)
     assert out.returncode == 0, out.stderr
@@ -123,7 +124,7 @@ def test_epoch_like_start_offset_reads_whole_where_microsofts_playback_wraps_it(
 
 
 def test_bolt_firmware_before_1_1_2_overflow_is_one_line(tmp_path, capsys):
-    path = tmp_path / f"kinect_{SERIAL}.mkv"
+    path = tmp_path / kinect_recording_name(SERIAL)
     _write_femto(path, firmware="1.1.1", jump_at=2)
     rec = KinectRecording(path)
     assert rec.firmware_warning and "1.1.1" in rec.firmware_warning and "\n" not in rec.firmware_warning

@@ -19,7 +19,7 @@ from omnimocap.calibration.coarse_sync import coarse_time_map
 from omnimocap.calibration.flash_sync import flash_events, frame_brightness
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.pano import PanoReader, read_pano_timestamps
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import PANO_FRAMES, Session
 from omnimocap.sim.render import FLASH_HOLD_S, apply_flash, flash_fraction
 from tests.tools.cli import one_line_error
 
@@ -50,7 +50,7 @@ def _offset_error_ms(session, t_pano: float) -> float:
 
 
 def _middle_pano_time(session) -> float:
-    t = read_pano_timestamps(session / "pano_frames.csv").t_pano
+    t = read_pano_timestamps(session / PANO_FRAMES).t_pano
     return float(t[len(t) // 2])
 
 
@@ -112,7 +112,7 @@ def test_flash_is_rendered_at_the_true_times(sessions):
         events = flash_events(t, [frame_brightness(c.color) for c in caps])
         np.testing.assert_allclose(events, truth["t_kinect_device"][entry.serial], atol=0.5e-3)
         np.testing.assert_allclose(rig.time_map(entry.name).to_session(events), FLASHES, atol=0.5e-3)
-    reader = PanoReader(flash / "pano.mkv", flash / "pano_frames.csv")
+    reader = PanoReader(flash / "pano.mkv", flash / PANO_FRAMES)
     events = flash_events(reader.timestamps.t_pano, [frame_brightness(f) for _, f in reader.frames()])
     np.testing.assert_allclose(events, truth["t_pano"], atol=0.5e-3)
 
@@ -124,7 +124,7 @@ def test_without_flash_the_simulation_is_unchanged(sessions):
     differs after it)."""
     flash, dark = sessions
     assert not (dark / "truth" / "flashes.json").exists()
-    for name in ("pano_frames.csv", "truth/rig.json", "truth/kinects.json"):
+    for name in (PANO_FRAMES, "truth/rig.json", "truth/kinects.json"):
         assert (flash / name).read_bytes() == (dark / name).read_bytes(), name
     for entry in Session.open(dark).kinects():
         assert (flash / entry.bodies).read_bytes() == (dark / entry.bodies).read_bytes()
@@ -148,9 +148,9 @@ def test_without_flash_the_simulation_is_unchanged(sessions):
             assert frame_brightness(a.color) > frame_brightness(b.color) + 5.0
     assert lit_frames >= 2 * int(FLASH_HOLD_S / FRAME_S)
 
-    t_session = rig.time_map("pano").to_session(read_pano_timestamps(dark / "pano_frames.csv").t_pano)
+    t_session = rig.time_map("pano").to_session(read_pano_timestamps(dark / PANO_FRAMES).t_pano)
     before = int(np.searchsorted(t_session + FRAME_S / 2, FLASHES[0]))  # frames whose exposure ends before it
-    fa, fb = ([f for _, f in PanoReader(s / "pano.mkv", s / "pano_frames.csv").frames(0, before + 2)]
+    fa, fb = ([f for _, f in PanoReader(s / "pano.mkv", s / PANO_FRAMES).frames(0, before + 2)]
               for s in (flash, dark))
     for i in range(before):
         assert np.array_equal(fa[i], fb[i]), i
@@ -188,7 +188,7 @@ def test_one_flash_fixes_the_offset_only(tmp_path, capsys):
     _simulate(session, "--kinects", "1", "--flash", "2.0")
     out = _sync(capsys, session)
     assert out["events_used"] == 1 and out["rate_from"] == "host arrival times"
-    stamps = read_pano_timestamps(session / "pano_frames.csv")
+    stamps = read_pano_timestamps(session / PANO_FRAMES)
     assert out["a"] == coarse_time_map(stamps.t_pano, stamps.t_host).a
     t_flash_pano = json.loads((session / "truth" / "flashes.json").read_text())["t_pano"][0]
     assert abs(_offset_error_ms(session, t_flash_pano)) <= 0.5
@@ -218,14 +218,14 @@ def test_flash_missing_in_the_kinect_video_is_refused(sessions, tmp_path, capsys
 def test_flashes_that_do_not_pair_are_refused(sessions, tmp_path, capsys):
     """Host arrival times 1.2 s late put every 360 flash far from each of the Kinect's (2 s apart)."""
     session = _fresh_copy(sessions[0], tmp_path / "s")
-    csv = session / "pano_frames.csv"
+    csv = session / PANO_FRAMES
     stamps = read_pano_timestamps(csv)
     rows = ["index,t_pano,t_host"] + [f"{i},{tp:.6f},{th + 1.2:.6f}"
                                       for i, (tp, th) in enumerate(zip(stamps.t_pano, stamps.t_host))]
     csv.write_text("\n".join(rows) + "\n")
     before = (session / "rig.json").read_bytes()
     line = one_line_error(capsys, ["sync", str(session), "--flash", "--quiet"])
-    assert "within 0.5 s" in line and "pano_frames.csv" in line
+    assert "within 0.5 s" in line and PANO_FRAMES in line
     assert (session / "rig.json").read_bytes() == before
 
 

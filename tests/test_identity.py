@@ -10,6 +10,7 @@ from omnimocap.capture.people import PeopleConfig, bridge_gaps, link_tracklets, 
 from omnimocap.capture.skeleton_fusion import BodyTrack, fuse_people
 from tests.tools import k4abt_errors as k4
 from tests.test_skeleton_fusion import template
+from omnimocap.capture.session import bodies_name, kinect_name
 
 T = np.arange(0.0, 16.0, 1 / 30)
 SENSOR_A = np.array([0.0, 1.0, 3.5])
@@ -131,7 +132,7 @@ def test_bridge_respects_the_longest_gap():
 
 class _Entry:
     def __init__(self, serial: str):
-        self.serial, self.bodies = serial, f"bodies_{serial}.json"
+        self.serial, self.bodies = serial, bodies_name(serial)
 
 
 class _Session:
@@ -156,8 +157,8 @@ def test_people_recordings_give_one_id_per_person_with_the_labels_repaired(tmp_p
     rng = np.random.default_rng(5)
     truth = turning(T, (0.0, 0.0, 0.0))
     sensors = {"000000000001": SENSOR_A, "000000000002": SENSOR_B}
-    rig = Rig({f"kinect_{s}": make_pose(np.eye(3), p) for s, p in sensors.items()},
-              {f"kinect_{s}": TimeMap() for s in sensors})
+    rig = Rig({kinect_name(s): make_pose(np.eye(3), p) for s, p in sensors.items()},
+              {kinect_name(s): TimeMap() for s in sensors})
     masks = {}
     lost = k4.dropouts(1, T, rng, run_s=(0.5, 0.5))
     before = np.cumsum(lost) == 0
@@ -172,7 +173,7 @@ def test_people_recordings_give_one_id_per_person_with_the_labels_repaired(tmp_p
             parts = {1: np.ones(len(T), dtype=bool)}
         bodies = {i: K4Track(np.where(m[:, None, None], local, np.nan), np.where(m[:, None, None], ori, np.nan),
                              np.where(m[:, None], conf, 0)) for i, m in parts.items()}
-        write_bodies(tmp_path / f"bodies_{serial}.json", BodyRecording(T, np.arange(len(T)), bodies))
+        write_bodies(tmp_path / bodies_name(serial), BodyRecording(T, np.arange(len(T)), bodies))
     out = people_recordings(_Session(tmp_path, list(sensors)), rig)
     for serial, sensor in sensors.items():
         assert sorted(out[serial].bodies) == [0]

@@ -17,7 +17,7 @@ from omnimocap.apps.cli import main
 from omnimocap.capture.rig import Rig, TimeMap
 from omnimocap.capture.bodies import read_bodies, write_bodies
 from omnimocap.capture.pano import read_pano_timestamps
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import PANO_FRAMES, Session
 from omnimocap.errors import InputError
 from tests.tools.cli import one_line_error
 
@@ -131,21 +131,21 @@ def test_an_empty_leftover_of_a_failed_simulation_is_refused_untouched(tmp_path,
 
 # --- counts that agree ----------------------------------------------------------------------------
 def _rewrite_pano_csv(s, rows: list[str]) -> None:
-    (s / "pano_frames.csv").write_text("index,t_pano,t_host\n" + "".join(r + "\n" for r in rows))
+    (s / PANO_FRAMES).write_text("index,t_pano,t_host\n" + "".join(r + "\n" for r in rows))
 
 
 def _pano_rows(s) -> list[str]:
-    return (s / "pano_frames.csv").read_text().splitlines()[1:]
+    return (s / PANO_FRAMES).read_text().splitlines()[1:]
 
 
 def test_nan_rows_in_the_pano_timestamps_are_refused(copy, tmp_path, capsys):
     rows = _pano_rows(copy)
     rows[5] = "5,nan,"
     _rewrite_pano_csv(copy, rows)
-    _process_refuses(capsys, copy, tmp_path / "out", "pano_frames.csv", "frame 5 has no valid time")
+    _process_refuses(capsys, copy, tmp_path / "out", PANO_FRAMES, "frame 5 has no valid time")
     rows[5] = "5,,"
     _rewrite_pano_csv(copy, rows)
-    _process_refuses(capsys, copy, tmp_path / "out2", "pano_frames.csv", "line 7 is malformed")
+    _process_refuses(capsys, copy, tmp_path / "out2", PANO_FRAMES, "line 7 is malformed")
 
 
 def test_pano_timestamps_shorter_than_the_video_are_a_note(copy, tmp_path, capsys):
@@ -219,11 +219,11 @@ def _sync_flash(capsys, s) -> tuple[dict, list[str]]:
 
 def test_sync_flash_refuses_a_host_clock_running_backwards(flash_session, tmp_path, capsys):
     s = shutil.copytree(flash_session, tmp_path / "s")
-    stamps = read_pano_timestamps(s / "pano_frames.csv")
+    stamps = read_pano_timestamps(s / PANO_FRAMES)
     _rewrite_pano_csv(s, [f"{i},{tp:.6f},{th:.6f}" for i, (tp, th) in enumerate(zip(stamps.t_pano, stamps.t_host[::-1]))])
     rig = (s / "rig.json").read_bytes()
     line = one_line_error(capsys, ["sync", str(s), "--flash", "--quiet"])
-    assert "pano_frames.csv" in line and "backwards" in line
+    assert PANO_FRAMES in line and "backwards" in line
     assert (s / "rig.json").read_bytes() == rig
 
 

@@ -14,6 +14,7 @@ from omnimocap.geometry.cameras import PinholeCamera
 from omnimocap.capture.bodies import BodyRecording, BodyTrack, write_bodies
 from omnimocap.capture.kinect_calibration import calibration_json
 from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
+from omnimocap.capture.session import bodies_name, kinect_recording_name
 
 SERIAL = "000111222333"
 
@@ -51,7 +52,7 @@ def test_sample_recording_summary(shared, capsys):
 
 
 def test_dump_writes_color_and_16bit_depth(tmp_path, capsys):
-    path = tmp_path / f"kinect_{SERIAL}.mkv"
+    path = tmp_path / kinect_recording_name(SERIAL)
     depths = _small_recording(path)
     out = tmp_path / "frames"
     rc, summary, _ = _inspect(capsys, path, "--dump", out)
@@ -65,18 +66,18 @@ def test_dump_writes_color_and_16bit_depth(tmp_path, capsys):
 
 
 def test_session_folder_summary(tmp_path, capsys):
-    _small_recording(tmp_path / f"kinect_{SERIAL}.mkv", n=3)
+    _small_recording(tmp_path / kinect_recording_name(SERIAL), n=3)
     F = 3
     track = BodyTrack(np.full((F, 32, 3), 0.5), np.tile([1.0, 0, 0, 0], (F, 32, 1)), np.full((F, 32), 2))
-    write_bodies(tmp_path / f"bodies_{SERIAL}.json", BodyRecording(1.0 + np.arange(F) / 30, np.arange(F), {1: track}))
+    write_bodies(tmp_path / bodies_name(SERIAL), BodyRecording(1.0 + np.arange(F) / 30, np.arange(F), {1: track}))
     (tmp_path / "session.json").write_text(json.dumps({"format_version": 1, "status": "complete"}))
     rc, summary, _ = _inspect(capsys, tmp_path)
     assert rc == 0
     assert summary["manifest"]["status"] == "complete"
-    assert summary["files"] == sorted(["session.json", f"kinect_{SERIAL}.mkv", f"bodies_{SERIAL}.json"])
-    kinect = summary["kinects"][f"kinect_{SERIAL}.mkv"]
+    assert summary["files"] == sorted(["session.json", kinect_recording_name(SERIAL), bodies_name(SERIAL)])
+    kinect = summary["kinects"][kinect_recording_name(SERIAL)]
     assert kinect["captures"] == 3 and kinect["first_depth_timestamp_us"] == 1_000_000
-    bodies = summary["bodies"][f"bodies_{SERIAL}.json"]
+    bodies = summary["bodies"][bodies_name(SERIAL)]
     assert bodies["frames"] == 3 and bodies["body_ids"] == [1]
     assert bodies["duration_s"] == pytest.approx(2 / 30, abs=1e-6)
 

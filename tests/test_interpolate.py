@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from omnimocap.geometry.resample import interpolate_positions, interpolate_rotations
+from omnimocap.geometry.resample import interpolate_linear, interpolate_positions, interpolate_rotations, linear_brackets
 
 
 def _traj(t):
@@ -54,3 +54,36 @@ def test_slerp_follows_constant_rotation_rate():
     assert np.allclose(out[:, 0], expect, atol=1e-9)
     _, ok_strict = interpolate_rotations(t, R, valid, np.array([0.33]), max_gap=0.04)
     assert not ok_strict[0]  # sample 10 (t = 0.333) is missing; its neighbours are 67 ms apart
+
+
+def test_linear_matches_np_interp_inside_and_is_nan_outside():
+    t = np.arange(0, 2, 1 / 30)
+    x = _traj(t)
+    td = np.linspace(-0.2, 2.2, 301)
+    got = interpolate_linear(t, x, td)
+    inside = (td >= t[0]) & (td <= t[-1])
+    expected = np.stack([np.interp(td, t, x[:, i]) for i in range(3)], axis=-1)
+    np.testing.assert_allclose(got[inside], expected[inside], atol=1e-12)
+    assert np.isnan(got[~inside]).all()
+    np.testing.assert_array_equal(interpolate_linear(t, x, t), x)  # exact on the samples
+
+
+def test_linear_gaps_neighbours_and_degenerate_tracks():
+    t = np.array([0.0, 0.1, 0.2, 0.6, 0.7])
+    x = np.arange(5.0)[:, None, None] * np.ones((5, 2, 3))
+    td = np.array([0.05, 0.2, 0.4, 0.65, 0.7])
+    at = linear_brackets(t, td, max_gap=0.25)
+    np.testing.assert_array_equal(at.ok, [True, True, False, True, True])  # 0.2..0.6 is a 0.4 s gap
+    got = at.apply(x)
+    np.testing.assert_allclose(got[[0, 1, 3, 4], 0, 0], [0.5, 2.0, 3.5, 4.0])
+    assert np.isnan(got[2]).all()
+    c = np.array([3, 1, 2, 2, 0])
+    lo, hi = at.neighbours(c)
+    np.testing.assert_array_equal(np.minimum(lo, hi), [1, 1, 0, 0])  # per served target, in order
+    assert np.isnan(interpolate_linear(t, x, td, max_gap=0.05)).all()
+    # one sample serves only its own time; none serves nothing
+    one = linear_brackets(np.array([1.0]), np.array([1.0, 1.0 + 1e-12, 1.5]))
+    np.testing.assert_array_equal(one.ok, [True, True, False])
+    np.testing.assert_array_equal(one.apply(np.array([[7.0, 8.0, 9.0]]))[0], [7.0, 8.0, 9.0])
+    assert not linear_brackets(np.zeros(0), td).ok.any()
+    assert np.isnan(interpolate_linear(np.zeros(0), np.zeros((0, 3)), td)).all()

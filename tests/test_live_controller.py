@@ -19,7 +19,7 @@ from omnimocap.capture.rig import Rig
 from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.pano import PanoReader
 from omnimocap.capture.replay import replay_sources
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import PANO_FRAMES, Session
 from omnimocap.capture.sources import KinectFrame, SessionClock, Source
 from omnimocap.errors import UserError
 from tests.tools.replay import read_all
@@ -72,7 +72,7 @@ def test_looping_replay_keeps_timestamps_increasing(sim_session):
     assert frames[n].bodies.keys() == frames[0].bodies.keys()
     body_id = min(frames[0].bodies)  # k4abt numbers bodies from 1
     np.testing.assert_array_equal(frames[n].bodies[body_id].positions, frames[0].bodies[body_id].positions)
-    m = len(PanoReader(sim_session / "pano.mkv", sim_session / "pano_frames.csv"))
+    m = len(PanoReader(sim_session / "pano.mkv", sim_session / PANO_FRAMES))
     pano_frames = [pano.read(1.0) for _ in range(m + 2)]
     t_pano = rig.time_map("pano").to_session([f.t_pano for f in pano_frames])
     assert np.all(np.diff(t_pano) > 0) and [f.index for f in pano_frames] == list(range(m + 2))
@@ -290,7 +290,7 @@ def test_recording_writes_a_valid_session(sim_session, tmp_path):
     assert np.all(np.diff(bodies.timestamps) > 0)
     assert bodies.bodies and next(iter(bodies.bodies.values())).present.any()
     assert kinect.recording and (out / kinect.recording).is_file()  # the colour/depth images too
-    pano = PanoReader(session.path("pano.mkv"), session.path("pano_frames.csv"))
+    pano = PanoReader(session.path("pano.mkv"), session.path(PANO_FRAMES))
     assert len(pano) == final.frames["pano"] >= 20
     assert (pano.width, pano.height) == (PANO_W, PANO_H)
     assert sum(1 for _ in pano.frames()) == len(pano)

@@ -23,6 +23,7 @@ from omnimocap.geometry.resample import interpolate_positions
 from omnimocap.geometry.views import project_to_view, view_from_yaw_pitch
 from omnimocap.hands.wilor.detector import Detections
 from tests.tools.cli import one_line_error
+from omnimocap.capture.session import PANO_FRAMES
 
 FPS = 30.0
 HAND_OFFSETS = {"WRIST": (0.0, 0.0, 0.0), "HAND": (0.0, 0.08, 0.0), "HANDTIP": (0.0, 0.16, 0.0),
@@ -237,7 +238,7 @@ def _pose_and_clock_errors(session) -> dict:
 
     est, true = Rig.load(session / "rig.json"), Rig.load(session / "truth" / "rig.json")
     A, B = est.pose("pano"), true.pose("pano")
-    t_mid = float(np.median(read_pano_timestamps(session / "pano_frames.csv").t_pano))
+    t_mid = float(np.median(read_pano_timestamps(session / PANO_FRAMES).t_pano))
     return {"rotation_deg": relative_angle_deg(A[:3, :3], B[:3, :3]),
             "translation_mm": float(np.linalg.norm(A[:3, 3] - B[:3, 3]) * 1e3),
             "offset_ms": float(abs(est.time_map("pano").to_session(t_mid) - true.time_map("pano").to_session(t_mid)) * 1e3),

@@ -26,7 +26,7 @@ from omnimocap.capture.record_streams import journal_to_bodies
 from omnimocap.capture.recorder import GB, RecordConfig, Recorder
 from omnimocap.capture.recovery import recover_session
 from omnimocap.capture.replay import replay_sources
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import PANO_FRAMES, Session, bodies_name, journal_name, kinect_name
 from omnimocap.sim.simulate import SimConfig, simulate_session
 from omnimocap.capture.sources import KinectFrame, SessionClock, Source
 from omnimocap.errors import UserError
@@ -86,7 +86,7 @@ def test_record_simulate_writes_a_consistent_session(tmp_path, capsys):
         assert 75 <= len(bodies) <= 95 and np.all(np.diff(bodies.timestamps) > 0)
         tracked = np.any([track.present for track in bodies.bodies.values()], axis=0)
         assert tracked.mean() > 0.7  # the field Kinect drops whole bodies for 0.2-0.7 s at times
-        journal = read_journal(session.path(f"bodies_{entry.serial}.jsonl"))
+        journal = read_journal(session.path(journal_name(entry.serial)))
         t_dev = np.array([f["timestamp_usec"] for f in journal.frames]) / 1e6
         t_host = np.array([f["host_time"] for f in journal.frames])
         # The replay releases each capture at its true session time: arrival ~ device time mapped.
@@ -135,7 +135,7 @@ def test_sigkill_at_a_random_moment_loses_at_most_a_second_and_stays_processable
     journal = read_journal(journal_path)
     t_kill = killed_at - journal.header["session_clock_start_monotonic"]
     assert journal.frames[-1]["host_time"] >= t_kill - 1.0, kill_after
-    stamps = read_pano_timestamps(out / "pano_frames.csv")
+    stamps = read_pano_timestamps(out / PANO_FRAMES)
     frames_on_disk = _decodable_frames(out / "pano.mkv")
     assert frames_on_disk >= 20
     assert stamps.t_host[frames_on_disk - 1] >= t_kill - 1.0, kill_after  # the video on disk trails by < 1 s
@@ -144,7 +144,7 @@ def test_sigkill_at_a_random_moment_loses_at_most_a_second_and_stays_processable
     assert on_disk.manifest.status == "recording"
     kinect = on_disk.kinects()[0]
     assert kinect.recording == "kinect_000000000001.mkv"  # named as soon as it was created
-    assert (on_disk.pano().recording, on_disk.pano().timestamps) == ("pano.mkv", "pano_frames.csv")
+    assert (on_disk.pano().recording, on_disk.pano().timestamps) == ("pano.mkv", PANO_FRAMES)
     assert Rig.load(out / "rig.json").time_maps and (out / "truth").is_dir()
 
     session, summary = recover_session(out)
@@ -219,7 +219,7 @@ def test_a_full_disk_stops_cleanly_finalizes_and_says_so_in_one_line(tmp_path, s
     session = Session.open(out)
     assert session.complete and session.pano().status == "complete"
     assert "No space left on device" in session.pano().notes and "No space left on device" in session.manifest.notes
-    assert len(read_pano_timestamps(out / "pano_frames.csv").t_pano) == 10
+    assert len(read_pano_timestamps(out / PANO_FRAMES).t_pano) == 10
     assert not (out / ".omnimocap-reserve").exists()
 
 
@@ -233,7 +233,7 @@ def test_a_full_disk_keeps_the_body_journal_as_the_body_tracking(tmp_path, sourc
     result = Recorder(out, [kinect], RecordConfig(seconds=1.0, min_free_gb=0), clock).run()
     assert result.stop_reason == "duration"
     entry = Session.open(out).kinects()[0]
-    assert entry.bodies == f"bodies_{kinect.serial}.jsonl" and "not written" in entry.notes
+    assert entry.bodies == journal_name(kinect.serial) and "not written" in entry.notes
     assert len(read_bodies(out / entry.bodies)) == result.frames[entry.name] > 20
 
 
@@ -262,10 +262,10 @@ def test_a_source_that_disconnects_ends_its_stream_only(tmp_path, source_session
     sources = replay_sources(short, clock) + [_SilentSource("silent", clock)]
     out = tmp_path / "rec"
     result = Recorder(out, sources, RecordConfig(seconds=1.5, disconnect_timeout_s=0.6), clock).run()
-    assert result.stop_reason == "duration" and sorted(result.disconnected) == [f"kinect_{master.serial}", "kinect_silent"]
+    assert result.stop_reason == "duration" and sorted(result.disconnected) == [kinect_name(master.serial), "kinect_silent"]
     session = Session.open(out)
     status = {d.name: d.status for d in session.manifest.devices}
-    assert status == {f"kinect_{master.serial}": "disconnected", "kinect_000000000002": "complete",
+    assert status == {kinect_name(master.serial): "disconnected", "kinect_000000000002": "complete",
                       "kinect_silent": "disconnected", "pano": "complete"}
     assert session.complete
     notes = session.manifest.notes
@@ -307,14 +307,14 @@ def test_journal_with_a_torn_last_line_converts_what_is_complete(tmp_path, sourc
     kinect = replay_sources(source_session, clock, realtime=False)[0]
     out = tmp_path / "rec"
     Recorder(out, [kinect], RecordConfig(min_free_gb=0), clock).run()
-    journal = out / f"bodies_{kinect.serial}.jsonl"
+    journal = out / journal_name(kinect.serial)
     data = journal.read_bytes()
     cut = data[: data.rstrip(b"\n").rfind(b"\n") + 40]  # the last line cut after 40 bytes
     journal.write_bytes(cut)
     read = read_journal(journal)
     assert read.torn and len(read.frames) == data.count(b"\n") - 2
     n = journal_to_bodies(journal, tmp_path / "bodies.json")
-    original = read_bodies(source_session / f"bodies_{kinect.serial}.json")
+    original = read_bodies(source_session / bodies_name(kinect.serial))
     bodies = read_bodies(tmp_path / "bodies.json")
     assert n == len(bodies) == len(original) - 1
     assert bodies.bodies.keys() == original.bodies.keys()

@@ -12,7 +12,7 @@ from omnimocap.calibration.board import BoardSpec, board_pose, detect_pinhole
 from omnimocap.capture.rig import Rig
 from omnimocap.geometry.transforms import invert_pose, relative_angle_deg
 from omnimocap.capture.kinect_mkv import KinectRecording
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import Session, kinect_name, kinect_recording_name
 from omnimocap.sim.simulate import SimConfig, simulate_session
 
 
@@ -26,7 +26,7 @@ def board_session(tmp_path_factory):
 
 def test_kinect_recording_matches_truth_and_shows_the_board(board_session):
     entry = Session.open(board_session).kinects()[0]
-    assert entry.recording == f"kinect_{entry.serial}.mkv"
+    assert entry.recording == kinect_recording_name(entry.serial)
     rec = KinectRecording(board_session / entry.recording)
     assert (rec.color_mode, rec.depth_mode, rec.device_serial) == ("MJPG_720P", "NFOV_2X2BINNED", entry.serial)
     cal = rec.calibration
@@ -34,7 +34,7 @@ def test_kinect_recording_matches_truth_and_shows_the_board(board_session):
     kinect_truth = json.loads((board_session / "truth" / "kinects.json").read_text())["kinects"][0]
     T_world_color = np.array(kinect_truth["T_world_color"])
     # the colour pose is derivable from the rig's depth pose and the recording's calibration
-    np.testing.assert_allclose(truth_rig.pose(f"kinect_{entry.serial}") @ cal.T_depth_color, T_world_color, atol=1e-9)
+    np.testing.assert_allclose(truth_rig.pose(kinect_name(entry.serial)) @ cal.T_depth_color, T_world_color, atol=1e-9)
     board = json.loads((board_session / "truth" / "board.json").read_text())
     holds, poses = np.array(board["holds_t_session"]), np.array(board["T_world_board"])
     with np.load(board_session / "truth" / "motion.npz") as m:

@@ -11,6 +11,7 @@ from omnimocap.capture.bodies import read_bodies
 from omnimocap.sim.k4abt import CORE_JOINTS, MIRROR_PAIRS, body_person_map, read_realism
 from omnimocap.sim.simulate import SimConfig, simulate_session
 from omnimocap.data.skeletons import KINECT_CONFIDENCE_LOW, KINECT_CONFIDENCE_NONE, KINECT_INDEX, SMPLX_INDEX
+from omnimocap.capture.session import bodies_name, kinect_name
 
 SECONDS = 13.0
 SEED = 2
@@ -45,7 +46,7 @@ def test_scene_turns_crosses_bends_and_reaches(field):
     pelvis = truth["smplx_joints"][:, :, SMPLX_INDEX["pelvis"]]  # (P,N,3)
     forward = truth["smplx_local_rotmats"][:, :, 0, :, 2].astype(np.float64) * [1.0, 0.0, 1.0]
     for serial in SERIALS:
-        centre = rig.pose(f"kinect_{serial}")[:3, 3]
+        centre = rig.pose(kinect_name(serial))[:3, 3]
         away = np.sum(forward * (centre - pelvis) * [1.0, 0.0, 1.0], axis=-1) < 0  # (P,N)
         assert np.all(away.mean(axis=1) >= 0.15), (serial, away.mean(axis=1))
         assert np.all(away.mean(axis=1) <= 0.6)
@@ -76,7 +77,7 @@ def test_scene_turns_crosses_bends_and_reaches(field):
 
 def _per_person(root, serial, realism):
     """Reported joints (P,N,32,3) per true person (NaN where not reported)."""
-    rec = read_bodies(root / f"bodies_{serial}.json")
+    rec = read_bodies(root / bodies_name(serial))
     N = len(rec)
     owners = body_person_map(realism, serial, N)
     out = np.full((2, N, 32, 3), np.nan)
@@ -100,14 +101,14 @@ def test_field_errors_against_ideal(field, ideal):
     hands = [KINECT_INDEX[f"{n}_{s}"] for s in ("LEFT", "RIGHT") for n in ("HAND",)]
     bias_rms, hand_std, gaps = [], [], []
     for serial in SERIALS:
-        ideal_rec = read_bodies(ideal / f"bodies_{serial}.json")
+        ideal_rec = read_bodies(ideal / bodies_name(serial))
         assert sorted(ideal_rec.bodies) == [0, 1]
         # A person mostly hidden behind another is reported with LOW confidence at both levels.
         for p, spans in real_i["kinects"][serial]["geometry"]["mostly_hidden_runs"].items():
             for a, b in spans:
                 c = ideal_rec.bodies[int(p)].confidences[a: b + 1]
                 assert np.mean(c[c != KINECT_CONFIDENCE_NONE] == KINECT_CONFIDENCE_LOW) >= 0.5
-        rec = read_bodies(field / f"bodies_{serial}.json")
+        rec = read_bodies(field / bodies_name(serial))
         ids = sorted(rec.bodies)
         assert ids[0] >= 1
         gaps.append(ids[-1] > len(ids))
@@ -157,7 +158,7 @@ def test_deterministic_per_seed(tmp_path):
     config = SimConfig(seconds=2.0, people=2, kinects=2, seed=SEED, pano_width=64, kinect_video=False)
     a, b = simulate_session(tmp_path / "a", config).root, simulate_session(tmp_path / "b", config).root
     for serial in SERIALS:
-        assert (a / f"bodies_{serial}.json").read_bytes() == (b / f"bodies_{serial}.json").read_bytes()
+        assert (a / bodies_name(serial)).read_bytes() == (b / bodies_name(serial)).read_bytes()
     assert read_realism(a / "truth" / "realism.json") == read_realism(b / "truth" / "realism.json")
 
 

@@ -12,7 +12,7 @@ from omnimocap.capture.rig import Rig
 from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.pano import PanoReader
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import PANO_FRAMES, Session, bodies_name, kinect_name, kinect_recording_name
 from omnimocap.sim.simulate import SimConfig, simulate_session
 from omnimocap.data.skeletons import HAND21_INDEX, KINECT_CONFIDENCE_NONE, KINECT_FROM_SMPLX, KINECT_INDEX, kinect_from_smplx_matrix
 from omnimocap.geometry.resample import interpolate_positions
@@ -38,9 +38,9 @@ def test_session_complete_and_valid(sim, truth):
     kinects = session.kinects()
     assert [k.role for k in kinects] == ["master", "subordinate"]
     for k in kinects:
-        assert (sim / k.bodies).is_file() and (sim / k.recording).is_file() and k.recording == f"kinect_{k.serial}.mkv"
+        assert (sim / k.bodies).is_file() and (sim / k.recording).is_file() and k.recording == kinect_recording_name(k.serial)
     pano = session.pano()
-    assert (pano.recording, pano.timestamps, pano.width, pano.height) == ("pano.mkv", "pano_frames.csv", 640, 320)
+    assert (pano.recording, pano.timestamps, pano.width, pano.height) == ("pano.mkv", PANO_FRAMES, 640, 320)
     rig = Rig.load(sim / "truth" / "rig.json")
     assert rig.is_truth and rig.method == "truth"
     assert set(rig.T_world_sensor) == {"pano"} | {k.name for k in kinects} == set(rig.time_maps)
@@ -63,7 +63,7 @@ def test_session_complete_and_valid(sim, truth):
 
 def test_time_maps_consistent(sim, truth):
     rig = Rig.load(sim / "truth" / "rig.json")
-    with open(sim / "pano_frames.csv") as fh:
+    with open(sim / PANO_FRAMES) as fh:
         rows = list(csv.DictReader(fh))
     t_pano = np.array([float(r["t_pano"]) for r in rows])
     t_host = np.array([float(r["t_host"]) for r in rows])
@@ -77,8 +77,8 @@ def test_time_maps_consistent(sim, truth):
     assert t[0] <= truth["pano_frame_t_session"].min() and truth["pano_frame_t_session"].max() <= t[-1]
     master = None
     for serial in ("000000000001", "000000000002"):
-        rec = read_bodies(sim / f"bodies_{serial}.json")
-        t_kinect = rig.time_map(f"kinect_{serial}").to_session(rec.timestamps)
+        rec = read_bodies(sim / bodies_name(serial))
+        t_kinect = rig.time_map(kinect_name(serial)).to_session(rec.timestamps)
         np.testing.assert_allclose(t_kinect, truth[f"kinect_frame_t_session_{serial}"], atol=1e-9)
         assert 0.4 < rec.timestamps[0] < 1.1  # device clocks start 0.5-1 s before the session
         if master is None:
@@ -92,10 +92,10 @@ def test_kinect_json_matches_truth_without_noise(sim, truth):
     blend = kinect_from_smplx_matrix()
     rows = [KINECT_INDEX[name] for name in KINECT_FROM_SMPLX]
     for serial in ("000000000001", "000000000002"):
-        rec = read_bodies(sim / f"bodies_{serial}.json")
+        rec = read_bodies(sim / bodies_name(serial))
         assert sorted(rec.bodies) == [0, 1]
         t = truth[f"kinect_frame_t_session_{serial}"]
-        T = rig.pose(f"kinect_{serial}")
+        T = rig.pose(kinect_name(serial))
         for p, track in rec.bodies.items():
             assert track.present.all()  # no dropouts without noise
             world = transform_points(T, track.positions)
@@ -117,7 +117,7 @@ def _is_skin(bgr: np.ndarray) -> np.ndarray:
 def test_pano_shows_hands_where_they_are(sim, truth):
     rig = Rig.load(sim / "truth" / "rig.json")
     session = Session.open(sim)
-    reader = PanoReader(sim / "pano.mkv", sim / "pano_frames.csv")
+    reader = PanoReader(sim / "pano.mkv", sim / PANO_FRAMES)
     camera = EquirectCamera(reader.width, reader.height)
     T_pano_world = invert_pose(rig.pose("pano"))
     t = truth["pano_frame_t_session"]

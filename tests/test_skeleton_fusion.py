@@ -131,3 +131,19 @@ def test_kinect_extrinsic_refined_from_shared_skeletons():
     assert stats["used"] > 1000
     with pytest.raises(UserError, match="confidently seen by both"):
         refine_kinect_extrinsic(ja, ca, jb, np.zeros_like(cb))
+
+
+def test_body_forward_from_labelled_shoulders_and_hips():
+    from omnimocap.capture.skeleton_fusion import body_forward, facing_cosine
+
+    joints = np.full((3, 32, 3), np.nan)
+    for name, x in (("SHOULDER_LEFT", 0.2), ("HIP_LEFT", 0.1), ("SHOULDER_RIGHT", -0.2), ("HIP_RIGHT", -0.1)):
+        joints[:2, KINECT_INDEX[name]] = (x, 1.2 if name.startswith("SHOULDER") else 0.9, 2.0)
+    joints[:2, KINECT_INDEX["PELVIS"]] = (0.0, 0.9, 2.0)
+    joints[1, :, 0] *= -1  # left and right exchanged: it faces away
+    fwd = body_forward(joints)
+    np.testing.assert_allclose(fwd[0], [0.0, 0.0, 1.0])  # left at +x, y up: facing +z
+    np.testing.assert_allclose(fwd[1], [0.0, 0.0, -1.0])
+    assert np.isnan(fwd[2]).all()
+    cos = facing_cosine(joints, np.array([0.0, 0.9, 5.0]))
+    np.testing.assert_allclose(cos[:2], [1.0, -1.0])

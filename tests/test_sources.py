@@ -14,6 +14,7 @@ from omnimocap.capture.pano_sources import StreamPanoSource, UvcPanoSource, Vide
 from omnimocap.capture.sources import DISCONNECTED, EndOfStream, KinectFrame, SessionClock, Source
 from omnimocap.capture.rig import TimeMap
 from omnimocap.errors import DeviceError, InputError
+from omnimocap.capture.session import PANO_FRAMES
 
 W, H = 64, 32
 
@@ -27,7 +28,7 @@ def _frame_image(i: int) -> np.ndarray:
 @pytest.fixture
 def pano_video(tmp_path):
     """12 frames at 30 fps whose camera times start at 5 s, with host times 0.1 s later."""
-    video, csv = tmp_path / "pano.mkv", tmp_path / "pano_frames.csv"
+    video, csv = tmp_path / "pano.mkv", tmp_path / PANO_FRAMES
     writer = PanoWriter(video, csv, W, H, fps=30)
     for i in range(12):
         writer.write(_frame_image(i), 5.0 + i / 30, 5.1 + i / 30)

@@ -20,20 +20,6 @@ def test_axis_angle_round_trip(aa):
 
 
 @given(vec3)
-def test_quaternion_wxyz_order(aa):
-    R = tf.axis_angle_to_matrix(aa)
-    q = tf.matrix_to_quat_wxyz(R)
-    assert q[0] >= 0
-    assert np.allclose(tf.quat_wxyz_to_matrix(q), R, atol=1e-9)
-
-
-def test_quaternion_wxyz_known_value():
-    # 90 degrees about z: w = cos 45, z = sin 45, and x maps to y.
-    R = tf.quat_wxyz_to_matrix(np.array([np.sqrt(0.5), 0, 0, np.sqrt(0.5)]))
-    assert np.allclose(R @ [1, 0, 0], [0, 1, 0])
-
-
-@given(vec3)
 def test_mirror_convention_matches_axis_angle_rule(aa):
     R = tf.axis_angle_to_matrix(aa)
     assert np.allclose(tf.mirror_rotation(R), tf.axis_angle_to_matrix(tf.mirror_axis_angle(aa)), atol=1e-9)
@@ -90,3 +76,44 @@ def test_pinhole_distortion_round_trip(px):
     cam = PinholeCamera(504.0, 505.0, 320.0, 288.0, 640, 576, (0.3, -0.05, 0.0005, -0.0003, 0.002, 0.65, 0.01, 0.01))
     d = cam.unproject(px)
     assert np.allclose(cam.project(d), px, atol=1e-6)
+
+
+@given(vec3, vec3)
+def test_rotation_between_turns_a_onto_b_the_short_way(a, b):
+    if np.linalg.norm(a) < 1e-3 or np.linalg.norm(b) < 1e-3:
+        return
+    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    R = tf.rotation_between(a, b)
+    np.testing.assert_allclose(R @ a, b, atol=1e-9)
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-9)
+    assert np.linalg.det(R) > 0
+    angle = np.arccos(np.clip(a @ b, -1, 1))
+    assert abs(tf.rotation_angle(R) - angle) < 1e-6
+
+
+def test_rotation_between_opposite_and_batched():
+    a = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    b = np.array([[0.0, -1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    R = tf.rotation_between(a, b)
+    np.testing.assert_allclose(np.einsum("nij,nj->ni", R, a), b, atol=1e-12)
+    np.testing.assert_allclose(R[2], np.eye(3))
+    assert abs(tf.rotation_angle(R[0]) - np.pi) < 1e-9
+
+
+@given(vec3, vec3)
+def test_pose_vector_round_trip(aa, t):
+    T = tf.make_pose(tf.axis_angle_to_matrix(aa), t)
+    np.testing.assert_allclose(tf.pose_from_vector(tf.pose_to_vector(T)), T, atol=1e-9)
+    np.testing.assert_allclose(tf.pose_from_vector(np.concatenate([aa, t]))[:3, :3], tf.axis_angle_to_matrix(aa))
+
+
+def test_average_poses_of_nearby_poses():
+    rng = np.random.default_rng(4)
+    base = tf.make_pose(tf.axis_angle_to_matrix(np.array([0.3, -0.2, 1.0])), np.array([1.0, 2.0, 3.0]))
+    noise = [tf.make_pose(tf.axis_angle_to_matrix(d[:3]), d[3:]) for d in rng.normal(0, 0.01, (200, 6))]
+    T = np.stack([n @ base for n in noise])
+    mean = tf.average_poses(T)
+    assert tf.relative_angle_deg(mean[:3, :3], base[:3, :3]) < 0.25  # 0.57 deg noise per axis over 200
+    np.testing.assert_allclose(mean[:3, 3], T[:, :3, 3].mean(axis=0))
+    np.testing.assert_allclose(mean[:3, :3], tf.average_rotations(T[:, :3, :3]))
+    np.testing.assert_allclose(tf.average_poses(T[:1]), T[0], atol=1e-12)

@@ -41,6 +41,7 @@ from omnimocap.geometry.views import (
     render_view,
     render_views,
     render_views_torch,
+    tiling_views,
     view_from_yaw_pitch,
     view_pixel_to_pano_bearing,
     view_sampling_maps,
@@ -238,6 +239,26 @@ def test_view_from_yaw_pitch_is_look_at_with_the_pano_up(yaw, pitch):
     view = view_from_yaw_pitch(yaw, pitch, 60.0)
     forward = lonlat_to_bearing(np.radians(yaw), np.radians(pitch))
     np.testing.assert_allclose(view.R_pano_view, look_at(forward, np.array([0.0, -1.0, 0.0])), atol=1e-12)
+
+
+def test_tiling_views_cover_their_bands_in_order():
+    views = tiling_views(80.0, 64, (0.0, -40.0, 40.0), 45.0, yaw_start_deg=-180.0)
+    assert len(views) == 24
+    # pitch by pitch, yaw from the start round the circle, each the yaw/pitch view
+    for k, (pitch, yaw) in enumerate((p, y) for p in (0.0, -40.0, 40.0) for y in np.arange(-180.0, 180.0, 45.0)):
+        np.testing.assert_array_equal(views[k].R_pano_view, view_from_yaw_pitch(yaw, pitch, 80.0, 64).R_pano_view)
+        assert views[k].size == 64 and views[k].fov_deg == pytest.approx(80.0)
+    rng = np.random.default_rng(3)
+    lat = np.radians(rng.uniform(-70.0, 70.0, 3000))
+    d = lonlat_to_bearing(rng.uniform(-np.pi, np.pi, 3000), lat)
+    inside = np.zeros(len(d), dtype=bool)
+    for v in views:
+        px = project_to_view(v, d)
+        inside |= np.all((px >= 0) & (px <= v.size - 1), axis=-1)
+    assert inside.all()
+    # the start only turns the circle: same views, the other order
+    from_zero = tiling_views(80.0, 64, (0.0,), 45.0)
+    np.testing.assert_allclose(from_zero[4].R_pano_view, views[0].R_pano_view, atol=1e-12)
 
 
 # --- view planning --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from omnimocap.capture.rig import Rig
 from omnimocap.errors import UserError
 from omnimocap.fusion.live.state import CalibrationState
+from omnimocap.capture.session import RIG
 
 Steps = list[tuple[str, Callable[[Path], Any]]]
 
@@ -20,7 +21,7 @@ def has_pano_calibration(session_dir: str | Path) -> bool:
     """Whether the session's rig.json holds an estimated pose and clock of the 360 camera (not the
     simulated truth) that a calibration can start from."""
     try:
-        rig = Rig.load(Path(session_dir) / "rig.json")
+        rig = Rig.load(Path(session_dir) / RIG)
     except (UserError, OSError):
         return False
     return not rig.is_truth and "pano" in rig.T_world_sensor and "pano" in rig.time_maps
@@ -97,7 +98,7 @@ class CalibrationRun:
             for i, (label, step) in enumerate(steps):
                 report(i / len(steps), label)
                 step(session_dir)
-            rig = Rig.load(session_dir / "rig.json")
+            rig = Rig.load(session_dir / RIG)
         except UserError as exc:
             self.set(running=False, status=f"failed: {exc}")
             self._post("fault", "calibration", str(exc))

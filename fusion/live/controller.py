@@ -29,7 +29,7 @@ from omnimocap.capture.kinect_live import open_kinects
 from omnimocap.capture.recorder import RecordConfig, Recorder
 from omnimocap.capture.replay import replay_sources
 from omnimocap.capture.rig import Rig, TimeMap
-from omnimocap.capture.session import Session
+from omnimocap.capture.session import MANIFEST, Session
 from omnimocap.capture.sources import (
     DISCONNECTED, RUNNING, STALLED, KinectFrame, PanoFrame, SessionClock, Source,
 )
@@ -130,7 +130,7 @@ class LiveController:
         has_rig = session.rig_path.is_file()
         rig = Rig.load(session.rig_path) if has_rig else Rig()
         if not session.manifest.devices:
-            raise UserError("the session lists no devices", path=session.root / "session.json")
+            raise UserError("the session lists no devices", path=session.root / MANIFEST)
 
         def reopen(clock: SessionClock) -> list[Source]:
             return replay_sources(session_dir, clock, on_session_clock=has_rig, loop=loop)
