@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omnimocap.capture.recorder import replay_sources
-from omnimocap.capture.session import RIG, TRUTH_DIR
+from omnimocap.capture.session import RIG
 from omnimocap.capture.sources import SessionClock, Source
+from omnimocap.capture.truth import Truth
 from omnimocap.sim.simulate import SimConfig, simulate_session
 
 
@@ -29,7 +30,7 @@ class SimulatedRig:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy2(self.sim_dir / RIG, out / RIG)
-        shutil.copytree(self.sim_dir / TRUTH_DIR, out / TRUTH_DIR, dirs_exist_ok=True)
+        Truth(self.sim_dir).copy_to(out)
 
     def cleanup(self) -> None:
         """Stop the sources and delete the simulation."""
