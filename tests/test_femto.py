@@ -254,15 +254,13 @@ def test_sync_on_epoch_like_kinect_times_finds_the_same_time_map(sims):
     np.testing.assert_allclose(bolt, truth.to_session(t), atol=0.02)
 
 
-def test_recorder_keeps_the_bolts_epoch_like_device_times(sims, tmp_path):
-    from omnimocap.capture.recorder import GB, RecordConfig, Recorder, replay_sources
-    from omnimocap.capture.sources import SessionClock
+def test_recorder_keeps_the_bolts_epoch_like_device_times(sim_rig, tmp_path):
+    from omnimocap.capture.recorder import GB, RecordConfig, Recorder
 
-    clock = SessionClock()
+    rig = sim_rig(0.5, people=1, kinects=1, seed=4, pano_width=128, kinect_model="femto-bolt")
     out = tmp_path / "rec"
-    Recorder(out, replay_sources(sims["bolt_video"], clock, realtime=False), RecordConfig(min_free_gb=0.1), clock,
-             disk_free=lambda path: 100 * GB).run()
-    source = KinectRecording(sims["bolt_video"] / "kinect_CL8F0000001.mkv")
+    Recorder(out, rig.sources, RecordConfig(min_free_gb=0.1), rig.clock, disk_free=lambda path: 100 * GB).run()
+    source = KinectRecording(rig.sim_dir / "kinect_CL8F0000001.mkv")
     recorded = KinectRecording(out / "kinect_CL8F0000001.mkv")
     t_in = [round(c.depth_timestamp * 1e6) for c in source.captures(decode_color=False)]
     t_out = [round(c.depth_timestamp * 1e6) for c in recorded.captures(decode_color=False)]
