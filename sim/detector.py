@@ -34,12 +34,14 @@ from typing import Sequence
 import numpy as np
 
 from omnimocap.calibration.observations import PoseDetections
-from omnimocap.capture.truth import open_truth
+from omnimocap.capture.truth import KINECT_FACE_OFFSETS_M, open_truth
 from omnimocap.data.skeletons import COCO_FLIP, COCO_FROM_SMPLX, COCO_INDEX, COCO_KEYPOINTS, SMPLX_INDEX
 from omnimocap.geometry.resample import interpolate_positions
 from omnimocap.geometry.views import WristView
 
-FACE_OFFSETS_M = {"nose": (0.0, 0.03, 0.11), "left_ear": (0.075, 0.04, 0.0), "right_ear": (-0.075, 0.04, 0.0)}
+# The same head points as the simulated k4abt's nose and ears.
+FACE_OFFSETS_M = {"nose": KINECT_FACE_OFFSETS_M["NOSE"], "left_ear": KINECT_FACE_OFFSETS_M["EAR_LEFT"],
+                  "right_ear": KINECT_FACE_OFFSETS_M["EAR_RIGHT"]}
 _NOISE = {"nose": 0.01, "eye": 0.01, "ear": 0.015, "shoulder": 0.025, "elbow": 0.02, "wrist": 0.02,
           "hip": 0.04, "knee": 0.025, "ankle": 0.025}
 KEYPOINT_NOISE_M = np.array([next(v for k, v in _NOISE.items() if k in name) for name in COCO_KEYPOINTS])
