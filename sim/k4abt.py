@@ -46,7 +46,7 @@ Error classes (``field`` only), with the parameters of :class:`K4abtErrorModel`:
    per second, ``dropout_rate_partly_hidden_hz`` while some of the body (over
    ``partly_hidden_fraction`` of its joints) is hidden by another person.
 
-``truth/realism.json`` (:data:`REALISM_FILE`) records the level, the model's parameters and, per
+``truth/realism.json`` (capture/truth.py) records the level, the model's parameters and, per
 Kinect serial, per class: the rates and magnitudes actually drawn and the frames affected (as
 ``[first, last]`` inclusive runs per person), plus the geometry above; the ``identity`` section
 lists every body id's ``segments`` (person, first and last frame), from which
@@ -64,7 +64,6 @@ from omnimocap.capture.bodies import BodyTrack
 from omnimocap.data.skeletons import KINECT_INDEX, KINECT_JOINTS
 
 REALISM_LEVELS = ("field", "ideal")
-REALISM_FILE = "realism.json"
 FPS = 30.0
 CORE_JOINTS = ("PELVIS", "SPINE_NAVEL", "SPINE_CHEST", "NECK", "CLAVICLE_LEFT", "CLAVICLE_RIGHT",
                "SHOULDER_LEFT", "SHOULDER_RIGHT", "HIP_LEFT", "HIP_RIGHT")

@@ -106,3 +106,20 @@ def test_kinect_joint_model_is_the_same_for_any_subset_of_joints():
     without_head = kinect_joints_from_truth(smplx, hands)
     assert np.all(np.isnan(without_head[..., KINECT_INDEX["NOSE"], :]))
     np.testing.assert_array_equal(without_head[..., KINECT_INDEX["HAND_LEFT"], :], full[..., KINECT_INDEX["HAND_LEFT"], :])
+
+
+def test_only_the_truth_module_names_the_truth_files():
+    import ast
+    from pathlib import Path
+
+    from omnimocap.capture import truth
+
+    names = {truth.MOTION_FILE, truth.KINECTS_FILE, truth.BOARD_FILE, truth.FLASHES_FILE, truth.REALISM_FILE}
+    repo = Path(truth.__file__).resolve().parents[1]
+    found = []
+    for package in ("data", "geometry", "capture", "hands", "calibration", "fusion", "sim", "apps"):
+        for path in sorted((repo / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and node.value in names:
+                    found.append(f"{path.relative_to(repo)}:{node.lineno}")
+    assert found and all(f.startswith("capture/truth.py:") for f in found), found
