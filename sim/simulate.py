@@ -52,6 +52,7 @@ import numpy as np
 
 from omnimocap.calibration.board import BoardSpec, draw_board
 from omnimocap.capture.bodies import BodyRecording, write_bodies
+from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
 from omnimocap.capture.kinect_models import DeviceClock, KinectModel, device_clock, kinect_model, scale_color_camera
 from omnimocap.capture.pano import PanoWriter
 from omnimocap.capture.rig import Rig, TimeMap
@@ -65,7 +66,7 @@ from omnimocap.hands.synthetic_mano import make_synthetic_mano
 from omnimocap.sim.board import BoardSequence, make_board_sequence
 from omnimocap.sim.body_tracking import kinect_tracks
 from omnimocap.sim.k4abt import REALISM_LEVELS, draw_shared_bias, realism_record
-from omnimocap.sim.kinect import IMU_RATE_HZ, KinectRenderer, SimKinect, make_sim_kinect, open_recording, open_sim_recording
+from omnimocap.sim.kinect import IMU_RATE_HZ, KinectRenderer, SimKinect, make_sim_kinect, open_sim_recording
 from omnimocap.sim.motion import PeopleSample, PersonMotion, make_people, sample_people
 from omnimocap.sim.render import FLASH_GAIN, FLASH_HOLD_S, FLASH_OFFSET, PanoRenderer, apply_flash, flash_fraction
 
@@ -361,7 +362,7 @@ def _write_body_tracking(session: Session, config: SimConfig, scene: _Scene, fra
             _write_kinect_recording(session.path(recording), kinects[k], role, us / 1e6, t_session, scene.people,
                                     scene.skeleton, scene.mano, scene.hand_faces, board, counter.advance,
                                     imu_rngs[k], flashes, scene.rig.time_maps[name].a / FPS,
-                                    lambda p, kin, mode, c=clock: open_sim_recording(p, kin, mode, scene.model, c))
+                                    lambda path, kinect, mode: open_sim_recording(path, kinect, mode, scene.model, clock))
         session.add_device(DeviceEntry(kind="kinect", serial=serial, role=role, fps=FPS, recording=recording,
                                        bodies=bodies_name, status="complete"))
     return records
@@ -401,13 +402,14 @@ def _write_pano(session: Session, config: SimConfig, scene: _Scene, frames: _Fra
 def _write_kinect_recording(path: Path, kinect: SimKinect, role: str, t_device: np.ndarray, t_session: np.ndarray,
                             people, skeleton, mano: ManoModel, hand_faces: dict[str, np.ndarray],
                             board: BoardSequence | None, advance: Callable[[], None],
-                            imu_rng: np.random.Generator, flashes: tuple[float, ...] = (),
-                            exposure_s: float = 1.0 / FPS, open_writer=open_recording) -> None:
+                            imu_rng: np.random.Generator, flashes: tuple[float, ...],
+                            exposure_s: float, open_writer: Callable[[Path, SimKinect, str], KinectMkvWriter]) -> None:
     """Render and write one Kinect's recording: a capture at each device time ``t_device`` (seconds),
     the scene at the matching ``t_session``, and the IMU samples from the first capture to the last
     (noise from ``imu_rng``), each written after the capture that precedes it. The colour images
     show the ``flashes`` (session seconds) lit for the fraction of their exposure of ``exposure_s``
-    session seconds, centred on ``t_session``."""
+    session seconds, centred on ``t_session``. ``open_writer(path, kinect, wired_sync_mode)`` opens
+    the recording."""
     renderer = KinectRenderer(kinect, hand_faces, board=board.spec if board is not None else BoardSpec())
     t_imu = t_device[0] + np.arange(int((t_device[-1] - t_device[0]) * IMU_RATE_HZ) + 1) / IMU_RATE_HZ
     acc, gyro = kinect.imu_samples(t_imu, imu_rng)
