@@ -1,4 +1,4 @@
-"""``omnimocap simulate OUT_DIR``: write a simulated session with ground truth (see capture/simulate.py)."""
+"""``omnimocap simulate OUT_DIR``: write a simulated session with ground truth (see sim/simulate.py)."""
 
 from __future__ import annotations
 
@@ -45,8 +45,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from omnimocap.sim.render import FLASH_HOLD_S
     from omnimocap.sim.simulate import SimConfig, simulate_session
+
+    flashes = _checked_args(args)
+    config = SimConfig(seconds=args.seconds, people=args.people, kinects=args.kinects, seed=args.seed,
+                       pano_width=args.pano_width, kinect_noise_mm=args.kinect_noise_mm,
+                       kinect_video=not args.no_kinect_video, board=args.board, flashes=flashes,
+                       kinect_model=args.kinect_model, realism=args.realism, overwrite=args.overwrite)
+    with tqdm(total=int(args.seconds * 30), unit="frame", desc="rendering frames") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        session = simulate_session(args.out_dir, config, progress)
+    print(f"simulated session written to {session.root}")
+    return 0
+
+
+def _checked_args(args: argparse.Namespace) -> tuple[float, ...]:
+    """The flash times, sorted, once every option is checked (one InputError line naming the option)."""
+    from omnimocap.sim.render import FLASH_HOLD_S
 
     if not 1 <= args.people <= 3:
         raise InputError(f"--people {args.people} is not supported", fix="choose 1, 2 or 3")
@@ -71,17 +89,6 @@ def run(args: argparse.Namespace) -> int:
     if any(b - a < FLASH_HOLD_S for a, b in zip(flashes, flashes[1:])):
         raise InputError(f"--flash times must be at least {FLASH_HOLD_S:g} s apart (the light stays on that long)",
                          fix="space the flashes further apart")
-    config = SimConfig(seconds=args.seconds, people=args.people, kinects=args.kinects, seed=args.seed,
-                       pano_width=args.pano_width, kinect_noise_mm=args.kinect_noise_mm,
-                       kinect_video=not args.no_kinect_video, board=args.board, flashes=flashes,
-                       kinect_model=args.kinect_model, realism=args.realism, overwrite=args.overwrite)
     if args.board and args.no_kinect_video:
         raise InputError("--board needs the Kinect recordings", fix="drop --no-kinect-video")
-    with tqdm(total=int(args.seconds * 30), unit="frame", desc="rendering frames") as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        session = simulate_session(args.out_dir, config, progress)
-    print(f"simulated session written to {session.root}")
-    return 0
+    return flashes

@@ -17,15 +17,15 @@ than :data:`FUSION_GATE_M` keeps the reference Kinect's value.
 The panorama side has two sources:
 
 * the **simulated observer** (``simulated_observer=True`` in what it returns): for simulated sessions
-  only. It reads ``truth/motion.npz`` and projects the true joints (the SMPL-X and hand joints the
-  Kinect joints are modelled from; wrist and hand joints only while the hand is visible, the other
-  joints always)
-  through the TRUE panorama pose (``truth/rig.json``) at the true frame times, adds isotropic
+  only. It reads the ground truth (capture/truth.py) and projects the true joints (the points the
+  simulated body tracking models the Kinect joints as, ``kinect_joints_from_truth``; wrist and hand
+  joints only while the hand is visible, the other joints always)
+  through the TRUE panorama pose at the true frame times, adds isotropic
   angular noise (``noise_deg``, default 0.2 deg per axis), and stamps the frames with the
   camera-clock times of ``pano_frames.csv``. It is an instrument for measuring the solvers, not a
   detector: its track of person p is body id p, which is the simulator's body id for person p only
   at ``--realism ideal``; at ``field`` the Kinects' ids start at 1, change and swap
-  (``capture/sim_k4abt.py``), so the Kinect side has to be associated as with real sessions.
+  (``sim/k4abt.py``), so the Kinect side has to be associated as with real sessions.
 * real detections over the panorama (hand and body keypoints), which need an association with
   Kinect bodies; sessions that would need it raise a UserError saying so.
 
@@ -34,7 +34,7 @@ Body keypoints over the panorama come from a pose model (COCO-17, ``data/skeleto
 hand detector's (``hands/views.py`` ``WristView``): per view, :class:`PoseDetections` (what the
 model returns: boxes and keypoints in view pixels with their confidences), turned into panorama
 bearings per detected person by :func:`body_bearings_from_detections`
-(:class:`BodyKeypointBearings`). ``capture/sim_detector.py`` fills the same structure from a
+(:class:`BodyKeypointBearings`). ``sim/detector.py`` fills the same structure from a
 simulated session's truth (the ``simulated-detector`` observer's body keypoints).
 """
 
@@ -50,15 +50,15 @@ from omnimocap.geometry.resample import linear_brackets
 from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.capture.bodies import BodyRecording
 from omnimocap.capture.pano import read_pano_timestamps
-from omnimocap.capture.session import Session, kinect_name
+from omnimocap.capture.session import PANO_FRAMES, Session, kinect_name
+from omnimocap.capture.truth import kinect_joints_from_truth, open_truth
 from omnimocap.data.skeletons import (
-    HAND21_INDEX, KINECT_CONFIDENCE_LOW, KINECT_CONFIDENCE_NONE, KINECT_FROM_SMPLX, KINECT_HAND_JOINT_TO_HAND21,
-    KINECT_INDEX, KINECT_JOINTS, KINECT_WRIST, SIDES, kinect_from_smplx_matrix,
+    KINECT_CONFIDENCE_LOW, KINECT_CONFIDENCE_NONE, KINECT_FROM_SMPLX, KINECT_INDEX, KINECT_JOINTS, KINECT_WRIST,
+    SIDES,
 )
 from omnimocap.errors import InputError, UserError
 from omnimocap.geometry.views import WristView, view_pixel_to_pano_bearing
 
-MOTION_FILE = "motion.npz"
 # Kinect joints tracked per person, in track order (see the module docstring); the wrists come first.
 TRACKED_KINECT_JOINTS = (
     KINECT_WRIST["left"], KINECT_WRIST["right"], KINECT_INDEX["HEAD"],
@@ -253,24 +253,22 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
 
 
 def simulated_pano_observations(session: Session, noise_deg: float = 0.2, seed: int = 0) -> PanoObservations:
-    """The simulated observer (see the module docstring). Needs ``truth/``."""
-    truth_dir = session.truth_dir
-    if not (truth_dir / MOTION_FILE).is_file():
-        raise InputError("not a simulated session (truth/motion.npz missing); the simulated observer needs it",
-                         path=truth_dir)
-    truth_rig = Rig.load(truth_dir / "rig.json")
-    with np.load(truth_dir / MOTION_FILE) as m:
-        t_truth = m["t_session"]
-        smplx = m["smplx_joints"]  # (P,N,55,3) world
-        hands = m["hand_joints"]  # (P,N,2,21,3) world
-        visible = m["hand_visible"]  # (P,N,2)
-        t_frames = m["pano_frame_t_session"]
-    stamps = read_pano_timestamps(session.path(session.pano().timestamps or "pano_frames.csv"))
+    """The simulated observer (see the module docstring). Needs the session's ground truth."""
+    truth = open_truth(session.root, fix="the simulated observer needs a simulated session; use another observer")
+    truth_rig = truth.rig()
+    m = truth.motion(("t_session", "smplx_joints", "hand_joints", "hand_visible", "pano_frame_t_session"))
+    t_truth = m["t_session"]
+    smplx = m["smplx_joints"]  # (P,N,55,3) world
+    hands = m["hand_joints"]  # (P,N,2,21,3) world
+    visible = m["hand_visible"]  # (P,N,2)
+    t_frames = m["pano_frame_t_session"]
+    stamps = read_pano_timestamps(session.path(session.pano().timestamps or PANO_FRAMES))
     F = min(len(t_frames), len(stamps.t_pano))
     t_frames = t_frames[:F]
     P = smplx.shape[0]
     K = TRACKS_PER_PERSON
-    joints = _true_joints(smplx, hands)  # (P,N,K,3)
+    # the tracked joints as the simulated body tracking models them
+    joints = kinect_joints_from_truth(smplx, hands, joints=TRACKED_KINECT_JOINTS)  # (P,N,K,3)
     hand_side = [next((s for s, side in enumerate(SIDES) if KINECT_JOINTS[j].endswith(side.upper())), None)
                  if KINECT_JOINTS[j] not in KINECT_FROM_SMPLX or KINECT_JOINTS[j].startswith("WRIST") else None
                  for j in TRACKED_KINECT_JOINTS]
@@ -292,22 +290,6 @@ def simulated_pano_observations(session: Session, noise_deg: float = 0.2, seed: 
     d /= np.linalg.norm(d, axis=-1, keepdims=True)
     d[~vis] = np.nan
     return PanoObservations(stamps.t_pano[:F], stamps.t_host[:F], d, True, noise_deg)
-
-
-def _true_joints(smplx: np.ndarray, hands: np.ndarray) -> np.ndarray:
-    """The tracked joints (P,N,K,3) from the true SMPL-X joints (P,N,55,3) and hands (P,N,2,21,3),
-    as the simulated body tracking models them: body joints from the SMPL-X blends of
-    ``data/skeletons.py``, hand joints from the hand's 21 joints."""
-    rows = {KINECT_INDEX[name]: r for r, name in enumerate(KINECT_FROM_SMPLX)}
-    reg = kinect_from_smplx_matrix()
-    out = np.empty(smplx.shape[:2] + (TRACKS_PER_PERSON, 3))
-    for k, j in enumerate(TRACKED_KINECT_JOINTS):
-        if j in rows:
-            out[:, :, k] = np.einsum("j,pnjc->pnc", reg[rows[j]], smplx)
-        else:
-            name, side = KINECT_JOINTS[j].rsplit("_", 1)
-            out[:, :, k] = hands[:, :, SIDES.index(side.lower()), HAND21_INDEX[KINECT_HAND_JOINT_TO_HAND21[name.lower()]]]
-    return out
 
 
 def pano_observations(session: Session, noise_deg: float = 0.2, seed: int = 0) -> PanoObservations:

@@ -1,4 +1,5 @@
-"""Evaluation of a processed simulated session against its ground truth (``truth/``).
+"""Evaluation of a processed simulated session against its ground truth (``truth/``, read through
+capture/truth.py).
 
 Every metric is computed from the result files themselves (``fused.npz``, ``views.npz``, the
 exported ``smplx*.npz`` and ``rig.json``), never from numbers the pipeline reported about itself.
@@ -57,9 +58,10 @@ from omnimocap.geometry.transforms import (
     invert_pose, relative_angle_deg, transform_points,
 )
 from omnimocap.capture.session import Session, atomic_write_json
+from omnimocap.capture.truth import kinect_joints_from_truth, open_truth
 from omnimocap.capture.bodies import read_bodies
 from omnimocap.data.skeletons import (
-    KINECT_FROM_SMPLX, KINECT_INDEX, MANO_PARENTS, SMPLX_HAND_START, SMPLX_WRIST, SIDES, kinect_from_smplx_matrix,
+    KINECT_FROM_SMPLX, KINECT_INDEX, MANO_PARENTS, SMPLX_HAND_START, SMPLX_WRIST, SIDES,
     smplx_body_joint_ids,
 )
 from omnimocap.errors import InputError
@@ -126,31 +128,19 @@ def _hand_chain_global(local: np.ndarray, parents: tuple[int, ...]) -> np.ndarra
 
 
 def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
+    """The metrics (see the module docstring) of the results in ``result_dir`` against the ground
+    truth of the simulated session at ``session_dir``; also written to ``metrics.json`` there."""
     result_dir, session = Path(result_dir), Session.open(session_dir)
-    truth_dir = session.truth_dir
-    if not truth_dir.is_dir():
-        raise InputError("session has no truth/ folder (only simulated sessions can be evaluated)", path=session.root)
+    truth_folder = open_truth(session.root, fix="only simulated sessions can be evaluated")
     _check_same_session(result_dir, session)
-    truth = _load_npz(truth_dir / "motion.npz", "ground truth motion")
-    true_rig = Rig.load(truth_dir / "rig.json")
+    truth = truth_folder.motion()
+    true_rig = truth_folder.rig()
     est_rig = Rig.load(result_dir / "rig.json")
     fused = _load_npz(result_dir / "fused.npz", "fused results")
     _check_fused(fused, result_dir / "fused.npz")
-    metrics: dict[str, float | None] = {}
-
-    # --- sync and calibration -------------------------------------------------------------------
-    pano_true, pano_est = true_rig.time_map("pano"), est_rig.time_map("pano")
-    t_frames_true = truth["pano_frame_t_session"]
-    t_mid_pano = pano_true.to_sensor(t_frames_true[len(t_frames_true) // 2])
-    metrics["sync.offset_error_ms"] = float(abs(pano_est.to_session(t_mid_pano) - pano_true.to_session(t_mid_pano)) * 1e3)
-    metrics["sync.rate_error_ppm"] = float(abs(pano_est.a / pano_true.a - 1.0) * 1e6)
     ref = session.kinects()[0].name
-    T_ref_pano_true = invert_pose(true_rig.pose(ref)) @ true_rig.pose("pano")
-    T_ref_pano_est = invert_pose(est_rig.pose(ref)) @ est_rig.pose("pano")
-    metrics["calibration.rotation_error_deg"] = float(relative_angle_deg(T_ref_pano_true[:3, :3], T_ref_pano_est[:3, :3]))
-    metrics["calibration.translation_error_mm"] = float(np.linalg.norm(T_ref_pano_true[:3, 3] - T_ref_pano_est[:3, 3]) * 1e3)
-    metrics.update(kinect_calibration_errors(true_rig, est_rig, ref, [k.name for k in session.kinects()[1:]]))
-
+    metrics = sync_calibration_errors(true_rig, est_rig, truth["pano_frame_t_session"], ref,
+                                      [k.name for k in session.kinects()[1:]])
     # The result's world frame may be an estimated one (gravity, floor, the reference Kinect's axis)
     # that differs from the simulation's by a rigid motion; world positions are compared after
     # mapping them through the reference Kinect: G = T_world_ref(true) @ inv(T_world_ref(est)).
@@ -159,8 +149,45 @@ def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
     G = true_rig.pose(ref) @ invert_pose(est_rig.pose(ref))
     for key in ("kinect_joints_world", "hand_joints_world", "kinect_wrist_world"):
         fused[key] = transform_points(G, fused[key])
+    match = match_people(fused, truth)
+    metrics["people.matched"] = len(match)
+    metrics["people.true"] = truth["smplx_joints"].shape[0]
+    t_out = fused["t_session"]
+    fps = float(1.0 / np.median(np.diff(t_out))) if len(t_out) > 1 else 30.0
+    metrics.update(hand_errors(fused, truth, match, fps))
+    metrics.update(kinect_skeleton_errors(session, truth, est_rig, G, fused, match))
+    views_path = result_dir / "views.npz"
+    if views_path.is_file():
+        metrics.update(view_errors(_load_npz(views_path, "views"), truth, true_rig, match))
+    report = _load_json(result_dir / "report.json")
+    skeleton = load_skeleton(None if report.get("skeleton", "built-in") == "built-in" else report["skeleton"])
+    metrics.update(body_errors(skeleton, fused, truth, G, match, fps))
+    metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
+    atomic_write_json(result_dir / "metrics.json", metrics)
+    return metrics
 
-    # --- people matching ------------------------------------------------------------------------
+
+def sync_calibration_errors(true_rig: Rig, est_rig: Rig, t_frames_true: np.ndarray, reference: str,
+                            others: list[str]) -> dict:
+    """The ``sync.*`` and ``calibration.*`` metrics (see the module docstring): the panorama's time
+    map at its middle frame (true session times ``t_frames_true``, seconds) and rate, its pose
+    relative to the ``reference`` Kinect, and :func:`kinect_calibration_errors`."""
+    pano_true, pano_est = true_rig.time_map("pano"), est_rig.time_map("pano")
+    t_mid_pano = pano_true.to_sensor(t_frames_true[len(t_frames_true) // 2])
+    metrics: dict[str, float | None] = {
+        "sync.offset_error_ms": float(abs(pano_est.to_session(t_mid_pano) - pano_true.to_session(t_mid_pano)) * 1e3),
+        "sync.rate_error_ppm": float(abs(pano_est.a / pano_true.a - 1.0) * 1e6)}
+    T_ref_pano_true = invert_pose(true_rig.pose(reference)) @ true_rig.pose("pano")
+    T_ref_pano_est = invert_pose(est_rig.pose(reference)) @ est_rig.pose("pano")
+    metrics["calibration.rotation_error_deg"] = float(relative_angle_deg(T_ref_pano_true[:3, :3], T_ref_pano_est[:3, :3]))
+    metrics["calibration.translation_error_mm"] = float(np.linalg.norm(T_ref_pano_true[:3, 3] - T_ref_pano_est[:3, 3]) * 1e3)
+    metrics.update(kinect_calibration_errors(true_rig, est_rig, reference, others))
+    return metrics
+
+
+def match_people(fused: dict, truth: dict) -> dict[int, int]:
+    """``{result person index: true person index}``: the assignment of least mean Kinect pelvis
+    distance (world, metres; ``fused`` already in the true world), pairs under 0.5 m."""
     t_out = fused["t_session"]
     t_truth = truth["t_session"]
     P_res, P_true = len(fused["person_ids"]), truth["smplx_joints"].shape[0]
@@ -172,12 +199,14 @@ def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
             d = np.linalg.norm(kin_pelvis[p] - true_pelvis[q], axis=-1)
             cost[p, q] = np.nanmean(d) if np.any(np.isfinite(d)) else 1e9
     rows, cols = linear_sum_assignment(cost)
-    match = {int(p): int(q) for p, q in zip(rows, cols) if cost[p, q] < 0.5}
-    metrics["people.matched"] = len(match)
-    metrics["people.true"] = P_true
+    return {int(p): int(q) for p, q in zip(rows, cols) if cost[p, q] < 0.5}
 
-    # --- hands ----------------------------------------------------------------------------------
-    fps = float(1.0 / np.median(np.diff(t_out))) if len(t_out) > 1 else 30.0
+
+def hand_errors(fused: dict, truth: dict, match: dict[int, int], fps: float) -> dict:
+    """The ``hands.*`` metrics and ``kinect.wrist_error_mm`` (see the module docstring); ``fused``
+    already in the true world, ``fps`` the output rate."""
+    t_out = fused["t_session"]
+    t_truth = truth["t_session"]
     hand_err, wrist_err, kin_wrist_err = [], [], []
     hand_jitter, hand_accel = [], []
     visible_total, visible_fused = 0, 0
@@ -199,76 +228,83 @@ def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
             jit, acc = _jitter_accel(fused["hand_joints_world"][p][:, side], true_hands[:, side], valid[:, side], fps)
             hand_jitter += jit
             hand_accel += acc
-    metrics["hands.joint_error_mm"] = _mean_mm(hand_err)
-    metrics["hands.wrist_error_mm"] = _mean_mm(wrist_err)
-    metrics["kinect.wrist_error_mm"] = _mean_mm(kin_wrist_err)
-    metrics.update(kinect_skeleton_errors(session, truth, est_rig, G, fused, match))
-    metrics["hands.coverage"] = float(visible_fused / visible_total) if visible_total else None
-    metrics["hands.jitter"] = float(np.mean(np.concatenate(hand_jitter))) if hand_jitter else None
-    metrics["hands.accel_error"] = float(np.mean(np.concatenate(hand_accel))) if hand_accel else None
+    return {"hands.joint_error_mm": _mean_mm(hand_err),
+            "hands.wrist_error_mm": _mean_mm(wrist_err),
+            "kinect.wrist_error_mm": _mean_mm(kin_wrist_err),
+            "hands.coverage": float(visible_fused / visible_total) if visible_total else None,
+            "hands.jitter": float(np.mean(np.concatenate(hand_jitter))) if hand_jitter else None,
+            "hands.accel_error": float(np.mean(np.concatenate(hand_accel))) if hand_accel else None}
 
-    # --- views ----------------------------------------------------------------------------------
-    views_path = result_dir / "views.npz"
-    if views_path.is_file():
-        views = _load_npz(views_path, "views")
-        T_pano_world_true = invert_pose(true_rig.pose("pano"))
-        errs = []
-        for p, q in match.items():
-            sel = np.flatnonzero(views["person"] == p)
-            if not len(sel):
-                continue
-            k = views["frame_index"][sel]
-            s = views["side"][sel]
-            t_true = t_frames_true[k]
-            idx = np.clip(np.searchsorted(t_truth, t_true), 0, len(t_truth) - 1)
-            centre = interpolate_positions(t_truth, truth["hand_joints"][q].mean(axis=-2), t_true)[np.arange(len(sel)), s]
-            vis = truth["hand_visible"][q][idx, s] & np.all(np.isfinite(centre), axis=-1)
-            c_pano = transform_points(T_pano_world_true, centre[vis])
-            c_view = np.einsum("nji,nj->ni", views["R_pano_view"][sel][vis], c_pano)
-            offset = np.linalg.norm(c_view[:, :2] / c_view[:, 2:3], axis=-1) * views["fx"][sel][vis]
-            half = (views["size"][sel][vis] - 1) / 2.0
-            errs.append(np.where(c_view[:, 2] > 0, offset / half, np.inf))
-        allerr = np.concatenate(errs) if errs else np.zeros(0)
-        metrics["views.center_error_p95"] = float(np.percentile(allerr, 95)) if len(allerr) else None
-        metrics["views.count"] = int(len(allerr))
 
-    # --- SMPL-X export --------------------------------------------------------------------------
-    report = _load_json(result_dir / "report.json")
-    skeleton = load_skeleton(None if report.get("skeleton", "built-in") == "built-in" else report["skeleton"])
+def view_errors(views: dict, truth: dict, true_rig: Rig, match: dict[int, int]) -> dict:
+    """``views.center_error_p95`` and ``views.count`` (see the module docstring) of ``views.npz``."""
+    t_truth = truth["t_session"]
+    t_frames_true = truth["pano_frame_t_session"]
+    T_pano_world_true = invert_pose(true_rig.pose("pano"))
+    errs = []
+    for p, q in match.items():
+        sel = np.flatnonzero(views["person"] == p)
+        if not len(sel):
+            continue
+        k = views["frame_index"][sel]
+        s = views["side"][sel]
+        t_true = t_frames_true[k]
+        idx = np.clip(np.searchsorted(t_truth, t_true), 0, len(t_truth) - 1)
+        centre = interpolate_positions(t_truth, truth["hand_joints"][q].mean(axis=-2), t_true)[np.arange(len(sel)), s]
+        vis = truth["hand_visible"][q][idx, s] & np.all(np.isfinite(centre), axis=-1)
+        c_pano = transform_points(T_pano_world_true, centre[vis])
+        c_view = np.einsum("nji,nj->ni", views["R_pano_view"][sel][vis], c_pano)
+        offset = np.linalg.norm(c_view[:, :2] / c_view[:, 2:3], axis=-1) * views["fx"][sel][vis]
+        half = (views["size"][sel][vis] - 1) / 2.0
+        errs.append(np.where(c_view[:, 2] > 0, offset / half, np.inf))
+    allerr = np.concatenate(errs) if errs else np.zeros(0)
+    return {"views.center_error_p95": float(np.percentile(allerr, 95)) if len(allerr) else None,
+            "views.count": int(len(allerr))}
+
+
+def body_errors(skeleton, fused: dict, truth: dict, G: np.ndarray, match: dict[int, int], fps: float) -> dict:
+    """The ``body.*`` metrics and ``smplx.hand_roundtrip_deg`` (see the module docstring) of the
+    fitted SMPL-X on the output frames (``smplx.npz`` holds the same motion resampled into AMASS's
+    world); ``G`` maps the estimated world into the true one."""
+    t_out = fused["t_session"]
+    t_truth = truth["t_session"]
+    body_ids = list(smplx_body_joint_ids())
     body_err, roundtrip = [], []
     body_jitter, body_accel = [], []
     for p, q in match.items():
-        # The fit on the output frames (smplx.npz holds the same motion resampled into AMASS's world).
         joints, glob = forward_kinematics(skeleton, fused["smplx_local_rotmats"][p],
                                           fused["smplx_betas"][p][: skeleton.num_betas], fused["smplx_transl"][p])
         joints = transform_points(G, joints)
         true_joints = interpolate_positions(t_truth, truth["smplx_joints"][q], t_out)
-        body_ids = list(smplx_body_joint_ids())
         e = np.linalg.norm(joints[:, body_ids] - true_joints[:, body_ids], axis=-1)
         body_err.append(e[np.isfinite(e)])
         ok = np.all(np.isfinite(true_joints[:, body_ids]), axis=(-1, -2))
         jit, acc = _jitter_accel(joints[:, body_ids], true_joints[:, body_ids], ok, fps)
         body_jitter += jit
         body_accel += acc
-        valid = fused["hand_valid"][p]
-        for s, side in enumerate(SIDES):
-            f = np.flatnonzero(valid[:, s])
-            if not len(f):
-                continue
-            start = SMPLX_HAND_START[side]
-            wrist = SMPLX_WRIST[side]
-            fingers = glob[f][:, start:start + 15]
-            rel_smplx = np.swapaxes(glob[f][:, wrist], -1, -2)[:, None] @ fingers
-            mano_local = np.concatenate([np.broadcast_to(np.eye(3), (len(f), 1, 3, 3)), fused["hand_pose"][p][f, s]], axis=1)
-            rel_mano = _hand_chain_global(mano_local, MANO_PARENTS)[:, 1:]
-            roundtrip.append(relative_angle_deg(rel_smplx, rel_mano).ravel())
-    metrics["body.joint_error_mm"] = _mean_mm(body_err)
-    metrics["body.jitter"] = float(np.mean(np.concatenate(body_jitter))) if body_jitter else None
-    metrics["body.accel_error"] = float(np.mean(np.concatenate(body_accel))) if body_accel else None
-    metrics["smplx.hand_roundtrip_deg"] = float(np.mean(np.concatenate(roundtrip))) if roundtrip else None
-    metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
-    atomic_write_json(result_dir / "metrics.json", metrics)
-    return metrics
+        roundtrip += _hand_roundtrip(glob, fused["hand_pose"][p], fused["hand_valid"][p])
+    return {"body.joint_error_mm": _mean_mm(body_err),
+            "body.jitter": float(np.mean(np.concatenate(body_jitter))) if body_jitter else None,
+            "body.accel_error": float(np.mean(np.concatenate(body_accel))) if body_accel else None,
+            "smplx.hand_roundtrip_deg": float(np.mean(np.concatenate(roundtrip))) if roundtrip else None}
+
+
+def _hand_roundtrip(glob: np.ndarray, hand_pose: np.ndarray, hand_valid: np.ndarray) -> list[np.ndarray]:
+    """Per side, the angles (degrees) between the finger rotations in their wrist frame from the
+    SMPL-X global rotations ``glob`` (F,55,3,3) and from the fused MANO ``hand_pose`` (F,2,15,3,3),
+    on the frames where the hand is fused (``hand_valid`` (F,2))."""
+    out = []
+    for s, side in enumerate(SIDES):
+        f = np.flatnonzero(hand_valid[:, s])
+        if not len(f):
+            continue
+        start = SMPLX_HAND_START[side]
+        fingers = glob[f][:, start:start + 15]
+        rel_smplx = np.swapaxes(glob[f][:, SMPLX_WRIST[side]], -1, -2)[:, None] @ fingers
+        mano_local = np.concatenate([np.broadcast_to(np.eye(3), (len(f), 1, 3, 3)), hand_pose[f, s]], axis=1)
+        rel_mano = _hand_chain_global(mano_local, MANO_PARENTS)[:, 1:]
+        out.append(relative_angle_deg(rel_smplx, rel_mano).ravel())
+    return out
 
 
 def kinect_skeleton_errors(session: Session, truth: dict, est_rig: Rig, G: np.ndarray, fused: dict,
@@ -276,9 +312,8 @@ def kinect_skeleton_errors(session: Session, truth: dict, est_rig: Rig, G: np.nd
     """``kinect.joint_error_mm`` and ``kinect.best_single_joint_error_mm`` (see the module
     docstring). ``G`` maps the estimated world into the true one; ``fused`` is already mapped."""
     rows = [KINECT_INDEX[name] for name in KINECT_FROM_SMPLX]
-    reg = kinect_from_smplx_matrix()
     t_truth = truth["t_session"]
-    model = np.einsum("rj,pnjc->pnrc", reg, truth["smplx_joints"])  # (P,N,R,3) world
+    model = kinect_joints_from_truth(truth["smplx_joints"], truth["hand_joints"], joints=rows)  # (P,N,R,3) world
 
     def errors(t: np.ndarray, joints: np.ndarray, q: int) -> np.ndarray:
         e = np.linalg.norm(joints - interpolate_positions(t_truth, model[q], t), axis=-1)

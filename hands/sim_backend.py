@@ -37,11 +37,9 @@ from typing import Sequence
 
 import numpy as np
 
-from omnimocap.capture.rig import Rig
 from omnimocap.geometry.transforms import axis_angle_to_matrix
-from omnimocap.capture.session import TRUTH_DIR
+from omnimocap.capture.truth import open_truth
 from omnimocap.data.skeletons import SIDES
-from omnimocap.errors import InputError
 from omnimocap.geometry.resample import interpolate_positions, interpolate_rotations
 from omnimocap.hands.estimator import HandObservation, ViewRequest
 from omnimocap.hands.wilor.detector import Detections
@@ -56,30 +54,27 @@ MATCH_RADIUS_M = 0.3
 
 
 class SimHandObserver:
-    """HandEstimator backend ``sim`` over a simulated session's ``truth/``."""
+    """HandEstimator backend ``sim`` over a simulated session's ``truth/`` (capture/truth.py)."""
 
     name = "sim"
     needs_images = False
 
     def __init__(self, session_dir: str | Path, noise_mm: float = 0.0, noise_deg: float = 0.0,
                  dropout: float = 0.0, seed: int = 0):
-        truth = Path(session_dir) / TRUTH_DIR
-        path = truth / "motion.npz"
-        if not path.is_file():
-            raise InputError("no ground truth motion (only simulated sessions have it)", path=path,
-                             fix="use --hands wilor, or simulate a session with `omnimocap simulate`")
-        with np.load(path) as d:
-            # kept as stored (the 240 Hz hand poses are float32): each request converts only the
-            # few samples it interpolates from, so a long session's truth is not held twice
-            self._t = d["t_session"]
-            self._R_hand = d["hand_global_R"]
-            self._pose = d["hand_pose"]
-            self._betas = d["hand_betas"].astype(np.float64)
-            self._joints = d["hand_joints"]
-            self._visible = d["hand_visible"]
-            self._root = d["hand_root_rest"].astype(np.float64)
-            self._frame_t = d["pano_frame_t_session"]
-        T_world_pano = Rig.load(truth / "rig.json").pose("pano")
+        truth = open_truth(session_dir, fix="use --hands wilor, or simulate a session with `omnimocap simulate`")
+        # kept as stored (the 240 Hz hand poses are float32): each request converts only the few
+        # samples it interpolates from, so a long session's truth is not held twice
+        d = truth.motion(("t_session", "hand_global_R", "hand_pose", "hand_betas", "hand_joints", "hand_visible",
+                          "hand_root_rest", "pano_frame_t_session"))
+        self._t = d["t_session"]
+        self._R_hand = d["hand_global_R"]
+        self._pose = d["hand_pose"]
+        self._betas = d["hand_betas"].astype(np.float64)
+        self._joints = d["hand_joints"]
+        self._visible = d["hand_visible"]
+        self._root = d["hand_root_rest"].astype(np.float64)
+        self._frame_t = d["pano_frame_t_session"]
+        T_world_pano = truth.rig().pose("pano")
         self._R_pano_world = T_world_pano[:3, :3].T
         self._pano_centre = T_world_pano[:3, 3]
         self.noise_mm = float(noise_mm)

@@ -1,6 +1,6 @@
 """The simulated detector's body keypoints: what a COCO-17 pose model (such as ultralytics'
 YOLO-pose) would report on the panorama's perspective views of a simulated session, from its
-``truth/``, without looking at the images.
+``truth/`` (read through capture/truth.py), without looking at the images.
 
 Keypoints in the world (metres) per person: shoulders, elbows, wrists, hips, knees, ankles and eyes
 are the true SMPL-X joints (``data/skeletons.py`` ``COCO_FROM_SMPLX``); the nose and the ears are
@@ -34,12 +34,14 @@ from typing import Sequence
 import numpy as np
 
 from omnimocap.calibration.observations import PoseDetections
-from omnimocap.capture.rig import Rig
+from omnimocap.capture.truth import KINECT_FACE_OFFSETS_M, open_truth
 from omnimocap.data.skeletons import COCO_FLIP, COCO_FROM_SMPLX, COCO_INDEX, COCO_KEYPOINTS, SMPLX_INDEX
 from omnimocap.geometry.resample import interpolate_positions
 from omnimocap.geometry.views import WristView
 
-FACE_OFFSETS_M = {"nose": (0.0, 0.03, 0.11), "left_ear": (0.075, 0.04, 0.0), "right_ear": (-0.075, 0.04, 0.0)}
+# The same head points as the simulated k4abt's nose and ears.
+FACE_OFFSETS_M = {"nose": KINECT_FACE_OFFSETS_M["NOSE"], "left_ear": KINECT_FACE_OFFSETS_M["EAR_LEFT"],
+                  "right_ear": KINECT_FACE_OFFSETS_M["EAR_RIGHT"]}
 _NOISE = {"nose": 0.01, "eye": 0.01, "ear": 0.015, "shoulder": 0.025, "elbow": 0.02, "wrist": 0.02,
           "hip": 0.04, "knee": 0.025, "ankle": 0.025}
 KEYPOINT_NOISE_M = np.array([next(v for k, v in _NOISE.items() if k in name) for name in COCO_KEYPOINTS])
@@ -68,13 +70,13 @@ class SimPoseDetector:
                  person_miss: float = 0.03, swap_facing: float = 0.02, swap_away: float = 0.2,
                  hidden_gain: float = 2.5, visible_conf: float = 0.9, hidden_conf: float = 0.55,
                  missed_conf: float = 0.1, pad: float = 0.1, min_keypoints: int = 5, seed: int = 0):
-        truth_dir = Path(session_dir) / "truth"
-        with np.load(truth_dir / "motion.npz") as d:
-            self._t = d["t_session"]
-            self._joints = d["smplx_joints"].astype(np.float64)  # (P,N,55,3)
-            self._pelvis_R = d["smplx_local_rotmats"][:, :, 0].astype(np.float64)  # (P,N,3,3) world
-            self.frame_times = d["pano_frame_t_session"]
-        T_world_pano = Rig.load(truth_dir / "rig.json").pose("pano")
+        truth = open_truth(session_dir, fix="the simulated detector needs a simulated session")
+        d = truth.motion(("t_session", "smplx_joints", "smplx_local_rotmats", "pano_frame_t_session"))
+        self._t = d["t_session"]
+        self._joints = d["smplx_joints"].astype(np.float64)  # (P,N,55,3)
+        self._pelvis_R = d["smplx_local_rotmats"][:, :, 0].astype(np.float64)  # (P,N,3,3) world
+        self.frame_times = d["pano_frame_t_session"]
+        T_world_pano = truth.rig().pose("pano")
         self._R_pano_world = T_world_pano[:3, :3].T
         self._centre = T_world_pano[:3, 3]
         self.definition_m, self.miss, self.person_miss = definition_m, miss, person_miss

@@ -1,7 +1,7 @@
 """What a real Azure Kinect body tracker (k4abt) gets wrong, injected into simulated body tracking.
 
 The simulation models the 32 k4abt joints from the true SMPL-X and MANO joints
-(``capture/simulate.py``: ``kinect_joints_world``). A real k4abt does not report those points: its
+(sim/body_tracking.py: ``kinect_joints_world``). A real k4abt does not report those points: its
 joints are defined by its own training data, its hand joints are far noisier than its body joints,
 it mirrors people who turn their back to it, it loses and renames bodies and it drops them. With
 ``SimConfig.realism == "field"`` (the default) every Kinect's tracks go through
@@ -46,7 +46,7 @@ Error classes (``field`` only), with the parameters of :class:`K4abtErrorModel`:
    per second, ``dropout_rate_partly_hidden_hz`` while some of the body (over
    ``partly_hidden_fraction`` of its joints) is hidden by another person.
 
-``truth/realism.json`` (:data:`REALISM_FILE`) records the level, the model's parameters and, per
+``truth/realism.json`` (capture/truth.py) records the level, the model's parameters and, per
 Kinect serial, per class: the rates and magnitudes actually drawn and the frames affected (as
 ``[first, last]`` inclusive runs per person), plus the geometry above; the ``identity`` section
 lists every body id's ``segments`` (person, first and last frame), from which
@@ -55,9 +55,7 @@ lists every body id's ``segments`` (person, first and last frame), from which
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy.signal import lfilter
@@ -66,7 +64,6 @@ from omnimocap.capture.bodies import BodyTrack
 from omnimocap.data.skeletons import KINECT_INDEX, KINECT_JOINTS
 
 REALISM_LEVELS = ("field", "ideal")
-REALISM_FILE = "realism.json"
 FPS = 30.0
 CORE_JOINTS = ("PELVIS", "SPINE_NAVEL", "SPINE_CHEST", "NECK", "CLAVICLE_LEFT", "CLAVICLE_RIGHT",
                "SHOULDER_LEFT", "SHOULDER_RIGHT", "HIP_LEFT", "HIP_RIGHT")
@@ -240,18 +237,40 @@ def apply_k4abt_errors(pos: np.ndarray, quats: np.ndarray, conf: np.ndarray, R_k
     simulation's ordinary noise, ``quats`` (P,N,32,4) their orientations (w,x,y,z), ``conf`` (P,N,32)
     their k4abt confidences, ``R_kinect_segment`` (P,N,32,3,3) the true segment rotations in the depth
     frame (the bias's frame), ``shared_bias`` (P,32,3) from :func:`draw_shared_bias`. Returns
-    ``{body_id: BodyTrack}`` (ids from 1, with gaps) and the record (see the module docstring)."""
-    P, N, J = pos.shape[:3]
+    ``{body_id: BodyTrack}`` (ids from 1, with gaps) and the record (see the module docstring).
+    The classes draw from ``rng`` in the order of the module docstring."""
     pos = pos.copy()
     quats = quats.copy()
-    conf = conf.copy()
-    record: dict = {}
+    record = {"bias": _inject_bias(pos, R_kinect_segment, shared_bias, rng, model),
+              "hand_noise": _inject_hand_noise(pos, rng, model),
+              "mirror": _inject_mirror(pos, quats, geometry, rng, model)}
+    owner, swaps, lost_hidden, dropped = _assign_body_ids(pos, geometry, rng, model)
+    tracks, segments = _tracks_by_body_id(owner, pos, quats, conf)
+    P, N = owner.shape
+    record["identity"] = {
+        "swap_per_crossing": model.swap_per_crossing, "lost_hidden_fraction": model.lost_hidden_fraction,
+        "new_id_after_hidden": model.new_id_after_hidden, "new_id_after_dropout": model.new_id_after_dropout,
+        "body_ids": sorted(tracks), "segments": sorted(segments, key=lambda s: (s["first"], s["body_id"])),
+        "crossings": [{"frame": n, "people": [p, q]} for n, p, q in geometry.crossings], "swaps": swaps,
+        "lost_hidden_runs": {str(p): runs(lost_hidden[p]) for p in range(P)},
+    }
+    record["dropout"] = {
+        "run_s": list(model.dropout_run_s), "rate_hz": model.dropout_rate_hz,
+        "rate_partly_hidden_hz": model.dropout_rate_partly_hidden_hz,
+        "measured_rate_hz": {str(p): len(runs(dropped[p])) / (N / FPS) for p in range(P)},
+        "runs_per_person": {str(p): runs(dropped[p]) for p in range(P)},
+    }
+    return tracks, record
 
-    # 1. joint-definition bias, constant in the segment frame
+
+def _inject_bias(pos: np.ndarray, R_kinect_segment: np.ndarray, shared_bias: np.ndarray, rng: np.random.Generator,
+                 model: K4abtErrorModel) -> dict:
+    """1. joint-definition bias, constant in the segment frame, added to ``pos`` in place; its record."""
+    P, _, J = pos.shape[:3]
     own = _bias_scale(model)[None, :, None] * np.sqrt(1.0 - model.bias_shared_variance) * rng.normal(size=(P, J, 3))
     bias = shared_bias + own + _anatomical_offsets()[None]
     pos += np.einsum("pnjab,pjb->pnja", R_kinect_segment, bias)
-    record["bias"] = {
+    return {
         "rms_mm_per_axis": {"core": model.bias_core_mm, "other": model.bias_other_mm},
         "core_joints": list(CORE_JOINTS), "shared_variance": model.bias_shared_variance,
         "anatomical_offsets_mm": ANATOMICAL_OFFSETS_MM,
@@ -260,7 +279,11 @@ def apply_k4abt_errors(pos: np.ndarray, quats: np.ndarray, conf: np.ndarray, R_k
         "frames": "all",
     }
 
-    # 2. noisier wrists and hands, doubled far away; HANDTIP and THUMB collapse onto HAND
+
+def _inject_hand_noise(pos: np.ndarray, rng: np.random.Generator, model: K4abtErrorModel) -> dict:
+    """2. noisier wrists and hands, doubled far away; HANDTIP and THUMB collapse onto HAND. In place
+    on ``pos``; returns the record."""
+    P, N = pos.shape[:2]
     idx = [KINECT_INDEX[n] for n in WRIST_JOINTS + HAND_JOINTS]
     sigma = np.array([model.wrist_noise_mm] * len(WRIST_JOINTS) + [model.hand_noise_mm] * len(HAND_JOINTS)) / 1000.0
     far = np.linalg.norm(pos[:, :, idx], axis=-1) > model.far_m
@@ -275,7 +298,7 @@ def apply_k4abt_errors(pos: np.ndarray, quats: np.ndarray, conf: np.ndarray, R_k
             for name in ("HANDTIP", "THUMB"):
                 pos[p, mask, KINECT_INDEX[f"{name}_{side}"]] = pos[p, mask, hand]
             collapse_rec.setdefault(str(p), {})[side.lower()] = runs(mask)
-    record["hand_noise"] = {
+    return {
         "std_mm_per_axis": {"wrist": model.wrist_noise_mm, "hand": model.hand_noise_mm},
         "correlation_frames": model.hand_noise_corr_frames, "far_m": model.far_m, "far_gain": model.far_gain,
         "far_fraction": float(far.mean()),
@@ -284,9 +307,12 @@ def apply_k4abt_errors(pos: np.ndarray, quats: np.ndarray, conf: np.ndarray, R_k
                      "runs_per_person": collapse_rec},
     }
 
-    # 3. front/back confusion while facing away
+
+def _inject_mirror(pos: np.ndarray, quats: np.ndarray, geometry: KinectGeometry, rng: np.random.Generator,
+                   model: K4abtErrorModel) -> dict:
+    """3. front/back confusion while facing away: LEFT/RIGHT pairs exchanged in place; the record."""
     mirror_rec = {}
-    for p in range(P):
+    for p in range(pos.shape[0]):
         mask = _random_runs(rng, geometry.facing_away[p], model.mirror_fraction, model.mirror_run_s)
         for a, b in MIRROR_PAIRS:
             pos[p, mask, a], pos[p, mask, b] = pos[p, mask, b].copy(), pos[p, mask, a].copy()
@@ -294,9 +320,15 @@ def apply_k4abt_errors(pos: np.ndarray, quats: np.ndarray, conf: np.ndarray, R_k
         away = int(geometry.facing_away[p].sum())
         mirror_rec[str(p)] = {"runs": runs(mask), "facing_away_frames": away,
                               "fraction_of_facing_away": float(mask.sum() / away) if away else 0.0}
-    record["mirror"] = {"fraction": model.mirror_fraction, "run_s": list(model.mirror_run_s), "per_person": mirror_rec}
+    return {"fraction": model.mirror_fraction, "run_s": list(model.mirror_run_s), "per_person": mirror_rec}
 
-    # 4-5. drop-outs, losses behind other people, new ids, swaps at crossings
+
+def _assign_body_ids(pos: np.ndarray, geometry: KinectGeometry, rng: np.random.Generator,
+                     model: K4abtErrorModel) -> tuple[np.ndarray, list[dict], np.ndarray, np.ndarray]:
+    """4-5. drop-outs, losses behind other people, new ids, swaps at crossings: the body id of person
+    p in frame n (P,N) (0: missing), the swaps made, and the frames (P,N) each person was lost behind
+    others and dropped out."""
+    P, N = pos.shape[:2]
     hidden_frac = geometry.hidden_fraction
     lost_hidden = hidden_frac >= model.lost_hidden_fraction
     dropped = np.zeros((P, N), dtype=bool)
@@ -314,7 +346,7 @@ def apply_k4abt_errors(pos: np.ndarray, quats: np.ndarray, conf: np.ndarray, R_k
     for n, p, q in geometry.crossings:
         crossing_at.setdefault(n, []).append((p, q))
     swaps = []
-    owner = np.zeros((P, N), dtype=int)  # body id of person p in frame n (0: missing)
+    owner = np.zeros((P, N), dtype=int)
     for n in range(N):
         for p, q in crossing_at.get(n, ()):
             if rng.random() < model.swap_per_crossing:
@@ -327,6 +359,14 @@ def apply_k4abt_errors(pos: np.ndarray, quats: np.ndarray, conf: np.ndarray, R_k
                     current[p] = next_id
                     next_id += 1 + int(rng.integers(0, model.id_gap_max + 1))
             owner[p, n] = 0 if missing[p, n] else current[p]
+    return owner, swaps, lost_hidden, dropped
+
+
+def _tracks_by_body_id(owner: np.ndarray, pos: np.ndarray, quats: np.ndarray,
+                       conf: np.ndarray) -> tuple[dict[int, BodyTrack], list[dict]]:
+    """``{body_id: BodyTrack}`` from the owners (P,N) of :func:`_assign_body_ids`, and each id's
+    ``segments`` (person, first and last frame)."""
+    P, N = owner.shape
     tracks: dict[int, BodyTrack] = {}
     segments = []
     for body_id in sorted(set(owner[owner > 0].tolist())):
@@ -339,21 +379,7 @@ def apply_k4abt_errors(pos: np.ndarray, quats: np.ndarray, conf: np.ndarray, R_k
                 track.confidences[m] = conf[p, m]
                 segments += [{"body_id": body_id, "person": p, "first": a, "last": b} for a, b in runs(m)]
         tracks[body_id] = track
-    seconds = N / FPS
-    record["identity"] = {
-        "swap_per_crossing": model.swap_per_crossing, "lost_hidden_fraction": model.lost_hidden_fraction,
-        "new_id_after_hidden": model.new_id_after_hidden, "new_id_after_dropout": model.new_id_after_dropout,
-        "body_ids": sorted(tracks), "segments": sorted(segments, key=lambda s: (s["first"], s["body_id"])),
-        "crossings": [{"frame": n, "people": [p, q]} for n, p, q in geometry.crossings], "swaps": swaps,
-        "lost_hidden_runs": {str(p): runs(lost_hidden[p]) for p in range(P)},
-    }
-    record["dropout"] = {
-        "run_s": list(model.dropout_run_s), "rate_hz": model.dropout_rate_hz,
-        "rate_partly_hidden_hz": model.dropout_rate_partly_hidden_hz,
-        "measured_rate_hz": {str(p): len(runs(dropped[p])) / seconds for p in range(P)},
-        "runs_per_person": {str(p): runs(dropped[p]) for p in range(P)},
-    }
-    return tracks, record
+    return tracks, segments
 
 
 def geometry_record(geometry: KinectGeometry) -> dict:
@@ -374,22 +400,15 @@ def ideal_tracks(pos: np.ndarray, quats: np.ndarray, conf: np.ndarray) -> dict[i
     return {p: BodyTrack(pos[p], quats[p], conf[p]) for p in range(pos.shape[0])}
 
 
-def write_realism(path: str | Path, level: str, kinects: dict[str, dict], model: K4abtErrorModel = K4abtErrorModel()) -> None:
-    """Write ``truth/realism.json``: the level, the parameters and each Kinect's record."""
-    from omnimocap.capture.session import atomic_write_json
-
-    atomic_write_json(path, {
+def realism_record(level: str, kinects: dict[str, dict], model: K4abtErrorModel = K4abtErrorModel()) -> dict:
+    """The content of ``truth/realism.json``: the level, the parameters and each Kinect's record."""
+    return {
         "realism": level, "fps": FPS,
         "note": "frames are rows of each Kinect's bodies_<serial>.json; runs are [first, last] inclusive; "
-                "people are the indices of truth/motion.npz; see capture/sim_k4abt.py",
+                "people are the indices of truth/motion.npz; see sim/k4abt.py",
         "model": asdict(model) if level == "field" else None,
         "kinects": kinects,
-    })
-
-
-def read_realism(path: str | Path) -> dict:
-    with open(path) as fh:
-        return json.load(fh)
+    }
 
 
 def body_person_map(realism: dict, serial: str, num_frames: int) -> dict[int, np.ndarray]:

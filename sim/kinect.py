@@ -178,12 +178,6 @@ class KinectRenderer:
         return np.where(on, lam * self.depth_rays[..., 2] * 1000.0, np.nan).astype(np.float32)
 
 
-def open_recording(path: str | Path, kinect: SimKinect, wired_sync_mode: str) -> KinectMkvWriter:
-    """A writer for ``kinect``'s recording in the simulated modes (colour, depth, IR and IMU)."""
-    return KinectMkvWriter(path, kinect.calibration_json(), color_mode=COLOR_MODE, depth_mode=DEPTH_MODE, ir=True,
-                           imu=True, fps=30, device_serial=kinect.serial, wired_sync_mode=wired_sync_mode)
-
-
 def board_in_view(kinect: SimKinect, spec: BoardSpec, T_world_board: np.ndarray) -> bool:
     """Whether the whole board lies in front of and inside the colour image of ``kinect``."""
     p = transform_points(invert_pose(kinect.T_world_color) @ T_world_board, spec.outline(4))
@@ -193,12 +187,11 @@ def board_in_view(kinect: SimKinect, spec: BoardSpec, T_world_board: np.ndarray)
     return bool(np.all((px >= 0) & (px <= [kinect.color.width - 1, kinect.color.height - 1])))
 
 
-def open_sim_recording(path, kinect, wired_sync_mode: str, model: KinectModel, clock: DeviceClock):
+def open_sim_recording(path: str | Path, kinect: SimKinect, wired_sync_mode: str, model: KinectModel,
+                       clock: DeviceClock) -> KinectMkvWriter:
     """A :class:`~omnimocap.capture.kinect_mkv_writer.KinectMkvWriter` for a simulated device of
     ``model`` (the simulated modes of :mod:`omnimocap.sim.kinect`, 30 fps), with the
     model's firmware tags and the clock's start offset."""
-    from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
-
     return KinectMkvWriter(path, kinect.calibration_json(), color_mode=COLOR_MODE, depth_mode=DEPTH_MODE, ir=True,
                            imu=True, fps=30, device_serial=kinect.serial, wired_sync_mode=wired_sync_mode,
                            start_offset_s=clock.start_offset_s, color_firmware=model.color_firmware,

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omnimocap.capture.replay import replay_sources
-from omnimocap.capture.session import RIG, TRUTH_DIR
+from omnimocap.capture.session import RIG
 from omnimocap.capture.sources import SessionClock, Source
+from omnimocap.capture.truth import Truth
 from omnimocap.sim.simulate import SimConfig, simulate_session
 
 
@@ -29,7 +30,7 @@ class SimulatedRig:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy2(self.sim_dir / RIG, out / RIG)
-        shutil.copytree(self.sim_dir / TRUTH_DIR, out / TRUTH_DIR, dirs_exist_ok=True)
+        Truth(self.sim_dir).copy_to(out)
 
     def cleanup(self) -> None:
         """Stop the sources and delete the simulation."""
@@ -39,20 +40,24 @@ class SimulatedRig:
 
 
 def simulated_rig(seconds: float, work_dir: str | Path, *, people: int = 2, kinects: int = 2, seed: int = 0,
-                  pano_width: int = 960, kinect_video: bool = True, loop: bool = False) -> SimulatedRig:
+                  pano_width: int = 960, kinect_video: bool = True, loop: bool = False, realtime: bool = True,
+                  **config) -> SimulatedRig:
     """Simulate ``seconds`` (+ 0.5 s of slack) into ``work_dir`` (created; replaced if it exists),
-    then set up its streams to be replayed in real time on their original session clock. ``loop``
-    replays the simulation again and again (see :func:`replay_sources`), for recordings longer
-    than the simulation; the truth then describes the first pass only.
+    then set up its streams to be replayed on their original session clock: in real time, or with
+    ``realtime`` False as fast as they are read. ``loop`` replays the simulation again and again (see
+    :func:`replay_sources`), for recordings longer than the simulation; the truth then describes the
+    first pass only. ``config`` sets further :class:`SimConfig` fields (e.g. ``kinect_model``).
 
     ``record --simulate`` puts ``work_dir`` inside the session it records, so a recorder killed
     before :meth:`SimulatedRig.cleanup` leaves nothing outside that session."""
     sim_dir = Path(work_dir)
     try:
         simulate_session(sim_dir, SimConfig(seconds=seconds + 0.5, people=people, kinects=kinects, seed=seed,
-                                            pano_width=pano_width, kinect_video=kinect_video, overwrite=True))
+                                            pano_width=pano_width, kinect_video=kinect_video, overwrite=True,
+                                            **config))
     except BaseException:
         shutil.rmtree(sim_dir, ignore_errors=True)
         raise
     clock = SessionClock()
-    return SimulatedRig(sim_dir, clock, replay_sources(sim_dir, clock, on_session_clock=True, loop=loop))
+    return SimulatedRig(sim_dir, clock, replay_sources(sim_dir, clock, realtime=realtime, on_session_clock=True,
+                                                       loop=loop))

@@ -55,3 +55,21 @@ def detector_pt(tmp_path, monkeypatch):
     path = tmp_path / "detector.pt"
     yolo.save(path)
     return path
+
+
+@pytest.fixture
+def sim_rig(tmp_path):
+    """``sim_rig(seconds, **config)``: the simulated rig (``sim/replay.py`` ``simulated_rig``; config as
+    there) simulated into this test's folder and replayed on its session clock as fast as it is
+    read; its sources are stopped and the simulation deleted after the test."""
+    from omnimocap.sim.replay import simulated_rig
+
+    rigs = []
+
+    def make(seconds: float, **config):
+        rigs.append(simulated_rig(seconds, tmp_path / f"simulation{len(rigs)}", realtime=False, **config))
+        return rigs[-1]
+
+    yield make
+    for rig in rigs:
+        rig.cleanup()

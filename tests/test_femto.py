@@ -15,6 +15,7 @@ import pytest
 from omnimocap.apps.cli import main
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
+from omnimocap.capture.truth import Truth
 from omnimocap.capture.kinect_models import (
     EPOCH_LIKE_S, KINECT_MODELS, device_clock, device_family, firmware_version, overflowing_firmware,
     scale_color_camera, timestamp_jumps,
@@ -233,7 +234,7 @@ def test_simulated_bolt_recording_has_the_wrappers_clock_tags_and_narrower_colou
 
 
 def test_bolt_and_azure_sessions_differ_only_in_the_device_clock(sims):
-    truth = {m: np.load(sims[m] / "truth" / "motion.npz") for m in ("azure", "femto-bolt")}
+    truth = {m: Truth(sims[m]).motion() for m in ("azure", "femto-bolt")}
     a = truth["azure"]["kinect_frame_t_session_000000000001"]
     b = truth["femto-bolt"]["kinect_frame_t_session_CL8F0000001"]
     np.testing.assert_allclose(b, a, atol=2e-6)  # the same frames in session time
@@ -248,23 +249,20 @@ def test_sync_on_epoch_like_kinect_times_finds_the_same_time_map(sims):
     for model in ("azure", "femto-bolt"):
         sync_session(sims[model])
         maps[model] = Rig.load(sims[model] / "rig.json").time_maps["pano"]
-    truth = Rig.load(sims["azure"] / "truth" / "rig.json").time_maps["pano"]
+    truth = Truth(sims["azure"]).rig().time_maps["pano"]
     t = np.array([truth.to_sensor(0.5), truth.to_sensor(2.5)])
     azure, bolt = maps["azure"].to_session(t), maps["femto-bolt"].to_session(t)
     np.testing.assert_allclose(bolt, azure, atol=2e-5)  # 20 us: the same answer as with an Azure Kinect
     np.testing.assert_allclose(bolt, truth.to_session(t), atol=0.02)
 
 
-def test_recorder_keeps_the_bolts_epoch_like_device_times(sims, tmp_path):
+def test_recorder_keeps_the_bolts_epoch_like_device_times(sim_rig, tmp_path):
     from omnimocap.capture.recorder import GB, RecordConfig, Recorder
-    from omnimocap.capture.replay import replay_sources
-    from omnimocap.capture.sources import SessionClock
 
-    clock = SessionClock()
+    rig = sim_rig(0.5, people=1, kinects=1, seed=4, pano_width=128, kinect_model="femto-bolt")
     out = tmp_path / "rec"
-    Recorder(out, replay_sources(sims["bolt_video"], clock, realtime=False), RecordConfig(min_free_gb=0.1), clock,
-             disk_free=lambda path: 100 * GB).run()
-    source = KinectRecording(sims["bolt_video"] / "kinect_CL8F0000001.mkv")
+    Recorder(out, rig.sources, RecordConfig(min_free_gb=0.1), rig.clock, disk_free=lambda path: 100 * GB).run()
+    source = KinectRecording(rig.sim_dir / "kinect_CL8F0000001.mkv")
     recorded = KinectRecording(out / "kinect_CL8F0000001.mkv")
     t_in = [round(c.depth_timestamp * 1e6) for c in source.captures(decode_color=False)]
     t_out = [round(c.depth_timestamp * 1e6) for c in recorded.captures(decode_color=False)]

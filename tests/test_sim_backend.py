@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from omnimocap.geometry.cameras import PinholeCamera
-from omnimocap.capture.rig import Rig
+from omnimocap.capture.truth import Truth
 from omnimocap.geometry.transforms import look_at, relative_angle_deg
 from omnimocap.sim.simulate import SimConfig, simulate_session
 from omnimocap.geometry.resample import interpolate_positions
@@ -22,9 +22,7 @@ SIZE = 256
 def sim(tmp_path_factory):
     root = tmp_path_factory.mktemp("simb") / "session"
     simulate_session(root, SimConfig(seconds=1.0, people=1, kinects=1, seed=5, pano_width=256, kinect_noise_mm=0.0))
-    with np.load(root / "truth" / "motion.npz") as d:
-        truth = dict(d)
-    return root, truth, Rig.load(root / "truth" / "rig.json").pose("pano")
+    return root, Truth(root).motion(), Truth(root).rig().pose("pano")
 
 
 def _requests(truth, T_world_pano, frames, side):

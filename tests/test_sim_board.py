@@ -13,6 +13,7 @@ from omnimocap.capture.rig import Rig
 from omnimocap.geometry.transforms import invert_pose, relative_angle_deg
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.session import Session, kinect_name, kinect_recording_name
+from omnimocap.capture.truth import Truth
 from omnimocap.sim.simulate import SimConfig, simulate_session
 
 
@@ -30,15 +31,15 @@ def test_kinect_recording_matches_truth_and_shows_the_board(board_session):
     rec = KinectRecording(board_session / entry.recording)
     assert (rec.color_mode, rec.depth_mode, rec.device_serial) == ("MJPG_720P", "NFOV_2X2BINNED", entry.serial)
     cal = rec.calibration
-    truth_rig = Rig.load(board_session / "truth" / "rig.json")
-    kinect_truth = json.loads((board_session / "truth" / "kinects.json").read_text())["kinects"][0]
+    truth = Truth(board_session)
+    truth_rig = truth.rig()
+    kinect_truth = truth.kinects()["kinects"][0]
     T_world_color = np.array(kinect_truth["T_world_color"])
     # the colour pose is derivable from the rig's depth pose and the recording's calibration
     np.testing.assert_allclose(truth_rig.pose(kinect_name(entry.serial)) @ cal.T_depth_color, T_world_color, atol=1e-9)
-    board = json.loads((board_session / "truth" / "board.json").read_text())
+    board = truth.board()
     holds, poses = np.array(board["holds_t_session"]), np.array(board["T_world_board"])
-    with np.load(board_session / "truth" / "motion.npz") as m:
-        t_session = m[f"kinect_frame_t_session_{entry.serial}"]
+    t_session = truth.motion([f"kinect_frame_t_session_{entry.serial}"])[f"kinect_frame_t_session_{entry.serial}"]
     captures = list(rec.captures())
     assert len(captures) == len(t_session)
     spec = BoardSpec()

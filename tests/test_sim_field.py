@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omnimocap.capture.rig import Rig
 from omnimocap.capture.bodies import read_bodies
-from omnimocap.sim.k4abt import CORE_JOINTS, MIRROR_PAIRS, body_person_map, read_realism
+from omnimocap.capture.truth import Truth
+from omnimocap.sim.k4abt import CORE_JOINTS, MIRROR_PAIRS, body_person_map
 from omnimocap.sim.simulate import SimConfig, simulate_session
 from omnimocap.data.skeletons import KINECT_CONFIDENCE_LOW, KINECT_CONFIDENCE_NONE, KINECT_INDEX, SMPLX_INDEX
 from omnimocap.capture.session import bodies_name, kinect_name
@@ -35,13 +35,12 @@ def ideal(tmp_path_factory):
 
 
 def _truth(root):
-    with np.load(root / "truth" / "motion.npz") as d:
-        return dict(d)
+    return Truth(root).motion()
 
 
 def test_scene_turns_crosses_bends_and_reaches(field):
     truth = _truth(field)
-    rig = Rig.load(field / "truth" / "rig.json")
+    rig = Truth(field).rig()
     t = truth["t_session"]
     pelvis = truth["smplx_joints"][:, :, SMPLX_INDEX["pelvis"]]  # (P,N,3)
     forward = truth["smplx_local_rotmats"][:, :, 0, :, 2].astype(np.float64) * [1.0, 0.0, 1.0]
@@ -59,7 +58,7 @@ def test_scene_turns_crosses_bends_and_reaches(field):
     # other's body) for a while.
     span = pelvis[..., 0].max(axis=1) - pelvis[..., 0].min(axis=1)
     assert np.all(span > 1.0)
-    realism = read_realism(field / "truth" / "realism.json")
+    realism = Truth(field).realism()
     for serial in SERIALS:
         geom = realism["kinects"][serial]["geometry"]
         assert geom["crossings"]
@@ -92,8 +91,8 @@ def _per_person(root, serial, realism):
 
 
 def test_field_errors_against_ideal(field, ideal):
-    real_f = read_realism(field / "truth" / "realism.json")
-    real_i = read_realism(ideal / "truth" / "realism.json")
+    real_f = Truth(field).realism()
+    real_i = Truth(ideal).realism()
     assert real_f["realism"] == "field" and real_i["realism"] == "ideal"
     # Same seed, same scene.
     np.testing.assert_array_equal(_truth(field)["smplx_joints"], _truth(ideal)["smplx_joints"])
@@ -159,7 +158,7 @@ def test_deterministic_per_seed(tmp_path):
     a, b = simulate_session(tmp_path / "a", config).root, simulate_session(tmp_path / "b", config).root
     for serial in SERIALS:
         assert (a / bodies_name(serial)).read_bytes() == (b / bodies_name(serial)).read_bytes()
-    assert read_realism(a / "truth" / "realism.json") == read_realism(b / "truth" / "realism.json")
+    assert Truth(a).realism() == Truth(b).realism()
 
 
 def test_cli_realism_option(tmp_path):
@@ -167,9 +166,9 @@ def test_cli_realism_option(tmp_path):
 
     argv = ["simulate", "--seconds", "0.5", "--pano-width", "64", "--no-kinect-video", "--people", "1", "--kinects", "1"]
     assert main([*argv[:1], str(tmp_path / "i"), *argv[1:], "--realism", "ideal"]) == 0
-    assert read_realism(tmp_path / "i" / "truth" / "realism.json")["realism"] == "ideal"
+    assert Truth(tmp_path / "i").realism()["realism"] == "ideal"
     assert main([*argv[:1], str(tmp_path / "f"), *argv[1:]]) == 0
-    assert read_realism(tmp_path / "f" / "truth" / "realism.json")["realism"] == "field"
+    assert Truth(tmp_path / "f").realism()["realism"] == "field"
     assert min(read_bodies(tmp_path / "f" / "bodies_000000000001.json").bodies) >= 1
     assert sorted(read_bodies(tmp_path / "i" / "bodies_000000000001.json").bodies) == [0]
 

@@ -13,6 +13,7 @@ from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.pano import PanoReader
 from omnimocap.capture.session import PANO_FRAMES, Session, bodies_name, kinect_name, kinect_recording_name
+from omnimocap.capture.truth import Truth
 from omnimocap.sim.simulate import SimConfig, simulate_session
 from omnimocap.data.skeletons import HAND21_INDEX, KINECT_CONFIDENCE_NONE, KINECT_FROM_SMPLX, KINECT_INDEX, kinect_from_smplx_matrix
 from omnimocap.geometry.resample import interpolate_positions
@@ -28,8 +29,7 @@ def sim(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def truth(sim):
-    with np.load(sim / "truth" / "motion.npz") as d:
-        return dict(d)
+    return Truth(sim).motion()
 
 
 def test_session_complete_and_valid(sim, truth):
@@ -41,7 +41,7 @@ def test_session_complete_and_valid(sim, truth):
         assert (sim / k.bodies).is_file() and (sim / k.recording).is_file() and k.recording == kinect_recording_name(k.serial)
     pano = session.pano()
     assert (pano.recording, pano.timestamps, pano.width, pano.height) == ("pano.mkv", PANO_FRAMES, 640, 320)
-    rig = Rig.load(sim / "truth" / "rig.json")
+    rig = Truth(sim).rig()
     assert rig.is_truth and rig.method == "truth"
     assert set(rig.T_world_sensor) == {"pano"} | {k.name for k in kinects} == set(rig.time_maps)
     assert Rig.load(session.rig_path).to_json() == rig.to_json()
@@ -62,7 +62,7 @@ def test_session_complete_and_valid(sim, truth):
 
 
 def test_time_maps_consistent(sim, truth):
-    rig = Rig.load(sim / "truth" / "rig.json")
+    rig = Truth(sim).rig()
     with open(sim / PANO_FRAMES) as fh:
         rows = list(csv.DictReader(fh))
     t_pano = np.array([float(r["t_pano"]) for r in rows])
@@ -88,7 +88,7 @@ def test_time_maps_consistent(sim, truth):
 
 
 def test_kinect_json_matches_truth_without_noise(sim, truth):
-    rig = Rig.load(sim / "truth" / "rig.json")
+    rig = Truth(sim).rig()
     blend = kinect_from_smplx_matrix()
     rows = [KINECT_INDEX[name] for name in KINECT_FROM_SMPLX]
     for serial in ("000000000001", "000000000002"):
@@ -115,7 +115,7 @@ def _is_skin(bgr: np.ndarray) -> np.ndarray:
 
 
 def test_pano_shows_hands_where_they_are(sim, truth):
-    rig = Rig.load(sim / "truth" / "rig.json")
+    rig = Truth(sim).rig()
     session = Session.open(sim)
     reader = PanoReader(sim / "pano.mkv", sim / PANO_FRAMES)
     camera = EquirectCamera(reader.width, reader.height)
