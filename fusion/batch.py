@@ -152,16 +152,15 @@ def finish_unit(session_dir: str, out_dir: str, inputs, config: ProcessConfig, p
     from omnimocap.capture.rig import Rig
     from omnimocap.capture.recovery import recover_session
     from omnimocap.fusion.chunks import load_window, stitch
-    from omnimocap.fusion.pipeline import (
-        _check_output_path, results_lock, session_identity, write_results, write_results_folder,
-    )
+    from omnimocap.fusion.pipeline import session_identity, write_results
+    from omnimocap.fusion.results_folder import check_output_path, results_lock, write_results_folder
 
     t0 = time.perf_counter()
     session, _ = recover_session(session_dir)
     rig = Rig.load(session.rig_path)
     result = stitch(plan, inputs, (load_window(Path(p)) for p in chunk_paths))
     out = Path(os.path.abspath(out_dir))
-    _check_output_path(out, Path(session_dir))
+    check_output_path(out, Path(session_dir))
     with results_lock(out):
         report = write_results_folder(out, True, session_identity(session), lambda work: write_results(
             work, session, rig, inputs, result, config, None, dict(result.timings), t0))

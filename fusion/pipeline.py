@@ -23,16 +23,11 @@ in the session's length.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -51,6 +46,7 @@ from omnimocap.fusion.body_fit import BodyFitConfig
 from omnimocap.capture.people import PeopleConfig
 from omnimocap.fusion.filtering import SmootherConfig, estimate_noise_std, smooth_positions, smooth_rotations
 from omnimocap.geometry.resample import interpolate_positions, interpolate_rotations
+from omnimocap.fusion.results_folder import check_output_path, results_lock, write_results_folder
 from omnimocap.fusion.frame_stage import (  # noqa: F401  (SideConsistency, VIEW_*: names of the pipeline's results)
     VIEW_GATED, VIEW_NO_HAND, VIEW_OBSERVED, VIEW_RELABELLED, VIEW_SIDE_MISMATCH, HandStage, ObservedView,
     SideConsistency, hand_centre_velocity, joint_depth_std, predicted_hands, smooth_anchors,
@@ -216,7 +212,6 @@ def make_estimator(config: ProcessConfig, session: Session) -> HandEstimator:
     raise UserError(f"unknown hand backend '{config.hands}'", fix="use --hands sim or --hands wilor")
 
 
-RESULTS_MARKER = ".omnimocap-results"
 """File that marks a folder as written by ``omnimocap process``: ``--overwrite`` replaces only such
 folders. JSON: the format name, the omnimocap version and the session's identity."""
 
@@ -248,106 +243,6 @@ def _check_pano_size(session: Session) -> None:
                              fix=f"set the pano device's {key} to the video's frame {key}, or remove it")
 
 
-def _check_output_path(out_dir: Path, session_dir: Path) -> None:
-    """Refuse an ``--out`` that is a file, the current folder or one of its parents, or that is,
-    contains or lies inside the input session (paths compared after resolving links)."""
-    out, session = out_dir.resolve(), session_dir.resolve()
-    fix = "choose a --out folder outside the session, e.g. a new folder beside it"
-    if out == session:
-        raise UserError("--out is the input session folder; results never replace a session", path=out_dir, fix=fix)
-    if out in session.parents:
-        raise UserError(f"--out contains the input session {session_dir}; results never replace a session",
-                        path=out_dir, fix=fix)
-    if session in out.parents:
-        raise UserError(f"--out lies inside the input session {session_dir}; processing never writes into a "
-                        "session", path=out_dir, fix=fix)
-    cwd = Path.cwd().resolve()
-    if out == cwd or out in cwd.parents:
-        raise UserError("--out is the current folder (or contains it)", path=out_dir,
-                        fix="name a results folder, e.g. --out results")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError("--out exists and is not a folder", path=out_dir, fix="choose a new --out folder")
-
-
-def _check_replaceable(out_dir: Path, overwrite: bool) -> None:
-    """An existing non-empty ``out_dir`` may be replaced only with ``overwrite`` and only when it is
-    an omnimocap results folder (it holds :data:`RESULTS_MARKER`)."""
-    if not out_dir.is_dir() or not any(out_dir.iterdir()):
-        return
-    if not overwrite:
-        raise UserError("results folder exists and is not empty", path=out_dir,
-                        fix="choose a new --out folder, or pass --overwrite")
-    if not (out_dir / RESULTS_MARKER).is_file():
-        raise UserError(f"is not an omnimocap results folder (no {RESULTS_MARKER}); --overwrite replaces only "
-                        "folders written by `omnimocap process`", path=out_dir,
-                        fix="choose a new --out folder, or move this one away yourself")
-
-
-@contextmanager
-def results_lock(out_dir: str | Path):
-    """Hold the lock of results folder ``out_dir`` (an exclusive ``flock`` on ``.<name>.lock`` beside
-    it, removed on release); raises :class:`UserError` at once when another process holds it."""
-    out_dir = Path(os.path.abspath(out_dir))
-    lock_path = out_dir.with_name(f".{out_dir.name}.lock")
-    busy = UserError("another `omnimocap process` is writing this results folder", path=out_dir,
-                     fix="wait for it to finish, or choose another --out folder")
-    for _ in range(3):
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise busy from None
-        try:  # the previous holder removes the file on release: ours must still be the one at the path
-            current = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            current = False
-        if current:
-            break
-        os.close(fd)
-    else:
-        raise busy
-    try:
-        yield
-    finally:
-        lock_path.unlink(missing_ok=True)
-        os.close(fd)
-
-
-def _prepare_output(out_dir: Path, overwrite: bool, identity: str) -> Path:
-    """Check that ``out_dir`` may be written and create the partial results folder beside it (a new,
-    uniquely named folder that holds :data:`RESULTS_MARKER` from the start). Called under
-    :func:`results_lock`: partial and moved-aside folders of ``out_dir`` that hold the marker are
-    then left over by a killed run, and are removed."""
-    _check_replaceable(out_dir, overwrite)
-    for pattern in (f".{out_dir.name}.*.partial", f".{out_dir.name}.*.old"):
-        for stale in out_dir.parent.glob(pattern):
-            if stale.is_dir() and not stale.is_symlink() and (stale / RESULTS_MARKER).is_file():
-                shutil.rmtree(stale)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    atomic_write_json(partial / RESULTS_MARKER, {"format": "omnimocap-results", "omnimocap_version": __version__,
-                                                 "session_id": identity})
-    return partial
-
-
-def _publish(work: Path, out_dir: Path, overwrite: bool) -> None:
-    """Move the finished ``work`` folder to ``out_dir``; a previous results folder there is moved
-    aside first and deleted only once the new one is in place."""
-    _check_replaceable(out_dir, overwrite)
-    previous = None
-    if out_dir.is_dir():
-        previous = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-        os.replace(out_dir, previous)  # onto the empty folder just made
-    try:
-        os.replace(work, out_dir)
-    except BaseException:
-        if previous is not None:
-            os.replace(previous, out_dir)
-        raise
-    if previous is not None:
-        shutil.rmtree(previous)
-
-
 def process_session(session_dir: str | Path, out_dir: str | Path, config: ProcessConfig | None = None,
                     overwrite: bool = False, progress: bool = True) -> dict:
     """Run the whole offline pipeline; returns the report (also written as ``report.json``).
@@ -356,11 +251,11 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
     complete, so a crash never leaves a half-written folder that looks finished; a failed run
     removes only its own partial folder. ``out_dir`` may not be, contain or lie inside the session;
     an existing one is replaced only with ``overwrite`` and only when it is a results folder
-    (:data:`RESULTS_MARKER`). One process at a time writes a given ``out_dir`` (:func:`results_lock`).
+    (``fusion.results_folder``). One process at a time writes a given ``out_dir`` (:func:`results_lock`).
     """
     config = config or ProcessConfig()
     out_dir = Path(os.path.abspath(out_dir))
-    _check_output_path(out_dir, Path(session_dir))
+    check_output_path(out_dir, Path(session_dir))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with results_lock(out_dir):
         # a recorder that was killed leaves journals and a manifest still saying "recording": read
@@ -372,22 +267,6 @@ def process_session(session_dir: str | Path, out_dir: str | Path, config: Proces
         _check_pano_size(session)
         return write_results_folder(out_dir, overwrite, session_identity(session),
                                     lambda work: _process(session, rig, work, config, progress, recovered))
-
-
-def write_results_folder(out_dir: Path, overwrite: bool, identity: str, write: Callable[[Path], dict]) -> dict:
-    """Assemble a results folder: ``write(work)`` fills a marked partial folder and returns the
-    report, which is saved with the session's ``identity``; the folder then replaces ``out_dir``
-    (:func:`_publish`). A failure removes only the partial folder. Called under :func:`results_lock`."""
-    work = _prepare_output(out_dir, overwrite, identity)
-    try:
-        report = write(work)
-        report["session_id"] = identity
-        atomic_write_json(work / "report.json", report)
-        _publish(work, out_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return report
 
 
 @dataclass

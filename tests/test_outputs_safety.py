@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from omnimocap.apps.cli import main
-from omnimocap.fusion.pipeline import RESULTS_MARKER, results_lock
+from omnimocap.fusion.results_folder import RESULTS_MARKER, results_lock
 from tests.tools.cli import one_line_error
 
 
