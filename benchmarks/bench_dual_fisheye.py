@@ -1,18 +1,18 @@
 """Wrist views from raw dual-fisheye frames against views from the stitched panorama, by how far
 the hand lies from the seam.
 
-Scene: the simulator's people (capture/sim_motion.py: 3 people 1.0-1.3 m from the camera, hands at
+Scene: the simulator's people (sim/motion.py: 3 people 1.0-1.3 m from the camera, hands at
 about 0.6-1.5 m) and its renderer, seen by a dual-fisheye camera (two 200 deg lenses back to back,
 equidistant or Kannala-Brandt, their optical centres ``--baseline-mm`` apart along the camera's z)
 turned to several yaws so that the people stand in front of a lens, beside the camera (across the
 seam) or behind it. Each frame is rendered raw (each lens from its own centre,
-capture/sim_fisheye.py) and stitched into an equirectangular panorama the way a stitcher without
+sim/fisheye.py) and stitched into an equirectangular panorama the way a stitcher without
 depth does (each direction read from the nearer lens as if both lenses sat at the camera's centre).
 
-Per visible hand (hand_visibility of capture/simulate.py) both paths cut a wrist view planned from
+Per visible hand (hand_visibility of sim/simulate.py) both paths cut a wrist view planned from
 the true hand mesh:
-- stitched: hands/views.py from the panorama, the hand predicted about the camera's centre;
-- dual-fisheye: hands/fisheye_views.py from the lens that sees the hand, predicted about that
+- stitched: geometry/views.py from the panorama, the hand predicted about the camera's centre;
+- dual-fisheye: geometry/fisheye_views.py from the lens that sees the hand, predicted about that
   lens's centre.
 Measured: ``silhouette_on_skin``, the fraction of the predicted hand silhouette (the mesh's
 triangles filled in the view) that shows skin in the view (1 = the image shows the hand exactly

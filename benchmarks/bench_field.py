@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -107,11 +106,12 @@ def run_pipeline(session: Path, result: Path, seed: int, off: str | None = None)
     """calibrate (markerless, simulated detector), sync, process, evaluate with repair ``off``
     switched off; the session's rig.json is reset to the simulated copy first."""
     from omnimocap.calibration.session import calibrate_session
+    from omnimocap.capture.truth import Truth
     from omnimocap.calibration.sync import sync_session
     from omnimocap.fusion.evaluate import evaluate
     from omnimocap.fusion.pipeline import ProcessConfig, process_session
 
-    shutil.copyfile(session / "truth" / "rig.json", session / "rig.json")
+    Truth(session).rig().save(session / "rig.json")
     timings, errors = {}, {}
     t0 = time.perf_counter()
     try:

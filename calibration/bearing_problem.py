@@ -15,7 +15,7 @@ from scipy.optimize import least_squares
 from omnimocap.calibration.config import RobustConfig
 from omnimocap.calibration.track_splines import TrackSplines
 from omnimocap.capture.rig import TimeMap
-from omnimocap.geometry.transforms import axis_angle_to_matrix, invert_pose, make_pose, transform_points
+from omnimocap.geometry.transforms import invert_pose, pose_from_vector, transform_points
 
 # Finite-difference step of the fit's parameters (ppm, ms, mrad, mm).
 FD_STEP = 1e-5
@@ -69,7 +69,7 @@ class BearingProblem:
     def pose(self, x: np.ndarray) -> np.ndarray:
         if len(x) - 3 * self.n_offsets <= 2:
             return self.T0
-        return self.T0 @ make_pose(axis_angle_to_matrix(x[2:5] * 1e-3), x[5:8] * 1e-3)
+        return self.T0 @ pose_from_vector(x[2:8] * 1e-3)
 
     def set_offsets(self, t_frames: np.ndarray, frames: np.ndarray, offset_tracks: np.ndarray,
                     prior_m: float, noise_deg: float) -> None:

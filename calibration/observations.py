@@ -31,7 +31,7 @@ The panorama side has two sources:
 
 Body keypoints over the panorama come from a pose model (COCO-17, ``data/skeletons.py``
 ``COCO_KEYPOINTS``) run on perspective views cut from the equirect frames, the same views as the
-hand detector's (``hands/views.py`` ``WristView``): per view, :class:`PoseDetections` (what the
+hand detector's (``geometry/views.py`` ``WristView``): per view, :class:`PoseDetections` (what the
 model returns: boxes and keypoints in view pixels with their confidences), turned into panorama
 bearings per detected person by :func:`body_bearings_from_detections`
 (:class:`BodyKeypointBearings`). ``sim/detector.py`` fills the same structure from a

@@ -3,7 +3,7 @@
 World frame: floor-aligned, y up, metres, floor at y = 0 (derived from the reference Kinect's IMU
 gravity or the fitted floor). Each sensor has ``T_world_sensor`` (4x4, maps sensor-frame points to
 world). Sensor names: ``kinect_<serial>`` (the Kinect *depth* camera frame, in which body tracking
-reports joints) and ``pano`` (the 360 camera frame, OpenCV axes; see calibration/cameras.py).
+reports joints) and ``pano`` (the 360 camera frame, OpenCV axes; see geometry/cameras.py).
 
 Clocks: ``t_session = a * t_sensor + b`` (seconds) per sensor, with the residuals of the estimate.
 """

@@ -168,7 +168,7 @@ def fuse_people(tracks: list[BodyTrack], t: np.ndarray, *, noise_at_1m_m: float 
     ``facing = 0.3 + 0.7 * max(0, cos)`` from :func:`facing_cosine` of the relabelled body.
 
     ``config`` (:class:`omnimocap.capture.people.PeopleConfig`) switches the repairs of
-    ``fusion.identity``: re-linked ids, the joint left/right decision and the bridging of drop-outs. Without a config the repairs are all on. ``tracks`` of
+    ``capture.people``: re-linked ids, the joint left/right decision and the bridging of drop-outs. Without a config the repairs are all on. ``tracks`` of
     each person are the indices of the input tracks it was built from; ``swapped`` maps each to its
     frames with exchanged labels (a mask of the Kinect's merged track)."""
     from omnimocap.capture.people import (

@@ -24,11 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from omnimocap.geometry.transforms import (
-    axis_angle_to_matrix,
-    matrix_to_axis_angle,
-    matrix_to_quat_wxyz,
-)
+from omnimocap.geometry.quaternions import continuous_signs, matrix_to_quat_wxyz, wxyz_to_xyzw
+from omnimocap.geometry.transforms import axis_angle_to_matrix, matrix_to_axis_angle
 from omnimocap.data.skeletons import SMPLX_JOINTS, SMPLX_NUM_JOINTS, SMPLX_PARENTS
 from omnimocap.errors import InputError, UserError
 from omnimocap.fusion.body_model import Skeleton, default_skeleton
@@ -281,12 +278,7 @@ def write_mano_npz(
 def _aligned_quats_xyzw(R: np.ndarray) -> np.ndarray:
     """(F, J, 3, 3) -> (F, J, 4) xyzw quaternions, signs chosen continuous over frames so that
     interpolation between keyframes takes the short way."""
-    q = matrix_to_quat_wxyz(R)
-    if len(q) > 1:
-        flips = np.sign(np.sum(q[1:] * q[:-1], axis=-1))
-        flips[flips == 0] = 1.0
-        q[1:] *= np.cumprod(flips, axis=0)[..., None]
-    return np.concatenate([q[..., 1:], q[..., :1]], axis=-1)
+    return wxyz_to_xyzw(continuous_signs(matrix_to_quat_wxyz(R)))
 
 
 @dataclass

@@ -114,7 +114,7 @@ class ProcessConfig:
     """Write ``views_preview.png``, a contact sheet of hand views (decodes some panorama frames)."""
     people: PeopleConfig = field(default_factory=PeopleConfig)
     """How Kinect bodies become people: id re-linking, left/right repair, drop-out bridging
-    (``fusion.identity``)."""
+    (``capture.people``)."""
     body: BodyFitConfig = field(default_factory=BodyFitConfig)
     """The SMPL-X body fit (``fusion.body_fit``; its ``device`` is replaced by ``device`` above)."""
     smoothing: bool = True
@@ -136,16 +136,16 @@ class PeopleTracks:
     confidence: np.ndarray  # (P, F, 32) k4abt levels
     counts: dict = field(default_factory=dict)
     repairs: dict = field(default_factory=dict)
-    """What ``fusion.identity`` found: people, body tracks, frames whose left/right labels were exchanged."""
+    """What ``capture.people`` found: people, body tracks, frames whose left/right labels were exchanged."""
 
 
 def load_people(session: Session, rig: Rig, config: PeopleConfig | None = None) -> PeopleTracks:
     """Read every Kinect's body tracking, map it into the world and onto the session clock.
 
     The first Kinect in the manifest is the reference: its frame times are the output times.
-    Bodies become people through ``fusion.identity`` (ids re-linked over time, left/right labels
+    Bodies become people through ``capture.people`` (ids re-linked over time, left/right labels
     decided, drop-outs bridged; ``config`` switches each) and, with several Kinects, their skeletons
-    are fused per person (``fusion.skeleton_fusion``). A person's id is its body id in the reference
+    are fused per person (``capture.skeleton_fusion``). A person's id is its body id in the reference
     Kinect (the first one it had there), or a new id above all body ids.
     """
     from omnimocap.capture.bodies import read_bodies

@@ -12,8 +12,6 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from omnimocap.geometry.quaternions import matrix_to_quat_wxyz, quat_wxyz_to_matrix  # noqa: F401
-
 MIRROR = np.diag([-1.0, 1.0, 1.0])
 
 

@@ -7,7 +7,7 @@ points plus a margin. The view is then resampled from the panorama.
 Frames: the panorama camera frame is OpenCV style (x right, y down, z forward, metres); a view's
 rotation ``R_pano_view`` maps view-frame directions to panorama-frame directions,
 ``d_pano = R_pano_view @ d_view``. Pixels are (column, row) with the centre of the top-left pixel at
-(0, 0); the equirectangular mapping is the one documented in ``calibration/cameras.py``.
+(0, 0); the equirectangular mapping is the one documented in ``geometry/cameras.py``.
 
 Resampling is bilinear and touches only the samples a view needs (its cost does not grow with the
 panorama's size). The cv2 path rounds sample positions to 1/32 pixel, as py360convert's ``e2p``

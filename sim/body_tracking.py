@@ -19,11 +19,12 @@ import numpy as np
 from omnimocap.capture.bodies import BodyTrack
 from omnimocap.capture.truth import kinect_joints_from_truth
 from omnimocap.data.skeletons import (
-    KINECT_CONFIDENCE_LOW, KINECT_CONFIDENCE_MEDIUM, KINECT_CONFIDENCE_NONE, KINECT_FROM_SMPLX, KINECT_INDEX,
-    KINECT_JOINTS, SIDES, SMPLX_INDEX,
+    KINECT_CONFIDENCE_LOW, KINECT_CONFIDENCE_MEDIUM, KINECT_CONFIDENCE_NONE, KINECT_FROM_SMPLX,
+    KINECT_HAND_JOINT_TO_HAND21, KINECT_INDEX, KINECT_JOINTS, SIDES, SMPLX_INDEX,
 )
 from omnimocap.geometry.cameras import PinholeCamera
-from omnimocap.geometry.transforms import invert_pose, matrix_to_quat_wxyz, transform_points
+from omnimocap.geometry.quaternions import matrix_to_quat_wxyz
+from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.sim.k4abt import apply_k4abt_errors, geometry_record, ideal_tracks, kinect_geometry
 from omnimocap.sim.motion import PeopleSample
 
@@ -42,7 +43,7 @@ def kinect_joints_world(sample: PeopleSample) -> tuple[np.ndarray, np.ndarray]:
     rows = [KINECT_INDEX[name] for name in KINECT_FROM_SMPLX]
     rot[:, :, rows] = sample.global_R[:, :, [SMPLX_INDEX[blend[0][0]] for blend in KINECT_FROM_SMPLX.values()]]
     for s, side in enumerate(SIDES):
-        for name in ("HAND", "HANDTIP", "THUMB"):
+        for name in (joint.upper() for joint in KINECT_HAND_JOINT_TO_HAND21 if joint != "wrist"):
             rot[:, :, KINECT_INDEX[f"{name}_{side.upper()}"]] = sample.hand_global_R[:, :, s]
     for name in ("NOSE", "EYE_LEFT", "EAR_LEFT", "EYE_RIGHT", "EAR_RIGHT"):
         rot[:, :, KINECT_INDEX[name]] = R_head

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from omnimocap.geometry.transforms import axis_angle_to_matrix, mirror_axis_angle
+from omnimocap.geometry.transforms import axis_angle_to_matrix, mirror_axis_angle, rotation_between
 from omnimocap.data.skeletons import SIDES, SMPLX_HAND_START, SMPLX_INDEX, SMPLX_NUM_JOINTS, SMPLX_WRIST
 from omnimocap.data.skeletons import LEFT_HAND_REST_FROM_WRIST
 from omnimocap.fusion.body_model import Skeleton, forward_kinematics
@@ -56,17 +56,6 @@ _RIGHT_FLEX_AXES = _right_flex_axes()
 
 def _rot_y(angle: np.ndarray) -> np.ndarray:
     return axis_angle_to_matrix(np.asarray(angle)[..., None] * _Y)
-
-
-def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N,3,3) smallest rotations taking unit vector a (3,) to unit vectors b (N,3); b never
-    approaches -a here, so the result is smooth in b."""
-    axis = np.cross(a, b)
-    s = np.linalg.norm(axis, axis=-1)
-    c = b @ a
-    angle = np.arctan2(s, c)
-    safe = np.where(s[:, None] > 1e-12, axis / np.maximum(s, 1e-12)[:, None], 0.0)
-    return axis_angle_to_matrix(safe * angle[:, None])
 
 
 def _smooth_step(x: np.ndarray) -> np.ndarray:
@@ -186,7 +175,7 @@ class PersonMotion:
             reach = np.array([0.25 * sx, -0.25, 0.93])
             d = (1 - g)[:, None] * hang + g[:, None] * reach
             d /= np.linalg.norm(d, axis=-1, keepdims=True)
-            rot[:, idx[f"{side}_shoulder"]] = _rotation_between(np.array([sx, 0.0, 0.0]), d)
+            rot[:, idx[f"{side}_shoulder"]] = rotation_between(np.array([sx, 0.0, 0.0]), d)
             bend = np.radians(15.0) + np.radians(45.0) * g + np.radians(10.0) * np.sin(two_pi * 0.3 * t + s)
             rot[:, idx[f"{side}_elbow"]] = _rot_y(-sx * bend)
             wrist = np.stack([np.radians(35.0) * np.sin(two_pi * self._p(19 + s, 0.15, 0.3) * t + s),

@@ -1,7 +1,7 @@
 """Rendering of the simulated scene (headless, CPU, numpy + OpenCV) for the 360 camera and for
 the Kinects' colour and depth cameras.
 
-Camera frames and mappings are those of calibration/cameras.py (OpenCV axes; the equirect mapping
+Camera frames and mappings are those of geometry/cameras.py (OpenCV axes; the equirect mapping
 lon = atan2(x, z), lat = atan2(-y, hypot(x, z)); pinhole cameras with their lens distortion). The
 scene: a room (checkered floor at y = 0, coloured walls), people as capsules along their SMPL-X
 bones plus a head, and their posed MANO hand meshes in skin colour with simple shading; a light

@@ -56,7 +56,7 @@ from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
 from omnimocap.capture.kinect_models import DeviceClock, KinectModel, device_clock, kinect_model, scale_color_camera
 from omnimocap.capture.pano import PanoWriter
 from omnimocap.capture.rig import Rig, TimeMap
-from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, DeviceEntry, Session
+from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, DeviceEntry, Session, bodies_name, kinect_name, kinect_recording_name
 from omnimocap.capture.truth import KINECT_FRAME_TIMES, Truth
 from omnimocap.data.skeletons import SIDES, SMPLX_INDEX
 from omnimocap.fusion.body_model import Skeleton, load_skeleton
@@ -223,9 +223,9 @@ def _draw_scene(config: SimConfig, rng: np.random.Generator, skeleton: Skeleton,
         target = np.array([crowd[0], 0.95, crowd[2]])
         R_device = look_at(target - position, np.array([0.0, 1.0, 0.0])) @ _small_rotation(rng, 1.0)
         R_depth = R_device @ axis_angle_to_matrix(np.radians(-6.0) * np.array([1.0, 0.0, 0.0]))
-        rig.T_world_sensor[f"kinect_{serial}"] = make_pose(R_depth, position)
+        rig.T_world_sensor[kinect_name(serial)] = make_pose(R_depth, position)
         a_k = 1.0 + rng.uniform(-60e-6, 60e-6)
-        rig.time_maps[f"kinect_{serial}"] = TimeMap(a_k, -a_k * (rng.uniform(0.5, 1.0) + clocks[k].epoch_s))
+        rig.time_maps[kinect_name(serial)] = TimeMap(a_k, -a_k * (rng.uniform(0.5, 1.0) + clocks[k].epoch_s))
     return _Scene(people, skeleton, mano, rig, pano_centre, serials, clocks, model)
 
 
@@ -243,14 +243,14 @@ def _frame_times(config: SimConfig, rng: np.random.Generator, scene: _Scene) -> 
     latency = rng.uniform(0.06, 0.1)
     t_host = pano_t_session + latency + rng.normal(scale=5e-3, size=n_pano)
 
-    master_map = rig.time_maps[f"kinect_{serials[0]}"]
+    master_map = rig.time_maps[kinect_name(serials[0])]
     n_kinect = int(np.floor((config.seconds - 2 * margin - K_DELAY_ROOM) * FPS)) + 1
     first = master_map.to_sensor(margin)
     kinect_us, kinect_t_session = {}, {}
     master_us = np.round((first + np.arange(n_kinect) / FPS) * 1e6)
     master_t = master_map.to_session(master_us / 1e6)
     for k, serial in enumerate(serials):
-        tm = rig.time_maps[f"kinect_{serial}"]
+        tm = rig.time_maps[kinect_name(serial)]
         us = master_us if k == 0 else np.round(tm.to_sensor(master_t + k * SUBORDINATE_DELAY_S) * 1e6)
         kinect_us[serial] = us.astype(np.int64)
         kinect_t_session[serial] = tm.to_session(us / 1e6)
@@ -291,7 +291,7 @@ def _truth_motion(config: SimConfig, scene: _Scene, frames: _FrameTimes) -> dict
 def _make_kinects(scene: _Scene, rng: np.random.Generator, imu_rngs: list[np.random.Generator]) -> list[SimKinect]:
     """Each Kinect's device (cameras from ``rng``, IMU mounting from its ``imu_rngs``), its colour
     camera as the Kinect model has it."""
-    kinects = [make_sim_kinect(serial, scene.rig.T_world_sensor[f"kinect_{serial}"], rng, imu_rngs[k])
+    kinects = [make_sim_kinect(serial, scene.rig.T_world_sensor[kinect_name(serial)], rng, imu_rngs[k])
                for k, serial in enumerate(scene.serials)]
     return [replace(k, color=scale_color_camera(k.color, scene.model)) for k in kinects]
 
@@ -309,7 +309,7 @@ def _flashes_record(flashes: tuple[float, ...], scene: _Scene) -> dict:
     return {
         "t_session": list(flashes), "hold_s": FLASH_HOLD_S, "gain": FLASH_GAIN, "offset": FLASH_OFFSET,
         "t_pano": [float(rig.time_maps["pano"].to_sensor(t)) for t in flashes],
-        "t_kinect_device": {sn: [float(rig.time_maps[f"kinect_{sn}"].to_sensor(t)) for t in flashes]
+        "t_kinect_device": {sn: [float(rig.time_maps[kinect_name(sn)].to_sensor(t)) for t in flashes]
                             for sn in scene.serials},
         "note": "a light on from each t_session for hold_s seconds maps every colour value v to "
                 "min(255, v * gain + offset) in the panorama and in the Kinects' colour images; each frame is "
@@ -345,26 +345,26 @@ def _write_body_tracking(session: Session, config: SimConfig, scene: _Scene, fra
     shared_bias = draw_shared_bias(np.random.default_rng([config.seed, 0x4AB7]), len(scene.people))
     records = {}
     for k, serial in enumerate(scene.serials):
-        name = f"kinect_{serial}"
+        name = kinect_name(serial)
         us, t_session = frames.kinect_us[serial], frames.kinect_t_session[serial]
         sample = _sample_in_chunks(scene.people, scene.skeleton, scene.mano, t_session)
         tracks, records[serial] = kinect_tracks(
             sample, scene.rig.T_world_sensor[name], config.kinect_noise_mm, rng, config.realism, shared_bias,
             np.random.default_rng([config.seed, k, 0x4AB7]))
-        bodies_name = f"bodies_{serial}.json"
-        write_bodies(session.path(bodies_name), BodyRecording(
-            timestamps=us / 1e6, frame_ids=np.arange(len(us)), bodies=tracks, source_file=f"{name}.mkv"))
+        bodies_file = bodies_name(serial)
+        write_bodies(session.path(bodies_file), BodyRecording(
+            timestamps=us / 1e6, frame_ids=np.arange(len(us)), bodies=tracks, source_file=kinect_recording_name(serial)))
         role = ("master" if k == 0 else "subordinate") if config.kinects > 1 else "standalone"
         recording = None
         if config.kinect_video:
-            recording = f"{name}.mkv"
+            recording = kinect_recording_name(serial)
             clock = scene.clocks[k]
             _write_kinect_recording(session.path(recording), kinects[k], role, us / 1e6, t_session, scene.people,
                                     scene.skeleton, scene.mano, scene.hand_faces, board, counter.advance,
                                     imu_rngs[k], flashes, scene.rig.time_maps[name].a / FPS,
                                     lambda path, kinect, mode: open_sim_recording(path, kinect, mode, scene.model, clock))
         session.add_device(DeviceEntry(kind="kinect", serial=serial, role=role, fps=FPS, recording=recording,
-                                       bodies=bodies_name, status="complete"))
+                                       bodies=bodies_file, status="complete"))
     return records
 
 

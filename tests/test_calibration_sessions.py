@@ -19,6 +19,7 @@ from omnimocap.calibration.session import calibrate_session
 from omnimocap.capture.rig import Rig
 from omnimocap.capture.bodies import read_bodies, write_bodies
 from omnimocap.capture.session import Session
+from omnimocap.capture.truth import Truth
 from omnimocap.errors import UserError
 from tests.tools.cli import one_line_error
 
@@ -69,7 +70,7 @@ def test_markerless_30s_meets_pose_target(tmp_path, capsys):
 def test_sync_60s_with_300ppm_rate_error(tmp_path, capsys):
     s = tmp_path / "s"
     _simulate(s, 60, seed=SYNC_SEED)
-    true_rate_ppm = (Rig.load(s / "truth" / "rig.json").time_map("pano").a - 1.0) * 1e6
+    true_rate_ppm = (Truth(s).rig().time_map("pano").a - 1.0) * 1e6
     assert abs(true_rate_ppm) >= 250  # a rate error of a few hundred ppm for sync to find
     out = _run_json(capsys, "sync", str(s))
     assert Rig.load(s / "rig.json").configs == {"sync": SyncConfig().to_json()}
@@ -86,7 +87,7 @@ def test_sync_6s_keeps_the_coarse_rate_and_says_how_uncertain_it_is(tmp_path, ca
     s = tmp_path / "s"
     _simulate(s, 6, seed=SYNC_SEED, width=256)
     out = _run_json(capsys, "sync", str(s))
-    true_map = Rig.load(s / "truth" / "rig.json").time_map("pano")
+    true_map = Truth(s).rig().time_map("pano")
     rate_error_ppm = abs(out["a"] / true_map.a - 1.0) * 1e6
     assert out["rate_std_ppm"] >= 50.0
     assert rate_error_ppm <= 3 * out["rate_std_ppm"]

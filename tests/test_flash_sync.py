@@ -20,6 +20,7 @@ from omnimocap.calibration.flash_sync import flash_events, frame_brightness
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.pano import PanoReader, read_pano_timestamps
 from omnimocap.capture.session import PANO_FRAMES, Session
+from omnimocap.capture.truth import Truth
 from omnimocap.sim.render import FLASH_HOLD_S, apply_flash, flash_fraction
 from tests.tools.cli import one_line_error
 
@@ -45,7 +46,7 @@ def _sync(capsys, session) -> dict:
 def _offset_error_ms(session, t_pano: float) -> float:
     """Estimated minus true session time (ms) of pano time ``t_pano``."""
     est = Rig.load(session / "rig.json").time_map("pano")
-    true = Rig.load(session / "truth" / "rig.json").time_map("pano")
+    true = Truth(session).rig().time_map("pano")
     return float((est.to_session(t_pano) - true.to_session(t_pano)) * 1e3)
 
 
@@ -101,9 +102,9 @@ def test_flash_is_rendered_at_the_true_times(sessions):
     """Every Kinect's colour video and the 360 video brighten at the flash times, read through each
     stream's true clock; the truth lists them."""
     flash, _ = sessions
-    truth = json.loads((flash / "truth" / "flashes.json").read_text())
+    truth = Truth(flash).flashes()
     assert truth["t_session"] == list(FLASHES) and truth["hold_s"] == FLASH_HOLD_S
-    rig = Rig.load(flash / "truth" / "rig.json")
+    rig = Truth(flash).rig()
     session = Session.open(flash)
     assert len(session.kinects()) == 2
     for entry in session.kinects():
@@ -133,7 +134,7 @@ def test_without_flash_the_simulation_is_unchanged(sessions):
         for key in a.files:
             assert np.array_equal(a[key], b[key]), key
 
-    rig = Rig.load(dark / "truth" / "rig.json")
+    rig = Truth(dark).rig()
     entry = Session.open(dark).kinects()[0]
     tm = rig.time_map(entry.name)
     lit_frames = 0
@@ -167,7 +168,7 @@ def test_simulate_refuses_flash_outside_the_session(tmp_path, capsys):
 
 def test_two_flashes_give_rate_and_offset(sessions, tmp_path, capsys):
     session = _fresh_copy(sessions[0], tmp_path / "s")
-    truth = Rig.load(session / "truth" / "rig.json")
+    truth = Truth(session).rig()
     out = _sync(capsys, session)
     assert out["method"] == "flash" and out["rate_from"] == "flashes" and out["events_used"] == 2
     assert [e["t_session"] for e in out["events"]] == pytest.approx(FLASHES, abs=0.5e-3)
@@ -190,7 +191,7 @@ def test_one_flash_fixes_the_offset_only(tmp_path, capsys):
     assert out["events_used"] == 1 and out["rate_from"] == "host arrival times"
     stamps = read_pano_timestamps(session / PANO_FRAMES)
     assert out["a"] == coarse_time_map(stamps.t_pano, stamps.t_host).a
-    t_flash_pano = json.loads((session / "truth" / "flashes.json").read_text())["t_pano"][0]
+    t_flash_pano = Truth(session).flashes()["t_pano"][0]
     assert abs(_offset_error_ms(session, t_flash_pano)) <= 0.5
     # the host arrival times' rate error adds at most a few tenths of a millisecond a second away
     assert abs(_offset_error_ms(session, _middle_pano_time(session))) <= 1.0

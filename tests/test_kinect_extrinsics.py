@@ -15,6 +15,7 @@ from omnimocap.capture.rig import Rig
 from omnimocap.capture.kinect_calibration import NOMINAL_T_ACCEL_DEPTH, calibration_json, parse_calibration
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.session import Session
+from omnimocap.capture.truth import Truth
 from omnimocap.sim.kinect import GRAVITY_MS2, IMU_RATE_HZ, make_sim_kinect
 from omnimocap.sim.simulate import SimConfig, simulate_session
 from omnimocap.errors import InputError
@@ -50,7 +51,7 @@ def test_calibration_json_carries_the_imu_extrinsics():
 
 def test_simulated_imu_measures_gravity_in_the_true_device_frame(session_dir):
     session = Session.open(session_dir)
-    truth = Rig.load(session_dir / "truth" / "rig.json")
+    truth = Truth(session_dir).rig()
     for entry in session.kinects():
         rec = KinectRecording(session_dir / entry.recording)
         imu = rec.imu()
@@ -70,7 +71,7 @@ def test_kinect_poses_and_world_frame_are_estimated(session_dir):
     previous = Rig.load(session.rig_path)
     ref = session.kinects()[0]
     est = kinect_poses(session, previous, ref.serial)
-    errors = kinect_calibration_errors(Rig.load(session_dir / "truth" / "rig.json"), est, ref.name,
+    errors = kinect_calibration_errors(Truth(session_dir).rig(), est, ref.name,
                                        [k.name for k in session.kinects()[1:]])
     # measured on this 3 s session with k4abt's field errors: up 0.02 deg, floor 0.01 mm, Kinect to
     # Kinect 0.37 deg / 14.7 mm (the people hide each other from a Kinect for much of it; the 15 s

@@ -24,6 +24,7 @@ from omnimocap.geometry.views import project_to_view, view_from_yaw_pitch
 from omnimocap.hands.wilor.detector import Detections
 from tests.tools.cli import one_line_error
 from omnimocap.capture.session import PANO_FRAMES
+from omnimocap.capture.truth import Truth
 
 FPS = 30.0
 HAND_OFFSETS = {"WRIST": (0.0, 0.0, 0.0), "HAND": (0.0, 0.08, 0.0), "HANDTIP": (0.0, 0.16, 0.0),
@@ -236,7 +237,7 @@ def _run(*argv: str) -> None:
 def _pose_and_clock_errors(session) -> dict:
     from omnimocap.capture.pano import read_pano_timestamps
 
-    est, true = Rig.load(session / "rig.json"), Rig.load(session / "truth" / "rig.json")
+    est, true = Rig.load(session / "rig.json"), Truth(session).rig()
     A, B = est.pose("pano"), true.pose("pano")
     t_mid = float(np.median(read_pano_timestamps(session / PANO_FRAMES).t_pano))
     return {"rotation_deg": relative_angle_deg(A[:3, :3], B[:3, :3]),

@@ -30,8 +30,20 @@ def test_quaternion_wxyz_known_value():
     np.testing.assert_allclose(qt.matrix_to_quat_xyzw(R), [0, 0, np.sqrt(0.5), np.sqrt(0.5)])
 
 
-def test_transforms_uses_the_one_quaternion_conversion():
-    assert tf.matrix_to_quat_wxyz is qt.matrix_to_quat_wxyz and tf.quat_wxyz_to_matrix is qt.quat_wxyz_to_matrix
+def test_quaternion_algebra_is_written_once():
+    """No module but geometry/quaternions.py defines its own quaternion conversion or algebra."""
+    import ast
+    from pathlib import Path
+
+    root = Path(qt.__file__).resolve().parents[1]
+    own = root / "geometry" / "quaternions.py"
+    found = [f"{path.relative_to(root)}:{node.lineno} {node.name}"
+             for layer in ("geometry", "capture", "hands", "calibration", "fusion", "sim", "apps")
+             for path in (root / layer).rglob("*.py") if path != own
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.FunctionDef) and "quat" in node.name.lower()
+             and any(op in node.name.lower() for op in ("mul", "product", "conj", "matrix", "log", "exp", "slerp"))]
+    assert not found, found
 
 
 @given(vec3, vec3)
