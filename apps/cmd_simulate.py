@@ -6,8 +6,14 @@ import argparse
 import math
 from pathlib import Path
 
+from omnimocap.apps.config_cli import add_config_options, config_from_args
 from omnimocap.capture.kinect_models import KINECT_MODELS
 from omnimocap.errors import InputError
+
+CONFIG = "omnimocap.sim.simulate:SimConfig"
+# The SimConfig fields that are options of ``simulate`` (``--flash`` takes a list, below).
+OPTIONS = ("seconds", "people", "kinects", "seed", "pano_width", "kinect_noise_mm", "kinect_video", "board",
+           "kinect_model", "realism", "overwrite")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,41 +23,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "with k4abt body tracking JSON, Kinect recordings (colour, depth, IR), an equirectangular "
                     "video and the ground truth in truth/.")
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="session folder to create")
-    parser.add_argument("--seconds", type=float, default=8.0, help="session length in seconds (default 8)")
-    parser.add_argument("--people", type=int, default=2, help="number of people, 1-3 (default 2)")
-    parser.add_argument("--kinects", type=int, default=2, help="number of Kinects, >= 1 (default 2)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--pano-width", type=int, default=1920, help="equirect width in pixels (height = width/2)")
-    parser.add_argument("--kinect-noise-mm", type=float, default=15.0,
-                        help="body tracking joint noise in mm; 0 gives exact joints and no dropouts (default 15)")
-    parser.add_argument("--no-kinect-video", action="store_true",
-                        help="write no kinect_<serial>.mkv (colour, depth, IR); body tracking JSON only")
-    parser.add_argument("--board", action="store_true",
-                        help="a ChArUco board held still in several poses during the first ~3 s, "
-                             "for `omnimocap calibrate --method board`")
+    add_config_options(parser, CONFIG, OPTIONS, choices={"kinect_model": tuple(KINECT_MODELS),
+                                                         "realism": ("field", "ideal")})
     parser.add_argument("--flash", type=float, nargs="+", default=(), metavar="T",
                         help="switch a light on at each session time T (seconds) for about half a second, seen by the "
                              "360 camera and the Kinects' colour cameras, for `omnimocap sync --flash`")
-    parser.add_argument("--kinect-model", choices=tuple(KINECT_MODELS), default="azure",
-                        help="the Kinects' device model: azure (Azure Kinect DK) or femto-bolt (Orbbec Femto Bolt through "
-                             "Orbbec's K4A wrapper: 80x51 deg colour, epoch-like device times, start offsets of minutes)")
-    parser.add_argument("--realism", choices=("field", "ideal"), default="field",
-                        help="field (default): the Kinects make k4abt's errors (joint-definition bias, noisy hands, "
-                             "mirrored bodies, new and swapped ids, drop-outs); ideal: none of them")
-    parser.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty OUT_DIR")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from omnimocap.sim.simulate import SimConfig, simulate_session
+    from omnimocap.sim.simulate import simulate_session
 
     flashes = _checked_args(args)
-    config = SimConfig(seconds=args.seconds, people=args.people, kinects=args.kinects, seed=args.seed,
-                       pano_width=args.pano_width, kinect_noise_mm=args.kinect_noise_mm,
-                       kinect_video=not args.no_kinect_video, board=args.board, flashes=flashes,
-                       kinect_model=args.kinect_model, realism=args.realism, overwrite=args.overwrite)
+    config = config_from_args(CONFIG, args, OPTIONS, flashes=flashes)
     with tqdm(total=int(args.seconds * 30), unit="frame", desc="rendering frames") as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total

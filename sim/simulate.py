@@ -88,19 +88,36 @@ class SimConfig:
     """What to simulate. Units: seconds, metres, pixels, millimetres where named."""
 
     seconds: float = 8.0
+    """Session length, seconds."""
     people: int = 2
+    """Number of people, 1 to 3."""
     kinects: int = 2
+    """Number of Kinects, at least 1 (the first is the wired-sync master)."""
     seed: int = 0
+    """Random seed of the scene, the rig and every error drawn."""
     pano_width: int = 1920
+    """Equirectangular width, pixels (height = width / 2)."""
     kinect_noise_mm: float = 15.0
-    smplx_path: Path | None = None  # drive the motion on this SMPL-X file's skeleton
-    mano_path: Path | None = None  # MANO_RIGHT.pkl (or its folder); the synthetic model when None
-    kinect_video: bool = True  # write kinect_<serial>.mkv (colour, depth, IR) per Kinect
-    board: bool = False  # a ChArUco board sequence in the first ~3 s
-    flashes: tuple[float, ...] = ()  # session times (s) at which a light comes on for FLASH_HOLD_S
-    kinect_model: str = "azure"  # a model of capture/kinect_models.py: its colour camera, serials, clock and tags
-    realism: str = "field"  # "field": k4abt's errors (sim/k4abt.py); "ideal": none of them
+    """Body tracking joint noise, millimetres; 0 gives exact joints and no drop-outs."""
+    smplx_path: Path | None = None
+    """Drive the motion on this SMPL-X file's skeleton (default: the built-in skeleton)."""
+    mano_path: Path | None = None
+    """MANO_RIGHT.pkl (or its folder) of the hands (default: the synthetic MANO)."""
+    kinect_video: bool = True
+    """Write kinect_<serial>.mkv (colour, depth, IR) per Kinect, not only the body tracking JSON."""
+    board: bool = False
+    """A ChArUco board held still in several poses during the first ~3 s, for calibrate --method board."""
+    flashes: tuple[float, ...] = ()
+    """Session times (seconds) at which a light comes on for about half a second (FLASH_HOLD_S), for
+    sync --flash."""
+    kinect_model: str = "azure"
+    """The Kinects' device model: azure (Azure Kinect DK) or femto-bolt (Orbbec Femto Bolt through
+    Orbbec's K4A wrapper: 80x51 deg colour, epoch-like device times, start offsets of minutes)."""
+    realism: str = "field"
+    """field: the Kinects make k4abt's errors (joint-definition bias, noisy hands, mirrored bodies, new
+    and swapped ids, drop-outs; sim/k4abt.py); ideal: none of them."""
     overwrite: bool = False
+    """Replace the contents of a non-empty output folder."""
 
 
 @dataclass

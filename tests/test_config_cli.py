@@ -17,6 +17,7 @@ TARGETS = {
     "omnimocap.capture.recorder:RecordConfig": {},
     "omnimocap.capture.pano_open:PanoConfig": {},
     "omnimocap.fusion.export_results:ExportConfig": {"format": "amass"},
+    "omnimocap.sim.simulate:SimConfig": {},
     **{f"omnimocap.calibration.config:{name}": {} for name in (
         "CalibrateConfig", "SyncConfig", "KinectPosesConfig", "ObserverConfig", "MarkerlessConfig", "BoardConfig",
         "MotionSyncConfig", "FlashSyncConfig", "RobustConfig")},
