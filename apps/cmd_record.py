@@ -23,6 +23,9 @@ CONFIG = "omnimocap.capture.recorder:RecordConfig"
 # The RecordConfig fields that are options of ``record`` (``simulated`` is set by --simulate, which
 # also chooses the sources; ``notes`` and ``sync_interval_s`` are the library's).
 OPTIONS = ("seconds", "min_free_gb", "stop_free_gb", "disconnect_timeout_s", "overwrite")
+KINECT_CONFIG = "omnimocap.capture.kinect_live:KinectDeviceConfig"
+# The settings every recorded Kinect shares (device index and sync role come from --kinect).
+KINECT_OPTIONS = ("fps", "depth_mode", "color_resolution", "exposure_usec", "body_tracking")
 
 
 def register(sub) -> None:
@@ -35,13 +38,8 @@ def register(sub) -> None:
     add_pano_arguments(p)
     add_config_options(p, CONFIG, OPTIONS, metavars={"seconds": "S", "min_free_gb": "GB", "stop_free_gb": "GB",
                                                      "disconnect_timeout_s": "S"})
-    # KinectDeviceConfig's fields (exposure_usec among them) are per device and undocumented field by field.
-    kin = p.add_argument_group("Kinect settings")
-    kin.add_argument("--fps", type=int, default=30, choices=[5, 15, 30], help="camera rate (default: 30)")
-    kin.add_argument("--depth-mode", default="NFOV_UNBINNED", help="K4A depth mode, or OFF (default: NFOV_UNBINNED)")
-    kin.add_argument("--color-resolution", default="720P", help="K4A colour resolution, or OFF (default: 720P)")
-    kin.add_argument("--exposure-us", type=int, default=8000, help="manual colour exposure in us (default: 8000)")
-    kin.add_argument("--body-tracking", action="store_true", help="run k4abt body tracking live (needs libk4abt)")
+    add_config_options(p.add_argument_group("Kinect settings"), KINECT_CONFIG, KINECT_OPTIONS,
+                       choices={"fps": (5, 15, 30)}, flags={"exposure_usec": "--exposure-us"})
     # record_simulated's arguments; SimConfig's defaults are those of a processed simulation, not of this rig.
     sim = p.add_argument_group("simulation (--simulate)")
     sim.add_argument("--people", type=int, default=2, help="people in the scene (default: 2)")
@@ -62,11 +60,9 @@ def run(args: argparse.Namespace) -> int:
         result = record_simulated(args.out, config, people=args.people, kinects=args.kinects, seed=args.seed,
                                   pano_width=args.pano_width)
     else:
-        from omnimocap.capture.kinect_live import KinectDeviceConfig
         from omnimocap.capture.record_devices import record_devices
 
-        kinect = KinectDeviceConfig(fps=args.fps, depth_mode=args.depth_mode, color_resolution=args.color_resolution,
-                                    exposure_usec=args.exposure_us, body_tracking=args.body_tracking)
+        kinect = config_from_args(KINECT_CONFIG, args, KINECT_OPTIONS)
         result = record_devices(args.out, config, pano, args.kinect, kinect)
     if result.disconnected:
         print(f"omnimocap record: disconnected during the recording: {', '.join(result.disconnected)}", file=sys.stderr)

@@ -34,22 +34,33 @@ class FieldSpec:
 _SCALARS = {"bool": bool, "int": int, "float": float, "str": str}
 
 
-def _source_class(target: str) -> ast.ClassDef:
-    """The class ``module:Class`` parsed from its module's source, without importing the module."""
+def _source_class(target: str) -> tuple[ast.ClassDef, dict[str, Any]]:
+    """The class ``module:Class`` parsed from its module's source, without importing the module, and
+    the module's constants ({NAME: literal value} of its top-level ``NAME = literal`` lines)."""
     module, name = target.split(":")
     spec = importlib.util.find_spec(module)
     tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    constants = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                constants[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == name:
-            return node
+            return node, constants
     raise LookupError(f"{target}: no such class")
 
 
-def _literal_default(value: ast.expr | None) -> Any:
+def _literal_default(value: ast.expr | None, constants: dict[str, Any]) -> Any:
+    """A field's default when it is a literal or a module constant holding one, else MISSING."""
     if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "field":
         value = next((k.value for k in value.keywords if k.arg == "default"), None)
     if value is None:
         return dataclasses.MISSING
+    if isinstance(value, ast.Name):
+        return constants.get(value.id, dataclasses.MISSING)
     try:
         return ast.literal_eval(value)
     except ValueError:
@@ -61,14 +72,15 @@ def config_fields(target: str) -> dict[str, FieldSpec]:
     """The scalar fields with literal defaults of the dataclass ``module:Class``: {name: spec}.
 
     Read from the source so that ``omnimocap --help`` does not import the library (torch)."""
-    body = _source_class(target).body
+    cls, constants = _source_class(target)
+    body = cls.body
     out = {}
     for node, after in zip(body, body[1:] + [None]):
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
             continue
         kinds = [_SCALARS.get(part.strip()) for part in ast.unparse(node.annotation).split("|")]
         kinds = [k for k in kinds if k is not None]
-        default = _literal_default(node.value)
+        default = _literal_default(node.value, constants)
         if not kinds or default is dataclasses.MISSING:
             continue
         doc = ""
@@ -83,10 +95,11 @@ def option_name(name: str) -> str:
 
 
 def add_config_options(parser: argparse.ArgumentParser, target: str, names: Sequence[str], *,
-                       choices: dict[str, Sequence[str]] | None = None,
-                       metavars: dict[str, str] | None = None) -> None:
+                       choices: dict[str, Sequence[Any]] | None = None,
+                       metavars: dict[str, str] | None = None, flags: dict[str, str] | None = None) -> None:
     """Add one option per field ``names`` of the dataclass ``target`` (``module:Class``; see the module
-    docstring); ``choices`` restricts a field's values; the option's ``dest`` is the field's name."""
+    docstring); ``choices`` restricts a field's values; ``flags`` names an option other than the
+    field (an option name users already know); the option's ``dest`` is the field's name."""
     fields = config_fields(target)
     for name in names:
         f = fields[name]
@@ -96,7 +109,7 @@ def add_config_options(parser: argparse.ArgumentParser, target: str, names: Sequ
                                 default=f.default, help=("turn off: " if f.default else "") + f.doc)
             continue
         shown = "" if f.default is None else f" (default: {f.default})"
-        parser.add_argument(option_name(name), dest=name, type=f.kind, default=f.default,
+        parser.add_argument((flags or {}).get(name, option_name(name)), dest=name, type=f.kind, default=f.default,
                             choices=(choices or {}).get(name), metavar=(metavars or {}).get(name),
                             help=f.doc + shown)
 

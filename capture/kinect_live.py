@@ -87,14 +87,19 @@ class KinectDeviceConfig:
     device_id: int = 0
     role: str = "standalone"
     color_resolution: str = "720P"
+    """K4A colour resolution (720P, 1080P, 1440P, 1536P, 2160P, 3072P), or OFF."""
     color_format: str = "MJPG"
     depth_mode: str = "NFOV_UNBINNED"
+    """K4A depth mode (NFOV_2X2BINNED, NFOV_UNBINNED, WFOV_2X2BINNED, WFOV_UNBINNED, PASSIVE_IR), or OFF."""
     fps: int = 30
+    """Camera rate, frames per second."""
     exposure_usec: int | None = DEFAULT_EXPOSURE_USEC
+    """Manual colour exposure, microseconds (None: automatic exposure)."""
     depth_delay_off_color_usec: int = 0
     subordinate_delay_off_master_usec: int | None = None
     synchronized_images_only: bool = True
     body_tracking: bool = False
+    """Run k4abt body tracking live on the device's captures (needs libk4abt)."""
 
     @property
     def period_usec(self) -> int:

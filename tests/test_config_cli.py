@@ -18,6 +18,7 @@ TARGETS = {
     "omnimocap.capture.pano_open:PanoConfig": {},
     "omnimocap.fusion.export_results:ExportConfig": {"format": "amass"},
     "omnimocap.sim.simulate:SimConfig": {},
+    "omnimocap.capture.kinect_live:KinectDeviceConfig": {},
     **{f"omnimocap.calibration.config:{name}": {} for name in (
         "CalibrateConfig", "SyncConfig", "KinectPosesConfig", "ObserverConfig", "MarkerlessConfig", "BoardConfig",
         "MotionSyncConfig", "FlashSyncConfig", "RobustConfig")},
