@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from omnimocap.capture.bodies import JOURNAL_FORMAT, SDK_VERSION, read_journal_bodies, write_bodies
+from omnimocap.capture.bodies import JOURNAL_FORMAT, SDK_VERSION, write_journal_bodies
 from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
 from omnimocap.capture.pano import PanoWriter
 from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, DeviceEntry, Session
@@ -109,11 +109,10 @@ class BodyJournal:
 
 
 def journal_to_bodies(journal_path: str | Path, bodies_path: str | Path) -> int:
-    """Convert a journal into the k4abt JSON ``bodies_path`` (atomically); see
-    :func:`~omnimocap.capture.bodies.read_journal_bodies` for what is left out. Returns the frames written."""
-    recording = read_journal_bodies(journal_path)
-    write_bodies(bodies_path, recording)
-    return len(recording)
+    """Convert a journal into the k4abt JSON ``bodies_path`` (atomically, streamed in constant
+    memory); see :func:`~omnimocap.capture.bodies.read_journal_bodies` for what is left out. Returns
+    the frames written."""
+    return write_journal_bodies(journal_path, bodies_path).frames
 
 
 # --- per-stream writers ----------------------------------------------------------------------------
