@@ -232,16 +232,7 @@ def _build(frames: Callable[[], Iterator[dict]], source_file: str, sdk_version: 
 
 def _joint_array(rows: list, width: int) -> np.ndarray:
     """32 rows of ``width`` numbers; null entries (or a null row) become NaN."""
-    if len(rows) != NUM_JOINTS:
-        raise ValueError(f"{len(rows)} joints, expected {NUM_JOINTS}")
-    out = np.full((NUM_JOINTS, width), np.nan)
-    for j, row in enumerate(rows):
-        if row is None:
-            continue
-        if len(row) != width:
-            raise ValueError(f"joint {KINECT_JOINTS[j]} has {len(row)} values, expected {width}")
-        out[j] = [np.nan if v is None else float(v) for v in row]
-    return out
+    return np.array(_joint_rows(rows, width), dtype=np.float64).reshape(NUM_JOINTS, width)
 
 
 @dataclass
@@ -400,7 +391,7 @@ def _k4abt_frame(frame: dict, stats: BodyStats) -> dict:
 
 
 def _joint_rows(rows: list, width: int) -> list[list[float]]:
-    """32 rows of ``width`` floats, as :func:`_joint_array` reads them (null -> NaN), as lists."""
+    """32 rows of ``width`` floats; null entries (or a null row) become NaN."""
     if len(rows) != NUM_JOINTS:
         raise ValueError(f"{len(rows)} joints, expected {NUM_JOINTS}")
     out = []
