@@ -250,16 +250,17 @@ def test_a_full_disk_stops_cleanly_finalizes_and_says_so_in_one_line(tmp_path, s
 
 
 def test_a_full_disk_keeps_the_body_journal_as_the_body_tracking(tmp_path, source_session, monkeypatch):
-    from omnimocap.capture import record_streams
+    from omnimocap.capture import bodies
 
     clock = SessionClock()
     kinect = replay_sources(source_session, clock)[0]
-    monkeypatch.setattr(record_streams, "write_bodies", _disk_full)  # no room for bodies_<serial>.json
+    monkeypatch.setattr(bodies, "atomic_write_chunks", _disk_full)  # no room for bodies_<serial>.json
     out = tmp_path / "rec"
     result = Recorder(out, [kinect], RecordConfig(seconds=1.0, min_free_gb=0), clock).run()
     assert result.stop_reason == "duration"
     entry = Session.open(out).kinects()[0]
     assert entry.bodies == f"bodies_{kinect.serial}.jsonl" and "not written" in entry.notes
+    assert not (out / f"bodies_{kinect.serial}.json").exists()
     assert len(read_bodies(out / entry.bodies)) == result.frames[entry.name] > 20
 
 
