@@ -232,16 +232,7 @@ def _build(frames: Callable[[], Iterator[dict]], source_file: str, sdk_version: 
 
 def _joint_array(rows: list, width: int) -> np.ndarray:
     """32 rows of ``width`` numbers; null entries (or a null row) become NaN."""
-    if len(rows) != NUM_JOINTS:
-        raise ValueError(f"{len(rows)} joints, expected {NUM_JOINTS}")
-    out = np.full((NUM_JOINTS, width), np.nan)
-    for j, row in enumerate(rows):
-        if row is None:
-            continue
-        if len(row) != width:
-            raise ValueError(f"joint {KINECT_JOINTS[j]} has {len(row)} values, expected {width}")
-        out[j] = [np.nan if v is None else float(v) for v in row]
-    return out
+    return np.array(_joint_rows(rows, width), dtype=np.float64).reshape(NUM_JOINTS, width)
 
 
 @dataclass
@@ -326,6 +317,92 @@ def read_journal_bodies(path: str | Path) -> BodyRecording:
         raise InputError(f"malformed body journal ({type(exc).__name__}: {exc})", path=path, fix=_FIX) from None
     recording.stats.frames_dropped_out_of_order = dropped[0]
     return recording
+
+
+def write_journal_bodies(journal_path: str | Path, bodies_path: str | Path) -> BodyStats:
+    """Convert a recorder's journal into k4abt JSON at ``bodies_path`` (atomically), one capture at
+    a time: memory stays constant whatever the journal's length. The file is byte for byte what
+    :func:`write_bodies` writes for :func:`read_journal_bodies` of the same journal (the same
+    captures left out, bodies ordered by id, a joint whose position or orientation is not finite
+    written as ``null``, a body without any joint left out of its frame). Returns the counts
+    (``frames`` written, ``nan_joints``, ``frames_without_bodies``,
+    ``frames_dropped_out_of_order``). Raises :class:`InputError` for a malformed capture line."""
+    journal_path = Path(journal_path)
+    reader = JournalReader(journal_path)
+    head = {"k4abt_sdk_version": str(reader.header.get("k4abt_sdk_version", SDK_VERSION)),
+            "source_file": str(reader.header.get("source_file", "")),
+            "joint_names": list(KINECT_JOINTS), "bone_list": [list(b) for b in KINECT_BONES]}
+    stats = BodyStats()
+
+    def chunks() -> Iterator[bytes]:
+        yield json.dumps(head)[:-1].encode() + b', "frames": ['
+        last_us = -math.inf
+        for frame in reader.frames():
+            if frame.get("bodies") is None:
+                continue
+            t_us = int(frame["timestamp_usec"])
+            if t_us <= last_us:
+                stats.frames_dropped_out_of_order += 1
+                continue
+            last_us = t_us
+            line = _k4abt_frame(frame, stats)
+            yield (b", " if stats.frames else b"") + json.dumps(line, allow_nan=False).encode()
+            stats.frames += 1
+        yield b"]}"
+
+    Path(bodies_path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        atomic_write_chunks(bodies_path, chunks())
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"malformed body journal ({type(exc).__name__}: {exc})", path=journal_path,
+                         fix=_FIX) from None
+    return stats
+
+
+def _k4abt_frame(frame: dict, stats: BodyStats) -> dict:
+    """One journal capture as :func:`write_bodies` writes it (positions pass through metres and back
+    to millimetres exactly as they do there, so the digits agree)."""
+    bodies: dict[int, dict] = {}
+    for body in frame.get("bodies") or []:
+        body_id = _body_id(body["body_id"])
+        pos = _joint_rows(body["joint_positions"], 3)
+        rot = _joint_rows(body["joint_orientations"], 4)
+        if "joint_confidences" in body:
+            conf = [int(c) for c in body["joint_confidences"]]
+            if len(conf) != NUM_JOINTS:
+                raise ValueError(f"{len(conf)} joint confidences, expected {NUM_JOINTS}")
+        else:
+            conf = [KINECT_CONFIDENCE_MEDIUM] * NUM_JOINTS
+        valid = [all(map(math.isfinite, p)) and all(map(math.isfinite, q)) for p, q in zip(pos, rot)]
+        stats.nan_joints += valid.count(False)
+        if not any(valid):  # a body without any joint is not written (nor is an earlier one of its id)
+            bodies.pop(body_id, None)
+            continue
+        bodies[body_id] = {  # a repeated id: the last one stands, as in read_journal_bodies
+            "body_id": body_id,
+            "joint_positions": [[v / 1000.0 * 1000.0 for v in p] if ok else None for p, ok in zip(pos, valid)],
+            "joint_orientations": [q if ok else None for q, ok in zip(rot, valid)],
+            "joint_confidences": [c if ok else KINECT_CONFIDENCE_NONE for c, ok in zip(conf, valid)]}
+    if not frame.get("bodies"):
+        stats.frames_without_bodies += 1
+    written = [bodies[body_id] for body_id in sorted(bodies)]
+    return {"timestamp_usec": int(round(int(frame["timestamp_usec"]) / 1e6 * 1e6)),
+            "frame_id": int(frame.get("frame_id", stats.frames)), "num_bodies": len(written), "bodies": written}
+
+
+def _joint_rows(rows: list, width: int) -> list[list[float]]:
+    """32 rows of ``width`` floats; null entries (or a null row) become NaN."""
+    if len(rows) != NUM_JOINTS:
+        raise ValueError(f"{len(rows)} joints, expected {NUM_JOINTS}")
+    out = []
+    for j, row in enumerate(rows):
+        if row is None:
+            out.append([math.nan] * width)
+            continue
+        if len(row) != width:
+            raise ValueError(f"joint {KINECT_JOINTS[j]} has {len(row)} values, expected {width}")
+        out.append([math.nan if v is None else float(v) for v in row])
+    return out
 
 
 def write_bodies(path: str | Path, recording: BodyRecording) -> None:

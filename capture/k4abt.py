@@ -270,7 +270,7 @@ def track_session(session_dir: str | Path, *, cpu: bool = False, overwrite: bool
     ``overwrite``), writing ``bodies_<serial>.json`` beside it and saving the manifest after each.
     Yields (recording file name, body file name) as each is done; raises :class:`UserError` when
     there is nothing to track."""
-    from omnimocap.capture.record_streams import bodies_name
+    from omnimocap.capture.session import bodies_name
     from omnimocap.capture.session import Session
 
     session = Session.open(session_dir)

@@ -33,23 +33,13 @@ from typing import Callable
 
 import numpy as np
 
-from omnimocap.capture.bodies import JOURNAL_FORMAT, SDK_VERSION, read_journal_bodies, write_bodies
+from omnimocap.capture.bodies import JOURNAL_FORMAT, SDK_VERSION, write_journal_bodies
 from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
 from omnimocap.capture.pano import PanoWriter
-from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, DeviceEntry, Session
+from omnimocap.capture.session import (
+    PANO_FRAMES, PANO_VIDEO, DeviceEntry, Session, bodies_name, journal_name, kinect_recording_name,
+)
 from omnimocap.capture.sources import KinectFrame, PanoFrame, SessionClock, Source
-
-
-def journal_name(serial: str) -> str:
-    return f"bodies_{serial}.jsonl"
-
-
-def bodies_name(serial: str) -> str:
-    return f"bodies_{serial}.json"
-
-
-def recording_name(serial: str) -> str:
-    return f"kinect_{serial}.mkv"
 
 
 # --- the body journal ------------------------------------------------------------------------------
@@ -109,11 +99,10 @@ class BodyJournal:
 
 
 def journal_to_bodies(journal_path: str | Path, bodies_path: str | Path) -> int:
-    """Convert a journal into the k4abt JSON ``bodies_path`` (atomically); see
-    :func:`~omnimocap.capture.bodies.read_journal_bodies` for what is left out. Returns the frames written."""
-    recording = read_journal_bodies(journal_path)
-    write_bodies(bodies_path, recording)
-    return len(recording)
+    """Convert a journal into the k4abt JSON ``bodies_path`` (atomically, streamed in constant
+    memory); see :func:`~omnimocap.capture.bodies.read_journal_bodies` for what is left out. Returns
+    the frames written."""
+    return write_journal_bodies(journal_path, bodies_path).frames
 
 
 # --- per-stream writers ----------------------------------------------------------------------------
@@ -125,7 +114,7 @@ class KinectStream:
                  announce: Callable[[], None]):
         self.session, self.entry, self.info, self.announce = session, entry, source.info, announce
         self.journal = BodyJournal(session.path(journal_name(entry.serial)), entry.serial,
-                                   recording_name(entry.serial), clock.start_monotonic, sync_interval_s)
+                                   kinect_recording_name(entry.serial), clock.start_monotonic, sync_interval_s)
         self.mkv: KinectMkvWriter | None = None
         self.images_skipped = False
         self.tracked = 0
@@ -148,11 +137,11 @@ class KinectStream:
                 self.images_skipped = True  # without the factory calibration the file would be useless
                 return
             self.mkv = KinectMkvWriter(
-                self.session.path(recording_name(self.entry.serial)), self.info.calibration_json,
+                self.session.path(kinect_recording_name(self.entry.serial)), self.info.calibration_json,
                 color_mode=self.info.color_mode, depth_mode=self.info.depth_mode, ir=self.info.depth_mode is not None,
                 fps=int(round(self.info.fps)), device_serial=self.entry.serial, depth_delay_ns=self.info.depth_delay_ns,
                 wired_sync_mode=self.entry.role.upper())
-            self.entry.recording = recording_name(self.entry.serial)
+            self.entry.recording = kinect_recording_name(self.entry.serial)
             self.announce()
         if self.mkv is not None:
             self.mkv.write_capture(frame.device_timestamp, color=frame.color, depth=frame.depth, ir=frame.ir,
@@ -165,7 +154,7 @@ class KinectStream:
         """Finalize the files; a failure (a full disk) is noted, and what was flushed stays readable."""
         notes = [f"{self.frames} captures"]
         for what, close in (("the body journal", self.journal.close),
-                            (recording_name(self.entry.serial), self.mkv.close if self.mkv is not None else None)):
+                            (kinect_recording_name(self.entry.serial), self.mkv.close if self.mkv is not None else None)):
             if close is not None:
                 try:
                     close()

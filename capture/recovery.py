@@ -12,8 +12,10 @@ from pathlib import Path
 
 from omnimocap.capture.bodies import JournalReader
 from omnimocap.capture.pano import read_pano_timestamps
-from omnimocap.capture.record_streams import journal_name, recording_name
-from omnimocap.capture.session import MANIFEST, PANO_FRAMES, PANO_VIDEO, SIMULATION_DIR, Session
+from omnimocap.capture.recorder import RESERVE_FILE
+from omnimocap.capture.session import (
+    MANIFEST, PANO_FRAMES, PANO_VIDEO, SIMULATION_DIR, Session, journal_name, kinect_recording_name,
+)
 from omnimocap.capture.session_check import video_frame_count
 from omnimocap.errors import InputError
 
@@ -25,11 +27,12 @@ def recover_session(root: str | Path) -> tuple[Session, dict]:
     ``recording``), the manifest is completed in memory only: a Kinect's body journal stands in for
     its ``bodies_<serial>.json`` (:func:`read_bodies` reads either; a torn last line is dropped), a
     Kinect recording or 360 video on disk that the manifest does not name yet is added when it has
-    decodable frames (and left out, with a note, when it has none). The session keeps status
-    ``recording``. Raises :class:`InputError` when the manifest lists no device (a recording or
-    simulation that stopped before any stream began). Returns the session and a summary: per
-    device the frames found and the last device / host times, and ``notes`` (one line each) on
-    what was lost."""
+    decodable frames (and left out, with a note, when it has none). What a killed recorder leaves
+    that is not the session (the disk space it held back, a simulated rig's simulation) is named in
+    the notes, not deleted. The session keeps status ``recording``. Raises :class:`InputError` when
+    the manifest lists no device (a recording or simulation that stopped before any stream began).
+    Returns the session and a summary: per device the frames found and the last device / host
+    times, and ``notes`` (one line each) on what was lost."""
     session = Session.open(root)
     summary: dict = {"session": str(session.root), "recovered": False, "devices": {}, "notes": []}
     if session.complete:
@@ -55,7 +58,7 @@ def recover_session(root: str | Path) -> tuple[Session, dict]:
             notes.append(f"{entry.name}: {captures} captures ({tracked} tracked) up to "
                          f"{'-' if last is None else format(last.get('host_time', float('nan')), '.2f')} s"
                          + (", the last line cut off" if journal.torn else ""))
-        mkv = session.path(entry.recording or recording_name(entry.serial))
+        mkv = session.path(entry.recording or kinect_recording_name(entry.serial))
         entry.recording = None
         if mkv.is_file():
             captures = _kinect_captures(mkv)
@@ -91,6 +94,9 @@ def recover_session(root: str | Path) -> tuple[Session, dict]:
         notes.append(f"pano: {n} decodable frames up to {stamps.t_host[n - 1]:.2f} s"
                      + (f" ({len(stamps.t_pano) - n} more listed in {csv_path.name} were cut off)"
                         if n < len(stamps.t_pano) else ""))
+    if session.path(RESERVE_FILE).is_file():
+        notes.append(f"{RESERVE_FILE} is disk space the recorder held back for finalizing; it is not part of the "
+                     "session and can be deleted")
     if session.path(SIMULATION_DIR).is_dir():
         notes.append(f"{SIMULATION_DIR} holds the simulation this recording replayed; it is not part of the "
                      "session and can be deleted")

@@ -32,6 +32,9 @@ import numpy as np
 IDLE, CONNECTED, RUNNING, STOPPED, DISCONNECTED = "idle", "connected", "running", "stopped", "disconnected"
 STALLED = "stalled"
 
+# The window of arrival times over which a source's frame rate is measured, seconds.
+RATE_WINDOW_S = 2.0
+
 
 class EndOfStream(Exception):
     """The source delivers no more frames (end of file, device unplugged, stream closed); the
@@ -232,8 +235,7 @@ class Source(ABC, Generic[Frame]):
     def health(self) -> SourceHealth:
         with self._lock:
             now = time.monotonic()
-            while self._arrivals and now - self._arrivals[0] > 2.0:
-                self._arrivals.popleft()
+            self._trim_arrivals(now)
             span = (self._arrivals[-1] - self._arrivals[0]) if len(self._arrivals) > 1 else 0.0
             self._health.fps = (len(self._arrivals) - 1) / span if span > 0 else 0.0
             health = SourceHealth(**asdict(self._health))
@@ -269,6 +271,12 @@ class Source(ABC, Generic[Frame]):
             if message:
                 self._health.message = message
 
+    def _trim_arrivals(self, now: float) -> None:
+        """Keep the arrival times of the last :data:`RATE_WINDOW_S` (the measured frame rate's window):
+        a source that nobody asks for its health must not grow with the recording."""
+        while self._arrivals and now - self._arrivals[0] > RATE_WINDOW_S:
+            self._arrivals.popleft()
+
     def _count_frame(self, stream_time: float) -> None:
         with self._lock:
             h = self._health
@@ -276,6 +284,7 @@ class Source(ABC, Generic[Frame]):
             h.last_host_time = self.clock.now()
             self._last_arrival = time.monotonic()
             self._arrivals.append(self._last_arrival)
+            self._trim_arrivals(self._last_arrival)
             previous, self._last_stream_time = self._last_stream_time, stream_time
             if previous is None:
                 return

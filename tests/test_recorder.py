@@ -23,7 +23,7 @@ from omnimocap.capture.rig import Rig
 from omnimocap.capture.bodies import BodyRecording, read_bodies, read_journal, write_bodies
 from omnimocap.capture.pano import PanoReader, PanoWriter, read_pano_timestamps
 from omnimocap.capture.record_streams import journal_to_bodies
-from omnimocap.capture.recorder import GB, RecordConfig, Recorder
+from omnimocap.capture.recorder import GB, RESERVE_BYTES, RESERVE_FILE, RecordConfig, Recorder
 from omnimocap.capture.recovery import recover_session
 from omnimocap.capture.replay import replay_sources
 from omnimocap.capture.session import PANO_FRAMES, Session, bodies_name, journal_name, kinect_name
@@ -149,6 +149,7 @@ def test_sigkill_at_a_random_moment_loses_at_most_a_second_and_stays_processable
 
     session, summary = recover_session(out)
     assert summary["recovered"] and not session.complete
+    assert (out / RESERVE_FILE).is_file() and any(RESERVE_FILE in note for note in summary["notes"])
     assert session.kinects()[0].bodies == journal_path.name
     assert summary["devices"]["kinect_000000000001"]["recording_captures"] > 0
     bodies = read_bodies(session.path(session.kinects()[0].bodies))
@@ -163,6 +164,31 @@ def test_sigkill_at_a_random_moment_loses_at_most_a_second_and_stays_processable
     assert report["session_complete"] is False and report["recovery"]["recovered"]
     assert (out / "session.json").read_bytes() == manifest  # the reader changed nothing
     assert not (out / "bodies_000000000001.json").exists()
+
+
+def test_recovery_names_the_disk_reserve_a_killed_recorder_leaves(tmp_path, source_session):
+    clock = SessionClock()
+    kinect = replay_sources(source_session, clock, realtime=False)[0]
+    out = tmp_path / "rec"
+    recorder = Recorder(out, [kinect], RecordConfig(min_free_gb=0), clock)
+    recorder.begin()
+    kinect.start()
+    for _ in range(10):
+        recorder.push(kinect, kinect.read(1.0))
+    try:
+        # the recorder has not finalized: the session is as a killed recorder leaves it
+        assert (out / RESERVE_FILE).stat().st_size == RESERVE_BYTES
+        _, summary = recover_session(out)
+        named = [note for note in summary["notes"] if RESERVE_FILE in note]
+        assert len(named) == 1 and "not part of the session" in named[0] and "can be deleted" in named[0]
+        assert (out / RESERVE_FILE).stat().st_size == RESERVE_BYTES  # named, not deleted: readers write nothing
+        (out / RESERVE_FILE).unlink()
+        _, summary = recover_session(out)
+        assert summary["recovered"] and not any(RESERVE_FILE in note for note in summary["notes"])
+    finally:
+        recorder.end()
+        kinect.stop()
+    assert Session.open(out).complete and not (out / RESERVE_FILE).exists()
 
 
 def test_refuses_to_start_without_disk_space(tmp_path, source_session, capsys):
@@ -224,16 +250,17 @@ def test_a_full_disk_stops_cleanly_finalizes_and_says_so_in_one_line(tmp_path, s
 
 
 def test_a_full_disk_keeps_the_body_journal_as_the_body_tracking(tmp_path, source_session, monkeypatch):
-    from omnimocap.capture import record_streams
+    from omnimocap.capture import bodies
 
     clock = SessionClock()
     kinect = replay_sources(source_session, clock)[0]
-    monkeypatch.setattr(record_streams, "write_bodies", _disk_full)  # no room for bodies_<serial>.json
+    monkeypatch.setattr(bodies, "atomic_write_chunks", _disk_full)  # no room for bodies_<serial>.json
     out = tmp_path / "rec"
     result = Recorder(out, [kinect], RecordConfig(seconds=1.0, min_free_gb=0), clock).run()
     assert result.stop_reason == "duration"
     entry = Session.open(out).kinects()[0]
     assert entry.bodies == journal_name(kinect.serial) and "not written" in entry.notes
+    assert not (out / bodies_name(kinect.serial)).exists()
     assert len(read_bodies(out / entry.bodies)) == result.frames[entry.name] > 20
 
 

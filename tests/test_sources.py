@@ -224,3 +224,20 @@ def test_kinect_file_source_replays_bodies_on_the_original_clock(tmp_path):
     host = np.array([f.host_time for f in frames])
     assert np.all(host >= tmap.to_session(t) - 1e-3)  # never released before its time
     assert source.info.fps == pytest.approx(30.0, rel=1e-3)
+
+
+def test_arrival_times_stay_bounded_when_nobody_asks_for_health(monkeypatch):
+    """A recorder never calls health(): the arrival times kept for the frame rate must not grow with
+    the recording (one per frame, hours long)."""
+    import omnimocap.capture.sources as sources
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(sources.time, "monotonic", lambda: clock["now"])
+    source = _ListSource([])
+    source.nominal_fps = 30.0
+    for i in range(3000):  # 100 s of frames at 30 fps
+        clock["now"] = i / 30
+        source._count_frame(i / 30)
+    assert len(source._arrivals) <= sources.RATE_WINDOW_S * 30 + 2
+    assert source.health().frames == 3000
+    assert source.health().fps == pytest.approx(30.0, rel=0.02)
