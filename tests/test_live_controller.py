@@ -149,7 +149,6 @@ def test_looped_replay_keeps_its_hands(sim_session):
     controller = LiveController.from_session(sim_session, realtime=False,
                                              config=LiveConfig(process=ProcessConfig(hands="sim", view_size=64)))
     try:
-        controller.load_hands(wait=True)
         m = controller.replay_loop.pano_frames
         assert m == len(PanoReader(sim_session / "pano.mkv", sim_session / PANO_FRAMES))
         hands = {}

@@ -194,7 +194,7 @@ class LiveController:
         self._halt.clear()
         self._running = True
         self._reported.clear()
-        self.load_hands()
+        self._load_hands()
         self.clock.restart()  # replays release their frames on this clock from its start
         for feed in self.feeds:
             try:
@@ -345,11 +345,11 @@ class LiveController:
         h, w = image.shape[:2]
         return LivePreview(self.rig, (w, h), kinects[0], self.config.process, self._estimator, self._depth)
 
-    def load_hands(self, wait: bool = False) -> None:
-        """Start loading the hand backend on its own thread, once per controller (:meth:`start` and
-        :meth:`step` do): WiLoR takes seconds, and the pipeline must keep draining the Kinect queues
-        meanwhile. Nothing loads without a panorama and a Kinect source to preview. ``wait``: return
-        once it is loaded (or has failed)."""
+    def _load_hands(self, wait: bool = False) -> None:
+        """Start loading the hand backend on its own thread, once per controller: WiLoR takes
+        seconds, and the pipeline must keep draining the Kinect queues meanwhile. Nothing loads
+        without a panorama and a Kinect source to preview. ``wait``: return once it is loaded (or
+        has failed)."""
         backend = self.config.process.hands
         kinds = {feed.source.kind for feed in self.feeds}
         if backend != "none" and self._hands_loader is None and {"kinect", "pano"} <= kinds:
@@ -390,9 +390,9 @@ class LiveController:
         frames into the body histories, the newest panorama frame through the preview, the fault
         checks and a new snapshot, which is returned. The worker thread runs it whenever a frame
         arrives; a caller that fills the feeds' queues itself (without :meth:`start`) can drive the
-        pipeline frame by frame (:meth:`load_hands` with ``wait`` first gives it the hands from its
-        first pass)."""
-        self.load_hands()
+        pipeline frame by frame, and then the hand backend loads in its first pass, which waits for
+        it."""
+        self._load_hands(wait=not self._running)
         pano = None
         for feed in self.feeds:
             released = feed.poll()
