@@ -23,13 +23,12 @@ class LiveController(live_controller.LiveController):
 
     @classmethod
     def simulated(cls, seconds: float = DEFAULT_SIM_SECONDS, *, people: int = 2, kinects: int = 2, seed: int = 0,
-                  pano_width: int = 960, realtime: bool = True, config: LiveConfig | None = None,
+                  pano_width: int = 960, config: LiveConfig | None = None,
                   **sim_config) -> "LiveController":
         """The simulated rig (:func:`omnimocap.sim.replay.simulated_rig`: ``seconds`` plus its slack,
         further :class:`SimConfig` fields in ``sim_config``) simulated into a temporary folder and
-        replayed in a loop on its session clock, in real time or, ``realtime`` False, as fast as it
-        is read; without ``config``, the hands are the simulated observer's. Closing the controller
-        deletes the simulation."""
+        replayed in a loop, in real time on its session clock; without ``config``, the hands are the
+        simulated observer's. Closing the controller deletes the simulation."""
         try:
             from omnimocap.sim.replay import simulated_rig
         except ImportError:
@@ -39,7 +38,7 @@ class LiveController(live_controller.LiveController):
         tmp = Path(tempfile.mkdtemp(prefix="omnimocap_live_"))
         try:
             sim = simulated_rig(seconds, tmp / "simulation", people=people, kinects=kinects, seed=seed,
-                                pano_width=pano_width, loop=True, realtime=realtime, **sim_config)
+                                pano_width=pano_width, loop=True, **sim_config)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

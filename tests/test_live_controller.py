@@ -206,6 +206,45 @@ def test_kinect_frames_keep_flowing_while_the_hand_backend_loads(sim_session, mo
         controller.close()
 
 
+def test_hand_backend_that_fails_to_load_is_a_fault(sim_session, monkeypatch):
+    def missing(config, session):
+        raise UserError("the WiLoR weights are missing", fix="run scripts/setup.sh")
+
+    monkeypatch.setattr(live_controller, "make_estimator", missing)
+    controller = LiveController.from_session(sim_session, config=LiveConfig(process=ProcessConfig(hands="wilor")))
+    try:
+        controller.start()
+        state = wait_for(lambda: (s := controller.latest()).hands_backend == "none" and s)
+        faults = [m.text for m in state.messages if m.level == "fault"]
+        assert len(faults) == 1 and "hand backend 'wilor' not available" in faults[0] and "weights" in faults[0]
+        index = wait_for(lambda: controller.latest().pano).index
+        wait_for(lambda: controller.latest().pano.index > index)  # the streams go on without hands
+    finally:
+        controller.close()
+
+
+def test_simulated_controller_loops_restarts_and_cleans_up():
+    """``gui --simulate``: the simulated rig replayed in a loop keeps lifting hands in its later
+    passes, starts again with fresh sources and deletes its simulation when closed."""
+    controller = LiveController.simulated(0.5, people=1, kinects=1, seed=2, pano_width=320)
+    sim_dir = controller.session_dir
+    m = controller.replay_loop.pano_frames
+    try:
+        assert m == len(PanoReader(sim_dir / "pano.mkv", sim_dir / PANO_FRAMES))
+        controller.start()
+        wait_for(lambda: (s := controller.latest()).pano is not None and s.pano.index >= 2 * m and s.world.hands,
+                 timeout=60.0)  # the third pass
+        first = controller.sources
+        controller.stop()
+        controller.start()
+        wait_for(lambda: (s := controller.latest()).pano is not None and s.pano.index >= m and s.world.hands,
+                 timeout=30.0)
+        assert not set(map(id, controller.sources)) & set(map(id, first))
+    finally:
+        controller.close()
+    assert not sim_dir.exists()
+
+
 def test_stopped_session_starts_again_with_fresh_sources(sim_session):
     controller = LiveController.from_session(sim_session, config=LiveConfig(process=ProcessConfig(hands="none")))
     try:
