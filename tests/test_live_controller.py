@@ -206,17 +206,19 @@ def test_kinect_frames_keep_flowing_while_the_hand_backend_loads(sim_session, mo
         controller.close()
 
 
-def test_hand_backend_that_fails_to_load_is_a_fault(sim_session, monkeypatch):
-    def missing(config, session):
-        raise UserError("the WiLoR weights are missing", fix="run scripts/setup.sh")
+@pytest.mark.parametrize("error, text", [(UserError("the WiLoR weights are missing", fix="run scripts/setup.sh"), "weights"),
+                                         (RuntimeError("CUDA out of memory"), "RuntimeError: CUDA out of memory")])
+def test_hand_backend_that_fails_to_load_is_a_fault(sim_session, monkeypatch, error, text):
+    def fails(config, session):
+        raise error
 
-    monkeypatch.setattr(live_controller, "make_estimator", missing)
+    monkeypatch.setattr(live_controller, "make_estimator", fails)
     controller = LiveController.from_session(sim_session, config=LiveConfig(process=ProcessConfig(hands="wilor")))
     try:
         controller.start()
         state = wait_for(lambda: (s := controller.latest()).hands_backend == "none" and s)
         faults = [m.text for m in state.messages if m.level == "fault"]
-        assert len(faults) == 1 and "hand backend 'wilor' not available" in faults[0] and "weights" in faults[0]
+        assert len(faults) == 1 and "hand backend 'wilor' not available" in faults[0] and text in faults[0]
         index = wait_for(lambda: controller.latest().pano).index
         wait_for(lambda: controller.latest().pano.index > index)  # the streams go on without hands
     finally:

@@ -371,13 +371,13 @@ class LiveController:
             self._estimator = make_estimator(self.config.process, session)
             self._hands_backend = backend
             self.post("info", "hands", f"hand backend '{backend}' ready")
-        except (UserError, ImportError) as exc:
+        except Exception as exc:  # on this thread, anything that breaks must reach the message panel
+            detail = str(exc) if isinstance(exc, (UserError, ImportError)) else f"{type(exc).__name__}: {exc}"
             self._hands_backend = "none"
-            self.post("fault", "hands", f"hand backend '{backend}' not available ({exc}); "
+            self.post("fault", "hands", f"hand backend '{backend}' not available ({detail}); "
                                         "the preview shows predicted wrists and views only")
         self._publish()
         self._wake.set()
-
 
     def _run(self) -> None:
         while not self._halt.is_set():
