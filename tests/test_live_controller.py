@@ -170,8 +170,9 @@ def test_looped_replay_keeps_its_hands(sim_session):
 
 def test_kinect_frames_keep_flowing_while_the_hand_backend_loads(sim_session, monkeypatch):
     """A backend that takes 2.5 s to load (WiLoR takes seconds) loads on its own thread: the
-    pipeline keeps draining the Kinect queue, which holds half a second, so no Kinect frame is
-    pushed out of it; the snapshot says the backend is loading until it is ready."""
+    pipeline keeps draining the Kinect queue, which holds a second (loaded on the pipeline thread, 45
+    frames or more would be pushed out of it), so no Kinect frame is; the snapshot says the backend
+    is loading until it is ready."""
     loaded = threading.Event()
 
     def slow_make_estimator(config, session):
@@ -182,7 +183,7 @@ def test_kinect_frames_keep_flowing_while_the_hand_backend_loads(sim_session, mo
 
     monkeypatch.setattr(live_controller, "make_estimator", slow_make_estimator)
     controller = LiveController.from_session(sim_session, config=LiveConfig(
-        kinect_queue=15, process=ProcessConfig(hands="sim", view_size=64)))
+        kinect_queue=30, process=ProcessConfig(hands="sim", view_size=64)))
     try:
         controller.start()
         loading = []
