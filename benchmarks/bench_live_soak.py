@@ -49,6 +49,7 @@ def main() -> int:
 
     controller = LiveController.simulated(args.sim_seconds, people=2, kinects=2, seed=1, pano_width=args.pano_width)
     samples = []
+    load_start = os.getloadavg()[0]
     controller.start()
     t0 = time.perf_counter()
     try:
@@ -88,6 +89,7 @@ def main() -> int:
         "benchmark": "live session soak",
         "seconds": args.seconds, "warmup_s": args.warmup, "pano_width": args.pano_width, "people": 2, "kinects": 2,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_average_1min_start": round(load_start, 1),
                     "load_average_1min_end": round(os.getloadavg()[0], 1)},
         "rss_mib": {"end_of_warmup": float(rss[after][0]) if after.any() else None, "end": float(rss[-1]),
                     "max": float(rss.max()), "slope_mib_per_min_after_warmup": round(slope, 2)},
