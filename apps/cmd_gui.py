@@ -22,7 +22,8 @@ def register(sub) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--simulate", action="store_true", help="simulate a short session and replay it in a loop")
     source.add_argument("--session", metavar="DIR", help="replay a recorded session folder as if live")
-    p.add_argument("--seconds", type=float, default=4.0, help="--simulate: length of the simulated loop (default: 4)")
+    p.add_argument("--seconds", type=float, default=4.0,
+                   help="--simulate: seconds simulated (plus 0.5 s) and replayed in a loop (default: 4)")
     p.add_argument("--people", type=int, default=2, help="--simulate: people in the scene (default: 2)")
     p.add_argument("--pano-width", type=int, default=960, help="--simulate: panorama width, pixels (default: 960)")
     p.add_argument("--hands", choices=["sim", "wilor", "none"],

@@ -7,6 +7,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from omnimocap.capture.rig import Rig
+from omnimocap.capture.session import RIG
 from omnimocap.errors import UserError
 from omnimocap.fusion.live import controller as live_controller
 from omnimocap.fusion.live.controller import LiveConfig
@@ -21,21 +23,29 @@ class LiveController(live_controller.LiveController):
 
     @classmethod
     def simulated(cls, seconds: float = DEFAULT_SIM_SECONDS, *, people: int = 2, kinects: int = 2, seed: int = 0,
-                  pano_width: int = 960, config: LiveConfig | None = None) -> "LiveController":
-        """Simulate a short session into a temporary folder and replay it in a loop; without
-        ``config``, the hands are the simulated observer's."""
+                  pano_width: int = 960, config: LiveConfig | None = None,
+                  **sim_config) -> "LiveController":
+        """The simulated rig (:func:`omnimocap.sim.replay.simulated_rig`: ``seconds`` plus its slack,
+        further :class:`SimConfig` fields in ``sim_config``) simulated into a temporary folder and
+        replayed in a loop, in real time on its session clock; without ``config``, the hands are the
+        simulated observer's. Closing the controller deletes the simulation."""
         try:
-            from omnimocap.sim.simulate import SimConfig, simulate_session
+            from omnimocap.sim.replay import simulated_rig
         except ImportError:
             raise UserError("the simulated rig is not available in this installation",
                             fix="use --session DIR to replay a recorded session") from None
         config = config or LiveConfig(process=ProcessConfig(hands="sim"))
         tmp = Path(tempfile.mkdtemp(prefix="omnimocap_live_"))
         try:
-            simulate_session(tmp / "session", SimConfig(seconds=seconds, people=people, kinects=kinects, seed=seed,
-                                                         pano_width=pano_width))
+            sim = simulated_rig(seconds, tmp / "simulation", people=people, kinects=kinects, seed=seed,
+                                pano_width=pano_width, loop=True, **sim_config)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return cls.from_session(tmp / "session", loop=True, config=config,
-                                cleanup=lambda: shutil.rmtree(tmp, ignore_errors=True))
+
+        def cleanup() -> None:
+            sim.cleanup()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+        return cls(sim.sources, clock=sim.clock, reopen=sim.replay, rig=Rig.load(sim.sim_dir / RIG),
+                   session_dir=sim.sim_dir, config=config, cleanup=cleanup, replay_loop=sim.loop)

@@ -1,8 +1,8 @@
 """Live session display rate and capture-to-display latency on the simulated rig.
 
-Simulates a short session (2 people, 2 Kinects, 30 fps panorama), replays it in a loop for
-``--seconds`` through the live controller, and measures, per displayed panorama frame, the time
-from its release by the capture thread to the moment the view finished drawing it:
+Simulates a short session once (``simulated_rig``: 2 people, 2 Kinects, 30 fps panorama), replays
+it in a loop for ``--seconds`` through the live controller, and measures, per displayed panorama
+frame, the time from its release by the capture thread to the moment the view finished drawing it:
 
 - ``headless``: a consumer polling ``LiveController.latest()`` every 16 ms (no Qt);
 - ``gui_full``: the real window drawing every pane on every snapshot at up to 1280 pixels through
@@ -11,10 +11,10 @@ from its release by the capture thread to the moment the view finished drawing i
 
 Both windows run in the same process one after the other (offscreen Qt platform unless a display
 is set; run it under ``xvfb-run`` for a real X server), each after a warm-up that ends when the hand
-preview shows its first views. Reports display fps against the source fps measured over the same
-seconds (their ratio), latency percentiles (release by the capture thread to the window's widgets
-holding the frame), the live pipeline's time per frame, the drops and the machine's load average;
-writes benchmarks/results/gui.json.
+preview lifts its first hands (the backend loads on its own thread meanwhile). Reports display fps
+against the source fps measured over the same seconds (their ratio), latency percentiles (release
+by the capture thread to the window's widgets holding the frame), the live pipeline's time per
+frame, the drops and the machine's load average; writes benchmarks/results/gui.json.
 
     xvfb-run -a -s "-screen 0 1920x1080x24" python benchmarks/bench_gui.py [--seconds 10] [--pano-width 1920]
 """
@@ -63,7 +63,7 @@ def run_headless(session_dir: Path, seconds: float, warmup_s: float = 120.0) -> 
     controller.start()
     shown, latencies, pipeline = None, [], []
     t0 = time.perf_counter()
-    while not controller.latest().hand_views and time.perf_counter() - t0 < warmup_s:
+    while not hands_lifted(controller) and time.perf_counter() - t0 < warmup_s:
         time.sleep(0.02)
     frames0 = pano_frames(controller)
     t0 = time.perf_counter()
@@ -78,6 +78,12 @@ def run_headless(session_dir: Path, seconds: float, warmup_s: float = 120.0) -> 
         return summarize(latencies, len(latencies), time.perf_counter() - t0, controller, pipeline, frames0)
     finally:
         controller.close()
+
+
+def hands_lifted(controller) -> bool:
+    """The hand backend is loaded and the newest panorama frame lifted hands."""
+    state = controller.latest()
+    return state.hands_backend == "sim" and bool(state.world.hands)
 
 
 def pano_frames(controller) -> int:
@@ -102,7 +108,7 @@ def run_gui(session_dir: Path, seconds: float, lean: bool = True, warmup_s: floa
     last_seq = -1
     controller.start()
     t0 = time.perf_counter()
-    while not controller.latest().hand_views and time.perf_counter() - t0 < warmup_s:
+    while not hands_lifted(controller) and time.perf_counter() - t0 < warmup_s:
         app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 5)
         time.sleep(0.005)
     window.displayed.clear()
@@ -131,17 +137,17 @@ def run_gui(session_dir: Path, seconds: float, lean: bool = True, warmup_s: floa
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--sim-seconds", type=float, default=4.0)
+    parser.add_argument("--sim-seconds", type=float, default=4.0,
+                        help="simulated seconds (plus simulated_rig's 0.5 s of slack) replayed in a loop")
     parser.add_argument("--pano-width", type=int, default=1920)
     args = parser.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen") if not os.environ.get("DISPLAY") else None
 
-    from omnimocap.sim.simulate import SimConfig, simulate_session
+    from omnimocap.sim.replay import simulated_rig
 
     with tempfile.TemporaryDirectory() as tmp:
-        session_dir = Path(tmp) / "session"
-        simulate_session(session_dir, SimConfig(seconds=args.sim_seconds, people=2, kinects=2, seed=1,
-                                                pano_width=args.pano_width))
+        session_dir = simulated_rig(args.sim_seconds, Path(tmp) / "simulation", people=2, kinects=2, seed=1,
+                                    pano_width=args.pano_width).sim_dir
         results = {"headless": run_headless(session_dir, args.seconds)}
         try:
             results["gui_full"] = run_gui(session_dir, args.seconds, lean=False)

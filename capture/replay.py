@@ -7,6 +7,7 @@ session exactly as they read devices.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +30,12 @@ def replay_sources(session_dir: str | Path, clock: SessionClock, *, realtime: bo
     time maps, the 360 stream at its recorded host times), so ``clock`` must start with the original
     session; otherwise streams are paced from their first frame. ``loop`` replays the session
     again and again, every stream shifted per pass by the same period (the session's span plus one
-    frame), so the streams stay in step and their timestamps keep increasing. Kinect sources come
-    subordinates first, as a live rig starts."""
+    frame), so the streams stay in step and their timestamps keep increasing (:func:`replay_loop`
+    says which recorded frame a looped one is). Kinect sources come subordinates first, as a live
+    rig starts."""
     session = Session.open(session_dir)
     rig = Rig.load(session.rig_path) if on_session_clock else Rig()
-    period = _loop_period(session, rig) if loop else None
+    period = replay_loop(session_dir, on_session_clock=on_session_clock).period_s if loop else None
     order = {"subordinate": 0, "standalone": 1, "master": 2}
     sources: list[Source] = []
     for entry in sorted(session.kinects(), key=lambda e: order.get(e.role, 1)):
@@ -50,6 +52,34 @@ def replay_sources(session_dir: str | Path, clock: SessionClock, *, realtime: bo
             realtime=realtime, clock=clock, name=pano.name, release_at_host_times=on_session_clock and bool(pano.timestamps),
             loop_period_s=period, camera_rate=pano_map.a if pano_map is not None else 1.0))
     return sources
+
+
+@dataclass(frozen=True)
+class ReplayLoop:
+    """Where a frame of a looped replay (:func:`replay_sources` with ``loop``) lies in the recording.
+
+    Pass ``k`` delivers the recording again with every time moved on by ``k * period_s`` session
+    seconds and the panorama frame indices counting on from ``k * pano_frames``, so the frame a
+    looped replay numbers ``index`` is the recording's frame ``index % pano_frames``: the index the
+    session's own files (``pano_frames.csv``, a simulation's truth) know it by."""
+
+    period_s: float
+    """Session seconds one pass takes: the recording's span plus one frame."""
+    pano_frames: int
+    """Panorama frames the replay delivers per pass (0: the session has no 360 timestamps)."""
+
+    def recorded_index(self, index: int) -> int:
+        """The recording's index of the panorama frame a looped replay numbered ``index``."""
+        return index % self.pano_frames if self.pano_frames else index
+
+
+def replay_loop(session_dir: str | Path, *, on_session_clock: bool = False) -> ReplayLoop:
+    """The loop a looped :func:`replay_sources` of ``session_dir`` replays (same ``on_session_clock``)."""
+    session = Session.open(session_dir)
+    rig = Rig.load(session.rig_path) if on_session_clock else Rig()
+    pano = next((d for d in session.manifest.devices if d.kind == "pano"), None)
+    frames = len(read_pano_timestamps(session.path(pano.timestamps)).t_pano) if pano is not None and pano.timestamps else 0
+    return ReplayLoop(_loop_period(session, rig), frames)
 
 
 def _loop_period(session: Session, rig: Rig) -> float:

@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from omnimocap.capture.replay import replay_sources
+from omnimocap.capture.replay import ReplayLoop, replay_loop, replay_sources
 from omnimocap.capture.session import RIG
 from omnimocap.capture.sources import SessionClock, Source
 from omnimocap.capture.truth import Truth
@@ -18,11 +18,20 @@ from omnimocap.sim.simulate import SimConfig, simulate_session
 class SimulatedRig:
     """A simulated session replayed live: ``sources`` on ``clock`` (record them with a
     :class:`Recorder` on that clock, which starts it with the recording, i.e. at the simulation's
-    time 0); ``sim_dir`` holds the simulation until :meth:`cleanup`."""
+    time 0); ``sim_dir`` holds the simulation until :meth:`cleanup`. ``loop``: the loop the sources
+    replay (None: one pass); ``realtime`` False: they release their frames as fast as read."""
 
     sim_dir: Path
     clock: SessionClock
     sources: list[Source]
+    loop: ReplayLoop | None = None
+    realtime: bool = True
+
+    def replay(self, clock: SessionClock) -> list[Source]:
+        """A fresh set of sources replaying the simulation as ``sources`` do, on ``clock`` (a source
+        cannot start again once stopped)."""
+        return replay_sources(self.sim_dir, clock, realtime=self.realtime, on_session_clock=True,
+                              loop=self.loop is not None)
 
     def copy_calibration(self, out_dir: str | Path) -> None:
         """Copy the simulation's ``rig.json`` and ``truth/`` into the recorded session: the replay
@@ -46,7 +55,8 @@ def simulated_rig(seconds: float, work_dir: str | Path, *, people: int = 2, kine
     then set up its streams to be replayed on their original session clock: in real time, or with
     ``realtime`` False as fast as they are read. ``loop`` replays the simulation again and again (see
     :func:`replay_sources`), for recordings longer than the simulation; the truth then describes the
-    first pass only. ``config`` sets further :class:`SimConfig` fields (e.g. ``kinect_model``).
+    first pass only (:class:`ReplayLoop` maps a looped frame back to it). ``config`` sets further
+    :class:`SimConfig` fields (e.g. ``kinect_model``).
 
     ``record --simulate`` puts ``work_dir`` inside the session it records, so a recorder killed
     before :meth:`SimulatedRig.cleanup` leaves nothing outside that session."""
@@ -58,6 +68,7 @@ def simulated_rig(seconds: float, work_dir: str | Path, *, people: int = 2, kine
     except BaseException:
         shutil.rmtree(sim_dir, ignore_errors=True)
         raise
-    clock = SessionClock()
-    return SimulatedRig(sim_dir, clock, replay_sources(sim_dir, clock, realtime=realtime, on_session_clock=True,
-                                                       loop=loop))
+    rig = SimulatedRig(sim_dir, SessionClock(), [], replay_loop(sim_dir, on_session_clock=True) if loop else None,
+                       realtime)
+    rig.sources = rig.replay(rig.clock)
+    return rig

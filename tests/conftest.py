@@ -73,3 +73,23 @@ def sim_rig(tmp_path):
     yield make
     for rig in rigs:
         rig.cleanup()
+
+
+@pytest.fixture(scope="module")
+def module_sim_rig(tmp_path_factory):
+    """``module_sim_rig(seconds, **config)``: as ``sim_rig``, but simulated once per test module and
+    arguments (the same call returns the same rig), for tests that only read the simulation or
+    replay it afresh; stopped and deleted after the module."""
+    from omnimocap.sim.replay import simulated_rig
+
+    rigs = {}
+
+    def make(seconds: float, **config):
+        key = (seconds, tuple(sorted(config.items())))
+        if key not in rigs:
+            rigs[key] = simulated_rig(seconds, tmp_path_factory.mktemp("simulation"), realtime=False, **config)
+        return rigs[key]
+
+    yield make
+    for rig in rigs.values():
+        rig.cleanup()

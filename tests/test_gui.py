@@ -26,13 +26,10 @@ from omnimocap.capture.session import Session  # noqa: E402
 from omnimocap.errors import UserError  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def sim_session(tmp_path_factory):
-    from omnimocap.sim.simulate import SimConfig, simulate_session
-
-    root = tmp_path_factory.mktemp("gui") / "session"
-    simulate_session(root, SimConfig(seconds=1.5, people=1, kinects=1, seed=5, pano_width=640))
-    return root
+@pytest.fixture(scope="module")
+def sim_session(module_sim_rig):
+    """A 1.5 s simulated session folder (one person, one Kinect)."""
+    return module_sim_rig(1.0, people=1, kinects=1, seed=5, pano_width=640).sim_dir
 
 
 @pytest.fixture
@@ -55,7 +52,7 @@ def test_window_builds_with_fallback_3d(window):
 def test_start_button_runs_controller_and_panes_update(window, qtbot):
     window.start_button.click()
     assert window.controller.running
-    qtbot.waitUntil(lambda: len(window.displayed) >= 3, timeout=30000)  # the hand backend loads first
+    qtbot.waitUntil(lambda: len(window.displayed) >= 3, timeout=30000)
     assert window.start_button.text() == "Stop"
     states = {window.device_table.item(r, 1).text() for r in range(window.device_table.rowCount())}
     assert states == {"running"}
@@ -64,6 +61,30 @@ def test_start_button_runs_controller_and_panes_update(window, qtbot):
     window.start_button.click()
     assert not window.controller.running
     assert window.start_button.text() == "Start"
+
+
+def test_panes_play_while_the_hand_backend_loads(window, qtbot, monkeypatch):
+    """A backend slow to load (WiLoR takes seconds): the status line says so, and the panorama keeps
+    being drawn meanwhile."""
+    import threading
+    import time
+
+    from omnimocap.fusion.live import controller as live_controller
+
+    loaded = threading.Event()
+    make = live_controller.make_estimator
+
+    def slow_make_estimator(config, session):
+        time.sleep(2.0)
+        loaded.set()
+        return make(config, session)
+
+    monkeypatch.setattr(live_controller, "make_estimator", slow_make_estimator)
+    window.start_button.click()
+    qtbot.waitUntil(lambda: "hands: loading sim" in window.status_label.text(), timeout=5000)
+    qtbot.waitUntil(lambda: len(window.displayed) >= 3, timeout=5000)
+    assert not loaded.is_set()  # drawn while the backend was still loading
+    qtbot.waitUntil(lambda: window.status_label.text().startswith("hands: sim "), timeout=15000)
 
 
 def test_preview_checkbox_switches_preview(window, qtbot):

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from omnimocap.fusion.live import calibration as live_calibration
+from omnimocap.fusion.live import controller as live_controller
 from omnimocap.apps.live import LiveController
 from omnimocap.fusion.live.controller import LiveConfig
 from omnimocap.fusion.live.feeds import DropOldestQueue, Released, SourceFeed, session_time
-from omnimocap.fusion.pipeline import ProcessConfig
+from omnimocap.fusion.pipeline import ProcessConfig, make_estimator
 from omnimocap.capture.rig import Rig
 from omnimocap.capture.bodies import read_bodies
 from omnimocap.capture.pano import PanoReader
@@ -27,13 +28,10 @@ from tests.tools.replay import read_all
 PANO_W, PANO_H = 640, 320
 
 
-@pytest.fixture(scope="session")
-def sim_session(tmp_path_factory):
-    from omnimocap.sim.simulate import SimConfig, simulate_session
-
-    root = tmp_path_factory.mktemp("live") / "session"
-    simulate_session(root, SimConfig(seconds=1.5, people=1, kinects=1, seed=3, pano_width=PANO_W))
-    return root
+@pytest.fixture(scope="module")
+def sim_session(module_sim_rig):
+    """A 1.5 s simulated session folder (one person, one Kinect)."""
+    return module_sim_rig(1.0, people=1, kinects=1, seed=3, pano_width=PANO_W).sim_dir
 
 
 def wait_for(predicate, timeout=8.0, step=0.02):
@@ -83,10 +81,6 @@ def test_looping_replay_keeps_timestamps_increasing(sim_session):
 
 
 def test_replay_publishes_snapshots(sim_session):
-    # the hand backend's modules (torch) imported before the replay starts, so that the first pass of
-    # the 1.5 s replay, the one the simulated hands' truth covers, is not spent importing them
-    import omnimocap.hands.wilor  # noqa: F401
-
     controller = LiveController.from_session(sim_session, config=LiveConfig(process=ProcessConfig(hands="sim", view_size=96)))
     try:
         controller.start()
@@ -120,13 +114,138 @@ def test_replay_publishes_snapshots(sim_session):
         assert set(state.world.sensor_poses) == {"kinect_000000000001", "pano"}
         later = wait_for(lambda: (s := controller.latest()).pano.index != state.pano.index and s)
         assert later.seq > state.seq
-        if later.hands_backend == "sim":
-            reconstructed = wait_for(lambda: [v for v in controller.latest().hand_views if v.keypoints_2d is not None])
-            assert reconstructed[0].keypoints_2d.shape == (21, 2)
-            assert controller.latest().world.hands
+        # the backend loads on its own thread (torch's import, the first time); a looped replay's
+        # later passes keep their hands, so they come whenever it is ready
+        wait_for(lambda: controller.latest().hands_backend == "sim", timeout=60.0)
+        reconstructed = wait_for(lambda: [v for v in controller.latest().hand_views if v.keypoints_2d is not None])
+        assert reconstructed[0].keypoints_2d.shape == (21, 2)
+        assert controller.latest().world.hands
     finally:
         controller.close()
     assert not controller.latest().running
+
+
+def drive_loop(controller: LiveController, frames: int):
+    """Run the pipeline pass by pass on this thread over ``frames`` panorama frames of an unpaced
+    replay (looped or not), each queued after the Kinect frames up to its time; yields each pass's
+    snapshot."""
+    kinect = next(f for f in controller.feeds if f.source.kind == "kinect")
+    pano = next(f for f in controller.feeds if f.source.kind == "pano")
+    pending = kinect.source.read(1.0)
+    for _ in range(frames):
+        frame = pano.source.read(1.0)
+        t_pano = session_time(controller.rig, pano.name, frame)
+        while session_time(controller.rig, kinect.name, pending) <= t_pano:
+            kinect.queue.put(Released(pending, time.perf_counter()))
+            pending = kinect.source.read(1.0)
+        pano.queue.put(Released(frame, time.perf_counter()))
+        yield controller.step()
+
+
+def test_looped_replay_keeps_its_hands(sim_session):
+    """Two passes of a looped replay: the second lifts hands as often as the first, and the same
+    hand for the same recorded frame (up to the smoothing of the Kinect joints across the seam,
+    where the history still holds the end of the first pass)."""
+    controller = LiveController.from_session(sim_session, realtime=False,
+                                             config=LiveConfig(process=ProcessConfig(hands="sim", view_size=64)))
+    try:
+        m = controller.replay_loop.pano_frames
+        assert m == len(PanoReader(sim_session / "pano.mkv", sim_session / PANO_FRAMES))
+        hands = {}
+        for state in drive_loop(controller, 2 * m):
+            hands[divmod(state.pano.index, m)] = dict(controller.preview_result.hands_by)
+    finally:
+        controller.close()
+    first = sum(len(hands[0, i]) for i in range(m))
+    second = sum(len(hands[1, i]) for i in range(m))
+    assert first >= 1.5 * m  # one person: both hands in most frames
+    assert first - 2 <= second <= first
+    for i in range(m):
+        common = hands[0, i].keys() & hands[1, i].keys()
+        assert len(common) >= len(hands[1, i]) - 1
+        for key in common:
+            error = np.max(np.abs(hands[1, i][key] - hands[0, i][key]))
+            assert error < (0.05 if i < m // 2 else 0.001), (i, key, error)
+
+
+def test_kinect_frames_keep_flowing_while_the_hand_backend_loads(sim_session, monkeypatch):
+    """A backend that takes 2.5 s to load (WiLoR takes seconds) loads on its own thread: the
+    pipeline keeps draining the Kinect queue, which holds a second (loaded on the pipeline thread, 45
+    frames or more would be pushed out of it), so no Kinect frame is; the snapshot says the backend
+    is loading until it is ready."""
+    loaded = threading.Event()
+
+    def slow_make_estimator(config, session):
+        time.sleep(2.5)
+        estimator = make_estimator(config, session)
+        loaded.set()
+        return estimator
+
+    monkeypatch.setattr(live_controller, "make_estimator", slow_make_estimator)
+    controller = LiveController.from_session(sim_session, config=LiveConfig(
+        kinect_queue=30, process=ProcessConfig(hands="sim", view_size=64)))
+    try:
+        controller.start()
+        loading = []
+        while not loaded.is_set():
+            loading.append(controller.latest())
+            time.sleep(0.05)
+        wait_for(lambda: controller.latest().world.hands)
+        state = controller.latest()
+        kinect = next(f for f in controller.feeds if f.source.kind == "kinect")
+        assert kinect.source.health().frames >= 75  # 2.5 s at 30 fps went through the queue
+        assert kinect.queue.dropped == 0 and kinect.dropped == 0
+        assert next(d for d in state.devices if d.kind == "kinect").drops == 0
+        # the pipeline ran meanwhile: the Kinect pane moved on through the load
+        times = {s.kinects[0].t_session for s in loading if s.kinects and np.isfinite(s.kinects[0].t_session)}
+        assert len(times) > 20
+        assert loading[0].hands_backend == "loading sim"
+        assert all(s.hands_backend == "loading sim" for s in loading[:-1])
+        assert any("loading the hand backend 'sim'" in m.text for m in loading[-1].messages)
+        assert state.hands_backend == "sim"
+    finally:
+        controller.close()
+
+
+@pytest.mark.parametrize("error, text", [(UserError("the WiLoR weights are missing", fix="run scripts/setup.sh"), "weights"),
+                                         (RuntimeError("CUDA out of memory"), "RuntimeError: CUDA out of memory")])
+def test_hand_backend_that_fails_to_load_is_a_fault(sim_session, monkeypatch, error, text):
+    def fails(config, session):
+        raise error
+
+    monkeypatch.setattr(live_controller, "make_estimator", fails)
+    controller = LiveController.from_session(sim_session, config=LiveConfig(process=ProcessConfig(hands="wilor")))
+    try:
+        controller.start()
+        state = wait_for(lambda: (s := controller.latest()).hands_backend == "none" and s)
+        faults = [m.text for m in state.messages if m.level == "fault"]
+        assert len(faults) == 1 and "hand backend 'wilor' not available" in faults[0] and text in faults[0]
+        index = wait_for(lambda: controller.latest().pano).index
+        wait_for(lambda: controller.latest().pano.index > index)  # the streams go on without hands
+    finally:
+        controller.close()
+
+
+def test_simulated_controller_loops_restarts_and_cleans_up():
+    """``gui --simulate``: the simulated rig replayed in a loop keeps lifting hands in its later
+    passes, starts again with fresh sources and deletes its simulation when closed."""
+    controller = LiveController.simulated(0.5, people=1, kinects=1, seed=2, pano_width=320)
+    sim_dir = controller.session_dir
+    m = controller.replay_loop.pano_frames
+    try:
+        assert m == len(PanoReader(sim_dir / "pano.mkv", sim_dir / PANO_FRAMES))
+        controller.start()
+        wait_for(lambda: (s := controller.latest()).pano is not None and s.pano.index >= 2 * m and s.world.hands,
+                 timeout=60.0)  # the third pass
+        first = controller.sources
+        controller.stop()
+        controller.start()
+        wait_for(lambda: (s := controller.latest()).pano is not None and s.pano.index >= m and s.world.hands,
+                 timeout=30.0)
+        assert not set(map(id, controller.sources)) & set(map(id, first))
+    finally:
+        controller.close()
+    assert not sim_dir.exists()
 
 
 def test_stopped_session_starts_again_with_fresh_sources(sim_session):

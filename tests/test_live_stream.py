@@ -27,13 +27,9 @@ S = np.diag([1.0, 1.0, -1.0])
 
 
 @pytest.fixture(scope="module")
-def sim_session(tmp_path_factory):
-    from omnimocap.sim.simulate import SimConfig, simulate_session
-
-    root = tmp_path_factory.mktemp("stream") / "session"
-    simulate_session(root, SimConfig(seconds=1.0, people=1, kinects=1, seed=5, pano_width=640))
-    return root
-
+def sim_session(module_sim_rig):
+    """A 1 s simulated session folder (one person, one Kinect)."""
+    return module_sim_rig(0.5, people=1, kinects=1, seed=5, pano_width=640).sim_dir
 
 
 def drive(controller: LiveController, frames: int):

@@ -27,7 +27,7 @@ import numpy as np
 
 from omnimocap.capture.kinect_live import open_kinects
 from omnimocap.capture.recorder import RecordConfig, Recorder
-from omnimocap.capture.replay import replay_sources
+from omnimocap.capture.replay import ReplayLoop, replay_loop, replay_sources
 from omnimocap.capture.rig import Rig, TimeMap
 from omnimocap.capture.session import MANIFEST, Session
 from omnimocap.capture.sources import (
@@ -77,20 +77,23 @@ class LiveController:
 
     ``sources`` stamp their frames on ``clock``, which restarts when the session starts. A source
     cannot start again once stopped; ``reopen(clock)`` (when given) opens a fresh set for the next
-    start. Controls are plain methods safe to call from any thread. Long work (calibration) runs in
-    a background thread and reports progress through the snapshot and an optional callback.
+    start. Controls are plain methods safe to call from any thread. Long work (calibration, loading
+    the hand backend) runs in a background thread and reports progress through the snapshot and an
+    optional callback. ``replay_loop``: the loop the sources replay, when they replay a session in a
+    loop (its frames reach the hand backend by their index in the recording).
     """
 
     def __init__(self, sources: list[Source], *, clock: SessionClock | None = None,
                  reopen: Callable[[SessionClock], list[Source]] | None = None, rig: Rig | None = None,
                  session_dir: str | Path | None = None, config: LiveConfig | None = None,
-                 cleanup: Callable[[], None] | None = None):
+                 cleanup: Callable[[], None] | None = None, replay_loop: ReplayLoop | None = None):
         self.clock = clock or SessionClock()
         self.rig = rig or Rig()
         self.session_dir = Path(session_dir) if session_dir is not None else None
         self.config = config or LiveConfig()
         self._reopen = reopen
         self._cleanup = cleanup
+        self.replay_loop = replay_loop
         self._preview_on = True
         self._running = False
         self._used = False  # the sources have been started (and cannot be again)
@@ -109,10 +112,10 @@ class LiveController:
         self._preview_result: PreviewResult | None = None
         self._pipeline_ms = 0.0
         self._preview: LivePreview | None = None
-        self._estimator_tried = False
+        self._hands_loader: threading.Thread | None = None
         self._hands_backend = "none"
         self._sinks: list[Callable[[LiveState], None]] = []
-        self._estimator: HandEstimator | None = None
+        self._estimator: HandEstimator | None = None  # set once, by the loader thread
         self.hand_hold = HandHold(self.config.hand_hold_s)
         self._depth: dict[str, RecentDepthFrames] = {}  # each Kinect's newest depth images, for the depth cue
         self._use_sources(sources)
@@ -120,11 +123,11 @@ class LiveController:
 
     # --- construction ------------------------------------------------------------------------------
     @classmethod
-    def from_session(cls, session_dir: str | Path, *, loop: bool = True, config: LiveConfig | None = None,
-                     cleanup: Callable[[], None] | None = None) -> "LiveController":
+    def from_session(cls, session_dir: str | Path, *, loop: bool = True, realtime: bool = True,
+                     config: LiveConfig | None = None, cleanup: Callable[[], None] | None = None) -> "LiveController":
         """Replay a recorded (or simulated) session folder as if live: on its own session clock
         (through ``rig.json``'s time maps) when it has one, else each stream paced from its first
-        frame."""
+        frame; ``realtime`` False releases the frames as fast as they are read."""
         config = config or LiveConfig()
         session = Session.open(session_dir)
         has_rig = session.rig_path.is_file()
@@ -133,11 +136,11 @@ class LiveController:
             raise UserError("the session lists no devices", path=session.root / MANIFEST)
 
         def reopen(clock: SessionClock) -> list[Source]:
-            return replay_sources(session_dir, clock, on_session_clock=has_rig, loop=loop)
+            return replay_sources(session_dir, clock, realtime=realtime, on_session_clock=has_rig, loop=loop)
 
         clock = SessionClock()
         controller = cls(reopen(clock), clock=clock, reopen=reopen, rig=rig, session_dir=session_dir, config=config,
-                         cleanup=cleanup)
+                         cleanup=cleanup, replay_loop=replay_loop(session_dir, on_session_clock=has_rig) if loop else None)
         if not has_rig:
             controller.post("warning", "rig", "the session has no rig.json: calibrate before the preview can place hands")
         return controller
@@ -176,7 +179,9 @@ class LiveController:
 
     # --- controls ------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start every source and the live pipeline (a fresh set of sources after a stop)."""
+        """Start every source and the live pipeline (a fresh set of sources after a stop), and the
+        first time, the loading of the hand backend on its own thread: the streams play meanwhile and
+        the snapshot's ``hands_backend`` says ``loading <backend>`` until it is ready."""
         if self._running:
             return
         if self._used and self._reopen is not None:
@@ -189,6 +194,7 @@ class LiveController:
         self._halt.clear()
         self._running = True
         self._reported.clear()
+        self._load_hands()
         self.clock.restart()  # replays release their frames on this clock from its start
         for feed in self.feeds:
             try:
@@ -339,22 +345,39 @@ class LiveController:
         h, w = image.shape[:2]
         return LivePreview(self.rig, (w, h), kinects[0], self.config.process, self._estimator, self._depth)
 
-    def _make_estimator(self) -> None:
-        """Load the hand backend in the worker thread (WiLoR takes seconds); failures are faults."""
-        self._estimator_tried = True
+    def _load_hands(self, wait: bool = False) -> None:
+        """Start loading the hand backend on its own thread, once per controller: WiLoR takes
+        seconds, and the pipeline must keep draining the Kinect queues meanwhile. Nothing loads
+        without a panorama and a Kinect source to preview. ``wait``: return once it is loaded (or
+        has failed)."""
         backend = self.config.process.hands
-        if backend == "none":
-            return
+        kinds = {feed.source.kind for feed in self.feeds}
+        if backend != "none" and self._hands_loader is None and {"kinect", "pano"} <= kinds:
+            self._hands_backend = f"loading {backend}"
+            self.post("info", "hands", f"loading the hand backend '{backend}'")
+            self._hands_loader = threading.Thread(target=self._make_estimator, name="live-hands-loader", daemon=True)
+            self._hands_loader.start()
+        if wait and self._hands_loader is not None:
+            self._hands_loader.join()
+
+    def _make_estimator(self) -> None:
+        """The hand backend of ``config.process.hands``; the pipeline thread hands it to the preview
+        at its next pass. Failures are faults: the preview then shows predicted wrists and views."""
+        backend = self.config.process.hands
         try:
             if self.session_dir is None and backend == "sim":
                 raise UserError("the simulated hand observer needs a simulated session folder")
             session = Session.open(self.session_dir) if self.session_dir is not None else None
             self._estimator = make_estimator(self.config.process, session)
-            self._preview.estimator = self._estimator
             self._hands_backend = backend
-        except (UserError, ImportError) as exc:
-            self.post("fault", "hands", f"hand backend '{backend}' not available ({exc}); "
+            self.post("info", "hands", f"hand backend '{backend}' ready")
+        except Exception as exc:  # on this thread, anything that breaks must reach the message panel
+            detail = str(exc) if isinstance(exc, (UserError, ImportError)) else f"{type(exc).__name__}: {exc}"
+            self._hands_backend = "none"
+            self.post("fault", "hands", f"hand backend '{backend}' not available ({detail}); "
                                         "the preview shows predicted wrists and views only")
+        self._publish()
+        self._wake.set()
 
     def _run(self) -> None:
         while not self._halt.is_set():
@@ -367,7 +390,9 @@ class LiveController:
         frames into the body histories, the newest panorama frame through the preview, the fault
         checks and a new snapshot, which is returned. The worker thread runs it whenever a frame
         arrives; a caller that fills the feeds' queues itself (without :meth:`start`) can drive the
-        pipeline frame by frame."""
+        pipeline frame by frame, and then the hand backend loads in its first pass, which waits for
+        it."""
+        self._load_hands(wait=not self._running)
         pano = None
         for feed in self.feeds:
             released = feed.poll()
@@ -410,15 +435,16 @@ class LiveController:
         if self._preview is None or (self._preview.pano_cam.width, self._preview.pano_cam.height) != \
                 (frame.image.shape[1], frame.image.shape[0]):
             self._preview = self._make_preview(frame.image)
-        if self._preview is not None and not self._estimator_tried:
-            self._make_estimator()
+        if self._preview is not None and self._preview.estimator is not self._estimator:
+            self._preview.estimator = self._estimator  # loaded since the last pass
         if self._preview is None or "pano" not in self.rig.T_world_sensor or \
                 self._preview.reference_kinect not in self.rig.T_world_sensor:
             self._preview_result = bare
             return
         try:
+            index = frame.index if self.replay_loop is None else self.replay_loop.recorded_index(frame.index)
             self._preview_result = self._preview.run(released, t_session, self._histories[self._preview.reference_kinect],
-                                                     self._preview_on)
+                                                     self._preview_on, index)
         except Exception as exc:  # one bad frame must not end the session; the message says what broke
             self._report_once("preview", "failed", "fault", f"preview failed on frame {frame.index} ({type(exc).__name__}: {exc})")
             self._preview_result = bare

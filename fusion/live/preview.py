@@ -96,10 +96,13 @@ class LivePreview:
         self._estimator = estimator
         self.rig = self._rig
 
-    def run(self, released: Released, t_session: float, history: BodyHistory, render: bool) -> PreviewResult:
+    def run(self, released: Released, t_session: float, history: BodyHistory, render: bool,
+            frame_index: int | None = None) -> PreviewResult:
         """The stage on the panorama frame ``released`` at ``t_session`` (its time on the session
         clock), on the reference Kinect's ``history``. ``render`` False: predicted wrists and view
-        outlines only (no images, no backend call)."""
+        outlines only (no images, no backend call). ``frame_index``: the frame's index in its
+        recording, which the hand backend's requests carry (a looped replay's frames count on past
+        it, :class:`~omnimocap.capture.replay.ReplayLoop`); default the frame's own index."""
         frame = released.frame
         cfg = self.config
         people = history.people(self.rig.pose(self.reference_kinect), cfg.people.bridge_s)
@@ -110,7 +113,8 @@ class LivePreview:
         self.stage.depth_frames = self._depth_frames()
         velocity = hand_centre_velocity(anchors, t, cfg.depth.arm_anchor) if self.stage.depth_frames else None
         joint_std = joint_depth_std(people, cfg.joint_depth_floor_m, cfg.depth.arm_anchor, cfg.depth.wrist_floor_m)
-        views = self.stage.run(pred, t, [0], people.person_ids, frame.index, joint_std, velocity,
+        index = frame.index if frame_index is None else frame_index
+        views = self.stage.run(pred, t, [0], people.person_ids, index, joint_std, velocity,
                                frames={0: frame.image}, render=render, estimate=render)
         return self._result(released, t_session, views, pred, people.person_ids, render)
 

@@ -111,7 +111,8 @@ class RecordingState:
 class LiveState:
     """One snapshot of the whole session; the view draws it and never writes to it. ``devices``:
     each source's counters (drops include the frames the display skipped); ``sync``: per device,
-    how its clock maps onto the session clock."""
+    how its clock maps onto the session clock; ``hands_backend``: the hand preview's backend,
+    ``loading <backend>`` while it loads, ``none`` without one."""
 
     seq: int
     published_wall: float
