@@ -6,8 +6,9 @@ and ``batch`` with 2 workers against 1; writes ``benchmarks/results/process.json
   frame of every stage (``load_bodies``, ``views_and_hands``, ``body_fit``, ``total``, wall clock),
   the CPU seconds per frame of the whole ``process_session`` call (``process_cpu``, imports
   excluded) and its peak RSS. The spread of seconds per frame (longest / shortest) should stay within 1.3x.
-- Memory: peak RSS of ``process`` on a ``--memory-lengths`` pair (e.g. 60 s and 600 s): the long
-  one within 1.5x the short one (sessions are processed in 60 s chunks).
+- Memory: peak RSS of ``process`` on a ``--memory-lengths`` pair (e.g. 60 s and 600 s, a
+  ``--memory-pano-width`` panorama, which ``--hands sim`` does not decode): the long one within 1.5x
+  the short one (sessions are processed in 60 s chunks).
 - Resolution: a ``--res-seconds`` session per panorama width (3840, 5760): decoding of every frame,
   cutting the four wrist views of every frame, the hand backend (the ``sim`` observer: the tiny
   WiLoR fixture has no matching detector, so the network is not timed here) and the fusion stages
@@ -101,8 +102,8 @@ def memory(work: Path, lengths: list[float], pano_width: int, known: dict) -> di
         if sec in known:
             r = known[sec]
         else:
-            session = simulate(work / f"len{int(sec)}", sec, pano_width)
-            r = process_in_child(session, work / f"len{int(sec)}.out")
+            session = simulate(work / f"len{int(sec)}_w{pano_width}", sec, pano_width)
+            r = process_in_child(session, work / f"len{int(sec)}_w{pano_width}.out")
         rows.append({"seconds": sec, "frames": r["frames"], "peak_rss_mb": round(r["peak_rss_mb"], 1),
                      "process_wall_s": round(r["wall_s"], 1), "load_avg": load()})
         print(f"  {sec:>5.0f} s: peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
@@ -226,6 +227,8 @@ def main() -> None:
     ap.add_argument("--lengths", type=float, nargs="+", default=[15, 60, 240])
     ap.add_argument("--memory-lengths", type=float, nargs=2, default=[60, 600])
     ap.add_argument("--pano-width", type=int, default=480)
+    ap.add_argument("--memory-pano-width", type=int, default=64,
+                    help="panorama of the memory sessions (process with --hands sim does not decode it)")
     ap.add_argument("--res-seconds", type=float, default=2.0)
     ap.add_argument("--res-widths", type=int, nargs="+", default=[3840, 5760])
     ap.add_argument("--batch-sessions", type=int, default=4)
@@ -252,8 +255,8 @@ def main() -> None:
         print("memory", flush=True)
         # peak RSS of sessions this run processed for linearity; the others are processed here
         known = ({r["seconds"]: {**r, "wall_s": r["timings_s"]["total"]} for r in result["linearity"]["sessions"]}
-                 if not args.skip_linearity else {})
-        result["memory"] = memory(args.work, args.memory_lengths, args.pano_width, known)
+                 if not args.skip_linearity and args.memory_pano_width == args.pano_width else {})
+        result["memory"] = memory(args.work, args.memory_lengths, args.memory_pano_width, known)
     if not args.skip_resolution:
         print("resolution", flush=True)
         result["resolution"] = resolution(args.work, args.res_seconds, args.res_widths)
