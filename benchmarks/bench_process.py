@@ -7,7 +7,8 @@ and ``batch`` with 2 workers against 1; writes ``benchmarks/results/process.json
   the CPU seconds per frame of the whole ``process_session`` call (``process_cpu``, imports
   excluded) and its peak RSS. The spread of seconds per frame (longest / shortest) should stay within 1.3x.
 - Memory: peak RSS of ``process`` on a ``--memory-lengths`` pair (e.g. 60 s and 600 s, a
-  ``--memory-pano-width`` panorama, which ``--hands sim`` does not decode): the long one within 1.5x
+  ``--memory-pano-width`` panorama, which ``--hands sim`` does not decode, ``--memory-people`` people
+  and as many Kinects): the long one within 1.5x
   the short one (sessions are processed in 60 s chunks).
 - Resolution: a ``--res-seconds`` session per panorama width (3840, 5760): decoding of every frame,
   cutting the four wrist views of every frame, the hand backend (the ``sim`` observer: the tiny
@@ -94,21 +95,24 @@ def linearity(work: Path, lengths: list[float], pano_width: int) -> dict:
             "flat_within_1_3": all(v <= 1.3 for v in spread.values())}
 
 
-def memory(work: Path, lengths: list[float], pano_width: int, known: dict) -> dict:
-    """Peak RSS of ``process`` (a fresh interpreter each, imports included) on each session length;
-    ``known``: {seconds: row} of sessions this run already processed."""
+def memory(work: Path, lengths: list[float], pano_width: int, people: int, known: dict) -> dict:
+    """Peak RSS of ``process`` (a fresh interpreter each, imports included) on each session length,
+    ``people`` people seen by as many Kinects; ``known``: {seconds: row} of sessions this run
+    already processed."""
     rows = []
     for sec in lengths:
         if sec in known:
             r = known[sec]
         else:
-            session = simulate(work / f"len{int(sec)}_w{pano_width}", sec, pano_width)
-            r = process_in_child(session, work / f"len{int(sec)}_w{pano_width}.out")
+            name = f"len{int(sec)}_w{pano_width}_p{people}"
+            session = simulate(work / name, sec, pano_width, people=people, kinects=people)
+            r = process_in_child(session, work / f"{name}.out")
         rows.append({"seconds": sec, "frames": r["frames"], "peak_rss_mb": round(r["peak_rss_mb"], 1),
                      "process_wall_s": round(r["wall_s"], 1), "load_avg": load()})
         print(f"  {sec:>5.0f} s: peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
     ratio = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
-    return {"pano_width": pano_width, "sessions": rows, "ratio_long_to_short": round(ratio, 3),
+    return {"pano_width": pano_width, "people": people, "kinects": people, "sessions": rows,
+            "ratio_long_to_short": round(ratio, 3),
             "within_1_5": ratio <= 1.5}
 
 
@@ -229,6 +233,7 @@ def main() -> None:
     ap.add_argument("--pano-width", type=int, default=480)
     ap.add_argument("--memory-pano-width", type=int, default=64,
                     help="panorama of the memory sessions (process with --hands sim does not decode it)")
+    ap.add_argument("--memory-people", type=int, default=1, help="people (and Kinects) of the memory sessions")
     ap.add_argument("--res-seconds", type=float, default=2.0)
     ap.add_argument("--res-widths", type=int, nargs="+", default=[3840, 5760])
     ap.add_argument("--batch-sessions", type=int, default=4)
@@ -255,8 +260,9 @@ def main() -> None:
         print("memory", flush=True)
         # peak RSS of sessions this run processed for linearity; the others are processed here
         known = ({r["seconds"]: {**r, "wall_s": r["timings_s"]["total"]} for r in result["linearity"]["sessions"]}
-                 if not args.skip_linearity and args.memory_pano_width == args.pano_width else {})
-        result["memory"] = memory(args.work, args.memory_lengths, args.memory_pano_width, known)
+                 if not args.skip_linearity and (args.memory_pano_width, args.memory_people) == (args.pano_width, 2)
+                 else {})
+        result["memory"] = memory(args.work, args.memory_lengths, args.memory_pano_width, args.memory_people, known)
     if not args.skip_resolution:
         print("resolution", flush=True)
         result["resolution"] = resolution(args.work, args.res_seconds, args.res_widths)
