@@ -26,8 +26,12 @@ hand network: with ``--hands wilor`` on a cluster with GPUs, one actor per GPU h
 on CPUs only, each chunk task runs the network itself. Each task takes one CPU and runs on one
 thread (OpenMP, MKL and OpenBLAS through the job's environment, torch and OpenCV set in the worker,
 see :func:`_on_one_thread`): on a machine with as many workers as cores, libraries that start a
-thread per core in every worker would make the workers fight over the cores (the in-process
-engine keeps the libraries' defaults: it is alone). On a cluster of several machines the
+thread per core in every worker would make the workers fight over the cores. The in-process
+engine runs its units on one thread too: the per-frame arrays are small, so a pool gains little,
+and on a busy machine its threads wait on each other (on a shared 2-core machine, ``--workers 1``
+with torch's default two threads took 67 ms per frame at a load of 5-6, each single-threaded Ray
+worker 21 ms at 3.5, and ``--workers 1`` on one thread 15 ms at 1.5). On a cluster of several
+machines the
 sessions and ``--out`` must be on storage every node sees (the tasks read and write them by path;
 only the Kinect people and the chunk plan of a session travel through the object store).
 """
@@ -222,7 +226,7 @@ class LocalEngine:
 
     def submit(self, fn, *args):
         try:
-            return _Finished(fn(*args))
+            return _Finished(_on_one_thread(fn, *args))
         except Exception as exc:  # reported per session by the driver
             return _Finished(error=exc)
 
