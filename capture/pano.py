@@ -13,6 +13,7 @@ readable prefix.
 from __future__ import annotations
 
 import csv
+import itertools
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -123,13 +124,19 @@ class PanoWriter:
 
 
 class PanoReader:
-    """Reads a session's 360 stream in order. Frames are BGR uint8 (H, W, 3)."""
+    """Reads a session's 360 stream in order. Frames are BGR uint8 (H, W, 3).
+
+    Frame ``i`` of the stream is row ``i`` of ``pano_frames.csv``. Reading from a later frame seeks
+    to the key frame at or before it and decodes forward from there, so a chunk late in a session
+    does not decode the frames before it; ``decoded`` counts the frames the last :meth:`frames`
+    call decoded (those it yielded and those it skipped)."""
 
     def __init__(self, video_path: str | Path, timestamps_path: str | Path):
         import av
 
         self.video_path = Path(video_path)
         self.timestamps = read_pano_timestamps(timestamps_path)
+        self.decoded = 0
         if not self.video_path.is_file():
             raise InputError("360 video not found", path=self.video_path)
         try:
@@ -146,16 +153,50 @@ class PanoReader:
 
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (index, frame) for frames start..stop-1; stops early (without error) at a
-        truncated end. Frames are matched to timestamp rows by order."""
+        truncated end. Frames are matched to timestamp rows by order: from the file's first frame,
+        or, for ``start`` > 0, from the key frame the reader seeks to, whose row its timestamp
+        names (see :meth:`_seek_row`); where that cannot be told for sure, from the first frame."""
         import av
 
         stop = len(self) if stop is None else min(stop, len(self))
+        self.decoded = 0
+        if start >= stop:
+            return
         try:
             with av.open(str(self.video_path)) as c:
-                for i, frame in enumerate(c.decode(video=0)):
-                    if i >= stop:
-                        break
+                stream = c.streams.video[0]
+                row, decoded = self._seek_row(c, stream, start) if start > 0 else (0, c.decode(stream))
+                for i, frame in enumerate(decoded, start=row):
+                    self.decoded += 1
                     if i >= start:
                         yield i, frame.to_ndarray(format="bgr24")
+                    if i + 1 >= stop:
+                        break
         except av.error.FFmpegError:
             return  # a cut-off tail: what decoded is all there is
+
+    def _seek_row(self, container, stream, start: int):
+        """Seek to the key frame at or before row ``start``; returns (its row, the decoded frames
+        from it on). Its row is the one whose ``t_pano`` gives its presentation time: the writer's
+        encoder rounds each ``t_pano`` to its frame rate's tick (1/rate s) and the container to its
+        time base (the seek aims at row ``start``'s time so rounded), so the frame's tick must equal
+        exactly one row's, and the two times differ by at most half a tick plus a time base. Anything else (a file written another way, rows that
+        share a tick): back to the first frame, rows by order."""
+        t_pano = self.timestamps.t_pano
+        rate = stream.average_rate or stream.guessed_rate
+        if rate and stream.time_base:
+            rate, tb = float(rate), float(stream.time_base)
+            ticks = np.round(t_pano * rate)
+            if np.all(np.diff(ticks) > 0):
+                container.seek(int(round(ticks[start] / rate / tb)), stream=stream,
+                               backward=True, any_frame=False)
+                decoded = container.decode(stream)
+                frame = next(decoded, None)
+                if frame is not None and frame.pts is not None:
+                    t = float(frame.pts * stream.time_base)
+                    row = int(np.searchsorted(ticks, round(t * rate)))
+                    if row <= start and ticks[row] == round(t * rate) and abs(t - t_pano[row]) <= 0.5 / rate + tb:
+                        return row, itertools.chain([frame], decoded)
+                container.seek(0, stream=stream, backward=True, any_frame=False)
+                self.decoded += frame is not None
+        return 0, container.decode(stream)

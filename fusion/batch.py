@@ -23,7 +23,15 @@ driver's memory grows with the number or length of sessions. A chunk task decode
 frames where the session is stored and cuts the wrist views there; only those crops go to the
 hand network: with ``--hands wilor`` on a cluster with GPUs, one actor per GPU holds the network
 (fp16 under CUDA autocast) and the chunk tasks send it their views (see :class:`HandNetworkActor`);
-on CPUs only, each chunk task runs the network itself. On a cluster of several machines the
+on CPUs only, each chunk task runs the network itself. Each task takes one CPU and runs on one
+thread (OpenMP, MKL and OpenBLAS through the job's environment, torch and OpenCV set in the worker,
+see :func:`_on_one_thread`): on a machine with as many workers as cores, libraries that start a
+thread per core in every worker would make the workers fight over the cores. The in-process
+engine runs its units on one thread too: the per-frame arrays are small, so a pool gains little,
+and on a busy machine its threads wait on each other (on a shared 2-core machine, ``--workers 1``
+with torch's default two threads took 67 ms per frame at a load of 5-6, each single-threaded Ray
+worker 21 ms at 3.5, and ``--workers 1`` on one thread 15 ms at 1.5). On a cluster of several
+machines the
 sessions and ``--out`` must be on storage every node sees (the tasks read and write them by path;
 only the Kinect people and the chunk plan of a session travel through the object store).
 """
@@ -211,13 +219,14 @@ class LocalEngine:
     """Runs each unit when it is submitted, in this process (``--workers 1``: no Ray)."""
 
     workers = 1
+    start_s = warm_up_s = 0.0
 
     def put(self, value):
         return value
 
     def submit(self, fn, *args):
         try:
-            return _Finished(fn(*args))
+            return _Finished(_on_one_thread(fn, *args))
         except Exception as exc:  # reported per session by the driver
             return _Finished(error=exc)
 
@@ -229,6 +238,9 @@ class LocalEngine:
             raise ref.error
         return ref.value
 
+    def warm_up(self, config: ProcessConfig) -> None:
+        pass
+
     def hand_actors(self, config: ProcessConfig) -> list:
         return []
 
@@ -236,9 +248,39 @@ class LocalEngine:
         pass
 
 
+# The job's environment on every worker: one thread per task for the OpenMP, MKL and OpenBLAS pools
+# (read when those libraries load, so it must be set before the worker imports them).
+ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def _on_one_thread(fn, *args):
+    """Run a unit of work in a Ray worker on one thread: torch's intra-op pool and OpenCV's pool
+    are sized per process at run time, so they are set here (the environment covers the rest)."""
+    import cv2
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
+    return fn(*args)
+
+
+def _warm_up(hands: str) -> int:
+    """Import what every unit of work needs (else the first unit in each fresh worker pays for it)."""
+    import importlib
+
+    for module in ("omnimocap.fusion.body_fit", "omnimocap.fusion.evaluate",
+                   {"sim": "omnimocap.hands.sim_backend", "wilor": "omnimocap.hands.wilor.backend"}.get(hands)):
+        if module:
+            importlib.import_module(module)
+    return os.getpid()
+
+
 class RayEngine:
     """Ray Core tasks (CPU units) and, with ``--hands wilor`` and GPUs in the cluster, one
-    :class:`HandNetworkActor` per GPU, created up front."""
+    :class:`HandNetworkActor` per GPU, created up front. ``start_s``: seconds to start or join the
+    cluster; ``warm_up_s``: then to have every worker import the pipeline (one task per CPU)."""
 
     def __init__(self, workers: int, address: str | None):
         try:
@@ -247,22 +289,31 @@ class RayEngine:
             raise UserError("Ray is not installed (needed for --workers > 1 and --ray-address)",
                             fix="pip install 'omnimocap[ray]' (scripts/setup.sh installs it), or use --workers 1") from None
         self.ray = ray
+        t0 = time.perf_counter()
+        runtime_env = {"env_vars": dict(ONE_THREAD_ENV)}
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
         else:
             # a private local cluster on the loopback interface, as many CPUs as workers
             ray.init(num_cpus=workers, _node_ip_address="127.0.0.1", include_dashboard=False,
-                     log_to_driver=False, object_store_memory=512 * 1024**2)
+                     log_to_driver=False, object_store_memory=512 * 1024**2, runtime_env=runtime_env)
         self.workers = max(1, int(ray.cluster_resources().get("CPU", workers)))
-        self._remote: dict = {}
+        self.start_s = time.perf_counter() - t0
+        self.warm_up_s = 0.0
+        self._unit = ray.remote(_on_one_thread).options(num_cpus=1, max_retries=1)
+
+    def warm_up(self, config: ProcessConfig) -> None:
+        """One warm-up task per CPU, all at once: the workers import in parallel, before the first
+        units (whose timings are then their work only)."""
+        t0 = time.perf_counter()
+        self.ray.get([self._unit.remote(_warm_up, config.hands) for _ in range(self.workers)])
+        self.warm_up_s = time.perf_counter() - t0
 
     def put(self, value):
         return self.ray.put(value)
 
     def submit(self, fn, *args):
-        if fn not in self._remote:
-            self._remote[fn] = self.ray.remote(fn)
-        return self._remote[fn].options(num_cpus=1, max_retries=1).remote(*args)
+        return self._unit.remote(fn, *args)
 
     def wait(self, refs: list):
         done, _ = self.ray.wait(refs, num_returns=1)
@@ -325,17 +376,24 @@ def run_batch(session_dirs: list[Path], config: ProcessConfig, batch: BatchConfi
     for path, name in zip(session_dirs, result_names(session_dirs)):
         out = out_root / name
         runs.append(_SessionRun(SessionStatus(str(path), str(out)), Path(path), out, out_root / f".{name}.chunks"))
+    t0 = time.perf_counter()
     engine = engine or make_engine(batch.workers, batch.ray_address)
     try:
+        engine.warm_up(config)
         actors = engine.hand_actors(config)
         max_in_flight = batch.max_in_flight or 2 * engine.workers
+        t_work = time.perf_counter()
         _drive(engine, runs, config, batch, actors, max_in_flight, progress)
+        work_s = time.perf_counter() - t_work
     finally:
         engine.shutdown()
     statuses = [r.status for r in runs]
+    seconds = {"engine_start": engine.start_s, "workers_warm_up": engine.warm_up_s,
+               "start_total": t_work - t0, "work": work_s}
     atomic_write_json(out_root / REPORT_NAME, {"sessions": [asdict(s) for s in statuses],
                                                "config": asdict(config), "chunk_s": batch.chunk_s,
-                                               "overlap_s": batch.overlap_s, "workers": batch.workers})
+                                               "overlap_s": batch.overlap_s, "workers": batch.workers,
+                                               "seconds": {k: round(v, 3) for k, v in seconds.items()}})
     return statuses
 
 
