@@ -71,3 +71,16 @@ class HandEstimator(Protocol):
     name: str
 
     def estimate(self, requests: Sequence[ViewRequest]) -> list[HandObservation | None]: ...
+
+
+@dataclass
+class Detections:
+    """Hands found in one image."""
+
+    boxes_xyxy: np.ndarray  # (n, 4) pixels
+    is_right: np.ndarray  # (n,) bool
+    confidence: np.ndarray  # (n,)
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4)), np.zeros(0, dtype=bool), np.zeros(0))

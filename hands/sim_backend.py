@@ -41,8 +41,7 @@ from omnimocap.geometry.transforms import axis_angle_to_matrix
 from omnimocap.capture.truth import open_truth
 from omnimocap.data.skeletons import SIDES
 from omnimocap.geometry.resample import interpolate_positions, interpolate_rotations
-from omnimocap.hands.estimator import HandObservation, ViewRequest
-from omnimocap.hands.wilor.detector import Detections
+from omnimocap.hands.estimator import Detections, HandObservation, ViewRequest
 
 WILOR_FOCAL = 5000.0
 WILOR_CROP = 256.0

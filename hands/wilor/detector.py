@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from omnimocap.errors import ModelFilesMissing
+from omnimocap.hands.estimator import Detections  # noqa: F401  (the detector's result type)
 from omnimocap.hands.model_files import RestrictedUnpicklingError
 
 DETECTOR_CONF = 0.3  # official demo.py
@@ -166,19 +167,6 @@ def load_detector_checkpoint(path: str | Path) -> dict[str, Any]:
             m.recompute_scale_factor = None
     ckpt["model"] = model
     return ckpt
-
-
-@dataclass
-class Detections:
-    """Hands found in one image."""
-
-    boxes_xyxy: np.ndarray  # (n, 4) pixels
-    is_right: np.ndarray  # (n,) bool
-    confidence: np.ndarray  # (n,)
-
-    @classmethod
-    def empty(cls) -> "Detections":
-        return cls(np.zeros((0, 4)), np.zeros(0, dtype=bool), np.zeros(0))
 
 
 def _train_imgsz(ckpt: dict[str, Any]) -> int | list[int]:
