@@ -151,8 +151,8 @@ def test_aitviewer_from_amass_keys(tmp_path):
 
 
 def test_mano_npz_transl_reproduces_the_hand_in_smplx(tmp_path):
-    torch = pytest.importorskip("torch")
-    smplx = pytest.importorskip("smplx")
+    pytest.importorskip("smplx")
+    from tests.tools.mano import smplx_mano_joints
     from omnimocap.hands.synthetic_mano import make_synthetic_mano, write_synthetic_mano
     from omnimocap.hands.mano import ManoModel
 
@@ -176,16 +176,7 @@ def test_mano_npz_transl_reproduces_the_hand_in_smplx(tmp_path):
             assert all(np.all(np.isfinite(data[k])) for k in data.files if data[k].dtype.kind == "f")
             np.testing.assert_array_equal(data["valid"], valid)
             assert data["view_fx"].shape == (F,)
-            layer = smplx.MANO(model_path=str(tmp_path / f"MANO_{side.upper()}.pkl"), is_rhand=side == "right",
-                               use_pca=False, flat_hand_mean=True, num_betas=10)
-
-            def T(x):
-                return torch.tensor(np.ascontiguousarray(x), dtype=torch.float32)
-
-            with torch.no_grad():
-                out = layer(global_orient=T(data["global_orient"]), hand_pose=T(data["hand_pose"]),
-                            betas=T(np.broadcast_to(data["betas"], (F, 10))), transl=T(data["transl"]))
-            ours16 = out.joints.numpy()[valid]
+            ours16 = smplx_mano_joints(tmp_path, side, data)[valid]
             # smplx's 16 MANO joints: our OpenPose-ordered joints without the 5 tips.
             order = [list(HAND21_FROM_MANO).index(m) for m in range(16)]
             np.testing.assert_allclose(ours16, joints[valid][:, order], atol=1e-4)

@@ -70,8 +70,8 @@ def _mano_reproduces_the_fused_hands(result, mano_dir) -> None:
     """smplx's MANO layer, given the exported ``global_orient``, ``hand_pose``, ``betas`` and ``transl``,
     puts the 16 MANO joints where ``process`` fused them (the sim observer draws the synthetic MANO,
     which the export uses when the models folder has no MANO file)."""
-    torch = pytest.importorskip("torch")
-    smplx = pytest.importorskip("smplx")
+    pytest.importorskip("smplx")
+    from tests.tools.mano import smplx_mano_joints
     from omnimocap.data.skeletons import HAND21_FROM_MANO
     from omnimocap.hands.synthetic_mano import write_synthetic_mano
 
@@ -84,15 +84,7 @@ def _mano_reproduces_the_fused_hands(result, mano_dir) -> None:
         with np.load(result / f"mano_person0_{side}.npz") as data:
             assert all(np.all(np.isfinite(data[k])) for k in data.files if data[k].dtype.kind == "f")
             F = len(data["transl"])
-            layer = smplx.MANO(model_path=str(mano_dir / f"MANO_{side.upper()}.pkl"), is_rhand=side == "right",
-                               use_pca=False, flat_hand_mean=True, num_betas=10)
-
-            def T(x):
-                return torch.tensor(np.ascontiguousarray(x), dtype=torch.float32)
-
-            with torch.no_grad():
-                joints = layer(global_orient=T(data["global_orient"]), hand_pose=T(data["hand_pose"]),
-                               betas=T(np.broadcast_to(data["betas"], (F, 10))), transl=T(data["transl"])).joints.numpy()
+            joints = smplx_mano_joints(mano_dir, side, data)
             valid = data["valid"]
         assert valid.sum() > F // 2
         err_mm = 1000 * np.linalg.norm(joints[valid] - fused_joints[valid, s][:, order], axis=-1)
