@@ -47,9 +47,9 @@ from omnimocap.capture.people import PeopleConfig
 from omnimocap.fusion.filtering import SmootherConfig, estimate_noise_std, smooth_positions, smooth_rotations
 from omnimocap.geometry.resample import interpolate_positions, interpolate_rotations
 from omnimocap.fusion.results_folder import check_output_path, results_lock, write_results_folder
-from omnimocap.fusion.frame_stage import (  # noqa: F401  (SideConsistency, VIEW_*: names of the pipeline's results)
+from omnimocap.fusion.frame_stage import (  # noqa: F401  (VIEW_*: names of the pipeline's results)
     VIEW_GATED, VIEW_NO_HAND, VIEW_OBSERVED, VIEW_RELABELLED, VIEW_SIDE_MISMATCH, HandStage, ObservedView,
-    SideConsistency, hand_centre_velocity, joint_depth_std, predicted_hands, smooth_anchors,
+    hand_centre_velocity, joint_depth_std, predicted_hands, smooth_anchors,
 )
 from omnimocap.hands.estimator import HandEstimator
 
@@ -101,7 +101,7 @@ class ProcessConfig:
     vertices (the ``sim`` observer); default: the built-in synthetic MANO that simulations draw."""
     side_persist: int = 3
     """Consecutive observations of a (person, side) labelled as the other side after which the label is
-    overruled by the skeleton's side (see :class:`SideConsistency`)."""
+    overruled by the skeleton's side (see :class:`~omnimocap.fusion.frame_stage.SideConsistency`)."""
     models: str | None = None
     """Models directory (default: $OMNIMOCAP_MODELS or ~/.cache/omnimocap/models)."""
     smplx_model: str | None = None

@@ -11,7 +11,8 @@ import pytest
 
 from omnimocap.apps.cli import main
 from omnimocap.fusion import pipeline
-from omnimocap.fusion.pipeline import ProcessConfig, SideConsistency, process_session
+from omnimocap.fusion.frame_stage import SideConsistency
+from omnimocap.fusion.pipeline import ProcessConfig, process_session
 from omnimocap.hands.sim_backend import SimHandObserver
 
 
