@@ -34,7 +34,7 @@ Body keypoints over the panorama come from a pose model (COCO-17, ``data/skeleto
 hand detector's (``geometry/views.py`` ``WristView``): per view, :class:`PoseDetections` (what the
 model returns: boxes and keypoints in view pixels with their confidences), turned into panorama
 bearings per detected person by :func:`body_bearings_from_detections`
-(:class:`BodyKeypointBearings`). ``sim/detector.py`` fills the same structure from a
+(:class:`BodyKeypointBearings`). ``hands/sim_pose.py`` fills the same structure from a
 simulated session's truth (the ``simulated-detector`` observer's body keypoints).
 """
 
@@ -58,6 +58,7 @@ from omnimocap.data.skeletons import (
 )
 from omnimocap.errors import InputError, UserError
 from omnimocap.geometry.views import WristView, view_pixel_to_pano_bearing
+from omnimocap.hands.estimator import PoseDetections
 
 # Kinect joints tracked per person, in track order (see the module docstring); the wrists come first.
 TRACKED_KINECT_JOINTS = (
@@ -87,25 +88,6 @@ class PanoObservations:
     bearings: np.ndarray
     simulated_observer: bool
     noise_deg: float | None = None
-
-
-@dataclass
-class PoseDetections:
-    """A pose model's people in one view: ``boxes_xyxy`` (M,4) view pixels, ``confidence`` (M,) per
-    person, ``keypoints`` (M,17,2) COCO-17 keypoints in view pixels (x right, y down; NaN where the
-    model gives none) and ``keypoint_confidence`` (M,17) in [0,1]."""
-
-    boxes_xyxy: np.ndarray
-    confidence: np.ndarray
-    keypoints: np.ndarray
-    keypoint_confidence: np.ndarray
-
-    @classmethod
-    def empty(cls) -> "PoseDetections":
-        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 17, 2)), np.zeros((0, 17)))
-
-    def __len__(self) -> int:
-        return len(self.confidence)
 
 
 @dataclass

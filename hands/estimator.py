@@ -74,6 +74,25 @@ class HandEstimator(Protocol):
 
 
 @dataclass
+class PoseDetections:
+    """A pose model's people in one view: ``boxes_xyxy`` (M,4) view pixels, ``confidence`` (M,) per
+    person, ``keypoints`` (M,17,2) COCO-17 keypoints in view pixels (x right, y down; NaN where the
+    model gives none) and ``keypoint_confidence`` (M,17) in [0,1]."""
+
+    boxes_xyxy: np.ndarray
+    confidence: np.ndarray
+    keypoints: np.ndarray
+    keypoint_confidence: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "PoseDetections":
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 17, 2)), np.zeros((0, 17)))
+
+    def __len__(self) -> int:
+        return len(self.confidence)
+
+
+@dataclass
 class Detections:
     """Hands found in one image."""
 

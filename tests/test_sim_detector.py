@@ -7,7 +7,7 @@ import pytest
 
 from omnimocap.calibration.observations import body_bearings_from_detections
 from omnimocap.calibration.pano_hands import search_views
-from omnimocap.sim.detector import SimPoseDetector
+from omnimocap.hands.sim_pose import SimPoseDetector
 from omnimocap.sim.simulate import SimConfig, simulate_session
 from omnimocap.data.skeletons import COCO_FLIP, COCO_INDEX
 

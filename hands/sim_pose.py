@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from omnimocap.calibration.observations import PoseDetections
+from omnimocap.hands.estimator import PoseDetections
 from omnimocap.capture.truth import KINECT_FACE_OFFSETS_M, open_truth
 from omnimocap.data.skeletons import COCO_FLIP, COCO_FROM_SMPLX, COCO_INDEX, COCO_KEYPOINTS, SMPLX_INDEX
 from omnimocap.geometry.resample import interpolate_positions
