@@ -163,8 +163,10 @@ def _link_cost(piece: _Piece, members: list[_Piece], config: PeopleConfig) -> fl
 
 def link_tracklets(pieces: list, config: PeopleConfig | None = None) -> list[list[int]]:
     """Group pieces (from :func:`split_tracklets`) into people; see the module docstring. Pieces that
-    start within 0.1 s of each other are assigned together (optimal assignment). Returns, per person,
-    the sorted indices of its pieces."""
+    start within 0.1 s of each other are assigned together, one Kinect at a time: a Kinect's pieces
+    by optimal assignment (two of them are two bodies, never one person), each next Kinect's
+    against the people as the earlier ones left them, so two Kinects that pick a person up again at
+    the same moment join it together. Returns, per person, the sorted indices of its pieces."""
     config = config or PeopleConfig()
     info = [_Piece(p) for p in pieces]
     order = sorted(range(len(info)), key=lambda i: info[i].start)
@@ -175,27 +177,25 @@ def link_tracklets(pieces: list, config: PeopleConfig | None = None) -> list[lis
         while i + len(batch) < len(order) and info[order[i + len(batch)]].start - info[order[i]].start < 0.1:
             batch.append(order[i + len(batch)])
         i += len(batch)
-        taken: dict[int, int] = {}
-        if people:
-            cost = np.array([[_link_cost(info[b], [info[m] for m in person], config) for person in people]
-                             for b in batch])
-            # two pieces of one batch cannot join one person: the assignment is one-to-one
-            rows, cols = linear_sum_assignment(np.where(np.isfinite(cost) & (cost < 1.0), cost, 1e6))
-            taken = {int(r): int(c) for r, c in zip(rows, cols) if cost[r, c] < 1.0}
-        for r, b in enumerate(batch):
-            if r in taken:
-                people[taken[r]].append(b)
-        for r, b in enumerate(batch):
-            if r in taken:
-                continue
-            # what no earlier person explains may be a piece of one started in this batch
-            fresh = [c for c in range(len(people)) if c not in taken.values()]
-            costs = [_link_cost(info[b], [info[m] for m in people[c]], config) for c in fresh]
-            if costs and min(costs) < 1.0:
-                people[fresh[int(np.argmin(costs))]].append(b)
-            else:
-                people.append([b])
+        for device in dict.fromkeys(info[b].device for b in batch):
+            _assign(info, [b for b in batch if info[b].device == device], people, config)
     return [sorted(p) for p in people]
+
+
+def _assign(info: list[_Piece], batch: list[int], people: list[list[int]], config: PeopleConfig) -> None:
+    """Add the pieces ``batch`` (one Kinect's, starting together) to ``people`` (in place): one-to-one
+    with the people they are close to, else a new person each."""
+    taken: dict[int, int] = {}
+    if people:
+        cost = np.array([[_link_cost(info[b], [info[m] for m in person], config) for person in people]
+                         for b in batch])
+        rows, cols = linear_sum_assignment(np.where(np.isfinite(cost) & (cost < 1.0), cost, 1e6))
+        taken = {int(r): int(c) for r, c in zip(rows, cols) if cost[r, c] < 1.0}
+    for r, b in enumerate(batch):
+        if r in taken:
+            people[taken[r]].append(b)
+        else:
+            people.append([b])
 
 
 def merge_pieces(pieces: list, members: list[int]) -> list:

@@ -119,6 +119,19 @@ def test_link_keeps_two_bodies_of_one_kinect_apart():
     assert sorted(map(sorted, link_tracklets(pieces))) == [[0], [1]]
 
 
+def test_two_kinects_picking_a_person_up_together_keep_one_person():
+    # both Kinects lose the person behind someone else and get it back within a frame of each other
+    rng = np.random.default_rng(5)
+    truth = turning(T, (0.0, 0.0, 0.0), spin_s=30.0, walk=(0.3, 0.0))
+    before, after_a, after_b = T < 5.0, T >= 5.6, T >= 5.6 + 1 / 30
+    tracks = [track("A", 1, truth + rng.normal(0, 0.01, truth.shape), SENSOR_A, before),
+              track("A", 4, truth + rng.normal(0, 0.01, truth.shape), SENSOR_A, after_a),
+              track("B", 2, truth + rng.normal(0, 0.01, truth.shape), SENSOR_B, before),
+              track("B", 7, truth + rng.normal(0, 0.01, truth.shape), SENSOR_B, after_b)]
+    pieces, _ = split_tracklets(tracks)
+    assert sorted(map(sorted, link_tracklets(pieces))) == [[0, 1, 2, 3]]
+
+
 def test_bridge_respects_the_longest_gap():
     t = np.arange(0, 3, 0.1)
     j = np.tile(t[:, None, None], (1, 32, 3))
