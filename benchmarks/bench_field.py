@@ -1,5 +1,6 @@
-"""The field-realism benchmark: the acceptance flow on simulated sessions at both realism levels,
-and on the field sessions once more with each repair switched off.
+"""The field-realism benchmark: the acceptance flow on simulated sessions at both realism levels
+and with a second, independent model of k4abt's errors (benchmarks/k4abt_independent.py), and on
+the field sessions once more with each repair switched off.
 
 Flow per seed and level (two people, two Kinects with recordings)::
 
@@ -43,6 +44,8 @@ METRICS = (
     ("hands.coverage", ">=", 0.9),
 )
 RESULTS = Path(__file__).resolve().parent / "results"
+# The independent error model's seed is the session's plus this.
+INDEPENDENT_SEED_OFFSET = 1000
 # Booleans of ProcessConfig that choose outputs, not repairs.
 NOT_REPAIRS = ("preview",)
 
@@ -98,9 +101,19 @@ def _calibration_config(off: str | None, verb: str):
 
 
 def simulate(session: Path, level: str, seed: int, seconds: float, pano_width: int) -> float:
+    """Simulate ``session`` at ``level``; "independent" is the ideal session of the same seed (made
+    first when missing) with k4abt's errors from benchmarks/k4abt_independent.py (its own seed)."""
     from omnimocap.sim.simulate import SimConfig, simulate_session
 
     t0 = time.perf_counter()
+    if level == "independent":
+        from k4abt_independent import make_session
+
+        ideal = session.parent / f"ideal_seed{seed}"
+        if not (ideal / "truth").is_dir():
+            simulate(ideal, "ideal", seed, seconds, pano_width)
+        make_session(ideal, session, seed=INDEPENDENT_SEED_OFFSET + seed)
+        return time.perf_counter() - t0
     simulate_session(session, SimConfig(seconds=seconds, people=2, kinects=2, seed=seed, pano_width=pano_width,
                                         realism=level, overwrite=True))
     return time.perf_counter() - t0
@@ -229,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     p.add_argument("--seconds", type=float, default=30.0)
-    p.add_argument("--levels", nargs="+", default=["ideal", "field"], choices=["ideal", "field"])
+    p.add_argument("--levels", nargs="+", default=["ideal", "field", "independent"],
+                   choices=["ideal", "field", "independent"],
+                   help="independent: the ideal session with k4abt's errors from benchmarks/k4abt_independent.py")
     p.add_argument("--pano-width", type=int, default=1920)
     p.add_argument("--ablate", action="store_true", help="field sessions again with each repair switched off")
     p.add_argument("--switches", nargs="+", default=None, metavar="PREFIX",
@@ -268,7 +283,9 @@ def _write(args, runs: list[dict], switches: list[str]) -> None:
     args.out.with_suffix(".json").write_text(json.dumps({"setup": info, "runs": runs}, indent=1))
     seeds = sorted({r["seed"] for r in runs})
     md = (f"# Field realism benchmark\n\n{args.seconds:g} s, 2 people, 2 Kinects with recordings, seeds "
-          f"{', '.join(map(str, seeds))}; mean over seeds (each seed in brackets). "
+          f"{', '.join(map(str, seeds))}; mean over seeds (each seed in brackets). Levels: ideal (no k4abt errors), "
+          "field (the simulator's k4abt errors, sim/k4abt.py), independent (the ideal session with k4abt's errors "
+          "from a second model written apart from the first, benchmarks/k4abt_independent.py). "
           f"Repair switches: {', '.join(switches) or 'none exposed'}.\n\n" + table(runs)
           + "\nEach variant at its worst seed (x: misses the target):\n\n" + variant_table(runs))
     args.out.with_suffix(".md").write_text(md)
