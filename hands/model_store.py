@@ -13,8 +13,8 @@ Models folder: ``--models DIR``, else the environment variable ``OMNIMOCAP_MODEL
     <models>/checksums.json               SHA-256 of every file, recorded by download / verify
 
 WiLoR's weights are CC BY-NC-ND 4.0; MANO and SMPL-X may not be redistributed, hence the manual steps;
-ultralytics' YOLO11 weights are AGPL-3.0. No download has a published digest to check against: the
-SHA-256 of each file is recorded when it is downloaded (or first verified) and checked from then on.
+ultralytics' YOLO11 weights are AGPL-3.0. No digest is fixed in advance: the SHA-256 of each file
+is recorded when it is downloaded (or first verified) and checked from then on.
 """
 
 from __future__ import annotations

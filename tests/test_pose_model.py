@@ -236,10 +236,10 @@ def test_detect_poses_on_panorama_views(pose_model, pano):
         pose_model.detect_poses(7, None, views)
 
 
-def test_detect_image_on_a_wide_image(pose_model, pano):
+def test_detect_image_on_a_wide_image(pose_pt, pano, device):
     """A 2:1 image is letterboxed with padding: boxes stay inside the image it was given."""
     small = cv2.resize(pano, (256, 128), interpolation=cv2.INTER_AREA)
-    d = pose_model.detect_image(small)
+    d = PoseModel(pose_pt, device=device, imgsz=IMGSZ).detect_image(small)
     assert len(d) > 0 and d.keypoints.shape == (len(d), 17, 2)
     assert np.all((d.boxes_xyxy[:, 0::2] >= 0) & (d.boxes_xyxy[:, 0::2] <= 256))
     assert np.all((d.boxes_xyxy[:, 1::2] >= 0) & (d.boxes_xyxy[:, 1::2] <= 128))
