@@ -10,9 +10,12 @@ allowed. Modules of allowed classes are rebuilt from their pickled attributes on
 constructor arguments is refused, so no ``__init__`` runs with arguments of the file's choosing.
 
 Checkpoints written by earlier ultralytics versions (the official releases among them) also pickle
-a little plain data, allowed here in a form that cannot reach code: the head's ``Detect.forward``
-(as ``getattr(Detect, "forward")``; only ``forward`` / ``forward_fuse`` of an allowed module class
-resolve) and numpy scalars of numeric dtypes in the training metrics (:data:`LEGACY_DATA_GLOBALS`).
+a little plain data, allowed here in a form that cannot reach code (:data:`LEGACY_DATA_GLOBALS`,
+the data globals ultralytics' own restricted loader lists for its official checkpoints): the head's
+``Detect.forward`` (as ``getattr(Detect, "forward")``; only ``forward`` / ``forward_fuse`` of an
+allowed module class resolve), numpy scalars of numeric dtypes in the training metrics, the
+settings namespace (built empty, then given its pickled attributes) and file paths (built from
+strings only; building a path touches no file).
 """
 
 from __future__ import annotations
@@ -63,6 +66,12 @@ LEGACY_DATA_GLOBALS = (
     "numpy.dtype",
     "numpy.core.multiarray.scalar",
     "numpy._core.multiarray.scalar",
+    "ultralytics.utils.IterableSimpleNamespace",
+    "ultralytics.yolo.utils.IterableSimpleNamespace",
+    "pathlib.PosixPath",
+    "pathlib.WindowsPath",
+    "pathlib._local.PosixPath",
+    "pathlib._local.WindowsPath",
 )
 _METHODS = ("forward", "forward_fuse")
 _NUMERIC_DTYPES = "?bBhHiIlLqQefdgFDG"
@@ -117,6 +126,22 @@ def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
     return np.frombuffer(data, dtype=dtype, count=1)[0]
 
 
+def _namespace(*args: Any, **kwargs: Any) -> Any:
+    """An empty ultralytics settings namespace (its attributes come from the pickle's state)."""
+    from ultralytics.utils import IterableSimpleNamespace
+
+    if args or kwargs:
+        raise pickle.UnpicklingError("global IterableSimpleNamespace called with arguments")
+    return IterableSimpleNamespace()
+
+
+def _path(*parts: Any) -> Path:
+    """A file path from its pickled parts, strings only; this machine's path type."""
+    if not all(isinstance(p, str) for p in parts):
+        raise pickle.UnpicklingError("global pathlib path called with parts that are not strings")
+    return Path(*parts)
+
+
 def _allowed(names: Sequence[str]) -> list[tuple[Any, str]]:
     """The weights-only allow-list for ``names``, from the installed torch / ultralytics / numpy
     (never from the file): each module class resolves to a no-argument factory, and the real class
@@ -133,6 +158,12 @@ def _allowed(names: Sequence[str]) -> list[tuple[Any, str]]:
             out += [(type(np.dtype(c)), _instance_name(f"numpy dtype {c}")) for c in _NUMERIC_DTYPES]
         elif name.startswith("numpy.") and name.endswith(".scalar"):
             out.append((_numpy_scalar, name))
+        elif name.endswith(".IterableSimpleNamespace"):
+            from ultralytics.utils import IterableSimpleNamespace
+
+            out += [(_namespace, name), (IterableSimpleNamespace, _instance_name(name))]
+        elif name.startswith("pathlib."):
+            out.append((_path, name))
         else:
             module, _, qualname = name.rpartition(".")
             cls = getattr(importlib.import_module(module), qualname, None)

@@ -102,6 +102,16 @@ class _ForbiddenMethod:
         return getattr, (Detect, "__init__")
 
 
+class _Reduce:
+    """A pickled call of ``func`` with ``args``."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
 class _ObjectScalar:
     """A numpy scalar of object dtype (numpy's pickle of it would hand over an arbitrary object)."""
 
@@ -134,23 +144,31 @@ def test_a_genuine_checkpoint_needs_only_the_allowed_globals(pose_pt):
 
 
 def test_a_checkpoint_of_an_earlier_ultralytics_loads(tmp_path, pose_pt):
-    """Earlier ultralytics versions pickle the head's ``Detect.forward`` and numpy metrics."""
+    """Earlier ultralytics versions pickle the head's ``Detect.forward``, numpy metrics, the settings
+    namespace and paths."""
     from ultralytics.nn.modules.head import Detect
+    from ultralytics.utils import IterableSimpleNamespace
 
     ckpt = torch.load(pose_pt, weights_only=False)  # our own trusted test file
     ckpt["model"].model[-1].detect = Detect.forward
+    ckpt["model"].args = IterableSimpleNamespace(imgsz=96, data="coco-pose.yaml")
     ckpt["train_metrics"] = {"metrics/mAP50(P)": np.float64(0.5), "fitness": np.float32(0.25)}
-    ckpt["train_args"] = {"imgsz": 96}
+    ckpt["train_args"] = {"imgsz": 96, "save_dir": Path("runs/pose/train")}
     path = tmp_path / "old.pt"
     torch.save(ckpt, path)
-    assert {"builtins.getattr", "ultralytics.nn.modules.head.Detect"} <= set(checkpoint_globals(path))
+    assert {"builtins.getattr", "ultralytics.nn.modules.head.Detect", "numpy.dtype",
+            "ultralytics.utils.IterableSimpleNamespace"} <= set(checkpoint_globals(path))
     loaded = load_pose_checkpoint(path)
     assert loaded["model"].model[-1].detect is Detect.forward
+    assert loaded["model"].args.imgsz == 96 and loaded["model"].args.data == "coco-pose.yaml"
     assert loaded["train_metrics"] == {"metrics/mAP50(P)": 0.5, "fitness": 0.25}
+    assert loaded["train_args"]["save_dir"] == Path("runs/pose/train")
     assert PoseModel(path).imgsz == 96  # the checkpoint's training size by default
 
 
 def test_harmful_checkpoints_are_refused_in_one_line_and_run_nothing(tmp_path, pose_pt):
+    from ultralytics.utils import IterableSimpleNamespace
+
     marker = tmp_path / "payload_ran"
     harmful = tmp_path / "harmful" / "yolo11n-pose.pt"
     harmful.parent.mkdir()
@@ -166,10 +184,13 @@ def test_harmful_checkpoints_are_refused_in_one_line_and_run_nothing(tmp_path, p
     torch.save(ckpt, hidden)
     with pytest.raises(RestrictedUnpicklingError, match="global posix.system"):
         PoseModel(hidden)
-    for payload, reason in ((_ConstructorCall(), "PoseModel called with constructor arguments"),
-                            (_ForbiddenMethod(), "builtins.getattr called for Detect.__init__"),
-                            (_ObjectScalar(), "numpy.dtype called for")):
-        path = tmp_path / f"{type(payload).__name__}.pt"
+    calls = ((_ConstructorCall(), "PoseModel called with constructor arguments"),
+             (_ForbiddenMethod(), "builtins.getattr called for Detect.__init__"),
+             (_ObjectScalar(), "numpy.dtype called for"),
+             (_Reduce(type(Path()), 1), "pathlib path called with parts that are not strings"),
+             (_Reduce(IterableSimpleNamespace, 1), "IterableSimpleNamespace called with arguments"))
+    for i, (payload, reason) in enumerate(calls):
+        path = tmp_path / f"call{i}.pt"
         torch.save({"model": payload}, path)
         assert set(checkpoint_globals(path)) <= set(POSE_GLOBALS + LEGACY_DATA_GLOBALS)  # the scan passes ...
         with pytest.raises(RestrictedUnpicklingError, match=reason):
