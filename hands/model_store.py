@@ -33,7 +33,8 @@ from omnimocap.errors import ModelFilesMissing, UserError
 
 WILOR_BASE_URL = "https://huggingface.co/spaces/rolpotamias/WiLoR/resolve/main/pretrained_models"
 POSE_WEIGHTS = "pose/yolo11n-pose.pt"
-# ultralytics' release asset (the release that introduced YOLO11), what ``YOLO("yolo11n-pose.pt")`` fetches.
+# ultralytics' release asset of YOLO11n-pose (tag v8.3.0, the release that introduced YOLO11; the link
+# of ultralytics' pose documentation).
 POSE_WEIGHTS_URL = "https://github.com/ultralytics/assets/releases/download/v8.3.0/yolo11n-pose.pt"
 CHUNK = 1 << 20
 
