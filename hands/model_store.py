@@ -1,4 +1,4 @@
-"""The model store: where the WiLoR, MANO and SMPL-X files live, how they are fetched, checked and found.
+"""The model store: where the WiLoR, MANO, SMPL-X and body keypoint files live, how they are fetched, checked and found.
 
 Models folder: ``--models DIR``, else the environment variable ``OMNIMOCAP_MODELS``, else
 ``~/.cache/omnimocap/models``. Layout::
@@ -9,9 +9,12 @@ Models folder: ``--models DIR``, else the environment variable ``OMNIMOCAP_MODEL
     <models>/mano/MANO_RIGHT.pkl          MANO right hand      (registration needed, copy by hand)
     <models>/mano/mano_mean_params.npz    WiLoR mean params    (packaged copy, written by download)
     <models>/smplx/SMPLX_NEUTRAL.npz      SMPL-X body          (registration needed, copy by hand)
+    <models>/pose/yolo11n-pose.pt         body keypoints       (download, optional: ultralytics' YOLO11 COCO pose model)
     <models>/checksums.json               SHA-256 of every file, recorded by download / verify
 
-WiLoR's weights are CC BY-NC-ND 4.0; MANO and SMPL-X may not be redistributed, hence the manual steps.
+WiLoR's weights are CC BY-NC-ND 4.0; MANO and SMPL-X may not be redistributed, hence the manual steps;
+ultralytics' YOLO11 weights are AGPL-3.0. No digest is fixed in advance: the SHA-256 of each file
+is recorded when it is downloaded (or first verified) and checked from then on.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from typing import Callable
 from omnimocap.errors import ModelFilesMissing, UserError
 
 WILOR_BASE_URL = "https://huggingface.co/spaces/rolpotamias/WiLoR/resolve/main/pretrained_models"
+POSE_WEIGHTS = "pose/yolo11n-pose.pt"
+# ultralytics' release asset of YOLO11n-pose (tag v8.3.0, the release that introduced YOLO11; the link
+# of ultralytics' pose documentation).
+POSE_WEIGHTS_URL = "https://github.com/ultralytics/assets/releases/download/v8.3.0/yolo11n-pose.pt"
 CHUNK = 1 << 20
 
 
@@ -55,6 +62,7 @@ FILES: tuple[ModelFile, ...] = (
     ModelFile("smplx/SMPLX_NEUTRAL.npz", "SMPL-X neutral body", "manual", SMPLX_HOW.replace("{gender}", "NEUTRAL")),
     ModelFile("smplx/SMPLX_MALE.npz", "SMPL-X male body", "manual", SMPLX_HOW.replace("{gender}", "MALE"), optional=True),
     ModelFile("smplx/SMPLX_FEMALE.npz", "SMPL-X female body", "manual", SMPLX_HOW.replace("{gender}", "FEMALE"), optional=True),
+    ModelFile(POSE_WEIGHTS, "body keypoints (YOLO11 pose)", "download", "run `omnimocap models download`", optional=True),
 )
 WILOR_FILES = ("wilor/wilor_final.ckpt", "wilor/detector.pt", "wilor/model_config.yaml", "mano/mano_mean_params.npz")
 
@@ -96,6 +104,24 @@ def require_wilor_files(models_dir: str | Path | None = None) -> dict[str, Path]
         "model_config": models / "wilor/model_config.yaml",
         "mean_params": models / "mano/mano_mean_params.npz",
     }
+
+
+def require_pose_weights(models_dir: str | Path | None = None) -> Path:
+    """Path of the body keypoint model's weights; raises ModelFilesMissing with the line ``models
+    status`` prints for a missing file."""
+    models = Path(models_dir) if models_dir else default_models_dir()
+    msg = missing_message(models, (POSE_WEIGHTS,))
+    if msg:
+        raise ModelFilesMissing(msg)
+    return models / POSE_WEIGHTS
+
+
+def download_urls(base_url: str = WILOR_BASE_URL) -> dict[str, str]:
+    """Where each downloaded file comes from: the WiLoR files from ``base_url`` (their folder, or a
+    mirror of it), the body keypoint weights from ultralytics' release (:data:`POSE_WEIGHTS_URL`)."""
+    base = base_url.rstrip("/")
+    return {"wilor/wilor_final.ckpt": f"{base}/wilor_final.ckpt", "wilor/detector.pt": f"{base}/detector.pt",
+            POSE_WEIGHTS: POSE_WEIGHTS_URL}
 
 
 def sha256(path: Path) -> str:
@@ -174,14 +200,14 @@ def _copy_package_file(name: str, dest: Path) -> None:
 
 def run_download(models: Path, base_url: str = WILOR_BASE_URL, progress: bool = True,
                  out: Callable[[str], None] = print) -> int:
-    """Fetch the WiLoR files, write the packaged config / mean parameters, record checksums."""
+    """Fetch the WiLoR files and the body keypoint weights (:func:`download_urls`), write the
+    packaged config / mean parameters, record checksums."""
     models.mkdir(parents=True, exist_ok=True)
-    for rel in ("wilor/wilor_final.ckpt", "wilor/detector.pt"):
+    for rel, url in download_urls(base_url).items():
         dest = models / rel
         if dest.is_file():
             out(f"{rel}: present")
             continue
-        url = f"{base_url.rstrip('/')}/{dest.name}"
         out(f"{rel}: downloading {url}")
         _record_checksum(models, rel, download_file(url, dest, progress=progress))
     for rel, name in (("wilor/model_config.yaml", "wilor_model_config.yaml"), ("mano/mano_mean_params.npz", "mano_mean_params.npz")):
@@ -221,7 +247,11 @@ def _required_groups() -> tuple[tuple[str, ...], ...]:
 
 def _validate(path: Path, rel: str) -> None:
     """Load the file as its users do; raises a UserError on a corrupt, wrong or refused file."""
-    if rel.endswith(".ckpt"):
+    if rel == POSE_WEIGHTS:
+        from omnimocap.hands.pose_model import load_pose_checkpoint
+
+        load_pose_checkpoint(path)  # as open_pose_detector loads it: refuses any non-model global
+    elif rel.endswith(".ckpt"):
         from omnimocap.hands.wilor.checkpoint import load_checkpoint_file
 
         sd = load_checkpoint_file(path)["state_dict"]

@@ -14,7 +14,8 @@ from omnimocap.hands import model_store
 from omnimocap.apps.cli import main
 from omnimocap.errors import ModelFilesMissing
 
-PAYLOAD = {"wilor_final.ckpt": bytes(range(256)) * 300, "detector.pt": b"detector-bytes" * 100}
+PAYLOAD = {"wilor_final.ckpt": bytes(range(256)) * 300, "detector.pt": b"detector-bytes" * 100,
+           "yolo11n-pose.pt": b"pose-bytes" * 100}
 
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
@@ -51,7 +52,8 @@ def server():
     httpd.server_close()
 
 
-def test_download_resumes_and_records_checksums(tmp_path, server, capsys):
+def test_download_resumes_and_records_checksums(tmp_path, server, capsys, monkeypatch):
+    monkeypatch.setattr(model_store, "POSE_WEIGHTS_URL", f"{server}/ultralytics/yolo11n-pose.pt")
     models = tmp_path / "models"
     part = models / "wilor" / "wilor_final.ckpt.part"
     part.parent.mkdir(parents=True)
@@ -60,12 +62,14 @@ def test_download_resumes_and_records_checksums(tmp_path, server, capsys):
     assert rc == 0
     assert ("wilor_final.ckpt", "bytes=1000-") in _RangeHandler.requests
     assert ("detector.pt", None) in _RangeHandler.requests
-    for name, data in PAYLOAD.items():
-        assert (models / "wilor" / name).read_bytes() == data
+    assert ("yolo11n-pose.pt", None) in _RangeHandler.requests
+    for rel in ("wilor/wilor_final.ckpt", "wilor/detector.pt", "pose/yolo11n-pose.pt"):
+        assert (models / rel).read_bytes() == PAYLOAD[rel.rsplit("/", 1)[1]]
     assert not part.exists()
     sums = json.loads((models / "checksums.json").read_text())
     assert sums["wilor/wilor_final.ckpt"] == hashlib.sha256(PAYLOAD["wilor_final.ckpt"]).hexdigest()
     assert sums["wilor/detector.pt"] == hashlib.sha256(PAYLOAD["detector.pt"]).hexdigest()
+    assert sums["pose/yolo11n-pose.pt"] == hashlib.sha256(PAYLOAD["yolo11n-pose.pt"]).hexdigest()
     assert (models / "wilor/model_config.yaml").is_file() and (models / "mano/mano_mean_params.npz").is_file()
     assert "mano.is.tue.mpg.de" in capsys.readouterr().out
     # A second run downloads nothing.

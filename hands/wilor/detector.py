@@ -11,22 +11,13 @@ letterboxes its image on its own (scaled to the checkpoint's training size, 640 
 the long side, the short side padded to a multiple of the stride); :meth:`HandDetector.detect` batches only images of one size, for which one batched call
 letterboxes exactly as per-image calls do.
 
-Loading never unpickles arbitrary objects. ultralytics' ``YOLO(path)`` runs ``torch.load`` with
-weights-only loading switched off, so a crafted file would run its code. :func:`load_detector_checkpoint`
-first lists the pickle's globals by scanning its opcodes (nothing is imported or run), refuses the
-file unless every global is one of :data:`DETECTOR_GLOBALS` (the torch and ultralytics module
-classes of a YOLOv8-pose checkpoint), then reads it with torch's weights-only unpickler with exactly
-those classes allowed. Modules of allowed classes are rebuilt from their pickled attributes only
-(``object.__new__`` plus ``nn.Module.__setstate__``): a pickled call of an allowed class with
-constructor arguments is refused, so no ``__init__`` runs with arguments of the file's choosing.
+Loading never unpickles arbitrary objects: :func:`load_detector_checkpoint` reads the file through
+hands/yolo_checkpoint.py (an opcode scan against :data:`DETECTOR_GLOBALS`, then torch's weights-only
+unpickler with exactly those classes allowed, no constructor call of the file's choosing).
 """
 
 from __future__ import annotations
 
-import importlib
-import io
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,94 +26,27 @@ import numpy as np
 
 from omnimocap.errors import ModelFilesMissing
 from omnimocap.hands.estimator import Detections  # noqa: F401  (the detector's result type)
-from omnimocap.hands.model_files import RestrictedUnpicklingError
+from omnimocap.hands.yolo_checkpoint import (LEGACY_DATA_GLOBALS, YOLOV8_POSE_GLOBALS, checkpoint_globals,
+                                             load_yolo_checkpoint, train_imgsz)
 
 DETECTOR_CONF = 0.3  # official demo.py
 DETECTOR_IOU = 0.7  # ultralytics' default NMS IoU: demo.py passes none
 GATE_IOU = 0.1  # a detection overlapping the predicted box at least this much is a candidate ...
 GATE_CENTER = 0.5  # ... as is one whose centre is within this fraction of the predicted box's diagonal
 
-# Every class a YOLOv8-pose checkpoint (``model`` / ``ema`` entries, as ultralytics saves them)
+# Every global a YOLOv8-pose checkpoint (``model`` / ``ema`` entries, as ultralytics saves them)
 # pickles besides tensors and plain containers; torch's own rebuild functions are allowed by
 # weights-only loading itself.
-DETECTOR_GLOBALS = (
-    "ultralytics.nn.tasks.PoseModel",
-    "ultralytics.nn.modules.conv.Conv",
-    "ultralytics.nn.modules.conv.Concat",
-    "ultralytics.nn.modules.block.C2f",
-    "ultralytics.nn.modules.block.Bottleneck",
-    "ultralytics.nn.modules.block.SPPF",
-    "ultralytics.nn.modules.block.DFL",
-    "ultralytics.nn.modules.head.Pose",
-    "torch.nn.modules.conv.Conv2d",
-    "torch.nn.modules.batchnorm.BatchNorm2d",
-    "torch.nn.modules.activation.SiLU",
-    "torch.nn.modules.pooling.MaxPool2d",
-    "torch.nn.modules.upsampling.Upsample",
-    "torch.nn.modules.container.Sequential",
-    "torch.nn.modules.container.ModuleList",
-)
+DETECTOR_GLOBALS = YOLOV8_POSE_GLOBALS + LEGACY_DATA_GLOBALS
+_WHAT = "the hand detector's"
 _FIX = "use the official detector.pt (omnimocap models download)"
-
-
-def _instance_name(name: str) -> str:
-    """The allow-list key under which a class's instances are accepted (BUILD); it is no module path,
-    and the global scan refuses any name outside DETECTOR_GLOBALS, so no pickle can name it."""
-    return f"<instance of {name}>"
-
-
-def _without_arguments(cls: type, name: str) -> type:
-    """What a pickled reference to ``cls`` resolves to: calling it (REDUCE) or its ``__new__``
-    (NEWOBJ) yields a bare ``cls`` instance, and any constructor argument is refused, so no
-    ``__init__`` of the file's choosing runs (ultralytics pickles modules as NEWOBJ with no
-    arguments plus their attribute state)."""
-
-    def __new__(factory: type, *args: Any, **kwargs: Any) -> Any:
-        if args or kwargs:
-            raise pickle.UnpicklingError(f"global {name} called with constructor arguments")
-        return object.__new__(cls)
-
-    return type(cls.__name__, (), {"__new__": __new__, "__module__": __name__})
-
-
-def _allowed_classes() -> list[tuple[Any, str]]:
-    """The weights-only allow-list for DETECTOR_GLOBALS, from the installed torch / ultralytics
-    (never from the file): each name resolves to a no-argument factory, and the real class is
-    allowed only as the type of an instance receiving its pickled attributes."""
-    import torch
-
-    out: list[tuple[Any, str]] = []
-    for name in DETECTOR_GLOBALS:
-        module, _, qualname = name.rpartition(".")
-        cls = getattr(importlib.import_module(module), qualname, None)
-        if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
-            out += [(_without_arguments(cls, name), name), (cls, _instance_name(name))]
-    return out
-
-
-def _read(path: Path) -> bytes:
-    if not path.is_file():
-        raise ModelFilesMissing("the hand detector's weights are missing", path=path,
-                                fix="run `omnimocap models download`")
-    data = path.read_bytes()
-    if not zipfile.is_zipfile(io.BytesIO(data)):
-        raise ModelFilesMissing("not a torch model archive", path=path, fix="download it again")
-    return data
 
 
 def detector_globals(path: str | Path, data: bytes | None = None) -> list[str]:
     """Names of the globals (besides torch's own allowed ones) the checkpoint's pickle refers to,
     found by scanning its opcodes; nothing is imported or run. ``data``: the file's bytes when
     already read. Raises ModelFilesMissing when the file is not a torch zip archive."""
-    import torch
-
-    path = Path(path)
-    data = _read(path) if data is None else data
-    try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data)))
-    except (RuntimeError, ValueError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
-        raise ModelFilesMissing(f"not a readable torch model archive ({exc})", path=path,
-                                fix="download it again") from exc
+    return checkpoint_globals(path, data, _WHAT)
 
 
 def load_detector_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -130,54 +54,13 @@ def load_detector_checkpoint(path: str | Path) -> dict[str, Any]:
     module classes allowed; ``"model"`` is the network (float32, eval mode). Raises
     RestrictedUnpicklingError naming the globals of a file that needs anything else, and
     ModelFilesMissing for a file that is not a detector checkpoint."""
-    import torch
-
     path = Path(path)
-    data = _read(path)  # scanned and loaded from the same bytes
-    refused = [g for g in detector_globals(path, data) if g not in DETECTOR_GLOBALS]
-    if refused:
-        raise RestrictedUnpicklingError(
-            f"refused to unpickle global {', '.join(refused)}: a hand detector may only hold the YOLOv8-pose "
-            "module classes and tensors, never objects that could run code", path=path, fix=_FIX)
-    try:
-        with torch.serialization.safe_globals(_allowed_classes()):
-            ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # the scan passed, the unpickler refused (e.g. a constructor call)
-        reason = next((line.strip() for line in str(exc).splitlines() if "global" in line.lower()
-                       or "reduce" in line.lower()), type(exc).__name__)
-        raise RestrictedUnpicklingError(f"refused to unpickle: {reason}", path=path, fix=_FIX) from exc
-    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
-        raise ModelFilesMissing(f"not a readable detector checkpoint ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else ''})", path=path,
-                                fix="download it again") from exc
-    model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
-    pose_model = importlib.import_module("ultralytics.nn.tasks").PoseModel
-    if not isinstance(model, pose_model):
-        raise ModelFilesMissing("no YOLOv8-pose model under 'model' or 'ema' in the detector checkpoint",
-                                path=path, fix=_FIX)
-    nc = len(getattr(model, "names", {}) or {})
+    ckpt = load_yolo_checkpoint(path, DETECTOR_GLOBALS, _WHAT, _FIX)
+    nc = len(getattr(ckpt["model"], "names", {}) or {})
     if nc != 2:
         raise ModelFilesMissing(f"the detector has {nc} classes, a hand detector has 2 (left, right)", path=path,
                                 fix=_FIX)
-    model = model.float().eval()
-    for m in model.modules():  # what ultralytics' own loader adjusts after loading
-        if hasattr(m, "inplace"):
-            m.inplace = True
-        elif isinstance(m, torch.nn.Upsample) and not hasattr(m, "recompute_scale_factor"):
-            m.recompute_scale_factor = None
-    ckpt["model"] = model
     return ckpt
-
-
-def _train_imgsz(ckpt: dict[str, Any]) -> int | list[int]:
-    """The inference size ultralytics takes from a checkpoint: ``train_args["imgsz"]`` (640 if absent)."""
-    args = ckpt.get("train_args")
-    value = args.get("imgsz", 640) if isinstance(args, dict) else 640
-    if isinstance(value, int) and 32 <= value <= 4096:
-        return value
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and 32 <= v <= 4096 for v in value):
-        return list(value)
-    return 640
 
 
 class HandDetector:
@@ -188,7 +71,7 @@ class HandDetector:
         self.weights = Path(weights)
         ckpt = load_detector_checkpoint(self.weights)
         self.model = ckpt["model"]
-        self.imgsz = _train_imgsz(ckpt)
+        self.imgsz = train_imgsz(ckpt)
         self.device = device
         self.conf = conf
         self.iou = iou
