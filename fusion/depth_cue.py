@@ -199,10 +199,13 @@ class DepthCueConfig:
     arm_anchor: bool = False
     """On: the depth the cue refines comes from the Kinect wrist alone, and the hand's predicted
     centre from the wrist and the forearm (elbow to wrist); off (default): from the blend of k4abt's
-    wrist, HAND, HANDTIP and THUMB joints (``ProcessConfig.depth_weights``). The blend is the better
-    of the two on simulated 8 s two-person sessions even with k4abt's field errors (hand joints
-    12.8 vs 15.8 mm in ``field``, 4.6 vs 10.1 mm in ``ideal``): the forearm's direction misses the
-    hand's centre by more than the noisy hand joints do."""
+    wrist, HAND, HANDTIP and THUMB joints (``ProcessConfig.depth_weights``). With the Kinect depth
+    maps the cue decides the depth and the anchor matters little; the blend is still the better of
+    the two on simulated 30 s two-person sessions with the true rig (hand joints with the 5 mm /
+    3 deg / 10 % observer: 7.72 vs 7.92 mm with the simulator's k4abt errors, 9.02 vs 9.10 mm with
+    the independent error model of benchmarks/k4abt_independent.py, 6.64 vs 7.17 mm in ``ideal``;
+    noise-free ``ideal`` 1.14 vs 2.08 mm; without depth maps 16.6 vs 16.7 mm): the forearm's
+    direction misses the hand's centre by more than the noisy hand joints do."""
     wrist_floor_m: float = 0.008
     """With ``arm_anchor``: lowest standard deviation assumed for the wrist's depth (metres): the
     Kinect wrist's definition offset and slow noise, which its frame-to-frame noise does not show."""
