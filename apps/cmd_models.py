@@ -14,7 +14,7 @@ def _models_dir(args: argparse.Namespace) -> Path:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "models", help="show, download and verify the WiLoR, MANO and SMPL-X model files",
+        "models", help="show, download and verify the WiLoR, body keypoint, MANO and SMPL-X model files",
         description="Model files live in --models DIR, else $OMNIMOCAP_MODELS, else ~/.cache/omnimocap/models.",
     )
     parser.add_argument("action", choices=("status", "download", "verify"))
