@@ -306,6 +306,7 @@ class Scene3D(QtWidgets.QWidget):
             for item in (self.skeletons, self.hands, self.sensors, self.body_bones):
                 self.view.addItem(item)
             self.meshes: dict[int, object] = {}  # person id -> GLMeshItem
+            self._gl_faces: tuple[np.ndarray, np.ndarray] | None = None  # (the state's faces, as drawn)
         else:
             self.view = pg.PlotWidget(title="top view (world x-z, metres)")
             self.view.setAspectLocked(True)
@@ -386,13 +387,17 @@ class Scene3D(QtWidgets.QWidget):
 
         for pid in set(self.meshes) - set(fitted):
             self.view.removeItem(self.meshes.pop(pid))
+        if faces is not None and (self._gl_faces is None or self._gl_faces[0] is not faces):
+            # pyqtgraph's "shaded" shader lights the faces whose normals point away from the eye
+            # (its light vector is (1, -1, -1) in eye space): outward-wound triangles are given reversed
+            self._gl_faces = (faces, np.ascontiguousarray(faces[:, ::-1]))
         for pid, body in fitted.items():
             item = self.meshes.get(pid)
             if item is None:
                 item = gl.GLMeshItem(smooth=False, shader="shaded", color=MESH_COLOR, glOptions="opaque")
                 self.meshes[pid] = item
                 self.view.addItem(item)
-            item.setMeshData(vertexes=self._gl(body.vertices).astype(np.float32), faces=faces)
+            item.setMeshData(vertexes=self._gl(body.vertices).astype(np.float32), faces=self._gl_faces[1])
 
 
 def hand_status_text(status: dict[tuple[int, str], str]) -> str:

@@ -42,13 +42,18 @@ INFLUENCES = 4
 
 
 class BodyMesh:
-    """An SMPL-X model's mesh, shaped per person and skinned to posed joints. ``faces`` (T,3)."""
+    """An SMPL-X model's mesh, shaped per person and skinned to posed joints. ``faces`` (T,3): the
+    model's triangles, wound counter-clockwise seen from outside."""
 
     def __init__(self, model: dict):
         self.v_template = np.asarray(model["v_template"], dtype=np.float64)
         self.shapedirs = np.asarray(model["shapedirs"], dtype=np.float64)
         self.J_regressor = np.asarray(model["J_regressor"], dtype=np.float64)
-        self.faces = np.asarray(model["f"], dtype=np.int32)
+        faces = np.asarray(model["f"], dtype=np.int32)
+        # wound counter-clockwise seen from outside (a positive enclosed volume), as renderers light them
+        v = self.v_template[faces]
+        volume = np.einsum("ti,ti->", v[:, 0], np.cross(v[:, 1], v[:, 2])) / 6.0
+        self.faces = faces if volume >= 0 else np.ascontiguousarray(faces[:, ::-1])
         weights = np.asarray(model["weights"], dtype=np.float64)
         self.influence = np.argsort(-weights, axis=1)[:, :INFLUENCES]
         w = np.take_along_axis(weights, self.influence, axis=1)
