@@ -690,9 +690,12 @@ class SessionWindow(QtWidgets.QMainWindow):
 
 
 def preload_hand_backend(controller: LiveController) -> None:
-    """Import the hand preview's backend (torch, timm, WiLoR) on the GUI thread before any OpenGL
-    context exists. Imported later from the pipeline thread, torch's optional triton extension
-    (which carries its own LLVM) crashed the process under Xvfb's Mesa llvmpipe OpenGL."""
+    """Import the hand preview's backend (torch, timm, WiLoR) and the live body's torch on the GUI
+    thread before any OpenGL context exists. Imported later from the pipeline thread, torch's
+    optional triton extension (which carries its own LLVM) crashed the process under Xvfb's Mesa
+    llvmpipe OpenGL."""
+    if controller.config.body:
+        import torch  # noqa: F401  (the live body's fit runs on torch, on the body thread)
     if controller.config.process.hands == "none":
         return
     try:

@@ -479,6 +479,11 @@ class LiveController:
     def _run_body(self) -> None:
         """The body thread: fits the newest people the pipeline handed over (the fit of two people
         costs about as much as the hand preview: apart, neither waits for the other)."""
+        import torch
+
+        # The fit's tensors are small: a pool of threads only contends with the pipeline for the
+        # cores (with OpenMP, the setting holds for this thread alone).
+        torch.set_num_threads(1)
         while not self._halt.is_set():
             self._body_wake.wait(0.05)
             self._body_wake.clear()
