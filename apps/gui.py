@@ -300,7 +300,14 @@ class Scene3D(QtWidgets.QWidget):
             grid.setSpacing(0.5, 0.5)
             self.view.addItem(grid)
             self.skeletons = gl.GLLinePlotItem(mode="lines", width=2, color=(0.3, 0.8, 1.0, 1.0), antialias=True)
-            self.hands = gl.GLLinePlotItem(mode="lines", width=2, color=(0.35, 1.0, 0.55, 1.0), antialias=True)
+            self.hands = gl.GLLinePlotItem(mode="lines", width=3, color=(0.35, 1.0, 0.55, 1.0), antialias=True)
+            # the lifted hands over the body's mesh (no depth test, drawn after it): a hand often
+            # lies in the mesh's own hand
+            from OpenGL import GL
+
+            self.hands.setGLOptions({GL.GL_DEPTH_TEST: False, GL.GL_BLEND: True,
+                                     "glBlendFunc": (GL.GL_SRC_ALPHA, GL.GL_ONE_MINUS_SRC_ALPHA)})
+            self.hands.setDepthValue(10)
             self.sensors = gl.GLLinePlotItem(mode="lines", width=3, antialias=True)
             self.body_bones = gl.GLLinePlotItem(mode="lines", width=2, color=(1.0, 0.67, 0.24, 1.0), antialias=True)
             for item in (self.skeletons, self.hands, self.sensors, self.body_bones):
