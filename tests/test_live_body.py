@@ -102,6 +102,8 @@ def test_skinning_at_rest_is_the_shaped_template():
 def test_live_body_needs_enough_joints_in_the_newest_frame(motion, tmp_path):
     _, _, _, kinect, confidence = motion
     body = LiveBody(ProcessConfig(models=str(tmp_path)), shape_s=1.0)
+    unsure = np.where(confidence > 0, 0, confidence)  # tracked, but every joint of confidence NONE
+    assert body.update(tracks(kinect[:40], unsure[:40]), {}) == {}  # no shape from such joints
     people = tracks(kinect[:40].copy(), confidence[:40])
     assert 1 in body.update(people, {})
     people.joints[0, -1] = np.nan  # the person is missing from the newest frame

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from omnimocap.data.skeletons import KINECT_BODY_FOR_FIT, SIDES, SMPLX_HAND_START
+from omnimocap.errors import InputError
 from omnimocap.fusion.body_fit import BodyFit, fit_body
 from omnimocap.fusion.body_model import Skeleton, forward_kinematics, load_skeleton, resolve_smplx_model
 from omnimocap.fusion.hand_integration import integrate_hands
@@ -140,7 +141,10 @@ class LiveBody:
         if len(seen) < 2 or t[seen[-1]] - t[seen[0]] < self.shape_s:
             return None
         frames = slice(seen[0], seen[-1] + 1)
-        fit = fit_body(joints[frames], confidence[frames], self.skeleton, self.body_config)
+        try:
+            fit = fit_body(joints[frames], confidence[frames], self.skeleton, self.body_config)
+        except InputError:
+            return None  # no frame with enough confident joints yet: tried again with the next frame
         offsets = np.array(list(fit.joint_offsets.values()))
         rest = None if self.mesh is None else self.mesh.shaped(fit.betas)
         self._people[pid] = _Person(fit.betas, offsets, rest)
