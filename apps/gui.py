@@ -9,7 +9,8 @@ Panes: each Kinect's colour image with its skeletons (or, without colour, the sk
 depth camera, x right, y down), the panorama with predicted wrists and the wrist-centred views'
 outlines, the hand views with the reconstructed 2D keypoints, and the 3D scene (pyqtgraph's OpenGL
 view, y up; where OpenGL is unavailable, e.g. the ``offscreen`` platform, a top-down x-z plot that
-says so). Then the device table, calibration, recording, the preview switch and every message.
+says so): the live SMPL-X body of every person whose shape is fitted (its mesh with a model file,
+else its skeleton) with the fused hands, the Kinect skeletons before that. Then the device table, calibration, recording, the preview switch and every message.
 """
 
 from __future__ import annotations
@@ -23,13 +24,18 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from omnimocap.fusion.live.controller import LiveController
 from omnimocap.fusion.live.state import LiveState, Message
-from omnimocap.data.skeletons import HAND21_JOINTS, KINECT_PARENTS
+from omnimocap.data.skeletons import HAND21_JOINTS, KINECT_PARENTS, SMPLX_PARENTS
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True, background="#16181d", foreground="#d8dde6")
 
 # Joint pairs drawn as bones.
 KINECT_BONE_PAIRS = np.array([(p, c) for c, p in enumerate(KINECT_PARENTS) if p >= 0])
 HAND_BONE_PAIRS = np.array([(0 if name.endswith("1") else i - 1, i) for i, name in enumerate(HAND21_JOINTS) if i > 0])
+SMPLX_BONE_PAIRS = np.array([(p, c) for c, p in enumerate(SMPLX_PARENTS) if p >= 0])
+BODY_COLOR = (255, 170, 60)
+MESH_COLOR = (0.85, 0.62, 0.45, 1.0)
+# Mesh vertices drawn per person in the top-down plot (a cloud that shows the body's outline).
+TOP_DOWN_MESH_POINTS = 1500
 PERSON_COLORS = ((80, 200, 255), (255, 170, 60), (150, 230, 120), (230, 120, 230))
 SIDE_COLORS = {"left": (255, 90, 90), "right": (90, 255, 140)}
 LEVEL_COLORS = {"info": "#9aa4b2", "warning": "#f0c050", "fault": "#ff6b6b"}
@@ -294,10 +300,20 @@ class Scene3D(QtWidgets.QWidget):
             grid.setSpacing(0.5, 0.5)
             self.view.addItem(grid)
             self.skeletons = gl.GLLinePlotItem(mode="lines", width=2, color=(0.3, 0.8, 1.0, 1.0), antialias=True)
-            self.hands = gl.GLLinePlotItem(mode="lines", width=2, color=(0.35, 1.0, 0.55, 1.0), antialias=True)
+            self.hands = gl.GLLinePlotItem(mode="lines", width=3, color=(0.35, 1.0, 0.55, 1.0), antialias=True)
+            # the lifted hands over the body's mesh (no depth test, drawn after it): a hand often
+            # lies in the mesh's own hand
+            from OpenGL import GL
+
+            self.hands.setGLOptions({GL.GL_DEPTH_TEST: False, GL.GL_BLEND: True,
+                                     "glBlendFunc": (GL.GL_SRC_ALPHA, GL.GL_ONE_MINUS_SRC_ALPHA)})
+            self.hands.setDepthValue(10)
             self.sensors = gl.GLLinePlotItem(mode="lines", width=3, antialias=True)
-            for item in (self.skeletons, self.hands, self.sensors):
+            self.body_bones = gl.GLLinePlotItem(mode="lines", width=2, color=(1.0, 0.67, 0.24, 1.0), antialias=True)
+            for item in (self.skeletons, self.hands, self.sensors, self.body_bones):
                 self.view.addItem(item)
+            self.meshes: dict[int, object] = {}  # person id -> GLMeshItem
+            self._gl_faces: tuple[np.ndarray, np.ndarray] | None = None  # (the state's faces, as drawn)
         else:
             self.view = pg.PlotWidget(title="top view (world x-z, metres)")
             self.view.setAspectLocked(True)
@@ -319,6 +335,9 @@ class Scene3D(QtWidgets.QWidget):
             self.sensors = pg.ScatterPlotItem(size=12, symbol="t", brush=pg.mkBrush(255, 230, 80))
             self.sensor_labels: list[pg.TextItem] = []
             self.view.addItem(self.sensors)
+            self.mesh_points = pg.ScatterPlotItem(size=2, pen=None, brush=pg.mkBrush(217, 158, 115, 110))
+            self.body_bones = self.view.plot(connect="pairs", pen=_pen(BODY_COLOR, 2))
+            self.view.addItem(self.mesh_points)
         layout.addWidget(self.view, 1)
 
     @staticmethod
@@ -327,14 +346,22 @@ class Scene3D(QtWidgets.QWidget):
         return np.stack([points[:, 0], -points[:, 2], points[:, 1]], axis=1) if len(points) else np.zeros((0, 3))
 
     def show_world(self, world) -> None:
-        skel = [bone_segments(j, KINECT_BONE_PAIRS) for j in world.skeletons.values()]
+        """Draw ``world``: the fitted bodies (mesh, else skeleton) when there are any, else the
+        Kinect skeletons; the lifted hands; the sensors."""
+        fitted = world.fitted
+        skel = [] if fitted else [bone_segments(j, KINECT_BONE_PAIRS) for j in world.skeletons.values()]
         hands = [bone_segments(h, HAND_BONE_PAIRS) for h in world.hands]
         skel = np.concatenate(skel) if skel else np.zeros((0, 3))
         hands = np.concatenate(hands) if hands else np.zeros((0, 3))
+        with_mesh = world.body_faces is not None and all(b.vertices is not None for b in fitted.values())
+        body = [bone_segments(b.joints, SMPLX_BONE_PAIRS) for b in fitted.values()]
+        body = np.concatenate(body) if body else np.zeros((0, 3))
         poses = world.sensor_poses
         if self.uses_opengl:
             self.skeletons.setData(pos=self._gl(skel))
             self.hands.setData(pos=self._gl(hands))
+            self.body_bones.setData(pos=self._gl(np.zeros((0, 3)) if with_mesh else body))
+            self._show_meshes(fitted if with_mesh else {}, world.body_faces)
             axes, colors = [], []
             for T in poses.values():
                 for k, rgb in enumerate(((1, 0.3, 0.3, 1), (0.3, 1, 0.3, 1), (0.3, 0.5, 1, 1))):
@@ -345,6 +372,11 @@ class Scene3D(QtWidgets.QWidget):
         else:
             set_points(self.skeletons, skel[:, 0], skel[:, 2])
             set_points(self.hands, hands[:, 0], hands[:, 2])
+            set_points(self.body_bones, body[:, 0], body[:, 2])
+            cloud = [b.vertices[::max(1, len(b.vertices) // TOP_DOWN_MESH_POINTS)] for b in fitted.values()] \
+                if with_mesh else []
+            cloud = np.concatenate(cloud) if cloud else np.zeros((0, 3))
+            set_points(self.mesh_points, cloud[:, 0], cloud[:, 2])
             centres = np.array([T[:3, 3] for T in poses.values()]) if poses else np.zeros((0, 3))
             set_points(self.sensors, centres[:, 0], centres[:, 2])
             if len(self.sensor_labels) != len(poses):
@@ -355,6 +387,24 @@ class Scene3D(QtWidgets.QWidget):
                     self.view.addItem(label)
             for label, c in zip(self.sensor_labels, centres):
                 label.setPos(c[0], c[2])
+
+    def _show_meshes(self, fitted: dict, faces) -> None:
+        """One shaded GL mesh per fitted body; those of people no longer fitted are removed."""
+        import pyqtgraph.opengl as gl
+
+        for pid in set(self.meshes) - set(fitted):
+            self.view.removeItem(self.meshes.pop(pid))
+        if faces is not None and (self._gl_faces is None or self._gl_faces[0] is not faces):
+            # pyqtgraph's "shaded" shader lights the faces whose normals point away from the eye
+            # (its light vector is (1, -1, -1) in eye space): outward-wound triangles are given reversed
+            self._gl_faces = (faces, np.ascontiguousarray(faces[:, ::-1]))
+        for pid, body in fitted.items():
+            item = self.meshes.get(pid)
+            if item is None:
+                item = gl.GLMeshItem(smooth=False, shader="shaded", color=MESH_COLOR, glOptions="opaque")
+                self.meshes[pid] = item
+                self.view.addItem(item)
+            item.setMeshData(vertexes=self._gl(body.vertices).astype(np.float32), faces=self._gl_faces[1])
 
 
 def hand_status_text(status: dict[tuple[int, str], str]) -> str:
@@ -580,7 +630,7 @@ class SessionWindow(QtWidgets.QMainWindow):
         self.preview_box.blockSignals(False)
         hands = sum(h.keypoints_2d is not None for h in state.hand_views)
         self.status_label.setText(f"hands: {state.hands_backend}  {hands}/{len(state.hand_views)} views  "
-                                  f"pipeline {state.pipeline_ms:.1f} ms")
+                                  f"pipeline {state.pipeline_ms:.1f} ms  body {state.body_ms:.1f} ms")
         self.hand_status_label.setText(hand_status_text(state.world.hand_status))
         self._show_calibration(state.calibration)
         self._show_recording(state.recording)
@@ -647,9 +697,12 @@ class SessionWindow(QtWidgets.QMainWindow):
 
 
 def preload_hand_backend(controller: LiveController) -> None:
-    """Import the hand preview's backend (torch, timm, WiLoR) on the GUI thread before any OpenGL
-    context exists. Imported later from the pipeline thread, torch's optional triton extension
-    (which carries its own LLVM) crashed the process under Xvfb's Mesa llvmpipe OpenGL."""
+    """Import the hand preview's backend (torch, timm, WiLoR) and the live body's torch on the GUI
+    thread before any OpenGL context exists. Imported later from the pipeline thread, torch's
+    optional triton extension (which carries its own LLVM) crashed the process under Xvfb's Mesa
+    llvmpipe OpenGL."""
+    if controller.config.body:
+        import torch  # noqa: F401  (the live body's fit runs on torch, on the body thread)
     if controller.config.process.hands == "none":
         return
     try:

@@ -1,9 +1,11 @@
 """The live whole-body pose streamed out: VMC (OSC over UDP) for VTuber tools and Unity/Unreal
 plug-ins, and rerun for inspection.
 
-The pose of a person is the body of the live session's reference Kinect (32 k4abt joints, world
-frame, metres, y up, right-handed) with that person's fused hands (21 keypoints each) when the hand
-preview has them. :func:`unity_bones` turns it into Unity humanoid bones.
+The pose of a person is its live SMPL-X body (``fusion.live.body``) once its shape is fitted, else
+the body of the live session's reference Kinect, as 32 k4abt joints either way (world frame, metres,
+y up, right-handed; the fitted body's through :func:`kinect_joints_of_smplx`), with that person's
+fused hands (21 keypoints each) when the hand preview has them. :func:`unity_bones` turns it into
+Unity humanoid bones.
 
 VMC (https://protocol.vmc.info, "Performer to Marionette"): each frame is one OSC bundle of
 ``/VMC/Ext/Root/Pos "root" px py pz qx qy qz qw``, one ``/VMC/Ext/Bone/Pos <name> px py pz qx qy
@@ -35,7 +37,10 @@ from typing import Iterable
 
 import numpy as np
 
-from omnimocap.data.skeletons import HAND21_INDEX, KINECT_INDEX, KINECT_PARENTS, SIDES
+from omnimocap.data.skeletons import (
+    HAND21_INDEX, KINECT_BODY_FOR_FIT, KINECT_INDEX, KINECT_JOINTS, KINECT_PARENTS, SIDES, SMPLX_INDEX,
+    SMPLX_PARENTS, kinect_from_smplx_matrix,
+)
 from omnimocap.geometry.quaternions import matrix_to_quat_xyzw
 from omnimocap.geometry.transforms import rotation_between
 
@@ -146,10 +151,27 @@ def unity_bones(body_world: np.ndarray, hands_world: dict[str, np.ndarray] | Non
     return bones
 
 
+_KINECT_FROM_SMPLX = kinect_from_smplx_matrix()
+# k4abt's HAND joint sits at the base of the middle finger.
+_HAND_FROM_SMPLX = {f"HAND_{side.upper()}": SMPLX_INDEX[f"{side}_middle1"] for side in SIDES}
+
+
+def kinect_joints_of_smplx(smplx_joints: np.ndarray) -> np.ndarray:
+    """The 32 k4abt joints (32,3) of SMPL-X joints (55,3), same frame and units: the joints the
+    body fit models (``data.skeletons.KINECT_FROM_SMPLX``) and each HAND at the middle finger's
+    base; NaN for the others (face, hand tips, thumbs)."""
+    out = np.full((len(KINECT_JOINTS), 3), np.nan)
+    out[list(KINECT_BODY_FOR_FIT)] = _KINECT_FROM_SMPLX @ np.asarray(smplx_joints, float)
+    for name, j in _HAND_FROM_SMPLX.items():
+        out[KINECT_INDEX[name]] = smplx_joints[j]
+    return out
+
+
 def person_pose(state, person_id: int | None = None) -> tuple[int, np.ndarray, dict[str, np.ndarray]] | None:
     """(person id, body (32,3), side -> hand (21,3)) of one person in a
     :class:`~omnimocap.fusion.live.state.LiveState`'s world (the lowest id when ``person_id`` is None), or
-    None when that person is not tracked."""
+    None when that person is not tracked. The body is the fitted SMPL-X body's where there is one,
+    else the reference Kinect's skeleton."""
     bodies = state.world.bodies
     if not bodies:
         return None
@@ -157,7 +179,8 @@ def person_pose(state, person_id: int | None = None) -> tuple[int, np.ndarray, d
     if pid not in bodies:
         return None
     hands = {side: state.world.person_hands[(pid, side)] for side in SIDES if (pid, side) in state.world.person_hands}
-    return pid, bodies[pid], hands
+    fitted = state.world.fitted.get(pid)
+    return pid, bodies[pid] if fitted is None else kinect_joints_of_smplx(fitted.joints), hands
 
 
 # --- OSC encoding (OSC 1.0: big-endian, strings NUL-padded to 4 bytes) ------------------------------
@@ -242,7 +265,8 @@ class VmcSender:
 
 class RerunSink:
     """Logs each new live snapshot's people to a rerun recording: ``world/person_<id>/body`` (the
-    k4abt joints as points, ``.../bones`` as line segments) and ``world/person_<id>/<side>_hand``
+    k4abt joints as points, ``.../bones`` as line segments), ``world/person_<id>/smplx`` (the fitted
+    SMPL-X joints and bones, once fitted) and ``world/person_<id>/<side>_hand``
     (21 keypoints and finger segments; cleared when the hand is lost), world frame (right-handed,
     y up, metres), on the ``session`` timeline (seconds). ``target``: ``spawn`` (start a viewer), a ``rerun+http://``
     URL (connect to a running viewer) or a file path ending in ``.rrd`` (save)."""
@@ -264,6 +288,7 @@ class RerunSink:
         self._last_key = None
         self._hands_shown: set[str] = set()
         self._body_pairs = np.array([(p, c) for c, p in enumerate(KINECT_PARENTS) if p >= 0])
+        self._smplx_pairs = np.array([(p, c) for c, p in enumerate(SMPLX_PARENTS) if p >= 0])
         self._hand_pairs = np.array([(0 if n.endswith("1") else i - 1, i) for n, i in HAND21_INDEX.items() if i > 0])
 
     def __call__(self, state) -> None:
@@ -276,6 +301,9 @@ class RerunSink:
         for pid, body in state.world.bodies.items():
             rec.log(f"world/person_{pid}/body", rr.Points3D(body, radii=0.02))
             rec.log(f"world/person_{pid}/body/bones", rr.LineStrips3D(body[self._body_pairs], radii=0.01))
+        for pid, fitted in state.world.fitted.items():
+            rec.log(f"world/person_{pid}/smplx", rr.Points3D(fitted.joints, radii=0.015))
+            rec.log(f"world/person_{pid}/smplx/bones", rr.LineStrips3D(fitted.joints[self._smplx_pairs], radii=0.008))
         shown = set()
         for (pid, side), hand in state.world.person_hands.items():
             shown.add(f"world/person_{pid}/{side}_hand")

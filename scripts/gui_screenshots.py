@@ -4,12 +4,18 @@
     QT_QPA_PLATFORM=offscreen python scripts/gui_screenshots.py  # 3D view as a top-down plot
 
 Writes ``docs/images/gui.png`` (or ``--out``): the window after ``--warmup`` seconds of replay,
-so every pane holds live data. PNG colours are quantized when the file would be large.
+so every pane holds live data and the live SMPL-X bodies are fitted (their shape after the first
+1.5 s). The bodies are skinned to the synthetic SMPL-X model (``sim.synthetic_models``) unless
+``--models`` names a models folder with ``smplx/SMPLX_NEUTRAL.npz``. The 3D view uses OpenGL even
+where it is rendered in software (``OMNIMOCAP_GL=1`` unless set otherwise). PNG colours are
+quantized when the file would be large.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,19 +26,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "images" / "gui.png"))
     parser.add_argument("--seconds", type=float, default=4.0, help="length of the simulated loop")
-    parser.add_argument("--warmup", type=float, default=2.5, help="seconds of replay before the capture")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of replay before the capture")
+    parser.add_argument("--models", help="models folder whose SMPL-X file skins the bodies (default: the synthetic model)")
     parser.add_argument("--size", default="1600x900", help="window size WxH")
     parser.add_argument("--max-kb", type=int, default=400, help="quantize colours above this PNG size")
     args = parser.parse_args()
 
+    os.environ.setdefault("OMNIMOCAP_GL", "1")
     from PySide6 import QtCore, QtWidgets
 
     from omnimocap.apps.gui import SessionWindow, apply_theme
     from omnimocap.apps.live import LiveController
+    from omnimocap.fusion.live.controller import LiveConfig
+    from omnimocap.fusion.pipeline import ProcessConfig
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     apply_theme(app)
-    controller = LiveController.simulated(args.seconds, people=2, pano_width=1280)
+    models = args.models
+    if models is None:
+        from omnimocap.sim.synthetic_models import write_synthetic_smplx
+
+        models = tempfile.mkdtemp(prefix="omnimocap_models_")
+        write_synthetic_smplx(Path(models) / "smplx")
+    config = LiveConfig(process=ProcessConfig(hands="sim", models=models))
+    controller = LiveController.simulated(args.seconds, people=2, pano_width=1280, config=config)
     window = SessionWindow(controller, record_dir="/tmp/omnimocap_recordings")
     width, height = (int(v) for v in args.size.split("x"))
     window.resize(width, height)

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,3 +197,93 @@ def test_lean_window_shows_hand_status_and_skips_unchanged_panes(window, qtbot):
     calls.clear()
     window.refresh()
     assert calls == []
+
+
+def fitted_world(with_mesh: bool):
+    """A world with one fitted SMPL-X body (arms down a little) standing at the origin, skinned to the
+    synthetic model's mesh when ``with_mesh``, and no Kinect skeleton of it drawn."""
+    from omnimocap.fusion.body_model import default_skeleton, forward_kinematics
+    from omnimocap.fusion.live.body import BodyMesh
+    from omnimocap.fusion.live.state import FittedBody, WorldState
+    from omnimocap.sim.synthetic_models import make_synthetic_smplx
+
+    skeleton = default_skeleton()
+    local = np.broadcast_to(np.eye(3), (55, 3, 3)).copy()
+    transl = np.array([0.0, 0.95, 0.0])
+    joints, glob = forward_kinematics(skeleton, local, np.zeros(10), transl)
+    vertices = faces = None
+    if with_mesh:
+        mesh = BodyMesh(make_synthetic_smplx())
+        vertices, faces = mesh.skin(*mesh.shaped(np.zeros(10)), glob, joints), mesh.faces
+    body = FittedBody(1, 0.0, joints, local, transl, np.zeros(10), vertices, {"left": "kinect", "right": "kinect"})
+    kinect = np.full((32, 3), 2.0)
+    return WorldState(skeletons={"k/1": kinect}, sensor_poses={"pano": np.eye(4)}, bodies={1: kinect},
+                      fitted={1: body}, body_faces=faces)
+
+
+def drawn(item) -> int:
+    """Points a plot item draws (pyqtgraph keeps None for no data)."""
+    return 0 if item.xData is None else len(item.xData)
+
+
+@pytest.mark.parametrize("with_mesh", [False, True])
+def test_top_down_view_draws_the_fitted_body(qtbot, with_mesh):
+    from omnimocap.apps.gui import SMPLX_BONE_PAIRS, Scene3D
+
+    scene = Scene3D(accelerated_only=True)
+    qtbot.addWidget(scene)
+    world = fitted_world(with_mesh)
+    scene.show_world(world)
+    assert not scene.uses_opengl
+    assert len(scene.body_bones.xData) == 2 * len(SMPLX_BONE_PAIRS)  # the SMPL-X skeleton, fingers too
+    np.testing.assert_allclose(sorted(scene.body_bones.xData)[-1], world.fitted[1].joints[:, 0].max())
+    assert drawn(scene.skeletons) == 0  # not the Kinect's
+    cloud = scene.mesh_points.data
+    assert (len(cloud) > 1000) == with_mesh and (len(cloud) == 0) != with_mesh
+    scene.show_world(replace(world, fitted={}, body_faces=None))  # no fit yet: the Kinect skeletons
+    assert drawn(scene.skeletons) > 0 and drawn(scene.body_bones) == 0 and len(scene.mesh_points.data) == 0
+
+
+GL_MESH_CHECK = textwrap.dedent("""
+    import sys
+    from PySide6 import QtCore, QtWidgets
+    from omnimocap.apps.gui import Scene3D
+
+    app = QtWidgets.QApplication([])  # on Xvfb's display: test_gui below picks offscreen only where none is set
+    sys.path.insert(0, %r)
+    from tests.test_gui import fitted_world
+    scene = Scene3D()
+    scene.resize(320, 240)
+    scene.view.setCameraPosition(distance=2.5)  # the body fills the view: a mesh covers, bones do not
+    scene.show()
+    skin = []
+    for with_mesh in (False, True):  # the skeleton, then the mesh
+        scene.show_world(fitted_world(with_mesh))
+        for _ in range(10):
+            app.processEvents()
+        image = scene.view.grabFramebuffer()
+        skin.append(0)
+        for x in range(image.width()):
+            for y in range(image.height()):
+                c = image.pixelColor(x, y)
+                skin[-1] += c.red() > 60 and c.red() > c.green() > c.blue() > 0.4 * c.red()  # mesh, not bones
+    print("opengl", scene.uses_opengl, "meshes", len(scene.meshes), "skin", *skin)
+    scene.deleteLater()
+    app.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
+""")
+
+
+def test_3d_view_draws_the_body_mesh_under_xvfb(tmp_path):
+    if shutil.which("xvfb-run") is None:
+        pytest.skip("xvfb-run is not installed (apt-get install xvfb): the OpenGL 3D view needs a display")
+    pytest.importorskip("OpenGL", reason="PyOpenGL is needed by pyqtgraph's 3D view")
+    env = {k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"}
+    script = tmp_path / "gl_mesh_check.py"
+    script.write_text(GL_MESH_CHECK % str(Path(__file__).resolve().parents[1]))
+    result = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 640x480x24", sys.executable, str(script)],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    words = result.stdout.split()
+    assert words[:4] == ["opengl", "True", "meshes", "1"]
+    skeleton_only, mesh = int(words[5]), int(words[6])
+    assert mesh > 100 and mesh > 5 * skeleton_only, (skeleton_only, mesh)  # the shaded body is drawn

@@ -518,3 +518,37 @@ def test_gui_hand_stage_takes_process_defaults():
     assert live_config(parser.parse_args(["gui", "--simulate"])).process.hands == "sim"
     assert live_config(parser.parse_args(["gui", "--simulate", "--hands", "none"])).process.hands == "none"
     assert live_config(parser.parse_args(["gui", "--hands", "wilor", "--device", "cuda"])).process.device == "cuda"
+
+
+def test_running_session_publishes_the_fitted_body(sim_session, tmp_path):
+    """The body thread fits the people the preview runs on: with its shape held (after 1 s here),
+    each person's SMPL-X body comes with the snapshots, at a Kinect frame's time."""
+    config = LiveConfig(process=ProcessConfig(hands="sim", view_size=96, models=str(tmp_path)), body_shape_s=1.0)
+    controller = LiveController.from_session(sim_session, realtime=False, config=config)
+    try:
+        controller.start()
+        state = wait_for(lambda: (s := controller.latest()).world.fitted and s, timeout=60.0)
+        (pid, body), = state.world.fitted.items()
+        assert pid in state.world.bodies and body.person_id == pid
+        assert body.joints.shape == (55, 3) and np.all(np.isfinite(body.joints))
+        assert 1.0 < body.joints[15, 1] < 2.0  # y up: the head (SMPL-X joint 15) stands above a metre
+        assert body.vertices is None and state.world.body_faces is None  # no model file in this models folder
+        assert state.body_ms > 0 and state.world.frame_key[2] == max(b.t_session for b in state.world.fitted.values())
+    finally:
+        controller.close()
+
+
+def test_body_fit_that_fails_is_a_fault(sim_session, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("no such model")
+
+    monkeypatch.setattr(live_controller, "LiveBody", broken)
+    controller = LiveController.from_session(sim_session, realtime=False,
+                                             config=LiveConfig(process=ProcessConfig(hands="sim", view_size=96)))
+    try:
+        controller.start()
+        wait_for(lambda: any("live body fit failed (ValueError: no such model)" in m.text
+                             for m in controller.latest().messages), timeout=30.0)
+        assert controller.latest().world.fitted == {}
+    finally:
+        controller.close()

@@ -242,3 +242,31 @@ def test_bad_vmc_address_is_one_line(sim_session, capsys, monkeypatch):
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     line = one_line_error(capsys, ["gui", "--session", str(sim_session), "--vmc", "127.0.0.1:notaport"])
     assert "--vmc" in line and "port" in line and "HOST:PORT" in line
+
+
+def test_fitted_body_is_streamed_in_place_of_the_kinect_skeleton():
+    from types import SimpleNamespace
+
+    from omnimocap.data.skeletons import SMPLX_INDEX
+    from omnimocap.fusion.body_model import default_skeleton, forward_kinematics
+    from omnimocap.fusion.live.state import FittedBody, WorldState
+    from omnimocap.geometry.transforms import axis_angle_to_matrix
+
+    skeleton = default_skeleton()
+    local = axis_angle_to_matrix(np.random.default_rng(4).normal(0.0, 0.3, (55, 3)))
+    transl = np.array([0.2, 0.9, 2.0])
+    joints, _ = forward_kinematics(skeleton, local, np.zeros(10), transl)
+    kinect = np.full((32, 3), 5.0)  # the reference Kinect's skeleton, somewhere else
+    fitted = FittedBody(3, 1.0, joints, local, transl, np.zeros(10))
+    state = SimpleNamespace(world=WorldState(bodies={3: kinect}, fitted={3: fitted}))
+    pid, body, hands = live_stream.person_pose(state)
+    assert pid == 3 and hands == {}
+    np.testing.assert_allclose(body[KINECT_INDEX["ELBOW_LEFT"]], joints[SMPLX_INDEX["left_elbow"]])
+    np.testing.assert_allclose(body[KINECT_INDEX["HAND_RIGHT"]], joints[SMPLX_INDEX["right_middle1"]])
+    np.testing.assert_allclose(body[KINECT_INDEX["PELVIS"]], 0.7 * joints[0] + 0.3 * joints[SMPLX_INDEX["spine1"]])
+    bones = {b.name: b for b in unity_bones(body)}
+    assert {b[0] for b in BODY_BONES} <= set(bones)
+    np.testing.assert_allclose(bones["RightLowerArm"].world_position, S @ joints[SMPLX_INDEX["right_elbow"]], atol=1e-12)
+    # without a fit, the Kinect skeleton is the body
+    state = SimpleNamespace(world=WorldState(bodies={3: kinect}))
+    np.testing.assert_array_equal(live_stream.person_pose(state)[1], kinect)

@@ -35,6 +35,7 @@ from omnimocap.capture.sources import (
 )
 from omnimocap.errors import UserError
 from omnimocap.fusion.live import calibration as live_calibration
+from omnimocap.fusion.live.body import LiveBody
 from omnimocap.fusion.live.calibration import CalibrationRun
 from omnimocap.fusion.live.feeds import Released, SourceFeed, session_time
 from omnimocap.fusion.live.history import BodyHistory, RecentDepthFrames
@@ -70,6 +71,12 @@ class LiveConfig:
     hand_hold_s: float = 0.5
     """A hand no longer seen is held (its last shape moved with the Kinect wrist) for this long,
     session seconds, before it is lost."""
+    body: bool = True
+    """Fit the SMPL-X body live (``fusion.live.body``) to the reference Kinect's people, on every
+    panorama frame the hand preview runs on, with the hands on it."""
+    body_shape_s: float = 1.5
+    """Seconds a person is tracked before the body's shape is fitted and held (at most the 2 s of
+    Kinect history the preview keeps)."""
 
 
 class LiveController:
@@ -118,6 +125,12 @@ class LiveController:
         self._estimator: HandEstimator | None = None  # set once, by the loader thread
         self.hand_hold = HandHold(self.config.hand_hold_s)
         self._depth: dict[str, RecentDepthFrames] = {}  # each Kinect's newest depth images, for the depth cue
+        self.body: LiveBody | None = None  # made by the first fit (it may load a model file)
+        self._body_failed = False
+        self._body_job: tuple | None = None  # the newest people and hands for the body thread
+        self._body_wake = threading.Event()
+        self._body_worker: threading.Thread | None = None
+        self._body_ms = 0.0
         self._use_sources(sources)
         self._state = self._snapshot()
 
@@ -203,6 +216,9 @@ class LiveController:
                 self.post("fault", feed.name, f"{feed.name}: {exc}")
         self._worker = threading.Thread(target=self._run, name="live-pipeline", daemon=True)
         self._worker.start()
+        if self.config.body:
+            self._body_worker = threading.Thread(target=self._run_body, name="live-body", daemon=True)
+            self._body_worker.start()
         self.post("info", "session", f"started {len(self.feeds)} source(s)")
 
     def stop(self) -> None:
@@ -211,9 +227,11 @@ class LiveController:
             self.stop_recording()
         self._halt.set()
         self._wake.set()
-        if self._worker is not None:
-            self._worker.join(5.0)
-        self._worker = None
+        self._body_wake.set()
+        for worker in (self._worker, self._body_worker):
+            if worker is not None:
+                worker.join(5.0)
+        self._worker = self._body_worker = None
         for feed in self.feeds:
             feed.stop()
         if self._running:
@@ -450,6 +468,46 @@ class LiveController:
             self._preview_result = bare
         self.hand_hold.update(t_session, self._preview_result)
         self._pipeline_ms = 1000 * (time.perf_counter() - t0)
+        if self.config.body and self._preview_result.anchors is not None:
+            job = (self._preview_result.anchors, dict(self.hand_hold.lifted))
+            if self._body_worker is None:
+                self._fit_body(job)  # driven frame by frame: the body of this very frame
+            else:
+                self._body_job = job  # the body thread takes the newest; older ones are dropped
+                self._body_wake.set()
+
+    def _run_body(self) -> None:
+        """The body thread: fits the newest people the pipeline handed over (the fit of two people
+        costs about as much as the hand preview: apart, neither waits for the other)."""
+        import torch
+
+        # The fit's tensors are small: a pool of threads only contends with the pipeline for the
+        # cores (with OpenMP, the setting holds for this thread alone).
+        torch.set_num_threads(1)
+        while not self._halt.is_set():
+            self._body_wake.wait(0.05)
+            self._body_wake.clear()
+            job, self._body_job = self._body_job, None
+            if job is not None:
+                self._fit_body(job)
+                self._publish()
+
+    def _fit_body(self, job: tuple) -> None:
+        """The live body (``fusion.live.body``) on one preview's people and hands; made at the first
+        call (loading the SMPL-X model file, if any). A failure is a fault, reported once."""
+        if self._body_failed:
+            return
+        t0 = time.perf_counter()
+        try:
+            if self.body is None:
+                self.body = LiveBody(self.config.process, self.config.body_shape_s)
+            self.body.update(*job)
+        except Exception as exc:  # on a worker thread: what breaks must reach the message panel
+            detail = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            self._body_failed = self.body is None  # a model file that cannot be read stops the body
+            self._report_once("body", "failed", "fault", f"live body fit failed ({detail})")
+            return
+        self._body_ms = 1000 * (time.perf_counter() - t0)
 
     def _check_faults(self) -> None:
         for feed in self.feeds:
@@ -496,7 +554,7 @@ class LiveController:
         result = self._preview_result
         kinects = [self.panes.pane(f.source, self.rig) for f in self.feeds if f.source.kind == "kinect"]
         reference_frame = self.panes.latest.get(kinects[0].name) if kinects else None
-        world = world_state(kinects, self.rig, result, self.hand_hold, reference_frame)
+        world = world_state(kinects, self.rig, result, self.hand_hold, reference_frame, self.body)
         devices = [f.health() for f in self.feeds]
         sync = {d.name: _sync_label(self.rig.time_maps.get(d.name), self.rig.is_truth) for d in devices}
         with self._lock:
@@ -506,7 +564,8 @@ class LiveController:
                 kinects=kinects, pano=None if result is None else result.pano,
                 hand_views=[] if result is None else list(result.hand_views), world=world,
                 devices=devices, sync=sync, calibration=self.calibration.state, recording=self._recording_state(),
-                messages=tuple(self._messages), hands_backend=self._hands_backend, pipeline_ms=self._pipeline_ms)
+                messages=tuple(self._messages), hands_backend=self._hands_backend, pipeline_ms=self._pipeline_ms,
+                body_ms=self._body_ms)
 
 
 def _sync_label(time_map: TimeMap | None, is_truth: bool = False) -> str:

@@ -15,6 +15,7 @@ from omnimocap.capture.kinect_live import stream_calibration
 from omnimocap.capture.rig import Rig
 from omnimocap.capture.sources import KinectFrame, Source
 from omnimocap.errors import UserError
+from omnimocap.fusion.live.body import LiveBody
 from omnimocap.fusion.live.feeds import Released, session_time
 from omnimocap.fusion.live.preview import HandHold, PreviewResult
 from omnimocap.fusion.live.state import KinectPane, WorldState
@@ -69,13 +70,15 @@ class KinectPanes:
 
 
 def world_state(kinects: list[KinectPane], rig: Rig, result: PreviewResult | None, hold: HandHold,
-                reference_frame: Released | None) -> WorldState:
+                reference_frame: Released | None, body: LiveBody | None = None) -> WorldState:
     """The scene: every placed Kinect's skeletons in the world, the reference Kinect's (the first)
-    people, the preview's hands and the held ones, every sensor's pose; ``reference_frame``: the
-    reference Kinect's newest frame (with the preview's panorama frame, the pose's key)."""
+    people, the preview's hands and the held ones, every sensor's pose, and ``body``'s fitted
+    bodies; ``reference_frame``: the reference Kinect's newest frame (with the preview's panorama
+    frame and the fitted bodies' time, the pose's key)."""
     skeletons = {f"{pane.name}/{i}": transform_points(rig.T_world_sensor[pane.name], joints)
                  for pane in kinects if pane.name in rig.T_world_sensor
                  for i, joints in pane.skeletons_depth.items()}
+    fitted = {} if body is None else body.bodies
     reference = kinects[0] if kinects else None
     bodies = {} if reference is None else \
         {i: skeletons[f"{reference.name}/{i}"] for i in reference.skeletons_depth if f"{reference.name}/{i}" in skeletons}
@@ -88,4 +91,7 @@ def world_state(kinects: list[KinectPane], rig: Rig, result: PreviewResult | Non
         hand_status={k: v for k, v in hold.status.items() if k[0] in bodies},
         t_session=result.pano.t_session if result is not None else float("nan"),
         frame_key=(None if reference_frame is None else (reference_frame.frame.frame_id, reference_frame.released_wall),
-                   None if result is None else (result.pano.index, result.pano.released_wall)))
+                   None if result is None else (result.pano.index, result.pano.released_wall),
+                   max((b.t_session for b in fitted.values()), default=None)),
+        fitted=dict(fitted),
+        body_faces=None if body is None else body.faces)

@@ -30,15 +30,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from omnimocap.capture.rig import Rig
-from omnimocap.data.skeletons import SIDES
+from omnimocap.data.skeletons import KINECT_BODY_FOR_FIT, SIDES
 from omnimocap.fusion.filtering import estimate_noise_std
 from omnimocap.fusion.frame_stage import (
     PREDICTED_JOINT_COLUMNS, HandStage, ObservedView, hand_centre_velocity, joint_depth_std, predicted_hands, smooth_anchors,
 )
 from omnimocap.fusion.live.feeds import Released
 from omnimocap.fusion.live.history import BodyHistory, RecentDepthFrames
+from omnimocap.fusion.lifting import LiftedHand
 from omnimocap.fusion.live.state import HAND_HELD, HAND_LOST, HAND_SEEN, HandView, PanoPane
-from omnimocap.fusion.pipeline import ProcessConfig
+from omnimocap.fusion.pipeline import PeopleTracks, ProcessConfig
 from omnimocap.geometry.cameras import EquirectCamera
 from omnimocap.geometry.transforms import invert_pose
 from omnimocap.geometry.views import view_pixel_to_pano_bearing
@@ -46,13 +47,18 @@ from omnimocap.hands.estimator import HandEstimator
 
 # Points along each edge of a view's border when it is drawn into the panorama.
 OUTLINE_POINTS_PER_EDGE = 24
+# The Kinect joints smoothed per frame: those the hands are predicted from and those the body is
+# fitted to (each coordinate is smoothed on its own, so the hands come out as with these alone).
+SMOOTHED_JOINT_COLUMNS = sorted(set(PREDICTED_JOINT_COLUMNS) | set(KINECT_BODY_FOR_FIT))
 
 
 @dataclass
 class PreviewResult:
-    """``hands_by``: (body id, side) -> lifted hand (21,3, world); ``wrists``: (body id, side) ->
-    the Kinect wrist predicted at the frame's time (3, world) for every planned view; ``views``:
-    the stage's outcome of every planned view."""
+    """``hands_by``: (body id, side) -> lifted hand (21,3, world); ``lifted_by``: the same hands
+    with their rotations (:class:`~omnimocap.fusion.lifting.LiftedHand`); ``wrists``: (body id,
+    side) -> the Kinect wrist predicted at the frame's time (3, world) for every planned view;
+    ``views``: the stage's outcome of every planned view; ``anchors``: the reference Kinect's
+    recent people, world frame, smoothed (``SMOOTHED_JOINT_COLUMNS``), that the stage ran on."""
 
     pano: PanoPane
     hand_views: list[HandView]
@@ -60,6 +66,8 @@ class PreviewResult:
     hands_by: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
     wrists: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
     views: list[ObservedView] = field(default_factory=list)
+    lifted_by: dict[tuple[int, str], LiftedHand] = field(default_factory=dict)
+    anchors: PeopleTracks | None = None
 
 
 class LivePreview:
@@ -107,7 +115,7 @@ class LivePreview:
         cfg = self.config
         people = history.people(self.rig.pose(self.reference_kinect), cfg.people.bridge_s)
         noise = np.array([estimate_noise_std(j) for j in people.joints])
-        anchors = smooth_anchors(people, noise, cfg, PREDICTED_JOINT_COLUMNS)
+        anchors = smooth_anchors(people, noise, cfg, SMOOTHED_JOINT_COLUMNS)
         t = np.array([t_session])
         pred = predicted_hands(anchors, t)
         self.stage.depth_frames = self._depth_frames()
@@ -116,7 +124,9 @@ class LivePreview:
         index = frame.index if frame_index is None else frame_index
         views = self.stage.run(pred, t, [0], people.person_ids, index, joint_std, velocity,
                                frames={0: frame.image}, render=render, estimate=render)
-        return self._result(released, t_session, views, pred, people.person_ids, render)
+        result = self._result(released, t_session, views, pred, people.person_ids, render)
+        result.anchors = anchors
+        return result
 
     def _depth_frames(self) -> list[RecentDepthFrames]:
         """The depth streams the depth cue can read now: Kinects with images and a pose in the rig."""
@@ -145,6 +155,7 @@ class LivePreview:
             if ov.lifted is not None:
                 result.hands_world.append(ov.lifted.joints)
                 result.hands_by[key] = ov.lifted.joints
+                result.lifted_by[key] = ov.lifted
             if render:
                 keypoints = ov.observation.keypoints_2d if ov.lifted is not None else None
                 result.hand_views.append(HandView(key[0], key[1], ov.request.image_bgr, ov.request.predicted_box_xyxy,
@@ -168,24 +179,30 @@ def view_outline(view, pano_cam: EquirectCamera, per_edge: int = OUTLINE_POINTS_
 class HandHold:
     """Each tracked hand's status after a panorama frame: seen (lifted in this frame), held (seen
     within ``hold_s`` session seconds before: the last hand moved by the wrist's motion since) or
-    lost. ``hands``: (body id, side) -> hand (21,3, world) seen or held; ``status``: (body id, side)
-    -> seen | held | lost for every hand with a planned view."""
+    lost. ``hands``: (body id, side) -> hand (21,3, world) seen or held; ``lifted``: the same hands'
+    lifted parameters (a held hand's are those it was seen with: its rotations do not move);
+    ``status``: (body id, side) -> seen | held | lost for every hand with a planned view."""
 
     def __init__(self, hold_s: float):
         self.hold_s = hold_s
         self._memory: dict[tuple[int, str], tuple[float, np.ndarray, np.ndarray]] = {}
+        self._seen: dict[tuple[int, str], LiftedHand] = {}
         self.hands: dict[tuple[int, str], np.ndarray] = {}
+        self.lifted: dict[tuple[int, str], LiftedHand] = {}
         self.status: dict[tuple[int, str], str] = {}
 
     def update(self, t_session: float, result: PreviewResult) -> None:
         memory = self._memory
         for key in [k for k, (t, _, _) in memory.items() if not 0.0 <= t_session - t <= self.hold_s]:
             del memory[key]
-        hands, status = {}, {}
+            self._seen.pop(key, None)
+        hands, lifted, status = {}, {}, {}
         for key, wrist in result.wrists.items():
             if key in result.hands_by:
                 hands[key] = result.hands_by[key]
                 memory[key] = (t_session, result.hands_by[key], wrist)
+                if key in result.lifted_by:
+                    self._seen[key] = result.lifted_by[key]
                 status[key] = HAND_SEEN
             elif key in memory and np.all(np.isfinite(wrist)):
                 _, joints, seen_wrist = memory[key]
@@ -193,4 +210,6 @@ class HandHold:
                 status[key] = HAND_HELD
             else:
                 status[key] = HAND_LOST
-        self.hands, self.status = hands, status
+            if key in hands and key in self._seen:
+                lifted[key] = self._seen[key]
+        self.hands, self.lifted, self.status = hands, lifted, status

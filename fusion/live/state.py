@@ -65,6 +65,24 @@ HAND_SEEN, HAND_HELD, HAND_LOST = "seen", "held", "lost"
 
 
 @dataclass(frozen=True)
+class FittedBody:
+    """One person's live SMPL-X body at ``t_session`` (the Kinect frame it was fitted to), world
+    frame, metres: ``joints`` (55,3), ``local_rotmats`` (55,3,3) with wrists and fingers set from
+    the hands, ``transl`` (3,), ``betas`` (B,), ``vertices`` (V,3) when a model file is present (else
+    None) and each side's hand on the body: ``observed`` (the preview's hand, seen or held),
+    ``held`` (fingers of an earlier hand) or ``kinect`` (never seen: flat fingers)."""
+
+    person_id: int
+    t_session: float
+    joints: np.ndarray
+    local_rotmats: np.ndarray
+    transl: np.ndarray
+    betas: np.ndarray
+    vertices: np.ndarray | None = None
+    hand_status: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class WorldState:
     """The 3D scene, world frame (y up, metres): skeletons keyed ``<device>/<body id>`` (32,3),
     lifted hands (21,3) and every sensor's pose (4,4).
@@ -74,7 +92,12 @@ class WorldState:
     panorama frame or, for up to ``LiveConfig.hand_hold_s``, the last one seen moved with the
     wrist (held); ``hand_status``, (body id, side) -> seen | held | lost for every tracked person;
     ``t_session``, the newest panorama frame's session time (s); ``frame_key``, which Kinect and
-    panorama frames the pose comes from (it changes when either does)."""
+    panorama frames the pose comes from (it changes when either does).
+
+    The fitted whole body (``fusion.live.body``): ``fitted``, body id -> its SMPL-X body with the
+    hands on it (joints, and mesh vertices with a model file), for every person whose shape is
+    held; ``body_faces``, the mesh's triangles (T,3) into every body's vertices (None without a
+    model file)."""
 
     skeletons: dict[str, np.ndarray] = field(default_factory=dict)
     hands: list[np.ndarray] = field(default_factory=list)
@@ -84,6 +107,8 @@ class WorldState:
     hand_status: dict[tuple[int, str], str] = field(default_factory=dict)
     t_session: float = float("nan")
     frame_key: tuple = ()
+    fitted: dict[int, FittedBody] = field(default_factory=dict)
+    body_faces: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +137,8 @@ class LiveState:
     """One snapshot of the whole session; the view draws it and never writes to it. ``devices``:
     each source's counters (drops include the frames the display skipped); ``sync``: per device,
     how its clock maps onto the session clock; ``hands_backend``: the hand preview's backend,
-    ``loading <backend>`` while it loads, ``none`` without one."""
+    ``loading <backend>`` while it loads, ``none`` without one; ``pipeline_ms`` and ``body_ms``: how
+    long the newest preview pass and body fit took, milliseconds."""
 
     seq: int
     published_wall: float
@@ -129,3 +155,4 @@ class LiveState:
     messages: tuple[Message, ...]
     hands_backend: str
     pipeline_ms: float
+    body_ms: float = 0.0
