@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --ablate, only the switches whose name starts with one of these (e.g. people.)")
     p.add_argument("--work", type=Path, default=Path("bench_field_work"), help="folder for the sessions and results")
     p.add_argument("--out", type=Path, default=RESULTS / "field", help="writes OUT.json and OUT.md")
+    p.add_argument("--reuse", action="store_true",
+                   help="use the sessions already simulated in --work (same seed, level and settings) instead of new ones")
     args = p.parse_args(argv)
     switches = process_switches() + calibration_switches() if args.ablate else []
     if args.switches:
@@ -260,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         for level in args.levels:
             session = args.work / f"{level}_seed{seed}"
-            sim_s = simulate(session, level, seed, args.seconds, args.pano_width)
+            reuse = args.reuse and level != "independent" and (session / "truth").is_dir()
+            sim_s = 0.0 if reuse else simulate(session, level, seed, args.seconds, args.pano_width)
             for off in [None] + (switches if level == "field" else []):
                 variant = level if off is None else f"field, {off} off"
                 print(f"seed {seed}: {variant}", file=sys.stderr)
