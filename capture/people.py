@@ -163,7 +163,7 @@ def _link_cost(piece: _Piece, members: list[_Piece], config: PeopleConfig) -> fl
 
 def link_tracklets(pieces: list, config: PeopleConfig | None = None) -> list[list[int]]:
     """Group pieces (from :func:`split_tracklets`) into people; see the module docstring. Pieces that
-    start within 0.1 s of each other are assigned together (optimal assignment). Returns, per person,
+    start within 0.1 s of each other are assigned together (:func:`_link_batch`). Returns, per person,
     the sorted indices of its pieces."""
     config = config or PeopleConfig()
     info = [_Piece(p) for p in pieces]
@@ -175,27 +175,38 @@ def link_tracklets(pieces: list, config: PeopleConfig | None = None) -> list[lis
         while i + len(batch) < len(order) and info[order[i + len(batch)]].start - info[order[i]].start < 0.1:
             batch.append(order[i + len(batch)])
         i += len(batch)
-        taken: dict[int, int] = {}
-        if people:
-            cost = np.array([[_link_cost(info[b], [info[m] for m in person], config) for person in people]
-                             for b in batch])
-            # two pieces of one batch cannot join one person: the assignment is one-to-one
-            rows, cols = linear_sum_assignment(np.where(np.isfinite(cost) & (cost < 1.0), cost, 1e6))
-            taken = {int(r): int(c) for r, c in zip(rows, cols) if cost[r, c] < 1.0}
-        for r, b in enumerate(batch):
-            if r in taken:
-                people[taken[r]].append(b)
-        for r, b in enumerate(batch):
-            if r in taken:
-                continue
-            # what no earlier person explains may be a piece of one started in this batch
-            fresh = [c for c in range(len(people)) if c not in taken.values()]
-            costs = [_link_cost(info[b], [info[m] for m in people[c]], config) for c in fresh]
-            if costs and min(costs) < 1.0:
-                people[fresh[int(np.argmin(costs))]].append(b)
-            else:
-                people.append([b])
+        _link_batch(batch, info, people, config)
     return [sorted(p) for p in people]
+
+
+def _link_batch(batch: list[int], info: list[_Piece], people: list[list[int]], config: PeopleConfig) -> None:
+    """Add the pieces ``batch`` (indices into ``info``, starting together) to ``people`` (lists of
+    piece indices, extended in place). Two pieces of one Kinect cannot join one person, so each
+    Kinect's pieces are assigned one-to-one (optimal assignment); pieces of different Kinects may
+    join the same person (one body that two Kinects pick up again at the same moment)."""
+    taken: dict[int, int] = {}  # position in batch -> person
+    if people:
+        cost = np.array([[_link_cost(info[b], [info[m] for m in person], config) for person in people]
+                         for b in batch])
+        for device in {info[b].device for b in batch}:
+            mine = [r for r, b in enumerate(batch) if info[b].device == device]
+            sub = cost[mine]
+            rows, cols = linear_sum_assignment(np.where(np.isfinite(sub) & (sub < 1.0), sub, 1e6))
+            taken.update({mine[r]: int(c) for r, c in zip(rows, cols) if sub[r, c] < 1.0})
+    for r, b in enumerate(batch):
+        if r in taken:
+            people[taken[r]].append(b)
+    for r, b in enumerate(batch):
+        if r in taken:
+            continue
+        # what no earlier person explains may be a piece of one started in this batch
+        busy = {c for q, c in taken.items() if info[batch[q]].device == info[b].device}
+        fresh = [c for c in range(len(people)) if c not in busy]
+        costs = [_link_cost(info[b], [info[m] for m in people[c]], config) for c in fresh]
+        if costs and min(costs) < 1.0:
+            people[fresh[int(np.argmin(costs))]].append(b)
+        else:
+            people.append([b])
 
 
 def merge_pieces(pieces: list, members: list[int]) -> list:

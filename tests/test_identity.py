@@ -192,3 +192,18 @@ def test_walking_backwards_is_not_taken_for_mirrored_labels():
     conf = np.full(truth.shape[:2], 2)
     _, _, masks = resolve_mirrors(seen, [conf, conf], sensors)
     assert not any(m.any() for m in masks)
+
+
+def test_a_body_both_kinects_pick_up_again_at_once_stays_one_person():
+    # hidden from both Kinects at once, the body comes back to both in the same frame with new ids
+    rng = np.random.default_rng(5)
+    truth = turning(T, (0.0, 0.0, 0.0), spin_s=30.0, walk=(0.2, 0.1))
+    hidden = (T >= 6.0) & (T < 6.5)
+    before, after = T < 6.0, T >= 6.5
+    tracks = [track(device, body_id, truth + rng.normal(0, 0.01, truth.shape), sensor, part)
+              for device, sensor, ids in (("A", SENSOR_A, (1, 4)), ("B", SENSOR_B, (2, 7)))
+              for body_id, part in zip(ids, (before, after))]
+    people = fuse_people(tracks, T)
+    assert len(people) == 1 and people[0].tracks == [0, 1, 2, 3]
+    assert error_mm(people[0].joints[after], truth[after]) < 15.0
+    assert np.isfinite(people[0].joints[hidden]).all()
