@@ -100,8 +100,11 @@ class BodyFitConfig:
     """A frame with fewer usable Kinect joints is interpolated from its neighbours instead of fitted."""
     shape_min_confidence: int = 2
     """Lowest confidence level whose joints measure limb lengths (falls back to LOW when none)."""
-    shape_prior: float = 1e-5
-    """Ridge weight on betas in the limb-length fit (m^2 per unit beta^2)."""
+    shape_prior: float = 2e-4
+    """Ridge weight on betas in the limb-length fit (m^2 per unit beta^2). Betas are population
+    standard deviations, and a length between two k4abt joints is off by their definition spread
+    (a centimetre or two, constant): the weight is that spread squared, so the shape does not bend
+    to the offsets of a few joints."""
     max_abs_beta: float = 5.0
     """Fitted betas are clipped to +- this."""
     device: str = "cpu"

@@ -19,9 +19,10 @@ def _error_mm(fit, joints) -> np.ndarray:
     return np.linalg.norm(fit.joints[:, BODY] - joints[:, BODY], axis=-1) * 1000.0
 
 
-# The solver's own exactness: the trunk prior at the strength of every other joint's (the default
-# trunk prior bends exact but wide trunk motion slightly; test_trunk_prior_* covers it).
-PLAIN = BodyFitConfig(trunk_prior_m_per_rad=BodyFitConfig.pose_prior_m_per_rad)
+# The solver's own exactness: the trunk prior at the strength of every other joint's and a barely
+# there shape prior (the defaults bend exact but wide trunk motion and far-from-average shapes
+# slightly; test_trunk_prior_* and test_shape_prior_* cover them).
+PLAIN = BodyFitConfig(trunk_prior_m_per_rad=BodyFitConfig.pose_prior_m_per_rad, shape_prior=1e-5)
 
 
 def test_noise_free_fit_within_a_few_mm(device):
@@ -206,3 +207,37 @@ def test_trunk_prior_costs_little_on_exact_joints():
     # even a spine that swings half a radian at every joint, each on its own, is followed closely
     skeleton, _, joints, kinect, confidence = synthetic_body_motion(90, seed=1)
     assert _error_mm(fit_body(kinect, confidence, skeleton), joints).mean() < 6.0
+
+
+def test_shape_prior_keeps_the_shape_from_bending_to_joint_offsets():
+    # k4abt-like joint-definition offsets (15 mm per axis on the trunk, 8 mm elsewhere) lengthen and
+    # shorten the limbs the shape is fitted to; betas are population standard deviations, so a prior
+    # as strong as that spread keeps the skeleton nearer the truth on average over bodies.
+    import torch
+
+    from omnimocap.fusion.body_fit import _Problem, _segment_of_rows
+
+    weak = BodyFitConfig(shape_prior=1e-5)
+    rest_err = {"weak": [], "default": []}
+    body_err = {"weak": [], "default": []}
+    for seed in range(4):
+        skeleton, betas, joints, kinect, confidence = synthetic_body_motion(150, seed=20 + seed)
+        rng = np.random.default_rng(seed)
+        rows = list(KINECT_BODY_FOR_FIT)
+        torso = {KINECT_INDEX[n] for n in ("PELVIS", "SPINE_NAVEL", "SPINE_CHEST", "NECK", "CLAVICLE_LEFT",
+                                           "CLAVICLE_RIGHT", "SHOULDER_LEFT", "SHOULDER_RIGHT", "HIP_LEFT", "HIP_RIGHT")}
+        scale = np.array([0.015 if k in torso else 0.008 for k in rows])
+        bias = rng.normal(0.0, 1.0, (len(rows), 3)) * scale[:, None]
+        seg = _segment_of_rows(_Problem(skeleton, betas, torch.device("cpu"), torch.float64))
+        exact = fit_body(kinect, confidence, skeleton, replace(PLAIN, joint_offsets=False))
+        _, G = forward_kinematics(skeleton, exact.local_rotmats, exact.betas, exact.transl)
+        noisy = kinect.copy()
+        noisy[:, rows] += np.einsum("fmij,mj->fmi", G[:, seg], bias) + rng.normal(0.0, 0.01, (150, len(rows), 3))
+        rest_true = skeleton.joints_at_rest(betas)[:22]
+        for name, config in (("weak", weak), ("default", BodyFitConfig())):
+            fit = fit_body(noisy, confidence, skeleton, config)
+            rest = skeleton.joints_at_rest(fit.betas)[:22]
+            rest_err[name].append(np.linalg.norm((rest - rest[0]) - (rest_true - rest_true[0]), axis=-1).mean())
+            body_err[name].append(_error_mm(fit, joints).mean())
+    assert np.mean(rest_err["default"]) < 0.8 * np.mean(rest_err["weak"]), rest_err
+    assert np.mean(body_err["default"]) < np.mean(body_err["weak"]), body_err
