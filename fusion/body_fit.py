@@ -23,7 +23,9 @@ Method
      of joint a). Residuals: the confidence-weighted (Huber) distances to the Kinect joints, a pose
      prior towards the rest pose (``log R_a``), and a temporal term towards the slerp midpoint of the
      neighbouring frames' current estimates (a second-difference penalty: no lag on steady motion).
-     The priors decide what the Kinect cannot see: twists about bones and joints it is unsure of.
+     The priors decide what the Kinect cannot see: twists about bones and joints it is unsure of;
+     the spine and clavicles, whose joints are too close together for k4abt's loosely defined trunk
+     joints to turn them, get a stronger one (``trunk_prior_m_per_rad``).
 3. Joint-definition offsets (``joint_offsets``): k4abt's joints sit off the SMPL-X joints they are
    modelled from by a constant amount in the body segment's frame. The residual of every Kinect
    joint, turned into the frame of the SMPL-X joint that carries it, has its per-axis median over
@@ -31,7 +33,12 @@ Method
    less their offsets give a new shape and a new pose, a few times over. What a constant change of
    pose or shape can explain stays ambiguous, but offsets that contradict the other joints no
    longer bend the pose.
-4. Frames with fewer than ``min_joints`` usable joints are not fitted but interpolated from their
+4. Wrists seen by the 360 camera (``wrist_targets``, ``hand_wrists``): k4abt's wrist joints are far
+   noisier than its other joints, while the hands lifted from the panorama put their wrists within a
+   centimetre or so; where a hand was observed, its wrist replaces the Kinect's as the target of
+   that SMPL-X wrist, with the weight ``hand_wrist_weight`` and no joint-definition offset (it is a
+   SMPL-X wrist, not a k4abt joint). The forearm and the elbow then follow the hand.
+5. Frames with fewer than ``min_joints`` usable joints are not fitted but interpolated from their
    neighbours (slerp of local rotations, linear translation; held at the ends) and reported in
    :attr:`BodyFit.interpolated`.
 
@@ -50,6 +57,7 @@ from omnimocap.data.skeletons import (
     KINECT_FROM_SMPLX,
     KINECT_INDEX,
     KINECT_JOINTS,
+    SIDES,
     SMPLX_INDEX,
     SMPLX_NUM_JOINTS,
     kinect_from_smplx_matrix,
@@ -62,6 +70,7 @@ from omnimocap.fusion.body_model import Skeleton, forward_kinematics
 _NUM_BODY = len(smplx_body_joint_ids())
 # Kinect joints that move rigidly with the root: its initial alignment (the spine bends).
 _TORSO = ("PELVIS", "HIP_LEFT", "HIP_RIGHT")
+TRUNK_JOINTS = ("spine1", "spine2", "spine3", "left_collar", "right_collar")
 
 
 @dataclass
@@ -75,6 +84,11 @@ class BodyFitConfig:
     pose_prior_m_per_rad: float = 0.003
     """Pose prior strength: one radian of any non-root joint rotation costs like this many metres of
     (full-confidence) joint error. Small: it only decides what the joints leave open (twists)."""
+    trunk_prior_m_per_rad: float = 0.1
+    """Pose prior strength of the spine and clavicle joints (:data:`TRUNK_JOINTS`): their SMPL-X
+    joints sit a few centimetres apart and k4abt's trunk joints a centimetre or two off them, so
+    without it the spine zigzags to follow those offsets. One degree costs like 1.7 mm; a bend
+    shared by the three spine joints costs least."""
     temporal_m_per_rad: float = 0.1
     """Temporal smoothness: one radian between a frame's local rotation and the midpoint (slerp) of
     its two neighbours' costs like this many metres of joint error."""
@@ -86,8 +100,11 @@ class BodyFitConfig:
     """A frame with fewer usable Kinect joints is interpolated from its neighbours instead of fitted."""
     shape_min_confidence: int = 2
     """Lowest confidence level whose joints measure limb lengths (falls back to LOW when none)."""
-    shape_prior: float = 1e-5
-    """Ridge weight on betas in the limb-length fit (m^2 per unit beta^2)."""
+    shape_prior: float = 2e-4
+    """Ridge weight on betas in the limb-length fit (m^2 per unit beta^2). Betas are population
+    standard deviations, and a length between two k4abt joints is off by their definition spread
+    (a centimetre or two, constant): the weight is that spread squared, so the shape does not bend
+    to the offsets of a few joints."""
     max_abs_beta: float = 5.0
     """Fitted betas are clipped to +- this."""
     device: str = "cpu"
@@ -110,6 +127,12 @@ class BodyFitConfig:
     """A joint confidently seen in fewer frames keeps a zero offset."""
     offset_correlation_frames: float = 5.0
     """Frames per independent sample of a joint's residual (its noise is correlated over time)."""
+    hand_wrists: bool = True
+    """Where the 360 camera observed a hand, fit the SMPL-X wrist to the hand's wrist instead of the
+    Kinect's wrist joint (``fit_body``'s ``wrist_targets``)."""
+    hand_wrist_weight: float = 4.0
+    """Weight of an observed hand wrist, against 1 for a Kinect joint of MEDIUM or HIGH confidence
+    (a hand wrist is about twice as precise per axis)."""
 
 
 @dataclass
@@ -409,9 +432,8 @@ def _solve(prob: _Problem, R, transl, X, w, frame_index, config: BodyFitConfig):
     A = len(prob.active)
     M = X.shape[1]
     dtype, device = X.dtype, X.device
-    s_pose2 = config.pose_prior_m_per_rad**2
+    prior2 = torch.as_tensor(_pose_prior_m_per_rad(prob, config) ** 2, dtype=dtype, device=device)
     s_temp2 = config.temporal_m_per_rad**2
-    prior_mask = torch.as_tensor(prob.active != 0, dtype=dtype, device=device)
     fi = torch.as_tensor(frame_index, device=device)
     # Frames whose both neighbours are consecutive fitted frames get the temporal term.
     interior = torch.zeros(N, dtype=dtype, device=device)
@@ -424,7 +446,7 @@ def _solve(prob: _Problem, R, transl, X, w, frame_index, config: BodyFitConfig):
     def costs(P, Ra, mid):
         dist = (torch.einsum("mk,nkc->nmc", prob.W, P) - X).norm(dim=-1)
         rho = torch.where(dist > delta_h, 2 * delta_h * dist - delta_h**2, dist * dist)
-        c = (w * rho).sum(-1) + s_pose2 * ((_so3_log(Ra) * prior_mask[:, None]) ** 2).sum((-1, -2))
+        c = (w * rho).sum(-1) + ((_so3_log(Ra) ** 2).sum(-1) * prior2).sum(-1)
         if mid is not None:
             c = c + s_temp2 * interior * (_so3_log(mid.transpose(-1, -2) @ Ra) ** 2).sum((-1, -2))
         return c
@@ -458,8 +480,8 @@ def _solve(prob: _Problem, R, transl, X, w, frame_index, config: BodyFitConfig):
         # Priors on log(R_a): with world increments their Jacobian is G_a^T, so they add s^2 I to H
         # and s^2 G_a log(.) to the gradient.
         Ga = G[:, act]
-        grad = s_pose2 * _so3_log(Ra) * prior_mask[:, None]
-        diag = (s_pose2 * prior_mask.repeat_interleave(3)).expand(N, 3 * A)
+        grad = _so3_log(Ra) * prior2[:, None]
+        diag = prior2.repeat_interleave(3).expand(N, 3 * A)
         if mid is not None:
             grad = grad + s_temp2 * _so3_log(mid.transpose(-1, -2) @ Ra) * interior[:, None, None]
             diag = diag + s_temp2 * interior[:, None]
@@ -486,6 +508,14 @@ def _solve(prob: _Problem, R, transl, X, w, frame_index, config: BodyFitConfig):
     dist = (torch.einsum("mk,nkc->nmc", prob.W, P) - X).norm(dim=-1)
     resid = (w * dist).sum(-1) / w.sum(-1).clamp_min(1e-12)
     return R, transl, resid
+
+
+def _pose_prior_m_per_rad(prob: _Problem, config: BodyFitConfig) -> np.ndarray:
+    """Pose prior strength (metres per radian) of each active joint (``prob.active`` order): none
+    for the root, ``trunk_prior_m_per_rad`` for :data:`TRUNK_JOINTS`, ``pose_prior_m_per_rad`` else."""
+    trunk = {SMPLX_INDEX[n] for n in TRUNK_JOINTS}
+    s = np.array([config.trunk_prior_m_per_rad if a in trunk else config.pose_prior_m_per_rad for a in prob.active])
+    return np.where(prob.active == 0, 0.0, s)
 
 
 def _interpolate_missing(local: np.ndarray, transl: np.ndarray, fitted: np.ndarray) -> None:
@@ -517,6 +547,7 @@ def fit_body(
     config: BodyFitConfig | None = None,
     betas: np.ndarray | None = None,
     joint_offsets: np.ndarray | None = None,
+    wrist_targets: np.ndarray | None = None,
 ) -> BodyFit:
     """Fit SMPL-X body pose, shape and translation to one person's Kinect joints.
 
@@ -530,6 +561,8 @@ def fit_body(
         joint_offsets: (len(KINECT_BODY_FOR_FIT), 3) joint-definition offsets in their segments'
             frames (metres, :attr:`BodyFit.joint_offsets` in row order) to apply as they are, with
             ``betas``; default: estimated here when ``config.joint_offsets``.
+        wrist_targets: (F, 2, 3) the SMPL-X wrists [left, right] of the hands observed by the 360
+            camera, world metres, NaN where not observed; used with ``config.hand_wrists``.
     Returns:
         :class:`BodyFit` (hands, jaw and eyes identity; see the module docstring).
     Raises:
@@ -550,6 +583,7 @@ def fit_body(
     rows = list(KINECT_BODY_FOR_FIT)
     X = X_all[:, rows]
     w = weights[:, rows]
+    from_hand = _take_hand_wrists(X, w, wrist_targets, config)
     fitted = (w > 0).sum(-1) >= config.min_joints
     if not fitted.any():
         raise InputError(f"no frame has {config.min_joints} or more usable Kinect joints: nothing to fit the body to")
@@ -579,10 +613,10 @@ def fit_body(
                     # the constant part of each Kinect joint's residual in its segment's frame
                     r = Xt - torch.einsum("mk,nkc->nmc", prob.W, P)
                     local = (G[:, seg].transpose(-1, -2) @ r[..., None]).squeeze(-1).cpu().numpy()
-                    offsets = _robust_offsets(local, w[frames], config)
+                    offsets = _robust_offsets(local, np.where(from_hand[frames], 0.0, w[frames]), config)
                 corr = _rotate(G[:, seg], offsets, dtype, device).cpu().numpy()
                 X_corr = X_all.copy()
-                X_corr[np.ix_(frames, rows)] = X[frames] - corr
+                X_corr[np.ix_(frames, rows)] = X[frames] - np.where(from_hand[frames][..., None], 0.0, corr)
                 if not fixed:
                     betas = fit_betas(X_corr, level, skeleton, config)
                     prob = _Problem(skeleton, betas, device, dtype)
@@ -604,6 +638,25 @@ def fit_body(
     return BodyFit(local_rotmats=local, betas=betas, transl=trans, joints=joints,
                    interpolated=~fitted, residual_mm=residual,
                    joint_offsets={KINECT_JOINTS[k]: offsets[i] for i, k in enumerate(rows)})
+
+
+def _take_hand_wrists(X: np.ndarray, w: np.ndarray, wrist_targets: np.ndarray | None,
+                      config: BodyFitConfig) -> np.ndarray:
+    """Put the observed hand wrists (F, 2, 3) in place of the Kinect's wrist rows of the targets X
+    (F, M, 3) and their weights w (F, M), in place (``config.hand_wrists``). Returns the (F, M) mask
+    of targets that are hand wrists: no joint-definition offset applies to them (they are SMPL-X
+    wrists, not k4abt joints)."""
+    from_hand = np.zeros(X.shape[:2], dtype=bool)
+    if not config.hand_wrists or wrist_targets is None:
+        return from_hand
+    rows = list(KINECT_BODY_FOR_FIT)
+    for s, side in enumerate(SIDES):
+        m = rows.index(KINECT_INDEX[f"WRIST_{side.upper()}"])
+        seen = np.all(np.isfinite(wrist_targets[:, s]), axis=-1)
+        X[seen, m] = wrist_targets[seen, s]
+        w[seen, m] = config.hand_wrist_weight
+        from_hand[:, m] = seen
+    return from_hand
 
 
 def _segment_of_rows(prob: _Problem) -> np.ndarray:

@@ -39,7 +39,7 @@ from omnimocap.geometry.cameras import EquirectCamera
 from omnimocap.capture.rig import Rig
 from omnimocap.geometry.transforms import transform_points
 from omnimocap.capture.session import MANIFEST, RIG, Session, atomic_write_json
-from omnimocap.data.skeletons import KINECT_WRIST, SIDES
+from omnimocap.data.skeletons import HAND21_INDEX, KINECT_WRIST, SIDES
 from omnimocap.errors import InputError, UserError
 from omnimocap.fusion.depth_cue import DepthCueConfig, load_depth_frames
 from omnimocap.fusion.body_fit import BodyFitConfig
@@ -567,7 +567,8 @@ def _fit_bodies(inputs: SessionInputs, anchors: PeopleTracks, people: PeopleTrac
     for p in range(P):
         fit = fit_body(anchors.joints[p], people.confidence[p], skeleton, body_cfg,
                        betas=None if inputs.betas is None else inputs.betas[p],
-                       joint_offsets=None if inputs.joint_offsets is None else inputs.joint_offsets[p])
+                       joint_offsets=None if inputs.joint_offsets is None else inputs.joint_offsets[p],
+                       wrist_targets=hands.joints[p][:, :, HAND21_INDEX["wrist"]])
         integ = integrate_hands(fit, skeleton, hands.R[p], hands.pose[p], hands.valid[p])
         local[p], transl[p], betas[p] = integ.local_rotmats, fit.transl, fit.betas
         status[p] = np.asarray(integ.status).astype("U8")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from omnimocap.data.skeletons import KINECT_BODY_FOR_FIT, KINECT_INDEX, KINECT_JOINTS
+from omnimocap.data.skeletons import KINECT_BODY_FOR_FIT, KINECT_INDEX, KINECT_JOINTS, SMPLX_INDEX, SMPLX_WRIST
 from omnimocap.sim.synthetic_models import synthetic_body_motion
 from omnimocap.fusion.body_fit import BodyFitConfig, fit_body
 from omnimocap.fusion.body_model import forward_kinematics
@@ -17,9 +19,15 @@ def _error_mm(fit, joints) -> np.ndarray:
     return np.linalg.norm(fit.joints[:, BODY] - joints[:, BODY], axis=-1) * 1000.0
 
 
+# The solver's own exactness: the trunk prior at the strength of every other joint's and a barely
+# there shape prior (the defaults bend exact but wide trunk motion and far-from-average shapes
+# slightly; test_trunk_prior_* and test_shape_prior_* cover them).
+PLAIN = BodyFitConfig(trunk_prior_m_per_rad=BodyFitConfig.pose_prior_m_per_rad, shape_prior=1e-5)
+
+
 def test_noise_free_fit_within_a_few_mm(device):
     skeleton, betas, joints, kinect, confidence = synthetic_body_motion(90, seed=1)
-    fit = fit_body(kinect, confidence, skeleton, BodyFitConfig(device=device))
+    fit = fit_body(kinect, confidence, skeleton, replace(PLAIN, device=device))
     err = _error_mm(fit, joints)
     assert err.mean() < 1.0 and err.max() < 5.0, (err.mean(), err.max())
     # The outputs are one consistent SMPL-X state.
@@ -51,7 +59,7 @@ def test_missing_frames_are_interpolated_and_reported():
     gone[[0, 1, 30, 31, 32, 59]] = True
     kinect[gone] = np.nan
     confidence[gone] = 0
-    fit = fit_body(kinect, confidence, skeleton)
+    fit = fit_body(kinect, confidence, skeleton, PLAIN)
     np.testing.assert_array_equal(fit.interpolated, gone)
     assert np.all(np.isfinite(fit.joints)) and np.all(np.isfinite(fit.local_rotmats))
     err = _error_mm(fit, joints)
@@ -70,13 +78,13 @@ def test_missing_and_unconfident_joints_are_ignored():
     # A joint reported with confidence NONE at a wrong place must not pull the fit.
     k[:, KINECT_INDEX["WRIST_LEFT"]] += np.array([0.3, 0.2, 0.0])
     confidence[:, KINECT_INDEX["WRIST_LEFT"]] = 0
-    fit = fit_body(k, confidence, skeleton)
+    fit = fit_body(k, confidence, skeleton, PLAIN)
     err = _error_mm(fit, joints)
     assert np.all(np.isfinite(fit.joints))
     assert np.median(err) < 3.0
     # Exactly as if the joint were absent.
     k[:, KINECT_INDEX["WRIST_LEFT"]] = np.nan
-    absent = fit_body(k, confidence, skeleton)
+    absent = fit_body(k, confidence, skeleton, PLAIN)
     np.testing.assert_allclose(fit.joints, absent.joints, atol=1e-9)
 
 
@@ -121,3 +129,115 @@ def test_joint_definition_offsets_are_estimated_and_help():
     assert max(np.abs(o).max() for o in fit.joint_offsets.values()) < 0.004
     assert _error_mm(fit, joints).mean() < _error_mm(fit_body(clean, confidence, skeleton,
                                                                BodyFitConfig(joint_offsets=False)), joints).mean() + 0.5
+
+
+def test_observed_hand_wrists_set_the_wrists():
+    skeleton, _, joints, kinect, confidence = synthetic_body_motion(120, seed=9)
+    rng = np.random.default_rng(10)
+    wrists = [SMPLX_WRIST["left"], SMPLX_WRIST["right"]]
+    noisy = kinect.copy()
+    for side in ("LEFT", "RIGHT"):  # k4abt's wrists: far noisier than its other joints
+        noisy[:, KINECT_INDEX[f"WRIST_{side}"]] += rng.normal(0.0, 0.03, (120, 3))
+    targets = joints[:, wrists] + rng.normal(0.0, 0.003, (120, 2, 3))
+    targets[:40, 0] = np.nan  # the left hand unseen at first: the Kinect's wrist there
+    kinect_only = fit_body(noisy, confidence, skeleton, BodyFitConfig(hand_wrists=False), wrist_targets=targets)
+    fit = fit_body(noisy, confidence, skeleton, wrist_targets=targets)
+    err = np.linalg.norm(fit.joints[:, wrists] - joints[:, wrists], axis=-1) * 1000.0
+    err_kinect = np.linalg.norm(kinect_only.joints[:, wrists] - joints[:, wrists], axis=-1) * 1000.0
+    seen = np.isfinite(targets[..., 0])
+    assert err[seen].mean() < 6.0 and err_kinect[seen].mean() > 2.0 * err[seen].mean(), (err[seen].mean(), err_kinect[seen].mean())
+    # the forearm follows the hand: the elbows get no worse
+    elbows = [SMPLX_INDEX["left_elbow"], SMPLX_INDEX["right_elbow"]]
+    assert _error_mm(fit, joints)[:, elbows].mean() < _error_mm(kinect_only, joints)[:, elbows].mean() + 0.5
+    # unseen frames keep the Kinect's wrist (no offset of the hand rows leaks into them)
+    np.testing.assert_array_less(err[:40, 0].mean(), err_kinect[:40, 0].mean() + 3.0)
+    assert fit.joint_offsets.keys() == kinect_only.joint_offsets.keys()
+
+
+def _still_trunk_motion(F: int, seed: int, bias_m: float = 0.015, noise_m: float = 0.005):
+    """A body whose spine and clavicles move a few degrees (as people's do) while the limbs swing
+    widely, with k4abt-like joint-definition offsets of the trunk joints (``bias_m`` per axis in their
+    segments' frames) and ``noise_m`` of noise. Returns skeleton, true joints (F,55,3), Kinect
+    joints, confidence."""
+    from omnimocap.data.skeletons import KINECT_FROM_SMPLX, kinect_from_smplx_matrix
+    from omnimocap.fusion.body_model import default_skeleton
+    from omnimocap.geometry.transforms import axis_angle_to_matrix
+
+    rng = np.random.default_rng(seed)
+    skeleton = default_skeleton()
+    t = np.arange(F) / 30.0
+    amp = np.zeros((55, 3))
+    amp[1:22] = rng.uniform(-0.5, 0.5, (21, 3))
+    trunk = [SMPLX_INDEX[n] for n in ("spine1", "spine2", "spine3", "left_collar", "right_collar")]
+    amp[trunk] = rng.uniform(-0.08, 0.08, (len(trunk), 3))
+    aa = amp * np.sin(2 * np.pi * rng.uniform(0.2, 1.0, (55, 3)) * t[:, None, None] + rng.uniform(0, 6.3, (55, 3)))
+    aa[:, 0] = np.array([0.0, 1.0, 0.0]) * (0.5 * t)[:, None]
+    transl = np.stack([0.3 * np.sin(t), 0.9 + 0.02 * np.sin(3 * t), 2.0 + 0.2 * t], axis=-1)
+    joints, G = forward_kinematics(skeleton, axis_angle_to_matrix(aa), np.zeros(10), transl)
+    rows = list(KINECT_BODY_FOR_FIT)
+    seg = [SMPLX_INDEX[blend[0][0]] for blend in KINECT_FROM_SMPLX.values()]
+    torso = [r for r, n in enumerate(KINECT_FROM_SMPLX) if n in ("PELVIS", "SPINE_NAVEL", "SPINE_CHEST", "NECK",
+                                                                  "CLAVICLE_LEFT", "CLAVICLE_RIGHT")]
+    bias = np.zeros((len(rows), 3))
+    bias[torso] = rng.normal(0.0, bias_m, (len(torso), 3))
+    kinect = np.full((F, 32, 3), np.nan)
+    kinect[:, rows] = (np.einsum("mk,fkc->fmc", kinect_from_smplx_matrix(), joints)
+                       + np.einsum("fmij,mj->fmi", G[:, seg], bias) + rng.normal(0.0, noise_m, (F, len(rows), 3)))
+    confidence = np.zeros((F, 32), dtype=int)
+    confidence[:, rows] = 2
+    return skeleton, joints, kinect, confidence
+
+
+def test_trunk_prior_keeps_the_spine_from_zigzagging():
+    # The spine's SMPL-X joints sit a few centimetres apart and k4abt's trunk joints a centimetre or
+    # two off them: without a trunk prior the spine bends back and forth to follow those offsets.
+    skeleton, joints, kinect, confidence = _still_trunk_motion(150, seed=11)
+    trunk = [SMPLX_INDEX[n] for n in ("spine1", "spine2", "spine3", "neck", "left_collar", "right_collar",
+                                      "left_shoulder", "right_shoulder")]
+    plain = _error_mm(fit_body(kinect, confidence, skeleton, PLAIN), joints)
+    fit = _error_mm(fit_body(kinect, confidence, skeleton), joints)
+    assert fit[:, trunk].mean() < 0.8 * plain[:, trunk].mean(), (fit[:, trunk].mean(), plain[:, trunk].mean())
+    assert fit.mean() < plain.mean()
+
+
+def test_trunk_prior_costs_little_on_exact_joints():
+    skeleton, joints, kinect, confidence = _still_trunk_motion(90, seed=12, bias_m=0.0, noise_m=0.0)
+    err = _error_mm(fit_body(kinect, confidence, skeleton), joints)
+    assert err.mean() < 1.5 and err.max() < 8.0, (err.mean(), err.max())
+    # even a spine that swings half a radian at every joint, each on its own, is followed closely
+    skeleton, _, joints, kinect, confidence = synthetic_body_motion(90, seed=1)
+    assert _error_mm(fit_body(kinect, confidence, skeleton), joints).mean() < 6.0
+
+
+def test_shape_prior_keeps_the_shape_from_bending_to_joint_offsets():
+    # k4abt-like joint-definition offsets (15 mm per axis on the trunk, 8 mm elsewhere) lengthen and
+    # shorten the limbs the shape is fitted to; betas are population standard deviations, so a prior
+    # as strong as that spread keeps the skeleton nearer the truth on average over bodies.
+    import torch
+
+    from omnimocap.fusion.body_fit import _Problem, _segment_of_rows
+
+    weak = BodyFitConfig(shape_prior=1e-5)
+    rest_err = {"weak": [], "default": []}
+    body_err = {"weak": [], "default": []}
+    for seed in range(4):
+        skeleton, betas, joints, kinect, confidence = synthetic_body_motion(150, seed=20 + seed)
+        rng = np.random.default_rng(seed)
+        rows = list(KINECT_BODY_FOR_FIT)
+        torso = {KINECT_INDEX[n] for n in ("PELVIS", "SPINE_NAVEL", "SPINE_CHEST", "NECK", "CLAVICLE_LEFT",
+                                           "CLAVICLE_RIGHT", "SHOULDER_LEFT", "SHOULDER_RIGHT", "HIP_LEFT", "HIP_RIGHT")}
+        scale = np.array([0.015 if k in torso else 0.008 for k in rows])
+        bias = rng.normal(0.0, 1.0, (len(rows), 3)) * scale[:, None]
+        seg = _segment_of_rows(_Problem(skeleton, betas, torch.device("cpu"), torch.float64))
+        exact = fit_body(kinect, confidence, skeleton, replace(PLAIN, joint_offsets=False))
+        _, G = forward_kinematics(skeleton, exact.local_rotmats, exact.betas, exact.transl)
+        noisy = kinect.copy()
+        noisy[:, rows] += np.einsum("fmij,mj->fmi", G[:, seg], bias) + rng.normal(0.0, 0.01, (150, len(rows), 3))
+        rest_true = skeleton.joints_at_rest(betas)[:22]
+        for name, config in (("weak", weak), ("default", BodyFitConfig())):
+            fit = fit_body(noisy, confidence, skeleton, config)
+            rest = skeleton.joints_at_rest(fit.betas)[:22]
+            rest_err[name].append(np.linalg.norm((rest - rest[0]) - (rest_true - rest_true[0]), axis=-1).mean())
+            body_err[name].append(_error_mm(fit, joints).mean())
+    assert np.mean(rest_err["default"]) < 0.8 * np.mean(rest_err["weak"]), rest_err
+    assert np.mean(body_err["default"]) < np.mean(body_err["weak"]), body_err
