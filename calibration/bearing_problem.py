@@ -119,7 +119,7 @@ class BearingProblem:
         norm = np.linalg.norm(p, axis=-1)
         u = p / norm[:, None]
         proj = (np.eye(3) - u[:, :, None] * u[:, None, :]) / norm[:, None, None]  # (M,3,3)
-        d = np.einsum("mij,kj,mkl->mil", proj[on], T[:3, :3].T, R_body) * 1e-3  # (m,3,3): d bearing / d offset
+        d = np.einsum("mij,jk,mkl->mil", proj[on], T[:3, :3].T, R_body) * 1e-3  # (m,3,3): d bearing / d offset
         d *= self.weights[on][:, None, None]
         out = np.zeros((len(self), 3, 3 * self.n_offsets))
         rows = np.flatnonzero(on)
