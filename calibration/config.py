@@ -35,8 +35,9 @@ class ObserverConfig:
     """What sees the people in the panorama, and how its detections are associated and solved."""
 
     observer: str = "auto"
-    """What sees the people in the panorama: the simulated observer (default for simulated sessions), WiLoR's hand
-    detector (default otherwise) or the simulated detector."""
+    """What sees the people in the panorama: the simulated observer (default for simulated sessions at --realism
+    ideal), WiLoR's hand detector (default for recorded sessions) or the simulated detector (default for
+    simulated sessions at --realism field)."""
     noise_deg: float = 0.2
     """Angular noise of the simulated observer, degrees (simulated sessions only)."""
     detector: str | None = None

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from omnimocap.calibration.observations import (
     TRACKED_KINECT_JOINTS, TRACKS_PER_PERSON, BodyKeypointBearings, KinectTracks, body_bearings_from_detections,
 )
+from omnimocap.calibration.pano_hands import read_frames
 from omnimocap.calibration.timesync import body_frames
 from omnimocap.capture.pano import PanoReader
 from omnimocap.capture.rig import TimeMap
@@ -155,12 +156,8 @@ def _detect_frames(session: Session, candidates: BodyCandidates, detector: PoseD
     at = candidates.joints_at(time_map.to_session(t_pano[frames]))
     row = {int(i): n for n, i in enumerate(frames)}
     parts = []
-    images = reader.frames(0, int(frames.max()) + 1) if reader is not None and len(frames) else None
-    wanted = set(row)
     with tqdm(total=len(frames), desc="bodies", unit="frame", disable=not progress, file=sys.stderr) as bar:
-        for i, img in (images if images is not None else ((int(i), None) for i in frames)):
-            if i not in wanted:
-                continue
+        for i, img in read_frames(reader, frames):
             views = body_views(at[row[i]], T_kinect_pano)
             if views:
                 parts.append(body_bearings_from_detections(i, views, detector.detect_poses(i, img, views)))
