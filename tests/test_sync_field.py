@@ -26,7 +26,7 @@ from omnimocap.geometry.transforms import pose_from_vector
 from omnimocap.sim.simulate import SimConfig, simulate_session
 
 # A short field session on which the hands alone put the clock 5 ms off (measured: 5.2 ms) and the
-# hands with body keypoints 0.5 ms.
+# hands with body keypoints 0.3 ms.
 SECONDS = 12.0
 SEED = 3
 
