@@ -10,6 +10,7 @@ panorama-frame points into the trajectories' reference frame.
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 from scipy.optimize import least_squares
 
 from omnimocap.calibration.config import RobustConfig
@@ -102,6 +103,31 @@ class BearingProblem:
             p_ref[on] = p_ref[on] + (R @ self.offsets_m(x)[self.offset_slot[on]][..., None])[..., 0]
         p = transform_points(invert_pose(self.pose(x)), p_ref)
         return p / np.linalg.norm(p, axis=-1, keepdims=True)
+
+    def _offset_jacobian(self, x: np.ndarray) -> np.ndarray:
+        """Derivatives (3M, 3n) of :meth:`residuals` with respect to the offsets (mm): the offset
+        moves the trajectory point along the body frame's axes; the unit bearing's derivative is
+        ``(I - u u^T) / |p|`` in the panorama frame; weights and whitening are linear."""
+        tq = self.time_map(x).to_session(self.t_pano)
+        p_ref = self.splines.evaluate(self.seg, tq)
+        on = self.offset_slot >= 0
+        i = np.clip(np.searchsorted(self.offset_t, tq[on]), 0, len(self.offset_t) - 1)
+        R_body = self.offset_frames[i, self.track[on]]
+        p_ref[on] = p_ref[on] + (R_body @ self.offsets_m(x)[self.offset_slot[on]][..., None])[..., 0]
+        T = self.pose(x)
+        p = (p_ref - T[:3, 3]) @ T[:3, :3]
+        norm = np.linalg.norm(p, axis=-1)
+        u = p / norm[:, None]
+        proj = (np.eye(3) - u[:, :, None] * u[:, None, :]) / norm[:, None, None]  # (M,3,3)
+        d = np.einsum("mij,jk,mkl->mil", proj[on], T[:3, :3].T, R_body) * 1e-3  # (m,3,3): d bearing / d offset
+        d *= self.weights[on][:, None, None]
+        out = np.zeros((len(self), 3, 3 * self.n_offsets))
+        rows = np.flatnonzero(on)
+        for a in range(3):
+            out[rows, :, 3 * self.offset_slot[on] + a] = d[:, :, a]
+        if len(self.ar):
+            out = np.stack([self._whiten(out[:, :, c]) for c in range(out.shape[2])], axis=-1)
+        return out.reshape(3 * len(self), -1)
 
     def residuals(self, x: np.ndarray) -> np.ndarray:
         """Chord vectors (3M,) between predicted and observed bearings (about the angle in radians),
@@ -236,16 +262,32 @@ class BearingProblem:
         def jac(x):
             # Forward differences with an absolute step: the parameters are in units that keep them
             # O(1), and a relative step (scipy's diff_step) vanishes for a parameter that starts at
-            # a round-off value such as 1e-14 (a zero Jacobian, and a fit that never moves).
+            # a round-off value such as 1e-14 (a zero Jacobian, and a fit that never moves). The
+            # offsets enter linearly before the projection: their columns are exact.
             f0 = fun(x)
-            return np.stack([(fun(x + FD_STEP * e) - f0) / FD_STEP for e in np.eye(len(x))], axis=1)
+            n = len(x) - 3 * self.n_offsets
+            dense = np.stack([(fun(x + FD_STEP * e) - f0) / FD_STEP for e in np.eye(len(x))[:n]], axis=1)
+            if not self.n_offsets:
+                return dense
+            # Each bearing depends on its own track's offset only: a sparse Jacobian keeps the
+            # trust-region steps cheap with dozens of offsets.
+            off = np.zeros((len(f0), 3 * self.n_offsets))
+            off[:3 * len(self)] = self._offset_jacobian(x)
+            off[3 * len(self):3 * len(self) + 3 * self.n_offsets] = self.offset_prior * np.eye(3 * self.n_offsets)
+            return sparse.hstack([sparse.csr_matrix(dense), sparse.csr_matrix(off)], format="csr")
+        # With offsets the Jacobian is sparse and the trust-region steps are solved iteratively
+        # (tight tolerances: the offset and the clock are fine parameters).
+        if self.n_offsets:
+            return least_squares(fun, x0, jac=jac, loss=loss, f_scale=scale, x_scale=1.0, tr_solver="lsmr",
+                                 tr_options={"atol": 1e-10, "btol": 1e-10})
         return least_squares(fun, x0, jac=jac, loss=loss, f_scale=scale, x_scale=1.0)
 
     def _stats(self, fit, noise_deg: float, rate_prior_std_ppm: float | None) -> dict:
         x = fit.x
         ang = self.angles_deg(x)
         inlier = ang < max(3.0 * 1.4826 * np.median(ang), 3 * noise_deg)
-        J = fit.jac[:3 * len(self)].reshape(len(self), 3, -1)[inlier].reshape(-1, len(x))
+        jac = fit.jac.toarray() if sparse.issparse(fit.jac) else fit.jac
+        J = jac[:3 * len(self)].reshape(len(self), 3, -1)[inlier].reshape(-1, len(x))
         res = self.residuals(x).reshape(-1, 3)
         r = res[inlier].ravel()
         # Two of the three chord components carry the angular error; the radial one is ~0.

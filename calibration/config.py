@@ -35,8 +35,9 @@ class ObserverConfig:
     """What sees the people in the panorama, and how its detections are associated and solved."""
 
     observer: str = "auto"
-    """What sees the people in the panorama: the simulated observer (default for simulated sessions), WiLoR's hand
-    detector (default otherwise) or the simulated detector."""
+    """What sees the people in the panorama: the simulated observer (default for simulated sessions at --realism
+    ideal), WiLoR's hand detector (default for recorded sessions) or the simulated detector (default for
+    simulated sessions at --realism field)."""
     noise_deg: float = 0.2
     """Angular noise of the simulated observer, degrees (simulated sessions only)."""
     detector: str | None = None
@@ -51,6 +52,13 @@ class ObserverConfig:
     refit_search_s: float = 0.05
     """Offset search, seconds, of every solve on detections after the first (the clock is then known to a
     frame or two)."""
+    body_keypoints: bool = True
+    """Detector observers: the people's shoulders, elbows, wrists, knees and ankles found by a pose model over the
+    panorama are solved with beside the hands (each keypoint's offset from the Kinect joint solved in the body's
+    frame), in sync and in the calibration's solves after its search; off: hands only. The simulated detector
+    brings simulated keypoints; the detector observer needs a pose model."""
+    body_gate_deg: float = 5.0
+    """Association gate, degrees: the median angle between a detected person's keypoints and a Kinect body's."""
 
 
 @dataclass

@@ -25,9 +25,11 @@ The panorama side has two sources:
   camera-clock times of ``pano_frames.csv``. It is an instrument for measuring the solvers, not a
   detector: its track of person p is body id p, which is the simulator's body id for person p only
   at ``--realism ideal``; at ``field`` the Kinects' ids start at 1, change and swap
-  (``sim/k4abt.py``), so the Kinect side has to be associated as with real sessions.
-* real detections over the panorama (hand and body keypoints), which need an association with
-  Kinect bodies; sessions that would need it raise a UserError saying so.
+  (``sim/k4abt.py``), so the Kinect side has to be associated as with real sessions: the observer
+  is refused there (``calibration/pano_observer.py`` ``observer_kind``; ``auto`` picks the
+  simulated detector).
+* detections over the panorama (hand boxes and body keypoints), associated with the Kinect bodies
+  under the current pose and clock (``calibration/pano_hands.py``, ``calibration/pano_bodies.py``).
 
 Body keypoints over the panorama come from a pose model (COCO-17, ``data/skeletons.py``
 ``COCO_KEYPOINTS``) run on perspective views cut from the equirect frames, the same views as the

@@ -225,7 +225,7 @@ def confirmed_detections(hands: HandBearings, frames: np.ndarray) -> np.ndarray:
     return ok
 
 
-def _frames(reader: PanoReader | None, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray | None]]:
+def read_frames(reader: PanoReader | None, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray | None]]:
     """(index, BGR frame) for the wanted indices in order; frames are not decoded without a reader."""
     if reader is None:
         for i in indices:
@@ -243,7 +243,7 @@ def detect_frames(detector: ViewDetector, reader: PanoReader | None, indices: np
     """Run ``detector`` on ``views_for_frame(i)`` of every frame in ``indices``."""
     parts = []
     with tqdm(total=len(indices), desc=desc, unit="frame", disable=not progress, file=sys.stderr) as bar:
-        for i, img in _frames(reader, indices):
+        for i, img in read_frames(reader, indices):
             views = views_for_frame(i)
             if views:
                 parts.append(bearings_from_detections(i, views, detector.detect_views(i, img, views)))

@@ -5,7 +5,8 @@ The Kinects first (calibration/kinect_poses.py: estimated from the reference Kin
 and the shared skeletons, or kept from the rig), then the 360 camera relative to the reference
 (first) Kinect: from a ChArUco board (calibration/board_session.py), or markerless from people
 moving in view (calibration/markerless.py), the panorama's side seen by the simulated observer or
-by a hand detector (calibration/pano_observer.py). ``refine`` starts the markerless solve from the
+by a hand detector, with a pose model's body keypoints after the search (calibration/pano_observer.py,
+calibration/pano_bodies.py). ``refine`` starts the markerless solve from the
 rig's current 360 pose and clock instead of searching from nothing.
 
 Poses ``T_a_b`` map frame-b points into frame a (metres); times in seconds.
@@ -25,7 +26,10 @@ from omnimocap.calibration.pano_hands import (
     DETECTION_MAX_ROTATION_STD_DEG, DETECTION_MAX_TRANSLATION_STD_MM, DETECTION_NOISE_AR_ORDER, DETECTION_NOISE_DEG,
     ViewDetector, detect_hands,
 )
-from omnimocap.calibration.pano_observer import detection_inputs, observer_inputs, observer_kind, open_view_detector
+from omnimocap.calibration.pano_bodies import PoseDetector, detect_bodies, with_bodies
+from omnimocap.calibration.pano_observer import (
+    detection_inputs, observer_inputs, observer_kind, open_pose_detector, open_view_detector,
+)
 from omnimocap.calibration.session_rig import load_rig, reference_serial, write_rig
 from omnimocap.capture.rig import Rig, TimeMap
 from omnimocap.capture.session import Session, kinect_name
@@ -34,11 +38,13 @@ from omnimocap.geometry.transforms import invert_pose
 
 
 def calibrate_session(session_dir, config: CalibrateConfig | None = None, *, view_detector: ViewDetector | None = None,
-                      progress: bool = False) -> dict:
+                      pose_detector: PoseDetector | None = None, progress: bool = False) -> dict:
     """Solve the Kinects' poses and the world frame, then the 360 camera's pose and time map, as
     ``config`` (default :class:`CalibrateConfig`) says, and write the session's rig.json with the
     configuration under ``configs.calibrate``; returns the 360 camera's residuals. ``view_detector``
-    replaces the hand detector that ``config.observer`` would open (detector observers only)."""
+    replaces the hand detector that ``config.observer`` would open (detector observers only);
+    ``pose_detector`` is the body keypoint model of the ``detector`` observer (None: hands only; the
+    simulated detector brings its own)."""
     config = config or CalibrateConfig()
     if config.method not in ("markerless", "board"):
         raise ValueError(f"unknown calibration method {config.method!r}; 'markerless' or 'board'")
@@ -51,7 +57,7 @@ def calibrate_session(session_dir, config: CalibrateConfig | None = None, *, vie
     kinect_rig = kinect_poses(session, previous, serial, config.kinect_poses)
     if markerless:
         rig, result = _calibrate_markerless(session, previous, kinect_rig, serial, kind, start, config,
-                                            view_detector, progress)
+                                            view_detector, pose_detector, progress)
     else:
         rig, result = calibrate_board(session, previous, kinect_rig, config.board)
     rig.configs = {"calibrate": config.to_json()}
@@ -61,14 +67,16 @@ def calibrate_session(session_dir, config: CalibrateConfig | None = None, *, vie
 
 def _calibrate_markerless(session: Session, previous: Rig, kinect_rig: Rig, serial: str, kind: str,
                           start: tuple[np.ndarray, TimeMap] | None, config: CalibrateConfig,
-                          view_detector: ViewDetector | None, progress: bool) -> tuple[Rig, dict]:
+                          view_detector: ViewDetector | None, pose_detector: PoseDetector | None,
+                          progress: bool) -> tuple[Rig, dict]:
     """The rig with the 360 camera placed markerless on ``kinect_rig``'s reference Kinect, and the
     verb's summary."""
     if kind == "simulated":
         res, n_frames, inputs = _from_simulated_observer(session, kinect_rig, serial, start, config)
     else:
         det = view_detector or open_view_detector(session, kind, config.observer.detector, config.observer.device)
-        res, n_frames, inputs = _from_detected_hands(session, kinect_rig, serial, start, config, det, progress)
+        poser = open_pose_detector(session, kind, pose_detector) if config.observer.body_keypoints else None
+        res, n_frames, inputs = _from_detected_hands(session, kinect_rig, serial, start, config, det, poser, progress)
     rig = Rig(dict(kinect_rig.T_world_sensor), dict(previous.time_maps), method="markerless", is_truth=False)
     rig.T_world_sensor["pano"] = kinect_rig.pose(kinect_name(serial)) @ res.T_kinect_pano
     rig.time_maps["pano"] = res.time_map
@@ -98,32 +106,38 @@ def _from_simulated_observer(session: Session, kinect_rig: Rig, serial: str, sta
 
 
 def _from_detected_hands(session: Session, kinect_rig: Rig, serial: str, start: tuple[np.ndarray, TimeMap] | None,
-                         config: CalibrateConfig, det: ViewDetector, progress: bool
+                         config: CalibrateConfig, det: ViewDetector, poser: PoseDetector | None, progress: bool
                          ) -> tuple[MarkerlessResult, int, dict]:
-    """Markerless calibration on hand detections: searched from nothing (or started from
-    ``start``), then association and solve alternating ``config.observer.association_rounds``
-    times. Returns the result, the panorama frames of the last solve and the rig.json inputs."""
-    detected = detect_hands(session, kinect_wrist_tracks(session, serial, kinect_rig), det,
+    """Markerless calibration on hand detections (and body keypoints of ``poser``, None: hands
+    only): searched from nothing on the hands (or started from ``start``), then association and
+    solve alternating ``config.observer.association_rounds`` times. Returns the result, the
+    panorama frames of the last solve and the rig.json inputs."""
+    tracks = kinect_wrist_tracks(session, serial, kinect_rig)
+    detected = detect_hands(session, tracks, det,
                             stride=config.observer.stride, search_frames=config.markerless.search_frames,
                             progress=progress, T_kinect_pano=None if start is None else start[0],
                             init_time=None if start is None else start[1])
     coarse = coarse_time_map(detected.t_pano, detected.t_host)
     prior = rate_std_ppm(detected.t_pano, coarse)
     T, tm = detected.T_kinect_pano, detected.time_map
+    bodies = None if poser is None else detect_bodies(session, tracks, poser, detected.t_pano, T, tm,
+                                                      config.observer.stride, progress)
     search = config.markerless.detected_search_s if start is None else config.markerless.refine_search_s
     for _ in range(config.observer.association_rounds):
         obs = detected.observations(T, tm)
-        res = calibrate_markerless(obs.t_pano, obs.bearings, detected.candidates.t_session,
-                                   detected.candidates.points, traj_sigma=detected.candidates.sigma,
+        cand = detected.candidates
+        joint = with_bodies(obs.bearings, cand.points, cand.sigma, bodies, T, tm, config.observer.body_gate_deg)
+        res = calibrate_markerless(obs.t_pano, joint.bearings, cand.t_session, joint.points, traj_sigma=joint.sigma,
                                    init_time=with_rate(tm, coarse, float(np.median(obs.t_pano))),
                                    init_T_kinect_pano=T, search_s=search, noise_deg=DETECTION_NOISE_DEG,
                                    rate_prior_std_ppm=prior,
                                    max_rotation_std_deg=DETECTION_MAX_ROTATION_STD_DEG,
                                    max_translation_std_mm=DETECTION_MAX_TRANSLATION_STD_MM,
                                    noise_ar_order=DETECTION_NOISE_AR_ORDER, limits=config.markerless,
-                                   robust=config.robust)
+                                   robust=config.robust, body_frames=joint.body_frames,
+                                   offset_tracks=joint.offset_tracks)
         T, tm, search = res.T_kinect_pano, res.time_map, config.observer.refit_search_s
-    return res, int(len(obs.t_pano)), detection_inputs(detected, det)
+    return res, int(len(obs.t_pano)), detection_inputs(detected, det, bodies, poser)
 
 
 def _previous_calibration(session: Session, previous: Rig, serial: str) -> tuple[np.ndarray, TimeMap]:
