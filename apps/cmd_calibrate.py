@@ -23,11 +23,14 @@ solved jointly with the reference's and composed with both devices' colour-to-de
 poses used go to ``inputs.kinect_poses_from_board`` and the residuals, with the skeleton-based estimate
 it replaced, to ``residuals.kinects``. A Kinect that never saw the board keeps its skeleton-based pose.
 The panorama's side of ``--method markerless`` and of ``sync`` (``--observer``): ``simulated`` (the
-simulated observer's joint bearings; simulated sessions only, the default there), ``detector``
-(WiLoR's hand detector over the 360 frames: search views from nothing, then views around the
-Kinect hands; the default for recorded sessions, needs ``detector.pt``), or ``simulated-detector``
-(simulated detector boxes in those same views; simulated sessions only). See
-calibration/pano_hands.py.
+simulated observer's joint bearings; ``--realism ideal`` simulated sessions only, the default there),
+``detector`` (WiLoR's hand detector over the 360 frames: search views from nothing, then views around
+the Kinect hands; with the body keypoint model, when ``<models>/pose/yolo11n-pose.pt`` or
+``--pose-model`` is there, also the people's shoulders, elbows, wrists, knees and ankles, each with
+its offset from the Kinect joint solved in the body's frame; the default for recorded sessions,
+needs ``detector.pt``), or ``simulated-detector`` (simulated hand boxes and body keypoints in those
+same views; simulated sessions only, the default for ``--realism field`` ones). See
+calibration/pano_hands.py and calibration/pano_bodies.py.
 ``sync --flash`` times the 360 camera by flashes instead of motion: a light switched on (a flash, a
 lamp) that both the 360 camera and the reference Kinect's colour camera see. Every frame's mean
 brightness is read, the rising steps are located to a fraction of a frame in each stream
@@ -64,7 +67,7 @@ OBSERVER = f"{_CONFIG}:ObserverConfig"
 CALIBRATE_OPTIONS = ("method", "refine")
 KINECT_POSES_OPTIONS = ("kinects",)
 MARKERLESS_OPTIONS = ("search_frames",)
-OBSERVER_OPTIONS = ("observer", "noise_deg", "detector", "device", "stride")
+OBSERVER_OPTIONS = ("observer", "noise_deg", "detector", "body_keypoints", "pose_model", "device", "stride")
 SYNC_OPTIONS = ("flash",)
 CHOICES = {"method": ("markerless", "board"), "kinects": ("estimate", "rig"), "observer": OBSERVERS}
 
@@ -76,7 +79,7 @@ def register(subparsers) -> None:
     add_config_options(p, CALIBRATE, CALIBRATE_OPTIONS, choices=CHOICES)
     add_config_options(p, KINECT_POSES, KINECT_POSES_OPTIONS, choices=CHOICES)
     add_config_options(p, MARKERLESS, MARKERLESS_OPTIONS)
-    add_config_options(p, OBSERVER, OBSERVER_OPTIONS, choices=CHOICES, metavars={"detector": "PATH"})
+    add_config_options(p, OBSERVER, OBSERVER_OPTIONS, choices=CHOICES, metavars={"detector": "PATH", "pose_model": "PATH"})
     add_quiet(p)
     p.set_defaults(func=run_calibrate)
     s = subparsers.add_parser("sync", help="estimate the 360 camera's time map (offset and rate) from motion or "
@@ -84,7 +87,7 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("session", metavar="SESSION_DIR")
     add_config_options(s, SYNC, SYNC_OPTIONS)
-    add_config_options(s, OBSERVER, OBSERVER_OPTIONS, choices=CHOICES, metavars={"detector": "PATH"})
+    add_config_options(s, OBSERVER, OBSERVER_OPTIONS, choices=CHOICES, metavars={"detector": "PATH", "pose_model": "PATH"})
     add_quiet(s)
     s.set_defaults(func=run_sync)
 

@@ -57,6 +57,9 @@ class ObserverConfig:
     panorama are solved with beside the hands (each keypoint's offset from the Kinect joint solved in the body's
     frame), in sync and in the calibration's solves after its search; off: hands only. The simulated detector
     brings simulated keypoints; the detector observer needs a pose model."""
+    pose_model: str | None = None
+    """The body keypoint model's weights for the detector observer (default: <models>/pose/yolo11n-pose.pt when
+    present; hands only without it)."""
     body_gate_deg: float = 5.0
     """Association gate, degrees: the median angle between a detected person's keypoints and a Kinect body's."""
 

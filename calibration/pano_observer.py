@@ -51,14 +51,21 @@ def observer_kind(session: Session, observer: str) -> str:
     return observer
 
 
-def open_pose_detector(session: Session, kind: str, pose_detector: PoseDetector | None = None) -> PoseDetector | None:
+def open_pose_detector(session: Session, kind: str, pose_detector: PoseDetector | None = None,
+                       weights: str | None = None, device: str = "cpu") -> PoseDetector | None:
     """The panorama's body keypoint detector for observer ``kind``: the simulated one for
-    "simulated-detector", else ``pose_detector`` (None: hands only)."""
+    "simulated-detector"; for "detector" ``pose_detector`` when given, else the pose model at
+    ``weights`` (default ``<models>/pose/yolo11n-pose.pt`` when present) on torch ``device``; None
+    (hands only) without one."""
     if kind == "simulated-detector":
         from omnimocap.hands.sim_pose import SimPoseDetector
 
         return SimPoseDetector(session.root)
-    return pose_detector
+    if pose_detector is not None or kind != "detector":
+        return pose_detector
+    from omnimocap.hands.pose_model import open_pose_detector as open_pose_model
+
+    return open_pose_model(weights=weights, device=device)
 
 
 def open_view_detector(session: Session, kind: str, detector: str | None = None, device: str = "cpu") -> ViewDetector:

@@ -75,7 +75,8 @@ def _calibrate_markerless(session: Session, previous: Rig, kinect_rig: Rig, seri
         res, n_frames, inputs = _from_simulated_observer(session, kinect_rig, serial, start, config)
     else:
         det = view_detector or open_view_detector(session, kind, config.observer.detector, config.observer.device)
-        poser = open_pose_detector(session, kind, pose_detector) if config.observer.body_keypoints else None
+        poser = open_pose_detector(session, kind, pose_detector, config.observer.pose_model,
+                                   config.observer.device) if config.observer.body_keypoints else None
         res, n_frames, inputs = _from_detected_hands(session, kinect_rig, serial, start, config, det, poser, progress)
     rig = Rig(dict(kinect_rig.T_world_sensor), dict(previous.time_maps), method="markerless", is_truth=False)
     rig.T_world_sensor["pano"] = kinect_rig.pose(kinect_name(serial)) @ res.T_kinect_pano

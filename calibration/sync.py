@@ -73,7 +73,8 @@ def _motion_sync(session: Session, previous: Rig, serial: str, config: SyncConfi
                             rate_prior_std_ppm=rate_std_ppm(obs.t_pano, coarse), robust=config.robust)
         return res, observer_inputs(obs)
     det = view_detector or open_view_detector(session, kind, config.observer.detector, config.observer.device)
-    poser = open_pose_detector(session, kind, pose_detector) if config.observer.body_keypoints else None
+    poser = open_pose_detector(session, kind, pose_detector, config.observer.pose_model,
+                                   config.observer.device) if config.observer.body_keypoints else None
     T_kinect_pano = invert_pose(T_world_kinect) @ T_world_pano
     tracks = kinect_wrist_tracks(session, serial, previous)
     detected = detect_hands(session, tracks, det, T_kinect_pano=T_kinect_pano, stride=config.observer.stride,

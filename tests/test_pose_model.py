@@ -367,3 +367,18 @@ def test_store_entry(tmp_path, pose_pt, capsys):
     shutil.copy(pose_pt, tmp_path / model_store.POSE_WEIGHTS)
     main(["models", "verify", "--models", str(tmp_path)])
     assert f"{model_store.POSE_WEIGHTS}: ok" in capsys.readouterr().out
+
+
+def test_the_detector_observer_takes_the_pose_model_when_its_weights_are_there(tmp_path, pose_pt, monkeypatch):
+    from omnimocap.calibration.pano_observer import open_pose_detector as observer_pose_detector
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("OMNIMOCAP_MODELS", str(models))
+    assert observer_pose_detector(None, "detector") is None  # no weights: hands only
+    (models / "pose").mkdir(parents=True)
+    shutil.copy(pose_pt, models / model_store.POSE_WEIGHTS)
+    found = observer_pose_detector(None, "detector")
+    assert isinstance(found, PoseModel) and found.weights == models / model_store.POSE_WEIGHTS
+    assert observer_pose_detector(None, "detector", weights=str(pose_pt)).weights == pose_pt
+    given = object()
+    assert observer_pose_detector(None, "detector", given) is given
