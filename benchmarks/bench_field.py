@@ -119,17 +119,13 @@ def simulate(session: Path, level: str, seed: int, seconds: float, pano_width: i
     return time.perf_counter() - t0
 
 
-def run_pipeline(session: Path, result: Path, seed: int, off: str | None = None) -> dict:
-    """calibrate (markerless, simulated detector), sync, process, evaluate with repair ``off``
-    switched off; the session's rig.json is reset to the simulated copy first."""
+def _calibrate(session: Path, off: str | None, timings: dict, errors: dict) -> None:
+    """calibrate then sync ``session`` from the simulated copy of its rig, with switch ``off`` off."""
     from omnimocap.calibration.session import calibrate_session
-    from omnimocap.capture.truth import Truth
     from omnimocap.calibration.sync import sync_session
-    from omnimocap.fusion.evaluate import evaluate
-    from omnimocap.fusion.pipeline import ProcessConfig, process_session
+    from omnimocap.capture.truth import Truth
 
     Truth(session).rig().save(session / "rig.json")
-    timings, errors = {}, {}
     t0 = time.perf_counter()
     try:
         calibrate_session(session, _calibration_config(off, "calibrate"))
@@ -142,6 +138,26 @@ def run_pipeline(session: Path, result: Path, seed: int, off: str | None = None)
     except Exception as exc:
         errors["sync"] = f"{type(exc).__name__}: {exc}"
     timings["sync_s"] = time.perf_counter() - t0
+
+
+def run_pipeline(session: Path, result: Path, seed: int, off: str | None = None,
+                 calibrated: Path | None = None) -> dict:
+    """calibrate (markerless, simulated detector), sync, process, evaluate with repair ``off``
+    switched off; the session's rig.json is reset to the simulated copy first. With ``calibrated``
+    (the rig.json this flow wrote with every repair on) and ``off`` a repair of ``process``, that
+    rig is used as it is instead of calibrating again (the same calibration, in less time)."""
+    import shutil
+
+    from omnimocap.fusion.evaluate import evaluate
+    from omnimocap.fusion.pipeline import ProcessConfig, process_session
+
+    timings, errors = {}, {}
+    if calibrated is not None and off is not None and ":" not in off and calibrated.is_file():
+        (session / "rig.json").unlink(missing_ok=True)  # a new file: the session may share its files by hard links
+        shutil.copyfile(calibrated, session / "rig.json")
+        timings["calibration_reused"] = True
+    else:
+        _calibrate(session, off, timings, errors)
     config = ProcessConfig(hands="sim", hand_noise_mm=5.0, hand_noise_deg=3.0, hand_dropout=0.1, seed=seed)
     if off is not None and ":" not in off:
         config = _switch_off(config, off)
@@ -267,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
             for off in [None] + (switches if level == "field" else []):
                 variant = level if off is None else f"field, {off} off"
                 print(f"seed {seed}: {variant}", file=sys.stderr)
-                run = run_pipeline(session, args.work / f"result_{level}_seed{seed}_{off or 'all'}", seed, off)
+                calibrated = args.work / f"result_{level}_seed{seed}_all" / "rig.json"
+                run = run_pipeline(session, args.work / f"result_{level}_seed{seed}_{off or 'all'}", seed, off,
+                                   calibrated)
                 run.update(seed=seed, level=level, variant=variant, switch_off=off, simulate_s=sim_s,
                            passes=_passes(run["metrics"]))
                 runs.append(run)
