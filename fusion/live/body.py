@@ -10,7 +10,9 @@ Per person (a body id of the reference Kinect):
   on the Kinect joints the hand preview smoothed (``fusion.frame_stage.smooth_anchors`` over the
   recent history). The last sample of that smoother is its forward Kalman filter: the causal filter,
   with no future frame; ``process`` smooths forwards and backwards and adds a temporal term between
-  neighbouring frames, which a newest frame cannot have;
+  neighbouring frames, which a newest frame cannot have; the fit's targets are the Kinect wrists
+  (``process``, with ``body.hand_wrists``, takes the wrists of the hands it saw, which live has at the
+  panorama frame's time, not at the Kinect frame's);
 - hands: the preview's lifted hand (seen, or held by ``HandHold``) sets the wrist and the fingers
   through :func:`~omnimocap.fusion.hand_integration.integrate_hands`, as ``process`` sets them; a
   hand no longer held keeps its last fingers and the body's wrist (``process``'s ``held`` status).
