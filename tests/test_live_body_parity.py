@@ -23,21 +23,14 @@ each newest frame without the temporal term between neighbours. Measured:
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
-import pytest
 
-from omnimocap.capture.replay import replay_sources
 from omnimocap.capture.rig import Rig
 from omnimocap.capture.session import Session
-from omnimocap.capture.sources import SessionClock
 from omnimocap.data.skeletons import KINECT_BODY_FOR_FIT, kinect_from_smplx_matrix
 from omnimocap.fusion.body_model import forward_kinematics, load_skeleton
-from omnimocap.fusion.live.controller import LiveConfig, LiveController
-from omnimocap.fusion.live.feeds import Released, session_time
 from omnimocap.fusion.pipeline import ProcessConfig, load_inputs, process_window
-from tests.tools.replay import read_all
+from tests.tools.replay import step_live
 
 W = kinect_from_smplx_matrix()
 
@@ -67,24 +60,10 @@ def offline_bodies(session_dir, config: ProcessConfig):
 def live_bodies(session_dir, config: ProcessConfig) -> dict:
     """(person id, session time) -> the live SMPL-X joints (55, 3), stepping the controller once per
     panorama frame after the Kinect frames up to its time."""
-    clock = SessionClock()
-    sources = replay_sources(session_dir, clock, realtime=False, on_session_clock=True)
-    controller = LiveController(sources, clock=clock, rig=Rig.load(session_dir / "rig.json"),
-                                session_dir=session_dir, config=LiveConfig(process=config))
-    kinect = next(f for f in controller.feeds if f.source.kind == "kinect")
-    pano = next(f for f in controller.feeds if f.source.kind == "pano")
-    body_frames = read_all(kinect.source)
-    t_body = np.array([session_time(controller.rig, kinect.name, f) for f in body_frames])
-    bodies, queued = {}, 0
-    for frame in read_all(pano.source):
-        wanted = int(np.searchsorted(t_body, session_time(controller.rig, pano.name, frame), side="right"))
-        for f in body_frames[queued:wanted]:
-            kinect.queue.put(Released(f, time.perf_counter()))
-        queued = max(queued, wanted)
-        pano.queue.put(Released(frame, time.perf_counter()))
-        for pid, body in controller.step().world.fitted.items():
+    bodies = {}
+    for _, state, _ in step_live(session_dir, config):
+        for pid, body in state.world.fitted.items():
             bodies[(pid, body.t_session)] = body.joints
-    controller.close()
     return bodies
 
 

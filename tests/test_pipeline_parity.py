@@ -15,22 +15,17 @@ Where live must differ (``fusion.live.preview``), the session is chosen so that 
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
 
-from omnimocap.capture.replay import replay_sources
 from omnimocap.capture.rig import Rig
 from omnimocap.capture.session import Session
-from omnimocap.capture.sources import SessionClock
 from omnimocap.data.skeletons import SIDES
 from omnimocap.fusion.frame_stage import smooth_anchors
-from omnimocap.fusion.live.controller import LiveConfig, LiveController
-from omnimocap.fusion.live.feeds import Released, session_time
 from omnimocap.fusion.live.state import HAND_SEEN
 from omnimocap.fusion.pipeline import ProcessConfig, load_inputs, observe_window
-from tests.tools.replay import read_all
+from tests.tools.replay import step_live
 
 
 @pytest.fixture(scope="module")
@@ -59,28 +54,12 @@ def offline_hands(session_dir, config: ProcessConfig) -> dict:
 
 def live_hands(session_dir, config: ProcessConfig) -> dict:
     """The same keys from the live controller, stepped once per panorama frame."""
-    clock = SessionClock()
-    sources = replay_sources(session_dir, clock, realtime=False, on_session_clock=True)
-    controller = LiveController(sources, clock=clock, rig=Rig.load(session_dir / "rig.json"),
-                                session_dir=session_dir, config=LiveConfig(process=config))
-    kinect = next(f for f in controller.feeds if f.source.kind == "kinect")
-    pano = next(f for f in controller.feeds if f.source.kind == "pano")
-    body_frames = read_all(kinect.source)
-    t_body = np.array([session_time(controller.rig, kinect.name, f) for f in body_frames])
-    hands, depth_used, queued = {}, 0, 0
-    for frame in read_all(pano.source):
-        t_pano = session_time(controller.rig, pano.name, frame)
-        wanted = min(len(body_frames), int(np.searchsorted(t_body, t_pano, side="right")) + 2)
-        for f in body_frames[queued:wanted]:
-            kinect.queue.put(Released(f, time.perf_counter()))
-        queued = max(queued, wanted)
-        pano.queue.put(Released(frame, time.perf_counter()))
-        state = controller.step()
+    hands, depth_used = {}, 0
+    for frame, state, controller in step_live(session_dir, config, lead=2):
         for key, status in state.world.hand_status.items():
             if status == HAND_SEEN:
                 hands[(frame.index, *key)] = state.world.person_hands[key]
         depth_used += sum(v.depth_shift_m is not None for v in controller.preview_result.views)
-    controller.close()
     return hands, depth_used
 
 
