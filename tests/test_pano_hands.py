@@ -252,7 +252,8 @@ def test_markerless_and_sync_from_detected_hands_two_people(tmp_path, capsys):
     _run("simulate", str(s), "--no-kinect-video", "--realism", "ideal", "--seconds", "30", "--seed", "4", "--people", "2",
          "--pano-width", "512")
     capsys.readouterr()
-    _run("calibrate", str(s), "--observer", "simulated-detector", "--quiet")
+    # hands only: this checks the hand detections' path (body keypoints: tests/test_sync_field.py)
+    _run("calibrate", str(s), "--observer", "simulated-detector", "--no-body-keypoints", "--quiet")
     out = json.loads(capsys.readouterr().out)
     rig = Rig.load(s / "rig.json")
     assert rig.inputs["pano_observer"].startswith("hand detections") and not rig.inputs["simulated_observer"]
@@ -271,19 +272,20 @@ def test_markerless_and_sync_from_detected_hands_two_people(tmp_path, capsys):
     from omnimocap.hands.sim_backend import SimViewDetector
 
     noisy = SimViewDetector(s, noise_deg=1.0, swap=0.15, miss=0.3, false_rate=0.1)
-    calibrate_session(s, CalibrateConfig(observer=ObserverConfig(observer="simulated-detector")), view_detector=noisy)
+    calibrate_session(s, CalibrateConfig(observer=ObserverConfig(observer="simulated-detector", body_keypoints=False)),
+                      view_detector=noisy)
     capsys.readouterr()
     assert Rig.load(s / "rig.json").configs["calibrate"]["observer"]["observer"] == "simulated-detector"
     noisy_err = _pose_and_clock_errors(s)
     assert noisy_err["rotation_deg"] <= 0.3 and noisy_err["translation_mm"] <= 10.0
     # Refining from that calibration (no search) keeps it.
-    _run("calibrate", str(s), "--observer", "simulated-detector", "--refine", "--quiet")
+    _run("calibrate", str(s), "--observer", "simulated-detector", "--no-body-keypoints", "--refine", "--quiet")
     capsys.readouterr()
     assert Rig.load(s / "rig.json").inputs["started_from"] == "rig: markerless"
     assert "search" not in Rig.load(s / "rig.json").inputs["detections"]
     refined = _pose_and_clock_errors(s)
     assert refined["rotation_deg"] <= 0.3 and refined["translation_mm"] <= 10.0
-    _run("sync", str(s), "--observer", "simulated-detector", "--quiet")
+    _run("sync", str(s), "--observer", "simulated-detector", "--no-body-keypoints", "--quiet")
     out = json.loads(capsys.readouterr().out)
     err = _pose_and_clock_errors(s)
     assert err["offset_ms"] <= 3 * out["offset_std_ms"] and err["offset_ms"] <= 5.0
