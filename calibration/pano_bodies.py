@@ -40,7 +40,7 @@ from tqdm import tqdm
 from omnimocap.calibration.observations import (
     TRACKED_KINECT_JOINTS, TRACKS_PER_PERSON, BodyKeypointBearings, KinectTracks, body_bearings_from_detections,
 )
-from omnimocap.calibration.pano_hands import read_frames
+from omnimocap.calibration.pano_hands import read_frames, rows_by_frame
 from omnimocap.calibration.timesync import body_frames
 from omnimocap.capture.pano import PanoReader
 from omnimocap.capture.rig import TimeMap
@@ -201,12 +201,12 @@ def associate_bodies(bodies: BodyKeypointBearings, t_pano: np.ndarray, candidate
     stats = BodyAssociationStats(people=len(bodies))
     if not len(bodies):
         return out, stats
-    frames = np.unique(bodies.frame)
+    frames, rows = rows_by_frame(bodies.frame)
     X = interpolate_positions(candidates.t_session, candidates.points, time_map.to_session(t_pano[frames]))
     p = transform_points(invert_pose(T_kinect_pano), X)
     pred = (p / np.linalg.norm(p, axis=-1, keepdims=True)).reshape(len(frames), P, B, 3)
     for row, fi in enumerate(frames):
-        m = np.nonzero(bodies.frame == fi)[0]
+        m = rows[row]
         direct, flipped = bodies.bearing[m][:, _COCO], bodies.bearing[m][:, _COCO_FLIPPED]
         a_direct, a_flipped = _median_angles(direct, pred[row]), _median_angles(flipped, pred[row])
         use_flip = a_flipped < a_direct

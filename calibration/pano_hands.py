@@ -462,6 +462,14 @@ def predicted_bearings(candidates: HandCandidates, T_kinect_pano: np.ndarray, ti
     return p / np.linalg.norm(p, axis=-1, keepdims=True)
 
 
+def rows_by_frame(frame: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct frame indices of ``frame`` (M,) in ascending order, and for each the ascending
+    row indices that carry it: one sort, so the cost stays linear in the session's length."""
+    order = np.argsort(frame, kind="stable")
+    frames, starts = np.unique(frame[order], return_index=True)
+    return frames, np.split(order, starts[1:])
+
+
 def associate_detections(hands: HandBearings, t_pano: np.ndarray, candidates: HandCandidates,
                          T_kinect_pano: np.ndarray, time_map: TimeMap, num_tracks: int,
                          gate_deg: float = 6.0) -> tuple[np.ndarray, AssociationStats]:
@@ -472,10 +480,10 @@ def associate_detections(hands: HandBearings, t_pano: np.ndarray, candidates: Ha
     stats = AssociationStats(detections=len(hands))
     if not len(hands):
         return out, stats
-    frames = np.unique(hands.frame)
+    frames, rows = rows_by_frame(hands.frame)
     pred = predicted_bearings(candidates, T_kinect_pano, time_map, t_pano[frames])
     for row, fi in enumerate(frames):
-        m = np.nonzero(hands.frame == fi)[0]
+        m = rows[row]
         cosang = np.clip(hands.bearing[m] @ pred[row].T, -1.0, 1.0)  # (n,C), NaN where untracked
         ang = np.degrees(np.arccos(cosang))
         cost = ang + SIDE_PENALTY_DEG * (hands.is_right[m][:, None] != candidates.is_right[None, :])

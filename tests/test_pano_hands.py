@@ -338,3 +338,12 @@ def test_hand_centre_ignores_a_collapsed_hand_tip_and_thumb():
         assert np.linalg.norm(hand_centres(collapsed)[0][:30] - clean[:30], axis=-1).min() > 0.02
     finally:
         ph.HAND_CENTRES = plain
+
+
+def test_rows_by_frame_groups_each_frames_rows_in_order():
+    from omnimocap.calibration.pano_hands import rows_by_frame
+
+    frame = np.array([4, 1, 4, 7, 1, 1, 9])
+    frames, rows = rows_by_frame(frame)
+    assert frames.tolist() == [1, 4, 7, 9]
+    assert [r.tolist() for r in rows] == [[1, 4, 5], [0, 2], [3], [6]]
