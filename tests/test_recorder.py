@@ -308,7 +308,9 @@ def test_ctrl_c_stops_cleanly_and_marks_complete(tmp_path, source_session):
     timer = threading.Timer(0.8, _thread.interrupt_main)
     timer.start()
     try:
-        result = Recorder(tmp_path / "rec", replay_sources(source_session, clock), RecordConfig(), clock).run()
+        # looped: the streams cannot end before the interrupt, however late it comes
+        sources = replay_sources(source_session, clock, loop=True)
+        result = Recorder(tmp_path / "rec", sources, RecordConfig(), clock).run()
     finally:
         timer.cancel()
     assert result.stop_reason == "interrupted"
