@@ -21,9 +21,13 @@ import os
 import platform
 import tempfile
 import time
+import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.tools.replay
+from tests.tools.replay import read_all  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "live_body.json"
 
@@ -31,18 +35,7 @@ OUT = Path(__file__).resolve().parent / "results" / "live_body.json"
 def drive(controller, on_state) -> None:
     """Every panorama frame of the replay through ``controller.step()``, after the Kinect frames up
     to its time; ``on_state(state)`` after each pass."""
-    from omnimocap.capture.sources import EndOfStream
     from omnimocap.fusion.live.feeds import Released, session_time
-
-    def read_all(source) -> list:
-        out = []
-        while True:
-            try:
-                frame = source.read(1.0)
-            except EndOfStream:
-                return out
-            if frame is not None:
-                out.append(frame)
 
     kinects = [f for f in controller.feeds if f.source.kind == "kinect"]
     pano = next(f for f in controller.feeds if f.source.kind == "pano")
