@@ -17,7 +17,8 @@ read it through :func:`open_truth`. Nothing else names a file in it. The files (
 - :data:`KINECTS_FILE` (``kinects.json``): each Kinect's true colour camera and extrinsics.
 - :data:`BOARD_FILE` (``board.json``): the ChArUco board's poses, with a board sequence only.
 - :data:`FLASHES_FILE` (``flashes.json``): the light's times, with flashes only.
-- :data:`REALISM_FILE` (``realism.json``): the body tracking's realism level and what it injected.
+- :data:`REALISM_FILE` (``realism.json``): the realism level and what it injected (the body
+  tracking's errors; the 360 camera's optics under ``camera``, :class:`~omnimocap.geometry.pano_optics.PanoOptics`).
 
 :func:`kinect_joints_from_truth` is the model by which the simulated body tracking turns the true
 joints into k4abt's 32 joints; the simulator and the observers that compare with k4abt use it.
@@ -34,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from omnimocap.capture.rig import Rig
+from omnimocap.geometry.pano_optics import PanoOptics
 from omnimocap.capture.session import RIG, TRUTH_DIR, atomic_write_json, read_json
 from omnimocap.data.skeletons import (
     HAND21_INDEX, KINECT_FROM_SMPLX, KINECT_INDEX, KINECT_JOINTS, SIDES, SMPLX_INDEX, kinect_from_smplx_matrix,
@@ -133,6 +135,14 @@ class Truth:
 
     def realism(self) -> dict:
         return self._read_json(REALISM_FILE, "realism record")
+
+    def pano_optics(self) -> PanoOptics:
+        """The true optics of the 360 camera (baseline, readout, exposure): the ``camera`` record of
+        :data:`REALISM_FILE`; the ideal single-viewpoint, global-shutter camera where the session
+        has none (sessions simulated before the record existed, or ``ideal`` ones)."""
+        if not (self.dir / REALISM_FILE).is_file():
+            return PanoOptics.ideal()
+        return PanoOptics.from_dict(self.realism().get("camera"))
 
     def _require(self) -> None:
         if not self.dir.is_dir():

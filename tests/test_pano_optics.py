@@ -69,3 +69,14 @@ def test_record_round_trip():
     assert PanoOptics.from_dict(REAL.to_dict()) == REAL
     assert PanoOptics.from_dict(None) == PanoOptics.ideal()
     assert PanoOptics.from_dict({"baseline_m": 0.02, "unknown": 1}) == PanoOptics(baseline_m=0.02)
+
+
+def test_truth_reads_the_camera_record(tmp_path):
+    from omnimocap.capture.truth import Truth
+
+    truth = Truth(tmp_path)
+    assert truth.pano_optics() == PanoOptics.ideal()
+    truth.write_realism({"realism": "field", "camera": REAL.to_dict()})
+    assert truth.pano_optics() == REAL
+    truth.write_realism({"realism": "ideal"})
+    assert truth.pano_optics() == PanoOptics.ideal()
