@@ -287,6 +287,58 @@ def _capsule_address(capsule) -> int:
     return api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
 
 
+class k4a_version_t(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint32), ("minor", ctypes.c_uint32), ("iteration", ctypes.c_uint32)]
+
+
+class k4a_hardware_version_t(ctypes.Structure):
+    _fields_ = [("rgb", k4a_version_t), ("depth", k4a_version_t), ("audio", k4a_version_t),
+                ("depth_sensor", k4a_version_t), ("firmware_build", ctypes.c_int), ("firmware_signature", ctypes.c_int)]
+
+
+def _loaded_libk4a():
+    """libk4a as this process already loaded it (pyk4a links it), through ctypes; None if not loaded."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "libk4a" in line and "record" not in line and "k4abt" not in line}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            return ctypes.CDLL(path)
+        except OSError:
+            continue
+    return None
+
+
+def device_firmware(device, lib=None) -> tuple[str, str] | None:
+    """(colour, depth) firmware versions ("major.minor.iteration") of an open pyk4a device, read with
+    libk4a's ``k4a_device_get_version`` (pyk4a does not wrap it); None when they cannot be read (no
+    native handle, the library not loaded, the call failing). ``lib``: the loaded libk4a (default:
+    the one in this process)."""
+    handle = getattr(device, "_device_handle", None)
+    if handle is None:
+        return None
+    try:
+        address = _capsule_address(handle)
+        native = ctypes.c_void_p.from_address(address).value
+    except (TypeError, ValueError, ctypes.ArgumentError):
+        return None
+    lib = lib if lib is not None else _loaded_libk4a()
+    if lib is None or not native:
+        return None
+    version = k4a_hardware_version_t()
+    try:
+        if lib.k4a_device_get_version(ctypes.c_void_p(native), ctypes.byref(version)) != 0:
+            return None
+    except (AttributeError, ctypes.ArgumentError):
+        return None
+
+    def text(v: k4a_version_t) -> str:
+        return f"{v.major}.{v.minor}.{v.iteration}"
+    return text(version.rgb), text(version.depth)
+
+
 # --- live devices ----------------------------------------------------------------------------------
 class KinectLiveSource(Source[KinectFrame]):
     """One live Azure Kinect. Create through :class:`KinectRig` (it opens the devices, sets the
@@ -311,7 +363,8 @@ class KinectLiveSource(Source[KinectFrame]):
         self.info = replace(self.info, serial=serial, role=c.role, fps=float(c.fps), color_mode=color_mode,
                             depth_mode=None if c.depth_mode == "OFF" else c.depth_mode,
                             calibration_json=raw.encode() if isinstance(raw, str) else raw,
-                            depth_delay_ns=c.depth_delay_off_color_usec * 1000)
+                            depth_delay_ns=c.depth_delay_off_color_usec * 1000,
+                            **dict(zip(("color_firmware", "depth_firmware"), device_firmware(self._device) or (None, None))))
         self.nominal_fps = float(c.fps)
         if c.body_tracking:
             from omnimocap.capture.k4abt import BodyTracker, k4a_calibration_t
@@ -498,7 +551,9 @@ class KinectFileSource(Source[KinectFrame]):
                             color_mode=recording.color_mode if recording else None,
                             depth_mode=recording.depth_mode if recording else None,
                             calibration_json=recording.calibration_json if recording else None,
-                            depth_delay_ns=recording.depth_delay_ns if recording else 0)
+                            depth_delay_ns=recording.depth_delay_ns if recording else 0,
+                            color_firmware=recording.tags.get("K4A_COLOR_FIRMWARE_VERSION") if recording else None,
+                            depth_firmware=recording.tags.get("K4A_DEPTH_FIRMWARE_VERSION") if recording else None)
         self._frames = self._passes(bodies, recording)
 
     def _passes(self, bodies, recording) -> Iterator[KinectFrame]:

@@ -115,7 +115,8 @@ class KinectMkvWriter:
         ir: write an IR track (the depth mode's size; body tracking needs it).
         imu: write an IMU track.
         fps: camera frame rate (5, 15 or 30; an Orbbec Femto also 25).
-        device_serial, start_offset_s, depth_delay_ns, wired_sync_mode, *_firmware: file tags.
+        device_serial, start_offset_s, depth_delay_ns, wired_sync_mode, *_firmware: file tags (a
+            firmware of None is not tagged).
             ``start_offset_s`` is the device time (seconds) of block timestamp 0; by default the
             first written timestamp (the Azure Kinect recorder's choice; modulo 2**32 us for an
             epoch-like clock, see :func:`_default_start_us`; Orbbec's K4A wrapper writes
@@ -130,7 +131,7 @@ class KinectMkvWriter:
                  depth_mode: str | None = "NFOV_UNBINNED", ir: bool = True, imu: bool = False, fps: int = 30,
                  device_serial: str = "000000000000", start_offset_s: float | None = None,
                  depth_delay_ns: int = 0, wired_sync_mode: str = "STANDALONE",
-                 color_firmware: str = "1.6.110", depth_firmware: str = "1.6.79"):
+                 color_firmware: str | None = "1.6.110", depth_firmware: str | None = "1.6.79"):
         self.path = Path(path)
         self._calibration = bytes(calibration_json)
         self._fps = int(fps)
@@ -141,6 +142,8 @@ class KinectMkvWriter:
             "K4A_DEPTH_FIRMWARE_VERSION": depth_firmware,
             "K4A_DEVICE_SERIAL_NUMBER": device_serial,
         }
+        # An unknown firmware is left out rather than written as some device's version.
+        self._file_tags = {k: v for k, v in self._file_tags.items() if v is not None}
         self._start_us = None if start_offset_s is None else _to_us(start_offset_s)
         self._tracks: dict[str, _Track] = {}
         self._entries: list[bytes] = []

@@ -140,7 +140,8 @@ class KinectStream:
                 self.session.path(kinect_recording_name(self.entry.serial)), self.info.calibration_json,
                 color_mode=self.info.color_mode, depth_mode=self.info.depth_mode, ir=self.info.depth_mode is not None,
                 fps=int(round(self.info.fps)), device_serial=self.entry.serial, depth_delay_ns=self.info.depth_delay_ns,
-                wired_sync_mode=self.entry.role.upper())
+                wired_sync_mode=self.entry.role.upper(), color_firmware=self.info.color_firmware,
+                depth_firmware=self.info.depth_firmware)
             self.entry.recording = kinect_recording_name(self.entry.serial)
             self.announce()
         if self.mkv is not None:

@@ -345,7 +345,9 @@ class StreamInfo:
 
     Kinect: ``serial``, ``role`` (master | subordinate | standalone), ``fps``, ``color_mode`` (a
     ``K4A_COLOR_MODE`` such as ``MJPG_720P``, None without colour), ``depth_mode``,
-    ``calibration_json`` (the factory calibration, needed to write a recording), ``depth_delay_ns``.
+    ``calibration_json`` (the factory calibration, needed to write a recording), ``depth_delay_ns``,
+    ``color_firmware``/``depth_firmware`` (the device's firmware versions as the SDK's recorder tags
+    them, e.g. ``1.6.110``; None where the device did not tell).
     Pano: ``width``, ``height``, ``fps``.
     """
 
@@ -358,3 +360,5 @@ class StreamInfo:
     depth_mode: str | None = None
     calibration_json: bytes | None = None
     depth_delay_ns: int = 0
+    color_firmware: str | None = None
+    depth_firmware: str | None = None

@@ -268,3 +268,59 @@ def test_recorder_keeps_the_bolts_epoch_like_device_times(sim_rig, tmp_path):
     t_out = [round(c.depth_timestamp * 1e6) for c in recorded.captures(decode_color=False)]
     assert t_out == t_in and t_out[0] > EPOCH_LIKE_S * 1e6
     assert recorded.device_family == "orbbec" and recorded.clock_problem is None
+    # the device's own firmware tags, not an Azure Kinect's
+    for key in ("K4A_COLOR_FIRMWARE_VERSION", "K4A_DEPTH_FIRMWARE_VERSION"):
+        assert recorded.tags[key] == source.tags[key] == KINECT_MODELS["femto-bolt"].depth_firmware
+
+
+def _capsule(address: int, name: bytes = b"pyk4a device handle"):
+    import ctypes
+
+    new = ctypes.pythonapi.PyCapsule_New
+    new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    return new(address, name, None)
+
+
+def test_live_device_firmware_is_read_from_libk4a():
+    import ctypes
+
+    from omnimocap.capture.kinect_live import device_firmware, k4a_hardware_version_t
+
+    native = ctypes.c_void_p(0xBEEF)  # the k4a_device_t a pyk4a capsule points at
+    calls = []
+
+    class Lib:
+        @staticmethod
+        def k4a_device_get_version(handle, out):
+            calls.append(handle.value)
+            v = ctypes.cast(out, ctypes.POINTER(k4a_hardware_version_t)).contents
+            v.rgb.major, v.rgb.minor, v.rgb.iteration = 1, 1, 2
+            v.depth.major, v.depth.minor, v.depth.iteration = 1, 1, 3
+            return 0
+
+    class Device:
+        _device_handle = _capsule(ctypes.addressof(native))
+
+    assert device_firmware(Device(), lib=Lib()) == ("1.1.2", "1.1.3")
+    assert calls == [0xBEEF]
+
+    class Failing(Lib):
+        @staticmethod
+        def k4a_device_get_version(handle, out):
+            return 1  # K4A_RESULT_FAILED
+
+    assert device_firmware(Device(), lib=Failing()) is None
+    assert device_firmware(object(), lib=Lib()) is None  # a fake device without a native handle
+
+
+def test_unknown_firmware_is_left_out_of_the_tags(tmp_path):
+    raw, _ = _calibration()
+    depth, ir, color = _frames(2)
+    path = tmp_path / "k.mkv"
+    with KinectMkvWriter(path, raw, color_mode="MJPG_720P", depth_mode="NFOV_2X2BINNED", device_serial=SERIAL,
+                         color_firmware=None, depth_firmware=None) as writer:
+        for k in range(2):
+            writer.write_capture(1.0 + k / 30, color=color[k], depth=depth[k], ir=ir[k])
+    tags = KinectRecording(path).tags
+    assert "K4A_COLOR_FIRMWARE_VERSION" not in tags and "K4A_DEPTH_FIRMWARE_VERSION" not in tags
+    assert tags["K4A_DEVICE_SERIAL_NUMBER"] == SERIAL
