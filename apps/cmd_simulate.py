@@ -75,6 +75,6 @@ def _checked_args(args: argparse.Namespace) -> tuple[float, ...]:
     if any(b - a < FLASH_HOLD_S for a, b in zip(flashes, flashes[1:])):
         raise InputError(f"--flash times must be at least {FLASH_HOLD_S:g} s apart (the light stays on that long)",
                          fix="space the flashes further apart")
-    if args.board and args.no_kinect_video:
+    if args.board and not args.kinect_video:
         raise InputError("--board needs the Kinect recordings", fix="drop --no-kinect-video")
     return flashes
