@@ -18,13 +18,14 @@ frames).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 from scipy.optimize import least_squares
 
 from omnimocap.geometry.cameras import EquirectCamera, PinholeCamera
+from omnimocap.geometry.pano_optics import PanoOptics
 from omnimocap.geometry.transforms import (
     average_poses, invert_pose, look_at, make_pose, pose_from_vector, transform_points,
 )
@@ -300,7 +301,8 @@ def _angles_deg(T: np.ndarray, X: np.ndarray, f: np.ndarray) -> np.ndarray:
 @dataclass
 class BoardCalibration:
     """``T_depth_pano`` (the panorama's pose in the Kinect depth frame), ``T_color_pano``, the inlier
-    RMS angles (degrees) per camera and which sequence frames were used."""
+    RMS angles (degrees) per camera, which sequence frames were used, and the 360 camera's optics the
+    solve used (with the lens baseline estimated when ``baseline_estimated``)."""
 
     T_depth_pano: np.ndarray
     T_color_pano: np.ndarray
@@ -308,22 +310,49 @@ class BoardCalibration:
     pano_rms_deg: float
     frames_used: list[int]
     board_poses_color: list[np.ndarray]
+    optics: PanoOptics = PanoOptics()
+    baseline_estimated: bool = False
 
     def to_json(self) -> dict:
         return {"kinect_rms_deg": self.kinect_rms_deg, "pano_rms_deg": self.pano_rms_deg,
-                "frames_used": self.frames_used, "board_poses_color": [T.tolist() for T in self.board_poses_color]}
+                "frames_used": self.frames_used, "board_poses_color": [T.tolist() for T in self.board_poses_color],
+                "optics": self.optics.to_dict(), "baseline_estimated": self.baseline_estimated}
+
+
+def _lens_residuals(T_cam_board: np.ndarray, X: np.ndarray, f: np.ndarray, optics: PanoOptics) -> np.ndarray:
+    """Angular residuals of the 360 camera's bearings ``f`` of board points ``X``: each point as the
+    stitched frame shows it, seen from the lens whose half holds it (geometry/pano_optics.py)."""
+    p, _, _ = optics.apparent(transform_points(T_cam_board, X))
+    return (p / np.linalg.norm(p, axis=-1, keepdims=True) - f).ravel()
+
+
+def seen_by_both_lenses(detections: list[BoardDetection | None], min_corners: int = 6) -> bool:
+    """Whether the panorama's detections hold at least ``min_corners`` corners on each side of the
+    seam (so the lens baseline can be told apart from the camera's position)."""
+    z = [d.bearings[:, 2] for d in detections if d is not None and len(d)]
+    if not z:
+        return False
+    z = np.concatenate(z)
+    return int(np.sum(z > 0.05)) >= min_corners and int(np.sum(z < -0.05)) >= min_corners
 
 
 def calibrate_board_sequence(spec: BoardSpec, color_detections: list[BoardDetection | None],
                              pano_detections: list[BoardDetection | None], T_depth_color: np.ndarray,
                              *, min_frames: int = 1,
-                             cameras: tuple[str, str] = ("the Kinect colour camera", "the 360 camera")) -> BoardCalibration:
+                             cameras: tuple[str, str] = ("the Kinect colour camera", "the 360 camera"),
+                             optics: PanoOptics | None = None, estimate_baseline: bool = False) -> BoardCalibration:
     """Joint refinement over ``T_color_pano`` and each board pose ``T_color_board_k`` of the angular
     residuals of both cameras, over the frames where both saw the board; composed with the
     Kinect's ``T_depth_color``. The second camera may be any camera whose detections are bearings
     in its own frame (another Kinect's colour camera: ``T_color_pano`` is then the pose of that
     colour camera); ``cameras`` names both in the error. Raises UserError with fewer than
-    ``min_frames`` usable frames."""
+    ``min_frames`` usable frames.
+
+    ``optics``: the second camera is a stitched two-lens 360 camera with these optics (its bearings
+    are seen from each lens's centre); with ``estimate_baseline`` the lens baseline is solved too
+    when the board was seen on both sides of the seam (:func:`seen_by_both_lenses`), else kept.
+    The rolling shutter plays no part: the board holds still."""
+    optics = PanoOptics.ideal() if optics is None else optics
     frames, poses_c, poses_p, masks = [], [], [], []
     for k, (dc, dp) in enumerate(zip(color_detections, pano_detections)):
         if dc is None or dp is None or len(dc) < 6 or len(dp) < 6:
@@ -348,26 +377,30 @@ def calibrate_board_sequence(spec: BoardSpec, color_detections: list[BoardDetect
     for k, (mc, mp) in zip(frames, masks):
         dc, dp = color_detections[k], pano_detections[k]
         obs.append((corners[dc.ids[mc]], dc.bearings[mc], corners[dp.ids[mp]], dp.bearings[mp]))
+    solve_baseline = estimate_baseline and seen_by_both_lenses([pano_detections[k] for k in frames])
+    n = 6 + 6 * len(frames)
 
     def unpack(x):
         T_color_pano = _perturb(T0, x[:6] * 1e-3)
-        return T_color_pano, [_perturb(Tc, x[6 + 6 * i:12 + 6 * i] * 1e-3) for i, Tc in enumerate(poses_c)]
+        lens = replace(optics, baseline_m=optics.baseline_m + x[n] * 1e-3) if solve_baseline else optics
+        return T_color_pano, [_perturb(Tc, x[6 + 6 * i:12 + 6 * i] * 1e-3) for i, Tc in enumerate(poses_c)], lens
 
     def residuals(x):
-        T_color_pano, boards = unpack(x)
+        T_color_pano, boards, lens = unpack(x)
         T_pano_color = invert_pose(T_color_pano)
         r = []
         for Tb, (Xc, fc, Xp, fp) in zip(boards, obs):
             r.append(_angular_residuals(Tb, Xc, fc))
-            r.append(_angular_residuals(T_pano_color @ Tb, Xp, fp))
+            r.append(_lens_residuals(T_pano_color @ Tb, Xp, fp, lens))
         return np.concatenate(r)
 
-    fit = least_squares(residuals, np.zeros(6 + 6 * len(frames)), loss="soft_l1", f_scale=np.radians(0.1),
+    fit = least_squares(residuals, np.zeros(n + int(solve_baseline)), loss="soft_l1", f_scale=np.radians(0.1),
                         diff_step=1e-6)
-    T_color_pano, boards = unpack(fit.x)
+    T_color_pano, boards, lens = unpack(fit.x)
     T_pano_color = invert_pose(T_color_pano)
     ang_c = np.concatenate([_angles_deg(Tb, Xc, fc) for Tb, (Xc, fc, _, _) in zip(boards, obs)])
-    ang_p = np.concatenate([_angles_deg(T_pano_color @ Tb, Xp, fp) for Tb, (_, _, Xp, fp) in zip(boards, obs)])
+    ang_p = np.concatenate([np.degrees(np.arcsin(np.clip(np.linalg.norm(
+        _lens_residuals(T_pano_color @ Tb, Xp, fp, lens).reshape(-1, 3), axis=-1) / 2, 0, 1))) * 2
+        for Tb, (_, _, Xp, fp) in zip(boards, obs)])
     return BoardCalibration(T_depth_color @ T_color_pano, T_color_pano, float(np.sqrt(np.mean(ang_c ** 2))),
-                            float(np.sqrt(np.mean(ang_p ** 2))), frames, boards)
-
+                            float(np.sqrt(np.mean(ang_p ** 2))), frames, boards, lens, solve_baseline)

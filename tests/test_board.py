@@ -111,3 +111,67 @@ def test_board_pose_keeps_every_corner_of_a_clean_detection():
         T_est, mask, rms = board_pose(spec, BoardDetection(np.arange(len(X)), u))
         assert mask.all() and rms < 0.06
         assert relative_angle_deg(T_est[:3, :3], T[:3, :3]) < 1.0
+
+
+def _two_lens_sequence(optics, noise_deg=0.02, seed=0):
+    """Board detections of a stitched two-lens 360 camera (seen from each lens's centre) and of a
+    colour camera 1.5 m away, for boards 0.7-1.0 m from the 360 camera on both sides of its seam."""
+    from omnimocap.calibration.board import BoardDetection
+    from omnimocap.geometry.transforms import look_at, make_pose, transform_points
+
+    spec = BoardSpec()
+    X = spec.corners()
+    rng = np.random.default_rng(seed)
+    T_color_pano = make_pose(cv2.Rodrigues(np.array([0.05, 2.6, -0.03]))[0], np.array([0.4, 0.1, 1.5]))
+    colour, pano, truth = [], [], []
+    for lon in (-125.0, -100.0, -60.0, 45.0, 75.0, 110.0):
+        d = np.array([np.sin(np.radians(lon)), rng.uniform(-0.2, 0.2), np.cos(np.radians(lon))])
+        d /= np.linalg.norm(d)
+        R = look_at(d) @ cv2.Rodrigues(rng.normal(scale=0.2, size=3))[0]
+        T_pano_board = make_pose(R, d * rng.uniform(0.7, 1.0) - R @ np.array([0.28, 0.2, 0.0]))
+
+        def noisy(u):
+            u = u / np.linalg.norm(u, axis=-1, keepdims=True) + rng.normal(scale=np.radians(noise_deg), size=u.shape)
+            return u / np.linalg.norm(u, axis=-1, keepdims=True)
+
+        apparent, _, seen = optics.apparent(transform_points(T_pano_board, X))
+        ids = np.flatnonzero(seen)
+        pano.append(BoardDetection(ids, noisy(apparent[ids])))
+        colour.append(BoardDetection(np.arange(len(X)), noisy(transform_points(T_color_pano @ T_pano_board, X))))
+        truth.append(T_pano_board)
+    return spec, colour, pano, T_color_pano
+
+
+def test_board_solve_sees_each_lens_from_its_own_centre_and_estimates_the_baseline():
+    from omnimocap.calibration.board import seen_by_both_lenses
+    from omnimocap.geometry.pano_optics import PanoOptics
+    from omnimocap.geometry.transforms import relative_angle_deg
+
+    real = PanoOptics(baseline_m=0.03)
+    spec, colour, pano, T_color_pano = _two_lens_sequence(real)
+    assert seen_by_both_lenses(pano)
+
+    def errors(cal):
+        return (relative_angle_deg(cal.T_color_pano[:3, :3], T_color_pano[:3, :3]),
+                np.linalg.norm(cal.T_color_pano[:3, 3] - T_color_pano[:3, 3]) * 1e3)
+
+    single = errors(calibrate_board_sequence(spec, colour, pano, np.eye(4)))
+    known = errors(calibrate_board_sequence(spec, colour, pano, np.eye(4), optics=real))
+    estimated = calibrate_board_sequence(spec, colour, pano, np.eye(4), optics=PanoOptics(), estimate_baseline=True)
+    assert estimated.baseline_estimated
+    assert estimated.optics.baseline_m == pytest.approx(0.03, abs=0.002)
+    assert known[0] < 0.03 and known[1] < 1.0
+    assert errors(estimated)[0] < 0.03 and errors(estimated)[1] < 1.5
+    assert single[1] > 3 * known[1] + 2.0, (single, known)  # a single viewpoint misplaces the camera
+
+
+def test_board_baseline_is_kept_when_one_lens_saw_the_board():
+    from omnimocap.calibration.board import seen_by_both_lenses
+    from omnimocap.geometry.pano_optics import PanoOptics
+
+    spec, colour, pano, _ = _two_lens_sequence(PanoOptics(baseline_m=0.03))
+    front = [i for i, d in enumerate(pano) if np.all(d.bearings[:, 2] > 0)]
+    assert front and not seen_by_both_lenses([pano[i] for i in front])
+    cal = calibrate_board_sequence(spec, [colour[i] for i in front], [pano[i] for i in front], np.eye(4),
+                                   optics=PanoOptics(baseline_m=0.025), estimate_baseline=True)
+    assert not cal.baseline_estimated and cal.optics.baseline_m == 0.025
