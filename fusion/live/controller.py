@@ -77,6 +77,9 @@ class LiveConfig:
     body_shape_s: float = 1.5
     """Seconds a person is tracked before the body's shape is fitted and held (at most the 2 s of
     Kinect history the preview keeps)."""
+    body_warm_iterations: int = 2
+    """Levenberg-Marquardt steps of a body fit started from the person's previous fit (0: every
+    frame from the fit's analytic initialisation, with its 6 + 3 steps, as ``process`` starts)."""
 
 
 class LiveController:
@@ -500,7 +503,8 @@ class LiveController:
         t0 = time.perf_counter()
         try:
             if self.body is None:
-                self.body = LiveBody(self.config.process, self.config.body_shape_s)
+                self.body = LiveBody(self.config.process, self.config.body_shape_s,
+                                     warm_iterations=self.config.body_warm_iterations)
             self.body.update(*job)
         except Exception as exc:  # on a worker thread: what breaks must reach the message panel
             detail = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
