@@ -487,12 +487,13 @@ def flatten_residuals(residuals: dict, prefix: str = "") -> list[tuple[str, str]
 
 
 class SessionWindow(QtWidgets.QMainWindow):
-    """The live session window over one controller. ``poll_ms``: how often the snapshot is read."""
+    """The live session window over one controller. ``poll_ms``: how often the snapshot is read;
+    ``slow_every``: lean, the Kinect panes and the 3D view are drawn at every this many panorama frames."""
 
     DEVICE_COLUMNS = ("device", "state", "fps", "frames", "drops", "last arrival (s)", "sync")
 
     def __init__(self, controller: LiveController, *, record_dir: str | Path = "recordings", poll_ms: int = 33,
-                 lean: bool = True):
+                 lean: bool = True, slow_every: int = SLOW_PANE_EVERY):
         super().__init__()
         self.controller = controller
         # lean: images downscaled once per frame and shown without levels, each pane redrawn only
@@ -507,6 +508,7 @@ class SessionWindow(QtWidgets.QMainWindow):
         self._shown_world: tuple | None = None
         self._panels_wall = -1.0
         self._panos_shown = 0
+        self.slow_every = slow_every
         self.draws: dict[str, int] = {}  # pane -> times drawn: "pano" (with its hand views), "scene", a Kinect's name
         self.setWindowTitle("omnimocap — live session")
         self._last_seq = -1
@@ -638,11 +640,11 @@ class SessionWindow(QtWidgets.QMainWindow):
         now = time.perf_counter()
         panels_due = not lean or now - self._panels_wall >= PANEL_PERIOD_S or not state.running
         new_pano = state.pano is not None and (state.pano.index, state.pano.released_wall) != self._shown_pano
-        # lean: the Kinect panes and the 3D view at every SLOW_PANE_EVERY-th panorama frame (every
+        # lean: the Kinect panes and the 3D view at every slow_every-th panorama frame (every
         # snapshot without a panorama), each only when its own frame changed
         self._panos_shown += new_pano
         slow_due = not lean or not state.running or state.pano is None or \
-            (new_pano and self._panos_shown % SLOW_PANE_EVERY == 0)
+            (new_pano and self._panos_shown % self.slow_every == 0)
         if slow_due:
             self._show_kinects(state)
         if new_pano:
