@@ -11,6 +11,9 @@ outlines, the hand views with the reconstructed 2D keypoints, and the 3D scene (
 view, y up; where OpenGL is unavailable, e.g. the ``offscreen`` platform, a top-down x-z plot that
 says so): the live SMPL-X body of every person whose shape is fitted (its mesh with a model file,
 else its skeleton) with the fused hands, the Kinect skeletons before that. Then the device table, calibration, recording, the preview switch and every message.
+
+The lean drawing (the default) draws the panorama and its hand views at every panorama frame, and
+the Kinect panes and the 3D view at every second one (15 Hz from a 30 fps panorama).
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ PANO_MAX_WIDTH = 960
 KINECT_MAX_WIDTH = 480
 # How often the text panels (devices, controls, calibration, recording) are redrawn, seconds.
 PANEL_PERIOD_S = 0.25
+# Lean drawing: the panorama and its hand views are drawn at every new panorama frame, the Kinect
+# panes and the 3D view at every this many (15 Hz from a 30 fps panorama).
+SLOW_PANE_EVERY = 2
 
 
 def bone_segments(joints: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -400,11 +406,54 @@ class Scene3D(QtWidgets.QWidget):
             self._gl_faces = (faces, np.ascontiguousarray(faces[:, ::-1]))
         for pid, body in fitted.items():
             item = self.meshes.get(pid)
-            if item is None:
-                item = gl.GLMeshItem(smooth=False, shader="shaded", color=MESH_COLOR, glOptions="opaque")
+            if item is None or item.faces_given is not self._gl_faces[1]:
+                if item is not None:
+                    self.view.removeItem(item)
+                item = posed_mesh_item(self._gl_faces[1])
                 self.meshes[pid] = item
                 self.view.addItem(item)
-            item.setMeshData(vertexes=self._gl(body.vertices).astype(np.float32), faces=self._gl_faces[1])
+            item.set_vertices(self._gl(body.vertices).astype(np.float32))
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit normals (V,3) float32 of ``vertices`` (V,3): the area-weighted mean of their triangles'
+    ``faces`` (T,3) normals, each the right-hand normal of its winding."""
+    v = vertices.astype(np.float64)
+    face_n = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+    normals = np.stack([np.bincount(faces.ravel(), np.repeat(face_n[:, c], 3), minlength=len(v)) for c in range(3)], 1)
+    return (normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def posed_mesh_item(faces: np.ndarray):
+    """A shaded GL mesh whose triangles ``faces`` (T,3) are uploaded once, and whose vertex positions
+    and normals (:meth:`set_vertices`) are written into the same GPU buffers at each pose: no mesh
+    data object, no per-triangle copy, no buffer made again."""
+    import pyqtgraph.opengl as gl
+    from pyqtgraph.opengl.items.GLMeshItem import DirtyFlag
+
+    class PosedMesh(gl.GLMeshItem):
+        def __init__(self):
+            super().__init__(smooth=True, shader="shaded", color=MESH_COLOR, glOptions="opaque")
+            self.faces_given = faces
+            self._indices = np.ascontiguousarray(faces, dtype=np.uint32)
+            self._dirty = DirtyFlag(0)
+            self.uploads = 0  # poses written to the GPU
+
+        def set_vertices(self, vertices: np.ndarray) -> None:
+            self.vertexes = np.ascontiguousarray(vertices, dtype=np.float32)
+            self.normals = vertex_normals(self.vertexes, self._indices)
+            self._dirty |= DirtyFlag.POSITION | DirtyFlag.NORMAL
+            if self.faces is None:
+                self.faces = self._indices
+                self._dirty |= DirtyFlag.FACES
+            self.update()
+
+        def parseMeshData(self):
+            dirty, self._dirty = self._dirty, DirtyFlag(0)
+            self.uploads += bool(dirty)
+            return dirty
+
+    return PosedMesh()
 
 
 def hand_status_text(status: dict[tuple[int, str], str]) -> str:
@@ -438,23 +487,29 @@ def flatten_residuals(residuals: dict, prefix: str = "") -> list[tuple[str, str]
 
 
 class SessionWindow(QtWidgets.QMainWindow):
-    """The live session window over one controller. ``poll_ms``: how often the snapshot is read."""
+    """The live session window over one controller. ``poll_ms``: how often the snapshot is read;
+    ``slow_every``: lean, the Kinect panes and the 3D view are drawn at every this many panorama frames."""
 
     DEVICE_COLUMNS = ("device", "state", "fps", "frames", "drops", "last arrival (s)", "sync")
 
     def __init__(self, controller: LiveController, *, record_dir: str | Path = "recordings", poll_ms: int = 33,
-                 lean: bool = True):
+                 lean: bool = True, slow_every: int = SLOW_PANE_EVERY):
         super().__init__()
         self.controller = controller
         # lean: images downscaled once per frame and shown without levels, each pane redrawn only
-        # when its own frame changed, text panels at most every PANEL_PERIOD_S, OpenGL only where
-        # it is accelerated. Otherwise every pane is redrawn on every new snapshot.
+        # when its own frame changed, the panorama and hand views at every panorama frame, the Kinect
+        # panes and the 3D view at every SLOW_PANE_EVERY-th (15 Hz), text panels every
+        # PANEL_PERIOD_S, OpenGL only where it is accelerated. Otherwise every pane is redrawn on
+        # every new snapshot.
         self.lean = lean
         if lean:
             pg.setConfigOptions(antialias=False)  # antialiased lines cost several times more to paint in software
         self._shown_kinects: dict[str, tuple] = {}
         self._shown_world: tuple | None = None
         self._panels_wall = -1.0
+        self._panos_shown = 0
+        self.slow_every = slow_every
+        self.draws: dict[str, int] = {}  # pane -> times drawn: "pano" (with its hand views), "scene", a Kinect's name
         self.setWindowTitle("omnimocap — live session")
         self._last_seq = -1
         self._shown_pano: tuple[int, float] | None = None
@@ -585,17 +640,22 @@ class SessionWindow(QtWidgets.QMainWindow):
         now = time.perf_counter()
         panels_due = not lean or now - self._panels_wall >= PANEL_PERIOD_S or not state.running
         new_pano = state.pano is not None and (state.pano.index, state.pano.released_wall) != self._shown_pano
-        # lean, with a panorama streaming: the Kinect panes follow the panorama's frames (each at
-        # most once per displayed panorama frame, and only when its own frame changed)
-        if not lean or new_pano or state.pano is None:
+        # lean: the Kinect panes and the 3D view at every slow_every-th panorama frame (every
+        # snapshot without a panorama), each only when its own frame changed
+        self._panos_shown += new_pano
+        slow_due = not lean or not state.running or state.pano is None or \
+            (new_pano and self._panos_shown % self.slow_every == 0)
+        if slow_due:
             self._show_kinects(state)
         if new_pano:
             self._shown_pano = (state.pano.index, state.pano.released_wall)
             self.pano_widget.show_pane(state.pano, lean, title=panels_due)
             self._show_hand_views(state.hand_views)
-        if not lean or state.world.frame_key != self._shown_world or not state.world.frame_key:
+            self._count("pano")
+        if slow_due and (not lean or state.world.frame_key != self._shown_world or not state.world.frame_key):
             self._shown_world = state.world.frame_key
             self.scene.show_world(state.world)
+            self._count("scene")
         if panels_due:
             self._panels_wall = now
             self._show_controls(state)
@@ -605,6 +665,9 @@ class SessionWindow(QtWidgets.QMainWindow):
             # drawn: Qt paints the changed panes when control returns to its event loop
             self.displayed.append((state.pano.index, time.perf_counter() - state.pano.released_wall))
             del self.displayed[:-10000]
+
+    def _count(self, pane: str) -> None:
+        self.draws[pane] = self.draws.get(pane, 0) + 1
 
     def _show_hand_views(self, views) -> None:
         for i, widget in enumerate(self.hand_widgets):
@@ -621,6 +684,7 @@ class SessionWindow(QtWidgets.QMainWindow):
             if widget is not None and (not self.lean or self._shown_kinects.get(pane.name) != key):
                 self._shown_kinects[pane.name] = key
                 widget.show_pane(pane, self.lean)
+                self._count(pane.name)
 
     def _show_controls(self, state: LiveState) -> None:
         self.start_button.setChecked(state.running)

@@ -1,20 +1,29 @@
 """Live session display rate and capture-to-display latency on the simulated rig.
 
 Simulates a short session once (``simulated_rig``: 2 people, 2 Kinects, 30 fps panorama), replays
-it in a loop for ``--seconds`` through the live controller, and measures, per displayed panorama
-frame, the time from its release by the capture thread to the moment the view finished drawing it:
+it in a loop for ``--seconds`` through the live controller with the hand preview (simulated
+observer) and the live SMPL-X body on (``LiveConfig.body``, skinned to the synthetic SMPL-X model
+written into a temporary models folder, so the 3D view draws both people's meshes), and measures,
+per displayed panorama frame, the time from its release by the capture thread to the moment the
+view finished drawing it:
 
 - ``headless``: a consumer polling ``LiveController.latest()`` every 16 ms (no Qt);
 - ``gui_full``: the real window drawing every pane on every snapshot at up to 1280 pixels through
   the image levels, with OpenGL wherever Qt offers it (the drawing before the lean path);
-- ``gui_lean``: the same window drawing less and cheaper (``SessionWindow(lean=True)``, the default).
+- ``gui_lean_before``: the lean window as it was before the live body's warm start: every pane at
+  every panorama frame (``slow_every=1``), the body fitted as often as it can
+  (``body_max_hz=0``) from the fit's analytic initialisation (``body_warm_iterations=0``);
+- ``gui_lean``: the same window drawing less and cheaper (``SessionWindow(lean=True)``, the default):
+  the panorama and its hand views at every panorama frame, the Kinect panes and the 3D view at
+  every second one (15 Hz), the body fitted at most 15 times a second, each fit warm-started.
 
 Both windows run in the same process one after the other (offscreen Qt platform unless a display
 is set; run it under ``xvfb-run`` for a real X server), each after a warm-up that ends when the hand
 preview lifts its first hands (the backend loads on its own thread meanwhile). Reports display fps
 against the source fps measured over the same seconds (their ratio), latency percentiles (release
 by the capture thread to the window's widgets holding the frame), the live pipeline's time per
-frame, the drops and the machine's load average; writes benchmarks/results/gui.json.
+frame, the live body's time per fit and the people it fitted, the drops and the machine's load
+average (1 minute, at the start and the end of each variant); writes benchmarks/results/gui.json.
 
     xvfb-run -a -s "-screen 0 1920x1080x24" python benchmarks/bench_gui.py [--seconds 10] [--pano-width 1920]
 """
@@ -35,7 +44,7 @@ OUT = Path(__file__).resolve().parent / "results" / "gui.json"
 
 
 def summarize(latencies_s: list[float], frames: int, seconds: float, controller, pipeline_ms: list[float],
-              source_frames0: int = 0) -> dict:
+              source_frames0: int = 0, body_ms: list[float] | None = None) -> dict:
     state = controller.latest()
     pano = next(d for d in state.devices if d.kind == "pano")
     lat = np.array(latencies_s) * 1000 if latencies_s else np.array([np.nan])
@@ -48,24 +57,35 @@ def summarize(latencies_s: list[float], frames: int, seconds: float, controller,
         "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 1) for q in (50, 90, 95, 99)}
         | {"max": round(float(lat.max()), 1)},
         "pipeline_ms": {f"p{q}": round(float(np.percentile(pipeline_ms or [np.nan], q)), 1) for q in (50, 95)},
+        "body_ms": {f"p{q}": round(float(np.percentile(body_ms or [np.nan], q)), 1) for q in (50, 95)},
+        "bodies_fitted_last": len(state.world.fitted),
+        "body_mesh_last": state.world.body_faces is not None,
         "pano_drops": pano.drops,
         "hands_backend": state.hands_backend,
         "hand_views_last": len(state.hand_views),
     }
 
 
-def run_headless(session_dir: Path, seconds: float, warmup_s: float = 120.0) -> dict:
+def live_controller(session_dir: Path, models: Path, **config):
+    """The live controller replaying ``session_dir`` in a loop with the simulated hands and the
+    live body skinned to the SMPL-X model of ``models``; ``config``: further LiveConfig fields."""
     from omnimocap.apps.live import LiveController
     from omnimocap.fusion.live.controller import LiveConfig
     from omnimocap.fusion.pipeline import ProcessConfig
 
-    controller = LiveController.from_session(session_dir, config=LiveConfig(process=ProcessConfig(hands="sim")))
+    return LiveController.from_session(
+        session_dir, config=LiveConfig(process=ProcessConfig(hands="sim", models=str(models)), body=True, **config))
+
+
+def run_headless(session_dir: Path, models: Path, seconds: float, warmup_s: float = 120.0) -> dict:
+    controller = live_controller(session_dir, models)
     controller.start()
-    shown, latencies, pipeline = None, [], []
+    shown, latencies, pipeline, body = None, [], [], []
     t0 = time.perf_counter()
-    while not hands_lifted(controller) and time.perf_counter() - t0 < warmup_s:
+    while not warmed_up(controller) and time.perf_counter() - t0 < warmup_s:
         time.sleep(0.02)
     frames0 = pano_frames(controller)
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     try:
         while time.perf_counter() - t0 < seconds:
@@ -74,41 +94,44 @@ def run_headless(session_dir: Path, seconds: float, warmup_s: float = 120.0) -> 
                 shown = (state.pano.index, state.pano.released_wall)
                 latencies.append(time.perf_counter() - state.pano.released_wall)
                 pipeline.append(state.pipeline_ms)
+                body.append(state.body_ms)
             time.sleep(0.016)
-        return summarize(latencies, len(latencies), time.perf_counter() - t0, controller, pipeline, frames0)
+        result = summarize(latencies, len(latencies), time.perf_counter() - t0, controller, pipeline, frames0, body)
+        result["load_average_1min"] = [round(load, 1), round(os.getloadavg()[0], 1)]
+        return result
     finally:
         controller.close()
 
 
-def hands_lifted(controller) -> bool:
-    """The hand backend is loaded and the newest panorama frame lifted hands."""
+def warmed_up(controller) -> bool:
+    """The hand backend is loaded, the newest panorama frame lifted hands and both people's bodies
+    are fitted (their shapes held)."""
     state = controller.latest()
-    return state.hands_backend == "sim" and bool(state.world.hands)
+    return state.hands_backend == "sim" and bool(state.world.hands) and len(state.world.fitted) >= 2
 
 
 def pano_frames(controller) -> int:
     return next(d for d in controller.latest().devices if d.kind == "pano").frames
 
 
-def run_gui(session_dir: Path, seconds: float, lean: bool = True, warmup_s: float = 120.0) -> dict:
+def run_gui(session_dir: Path, models: Path, seconds: float, lean: bool = True, warmup_s: float = 120.0,
+            slow_every: int | None = None, **config) -> dict:
     from PySide6 import QtCore, QtWidgets
 
     from omnimocap.apps.gui import SessionWindow, preload_hand_backend
-    from omnimocap.apps.live import LiveController
-    from omnimocap.fusion.live.controller import LiveConfig
-    from omnimocap.fusion.pipeline import ProcessConfig
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-    controller = LiveController.from_session(session_dir, config=LiveConfig(process=ProcessConfig(hands="sim")))
+    controller = live_controller(session_dir, models, **config)
     preload_hand_backend(controller)
-    window = SessionWindow(controller, record_dir=tempfile.gettempdir(), poll_ms=16, lean=lean)
+    window = SessionWindow(controller, record_dir=tempfile.gettempdir(), poll_ms=16, lean=lean,
+                           **({} if slow_every is None else {"slow_every": slow_every}))
     window.resize(1600, 900)
     window.show()
-    pipeline = []
+    pipeline, body = [], []
     last_seq = -1
     controller.start()
     t0 = time.perf_counter()
-    while not hands_lifted(controller) and time.perf_counter() - t0 < warmup_s:
+    while not warmed_up(controller) and time.perf_counter() - t0 < warmup_s:
         app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 5)
         time.sleep(0.005)
     window.displayed.clear()
@@ -121,10 +144,11 @@ def run_gui(session_dir: Path, seconds: float, lean: bool = True, warmup_s: floa
         if state.seq != last_seq:
             last_seq = state.seq
             pipeline.append(state.pipeline_ms)
+            body.append(state.body_ms)
         time.sleep(0.001)
     elapsed = time.perf_counter() - t0
     latencies = [lat for _, lat in window.displayed]
-    result = summarize(latencies, len(latencies), elapsed, controller, pipeline, frames0)
+    result = summarize(latencies, len(latencies), elapsed, controller, pipeline, frames0, body)
     result["qt_platform"] = QtWidgets.QApplication.platformName()
     result["opengl_3d"] = window.scene.uses_opengl
     result["load_average_1min"] = [round(load, 1), round(os.getloadavg()[0], 1)]
@@ -144,22 +168,29 @@ def main() -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen") if not os.environ.get("DISPLAY") else None
 
     from omnimocap.sim.replay import simulated_rig
+    from omnimocap.sim.synthetic_models import write_synthetic_smplx
 
     with tempfile.TemporaryDirectory() as tmp:
         session_dir = simulated_rig(args.sim_seconds, Path(tmp) / "simulation", people=2, kinects=2, seed=1,
                                     pano_width=args.pano_width).sim_dir
-        results = {"headless": run_headless(session_dir, args.seconds)}
+        models = Path(tmp) / "models"
+        write_synthetic_smplx(models / "smplx")
+        results = {"headless": run_headless(session_dir, models, args.seconds)}
         try:
-            results["gui_full"] = run_gui(session_dir, args.seconds, lean=False)
-            results["gui_lean"] = run_gui(session_dir, args.seconds, lean=True)
+            results["gui_full"] = run_gui(session_dir, models, args.seconds, lean=False)
+            results["gui_lean_before"] = run_gui(session_dir, models, args.seconds, lean=True, slow_every=1,
+                                                 body_max_hz=0.0, body_warm_iterations=0)
+            results["gui_lean"] = run_gui(session_dir, models, args.seconds, lean=True)
         except ImportError as exc:
             results["gui"] = {"skipped": f"PySide6/pyqtgraph missing ({exc})"}
         if "gui_lean" in results:
             full, lean = results["gui_full"], results["gui_lean"]
             results["lean_over_full_display_fps"] = round(lean["display_fps"] / max(full["display_fps"], 1e-9), 2)
+            before = results["gui_lean_before"]
+            results["lean_over_lean_before_display_fps"] = round(lean["display_fps"] / max(before["display_fps"], 1e-9), 2)
     report = {
         "benchmark": "live session display",
-        "seconds": args.seconds, "pano_width": args.pano_width, "people": 2, "kinects": 2,
+        "seconds": args.seconds, "pano_width": args.pano_width, "people": 2, "kinects": 2, "live_body": True,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "display": os.environ.get("DISPLAY", ""), "qt_platform": os.environ.get("QT_QPA_PLATFORM", "")},
         "results": results,

@@ -152,6 +152,19 @@ class BodyFit:
     (zeros without ``BodyFitConfig.joint_offsets``)."""
 
 
+@dataclass
+class BodyFitInit:
+    """A pose :func:`fit_body` starts its Levenberg-Marquardt steps from, in place of its analytic
+    initialisation: a warm start, e.g. the previous frame's fit for the frame that follows it (world
+    frame = model frame, y up, metres)."""
+
+    local_rotmats: np.ndarray
+    """(F, 55, 3, 3) local rotations, SMPL-X order, one per frame of the fit (its first 22, the
+    skeleton's, are used): e.g. :attr:`BodyFit.local_rotmats`."""
+    transl: np.ndarray
+    """(F, 3) root translation per frame, metres: e.g. :attr:`BodyFit.transl`."""
+
+
 # --- small SO(3) helpers (torch) -------------------------------------------------------------------
 
 
@@ -548,6 +561,7 @@ def fit_body(
     betas: np.ndarray | None = None,
     joint_offsets: np.ndarray | None = None,
     wrist_targets: np.ndarray | None = None,
+    *, init: BodyFitInit | None = None,
 ) -> BodyFit:
     """Fit SMPL-X body pose, shape and translation to one person's Kinect joints.
 
@@ -563,6 +577,7 @@ def fit_body(
             ``betas``; default: estimated here when ``config.joint_offsets``.
         wrist_targets: (F, 2, 3) the SMPL-X wrists [left, right] of the hands observed by the 360
             camera, world metres, NaN where not observed; used with ``config.hand_wrists``.
+        init: a pose to start from instead of the analytic initialisation (:class:`BodyFitInit`).
     Returns:
         :class:`BodyFit` (hands, jaw and eyes identity; see the module docstring).
     Raises:
@@ -598,8 +613,7 @@ def fit_body(
     wt = torch.as_tensor(w[frames], dtype=dtype, device=device)
     offsets = np.zeros((len(rows), 3))
     with torch.no_grad():
-        R, transl = _initialise(prob, torch.as_tensor(np.nan_to_num(X_init), dtype=dtype, device=device),
-                                torch.as_tensor(w_init, dtype=dtype, device=device))
+        R, transl = _start(prob, X_init, w_init, init, frames, dtype, device)
         R, transl, resid = _solve(prob, R, transl, Xt, wt, frames, config)
         if config.joint_offsets:
             seg = torch.as_tensor(_segment_of_rows(prob), device=device)
@@ -638,6 +652,20 @@ def fit_body(
     return BodyFit(local_rotmats=local, betas=betas, transl=trans, joints=joints,
                    interpolated=~fitted, residual_mm=residual,
                    joint_offsets={KINECT_JOINTS[k]: offsets[i] for i, k in enumerate(rows)})
+
+
+def _start(prob: _Problem, X_init: np.ndarray, w_init: np.ndarray, init: BodyFitInit | None, frames: np.ndarray,
+           dtype, device):
+    """The pose the steps start from, local rotations (N, 22, 3, 3) and translations (N, 3) of the
+    fitted ``frames``: ``init``'s, else the analytic initialisation on the gap-filled targets
+    ``X_init`` (N, M, 3) with weights ``w_init`` (N, M)."""
+    import torch
+
+    if init is None:
+        return _initialise(prob, torch.as_tensor(np.nan_to_num(X_init), dtype=dtype, device=device),
+                           torch.as_tensor(w_init, dtype=dtype, device=device))
+    R = torch.as_tensor(np.asarray(init.local_rotmats)[frames, :_NUM_BODY], dtype=dtype, device=device)
+    return R, torch.as_tensor(np.asarray(init.transl)[frames], dtype=dtype, device=device)
 
 
 def _take_hand_wrists(X: np.ndarray, w: np.ndarray, wrist_targets: np.ndarray | None,

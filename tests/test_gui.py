@@ -199,6 +199,39 @@ def test_lean_window_shows_hand_status_and_skips_unchanged_panes(window, qtbot):
     assert calls == []
 
 
+def test_lean_window_draws_the_kinects_and_the_scene_at_every_second_panorama_frame(window, qtbot, monkeypatch):
+    window.start_button.click()
+    qtbot.waitUntil(lambda: len(window.displayed) >= 2 and window.controller.latest().kinects[0].color is not None,
+                    timeout=30000)
+    window.controller.stop()
+    base = window.controller.latest()
+    # 30 snapshots, each with a new panorama, Kinect and world frame
+    states = [replace(base, seq=10**6 + i, running=True, pano=replace(base.pano, index=10**6 + i),
+                      kinects=[replace(k, t_session=k.t_session + i) for k in base.kinects],
+                      world=replace(base.world, frame_key=("frame", i))) for i in range(30)]
+    window.draws.clear()
+    for state in states:
+        monkeypatch.setattr(window.controller, "latest", lambda state=state: state)
+        window.refresh()
+    kinect = base.kinects[0].name
+    assert window.draws["pano"] == 30
+    assert window.draws["scene"] == window.draws[kinect] == 15
+    # a snapshot drawn again: nothing is
+    window._last_seq = -1
+    window.refresh()
+    assert window.draws["pano"] == 30 and window.draws["scene"] == window.draws[kinect] == 15
+
+
+def test_vertex_normals_point_out_of_an_outward_wound_mesh():
+    from omnimocap.apps.gui import vertex_normals
+
+    corners = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=np.float64)
+    faces = np.array([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
+    normals = vertex_normals(corners * 2.0 + 0.5, faces)  # an octahedron, counter-clockwise seen from outside
+    np.testing.assert_allclose(normals, corners, atol=1e-6)
+    np.testing.assert_allclose(vertex_normals(corners, faces[:, ::-1]), -corners, atol=1e-6)
+
+
 def fitted_world(with_mesh: bool):
     """A world with one fitted SMPL-X body (arms down a little) standing at the origin, skinned to the
     synthetic model's mesh when ``with_mesh``, and no Kinect skeleton of it drawn."""
@@ -258,7 +291,8 @@ GL_MESH_CHECK = textwrap.dedent("""
     scene.show()
     skin = []
     for with_mesh in (False, True):  # the skeleton, then the mesh
-        scene.show_world(fitted_world(with_mesh))
+        world = fitted_world(with_mesh)
+        scene.show_world(world)
         for _ in range(10):
             app.processEvents()
         image = scene.view.grabFramebuffer()
@@ -268,6 +302,12 @@ GL_MESH_CHECK = textwrap.dedent("""
                 c = image.pixelColor(x, y)
                 skin[-1] += c.red() > 60 and c.red() > c.green() > c.blue() > 0.4 * c.red()  # mesh, not bones
     print("opengl", scene.uses_opengl, "meshes", len(scene.meshes), "skin", *skin)
+    item, uploads = scene.meshes[1], scene.meshes[1].uploads
+    world.fitted[1].vertices[:] += 0.1
+    scene.show_world(world)  # a new pose of the same mesh: the same item, its buffers written once more
+    for _ in range(10):
+        app.processEvents()
+    print("same", item is scene.meshes[1], "uploads", item.uploads - uploads)
     scene.deleteLater()
     app.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
 """)
@@ -287,3 +327,4 @@ def test_3d_view_draws_the_body_mesh_under_xvfb(tmp_path):
     assert words[:4] == ["opengl", "True", "meshes", "1"]
     skeleton_only, mesh = int(words[5]), int(words[6])
     assert mesh > 100 and mesh > 5 * skeleton_only, (skeleton_only, mesh)  # the shaded body is drawn
+    assert words[7:] == ["same", "True", "uploads", "1"]  # a new pose: vertices written, no new mesh

@@ -12,7 +12,10 @@ Per person (a body id of the reference Kinect):
   with no future frame; ``process`` smooths forwards and backwards and adds a temporal term between
   neighbouring frames, which a newest frame cannot have; the fit's targets are the Kinect wrists
   (``process``, with ``body.hand_wrists``, takes the wrists of the hands it saw, which live has at the
-  panorama frame's time, not at the Kinect frame's);
+  panorama frame's time, not at the Kinect frame's). Each fit starts from the person's previous one
+  (a warm start, :class:`~omnimocap.fusion.body_fit.BodyFitInit`: ``warm_iterations`` steps instead
+  of the analytic initialisation and its 6 + 3 steps; the analytic one again after a gap of more
+  than ``warm_max_gap_s``);
 - hands: the preview's lifted hand (seen, or held by ``HandHold``) sets the wrist and the fingers
   through :func:`~omnimocap.fusion.hand_integration.integrate_hands`, as ``process`` sets them; a
   hand no longer held keeps its last fingers and the body's wrist (``process``'s ``held`` status).
@@ -33,7 +36,7 @@ import numpy as np
 
 from omnimocap.data.skeletons import KINECT_BODY_FOR_FIT, SIDES, SMPLX_HAND_START
 from omnimocap.errors import InputError
-from omnimocap.fusion.body_fit import BodyFit, fit_body
+from omnimocap.fusion.body_fit import BodyFit, BodyFitInit, fit_body
 from omnimocap.fusion.body_model import Skeleton, forward_kinematics, load_skeleton, resolve_smplx_model
 from omnimocap.fusion.hand_integration import integrate_hands
 from omnimocap.fusion.lifting import LiftedHand
@@ -87,6 +90,7 @@ class _Person:
     offsets: np.ndarray
     rest: tuple[np.ndarray, np.ndarray] | None
     fingers: dict[str, np.ndarray] = field(default_factory=dict)  # side -> last seen (15,3,3)
+    last: tuple[float, BodyFitInit] | None = None  # (session time, pose) of the newest fit
 
 
 class LiveBody:
@@ -95,12 +99,22 @@ class LiveBody:
     ``config``: the same :class:`~omnimocap.fusion.pipeline.ProcessConfig` as ``process`` (body fit
     settings ``config.body`` on ``config.device``, SMPL-X model, gender). ``shape_s``: seconds a
     person is tracked before the shape is fitted and held (no body before); at most the history the
-    preview keeps (``BodyHistory.seconds``)."""
+    preview keeps (``BodyHistory.seconds``). ``warm_iterations``: Levenberg-Marquardt steps of a
+    frame started from the previous frame's fit (0: every frame from the analytic initialisation,
+    as ``process`` starts); ``warm_max_gap_s``: session seconds after which the previous fit is too
+    old to start from."""
 
-    def __init__(self, config: ProcessConfig, shape_s: float = 1.5):
+    def __init__(self, config: ProcessConfig, shape_s: float = 1.5, warm_iterations: int = 2,
+                 warm_max_gap_s: float = 0.2):
         self.config = config
         self.shape_s = shape_s
         self.body_config = replace(config.body, device=config.device)
+        self.warm_max_gap_s = warm_max_gap_s
+        # with held joint-definition offsets, the steps toward the uncorrected joints would only be
+        # undone by those toward the corrected ones: a warm start takes the latter alone
+        self.warm_config = None if warm_iterations <= 0 else (
+            replace(self.body_config, iterations=0, offset_iterations=warm_iterations)
+            if self.body_config.joint_offsets else replace(self.body_config, iterations=warm_iterations))
         self.smplx_path: Path | None = resolve_smplx_model(config.smplx_model, config.models, config.gender)
         self.skeleton: Skeleton = load_skeleton(self.smplx_path)
         self.mesh: BodyMesh | None = None
@@ -159,8 +173,11 @@ class LiveBody:
             np.clip(confidence[-1].astype(int), 0, 3)] > 0)
         if usable[list(KINECT_BODY_FOR_FIT)].sum() < self.body_config.min_joints:
             return None
-        fit = fit_body(joints[-1:], confidence[-1:], self.skeleton, self.body_config,
-                       betas=person.betas, joint_offsets=person.offsets)
+        warm = self.warm_config is not None and person.last is not None and \
+            0.0 <= t[-1] - person.last[0] <= self.warm_max_gap_s
+        fit = fit_body(joints[-1:], confidence[-1:], self.skeleton, self.warm_config if warm else self.body_config,
+                       betas=person.betas, joint_offsets=person.offsets, init=person.last[1] if warm else None)
+        person.last = (float(t[-1]), BodyFitInit(fit.local_rotmats, fit.transl))
         local, status = self._with_hands(fit, person, pid, hands)
         transl = fit.transl[0]
         posed, global_R = forward_kinematics(self.skeleton, local, fit.betas, transl)

@@ -72,11 +72,18 @@ class LiveConfig:
     """A hand no longer seen is held (its last shape moved with the Kinect wrist) for this long,
     session seconds, before it is lost."""
     body: bool = True
-    """Fit the SMPL-X body live (``fusion.live.body``) to the reference Kinect's people, on every
-    panorama frame the hand preview runs on, with the hands on it."""
+    """Fit the SMPL-X body live (``fusion.live.body``) to the reference Kinect's people, on the newest
+    panorama frame the hand preview ran on (at most ``body_max_hz`` times a second), with the hands
+    on it."""
     body_shape_s: float = 1.5
     """Seconds a person is tracked before the body's shape is fitted and held (at most the 2 s of
     Kinect history the preview keeps)."""
+    body_max_hz: float = 15.0
+    """The body thread fits at most this often (the window's 3D view draws at 15 Hz): its fit holds
+    Python's interpreter lock for most of its time, which the window's thread needs to draw."""
+    body_warm_iterations: int = 2
+    """Levenberg-Marquardt steps of a body fit started from the person's previous fit (0: every
+    frame from the fit's analytic initialisation, with its 6 + 3 steps, as ``process`` starts)."""
 
 
 class LiveController:
@@ -478,19 +485,23 @@ class LiveController:
 
     def _run_body(self) -> None:
         """The body thread: fits the newest people the pipeline handed over (the fit of two people
-        costs about as much as the hand preview: apart, neither waits for the other)."""
+        costs about as much as the hand preview: apart, neither waits for the other), at most
+        ``body_max_hz`` times a second."""
         import torch
 
         # The fit's tensors are small: a pool of threads only contends with the pipeline for the
         # cores (with OpenMP, the setting holds for this thread alone).
         torch.set_num_threads(1)
+        period = 1.0 / self.config.body_max_hz if self.config.body_max_hz > 0 else 0.0
         while not self._halt.is_set():
             self._body_wake.wait(0.05)
             self._body_wake.clear()
             job, self._body_job = self._body_job, None
             if job is not None:
+                t0 = time.perf_counter()
                 self._fit_body(job)
                 self._publish()
+                self._halt.wait(max(0.0, period - (time.perf_counter() - t0)))
 
     def _fit_body(self, job: tuple) -> None:
         """The live body (``fusion.live.body``) on one preview's people and hands; made at the first
@@ -500,7 +511,8 @@ class LiveController:
         t0 = time.perf_counter()
         try:
             if self.body is None:
-                self.body = LiveBody(self.config.process, self.config.body_shape_s)
+                self.body = LiveBody(self.config.process, self.config.body_shape_s,
+                                     warm_iterations=self.config.body_warm_iterations)
             self.body.update(*job)
         except Exception as exc:  # on a worker thread: what breaks must reach the message panel
             detail = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
