@@ -120,7 +120,7 @@ def stitched_points(points_pano: np.ndarray, optics: PanoOptics, lens_origin: bo
 
 def capture_predictions(pred: dict[str, np.ndarray], t_pano: np.ndarray, time_indices, anchors: PeopleTracks,
                         T_pano_world: np.ndarray, optics: PanoOptics, config: ProcessConfig,
-                        iterations: int = 2) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                        iterations: int = 2) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """The predicted hands at the times the 360 camera captured them (rolling shutter).
 
     ``pred``: :func:`predicted_hands` of ``anchors`` at the frame timestamps ``t_pano`` (M,).
@@ -128,13 +128,14 @@ def capture_predictions(pred: dict[str, np.ndarray], t_pano: np.ndarray, time_in
     ``t_pano`` broadcast to (P, M, 2), in which the columns ``time_indices`` hold each hand at the
     time the rows showing its predicted centre were exposed: the frame's timestamp plus
     ``optics.time_offset_s`` of where the stitched frame shows the centre then (``iterations``
-    fixed-point steps, as ``geometry.pano_optics.capture_times``)."""
+    fixed-point steps, as ``geometry.pano_optics.capture_times``). A global shutter (or no
+    hand to predict) returns ``(pred, None)``: every hand at its frame's timestamp."""
+    cols = np.asarray(list(time_indices), dtype=np.int64)
+    if optics.readout_s == 0.0 or not len(cols) or not anchors.person_ids:
+        return pred, None
     t_capture = np.broadcast_to(np.asarray(t_pano, dtype=np.float64)[None, :, None],
                                 (len(anchors.person_ids), len(t_pano), 2)).copy()
     pred_at = {name: a.copy() for name, a in pred.items()}
-    cols = np.asarray(list(time_indices), dtype=np.int64)
-    if optics.readout_s == 0.0 or not len(cols) or not anchors.person_ids:
-        return pred_at, t_capture
     sub = {name: a[:, cols] for name, a in pred.items()}
     t_frame = t_capture[:, cols]
     t_sub = t_frame
