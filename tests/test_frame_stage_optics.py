@@ -216,3 +216,23 @@ def test_close_hands_keep_their_fitted_views():
     off = plan_hand_views(pred, np.eye(4), [0], ProcessConfig(camera_model=PanoModelConfig(native_resolution=False)),
                           FIELD, PANO.width)
     assert [pv.view.camera.fx for pv in on] == [pv.view.camera.fx for pv in off]
+
+
+@pytest.mark.parametrize("at_capture", [True, False])
+def test_hands_are_resampled_from_the_times_they_were_captured(at_capture):
+    from omnimocap.fusion.pipeline import WindowObservations, _hands_at_output_times
+
+    # a hand moving at 2 m/s, seen 8 ms before each frame's timestamp (a high row)
+    t_pano = np.arange(0.0, 1.0, 1.0 / 30.0)
+    velocity = np.array([2.0, 0.0, 0.0])
+    observed = WindowObservations.empty(1, len(t_pano), 0, t_pano)
+    t_seen = t_pano - 0.008
+    observed.valid[0, :, 1] = True
+    observed.joints[0, :, 1] = (t_seen[:, None, None] * velocity) + np.zeros((21, 3))
+    if at_capture:
+        observed.t_capture[0, :, 1] = t_seen
+    t_out = np.arange(0.1, 0.9, 1.0 / 30.0) + 0.004
+    hands = _hands_at_output_times(observed, t_pano, t_out, ProcessConfig(smoothing=False))
+    error = np.abs(hands.joints[0, :, 1, 0, 0] - 2.0 * t_out).max()
+    assert hands.valid[0, :, 1].all()
+    assert (error < 1e-6) if at_capture else (error > 0.015), f"{error * 1000:.2f} mm"
