@@ -533,11 +533,13 @@ def _hands_at_output_times(observed: WindowObservations, t_pano: np.ndarray, t_o
     ``t_pano`` (F_pano,) the frames' timestamps) to ``t_out`` (positions by cubic Hermite, rotations
     by slerp, across gaps up to ``max_hand_gap_s``), then smoothed."""
     P, F = observed.valid.shape[0], len(t_out)
-    # A rolling shutter moves each capture time off its frame's timestamp by up to its readout, so a
-    # gap between two observed frames can be that much longer in capture times: the gap allowed
-    # grows by the spread of those offsets, so that which rows a hand was on decides no bridging.
+    # A rolling shutter moves each capture time off its frame's timestamp by up to its readout. The
+    # hands are interpolated between the times they were captured, but which output times a gap
+    # leaves unserved is decided on the frames' timestamps, as without a rolling shutter: the rows a
+    # hand happened to be on do not decide whether a gap of missed frames is bridged.
     offsets = (observed.t_capture - np.asarray(t_pano, dtype=np.float64)[None, :, None])[observed.valid]
-    max_gap = config.max_hand_gap_s + (float(np.ptp(offsets)) if len(offsets) else 0.0)
+    spread = float(np.ptp(offsets)) if len(offsets) else 0.0
+    max_gap = config.max_hand_gap_s + spread
     hand_joints = np.full((P, F, 2, 21, 3), np.nan)
     hand_R = np.broadcast_to(np.eye(3), (P, F, 2, 3, 3)).copy()
     hand_pose = np.broadcast_to(np.eye(3), (P, F, 2, 15, 3, 3)).copy()
@@ -552,6 +554,9 @@ def _hands_at_output_times(observed: WindowObservations, t_pano: np.ndarray, t_o
             hand_joints[p, :, s] = interpolate_positions(t_seen[v], observed.joints[p, v, s], t_out, max_gap=max_gap)
             rots = np.concatenate([observed.R[p, :, s][:, None], observed.pose[p, :, s]], axis=1)
             R_out, ok = interpolate_rotations(t_seen, rots, v, t_out, max_gap=max_gap)
+            if spread > 0.0:
+                ok &= np.isfinite(interpolate_positions(t_pano[v], np.zeros((int(v.sum()), 1)), t_out,
+                                                        max_gap=config.max_hand_gap_s))[:, 0]
             ok &= np.all(np.isfinite(hand_joints[p, :, s]), axis=(-1, -2))
             hand_valid[p, :, s] = ok
             hand_R[p, ok, s] = R_out[ok, 0]

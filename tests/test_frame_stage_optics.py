@@ -238,18 +238,22 @@ def test_hands_are_resampled_from_the_times_they_were_captured(at_capture):
     assert (error < 1e-6) if at_capture else (error > 0.015), f"{error * 1000:.2f} mm"
 
 
-def test_a_gap_is_bridged_whichever_rows_the_hand_was_on():
+@pytest.mark.parametrize("missed, bridged", [(2, True), (3, False)])
+def test_gaps_are_bridged_as_by_frame_times_whichever_rows_the_hand_was_on(missed, bridged):
     from omnimocap.fusion.pipeline import WindowObservations, _hands_at_output_times
 
-    # two frames missed (a 100 ms gap in frame times, as long as max_hand_gap_s allows), the hand
-    # seen on a high row before the gap and on a low one after it: 110 ms apart in capture times
+    # ``missed`` frames missed; the hand seen on a high row before the gap and on a low one after
+    # it: 10 ms further apart in capture times than in frame times (2 missed: 100 ms of frame time,
+    # as long as max_hand_gap_s allows; 3: 133 ms, longer in frame times whatever the rows)
     t_pano = np.arange(0.0, 1.0, 1.0 / 30.0)
     observed = WindowObservations.empty(1, len(t_pano), 0, t_pano)
     observed.valid[0, :, 1] = True
-    observed.valid[0, 10:12, 1] = False
+    observed.valid[0, 10:10 + missed, 1] = False
     observed.t_capture[0, :, 1] = t_pano + np.where(np.arange(len(t_pano)) < 10, -0.005, 0.005)
     observed.joints[0, :, 1] = observed.t_capture[0, :, 1][:, None, None] * np.array([1.0, 0.0, 0.0])
     config = ProcessConfig(smoothing=False, max_hand_gap_s=0.1 + 1e-9)
     t_out = np.array([t_pano[10] + 0.01])
     hands = _hands_at_output_times(observed, t_pano, t_out, config)
-    assert hands.valid[0, 0, 1] and abs(hands.joints[0, 0, 1, 0, 0] - t_out[0]) < 1e-3
+    assert hands.valid[0, 0, 1] == bridged
+    if bridged:
+        assert abs(hands.joints[0, 0, 1, 0, 0] - t_out[0]) < 1e-3
