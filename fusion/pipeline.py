@@ -534,12 +534,13 @@ def _hands_at_output_times(observed: WindowObservations, t_pano: np.ndarray, t_o
     by slerp, across gaps up to ``max_hand_gap_s``), then smoothed."""
     P, F = observed.valid.shape[0], len(t_out)
     # A rolling shutter moves each capture time off its frame's timestamp by up to its readout. The
-    # hands are interpolated between the times they were captured, but which output times a gap
-    # leaves unserved is decided on the frames' timestamps, as without a rolling shutter: the rows a
-    # hand happened to be on do not decide whether a gap of missed frames is bridged.
+    # hands are interpolated between the times they were captured, but which output times are served
+    # is decided on the frames' timestamps, as without a rolling shutter: the rows a hand happened to
+    # be on decide neither whether a gap of missed frames is bridged nor whether an output time
+    # between a track's last capture and its last frame's timestamp is served (extrapolated there).
     offsets = (observed.t_capture - np.asarray(t_pano, dtype=np.float64)[None, :, None])[observed.valid]
-    spread = float(np.ptp(offsets)) if len(offsets) else 0.0
-    max_gap = config.max_hand_gap_s + spread
+    shift = float(np.max(np.abs(offsets))) if len(offsets) else 0.0
+    max_gap = config.max_hand_gap_s + 2.0 * shift
     hand_joints = np.full((P, F, 2, 21, 3), np.nan)
     hand_R = np.broadcast_to(np.eye(3), (P, F, 2, 3, 3)).copy()
     hand_pose = np.broadcast_to(np.eye(3), (P, F, 2, 15, 3, 3)).copy()
@@ -551,10 +552,12 @@ def _hands_at_output_times(observed: WindowObservations, t_pano: np.ndarray, t_o
                 continue
             # bracket over observed frames only, so a single missed frame is bridged
             t_seen = observed.t_capture[p, :, s]
-            hand_joints[p, :, s] = interpolate_positions(t_seen[v], observed.joints[p, v, s], t_out, max_gap=max_gap)
+            hand_joints[p, :, s] = interpolate_positions(t_seen[v], observed.joints[p, v, s], t_out, max_gap=max_gap,
+                                                         max_extrapolate=shift)
             rots = np.concatenate([observed.R[p, :, s][:, None], observed.pose[p, :, s]], axis=1)
-            R_out, ok = interpolate_rotations(t_seen, rots, v, t_out, max_gap=max_gap)
-            if spread > 0.0:
+            t_rot = np.clip(t_out, t_seen[v][0], t_seen[v][-1]) if shift > 0.0 else t_out
+            R_out, ok = interpolate_rotations(t_seen, rots, v, t_rot, max_gap=max_gap)
+            if shift > 0.0:
                 ok &= np.isfinite(interpolate_positions(t_pano[v], np.zeros((int(v.sum()), 1)), t_out,
                                                         max_gap=config.max_hand_gap_s))[:, 0]
             ok &= np.all(np.isfinite(hand_joints[p, :, s]), axis=(-1, -2))

@@ -257,3 +257,19 @@ def test_gaps_are_bridged_as_by_frame_times_whichever_rows_the_hand_was_on(misse
     assert hands.valid[0, 0, 1] == bridged
     if bridged:
         assert abs(hands.joints[0, 0, 1, 0, 0] - t_out[0]) < 1e-3
+
+
+def test_a_track_ends_at_its_last_frame_not_at_its_last_capture():
+    from omnimocap.fusion.pipeline import WindowObservations, _hands_at_output_times
+
+    # the hand was last seen 8 ms before its last frame's timestamp; an output time between the two
+    # is served (as it is when the hand was on the middle row), one past the last frame is not
+    t_pano = np.arange(0.0, 1.0, 1.0 / 30.0)
+    observed = WindowObservations.empty(1, len(t_pano), 0, t_pano)
+    observed.valid[0, :, 1] = True
+    observed.t_capture[0, :, 1] = t_pano - 0.008
+    observed.joints[0, :, 1] = observed.t_capture[0, :, 1][:, None, None] * np.array([1.0, 0.0, 0.0])
+    t_out = np.array([t_pano[-1] - 0.004, t_pano[-1] + 0.004])
+    hands = _hands_at_output_times(observed, t_pano, t_out, ProcessConfig(smoothing=False))
+    assert hands.valid[0, :, 1].tolist() == [True, False]
+    assert abs(hands.joints[0, 0, 1, 0, 0] - t_out[0]) < 1e-6
