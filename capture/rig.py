@@ -6,6 +6,10 @@ world). Sensor names: ``kinect_<serial>`` (the Kinect *depth* camera frame, in w
 reports joints) and ``pano`` (the 360 camera frame, OpenCV axes; see geometry/cameras.py).
 
 Clocks: ``t_session = a * t_sensor + b`` (seconds) per sensor, with the residuals of the estimate.
+
+Optics: the 360 camera's lenses (baseline, rolling-shutter readout, exposure, seam blend) as
+:class:`~omnimocap.geometry.pano_optics.PanoOptics` in the ``pano`` frame, stored under
+``pano_optics``; a rig file without that record is the ideal single-viewpoint, global-shutter camera.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 
 from omnimocap.capture.session import atomic_write_json, read_json
 from omnimocap.errors import InputError
+from omnimocap.geometry.pano_optics import PanoOptics
 
 
 @dataclass
@@ -63,6 +68,9 @@ class Rig:
     configs: dict = field(default_factory=dict)
     """The configuration each estimating verb ran with, by verb (``calibrate``, ``sync``); empty in
     rig files written before it was recorded."""
+    pano_optics: PanoOptics = field(default_factory=PanoOptics.ideal)
+    """The 360 camera's optics (lens centres, rolling shutter, seam; ``pano`` frame); ideal in rig
+    files written before they were recorded."""
 
     def pose(self, sensor: str) -> np.ndarray:
         if sensor not in self.T_world_sensor:
@@ -85,6 +93,7 @@ class Rig:
             "residuals": self.residuals,
             "inputs": self.inputs,
             "configs": self.configs,
+            "pano_optics": self.pano_optics.to_dict(),
         }
 
     def save(self, path: str | Path) -> None:
@@ -115,8 +124,12 @@ class Rig:
             maps = {k: TimeMap.from_json(v) for k, v in obj.get("time_maps", {}).items()}
             for name, time_map in maps.items():
                 time_map.check(name)
-        except (KeyError, TypeError, ValueError) as exc:
+            optics = PanoOptics.from_dict(obj.get("pano_optics"))
+            values = optics.to_dict()
+            if not all(np.isfinite(v) for v in values.values()) or min(values.values()) < 0:
+                raise ValueError(f"pano_optics {values} has a negative or non-finite value")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"malformed rig calibration ({exc})", path=path,
                              fix="re-run `omnimocap calibrate` and `omnimocap sync`") from None
         return cls(poses, maps, obj.get("method", "unknown"), bool(obj.get("is_truth", False)),
-                   obj.get("residuals", {}), obj.get("inputs", {}), obj.get("configs", {}))
+                   obj.get("residuals", {}), obj.get("inputs", {}), obj.get("configs", {}), optics)

@@ -8,6 +8,14 @@ skeleton's side (:class:`SideConsistency`), lifting into the world on the Kinect
 (``fusion.depth_cue``). :class:`HandStage` holds what persists from batch to batch (the estimator, the
 side runs, the depth streams); the drivers hand it predictions and frames and keep what they need.
 
+The 360 camera is modelled as the rig's ``pano_optics`` describe it (``geometry.pano_optics``;
+:class:`PanoModelConfig` switches each property): a view looks where the stitched frame shows the
+hand (from the lens on the hand's side of the seam), at the time that lens's rows were exposed there
+(each view's ``t_capture``: the frame's timestamp plus the rolling-shutter offset of its centre);
+the Kinect hand is predicted at that time, and the hand lifted along the ray from that lens's
+optical centre. With ideal optics every view's ``t_capture`` is its frame's timestamp and every ray
+starts at the camera's origin.
+
 World frame y up, metres; session clock, seconds.
 """
 
@@ -28,6 +36,7 @@ from omnimocap.fusion.lifting import LiftedHand, fuse_ray_depth, lift_observatio
 from omnimocap.geometry.cameras import EquirectCamera
 from omnimocap.geometry.resample import interpolate_positions
 from omnimocap.geometry.transforms import invert_pose, transform_points
+from omnimocap.geometry.pano_optics import FRONT, PanoOptics
 from omnimocap.geometry.views import WristView, plan_views, project_to_view, render_views
 from omnimocap.hands.centre import hand_centre
 from omnimocap.hands.estimator import HandEstimator, HandObservation, ViewRequest
@@ -41,6 +50,32 @@ PREDICTED_JOINTS = {"elbow": KINECT_ELBOW, "wrist": KINECT_WRIST, "hand": KINECT
                     "thumb": KINECT_THUMB}
 # Their columns among the 32 Kinect joints.
 PREDICTED_JOINT_COLUMNS = sorted(ids[s] for ids in PREDICTED_JOINTS.values() for s in SIDES)
+
+
+# A view may magnify the panorama at most this much: its focal length, pixels per radian at its
+# centre, at most this times the panorama's (width / 2 pi). Beyond it the view only interpolates
+# between the panorama's pixels, and a hand that small should be seen wider, not enlarged.
+MAX_UPSAMPLING = 2.0
+
+
+@dataclass
+class PanoModelConfig:
+    """Which properties of the rig's 360 camera optics (``capture.rig.Rig.pano_optics``) the hand
+    stage models. Each one off falls back to the single-viewpoint, global-shutter camera for that
+    property; with ideal optics none of them changes anything but ``native_resolution``."""
+
+    lens_origin: bool = True
+    """Views centred where the stitched frame shows the hand (seen from the lens on its side of the
+    seam) and viewing rays from that lens's optical centre, not from the camera's origin."""
+    row_time: bool = True
+    """Each view at the time the rows of its centre were exposed (rolling shutter): the Kinect hand
+    predicted, the hand lifted, gated and resampled at that time, not at the frame's timestamp."""
+    seam_views: bool = True
+    """A hand whose centre lies in the seam's blend band gets a view centred just outside the band, on
+    the side of the lens that shows the centre, widened to keep the whole hand inside."""
+    native_resolution: bool = True
+    """No view magnifies the panorama more than :data:`MAX_UPSAMPLING` times (its focal length at
+    most that times ``width / 2 pi`` pixels per radian): smaller hands get a wider view."""
 
 
 def predicted_hands(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndarray]:
@@ -60,6 +95,80 @@ def predicted_hands(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndarray
     return out
 
 
+def predicted_hands_at(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`predicted_hands` at a time per person, frame and side: ``t`` (P, M, 2) session seconds;
+    returns (P, M, 2, 3) per joint name, world frame, NaN where the Kinect had no data nearby."""
+    t = np.asarray(t, dtype=np.float64)
+    out = {}
+    for key, ids in PREDICTED_JOINTS.items():
+        arr = np.full(t.shape + (3,), np.nan)
+        for p in range(t.shape[0]):
+            for s in range(len(SIDES)):
+                arr[p, :, s] = interpolate_positions(people.t_session, people.joints[p][:, ids[SIDES[s]]], t[p, :, s],
+                                                     max_gap=0.2, max_extrapolate=0.05)
+        out[key] = arr
+    return out
+
+
+def stitched_points(points_pano: np.ndarray, optics: PanoOptics, lens_origin: bool) -> np.ndarray:
+    """Camera-frame points (...,3) as the stitched frame shows them (``PanoOptics.apparent``: their
+    directions are where the panorama shows them), or as they are without ``lens_origin``."""
+    if not lens_origin or optics.baseline_m == 0.0:
+        return points_pano
+    return optics.apparent(points_pano)[0]
+
+
+def capture_predictions(pred: dict[str, np.ndarray], t_pano: np.ndarray, time_indices, anchors: PeopleTracks,
+                        T_pano_world: np.ndarray, optics: PanoOptics, config: ProcessConfig,
+                        iterations: int = 2) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The predicted hands at the times the 360 camera captured them (rolling shutter).
+
+    ``pred``: :func:`predicted_hands` of ``anchors`` at the frame timestamps ``t_pano`` (M,).
+    Returns ``(pred_at, t_capture)``: copies of ``pred`` ((P, M, 2, 3) per joint, world) and of
+    ``t_pano`` broadcast to (P, M, 2), in which the columns ``time_indices`` hold each hand at the
+    time the rows showing its predicted centre were exposed: the frame's timestamp plus
+    ``optics.time_offset_s`` of where the stitched frame shows the centre then (``iterations``
+    fixed-point steps, as ``geometry.pano_optics.capture_times``). A global shutter (or no
+    hand to predict) returns ``(pred, None)``: every hand at its frame's timestamp."""
+    cols = np.asarray(list(time_indices), dtype=np.int64)
+    if optics.readout_s == 0.0 or not len(cols) or not anchors.person_ids:
+        return pred, None
+    t_capture = np.broadcast_to(np.asarray(t_pano, dtype=np.float64)[None, :, None],
+                                (len(anchors.person_ids), len(t_pano), 2)).copy()
+    pred_at = {name: a.copy() for name, a in pred.items()}
+    sub = {name: a[:, cols] for name, a in pred.items()}
+    t_frame = t_capture[:, cols]
+    t_sub = t_frame
+    for _ in range(iterations):
+        centre = transform_points(T_pano_world, hand_centre(sub, config.depth.arm_anchor))
+        offset = optics.time_offset_s(stitched_points(centre, optics, config.camera_model.lens_origin))
+        t_sub = t_frame + np.where(np.isfinite(offset), offset, 0.0)
+        sub = predicted_hands_at(anchors, t_sub)
+    for name in pred_at:
+        pred_at[name][:, cols] = sub[name]
+    t_capture[:, cols] = t_sub
+    return pred_at, t_capture
+
+
+def off_seam_centre(centre_pano: np.ndarray, optics: PanoOptics) -> np.ndarray:
+    """View centres (V,3) (camera frame, as the stitched frame shows them) moved out of the seam's
+    blend band: a centre within ``optics.blend_deg`` of the seam's plane turns about the camera's
+    origin, keeping its longitude round the z axis, until it lies ``blend_deg`` from the plane on
+    its own lens's side; its distance from the origin stays. Others are returned as they are."""
+    c = np.asarray(centre_pano, dtype=np.float64)
+    inside = optics.in_blend(c)
+    if not np.any(inside):
+        return c
+    norm = np.linalg.norm(c, axis=-1, keepdims=True)
+    across = np.hypot(c[..., 0], c[..., 1])[..., None]
+    sign = np.where(optics.lens_of(c) == FRONT, 1.0, -1.0)[..., None]
+    blend = np.radians(optics.blend_deg)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        moved = np.concatenate([c[..., :2] / across * np.cos(blend), sign * np.sin(blend) * np.ones_like(across)],
+                               axis=-1) * norm
+    return np.where(inside[..., None] & (across > 0), moved, c)
+
+
 @dataclass
 class PlannedView:
     """A wrist-centred view planned for one hand at one time (indices into the stage's inputs)."""
@@ -69,15 +178,24 @@ class PlannedView:
     side: int  # 0 left, 1 right
     view: WristView
     box_xyxy: np.ndarray  # (4,) predicted hand extent in view pixels
-    wrist_pano: np.ndarray  # (3,) predicted wrist in the 360 camera frame, metres
+    wrist_pano: np.ndarray  # (3,) predicted wrist in the 360 camera frame as the stitched frame shows it, metres
+    t_capture: float | None = None  # session time at which the view's centre was exposed, s (None: the frame's)
 
 
-def plan_hand_views(pred: dict[str, np.ndarray], T_pano_world: np.ndarray, time_indices, config: ProcessConfig) -> list[PlannedView]:
+def plan_hand_views(pred: dict[str, np.ndarray], T_pano_world: np.ndarray, time_indices, config: ProcessConfig,
+                    optics: PanoOptics | None = None, pano_width: int | None = None,
+                    t_capture: np.ndarray | None = None) -> list[PlannedView]:
     """Plan a view for every person and side with a Kinect-predicted hand at each time index.
 
-    ``pred`` are the outputs of :func:`predicted_hands` (world frame). The view looks at the
-    predicted hand centre and contains a sphere of ``hand_radius_m`` around it and the Kinect hand
-    joints, with ``view_margin``."""
+    ``pred`` are the outputs of :func:`predicted_hands` (world frame), or of
+    :func:`capture_predictions` with their times ``t_capture`` (P, M, 2, session seconds), which the
+    planned views carry. The view looks at the predicted hand centre and contains a sphere of
+    ``hand_radius_m`` around it and the Kinect hand joints, with ``view_margin``; with ``optics``
+    (default ideal) all of them as the stitched frame shows them, off the seam's blend band and no
+    more magnified than ``pano_width`` (the panorama's columns) allows, as ``config.camera_model``
+    says."""
+    optics = optics or PanoOptics.ideal()
+    model = config.camera_model
     centre_world = hand_centre(pred, config.depth.arm_anchor)
     extent = ("wrist",) if config.depth.arm_anchor else ("wrist", "hand", "handtip", "thumb")
     keys, points, centres = [], [], []
@@ -90,21 +208,28 @@ def plan_hand_views(pred: dict[str, np.ndarray], T_pano_world: np.ndarray, time_
                 pts = [pred[n][p, k, s] for n in extent]
                 pts += list(c + config.hand_radius_m * np.vstack([np.eye(3), -np.eye(3)]))
                 pts = np.array([q for q in pts if np.all(np.isfinite(q))])
-                points.append(transform_points(T_pano_world, pts))
-                centres.append(transform_points(T_pano_world, c))
+                points.append(stitched_points(transform_points(T_pano_world, pts), optics, model.lens_origin))
+                centres.append(stitched_points(transform_points(T_pano_world, c), optics, model.lens_origin))
                 keys.append((k, p, s))
     if not keys:
         return []
     padded = np.full((len(points), max(len(q) for q in points), 3), np.nan)
     for i, q in enumerate(points):
         padded[i, : len(q)] = q
-    views = plan_views(padded, size=config.view_size, margin=config.view_margin, center_pano=np.array(centres))
+    centres = np.array(centres)
+    if model.seam_views and optics.baseline_m > 0.0:
+        centres = off_seam_centre(centres, optics)
+    max_focal = MAX_UPSAMPLING * pano_width / (2.0 * np.pi) if model.native_resolution and pano_width else None
+    views = plan_views(padded, size=config.view_size, margin=config.view_margin, center_pano=centres,
+                       max_focal_px=max_focal)
     planned = []
     for (k, p, s), view, pts in zip(keys, views, padded):
         pts = pts[np.all(np.isfinite(pts), axis=-1)]
         px = project_to_view(view, pts)
         box = np.concatenate([px.min(0), px.max(0)])
-        planned.append(PlannedView(k, p, s, view, box, transform_points(T_pano_world, pred["wrist"][p, k, s])))
+        wrist = stitched_points(transform_points(T_pano_world, pred["wrist"][p, k, s]), optics, model.lens_origin)
+        planned.append(PlannedView(k, p, s, view, box, wrist,
+                                   None if t_capture is None else float(t_capture[p, k, s])))
     return planned
 
 
@@ -188,6 +313,11 @@ class ObservedView:
     depth_shift_m: float | None = None
     depth_tried: bool = False
 
+    @property
+    def t_capture(self) -> float:
+        """Session time (seconds) at which the view's hand was captured (:func:`capture_time`)."""
+        return capture_time(self.planned, self.request)
+
 
 class HandStage:
     """Views -> hand estimator -> association -> lifting -> depth cue, batch after batch.
@@ -196,12 +326,14 @@ class HandStage:
     depth streams (anything with the interface of ``fusion.depth_cue.DepthFrames``); empty: no depth
     cue; the live driver replaces the list between runs with the depth images it holds. The side
     runs of :class:`SideConsistency` carry over from one :meth:`run` to the next, so batches must
-    come in time order, without frames skipped, for two drivers to agree.
+    come in time order, without frames skipped, for two drivers to agree. ``optics``: the 360
+    camera's (the rig's ``pano_optics``; default ideal).
     """
 
     def __init__(self, config: ProcessConfig, estimator: HandEstimator | None, T_world_pano: np.ndarray,
-                 pano_cam: EquirectCamera, depth_frames: Sequence = ()):
+                 pano_cam: EquirectCamera, depth_frames: Sequence = (), optics: PanoOptics | None = None):
         self.config = config
+        self.optics = optics or PanoOptics.ideal()
         self.estimator = estimator
         self.T_world_pano = np.asarray(T_world_pano, dtype=np.float64)
         self.T_pano_world = invert_pose(self.T_world_pano)
@@ -211,9 +343,11 @@ class HandStage:
         self.sides = SideConsistency(config.side_persist)
         self.needs_images = estimator is not None and bool(getattr(estimator, "needs_images", config.hands != "sim"))
 
-    def plan(self, pred: dict[str, np.ndarray], time_indices) -> list[PlannedView]:
-        """The views of every person and side with a predicted hand at ``time_indices`` of ``pred``."""
-        return plan_hand_views(pred, self.T_pano_world, time_indices, self.config)
+    def plan(self, pred: dict[str, np.ndarray], time_indices, t_capture: np.ndarray | None = None) -> list[PlannedView]:
+        """The views of every person and side with a predicted hand at ``time_indices`` of ``pred``
+        (captured at ``t_capture``, (P, M, 2) session seconds, when given)."""
+        return plan_hand_views(pred, self.T_pano_world, time_indices, self.config, self.optics, self.pano_cam.width,
+                               t_capture)
 
     def requests(self, planned: list[PlannedView], t_pano: np.ndarray, person_ids: Sequence[int], first_index: int,
                  frames: dict[int, np.ndarray] | None = None, render: bool = False) -> list[ViewRequest]:
@@ -238,7 +372,8 @@ class HandStage:
 
     def run(self, pred: dict[str, np.ndarray], t_pano: np.ndarray, time_indices, person_ids: Sequence[int],
             first_index: int, joint_std: np.ndarray, centre_velocity: np.ndarray | None,
-            frames: dict[int, np.ndarray] | None = None, render: bool = False, estimate: bool = True) -> list[ObservedView]:
+            frames: dict[int, np.ndarray] | None = None, render: bool = False, estimate: bool = True,
+            anchors: PeopleTracks | None = None) -> list[ObservedView]:
         """The stage on the panorama frames ``time_indices`` of ``pred`` (outputs of
         :func:`predicted_hands` at the session times ``t_pano``, world frame).
 
@@ -246,8 +381,14 @@ class HandStage:
         joints, metres (:func:`joint_depth_std`); ``centre_velocity`` (P, M, 2, 3): the predicted
         hand centre's velocity at ``t_pano``, m/s (:func:`hand_centre_velocity`), which carries a
         hand to the time of a depth frame (None without depth frames). ``estimate`` False: views
-        only, no backend call."""
-        planned = self.plan(pred, time_indices)
+        only, no backend call. ``anchors``: the Kinect joints ``pred`` was predicted from; with them
+        (and ``camera_model.row_time`` and a rolling shutter) each hand is predicted again at the time
+        its rows were exposed (:func:`capture_predictions`), else at its frame's timestamp."""
+        t_capture = None
+        if anchors is not None and self.config.camera_model.row_time:
+            pred, t_capture = capture_predictions(pred, t_pano, time_indices, anchors, self.T_pano_world,
+                                                  self.optics, self.config)
+        planned = self.plan(pred, time_indices, t_capture)
         requests = self.requests(planned, t_pano, person_ids, first_index, frames, render)
         observations = self.estimator.estimate(requests) if (requests and estimate and self.estimator is not None) \
             else [None] * len(requests)
@@ -267,7 +408,8 @@ class HandStage:
         cfg = self.config
         weights = {"wrist": 1.0} if cfg.depth.arm_anchor else cfg.depth_weights
         lifted = lift_observation(obs, req, self.T_world_pano, pred["wrist"][p, k, s],
-                                  {name: pred[name][p, k, s] for name in weights}, weights)
+                                  {name: pred[name][p, k, s] for name in weights}, weights,
+                                  self.optics if cfg.camera_model.lens_origin else None)
         if lifted.lateral_offset > cfg.max_gate_m:
             return ObservedView(pv, req, VIEW_GATED, obs)
         view = ObservedView(pv, req, VIEW_OBSERVED if agrees else VIEW_RELABELLED, obs, lifted)
@@ -275,13 +417,18 @@ class HandStage:
             self._surface = self._surface or hand_surface(cfg)
             verts, faces = self._surface.mesh(obs)
             verts_world = verts @ (self.T_world_pano[:3, :3] @ req.R_pano_view).T + lifted.wrist
-            cue = depth_shift(self.depth_frames, req.t_session, verts_world, faces, lifted.ray,
+            cue = depth_shift(self.depth_frames, capture_time(pv, req), verts_world, faces, lifted.ray,
                               centre_velocity[p, k, s], cfg.depth)
             view.depth_tried = True
             if cue is not None:
                 view.lifted = fuse_ray_depth(lifted, float(joint_std[p]) ** 2, cue[0], cue[1])
                 view.depth_shift_m = cue[0]
         return view
+
+
+def capture_time(planned: PlannedView, request: ViewRequest) -> float:
+    """Session time (seconds) at which a view's hand was captured: its ``t_capture``, else its frame's."""
+    return request.t_session if planned.t_capture is None else planned.t_capture
 
 
 def smooth_anchors(people: PeopleTracks, noise_std: np.ndarray, config: ProcessConfig,

@@ -5,6 +5,11 @@ wrist is placed on the viewing ray (through WiLoR's wrist keypoint) at the depth
 Kinect's hand joints (wrist, knuckles, fingertip, thumb tip; weighted least squares along the ray,
 each Kinect joint matched to the observed hand keypoint it corresponds to). WiLoR's own depth (from
 its fixed 5000 px focal length) is never used.
+
+The viewing ray starts where the 360 camera saw the hand from: with the camera's optics
+(``geometry.pano_optics``), the optical centre of the lens that shows the wrist keypoint's direction
+in the stitched frame (``PanoOptics.rays``); without them, the camera's origin. The Kinect joints
+given are those predicted at the time the hand was captured (its rows' time under a rolling shutter).
 """
 
 from __future__ import annotations
@@ -14,12 +19,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from omnimocap.data.skeletons import HAND21_INDEX, KINECT_HAND_JOINT_TO_HAND21
+from omnimocap.geometry.pano_optics import PanoOptics
 from omnimocap.hands.estimator import HandObservation, ViewRequest
 
 
 @dataclass
 class LiftedHand:
-    """One hand in the world frame (y up, metres) at the time of its panorama frame."""
+    """One hand in the world frame (y up, metres) at the time it was captured."""
 
     wrist: np.ndarray  # (3,)
     joints: np.ndarray  # (21, 3) OpenPose hand order
@@ -29,27 +35,32 @@ class LiftedHand:
     lateral_offset: float  # distance of the Kinect wrist from the viewing ray, metres
     confidence: float
     ray: np.ndarray  # (3,) unit viewing ray through the wrist, world
-    depth: float  # distance of the wrist from the 360 camera along ``ray``, metres
+    depth: float  # distance of the wrist from the ray's origin (the lens's centre) along ``ray``, metres
 
 
 def lift_observation(obs: HandObservation, request: ViewRequest, T_world_pano: np.ndarray,
                      kinect_wrist_world: np.ndarray,
                      kinect_hand_world: dict[str, np.ndarray] | None = None,
-                     weights: dict[str, float] | None = None) -> LiftedHand:
+                     weights: dict[str, float] | None = None, optics: PanoOptics | None = None) -> LiftedHand:
     """Place ``obs`` (seen in ``request``'s view) in the world.
 
     Args:
         T_world_pano: (4, 4) pose of the 360 camera in the world.
-        kinect_wrist_world: (3,) the Kinect wrist predicted at the panorama frame's time, world.
+        kinect_wrist_world: (3,) the Kinect wrist predicted at the time the hand was captured, world.
         kinect_hand_world: optional Kinect hand joints at that time, by the names of
             ``data.skeletons.KINECT_HAND_JOINT_TO_HAND21`` (world; NaN when missing); without it the
             depth comes from the wrist alone.
         weights: weight of each of those joints in the depth fit (default 1 for all).
+        optics: the 360 camera's lenses (360 camera frame); the ray starts at the centre of the lens
+            that shows the wrist. None, or a zero baseline: at the camera's origin.
     """
     R_world_view = T_world_pano[:3, :3] @ request.R_pano_view
     origin = T_world_pano[:3, 3]
     bearing_view = request.camera.unproject(obs.keypoints_2d[0])
     ray = R_world_view @ bearing_view
+    if optics is not None and optics.baseline_m > 0.0:
+        lens_centre, _ = optics.rays(request.R_pano_view @ bearing_view)
+        origin = origin + T_world_pano[:3, :3] @ lens_centre
     offsets = (R_world_view @ (obs.keypoints_3d - obs.keypoints_3d[0]).T).T  # hand joints from the wrist
     points = dict(kinect_hand_world or {})
     points["wrist"] = kinect_wrist_world

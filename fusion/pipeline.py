@@ -49,7 +49,7 @@ from omnimocap.geometry.resample import interpolate_positions, interpolate_rotat
 from omnimocap.fusion.results_folder import check_output_path, results_lock, write_results_folder
 from omnimocap.fusion.frame_stage import (  # noqa: F401  (VIEW_*: names of the pipeline's results)
     VIEW_GATED, VIEW_NO_HAND, VIEW_OBSERVED, VIEW_RELABELLED, VIEW_SIDE_MISMATCH, HandStage, ObservedView,
-    hand_centre_velocity, joint_depth_std, predicted_hands, smooth_anchors,
+    PanoModelConfig, hand_centre_velocity, joint_depth_std, predicted_hands, smooth_anchors,
 )
 from omnimocap.hands.estimator import HandEstimator
 
@@ -80,6 +80,9 @@ class ProcessConfig:
     """Field of view = margin x the predicted hand's angular extent."""
     hand_radius_m: float = 0.13
     """Radius of the sphere around the predicted hand centre that the view must contain, metres."""
+    camera_model: PanoModelConfig = field(default_factory=PanoModelConfig)
+    """Which of the 360 camera's optics (the rig's ``pano_optics``: lens centres, rolling shutter,
+    seam) and native resolution the hand views and lifting model (``fusion.frame_stage``)."""
     batch_frames: int = 16
     """Panorama frames whose views go through the hand backend as one batch."""
     depth_weights: dict[str, float] = field(default_factory=lambda: {"wrist": 1.0, "hand": 1.0, "handtip": 0.5, "thumb": 0.5})
@@ -350,7 +353,7 @@ class WindowResult:
     transl: np.ndarray  # (P, n, 3)
     betas: np.ndarray  # (P, B)
     status: np.ndarray  # (P, n, 2) hand integration status
-    views: dict  # per planned view: frame_index (global), person, side, t_session, R_pano_view, fx, size, outcome
+    views: dict  # per planned view: frame_index (global), person, side, t_session, R_pano_view, fx, size, outcome, t_capture
     depth_shifts: np.ndarray  # (V,) per view that used the depth cue: pano frame index and shift (metres), (V, 2)
     depth_not_measured: np.ndarray  # (W,) pano frame index of each lifted hand the depth maps did not measure
     kinects_with_depth: int
@@ -407,6 +410,7 @@ class WindowObservations:
     became of every planned view (rows of ``WindowResult.views``)."""
 
     valid: np.ndarray  # (P, F_pano, 2)
+    t_capture: np.ndarray  # (P, F_pano, 2) session time each hand was captured (its frame's where none), s
     joints: np.ndarray  # (P, F_pano, 2, 21, 3)
     R: np.ndarray  # (P, F_pano, 2, 3, 3)
     pose: np.ndarray  # (P, F_pano, 2, 15, 3, 3)
@@ -420,8 +424,10 @@ class WindowObservations:
     depth_notes: list = field(default_factory=list)  # depth recordings that could not be used
 
     @classmethod
-    def empty(cls, P: int, F_pano: int, pano_first: int) -> "WindowObservations":
-        return cls(np.zeros((P, F_pano, 2), dtype=bool), np.full((P, F_pano, 2, 21, 3), np.nan),
+    def empty(cls, P: int, F_pano: int, pano_first: int, t_pano: np.ndarray) -> "WindowObservations":
+        """No hands yet in the ``F_pano`` frames from ``pano_first``, taken at ``t_pano`` (F_pano,)."""
+        t_capture = np.broadcast_to(np.asarray(t_pano, dtype=np.float64)[None, :, None], (P, F_pano, 2)).copy()
+        return cls(np.zeros((P, F_pano, 2), dtype=bool), t_capture, np.full((P, F_pano, 2, 21, 3), np.nan),
                    np.broadcast_to(np.eye(3), (P, F_pano, 2, 3, 3)).copy(),
                    np.broadcast_to(np.eye(3), (P, F_pano, 2, 15, 3, 3)).copy(), np.zeros((P, F_pano, 2, 10)), pano_first)
 
@@ -430,7 +436,7 @@ class WindowObservations:
         for ov in views:
             pv = ov.planned
             self.rows.append((ov.request.frame_index, pv.person, pv.side, ov.request.t_session, pv.view.R_pano_view,
-                              pv.view.camera.fx, pv.view.size, ov.outcome))
+                              pv.view.camera.fx, pv.view.size, ov.outcome, ov.t_capture))
             if ov.depth_tried:
                 if ov.depth_shift_m is None:
                     self.depth_not_measured.append(ov.request.frame_index)
@@ -440,6 +446,7 @@ class WindowObservations:
                 continue
             at = (pv.person, pv.k, pv.side)
             self.valid[at] = True
+            self.t_capture[at] = ov.t_capture
             self.joints[at], self.R[at] = ov.lifted.joints, ov.lifted.R_world
             self.pose[at], self.betas[at] = ov.lifted.hand_pose, ov.lifted.betas
 
@@ -460,6 +467,7 @@ class WindowObservations:
             "fx": np.array([r[5] for r in rows], dtype=np.float64),
             "size": np.array([r[6] for r in rows], dtype=np.int64),
             "outcome": np.array([r[7] for r in rows], dtype=np.int64),
+            "t_capture": np.array([r[8] for r in rows], dtype=np.float64),
         }
 
 
@@ -474,11 +482,12 @@ def observe_window(session: Session, rig: Rig, inputs: SessionInputs, config: Pr
     depth_frames, depth_notes = load_depth_frames(session, rig) if config.depth_cue else ([], [])
     pano_entry = session.pano()
     stage = HandStage(config, estimator or make_estimator(config, session), rig.pose("pano"),
-                      EquirectCamera(int(pano_entry.width or 0), int(pano_entry.height or 0)), depth_frames)
+                      EquirectCamera(int(pano_entry.width or 0), int(pano_entry.height or 0)), depth_frames,
+                      rig.pano_optics)
     pred = predicted_hands(anchors, t_pano)
     velocity = hand_centre_velocity(anchors, t_pano, config.depth.arm_anchor) if depth_frames else None
     P, F_pano = len(anchors.person_ids), len(t_pano)
-    observed = WindowObservations.empty(P, F_pano, pano_first)
+    observed = WindowObservations.empty(P, F_pano, pano_first, t_pano)
     observed.kinects_with_depth, observed.depth_notes = len(depth_frames), depth_notes
     frame_iter = _pano_frames(session, session.pano(), stage.needs_images or want_preview, pano_first, pano_first + F_pano)
     bar = tqdm(total=F_pano, desc="hands", unit="frame", disable=not progress, file=sys.stderr)
@@ -496,7 +505,7 @@ def observe_window(session: Session, rig: Rig, inputs: SessionInputs, config: Pr
                     break
                 frames[item[0] - pano_first] = item[1]
         views = stage.run(pred, t_pano, range(start, stop), anchors.person_ids, pano_first, inputs.joint_depth_std, velocity,
-                          frames=frames, render=preview_open)
+                          frames=frames, render=preview_open, anchors=anchors)
         observed.add(views)
         if preview_open:
             observed.add_preview(views)
@@ -520,9 +529,18 @@ class OutputHands:
 
 def _hands_at_output_times(observed: WindowObservations, t_pano: np.ndarray, t_out: np.ndarray,
                            config: ProcessConfig) -> OutputHands:
-    """Stage 5: the lifted hands resampled from the panorama frame times to ``t_out`` (positions by
-    cubic Hermite, rotations by slerp, across gaps up to ``max_hand_gap_s``), then smoothed."""
+    """Stage 5: the lifted hands resampled from the times they were captured (``observed.t_capture``;
+    ``t_pano`` (F_pano,) the frames' timestamps) to ``t_out`` (positions by cubic Hermite, rotations
+    by slerp, across gaps up to ``max_hand_gap_s``), then smoothed."""
     P, F = observed.valid.shape[0], len(t_out)
+    # A rolling shutter moves each capture time off its frame's timestamp by up to its readout. The
+    # hands are interpolated between the times they were captured, but which output times are served
+    # is decided on the frames' timestamps, as without a rolling shutter: the rows a hand happened to
+    # be on decide neither whether a gap of missed frames is bridged nor whether an output time
+    # between a track's last capture and its last frame's timestamp is served (extrapolated there).
+    offsets = (observed.t_capture - np.asarray(t_pano, dtype=np.float64)[None, :, None])[observed.valid]
+    shift = float(np.max(np.abs(offsets))) if len(offsets) else 0.0
+    max_gap = config.max_hand_gap_s + 2.0 * shift
     hand_joints = np.full((P, F, 2, 21, 3), np.nan)
     hand_R = np.broadcast_to(np.eye(3), (P, F, 2, 3, 3)).copy()
     hand_pose = np.broadcast_to(np.eye(3), (P, F, 2, 15, 3, 3)).copy()
@@ -533,10 +551,15 @@ def _hands_at_output_times(observed: WindowObservations, t_pano: np.ndarray, t_o
             if not np.any(v):
                 continue
             # bracket over observed frames only, so a single missed frame is bridged
-            hand_joints[p, :, s] = interpolate_positions(t_pano[v], observed.joints[p, v, s], t_out,
-                                                         max_gap=config.max_hand_gap_s)
+            t_seen = observed.t_capture[p, :, s]
+            hand_joints[p, :, s] = interpolate_positions(t_seen[v], observed.joints[p, v, s], t_out, max_gap=max_gap,
+                                                         max_extrapolate=shift)
             rots = np.concatenate([observed.R[p, :, s][:, None], observed.pose[p, :, s]], axis=1)
-            R_out, ok = interpolate_rotations(t_pano, rots, v, t_out, max_gap=config.max_hand_gap_s)
+            t_rot = np.clip(t_out, t_seen[v][0], t_seen[v][-1]) if shift > 0.0 else t_out
+            R_out, ok = interpolate_rotations(t_seen, rots, v, t_rot, max_gap=max_gap)
+            if shift > 0.0:
+                ok &= np.isfinite(interpolate_positions(t_pano[v], np.zeros((int(v.sum()), 1)), t_out,
+                                                        max_gap=config.max_hand_gap_s))[:, 0]
             ok &= np.all(np.isfinite(hand_joints[p, :, s]), axis=(-1, -2))
             hand_valid[p, :, s] = ok
             hand_R[p, ok, s] = R_out[ok, 0]
@@ -648,7 +671,7 @@ def write_results(work: Path, session: Session, rig: Rig, inputs: SessionInputs,
         v = result.views
         np.savez_compressed(
             work / "views.npz", frame_index=v["frame_index"], person=v["person"], side=v["side"],
-            t_session=v["t_session"], R_pano_view=v["R_pano_view"], fx=v["fx"], size=v["size"],
+            t_session=v["t_session"], t_capture=v["t_capture"], R_pano_view=v["R_pano_view"], fx=v["fx"], size=v["size"],
             pano_frame_t_session=inputs.t_pano_session)
     smplx_files = []
     for p in range(P):

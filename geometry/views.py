@@ -85,23 +85,27 @@ def tiling_views(fov_deg: float, size: int, pitches_deg: Sequence[float], yaw_st
 
 
 def plan_view(points_pano: np.ndarray, size: int = 256, margin: float = 1.3, min_fov_deg: float = 10.0,
-              max_fov_deg: float = 120.0, center_pano: np.ndarray | None = None) -> WristView:
+              max_fov_deg: float = 120.0, center_pano: np.ndarray | None = None,
+              max_focal_px: float | None = None) -> WristView:
     """Plan the view of one hand from its points (N,3) in the panorama frame (metres; any
     directions work too, only their bearings matter). See ``plan_views``."""
     points = np.asarray(points_pano, dtype=np.float64)[None]
     center = None if center_pano is None else np.asarray(center_pano, dtype=np.float64)[None]
-    return plan_views(points, size, margin, min_fov_deg, max_fov_deg, center)[0]
+    return plan_views(points, size, margin, min_fov_deg, max_fov_deg, center, max_focal_px)[0]
 
 
 def plan_views(points_pano: np.ndarray, size: int = 256, margin: float = 1.3, min_fov_deg: float = 10.0,
-               max_fov_deg: float = 120.0, center_pano: np.ndarray | None = None) -> list[WristView]:
+               max_fov_deg: float = 120.0, center_pano: np.ndarray | None = None,
+               max_focal_px: float | None = None) -> list[WristView]:
     """Plan V views at once from points (V,N,3) in the panorama frame; NaN points are ignored.
 
     Each view looks at its ``center_pano`` (V,3), by default the mean of its points, with the
     panorama's up as up. Its half field of view is ``margin`` times the largest angle, about the view
     axis, of any point's horizontal or vertical offset, clamped to [min_fov_deg/2, max_fov_deg/2].
     Because tan(m a) >= m tan(a) for m >= 1, every point then lies within the central 1/margin of the
-    view (pixel centres 0..size-1) unless the clamp at ``max_fov_deg`` bites.
+    view (pixel centres 0..size-1) unless the clamp at ``max_fov_deg`` bites. ``max_focal_px``: the
+    largest focal length (pixels per radian at the view's centre) a view may have; views that would
+    be narrower are widened to it (the points then lie further inside).
     """
     points = np.asarray(points_pano, dtype=np.float64)
     if points.ndim != 3 or points.shape[-1] != 3:
@@ -123,7 +127,10 @@ def plan_views(points_pano: np.ndarray, size: int = 256, margin: float = 1.3, mi
     # degrees and the field of view saturates instead of wrapping.
     angle = np.maximum(np.arctan2(np.abs(d_view[..., 0]), d_view[..., 2]),
                        np.arctan2(np.abs(d_view[..., 1]), d_view[..., 2]))
-    half = np.clip(margin * angle.max(axis=1), np.radians(min_fov_deg) / 2, np.radians(max_fov_deg) / 2)
+    lowest = np.radians(min_fov_deg) / 2
+    if max_focal_px is not None:
+        lowest = max(lowest, float(np.arctan((size - 1) / (2.0 * max_focal_px))))
+    half = np.clip(margin * angle.max(axis=1), lowest, np.radians(max_fov_deg) / 2)
     return [WristView(R[i], square_camera(size, float(np.degrees(2 * half[i])))) for i in range(len(R))]
 
 
