@@ -93,7 +93,7 @@ class LivePreview:
     def rig(self, rig: Rig) -> None:
         self._rig = rig
         pose = rig.T_world_sensor.get("pano", np.eye(4))
-        self.stage = HandStage(self.config, self._estimator, pose, self.pano_cam)
+        self.stage = HandStage(self.config, self._estimator, pose, self.pano_cam, optics=rig.pano_optics)
 
     @property
     def estimator(self) -> HandEstimator | None:
@@ -123,7 +123,7 @@ class LivePreview:
         joint_std = joint_depth_std(people, cfg.joint_depth_floor_m, cfg.depth.arm_anchor, cfg.depth.wrist_floor_m)
         index = frame.index if frame_index is None else frame_index
         views = self.stage.run(pred, t, [0], people.person_ids, index, joint_std, velocity,
-                               frames={0: frame.image}, render=render, estimate=render)
+                               frames={0: frame.image}, render=render, estimate=render, anchors=anchors)
         result = self._result(released, t_session, views, pred, people.person_ids, render)
         result.anchors = anchors
         return result
