@@ -397,6 +397,10 @@ def calibrate_board_sequence(spec: BoardSpec, color_detections: list[BoardDetect
     fit = least_squares(residuals, np.zeros(n + int(solve_baseline)), loss="soft_l1", f_scale=np.radians(0.1),
                         diff_step=1e-6)
     T_color_pano, boards, lens = unpack(fit.x)
+    if lens.baseline_m < 0.0:  # no lens pair sits back to front: the data say the lenses share a centre
+        solve_baseline, optics = False, replace(optics, baseline_m=0.0)
+        fit = least_squares(residuals, np.zeros(n), loss="soft_l1", f_scale=np.radians(0.1), diff_step=1e-6)
+        T_color_pano, boards, lens = unpack(fit.x)
     T_pano_color = invert_pose(T_color_pano)
     ang_c = np.concatenate([_angles_deg(Tb, Xc, fc) for Tb, (Xc, fc, _, _) in zip(boards, obs)])
     ang_p = np.concatenate([np.degrees(np.arcsin(np.clip(np.linalg.norm(

@@ -5,7 +5,10 @@ The reference (first) Kinect's colour frames are read from its recording; the ru
 the board holds still are found, the board is detected in the 360 frame nearest the middle of each
 run (matched through the rig's time maps), the board poses and the 360 camera are solved jointly
 (calibration/board.py), and the result is composed with the Kinect's factory colour-to-depth
-extrinsics into the 360 camera's world pose. When the Kinects' poses are estimated, every other
+extrinsics into the 360 camera's world pose. The 360 camera's bearings are seen from each lens's
+centre (the rig's ``pano_optics``), and its lens baseline is solved when the board was seen on both
+sides of the seam (``BoardConfig.estimate_baseline``); the rolling-shutter readout is kept from the
+rig, since a still board cannot show it. When the Kinects' poses are estimated, every other
 Kinect whose colour camera saw the board in enough of those still runs is placed from it too.
 
 Poses ``T_a_b`` map frame-b points into frame a (metres); times in seconds.
@@ -44,9 +47,11 @@ def calibrate_board(session: Session, previous: Rig, kinect_rig: Rig, config: Bo
     pairs = _pano_frames_in_runs(times, runs, previous.time_map(entry.name), pano_map.to_session(stamps.t_pano))
     pano_dets = _pano_detections(session, spec, [j for _, j in pairs])
     cal = calibrate_board_sequence(spec, [dets[i] for i, _ in pairs], [pano_dets[j] for _, j in pairs],
-                                   kinect_cal.T_depth_color)
+                                   kinect_cal.T_depth_color, optics=previous.pano_optics,
+                                   estimate_baseline=config.estimate_baseline)
     used = [pairs[k] for k in cal.frames_used]
-    rig = Rig(dict(kinect_rig.T_world_sensor), dict(previous.time_maps), method="board", is_truth=False)
+    rig = Rig(dict(kinect_rig.T_world_sensor), dict(previous.time_maps), method="board", is_truth=False,
+              pano_optics=cal.optics)
     rig.T_world_sensor["pano"] = kinect_rig.pose(entry.name) @ cal.T_depth_pano
     rig.time_maps["pano"] = pano_map
     rig.residuals = {**kinect_rig.residuals, "pano": cal.to_json()}
@@ -65,7 +70,8 @@ def calibrate_board(session: Session, previous: Rig, kinect_rig: Rig, config: Bo
     if kinects_from_board:
         rig.inputs["kinect_poses_from_board"] = kinects_from_board
     return rig, {"method": "board", "poses_used": len(used), "kinect_rms_deg": cal.kinect_rms_deg,
-                 "pano_rms_deg": cal.pano_rms_deg}
+                 "pano_rms_deg": cal.pano_rms_deg, "lens_baseline_mm": cal.optics.baseline_m * 1e3,
+                 "lens_baseline_from": "board" if cal.baseline_estimated else "rig"}
 
 
 def _reference_still_runs(session: Session, spec: BoardSpec, config: BoardConfig

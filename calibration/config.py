@@ -111,6 +111,9 @@ class BoardConfig:
     """Fewest board corners a detection needs."""
     min_kinect_poses: int = 2
     """Still runs a non-reference Kinect must share with the reference before the board places it."""
+    estimate_baseline: bool = True
+    """Solve the 360 camera's lens baseline too when the board was seen on both sides of its seam
+    (else the rig's value is kept)."""
 
 
 @dataclass

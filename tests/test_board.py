@@ -175,3 +175,14 @@ def test_board_baseline_is_kept_when_one_lens_saw_the_board():
     cal = calibrate_board_sequence(spec, [colour[i] for i in front], [pano[i] for i in front], np.eye(4),
                                    optics=PanoOptics(baseline_m=0.025), estimate_baseline=True)
     assert not cal.baseline_estimated and cal.optics.baseline_m == 0.025
+
+
+def test_board_baseline_of_a_single_viewpoint_camera_is_never_negative():
+    from omnimocap.geometry.pano_optics import PanoOptics
+    from omnimocap.geometry.transforms import relative_angle_deg
+
+    for seed in range(4):
+        spec, colour, pano, T_color_pano = _two_lens_sequence(PanoOptics(), seed=seed)
+        cal = calibrate_board_sequence(spec, colour, pano, np.eye(4), optics=PanoOptics(), estimate_baseline=True)
+        assert 0.0 <= cal.optics.baseline_m < 0.003
+        assert relative_angle_deg(cal.T_color_pano[:3, :3], T_color_pano[:3, :3]) < 0.05
