@@ -186,7 +186,7 @@ class FieldPanoRenderer:
         at = {(j, k): interpolate(people.offsets_s, points, captured[k] + e)
               for j, e in enumerate(self.exposure_offsets) for k in LENSES}
         board_poses = self._board_poses(board, t_frame)
-        r0, r1, c0, c1 = self._window([(k, pts[:n_joints]) for (j, k), pts in at.items()], bool(board_poses))
+        r0, r1, c0, c1 = self._window([(k, pts) for (j, k), pts in at.items()], bool(board_poses))
         frame = self.background.copy()
         if r1 > r0 and c1 > c0:
             frame[r0:r1, c0:c1] = self._render_window(people, at, n_joints, board, board_poses, (r0, r1, c0, c1))
@@ -231,8 +231,9 @@ class FieldPanoRenderer:
                 canvases[k] = img
             out = canvases[BACK] if shows[BACK] else canvases[FRONT]
             if shows[BACK] and shows[FRONT]:
+                lens_band = [canvases[k][band] for k in LENSES]
                 out[:, f0:f1] = canvases[FRONT][:, f0:f1]
-                self._blend_band(out, band, [canvases[k][band] for k in LENSES], band_w)
+                self._blend_band(out, band, lens_band, band_w)
             total = out.astype(np.uint16) if total is None else total + out
         n = len(self.exposure_offsets)
         return total.astype(np.uint8) if n == 1 else ((total + n // 2) // n).astype(np.uint8)
