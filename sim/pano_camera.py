@@ -43,9 +43,10 @@ if TYPE_CHECKING:
 # Times at which the people are sampled across the readout and exposure of a frame. Three keep a
 # hand's path within a millimetre of its true one over 35 ms (it curves little in that time).
 SHUTTER_SAMPLES = 3
-# Sub-exposures averaged into a frame: the blur of a hand at 2 m/s over 10 ms (2 cm) drawn as
-# 4 copies 5 mm apart, below a pixel at 3840 px beyond 1.2 m (benchmarks/bench_sim_camera.py).
-BLUR_SAMPLES = 4
+# Sub-exposures averaged into a frame: the blur of a hand at 2 m/s over 10 ms (2 cm) is drawn as
+# 3 copies 6.7 mm apart (4 px at 1 m at 3840 px), which overlap into one smear for a hand or a
+# finger; every copy costs a rasterisation of the people (benchmarks/bench_sim_camera.py).
+BLUR_SAMPLES = 3
 LENSES = (FRONT, BACK)
 # How far from a joint or hand vertex the people's drawing reaches, metres (the widest capsule is
 # 0.14 m, the head sphere 0.1 m around a centre 0.073 m from its joint).
