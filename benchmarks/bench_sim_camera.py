@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from omnimocap.sim.pano_camera import BLUR_SAMPLES, SHUTTER_SAMPLES
 from omnimocap.sim.simulate import SimConfig, simulate_session
 
 OUT = Path(__file__).resolve().parent / "results" / "sim_camera.json"
@@ -58,11 +59,14 @@ def main() -> None:
         for row in rows.values():
             row["ratio_to_ideal_1920"] = round(row["wall_s"] / ref, 2)
         result = {"seconds": args.seconds, "people": 2, "kinects": 2, "kinect_video": False, "variants": rows,
-                  "configs": VARIANTS, "cpu_count": os.cpu_count(), "load_avg_at_end": os.getloadavg(),
+                  "configs": VARIANTS, "blur_samples": BLUR_SAMPLES, "shutter_samples": SHUTTER_SAMPLES,
+                  "cpu_count": os.cpu_count(), "load_avg_at_end": os.getloadavg(),
                   "platform": platform.platform()}
+        OUT.write_text(json.dumps(result, indent=2) + "\n")
         if args.full_seconds > 0:
             result["full_field_session"] = {"seconds": args.full_seconds, "kinect_video": True,
                                             **timed_session(work / "full", args.full_seconds, True)}
+            result["load_avg_at_end"] = os.getloadavg()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")

@@ -20,6 +20,9 @@ read it through :func:`open_truth`. Nothing else names a file in it. The files (
 - :data:`REALISM_FILE` (``realism.json``): the realism level and what it injected (the body
   tracking's errors; the 360 camera's optics under ``camera``, :class:`~omnimocap.geometry.pano_optics.PanoOptics`).
 
+:func:`pano_pixel_times` (and :meth:`Truth.pano_pixel_times`) gives the exact capture time of any
+pixel of a 360 frame: the frame's true session time plus the optics' offset of that pixel's row.
+
 :func:`kinect_joints_from_truth` is the model by which the simulated body tracking turns the true
 joints into k4abt's 32 joints; the simulator and the observers that compare with k4abt use it.
 """

@@ -11,7 +11,11 @@ Sensors (world frame: y up, metres, floor y = 0):
 - the 360 camera about 1.0-1.2 m high, roughly level (small random tilt), OpenCV axes, facing the
   people; its own clock ``t_pano = (t_session - b) / a`` with a rate error of a few hundred ppm;
   frames at a nominal 30 fps on that clock with ~1 ms capture jitter (stamped exactly); host
-  arrival times carry 60-100 ms latency and ~5 ms jitter.
+  arrival times carry 60-100 ms latency and ~5 ms jitter. Its optics (``pano_*`` fields, defaults
+  per realism level in :data:`PANO_DEFAULTS`): in ``ideal`` one viewpoint and a global shutter at
+  1920 px, constant-quality H.264; in ``field`` two lenses 30 mm apart, a 25 ms rolling shutter and
+  a 1/100 s exposure at 3840 px (sim/pano_camera.py), at a camera's bitrate. ``truth/realism.json``
+  states them under ``camera`` with the rule that gives each pixel's capture time.
 - K Kinects (the first is the master) 2-3 m from the people, 1.0-1.5 m high, their depth cameras
   (whose pose is ``T_world_kinect``) tilted ~6 deg down. Wired sync: every device captures at the
   master's frame times plus 160 us per device; each stamps on its own device clock (offset 0.5-1 s
