@@ -123,7 +123,7 @@ class FieldPanoRenderer:
         # Each lens's room where the stitched frame shows it (its half and the band), then stitched.
         self._band_background = []
         background = np.empty(rays.shape[:2] + (3,), np.uint8)
-        for k, T, shown in ((FRONT, self.T_world_lens[FRONT], w_front > 0.0), (BACK, self.T_world_lens[BACK], w_front < 1.0)):
+        for T, shown in ((self.T_world_lens[FRONT], w_front > 0.0), (self.T_world_lens[BACK], w_front < 1.0)):
             background[shown] = render_background(self.camera, T, room, rays[shown])
             self._band_background.append(background[self._band].copy())
         self.background = background
