@@ -7,8 +7,9 @@ through WiLoR's output contract, with noise). By default the simulated Kinects m
 drop-outs) and the 360 camera has two lenses, a rolling shutter and motion blur, so the numbers are
 those of a realistic capture; ``--realism ideal`` measures the geometry of the pipeline alone: sync,
 calibration, views, lifting, fitting and export. The demo's panorama is 1920 px wide at both levels
-(``--pano-width``): a field session's own 3840 px makes the 360 camera's simulation about five times
-slower (benchmarks/results/sim_camera.json).
+(``--pano-width``): a field session's own 3840 px makes the simulation 2.7 times slower than 1920 px
+does (benchmarks/results/sim_camera.json, without the Kinect recordings), and every later step
+decodes four times the pixels.
 """
 
 from __future__ import annotations
