@@ -4,8 +4,12 @@ Runs on a fresh machine with no hardware and no downloaded models: the session c
 simulated rig and the hands from the simulated observer (an instrument that returns the true hand
 through WiLoR's output contract, with noise). By default the simulated Kinects make k4abt's errors
 (``--realism field``: joint-definition bias, noisy hands, mirrored bodies, new and swapped ids,
-drop-outs), so the numbers are those of a realistic capture; ``--realism ideal`` measures the
-geometry of the pipeline alone: sync, calibration, views, lifting, fitting and export.
+drop-outs) and the 360 camera has two lenses, a rolling shutter and motion blur, so the numbers are
+those of a realistic capture; ``--realism ideal`` measures the geometry of the pipeline alone: sync,
+calibration, views, lifting, fitting and export. The demo's panorama is 1920 px wide at both levels
+(``--pano-width``): a field session's own 3840 px makes the simulation 2.7 times slower than 1920 px
+does (benchmarks/results/sim_camera.json, without the Kinect recordings), and every later step
+decodes four times the pixels.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from pathlib import Path
 
 from omnimocap.apps.options import add_overwrite
 
+DEMO_PANO_WIDTH = 1920
+
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="simulate, process and evaluate a short session (no hardware needed)",
@@ -26,6 +32,8 @@ def register(sub) -> None:
     p.add_argument("--seconds", type=float, default=15.0, help="length of the simulated session (default: 15)")
     p.add_argument("--people", type=int, default=2, help="people in the scene, 1 to 3 (default: 2)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--pano-width", type=int, default=DEMO_PANO_WIDTH,
+                   help=f"width of the simulated panorama, pixels (default: {DEMO_PANO_WIDTH})")
     p.add_argument("--realism", choices=("field", "ideal"), default="field",
                    help="field (default): the Kinects make k4abt's errors; ideal: none of them")
     add_overwrite(p)
@@ -47,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"[1/4] simulating {args.seconds:g} s with {args.people} people ({args.realism} realism) -> {session_dir}",
           file=sys.stderr)
     simulate_session(session_dir, SimConfig(seconds=args.seconds, people=args.people, seed=args.seed,
-                                            realism=args.realism, overwrite=True))
+                                            realism=args.realism, pano_width=args.pano_width, overwrite=True))
     steps = _calibrate(session_dir)
     print(f"[3/4] processing -> {result_dir}", file=sys.stderr)
     config = ProcessConfig(hands="sim", hand_noise_mm=5.0, hand_noise_deg=3.0, hand_dropout=0.1, seed=args.seed)

@@ -12,8 +12,10 @@ from omnimocap.errors import InputError
 
 CONFIG = "omnimocap.sim.simulate:SimConfig"
 # The SimConfig fields that are options of ``simulate`` (``--flash`` takes a list, below).
-OPTIONS = ("seconds", "people", "kinects", "seed", "pano_width", "kinect_noise_mm", "kinect_video", "board",
-           "kinect_model", "realism", "overwrite")
+OPTIONS = ("seconds", "people", "kinects", "seed", "pano_width", "pano_baseline_mm", "pano_readout_ms",
+           "pano_exposure_ms", "kinect_noise_mm", "kinect_video", "board", "kinect_model", "realism", "overwrite")
+# The smallest value each 360 camera option takes (pixels, millimetres, milliseconds).
+PANO_LOWEST = {"pano_width": 64, "pano_baseline_mm": 0, "pano_readout_ms": 0, "pano_exposure_ms": 0}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,8 +64,7 @@ def _checked_args(args: argparse.Namespace) -> tuple[float, ...]:
         raise InputError(f"--seconds {args.seconds:g} is too short", fix="simulate more than 0.2 s")
     if not math.isfinite(args.kinect_noise_mm):
         raise InputError(f"--kinect-noise-mm {args.kinect_noise_mm} is not a number", fix="give millimetres, e.g. 15")
-    if args.pano_width < 64:
-        raise InputError(f"--pano-width {args.pano_width} is too small", fix="use at least 64 pixels")
+    _check_pano(args)
     if args.kinect_noise_mm < 0:
         raise InputError("--kinect-noise-mm must not be negative", fix="pass 0 for exact joints")
     if not all(math.isfinite(t) for t in args.flash):
@@ -78,3 +79,11 @@ def _checked_args(args: argparse.Namespace) -> tuple[float, ...]:
     if args.board and not args.kinect_video:
         raise InputError("--board needs the Kinect recordings", fix="drop --no-kinect-video")
     return flashes
+
+
+def _check_pano(args: argparse.Namespace) -> None:
+    """One InputError line for a 360 camera option below its smallest value (None: the level's default)."""
+    for name, lowest in PANO_LOWEST.items():
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value >= lowest):
+            raise InputError(f"--{name.replace('_', '-')} {value:g} is out of range", fix=f"give {lowest} or more")

@@ -76,10 +76,12 @@ LIVE_ENCODER_OPTIONS = {"tune": "zerolatency"}
 
 class PanoWriter:
     """Writes equirect frames (BGR uint8) to an MKV with pts on the camera clock, plus the CSV.
-    ``live=True`` keeps the file on disk within about half a second of the last frame written."""
+    ``live=True`` keeps the file on disk within about half a second of the last frame written.
+    The H.264 quality is constant (``crf``) unless ``bitrate`` (bits per second) caps the stream
+    as a camera's encoder does (average ``bitrate``, at most ``bitrate`` over any second)."""
 
     def __init__(self, video_path: str | Path, timestamps_path: str | Path, width: int, height: int,
-                 fps: float = 30.0, crf: int = 20, live: bool = False):
+                 fps: float = 30.0, crf: int = 20, live: bool = False, bitrate: int | None = None):
         import av
 
         self.width, self.height = width, height
@@ -90,7 +92,10 @@ class PanoWriter:
         self._stream.pix_fmt = "yuv420p"
         self._stream.time_base = TIME_BASE
         # No B-frames: packets leave in capture order, so a cut-off file keeps every frame it lists.
-        self._stream.options = {"crf": str(crf), "preset": "ultrafast", "bf": "0", "g": str(int(fps)),
+        rate = {"crf": str(crf)} if bitrate is None else {"maxrate": str(int(bitrate)), "bufsize": str(int(bitrate))}
+        if bitrate is not None:
+            self._stream.bit_rate = int(bitrate)
+        self._stream.options = {**rate, "preset": "ultrafast", "bf": "0", "g": str(int(fps)),
                                 **(LIVE_ENCODER_OPTIONS if live else {})}
         self._csv_file = open(timestamps_path, "w", newline="")
         self._csv = csv.writer(self._csv_file)

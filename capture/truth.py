@@ -20,6 +20,9 @@ read it through :func:`open_truth`. Nothing else names a file in it. The files (
 - :data:`REALISM_FILE` (``realism.json``): the realism level and what it injected (the body
   tracking's errors; the 360 camera's optics under ``camera``, :class:`~omnimocap.geometry.pano_optics.PanoOptics`).
 
+:func:`pano_pixel_times` (and :meth:`Truth.pano_pixel_times`) gives the exact capture time of any
+pixel of a 360 frame: the frame's true session time plus the optics' offset of that pixel's row.
+
 :func:`kinect_joints_from_truth` is the model by which the simulated body tracking turns the true
 joints into k4abt's 32 joints; the simulator and the observers that compare with k4abt use it.
 """
@@ -35,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from omnimocap.capture.rig import Rig
+from omnimocap.geometry.cameras import EquirectCamera
 from omnimocap.geometry.pano_optics import PanoOptics
 from omnimocap.capture.session import RIG, TRUTH_DIR, atomic_write_json, read_json
 from omnimocap.data.skeletons import (
@@ -144,6 +148,13 @@ class Truth:
             return PanoOptics.ideal()
         return PanoOptics.from_dict(self.realism().get("camera"))
 
+    def pano_pixel_times(self, frame: int | np.ndarray, px: np.ndarray, width: int) -> np.ndarray:
+        """Session times (...) in seconds at which the 360 camera captured the pixels ``px`` (...,2)
+        (column, row) of its frames ``frame`` (index or (...) indices) in a panorama ``width``
+        pixels wide: :func:`pano_pixel_times` with the frames' true times and the true optics."""
+        t_frame = self.motion(["pano_frame_t_session"])["pano_frame_t_session"][np.asarray(frame)]
+        return pano_pixel_times(self.pano_optics(), t_frame, px, width)
+
     def _require(self) -> None:
         if not self.dir.is_dir():
             raise _no_truth(self.session_dir)
@@ -165,6 +176,16 @@ def open_truth(session_dir: str | Path, fix: str | None = None) -> Truth:
     if not truth.exists():
         raise _no_truth(Path(session_dir), fix)
     return truth
+
+
+def pano_pixel_times(optics: PanoOptics, t_frame: float | np.ndarray, px: np.ndarray, width: int) -> np.ndarray:
+    """Times (...) at which a 360 camera with ``optics`` captured the pixels ``px`` (...,2) (column,
+    row; pixel centres at integers) of a stitched equirect frame ``width`` x ``width / 2`` whose
+    timestamp is ``t_frame`` (seconds, any clock; broadcast against ``px``'s leading shape): the
+    frame's time plus ``PanoOptics.time_offset_s`` of the pixel's direction, the middle of that
+    pixel's exposure (``optics.exposure_s`` long)."""
+    dirs = EquirectCamera(int(width), int(width) // 2).pixel_to_bearing(np.asarray(px, dtype=np.float64))
+    return np.asarray(t_frame, dtype=np.float64) + optics.time_offset_s(dirs)
 
 
 def kinect_joints_from_truth(smplx_joints: np.ndarray, hand_joints: np.ndarray, R_head: np.ndarray | None = None,

@@ -124,13 +124,15 @@ def room_hits(rays_cam: np.ndarray, T_world_cam: np.ndarray, room: RoomSpec = Ro
     return which, np.take_along_axis(ts, which[..., None], axis=-1)[..., 0]
 
 
-def render_background(camera: EquirectCamera | PinholeCamera, T_world_cam: np.ndarray, room: RoomSpec = RoomSpec()) -> np.ndarray:
-    """(H, W, 3) BGR uint8 image of the empty room seen from a camera at ``T_world_cam``."""
-    rays = camera_rays(camera)
+def render_background(camera: EquirectCamera | PinholeCamera, T_world_cam: np.ndarray, room: RoomSpec = RoomSpec(),
+                      rays: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3) BGR uint8 image of the empty room seen from a camera at ``T_world_cam``; with
+    ``rays`` (...,3) (unit, camera frame) the colours (...,3) along those rays instead."""
+    rays = camera_rays(camera) if rays is None else rays
     which, t = room_hits(rays, T_world_cam, room)
     d = rays @ T_world_cam[:3, :3].T
     p = T_world_cam[:3, 3] + t[..., None] * d
-    img = np.empty(d.shape[:2] + (3,))
+    img = np.empty(d.shape[:-1] + (3,))
     checker = (np.floor(p[..., 0] / 0.5) + np.floor(p[..., 2] / 0.5)) % 2
     floor = np.where(checker[..., None] > 0, [150.0, 150.0, 145.0], [95.0, 95.0, 92.0])
     wall_x = np.where(d[..., 0:1] > 0, [205.0, 190.0, 170.0], [175.0, 200.0, 180.0])  # light blue / green
@@ -146,7 +148,7 @@ def render_background(camera: EquirectCamera | PinholeCamera, T_world_cam: np.nd
 
 def rasterise_people(img: np.ndarray, project: Projection, centre: np.ndarray, hand_faces: dict[str, np.ndarray],
                      joints: np.ndarray, global_R: np.ndarray, hand_vertices: np.ndarray, *,
-                     depth_mm: bool = False) -> np.ndarray:
+                     depth_mm: bool = False, wrap_width: int | None = None) -> np.ndarray:
     """Draw the people into ``img`` (in place, returned) far to near.
 
     Args:
@@ -158,9 +160,11 @@ def rasterise_people(img: np.ndarray, project: Projection, centre: np.ndarray, h
         joints: (P, 55, 3) SMPL-X joints, world.
         global_R: (P, 55, 3, 3) global joint rotations (the head's orients the head sphere).
         hand_vertices: (P, 2, 778, 3) posed MANO meshes (left, right), world.
+        wrap_width: the width of the whole image the projection maps to, when ``img`` is a window
+            of it (primitives wider than half of it are skipped); default ``img``'s width.
     """
     depths, draws = [], []
-    W = img.shape[1]
+    W = img.shape[1] if wrap_width is None else wrap_width
     scale = float(1 << _SUBPIXEL_BITS)
 
     def colour(c, d: float):

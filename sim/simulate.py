@@ -11,7 +11,11 @@ Sensors (world frame: y up, metres, floor y = 0):
 - the 360 camera about 1.0-1.2 m high, roughly level (small random tilt), OpenCV axes, facing the
   people; its own clock ``t_pano = (t_session - b) / a`` with a rate error of a few hundred ppm;
   frames at a nominal 30 fps on that clock with ~1 ms capture jitter (stamped exactly); host
-  arrival times carry 60-100 ms latency and ~5 ms jitter.
+  arrival times carry 60-100 ms latency and ~5 ms jitter. Its optics (``pano_*`` fields, defaults
+  per realism level in :data:`PANO_DEFAULTS`): in ``ideal`` one viewpoint and a global shutter at
+  1920 px, constant-quality H.264; in ``field`` two lenses 30 mm apart, a 25 ms rolling shutter and
+  a 1/100 s exposure at 3840 px (sim/pano_camera.py), at a camera's bitrate. ``truth/realism.json``
+  states them under ``camera`` with the rule that gives each pixel's capture time.
 - K Kinects (the first is the master) 2-3 m from the people, 1.0-1.5 m high, their depth cameras
   (whose pose is ``T_world_kinect``) tilted ~6 deg down. Wired sync: every device captures at the
   master's frame times plus 160 us per device; each stamps on its own device clock (offset 0.5-1 s
@@ -68,6 +72,8 @@ from omnimocap.sim.body_tracking import kinect_tracks
 from omnimocap.sim.k4abt import REALISM_LEVELS, draw_shared_bias, realism_record
 from omnimocap.sim.kinect import IMU_RATE_HZ, KinectRenderer, SimKinect, make_sim_kinect, open_sim_recording
 from omnimocap.sim.motion import PeopleSample, PersonMotion, make_people, sample_people
+from omnimocap.geometry.pano_optics import PanoOptics
+from omnimocap.sim.pano_camera import FieldPanoRenderer, PeopleOverShutter, shutter_offsets
 from omnimocap.sim.render import FLASH_GAIN, FLASH_HOLD_S, FLASH_OFFSET, PanoRenderer, apply_flash, flash_fraction
 
 FPS = 30.0
@@ -81,6 +87,12 @@ HAND_VISIBLE_RANGE_M = (0.3, 2.5)
 TORSO_RADIUS_M = 0.14
 PANO_SERIAL = "sim360"
 RENDER_CHUNK = 15  # frames sampled (with hand meshes) at once
+# Each realism level's 360 camera: equirect width (pixels), lens baseline (mm), readout (ms), exposure (ms).
+PANO_DEFAULTS = {"ideal": {"pano_width": 1920, "pano_baseline_mm": 0.0, "pano_readout_ms": 0.0, "pano_exposure_ms": 0.0},
+                 "field": {"pano_width": 3840, "pano_baseline_mm": 30.0, "pano_readout_ms": 25.0, "pano_exposure_ms": 10.0}}
+# A camera's 4K H.264 stream: 56 Mbit/s at 3840x1920, 30 fps (RICOH THETA V and Z1 4K video); other
+# sizes get the same bits per pixel. Ideal-optics sessions keep the constant-quality stream.
+PANO_BITRATE_4K = 56_000_000
 
 
 @dataclass
@@ -95,8 +107,18 @@ class SimConfig:
     """Number of Kinects, at least 1 (the first is the wired-sync master)."""
     seed: int = 0
     """Random seed of the scene, the rig and every error drawn."""
-    pano_width: int = 1920
-    """Equirectangular width, pixels (height = width / 2)."""
+    pano_width: int | None = None
+    """Equirectangular width, pixels (height = width / 2); default: the realism level's, 1920 in ideal,
+    3840 in field (a RICOH THETA Z1's or V's 4K stream)."""
+    pano_baseline_mm: float | None = None
+    """Distance between the 360 camera's two lens centres, millimetres; default: the realism level's,
+    0 in ideal (one viewpoint), 30 in field."""
+    pano_readout_ms: float | None = None
+    """Rolling-shutter readout of each 360 lens's sensor, first row to last, milliseconds; default: the
+    realism level's, 0 in ideal (global shutter), 25 in field."""
+    pano_exposure_ms: float | None = None
+    """Exposure of each row of the 360 camera, milliseconds (motion blur); default: the realism
+    level's, 0 in ideal (none), 10 in field (1/100 s)."""
     kinect_noise_mm: float = 15.0
     """Body tracking joint noise, millimetres; 0 gives exact joints and no drop-outs."""
     smplx_path: Path | None = None
@@ -192,7 +214,7 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
     n_kinect_frames = sum(len(frames.kinect_us[s]) for s in scene.serials) if config.kinect_video else 0
     counter = _Progress(len(frames.t_pano) + n_kinect_frames, progress)
     records = _write_body_tracking(session, config, scene, frames, kinects, rng, imu_rngs, board, flashes, counter)
-    truth.write_realism(realism_record(config.realism, records))
+    truth.write_realism({**realism_record(config.realism, records), "camera": camera_record(pano_optics(config))})
     _write_pano(session, config, scene, frames, board, flashes, counter)
     session.mark_complete()
     return session
@@ -209,9 +231,36 @@ def _checked_flashes(config: SimConfig) -> tuple[float, ...]:
         raise ValueError(f"flash times {flashes} must lie within the session, 0 to {config.seconds} s")
     if config.realism not in REALISM_LEVELS:
         raise ValueError(f"realism must be one of {REALISM_LEVELS}, got {config.realism!r}")
+    for name in PANO_DEFAULTS[config.realism]:
+        if getattr(config, name) is not None and not getattr(config, name) >= 0:
+            raise ValueError(f"{name} must be a non-negative number, got {getattr(config, name)!r}")
     if np.any(np.diff(flashes) < FLASH_HOLD_S):
         raise ValueError(f"flashes {flashes} overlap: they must be at least {FLASH_HOLD_S} s apart")
     return flashes
+
+
+def pano_setting(config: SimConfig, name: str) -> float:
+    """The 360 camera's setting ``name`` (a ``pano_*`` field of :class:`SimConfig`): the config's
+    value, or where it is None the realism level's (:data:`PANO_DEFAULTS`)."""
+    value = getattr(config, name)
+    return PANO_DEFAULTS[config.realism][name] if value is None else value
+
+
+def pano_optics(config: SimConfig) -> PanoOptics:
+    """The optics of the simulated 360 camera (baseline, readout, exposure in SI units)."""
+    return PanoOptics(baseline_m=pano_setting(config, "pano_baseline_mm") / 1000.0,
+                      readout_s=pano_setting(config, "pano_readout_ms") / 1000.0,
+                      exposure_s=pano_setting(config, "pano_exposure_ms") / 1000.0)
+
+
+def camera_record(optics: PanoOptics) -> dict:
+    """``truth/realism.json``'s ``camera`` record: the optics injected and the rule of pixel times."""
+    return {**optics.to_dict(),
+            "note": "geometry/pano_optics.py PanoOptics: lens centres at (0, 0, +-baseline_m/2) in the 360 camera's frame, "
+                    "stitched at infinity, seam z = 0, blended within blend_deg of it; pixel (column, row) of a frame "
+                    "was captured at the frame's pano_frame_t_session + PanoOptics.time_offset_s of the pixel's "
+                    "direction (readout_s * (row_fraction - 0.5)), exposed for exposure_s centred on that time "
+                    "(capture/truth.py pano_pixel_times)"}
 
 
 def _small_rotation(rng: np.random.Generator, deg: float) -> np.ndarray:
@@ -387,33 +436,69 @@ def _write_body_tracking(session: Session, config: SimConfig, scene: _Scene, fra
 
 def _write_pano(session: Session, config: SimConfig, scene: _Scene, frames: _FrameTimes,
                 board: BoardSequence | None, flashes: tuple[float, ...], counter: _Progress) -> None:
-    """Render the 360 stream (``pano.mkv`` + ``pano_frames.csv``) and add it to the manifest."""
-    width = int(config.pano_width) // 2 * 2
+    """Render the 360 stream (``pano.mkv`` + ``pano_frames.csv``) and add it to the manifest: with
+    ideal optics one viewpoint and a global shutter (sim/render.py ``PanoRenderer``), otherwise two
+    lenses, a rolling shutter and motion blur (sim/pano_camera.py) and a camera's bitrate."""
+    width = int(pano_setting(config, "pano_width")) // 2 * 2
     height = width // 2
     pano_entry = session.add_device(DeviceEntry(kind="pano", serial=PANO_SERIAL, role="camera", fps=FPS,
                                                 recording=PANO_VIDEO, timestamps=PANO_FRAMES, width=width, height=height))
+    optics = pano_optics(config)
+    ideal = optics.is_ideal and optics.exposure_s == 0.0
+    bitrate = None if ideal else int(round(PANO_BITRATE_4K * width * height / (3840 * 1920)))
+    writer = PanoWriter(session.path(PANO_VIDEO), session.path(PANO_FRAMES), width, height, fps=FPS, bitrate=bitrate)
+    render = _ideal_pano_frames if ideal else _field_pano_frames
+    try:
+        for i, img in render(width, optics, scene, frames, board, flashes):
+            writer.write(img, float(frames.t_pano[i]), float(frames.t_host[i]))
+            counter.advance()
+    finally:
+        writer.close()
+    pano_entry.status = "complete"
+
+
+def _ideal_pano_frames(width: int, optics: PanoOptics, scene: _Scene, frames: _FrameTimes,
+                       board: BoardSequence | None, flashes: tuple[float, ...]):
+    """(index, frame) of every panorama frame from one viewpoint with a global shutter, each frame
+    lit by the flashes over one frame period."""
     T_world_pano = scene.rig.T_world_sensor["pano"]
     renderer = PanoRenderer(width, T_world_pano, scene.hand_faces)
     T_pano_world = invert_pose(T_world_pano)
     exposure_s = scene.rig.time_maps["pano"].a / FPS
     t_session = frames.pano_t_session
-    writer = PanoWriter(session.path(PANO_VIDEO), session.path(PANO_FRAMES), width, height, fps=FPS)
-    try:
-        for start in range(0, len(t_session), RENDER_CHUNK):
-            ids = np.arange(start, min(len(t_session), start + RENDER_CHUNK))
-            sample = sample_people(scene.people, scene.skeleton, scene.mano, t_session[ids], with_vertices=True)
-            for j, i in enumerate(ids):
-                img = renderer.render(sample.joints[:, j], sample.global_R[:, j], sample.hand_vertices[:, j])
-                T_world_board = board.pose_at(float(t_session[i])) if board is not None else None
-                if T_world_board is not None:
-                    draw_board(img, board.spec, renderer.camera, T_pano_world @ T_world_board)
-                if flashes:
-                    apply_flash(img, flash_fraction(float(t_session[i]), exposure_s, flashes))
-                writer.write(img, float(frames.t_pano[i]), float(frames.t_host[i]))
-                counter.advance()
-    finally:
-        writer.close()
-    pano_entry.status = "complete"
+    for start in range(0, len(t_session), RENDER_CHUNK):
+        ids = np.arange(start, min(len(t_session), start + RENDER_CHUNK))
+        sample = sample_people(scene.people, scene.skeleton, scene.mano, t_session[ids], with_vertices=True)
+        for j, i in enumerate(ids):
+            img = renderer.render(sample.joints[:, j], sample.global_R[:, j], sample.hand_vertices[:, j])
+            T_world_board = board.pose_at(float(t_session[i])) if board is not None else None
+            if T_world_board is not None:
+                draw_board(img, board.spec, renderer.camera, T_pano_world @ T_world_board)
+            if flashes:
+                apply_flash(img, flash_fraction(float(t_session[i]), exposure_s, flashes))
+            yield i, img
+
+
+def _field_pano_frames(width: int, optics: PanoOptics, scene: _Scene, frames: _FrameTimes,
+                       board: BoardSequence | None, flashes: tuple[float, ...]):
+    """(index, frame) of every panorama frame as the two-lens, rolling-shutter camera ``optics``
+    takes it: the people sampled at :func:`~omnimocap.sim.pano_camera.shutter_offsets` around each
+    frame's true session time."""
+    renderer = FieldPanoRenderer(width, scene.rig.T_world_sensor["pano"], scene.hand_faces, optics)
+    offsets = shutter_offsets(optics)
+    t_session = frames.pano_t_session
+    for start in range(0, len(t_session), RENDER_CHUNK):
+        ids = np.arange(start, min(len(t_session), start + RENDER_CHUNK))
+        t = (t_session[ids][:, None] + offsets[None, :]).ravel()
+        sample = sample_people(scene.people, scene.skeleton, scene.mano, t, with_vertices=True)
+        P, S = len(scene.people), len(offsets)
+        joints = sample.joints.reshape(P, len(ids), S, *sample.joints.shape[2:])
+        verts = sample.hand_vertices.reshape(P, len(ids), S, *sample.hand_vertices.shape[2:])
+        glob = sample.global_R.reshape(P, len(ids), S, *sample.global_R.shape[2:])
+        for j, i in enumerate(ids):
+            people = PeopleOverShutter(offsets, np.moveaxis(joints[:, j], 1, 0), np.moveaxis(verts[:, j], 1, 0),
+                                       glob[:, j, S // 2])
+            yield i, renderer.render(people, float(t_session[i]), board, flashes)
 
 
 def _write_kinect_recording(path: Path, kinect: SimKinect, role: str, t_device: np.ndarray, t_session: np.ndarray,
