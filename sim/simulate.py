@@ -274,7 +274,7 @@ def _draw_scene(config: SimConfig, rng: np.random.Generator, skeleton: Skeleton,
     R_world_pano = _small_rotation(rng, 2.0) @ look_at(np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0]))
     people = make_people(config.people, rng, pano_centre, skeleton)
     crowd = np.mean([p.home for p in people], axis=0)
-    rig = Rig(method="truth", is_truth=True)
+    rig = Rig(method="truth", is_truth=True, pano_optics=pano_optics(config))
     rig.T_world_sensor["pano"] = make_pose(R_world_pano, pano_centre)
     sign = rng.choice([-1.0, 1.0])
     a_pano = 1.0 + sign * rng.uniform(200e-6, 400e-6)

@@ -39,3 +39,18 @@ def test_malformed_optics_are_one_user_error(tmp_path, record):
     with pytest.raises(InputError, match="malformed rig calibration") as exc:
         Rig.load(tmp_path / "rig.json")
     assert "rig.json" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_simulated_rig_carries_the_cameras_true_optics(tmp_path):
+    from omnimocap.capture.truth import Truth
+    from omnimocap.geometry.pano_optics import PanoOptics
+    from omnimocap.sim.simulate import SimConfig, simulate_session
+
+    out = tmp_path / "s"
+    simulate_session(out, SimConfig(seconds=0.5, people=1, kinects=1, pano_width=128, kinect_video=False, realism="field",
+                                    seed=1))
+    truth = Truth(out)
+    expected = PanoOptics(baseline_m=0.03, readout_s=0.025, exposure_s=0.01)
+    assert truth.pano_optics() == expected
+    assert truth.rig().pano_optics == expected
+    assert Rig.load(out / "rig.json").pano_optics == expected
