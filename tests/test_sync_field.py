@@ -93,14 +93,28 @@ def _offset_problem(rng) -> tuple[BearingProblem, np.ndarray]:
     return problem, x
 
 
-def test_offset_jacobian_matches_finite_differences():
+def _fit_residuals(problem, x, prior_weight):
+    """The residual vector the fit minimises (bearings, the offsets' prior, the rate's)."""
+    r = np.r_[problem.residuals(x), problem.offset_prior * x[8:]]
+    return np.r_[r, prior_weight * x[0]] if prior_weight else r
+
+
+@pytest.mark.parametrize("whitened", [False, True])
+def test_jacobian_matches_finite_differences(whitened):
+    """Clock and offset columns exact, pose columns by forward differences: every column within a
+    small fraction of central differences of the whole residual, weights and whitening included."""
     problem, x = _offset_problem(np.random.default_rng(0))
     problem.weights = np.linspace(0.5, 1.5, len(problem))
-    analytic = problem._offset_jacobian(x)
-    numeric = np.stack([(problem.residuals(x + 1e-4 * e) - problem.residuals(x - 1e-4 * e)) / 2e-4
-                        for e in np.eye(len(x))[8:]], axis=1)
-    assert np.abs(numeric).max() > 1e-5
-    np.testing.assert_allclose(analytic, numeric, atol=1e-8 * np.abs(numeric).max() + 1e-12, rtol=1e-5)
+    if whitened:
+        problem.estimate_whitening(x, 2, np.ones(len(problem), dtype=bool))
+        assert len(problem.ar) == 2
+    J = problem.jacobian(x, prior_weight=0.7).toarray()
+    numeric = np.stack([(_fit_residuals(problem, x + 1e-4 * e, 0.7) - _fit_residuals(problem, x - 1e-4 * e, 0.7))
+                        / 2e-4 for e in np.eye(len(x))], axis=1)
+    assert J.shape == numeric.shape
+    for c in range(len(x)):
+        assert np.abs(numeric[:, c]).max() > 1e-6
+        np.testing.assert_allclose(J[:, c], numeric[:, c], atol=1e-4 * np.abs(numeric[:, c]).max(), rtol=0)
 
 
 def _bodies_at(t_session, points_by_person) -> BodyCandidates:
