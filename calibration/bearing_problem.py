@@ -43,6 +43,7 @@ class BearingProblem:
                  init: TimeMap, T_ref_pano: np.ndarray, margin_s: float):
         self.splines = splines
         self.n_offsets = 0  # see set_offsets
+        self.n_sets = 1
         self.t_mid = float(np.median(t_pano)) if len(t_pano) else 0.0
         self.a0 = init.a
         self.c0 = init.a * self.t_mid + init.b
@@ -74,27 +75,33 @@ class BearingProblem:
 
     def set_offsets(self, t_frames: np.ndarray, frames: np.ndarray, offset_tracks: np.ndarray,
                     prior_m: float, noise_deg: float) -> None:
-        """Model a constant offset per track of ``offset_tracks`` (K,) bool, in a frame that moves
-        with the body: ``frames`` (N,K,3,3) rotations (columns: the frame's axes in the reference
-        frame) at times ``t_frames`` (N,) (the nearest one is used). The offsets (mm) follow the
-        other parameters in ``x``, with a prior of ``prior_m`` per axis weighed like a bearing of
-        ``noise_deg``. A detector's keypoint is not the Kinect's joint: the difference stays with the
-        body, turns with it, and would otherwise look like a clock error."""
+        """Model a constant offset per track of ``offset_tracks`` (K,) bool in each of S frames that
+        move with the body: ``frames`` (N,K,3,3) or (N,K,S,3,3) rotations (columns: the frame's axes
+        in the reference frame) at times ``t_frames`` (N,) (the nearest one is used; NaN where
+        unknown, where that frame's offset then does nothing). The offsets (mm; S per track, track
+        by track) follow the other parameters in ``x``, each with a prior of ``prior_m`` per axis
+        weighed like a bearing of ``noise_deg``. A detector's keypoint is not the Kinect's joint:
+        the difference stays with the body (or with the limb), turns with it, and would otherwise
+        look like a clock error."""
+        frames = np.asarray(frames, dtype=np.float64)
+        if frames.ndim == 4:
+            frames = frames[:, :, None]
+        self.n_sets = frames.shape[2]
         slots = np.full(self.splines.num_tracks, -1, dtype=np.int64)
         slots[np.flatnonzero(offset_tracks)] = np.arange(int(np.sum(offset_tracks)))
-        self.n_offsets = int(np.sum(offset_tracks))
+        self.n_offsets = int(np.sum(offset_tracks)) * self.n_sets
         self.offset_slot = slots[self.track]
         self.offset_t = np.asarray(t_frames, dtype=np.float64)
-        self.offset_frames = np.nan_to_num(np.asarray(frames, dtype=np.float64))
+        self.offset_frames = np.nan_to_num(frames)
         self.offset_prior = np.radians(noise_deg) / prior_m * 1e-3  # per mm of offset
 
     def offsets_m(self, x: np.ndarray) -> np.ndarray:
-        """The modelled offsets (n,3), metres, in the body's frame."""
+        """The modelled offsets (n,3), metres, each in its frame (track by track, S frames each)."""
         return x[len(x) - 3 * self.n_offsets:].reshape(-1, 3) * 1e-3 if self.n_offsets else np.zeros((0, 3))
 
     def _reference_points(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Session times (M,) of the observations under ``x``, the trajectories' points there (M,3)
-        in the reference frame with the modelled offsets added, and the body frames (m,3,3) of the
+        in the reference frame with the modelled offsets added, and the frames (m,S,3,3) of the
         observations that carry an offset (None without offsets)."""
         tq = self.time_map(x).to_session(self.t_pano)
         p_ref = self.splines.evaluate(self.seg, tq)
@@ -102,8 +109,9 @@ class BearingProblem:
             return tq, p_ref, None
         on = self.offset_slot >= 0
         i = np.clip(np.searchsorted(self.offset_t, tq[on]), 0, len(self.offset_t) - 1)
-        R_body = self.offset_frames[i, self.track[on]]
-        p_ref[on] = p_ref[on] + (R_body @ self.offsets_m(x)[self.offset_slot[on]][..., None])[..., 0]
+        R_body = self.offset_frames[i, self.track[on]]  # (m,S,3,3)
+        offsets = self.offsets_m(x).reshape(-1, self.n_sets, 3)[self.offset_slot[on]]
+        p_ref[on] = p_ref[on] + np.einsum("msij,msj->mi", R_body, offsets)
         return tq, p_ref, R_body
 
     def predicted(self, x: np.ndarray) -> np.ndarray:
@@ -147,11 +155,13 @@ class BearingProblem:
         if not self.n_offsets:
             return np.vstack([J, np.eye(1, n) * prior_weight]) if prior_weight else J
         on = self.offset_slot >= 0
-        D = np.zeros((len(self), 3, 3))
-        for a in range(3):
-            D[on, :, a] = d_bearing(R_body[:, :, a] @ R * 1e-3, on)  # per mm along the body's axis a
+        S = self.n_sets
+        D = np.zeros((len(self), 3, 3 * S))
+        for f in range(S):
+            for a in range(3):  # per mm along frame f's axis a
+                D[on, :, 3 * f + a] = d_bearing(R_body[:, f, :, a] @ R * 1e-3, on)
         # A track's predecessors are its own observations, so whitening keeps each row in its slot.
-        D = self._whiten(D * self.weights[:, None, None]).reshape(3 * len(self), 3)
+        D = self._whiten(D * self.weights[:, None, None]).reshape(3 * len(self), 3 * S)
         mask, indices, indptr, shape = self._sparsity(n, bool(prior_weight))
         data = np.r_[np.concatenate([J, D], axis=1)[mask], np.full(3 * self.n_offsets, self.offset_prior),
                      [prior_weight] if prior_weight else []]
@@ -159,16 +169,17 @@ class BearingProblem:
 
     def _sparsity(self, n: int, rate_row: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
         """The CSR layout of :meth:`jacobian` with offsets: which of each bearing row's n clock and
-        pose columns and 3 offset columns are stored, the column indices and the row pointers."""
+        pose columns and 3 S offset columns are stored, the column indices and the row pointers."""
         rows = 3 * len(self)
         k = 3 * self.n_offsets
+        per = 3 * self.n_sets
         on = np.repeat(self.offset_slot >= 0, 3)
         slot = np.repeat(np.maximum(self.offset_slot, 0), 3)
         cols = np.concatenate([np.broadcast_to(np.arange(n), (rows, n)),
-                               n + 3 * slot[:, None] + np.arange(3)], axis=1)
-        mask = np.concatenate([np.ones((rows, n), dtype=bool), np.repeat(on[:, None], 3, axis=1)], axis=1)
+                               n + per * slot[:, None] + np.arange(per)], axis=1)
+        mask = np.concatenate([np.ones((rows, n), dtype=bool), np.repeat(on[:, None], per, axis=1)], axis=1)
         indices = np.r_[cols[mask], n + np.arange(k), [0] if rate_row else []].astype(np.int64)
-        counts = np.r_[n + 3 * on, np.ones(k + int(rate_row), dtype=np.int64)]
+        counts = np.r_[n + per * on, np.ones(k + int(rate_row), dtype=np.int64)]
         indptr = np.r_[0, np.cumsum(counts)].astype(np.int64)
         return mask, indices, indptr, (rows + k + int(rate_row), n + k)
 
