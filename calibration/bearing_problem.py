@@ -43,6 +43,7 @@ class BearingProblem:
                  init: TimeMap, T_ref_pano: np.ndarray, margin_s: float):
         self.splines = splines
         self.n_offsets = 0  # see set_offsets
+        self.n_sets = 1
         self.t_mid = float(np.median(t_pano)) if len(t_pano) else 0.0
         self.a0 = init.a
         self.c0 = init.a * self.t_mid + init.b
@@ -74,60 +75,113 @@ class BearingProblem:
 
     def set_offsets(self, t_frames: np.ndarray, frames: np.ndarray, offset_tracks: np.ndarray,
                     prior_m: float, noise_deg: float) -> None:
-        """Model a constant offset per track of ``offset_tracks`` (K,) bool, in a frame that moves
-        with the body: ``frames`` (N,K,3,3) rotations (columns: the frame's axes in the reference
-        frame) at times ``t_frames`` (N,) (the nearest one is used). The offsets (mm) follow the
-        other parameters in ``x``, with a prior of ``prior_m`` per axis weighed like a bearing of
-        ``noise_deg``. A detector's keypoint is not the Kinect's joint: the difference stays with the
-        body, turns with it, and would otherwise look like a clock error."""
+        """Model a constant offset per track of ``offset_tracks`` (K,) bool in each of S frames that
+        move with the body: ``frames`` (N,K,3,3) or (N,K,S,3,3) rotations (columns: the frame's axes
+        in the reference frame) at times ``t_frames`` (N,) (the nearest one is used; NaN where
+        unknown, where that frame's offset then does nothing). The offsets (mm; S per track, track
+        by track) follow the other parameters in ``x``, each with a prior of ``prior_m`` per axis
+        weighed like a bearing of ``noise_deg``. A detector's keypoint is not the Kinect's joint:
+        the difference stays with the body (or with the limb), turns with it, and would otherwise
+        look like a clock error."""
+        frames = np.asarray(frames, dtype=np.float64)
+        if frames.ndim == 4:
+            frames = frames[:, :, None]
+        self.n_sets = frames.shape[2]
         slots = np.full(self.splines.num_tracks, -1, dtype=np.int64)
         slots[np.flatnonzero(offset_tracks)] = np.arange(int(np.sum(offset_tracks)))
-        self.n_offsets = int(np.sum(offset_tracks))
+        self.n_offsets = int(np.sum(offset_tracks)) * self.n_sets
         self.offset_slot = slots[self.track]
         self.offset_t = np.asarray(t_frames, dtype=np.float64)
-        self.offset_frames = np.nan_to_num(np.asarray(frames, dtype=np.float64))
+        self.offset_frames = np.nan_to_num(frames)
         self.offset_prior = np.radians(noise_deg) / prior_m * 1e-3  # per mm of offset
 
     def offsets_m(self, x: np.ndarray) -> np.ndarray:
-        """The modelled offsets (n,3), metres, in the body's frame."""
+        """The modelled offsets (n,3), metres, each in its frame (track by track, S frames each)."""
         return x[len(x) - 3 * self.n_offsets:].reshape(-1, 3) * 1e-3 if self.n_offsets else np.zeros((0, 3))
+
+    def _reference_points(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Session times (M,) of the observations under ``x``, the trajectories' points there (M,3)
+        in the reference frame with the modelled offsets added, and the frames (m,S,3,3) of the
+        observations that carry an offset (None without offsets)."""
+        tq = self.time_map(x).to_session(self.t_pano)
+        p_ref = self.splines.evaluate(self.seg, tq)
+        if not self.n_offsets:
+            return tq, p_ref, None
+        on = self.offset_slot >= 0
+        i = np.clip(np.searchsorted(self.offset_t, tq[on]), 0, len(self.offset_t) - 1)
+        R_body = self.offset_frames[i, self.track[on]]  # (m,S,3,3)
+        offsets = self.offsets_m(x).reshape(-1, self.n_sets, 3)[self.offset_slot[on]]
+        p_ref[on] = p_ref[on] + np.einsum("msij,msj->mi", R_body, offsets)
+        return tq, p_ref, R_body
 
     def predicted(self, x: np.ndarray) -> np.ndarray:
         """Unit bearings (M,3) of the interpolated trajectories in the panorama frame."""
-        tq = self.time_map(x).to_session(self.t_pano)
-        p_ref = self.splines.evaluate(self.seg, tq)
-        if self.n_offsets:
-            on = self.offset_slot >= 0
-            i = np.clip(np.searchsorted(self.offset_t, tq[on]), 0, len(self.offset_t) - 1)
-            R = self.offset_frames[i, self.track[on]]
-            p_ref[on] = p_ref[on] + (R @ self.offsets_m(x)[self.offset_slot[on]][..., None])[..., 0]
-        p = transform_points(invert_pose(self.pose(x)), p_ref)
+        T = self.pose(x)
+        p = (self._reference_points(x)[1] - T[:3, 3]) @ T[:3, :3]
         return p / np.linalg.norm(p, axis=-1, keepdims=True)
 
-    def _offset_jacobian(self, x: np.ndarray) -> np.ndarray:
-        """Derivatives (3M, 3n) of :meth:`residuals` with respect to the offsets (mm): the offset
-        moves the trajectory point along the body frame's axes; the unit bearing's derivative is
-        ``(I - u u^T) / |p|`` in the panorama frame; weights and whitening are linear."""
-        tq = self.time_map(x).to_session(self.t_pano)
-        p_ref = self.splines.evaluate(self.seg, tq)
-        on = self.offset_slot >= 0
-        i = np.clip(np.searchsorted(self.offset_t, tq[on]), 0, len(self.offset_t) - 1)
-        R_body = self.offset_frames[i, self.track[on]]
-        p_ref[on] = p_ref[on] + (R_body @ self.offsets_m(x)[self.offset_slot[on]][..., None])[..., 0]
+    def jacobian(self, x: np.ndarray, prior_weight: float = 0.0):
+        """Derivatives of the fit's residual vector (:meth:`residuals`, then the offsets' prior,
+        then ``prior_weight`` times the rate when non-zero) with respect to ``x``: dense (rows, n)
+        without offsets, sparse CSR with them (each bearing depends on its own track's offset only).
+
+        The clock columns are exact (the trajectory's velocity from its spline), the offsets' too
+        (they move the point along the body frame's axes); the pose columns are forward
+        differences of the projection alone (a step of ``FD_STEP`` mrad or mm), the trajectory
+        points being evaluated once. A bearing's derivative is ``(I - u u^T) / |p|`` times the
+        point's in the panorama frame; weights and whitening are linear."""
+        tq, p_ref, R_body = self._reference_points(x)
         T = self.pose(x)
-        p = (p_ref - T[:3, 3]) @ T[:3, :3]
-        norm = np.linalg.norm(p, axis=-1)
-        u = p / norm[:, None]
-        proj = (np.eye(3) - u[:, :, None] * u[:, None, :]) / norm[:, None, None]  # (M,3,3)
-        d = np.einsum("mij,jk,mkl->mil", proj[on], T[:3, :3].T, R_body) * 1e-3  # (m,3,3): d bearing / d offset
-        d *= self.weights[on][:, None, None]
-        out = np.zeros((len(self), 3, 3 * self.n_offsets))
-        rows = np.flatnonzero(on)
-        for a in range(3):
-            out[rows, :, 3 * self.offset_slot[on] + a] = d[:, :, a]
-        if len(self.ar):
-            out = np.stack([self._whiten(out[:, :, c]) for c in range(out.shape[2])], axis=-1)
-        return out.reshape(3 * len(self), -1)
+        R = T[:3, :3]
+        p = (p_ref - T[:3, 3]) @ R
+        norm = np.linalg.norm(p, axis=-1, keepdims=True)
+        u = p / norm
+
+        def d_bearing(dp, rows=slice(None)):  # (m,3) point derivatives in the panorama frame
+            return (dp - u[rows] * np.sum(u[rows] * dp, axis=-1, keepdims=True)) / norm[rows]
+
+        n = len(x) - 3 * self.n_offsets
+        J = np.empty((len(self), 3, n))
+        v = self.splines.evaluate(self.seg, tq, nu=1) @ R  # velocity, panorama frame, m/s
+        J[:, :, 0] = d_bearing(v * ((self.t_pano - self.t_mid) * 1e-6)[:, None])  # per ppm of rate
+        J[:, :, 1] = d_bearing(v * 1e-3)  # per ms of offset
+        for k in range(2, n):
+            step = x.copy()
+            step[k] += FD_STEP
+            Tk = self.pose(step)
+            pk = (p_ref - Tk[:3, 3]) @ Tk[:3, :3]
+            J[:, :, k] = (pk / np.linalg.norm(pk, axis=-1, keepdims=True) - u) / FD_STEP
+        J = self._whiten(J * self.weights[:, None, None]).reshape(3 * len(self), n)
+        if not self.n_offsets:
+            return np.vstack([J, np.eye(1, n) * prior_weight]) if prior_weight else J
+        on = self.offset_slot >= 0
+        S = self.n_sets
+        D = np.zeros((len(self), 3, 3 * S))
+        for f in range(S):
+            for a in range(3):  # per mm along frame f's axis a
+                D[on, :, 3 * f + a] = d_bearing(R_body[:, f, :, a] @ R * 1e-3, on)
+        # A track's predecessors are its own observations, so whitening keeps each row in its slot.
+        D = self._whiten(D * self.weights[:, None, None]).reshape(3 * len(self), 3 * S)
+        mask, indices, indptr, shape = self._sparsity(n, bool(prior_weight))
+        data = np.r_[np.concatenate([J, D], axis=1)[mask], np.full(3 * self.n_offsets, self.offset_prior),
+                     [prior_weight] if prior_weight else []]
+        return sparse.csr_matrix((data, indices, indptr), shape=shape)
+
+    def _sparsity(self, n: int, rate_row: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+        """The CSR layout of :meth:`jacobian` with offsets: which of each bearing row's n clock and
+        pose columns and 3 S offset columns are stored, the column indices and the row pointers."""
+        rows = 3 * len(self)
+        k = 3 * self.n_offsets
+        per = 3 * self.n_sets
+        on = np.repeat(self.offset_slot >= 0, 3)
+        slot = np.repeat(np.maximum(self.offset_slot, 0), 3)
+        cols = np.concatenate([np.broadcast_to(np.arange(n), (rows, n)),
+                               n + per * slot[:, None] + np.arange(per)], axis=1)
+        mask = np.concatenate([np.ones((rows, n), dtype=bool), np.repeat(on[:, None], per, axis=1)], axis=1)
+        indices = np.r_[cols[mask], n + np.arange(k), [0] if rate_row else []].astype(np.int64)
+        counts = np.r_[n + per * on, np.ones(k + int(rate_row), dtype=np.int64)]
+        indptr = np.r_[0, np.cumsum(counts)].astype(np.int64)
+        return mask, indices, indptr, (rows + k + int(rate_row), n + k)
 
     def residuals(self, x: np.ndarray) -> np.ndarray:
         """Chord vectors (3M,) between predicted and observed bearings (about the angle in radians),
@@ -260,21 +314,7 @@ class BearingProblem:
                 r = np.r_[r, self.offset_prior * x[len(x) - 3 * self.n_offsets:]]
             return np.r_[r, prior_weight * x[0]] if prior_weight else r
         def jac(x):
-            # Forward differences with an absolute step: the parameters are in units that keep them
-            # O(1), and a relative step (scipy's diff_step) vanishes for a parameter that starts at
-            # a round-off value such as 1e-14 (a zero Jacobian, and a fit that never moves). The
-            # offsets enter linearly before the projection: their columns are exact.
-            f0 = fun(x)
-            n = len(x) - 3 * self.n_offsets
-            dense = np.stack([(fun(x + FD_STEP * e) - f0) / FD_STEP for e in np.eye(len(x))[:n]], axis=1)
-            if not self.n_offsets:
-                return dense
-            # Each bearing depends on its own track's offset only: a sparse Jacobian keeps the
-            # trust-region steps cheap with dozens of offsets.
-            off = np.zeros((len(f0), 3 * self.n_offsets))
-            off[:3 * len(self)] = self._offset_jacobian(x)
-            off[3 * len(self):3 * len(self) + 3 * self.n_offsets] = self.offset_prior * np.eye(3 * self.n_offsets)
-            return sparse.hstack([sparse.csr_matrix(dense), sparse.csr_matrix(off)], format="csr")
+            return self.jacobian(x, prior_weight)
         # With offsets the Jacobian is sparse and the trust-region steps are solved iteratively
         # (tight tolerances: the offset and the clock are fine parameters).
         if self.n_offsets:

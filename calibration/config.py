@@ -62,6 +62,10 @@ class ObserverConfig:
     present; hands only without it)."""
     body_gate_deg: float = 5.0
     """Association gate, degrees: the median angle between a detected person's keypoints and a Kinect body's."""
+    body_segment_offsets: bool = True
+    """Each body keypoint's offset from the Kinect joint is solved in the Kinect joint's segment frame (its
+    reported orientation: k4abt's joint-definition bias turns with the limb) as well as in the body's frame (the
+    pose model's keypoint definition turns with the body); off: the body's frame only."""
 
 
 @dataclass

@@ -48,6 +48,7 @@ from typing import Sequence
 import numpy as np
 
 from omnimocap.capture.rig import Rig
+from omnimocap.geometry.quaternions import quat_wxyz_to_matrix
 from omnimocap.geometry.resample import linear_brackets
 from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.capture.bodies import BodyRecording
@@ -163,24 +164,34 @@ class KinectTracks:
     points: np.ndarray
     sigma: np.ndarray
     kinects_used: tuple[str, ...] = ()
+    rotations: np.ndarray | None = None
+    """(N,K,3,3) each joint's reported orientation (its body segment's frame; columns: the segment's
+    axes) in Kinect ``serial``'s depth frame: the reference Kinect's where it tracks the joint,
+    another Kinect's at the nearest frame otherwise; NaN where none does. None: not read."""
 
 
-def _joint_tracks(rec: BodyRecording, people: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (F,K,3) (device frame, metres) and relative variances (F,K) of the tracked joints."""
+def _joint_tracks(rec: BodyRecording, people: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions (F,K,3) (device frame, metres), relative variances (F,K) and orientations
+    (F,K,3,3) (device frame; NaN where untracked) of the tracked joints."""
     pts = np.full((len(rec), TRACKS_PER_PERSON * people, 3), np.nan)
     var = np.full(pts.shape[:2], np.inf)
+    rot = np.full(pts.shape + (3,), np.nan)
     joints = list(TRACKED_KINECT_JOINTS)
     for body_id, track in rec.bodies.items():
         if 0 <= body_id < people:
             cols = slice(TRACKS_PER_PERSON * body_id, TRACKS_PER_PERSON * (body_id + 1))
             pts[:, cols] = track.positions[:, joints]
+            q = track.orientations[:, joints]
+            known = np.all(np.isfinite(q), axis=-1) & (np.linalg.norm(np.nan_to_num(q), axis=-1) > 0.5)
+            rot[:, cols][known] = quat_wxyz_to_matrix(q[known])
             conf = track.confidences[:, joints]
             var[:, cols] = np.where(conf == KINECT_CONFIDENCE_LOW, LOW_CONFIDENCE_NOISE_FACTOR ** 2, 1.0)
             var[:, cols][conf == KINECT_CONFIDENCE_NONE] = np.inf
     bad = ~np.all(np.isfinite(pts), axis=-1)
     pts[bad] = np.nan
     var[bad] = np.inf
-    return pts, var
+    rot[bad] = np.nan
+    return pts, var, rot
 
 
 def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int | None = None) -> KinectTracks:
@@ -200,7 +211,7 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
     rec = recordings[serial]
     people = num_people if num_people is not None else (max(rec.bodies) + 1 if rec.bodies else 0)
     t = rig.time_map(kinect_name(serial)).to_session(rec.timestamps)
-    pts, var = _joint_tracks(rec, people)
+    pts, var, rot = _joint_tracks(rec, people)
     T_kinect_world = invert_pose(rig.pose(kinect_name(serial)))
     wsum = 1.0 / var
     acc = np.where(np.isfinite(pts), pts, 0.0) * wsum[..., None]
@@ -212,11 +223,15 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
         rec_o = recordings[other.serial]
         if len(rec_o) < 2:
             continue
-        p_o, var_o = _joint_tracks(rec_o, people)
-        p_o = transform_points(T_kinect_world @ rig.pose(name), p_o)
+        p_o, var_o, rot_o = _joint_tracks(rec_o, people)
+        T_kinect_other = T_kinect_world @ rig.pose(name)
+        p_o = transform_points(T_kinect_other, p_o)
         # onto the reference Kinect's times, between two frames at most MAX_FRAME_GAP_S apart
         at = linear_brackets(rig.time_map(name).to_session(rec_o.timestamps), t, MAX_FRAME_GAP_S)
         p_o = at.apply(p_o)
+        nearest = np.where(at.w < 0.5, at.lo, at.hi)
+        rot_o = np.where(at.ok[:, None, None, None], T_kinect_other[:3, :3] @ rot_o[nearest], np.nan)
+        rot = np.where(np.isnan(rot), rot_o, rot)
         v_o = np.full(p_o.shape[:-1], np.inf)
         v_o[at.ok] = np.maximum(*at.neighbours(var_o))
         p_o[~np.isfinite(v_o)] = np.nan
@@ -233,7 +248,7 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
         sigma = 1.0 / np.sqrt(wsum)
     fused[wsum <= 0] = np.nan
     sigma[wsum <= 0] = np.nan
-    return KinectTracks(serial, t, fused, sigma, tuple(used))
+    return KinectTracks(serial, t, fused, sigma, tuple(used), rot)
 
 
 def simulated_pano_observations(session: Session, noise_deg: float = 0.2, seed: int = 0) -> PanoObservations:

@@ -84,13 +84,16 @@ class PoseDetector(Protocol):
 class BodyCandidates:
     """The Kinect bodies detected people can be: the keypoints of :data:`BODY_KEYPOINTS` per person
     (N,P*B,3) in the reference Kinect's frame at session times (N,), their relative noise (N,P*B),
-    and each track's body frame (N,P*B,3,3) (columns: the body's x left, y up, z forward)."""
+    each track's body frame (N,P*B,3,3) (columns: the body's x left, y up, z forward) and, when the
+    Kinects report joint orientations, each track's segment frame (N,P*B,3,3) (the Kinect joint's
+    reported orientation; NaN where unknown)."""
 
     t_session: np.ndarray
     points: np.ndarray
     sigma: np.ndarray
     frames: np.ndarray
     all_joints: np.ndarray  # (N,P,TRACKS_PER_PERSON,3): what the views are planned on
+    segment_frames: np.ndarray | None = None
 
     @property
     def num_people(self) -> int:
@@ -105,10 +108,12 @@ class BodyCandidates:
                for name in ("SHOULDER_LEFT", "SHOULDER_RIGHT", "HEAD")}
         left, right, head = (joints[:, :, col[n]] for n in ("SHOULDER_LEFT", "SHOULDER_RIGHT", "HEAD"))
         frame = body_frames(left, right, 0.5 * (left + right), head)  # (N,P,3,3)
-        B = KEYPOINTS_PER_PERSON
-        return cls(tracks.t_session, joints[:, :, _KINECT].reshape(len(tracks.t_session), P * B, 3),
-                   sigma[:, :, _KINECT].reshape(len(tracks.t_session), P * B),
-                   np.repeat(frame, B, axis=1), joints)
+        B, N = KEYPOINTS_PER_PERSON, len(tracks.t_session)
+        segments = None
+        if tracks.rotations is not None:
+            segments = tracks.rotations.reshape(N, P, TRACKS_PER_PERSON, 3, 3)[:, :, _KINECT].reshape(N, P * B, 3, 3)
+        return cls(tracks.t_session, joints[:, :, _KINECT].reshape(N, P * B, 3),
+                   sigma[:, :, _KINECT].reshape(N, P * B), np.repeat(frame, B, axis=1), joints, segments)
 
     def joints_at(self, t_session: np.ndarray) -> np.ndarray:
         """Every tracked joint (M,P,TRACKS_PER_PERSON,3) at session times (M,), NaN where untracked."""
@@ -254,15 +259,23 @@ class JointObservations:
 
 def with_bodies(hand_bearings: np.ndarray, hand_points: np.ndarray, hand_sigma: np.ndarray,
                 bodies: DetectedBodies | None, T_kinect_pano: np.ndarray, time_map: TimeMap,
-                gate_deg: float) -> JointObservations:
+                gate_deg: float, segment_offsets: bool = True) -> JointObservations:
     """The hands' tracks (bearings (F,H,3), Kinect points (N,H,3), relative noise (N,H)), followed
     by the body tracks of ``bodies`` associated under ``T_kinect_pano`` and ``time_map`` (hands
-    only when ``bodies`` is None)."""
+    only when ``bodies`` is None). Each body track's offset is modelled in its body frame and, with
+    ``segment_offsets`` and the Kinect joints' orientations known, in its segment frame too
+    (``body_frames`` then holds two frames per track, (N,K,2,3,3)): a pose model's keypoint sits
+    where annotators mark the person (an offset that turns with the body), k4abt's joint where its
+    own definition puts it on the limb (an offset that turns with the limb: a forearm swinging
+    through 60 degrees moves a 10 mm offset by 10 mm, in step with the walk)."""
     if bodies is None:
         return JointObservations(hand_bearings, hand_points, hand_sigma, None, None)
     cand = bodies.candidates
-    H = hand_points.shape[1]
-    frames = np.concatenate([np.broadcast_to(np.eye(3), (len(cand.t_session), H, 3, 3)), cand.frames], axis=1)
+    H, N = hand_points.shape[1], len(cand.t_session)
+    frames = np.concatenate([np.broadcast_to(np.eye(3), (N, H, 3, 3)), cand.frames], axis=1)
+    if segment_offsets and cand.segment_frames is not None:
+        segments = np.concatenate([np.broadcast_to(np.eye(3), (N, H, 3, 3)), cand.segment_frames], axis=1)
+        frames = np.stack([frames, segments], axis=2)
     return JointObservations(
         np.concatenate([hand_bearings, bodies.observations(T_kinect_pano, time_map, gate_deg)], axis=1),
         np.concatenate([hand_points, cand.points], axis=1), np.concatenate([hand_sigma, cand.sigma], axis=1),

@@ -45,7 +45,8 @@ class SyncResult:
     rotation_std_deg: float | None = None
     translation_std_mm: float | None = None
     offsets_mm: np.ndarray | None = None
-    """(n,3) the modelled tracks' offsets in the body's frame, millimetres (None when none is modelled)."""
+    """(n,3) the modelled tracks' offsets, millimetres, each in its frame (track by track, one per frame that
+    ``body_frames`` gives a track; None when none is modelled)."""
 
     def to_json(self) -> dict:
         return {
@@ -88,8 +89,9 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
     first get per-window offsets (so a large rate error in ``init`` cannot defeat the offset scan),
     then one fit over everything.
 
-    With ``offset_tracks`` (K,) bool and ``body_frames`` = (times (N,), rotations (N,K,3,3)) (see
-    :func:`body_frames`), those tracks get a constant offset in the body's frame, solved jointly
+    With ``offset_tracks`` (K,) bool and ``body_frames`` = (times (N,), rotations (N,K,3,3), or
+    (N,K,S,3,3) for S frames per track) (see :func:`body_frames`), those tracks get a constant offset
+    in each of those frames (the body's, the limb's), solved jointly
     (prior ``offset_prior_m`` per axis; :meth:`BearingProblem.set_offsets`): for keypoints of a
     detector whose definition differs from the Kinect's joints (body keypoints; see
     :attr:`SyncResult.offsets_mm`). ``robust`` sets the robust loss (default :class:`RobustConfig`).

@@ -64,6 +64,22 @@ class TrackSplines:
                 self.track.append(k)
                 self.splines.append(CubicSpline(ts, ps, axis=0))
                 self.variance.append((ts, vs))
+        self._pack()
+
+    def _pack(self) -> None:
+        """All segments' polynomial pieces in one table, so that :meth:`evaluate` finds and evaluates
+        every query's piece at once (the solvers evaluate the same queries hundreds of times; a loop
+        over the segments made that cost grow with the number of track breaks)."""
+        starts = [s.x[:-1] for s in self.splines]
+        self._first = np.cumsum([0] + [len(x) for x in starts])[:-1].astype(np.int64)
+        self._count = np.array([len(x) for x in starts], dtype=np.int64)
+        self._breaks = np.concatenate(starts) if starts else np.zeros(0)
+        self._coef = np.concatenate([s.c for s in self.splines], axis=1) if starts else np.zeros((4, 0, 3))
+        # Segment s's pieces sorted on s * width + (t - origin): one sorted key for every segment.
+        self._origin = float(min(self.t0)) if starts else 0.0
+        self._width = float(max(self.t1) - self._origin + 1.0) if starts else 1.0
+        seg_of_piece = np.repeat(np.arange(len(starts)), self._count)
+        self._keys = seg_of_piece * self._width + (self._breaks - self._origin)
 
     def locate(self, track: np.ndarray, t_query: np.ndarray, margin: float = 0.0) -> np.ndarray:
         """Segment index (M,) holding each query (track k, time t) with ``margin`` seconds to spare on
@@ -77,11 +93,25 @@ class TrackSplines:
     def evaluate(self, seg: np.ndarray, t_query: np.ndarray, nu: int = 0) -> np.ndarray:
         """Positions (M,3) (or their ``nu``-th time derivative) at ``t_query`` in segments ``seg``
         (from :meth:`locate`; all >= 0)."""
-        out = np.empty((len(t_query), 3))
-        for s in np.unique(seg):
-            m = seg == s
-            out[m] = self.splines[s](t_query[m], nu)
-        return out
+        seg = np.asarray(seg, dtype=np.int64)
+        t_query = np.asarray(t_query, dtype=np.float64)
+        if not len(seg):
+            return np.zeros((0, 3))
+        key = seg * self._width + (t_query - self._origin)
+        piece = np.searchsorted(self._keys, key, side="right") - 1
+        # outside a segment's span its end pieces extrapolate, as scipy's CubicSpline does
+        piece = np.clip(piece, self._first[seg], self._first[seg] + self._count[seg] - 1)
+        dt = (t_query - self._breaks[piece])[:, None]
+        c3, c2, c1, c0 = self._coef[:, piece]  # coefficients of dt**3, dt**2, dt, 1
+        if nu == 0:
+            return ((c3 * dt + c2) * dt + c1) * dt + c0
+        if nu == 1:
+            return (3.0 * c3 * dt + 2.0 * c2) * dt + c1
+        if nu == 2:
+            return 6.0 * c3 * dt + 2.0 * c2
+        if nu == 3:
+            return np.broadcast_to(6.0 * c3, (len(t_query), 3)).copy()
+        raise ValueError(f"derivative order nu must be 0..3, got {nu}")
 
     def relative_noise(self, seg: np.ndarray, t_query: np.ndarray) -> np.ndarray:
         """Relative noise (M,) of the (smoothed) positions at ``t_query`` in segments ``seg`` (all >= 0):

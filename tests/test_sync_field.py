@@ -75,7 +75,7 @@ def test_field_sessions_get_the_simulated_detector(field, tmp_path):
     assert session_realism(Session.open(copy)) == "ideal"
 
 
-def _offset_problem(rng) -> tuple[BearingProblem, np.ndarray]:
+def _offset_problem(rng, sets: int = 1) -> tuple[BearingProblem, np.ndarray]:
     t = np.arange(0.0, 6.0, 1 / 30)
     K = 3
     centre = rng.normal(size=(K, 3)) * 0.5 + [0.0, 0.0, 2.0]
@@ -86,21 +86,37 @@ def _offset_problem(rng) -> tuple[BearingProblem, np.ndarray]:
     b = rng.normal(size=(len(t_obs), 3))
     b /= np.linalg.norm(b, axis=-1, keepdims=True)
     problem = BearingProblem(splines, t_obs, track, b, TimeMap(), np.eye(4), 0.05)
-    angles = rng.normal(size=(len(t), K, 3))
+    angles = rng.normal(size=(len(t), K, sets, 3))
     frames = np.stack([pose_from_vector(np.r_[a, 0, 0, 0])[:3, :3] for a in angles.reshape(-1, 3)])
-    problem.set_offsets(t, frames.reshape(len(t), K, 3, 3), np.array([True, False, True]), 0.015, 1.0)
-    x = np.r_[rng.normal(size=8), rng.normal(size=6) * 20.0]
+    frames = frames.reshape(len(t), K, sets, 3, 3)
+    problem.set_offsets(t, frames[:, :, 0] if sets == 1 else frames, np.array([True, False, True]), 0.015, 1.0)
+    x = np.r_[rng.normal(size=8), rng.normal(size=6 * sets) * 20.0]
     return problem, x
 
 
-def test_offset_jacobian_matches_finite_differences():
-    problem, x = _offset_problem(np.random.default_rng(0))
+def _fit_residuals(problem, x, prior_weight):
+    """The residual vector the fit minimises (bearings, the offsets' prior, the rate's)."""
+    r = np.r_[problem.residuals(x), problem.offset_prior * x[8:]]
+    return np.r_[r, prior_weight * x[0]] if prior_weight else r
+
+
+@pytest.mark.parametrize("whitened, sets", [(False, 1), (True, 1), (True, 2)])
+def test_jacobian_matches_finite_differences(whitened, sets):
+    """Clock and offset columns exact, pose columns by forward differences: every column within a
+    small fraction of central differences of the whole residual, weights, whitening and offsets in
+    two frames per track included."""
+    problem, x = _offset_problem(np.random.default_rng(0), sets)
     problem.weights = np.linspace(0.5, 1.5, len(problem))
-    analytic = problem._offset_jacobian(x)
-    numeric = np.stack([(problem.residuals(x + 1e-4 * e) - problem.residuals(x - 1e-4 * e)) / 2e-4
-                        for e in np.eye(len(x))[8:]], axis=1)
-    assert np.abs(numeric).max() > 1e-5
-    np.testing.assert_allclose(analytic, numeric, atol=1e-8 * np.abs(numeric).max() + 1e-12, rtol=1e-5)
+    if whitened:
+        problem.estimate_whitening(x, 2, np.ones(len(problem), dtype=bool))
+        assert len(problem.ar) == 2
+    J = problem.jacobian(x, prior_weight=0.7).toarray()
+    numeric = np.stack([(_fit_residuals(problem, x + 1e-4 * e, 0.7) - _fit_residuals(problem, x - 1e-4 * e, 0.7))
+                        / 2e-4 for e in np.eye(len(x))], axis=1)
+    assert J.shape == numeric.shape
+    for c in range(len(x)):
+        assert np.abs(numeric[:, c]).max() > 1e-6
+        np.testing.assert_allclose(J[:, c], numeric[:, c], atol=1e-4 * np.abs(numeric[:, c]).max(), rtol=0)
 
 
 def _bodies_at(t_session, points_by_person) -> BodyCandidates:
@@ -128,3 +144,43 @@ def test_people_are_associated_with_kinect_bodies_and_unmirrored():
     np.testing.assert_allclose(out[3].reshape(2, B, 3), unit, atol=1e-12)
     assert np.isnan(out[[0, 1, 2, 4]]).all()
     assert (stats.associated, stats.flipped) == (2, 1)
+
+
+def test_body_tracks_carry_the_kinect_segment_frames(field):
+    """The Kinect joints' reported orientations reach the body keypoint tracks as rotations in the
+    reference Kinect's frame (the reference Kinect's own where it tracks the joint), and the solvers
+    get each body track's offset in two frames, its body's and its segment's; switched off, one."""
+    from omnimocap.calibration.observations import TRACKED_KINECT_JOINTS, TRACKS_PER_PERSON, kinect_wrist_tracks
+    from omnimocap.calibration.pano_bodies import DetectedBodies, with_bodies
+    from omnimocap.capture.people import people_recordings
+    from omnimocap.data.skeletons import KINECT_INDEX
+    from omnimocap.geometry.quaternions import quat_wxyz_to_matrix
+
+    session, rig = Session.open(field), Truth(field).rig()
+    serial = session.kinects()[0].serial
+    tracks = kinect_wrist_tracks(session, serial, rig, 2)
+    R = tracks.rotations
+    assert R.shape == tracks.points.shape + (3,)
+    known = np.all(np.isfinite(R), axis=(-2, -1))
+    tracked = np.all(np.isfinite(tracks.points), axis=-1)
+    assert known[tracked].mean() > 0.99
+    np.testing.assert_allclose(R[known] @ np.swapaxes(R[known], -1, -2), np.broadcast_to(np.eye(3), R[known].shape),
+                               atol=1e-6)
+    # the reference Kinect's elbow of person 0, as its body file reports it
+    rec = people_recordings(session, rig)[serial]
+    col = TRACKED_KINECT_JOINTS.index(KINECT_INDEX["ELBOW_LEFT"])
+    q = rec.bodies[0].orientations[:, KINECT_INDEX["ELBOW_LEFT"]]
+    own = np.all(np.isfinite(q), axis=-1) & known[:, col]
+    assert own.sum() > 100
+    np.testing.assert_allclose(R[own, col], quat_wxyz_to_matrix(q[own]), atol=1e-9)
+    candidates = BodyCandidates.from_tracks(tracks)
+    bodies = DetectedBodies(BodyKeypointBearings(np.zeros(0, dtype=np.int64), np.zeros((0, 17, 3)),
+                                                 np.zeros((0, 17)), np.zeros(0)), np.zeros(3), candidates)
+    H = 4
+    hands = (np.full((3, H, 3), np.nan), np.zeros((len(tracks.t_session), H, 3)), np.ones((len(tracks.t_session), H)))
+    both = with_bodies(*hands, bodies, np.eye(4), TimeMap(), 5.0)
+    assert both.body_frames[1].shape == (len(tracks.t_session), H + 2 * len(BODY_KEYPOINTS), 2, 3, 3)
+    np.testing.assert_array_equal(both.body_frames[1][:, H:, 1], candidates.segment_frames)
+    np.testing.assert_array_equal(both.body_frames[1][:, H:, 0], candidates.frames)
+    one = with_bodies(*hands, bodies, np.eye(4), TimeMap(), 5.0, segment_offsets=False)
+    assert one.body_frames[1].shape == (len(tracks.t_session), H + 2 * len(BODY_KEYPOINTS), 3, 3)
