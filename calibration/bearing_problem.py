@@ -16,6 +16,7 @@ from scipy.optimize import least_squares
 from omnimocap.calibration.config import RobustConfig
 from omnimocap.calibration.track_splines import TrackSplines
 from omnimocap.capture.rig import TimeMap
+from omnimocap.geometry.pano_optics import PanoOptics
 from omnimocap.geometry.transforms import invert_pose, pose_from_vector, transform_points
 
 # Finite-difference step of the fit's parameters (ppm, ms, mrad, mm).
@@ -40,7 +41,13 @@ class BearingProblem:
     """
 
     def __init__(self, splines: TrackSplines, t_pano: np.ndarray, track: np.ndarray, bearings: np.ndarray,
-                 init: TimeMap, T_ref_pano: np.ndarray, margin_s: float):
+                 init: TimeMap, T_ref_pano: np.ndarray, margin_s: float, optics: PanoOptics | None = None):
+        """``optics``: the 360 camera's (geometry/pano_optics.py; default ideal): each observation is
+        taken at its frame's time plus its row's offset (rolling shutter), and its bearing is seen
+        from the centre of the lens that shows it."""
+        optics = PanoOptics.ideal() if optics is None else optics
+        t_frame = np.asarray(t_pano, dtype=np.float64)
+        t_pano = t_frame + optics.time_offset_s(bearings)
         self.splines = splines
         self.n_offsets = 0  # see set_offsets
         self.n_sets = 1
@@ -51,10 +58,12 @@ class BearingProblem:
         tq = init.to_session(t_pano)
         seg = splines.locate(track, tq, margin_s)
         keep = seg >= 0
-        self.t_pano = t_pano[keep]
+        self.t_pano = t_pano[keep]  # each observation's capture time, camera clock
+        self.t_frame = t_frame[keep]  # its frame's timestamp
         self.track = track[keep]
         self.seg = seg[keep]
         self.bearings = bearings[keep]
+        self.lens_centre = optics.centre(optics.lens_of(self.bearings))  # (M,3), pano frame, metres
         self.weights = np.ones(len(self.t_pano))
         self.ar = np.zeros(0)
         self.prev = np.zeros((len(self.t_pano), 0), dtype=np.int64)
@@ -117,7 +126,7 @@ class BearingProblem:
     def predicted(self, x: np.ndarray) -> np.ndarray:
         """Unit bearings (M,3) of the interpolated trajectories in the panorama frame."""
         T = self.pose(x)
-        p = (self._reference_points(x)[1] - T[:3, 3]) @ T[:3, :3]
+        p = (self._reference_points(x)[1] - T[:3, 3]) @ T[:3, :3] - self.lens_centre
         return p / np.linalg.norm(p, axis=-1, keepdims=True)
 
     def jacobian(self, x: np.ndarray, prior_weight: float = 0.0):
@@ -133,7 +142,7 @@ class BearingProblem:
         tq, p_ref, R_body = self._reference_points(x)
         T = self.pose(x)
         R = T[:3, :3]
-        p = (p_ref - T[:3, 3]) @ R
+        p = (p_ref - T[:3, 3]) @ R - self.lens_centre
         norm = np.linalg.norm(p, axis=-1, keepdims=True)
         u = p / norm
 
@@ -149,7 +158,7 @@ class BearingProblem:
             step = x.copy()
             step[k] += FD_STEP
             Tk = self.pose(step)
-            pk = (p_ref - Tk[:3, 3]) @ Tk[:3, :3]
+            pk = (p_ref - Tk[:3, 3]) @ Tk[:3, :3] - self.lens_centre
             J[:, :, k] = (pk / np.linalg.norm(pk, axis=-1, keepdims=True) - u) / FD_STEP
         J = self._whiten(J * self.weights[:, None, None]).reshape(3 * len(self), n)
         if not self.n_offsets:

@@ -46,7 +46,7 @@ def kinect_poses(session: Session, previous: Rig, serial: str, config: KinectPos
     kept_from = "simulated truth" if previous.is_truth else previous.method
     if mode == "rig":
         reason = "" if has_imu else " (the reference Kinect has no recording with IMU samples)"
-        return Rig(dict(previous.T_world_sensor), dict(previous.time_maps),
+        return Rig(dict(previous.T_world_sensor), dict(previous.time_maps), pano_optics=previous.pano_optics,
                    inputs={"kinect_poses_from": f"rig: {kept_from}{reason}"})
     if not has_imu:
         path = session.path(entry.recording) if entry.recording else session.root / MANIFEST
@@ -81,7 +81,7 @@ def kinect_poses(session: Session, previous: Rig, serial: str, config: KinectPos
         except UserError as exc:
             raise UserError(f"Kinect {other.serial}: {exc.problem}", path=session.path(other.bodies),
                             fix=exc.fix) from None
-    return Rig(poses, dict(previous.time_maps), residuals={"kinects": residuals}, inputs={
+    return Rig(poses, dict(previous.time_maps), pano_optics=previous.pano_optics, residuals={"kinects": residuals}, inputs={
         "kinect_poses_from": "estimated: the reference from its IMU gravity and floor, the others from shared "
                              "skeletons (their tilt from their own IMU where they have one)",
         "world_frame": WORLD_CONVENTION, "accelerometer_from": entry.recording,

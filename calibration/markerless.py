@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from omnimocap.geometry.pano_optics import PanoOptics
 from omnimocap.calibration.bearing_problem import BearingProblem, flatten_observations, offset_grid
 from omnimocap.calibration.config import MarkerlessConfig, RobustConfig
 from omnimocap.calibration.timesync import SyncResult, fine_time_map
@@ -57,7 +58,8 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
                          noise_ar_order: int = 2, seed: int = 0,
                          body_frames: tuple[np.ndarray, np.ndarray] | None = None,
                          offset_tracks: np.ndarray | None = None, offset_prior_m: float = 0.015,
-                         limits: MarkerlessConfig | None = None, robust: RobustConfig | None = None) -> MarkerlessResult:
+                         limits: MarkerlessConfig | None = None, robust: RobustConfig | None = None,
+                         optics: PanoOptics | None = None) -> MarkerlessResult:
     """Solve ``T_kinect_pano`` and the pano time map from motion.
 
     ``t_pano`` (F,) camera-clock frame times; ``bearings`` (F,K,3) unit directions in the panorama
@@ -77,6 +79,7 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
     ``limits.min_motion_m`` of motion (default :class:`MarkerlessConfig`); the result is refused when
     its 1-sigma rotation or translation uncertainty exceeds ``max_rotation_std_deg`` /
     ``max_translation_std_mm``. ``robust``: the refinement's robust loss (default :class:`RobustConfig`).
+    ``optics``: the 360 camera's lenses and rolling shutter (see :class:`BearingProblem`; default ideal).
     """
     init_time = init_time or TimeMap()
     limits = limits or MarkerlessConfig()
@@ -85,8 +88,8 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
         raise UserError("no bearings of the tracked joints were observed in the panorama; markerless "
                         "calibration needs people (their hands) visible to the 360 camera")
     splines = TrackSplines(t_kinect, points_kinect, sigma=traj_sigma, smooth_hz=3.0)
-    problem = BearingProblem(splines, tp, track, f, init_time, np.eye(4), search_s)
-    frames = len(np.unique(problem.t_pano))
+    problem = BearingProblem(splines, tp, track, f, init_time, np.eye(4), search_s, optics)
+    frames = len(np.unique(problem.t_frame))
     if len(problem) < limits.min_observations or frames < limits.min_frames:
         raise UserError(f"too few frames for markerless calibration: {frames} panorama frames ({len(problem)} "
                         f"bearings) overlap the Kinect joint trajectories in time, need {limits.min_frames} frames "
@@ -116,7 +119,7 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
                          noise_deg=noise_deg, rate_prior_std_ppm=rate_prior_std_ppm, noise_ar_order=noise_ar_order,
                          min_observations=limits.min_observations, min_frames=limits.min_frames,
                          min_motion_m=limits.min_motion_m, body_frames=body_frames, offset_tracks=offset_tracks,
-                         offset_prior_m=offset_prior_m, robust=robust)
+                         offset_prior_m=offset_prior_m, robust=robust, optics=optics)
     if sync.n_inliers < 0.5 * sync.n_observations:
         raise UserError(f"only {sync.n_inliers} of {sync.n_observations} bearings agree with the solved pose; "
                         "refusing the calibration", fix="check the detections and the time overlap")

@@ -78,7 +78,8 @@ def _calibrate_markerless(session: Session, previous: Rig, kinect_rig: Rig, seri
         poser = open_pose_detector(session, kind, pose_detector, config.observer.pose_model,
                                    config.observer.device) if config.observer.body_keypoints else None
         res, n_frames, inputs = _from_detected_hands(session, kinect_rig, serial, start, config, det, poser, progress)
-    rig = Rig(dict(kinect_rig.T_world_sensor), dict(previous.time_maps), method="markerless", is_truth=False)
+    rig = Rig(dict(kinect_rig.T_world_sensor), dict(previous.time_maps), method="markerless", is_truth=False,
+              pano_optics=previous.pano_optics)
     rig.T_world_sensor["pano"] = kinect_rig.pose(kinect_name(serial)) @ res.T_kinect_pano
     rig.time_maps["pano"] = res.time_map
     rig.residuals = {**kinect_rig.residuals, "pano": res.to_json()}
@@ -102,7 +103,7 @@ def _from_simulated_observer(session: Session, kinect_rig: Rig, serial: str, sta
     res = calibrate_markerless(obs.t_pano, obs.bearings, tracks.t_session, tracks.points, traj_sigma=tracks.sigma,
                                init_time=init_time, init_T_kinect_pano=init_T, search_s=search,
                                rate_prior_std_ppm=rate_std_ppm(obs.t_pano, coarse), limits=config.markerless,
-                               robust=config.robust)
+                               robust=config.robust, optics=kinect_rig.pano_optics)
     return res, int(len(obs.t_pano)), observer_inputs(obs)
 
 
@@ -136,7 +137,7 @@ def _from_detected_hands(session: Session, kinect_rig: Rig, serial: str, start: 
                                    max_rotation_std_deg=DETECTION_MAX_ROTATION_STD_DEG,
                                    max_translation_std_mm=DETECTION_MAX_TRANSLATION_STD_MM,
                                    noise_ar_order=DETECTION_NOISE_AR_ORDER, limits=config.markerless,
-                                   robust=config.robust, body_frames=joint.body_frames,
+                                   robust=config.robust, optics=kinect_rig.pano_optics, body_frames=joint.body_frames,
                                    offset_tracks=joint.offset_tracks)
         T, tm, search = res.T_kinect_pano, res.time_map, config.observer.refit_search_s
     return res, int(len(obs.t_pano)), detection_inputs(detected, det, bodies, poser)

@@ -51,7 +51,7 @@ def sync_session(session_dir, config: SyncConfig | None = None, *, view_detector
               residuals={**previous.residuals, "pano_sync": residuals},
               inputs={**previous.inputs, **({"sync_method": "flash"} if config.flash else {}),
                       "sync_reference_kinect": serial, **inputs},
-              configs={**previous.configs, "sync": config.to_json()})
+              configs={**previous.configs, "sync": config.to_json()}, pano_optics=previous.pano_optics)
     rig.time_maps["pano"] = time_map
     write_rig(session, rig, previous)
     return {"a": time_map.a, "b": time_map.b, **result}
@@ -70,7 +70,8 @@ def _motion_sync(session: Session, previous: Rig, serial: str, config: SyncConfi
         traj = transform_points(T_world_kinect, tracks.points)
         res = fine_time_map(obs.t_pano, obs.bearings, tracks.t_session, traj, T_world_pano, coarse,
                             traj_sigma=tracks.sigma, search_s=config.motion.search_s,
-                            rate_prior_std_ppm=rate_std_ppm(obs.t_pano, coarse), robust=config.robust)
+                            rate_prior_std_ppm=rate_std_ppm(obs.t_pano, coarse), robust=config.robust,
+                            optics=previous.pano_optics)
         return res, observer_inputs(obs)
     det = view_detector or open_view_detector(session, kind, config.observer.detector, config.observer.device)
     poser = open_pose_detector(session, kind, pose_detector, config.observer.pose_model,
@@ -95,6 +96,7 @@ def _motion_sync(session: Session, previous: Rig, serial: str, config: SyncConfi
                             traj_sigma=joint.sigma, noise_ar_order=DETECTION_NOISE_AR_ORDER,
                             search_s=search, noise_deg=DETECTION_NOISE_DEG,
                             rate_prior_std_ppm=rate_std_ppm(detected.t_pano, coarse), robust=config.robust,
-                            body_frames=joint.body_frames, offset_tracks=joint.offset_tracks)
+                            body_frames=joint.body_frames, offset_tracks=joint.offset_tracks,
+                            optics=previous.pano_optics)
         tm, search = res.time_map, config.observer.refit_search_s
     return res, detection_inputs(detected, det, bodies, poser)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
+from omnimocap.geometry.pano_optics import PanoOptics
 from omnimocap.calibration.bearing_problem import BearingProblem, flatten_observations
 from omnimocap.calibration.config import RobustConfig
 from omnimocap.calibration.track_splines import TrackSplines, track_motion_m
@@ -68,7 +69,8 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
                   point_noise_m: float = 0.01, noise_ar_order: int = 2, window_s: float = 60.0,
                   min_observations: int = 100, min_frames: int = 60, min_motion_m: float = 0.03,
                   body_frames: tuple[np.ndarray, np.ndarray] | None = None, offset_tracks: np.ndarray | None = None,
-                  offset_prior_m: float = 0.015, robust: RobustConfig | None = None) -> SyncResult:
+                  offset_prior_m: float = 0.015, robust: RobustConfig | None = None,
+                  optics: PanoOptics | None = None) -> SyncResult:
     """Time map of the panorama from motion.
 
     ``t_pano`` (F,) frame times on the camera clock; ``bearings`` (F,K,3) observed directions of K
@@ -94,7 +96,8 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
     in each of those frames (the body's, the limb's), solved jointly
     (prior ``offset_prior_m`` per axis; :meth:`BearingProblem.set_offsets`): for keypoints of a
     detector whose definition differs from the Kinect's joints (body keypoints; see
-    :attr:`SyncResult.offsets_mm`). ``robust`` sets the robust loss (default :class:`RobustConfig`).
+    :attr:`SyncResult.offsets_mm`). ``robust`` sets the robust loss (default :class:`RobustConfig`);
+    ``optics`` the 360 camera's lenses and rolling shutter (see :class:`BearingProblem`; default ideal).
 
     Raises :class:`UserError` when fewer than ``min_frames`` frames or ``min_observations`` bearings
     meet the trajectories, or when nothing moves (less than ``min_motion_m`` RMS).
@@ -104,8 +107,8 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
         raise UserError("no hand bearings were observed in the panorama; the time map needs people moving "
                         "their hands in view of the 360 camera")
     splines = TrackSplines(t_traj, traj, sigma=traj_sigma, smooth_hz=smooth_hz)
-    problem = BearingProblem(splines, tp, track, b, init, T_ref_pano, search_s)
-    frames = len(np.unique(problem.t_pano))
+    problem = BearingProblem(splines, tp, track, b, init, T_ref_pano, search_s, optics)
+    frames = len(np.unique(problem.t_frame))
     if len(problem) < min_observations or frames < min_frames:
         raise UserError(f"too few frames to sync: {frames} panorama frames ({len(problem)} bearings) fall within "
                         f"the Kinect trajectories, need {min_frames} frames and {min_observations} bearings; "
@@ -182,6 +185,7 @@ def _subset(problem: BearingProblem, mask: np.ndarray) -> BearingProblem:
     sub.__dict__.update(problem.__dict__)
     sub.t_pano, sub.track = problem.t_pano[mask], problem.track[mask]
     sub.seg, sub.bearings = problem.seg[mask], problem.bearings[mask]
+    sub.t_frame, sub.lens_centre = problem.t_frame[mask], problem.lens_centre[mask]
     sub.weights = problem.weights[mask]
     sub.ar = np.zeros(0)
     return sub
