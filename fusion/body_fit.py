@@ -11,7 +11,9 @@ Method
    distance under any pose (parent-child and sibling pairs, e.g. knee-ankle or hip-hip) are
    measured in every frame; their medians (less the lengthening that joint noise causes, with the
    noise estimated from third differences over time) are matched by the skeleton's bone lengths
-   through a small Gauss-Newton solve over ``betas`` with a ridge prior.
+   through a small Gauss-Newton solve over ``betas`` with a ridge prior, iteratively reweighted by a
+   Cauchy loss (``robust_shape``) so that a length made wrong by one badly defined k4abt joint does
+   not bend every other bone.
 2. Pose per frame, all frames batched in torch:
    - analytic initialisation: the root by a weighted Kabsch alignment of the Kinect joints that move
      rigidly with the pelvis (PELVIS, hips), then in kinematic order every joint whose children are
