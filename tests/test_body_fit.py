@@ -219,8 +219,8 @@ def test_trunk_prior_costs_little_on_exact_joints():
 
 def test_shape_prior_keeps_the_shape_from_bending_to_joint_offsets():
     # k4abt-like joint-definition offsets (15 mm per axis on the trunk, 8 mm elsewhere) lengthen and
-    # shorten the limbs the shape is fitted to; betas are population standard deviations, so a prior
-    # as strong as that spread keeps the skeleton nearer the truth on average over bodies.
+    # shorten the limbs the shape is fitted to; betas are population standard deviations, so the
+    # default ridge keeps the skeleton nearer the truth on average over bodies than a barely-there one.
     import torch
 
     from omnimocap.fusion.body_fit import _Problem, _segment_of_rows
