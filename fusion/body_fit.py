@@ -106,7 +106,7 @@ class BodyFitConfig:
     """Ridge weight on betas in the limb-length fit (m^2 per unit beta^2; betas are population
     standard deviations). Lengths off by a joint's definition are down-weighted by ``robust_shape``,
     so the ridge only keeps directions the lengths do not measure near the mean shape; a stronger one
-    shrinks real shapes (measured: 2e-4 costs 0.5-1 mm of body joint error under k4abt's biases)."""
+    shrinks real shapes (on a simulated field session, 2e-4 cost 0.6-0.8 mm of body joint error)."""
     max_abs_beta: float = 5.0
     """Fitted betas are clipped to +- this."""
     device: str = "cpu"
