@@ -67,6 +67,11 @@ class PeopleConfig:
     """People seen for less than this in total are dropped (spurious bodies), seconds."""
     mirror_sigma_m: float = 0.03
     """Scale of the agreement and continuity costs of the label decision (metres)."""
+    mirror_prior: float = 0.1
+    """Cost of each frame of each Kinect decided exchanged (dimensionless, like the others). It
+    adds up over a run, while the continuity evidence that a run began or ended is paid once: where
+    every Kinect mirrors the person at once after a gap (no agreement to go by), a run of about a
+    second at 0.2 per frame outweighed the continuity cost of its end and stayed unrepaired."""
 
 
 def midline_centre(joints: np.ndarray) -> np.ndarray:
@@ -250,7 +255,7 @@ def resolve_mirrors(joints: list[np.ndarray], confidence: list[np.ndarray], sens
     for k in range(K):
         cos = np.nan_to_num(facing_cosine(joints[k], np.asarray(sensors[k], dtype=np.float64)), nan=0.0)
         # exchanged labels must look like a body facing the Kinect; a small prior against exchanges
-        cost_m = 8.0 * np.clip(0.1 - cos, 0.0, None) + 0.2
+        cost_m = 8.0 * np.clip(0.1 - cos, 0.0, None) + config.mirror_prior
         # people mostly walk forwards: exchanged labels would turn a forward walk into a backward one
         # (a tie-breaker only: people also step back and walk backwards)
         cost_m += 0.1 * np.nan_to_num(np.sum(body_forward(joints[k]) * walk, axis=-1), nan=0.0)

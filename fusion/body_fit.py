@@ -11,7 +11,9 @@ Method
    distance under any pose (parent-child and sibling pairs, e.g. knee-ankle or hip-hip) are
    measured in every frame; their medians (less the lengthening that joint noise causes, with the
    noise estimated from third differences over time) are matched by the skeleton's bone lengths
-   through a small Gauss-Newton solve over ``betas`` with a ridge prior.
+   through a small Gauss-Newton solve over ``betas`` with a ridge prior, iteratively reweighted by a
+   Cauchy loss (``robust_shape``) so that a length made wrong by one badly defined k4abt joint does
+   not bend every other bone.
 2. Pose per frame, all frames batched in torch:
    - analytic initialisation: the root by a weighted Kabsch alignment of the Kinect joints that move
      rigidly with the pelvis (PELVIS, hips), then in kinematic order every joint whose children are
@@ -100,15 +102,21 @@ class BodyFitConfig:
     """A frame with fewer usable Kinect joints is interpolated from its neighbours instead of fitted."""
     shape_min_confidence: int = 2
     """Lowest confidence level whose joints measure limb lengths (falls back to LOW when none)."""
-    shape_prior: float = 2e-4
-    """Ridge weight on betas in the limb-length fit (m^2 per unit beta^2). Betas are population
-    standard deviations, and a length between two k4abt joints is off by their definition spread
-    (a centimetre or two, constant): the weight is that spread squared, so the shape does not bend
-    to the offsets of a few joints."""
+    shape_prior: float = 5e-5
+    """Ridge weight on betas in the limb-length fit (m^2 per unit beta^2; betas are population
+    standard deviations). Lengths off by a joint's definition are down-weighted by ``robust_shape``,
+    so the ridge only keeps directions the lengths do not measure near the mean shape; a stronger one
+    shrinks real shapes (on a simulated field session, 2e-4 cost 0.6-0.8 mm of body joint error)."""
     max_abs_beta: float = 5.0
     """Fitted betas are clipped to +- this."""
     device: str = "cpu"
     """Torch device for the pose solve ("cpu" or "cuda")."""
+    robust_shape: bool = True
+    """Limb lengths that disagree with the shape the others give count less (a Cauchy loss of scale
+    ``shape_loss_m``): a k4abt joint defined a few centimetres off along one bone makes that one
+    length wrong, and with a plain least-squares fit the whole shape (every bone) would follow it."""
+    shape_loss_m: float = 0.015
+    """Scale of the Cauchy loss on limb lengths (metres): about the spread of k4abt's joint definitions."""
     joint_offsets: bool = True
     """Estimate, per person, a constant offset of every Kinect joint in its body segment's frame
     (k4abt's joints are not SMPL-X joints: each sits a centimetre or so off, the same way in every
@@ -307,11 +315,16 @@ def fit_betas(kinect_joints: np.ndarray, levels: np.ndarray, skeleton: Skeleton,
     dirs_diff = skeleton.shape_dirs[sa] - skeleton.shape_dirs[sb]  # (P, 3, B)
     betas = np.zeros(B)
     lam = np.sqrt(config.shape_prior)
-    for _ in range(8):
+    for _ in range(20):
         vec = rest_diff + dirs_diff @ betas
         length = np.linalg.norm(vec, axis=-1)
-        r = w * (length - target)
-        J = w[:, None] * np.einsum("pc,pcb->pb", vec / length[:, None], dirs_diff)
+        wr = w
+        if config.robust_shape:
+            # iteratively reweighted: the Cauchy weight 1 / (1 + u^2) on squared residuals
+            u = (length - target) / config.shape_loss_m
+            wr = w / np.sqrt(1.0 + u * u)
+        r = wr * (length - target)
+        J = wr[:, None] * np.einsum("pc,pcb->pb", vec / length[:, None], dirs_diff)
         A = np.concatenate([J, lam * np.eye(B)])
         b = np.concatenate([r, lam * betas])
         step = np.linalg.lstsq(A, -b, rcond=None)[0]
