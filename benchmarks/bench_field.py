@@ -100,7 +100,7 @@ def _calibration_config(off: str | None, verb: str):
     return _switch_off(config, off.split(":", 1)[1])
 
 
-def simulate(session: Path, level: str, seed: int, seconds: float, pano_width: int) -> float:
+def simulate(session: Path, level: str, seed: int, seconds: float, pano_width: int | None) -> float:
     """Simulate ``session`` at ``level``; "independent" is the ideal session of the same seed (made
     first when missing) with k4abt's errors from benchmarks/k4abt_independent.py (its own seed)."""
     from omnimocap.sim.simulate import SimConfig, simulate_session
@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels", nargs="+", default=["ideal", "field", "independent"],
                    choices=["ideal", "field", "independent"],
                    help="independent: the ideal session with k4abt's errors from benchmarks/k4abt_independent.py")
-    p.add_argument("--pano-width", type=int, default=1920)
+    p.add_argument("--pano-width", type=int, default=None,
+                   help="panorama width (default: the realism level's, field 3840 and ideal 1920)")
     p.add_argument("--ablate", action="store_true", help="field sessions again with each repair switched off")
     p.add_argument("--switches", nargs="+", default=None, metavar="PREFIX",
                    help="with --ablate, only the switches whose name starts with one of these (e.g. people.)")
