@@ -122,11 +122,12 @@ class FieldHandModel:
     """Knot spacing of the correlated errors' tracks, seconds (their correlation time)."""
     orient_deg: float = 8.0
     """RMS angle of the error of ``global_orient``, degrees."""
-    finger_deg: float = 6.0
-    """RMS angle of the error of each finger rotation of ``hand_pose``, degrees."""
-    joint_mm: float = 7.0
-    """RMS 3D error (norm) of each joint of ``keypoints_3d`` after alignment of the hand (PA-MPJPE
-    scale), millimetres; the per-axis standard deviation is ``joint_mm / sqrt(3)``."""
+    finger_deg: float = 13.0
+    """RMS angle of the error of each finger rotation of ``hand_pose``, degrees (13: about 7 mm
+    PA-MPJPE through MANO's kinematics)."""
+    joint_mm: float = 8.0
+    """RMS 3D error (norm) of each joint of ``keypoints_3d`` about the hand, millimetres (per axis
+    ``joint_mm / sqrt(3)``; 8: about 7 mm PA-MPJPE, the alignment absorbs part of it)."""
     keypoint_frac: float = 0.03
     """RMS error per image axis of each 2D keypoint, as a fraction of the box side."""
     scale: float = 0.05
