@@ -286,12 +286,13 @@ def test_errors_are_smooth_deterministic_and_of_the_field_size(variant):
     truth = SimHandObserver(plain).estimate(reqs)
     mano = ManoModel.from_dict(make_synthetic_mano("right"))
     orient, kp, scale, series, pa_joints, pa_fingers = [], [], [], {}, [], []
-    for seed in range(6):
+    for seed in range(4):
         observer = SimHandObserver(root, seed=seed)
         obs = observer.estimate(reqs)
-        # the same answers from a fresh observer asked in reverse order (another worker, another chunk)
-        again = SimHandObserver(root, seed=seed).estimate(reqs[::-1])[::-1]
-        assert all(_same(a, b) for a, b in zip(obs, again))
+        if seed == 0:
+            # the same answers from a fresh observer asked in reverse order (another worker, another chunk)
+            again = SimHandObserver(root, seed=seed).estimate(reqs[::-1])[::-1]
+            assert all(_same(a, b) for a, b in zip(obs, again))
         for r, o, t in zip(reqs, obs, truth):
             if o is None or t is None:
                 continue
