@@ -26,6 +26,10 @@ Metric definitions (names are the CLI contract):
   distance from the view centre, as a fraction of the view's half-width, over visible hands.
 - ``hands.joint_error_mm``: mean 3D error of the fused 21 hand joints (world), over fused hands.
 - ``hands.coverage``: fraction of visible true hands (at output times) that were fused.
+- ``hands.coverage_24px``: the same over the visible true hands whose box at the 360 camera's
+  native resolution is at least ``COVERAGE_MIN_BOX_PX`` (24) pixels: the angular diameter of the
+  true 21 joints seen from the true camera centre (hands/sim_field.py ``box_size_px``) times the
+  session's pano width / 2 pi pixels per radian (null without a pano width).
 - ``hands.wrist_error_mm`` / ``kinect.wrist_error_mm``: fused wrist / Kinect wrist (as tracked,
   fused over the Kinects when there are several, before any smoothing) vs the true wrist, over the
   same fused hands.
@@ -60,6 +64,7 @@ from omnimocap.geometry.transforms import (
 from omnimocap.capture.session import Session, atomic_write_json
 from omnimocap.capture.truth import kinect_joints_from_truth, open_truth
 from omnimocap.capture.bodies import read_bodies
+from omnimocap.hands.sim_field import box_size_px
 from omnimocap.data.skeletons import (
     KINECT_FROM_SMPLX, KINECT_INDEX, MANO_PARENTS, SMPLX_HAND_START, SMPLX_WRIST, SIDES,
     smplx_body_joint_ids,
@@ -79,6 +84,9 @@ def _load_npz(path: Path, what: str) -> dict:
         raise InputError(f"{what} is truncated or corrupt ({exc})", path=path,
                          fix="run `omnimocap process` again") from None
 
+
+# The smallest hand box (native pixels) counted by ``hands.coverage_24px``.
+COVERAGE_MIN_BOX_PX = 24.0
 
 # fused.npz arrays that evaluation reads.
 FUSED_KEYS = ("t_session", "person_ids", "kinect_joints_world", "kinect_wrist_world", "hand_joints_world",
@@ -154,7 +162,8 @@ def evaluate(result_dir: str | Path, session_dir: str | Path) -> dict:
     metrics["people.true"] = truth["smplx_joints"].shape[0]
     t_out = fused["t_session"]
     fps = float(1.0 / np.median(np.diff(t_out))) if len(t_out) > 1 else 30.0
-    metrics.update(hand_errors(fused, truth, match, fps))
+    width = session.pano().width if any(d.kind == "pano" for d in session.manifest.devices) else None
+    metrics.update(hand_errors(fused, truth, match, fps, true_rig.pose("pano"), width))
     metrics.update(kinect_skeleton_errors(session, truth, est_rig, G, fused, match))
     views_path = result_dir / "views.npz"
     if views_path.is_file():
@@ -202,14 +211,19 @@ def match_people(fused: dict, truth: dict) -> dict[int, int]:
     return {int(p): int(q) for p, q in zip(rows, cols) if cost[p, q] < 0.5}
 
 
-def hand_errors(fused: dict, truth: dict, match: dict[int, int], fps: float) -> dict:
+def hand_errors(fused: dict, truth: dict, match: dict[int, int], fps: float, T_world_pano: np.ndarray | None = None,
+                pano_width: int | None = None) -> dict:
     """The ``hands.*`` metrics and ``kinect.wrist_error_mm`` (see the module docstring); ``fused``
-    already in the true world, ``fps`` the output rate."""
+    already in the true world, ``fps`` the output rate, ``T_world_pano`` (4,4) the true 360
+    camera's pose and ``pano_width`` its frames' width in pixels (for ``hands.coverage_24px``;
+    null without them)."""
     t_out = fused["t_session"]
     t_truth = truth["t_session"]
     hand_err, wrist_err, kin_wrist_err = [], [], []
     hand_jitter, hand_accel = [], []
     visible_total, visible_fused = 0, 0
+    large_total, large_fused = 0, 0
+    sized = T_world_pano is not None and bool(pano_width)
     for p, q in match.items():
         true_hands = interpolate_positions(t_truth, truth["hand_joints"][q], t_out)  # (F,2,21,3)
         vis_idx = np.clip(np.searchsorted(t_truth, t_out), 0, len(t_truth) - 1)
@@ -217,6 +231,11 @@ def hand_errors(fused: dict, truth: dict, match: dict[int, int], fps: float) -> 
         valid = fused["hand_valid"][p] & np.all(np.isfinite(true_hands), axis=(-1, -2))
         visible_total += int(visible.sum())
         visible_fused += int((visible & valid).sum())
+        if sized:
+            hands_pano = transform_points(invert_pose(T_world_pano), np.where(visible[..., None, None], true_hands, 1.0))
+            large = visible & (box_size_px(hands_pano, float(pano_width)) >= COVERAGE_MIN_BOX_PX)
+            large_total += int(large.sum())
+            large_fused += int((large & valid).sum())
         if np.any(valid):
             err = np.linalg.norm(fused["hand_joints_world"][p][valid] - true_hands[valid], axis=-1)
             hand_err.append(err.mean(axis=-1))
@@ -232,6 +251,7 @@ def hand_errors(fused: dict, truth: dict, match: dict[int, int], fps: float) -> 
             "hands.wrist_error_mm": _mean_mm(wrist_err),
             "kinect.wrist_error_mm": _mean_mm(kin_wrist_err),
             "hands.coverage": float(visible_fused / visible_total) if visible_total else None,
+            "hands.coverage_24px": float(large_fused / large_total) if large_total else None,
             "hands.jitter": float(np.mean(np.concatenate(hand_jitter))) if hand_jitter else None,
             "hands.accel_error": float(np.mean(np.concatenate(hand_accel))) if hand_accel else None}
 

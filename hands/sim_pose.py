@@ -23,6 +23,13 @@ left, y up, z forward) at :data:`FACE_OFFSETS_M`. A pose model's keypoints are n
 The faults are drawn once per pano frame (from ``seed`` and the frame index), so every view of a
 frame agrees. A view reports a person whose box (the in-view keypoints' bounds padded by ``pad``)
 holds at least ``min_keypoints`` confident keypoints; keypoints behind the view camera are NaN.
+
+Optics: each person is captured when the row of their pelvis was exposed (one time for the whole
+person, :meth:`SimPoseDetector.capture_times`), and each keypoint is where the stitched frame shows
+it (``PanoOptics.apparent``), from the session's true optics (``Truth.pano_optics``). On a field
+session (``truth/realism.json`` ``"observer"``) people are also missed by box size, blur and seam,
+and false people appear (hands/sim_field.py ``pose_detector``); the faults above are the
+ideal-level ones.
 """
 
 from __future__ import annotations
@@ -34,8 +41,10 @@ from typing import Sequence
 import numpy as np
 
 from omnimocap.hands.estimator import PoseDetections
-from omnimocap.capture.truth import KINECT_FACE_OFFSETS_M, open_truth
+from omnimocap.hands.sim_field import box_size_px, field_observer, image_speed_px_s, native_width
+from omnimocap.capture.truth import KINECT_FACE_OFFSETS_M, REALISM_FILE, open_truth
 from omnimocap.data.skeletons import COCO_FLIP, COCO_FROM_SMPLX, COCO_INDEX, COCO_KEYPOINTS, SMPLX_INDEX
+from omnimocap.geometry.pano_optics import capture_times
 from omnimocap.geometry.resample import interpolate_positions
 from omnimocap.geometry.views import WristView
 
@@ -83,6 +92,11 @@ class SimPoseDetector:
         self.swap_facing, self.swap_away, self.hidden_gain = swap_facing, swap_away, hidden_gain
         self.visible_conf, self.hidden_conf, self.missed_conf = visible_conf, hidden_conf, missed_conf
         self.pad, self.min_keypoints, self.seed = pad, min_keypoints, seed
+        self.optics = truth.pano_optics()
+        realism = truth.realism() if (truth.dir / REALISM_FILE).is_file() else None
+        field = field_observer(realism)
+        self.field = field.pose_detector if field is not None else None
+        self.width_px = native_width(session_dir) if self.field is not None else 0.0
         P = self._joints.shape[0]
         self._definition = definition_m * np.random.default_rng([seed, 0xC0C0]).normal(size=(P, len(COCO_KEYPOINTS), 3))
 
@@ -90,17 +104,42 @@ class SimPoseDetector:
     def num_people(self) -> int:
         return int(self._joints.shape[0])
 
+    def pelvis_pano(self, person: int, t_session) -> np.ndarray:
+        """The true pelvis (...,3) of ``person`` in the panorama frame at session times ``t_session``
+        (a scalar or an array, seconds)."""
+        t = np.atleast_1d(np.asarray(t_session, dtype=np.float64))
+        i0, i1 = int(np.searchsorted(self._t, t.min())), int(np.searchsorted(self._t, t.max()))
+        win = slice(max(0, i0 - 3), min(len(self._t), i1 + 3))
+        pelvis = interpolate_positions(self._t[win], self._joints[person, win, SMPLX_INDEX["pelvis"]], t.ravel())
+        return ((pelvis - self._centre) @ self._R_pano_world.T).reshape(np.shape(t_session) + (3,))
+
+    def capture_times(self, frame_index: int) -> np.ndarray:
+        """The session time (P,) (seconds) at which pano frame ``frame_index`` captured each person:
+        when the row of their pelvis was exposed (one time for the whole person)."""
+        t_frame = float(self.frame_times[frame_index])
+        out = np.full(self.num_people, t_frame)
+        for p in range(self.num_people):
+            t, _ = capture_times(self.optics, t_frame, lambda t: self.pelvis_pano(p, t))
+            out[p] = float(t) if np.isfinite(t) else t_frame
+        return out
+
     def true_keypoints(self, frame_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """At pano frame ``frame_index``'s true time: the keypoints (P,17,3) world (with the
         definition offsets, without noise), whether each person faces the 360 camera (P,) (angle
         between the pelvis's forward and the camera under 90 deg), and which keypoints are hidden
         (P,17) by the person's own body (behind the torso's plane, seen from the camera) or by
         another person's torso."""
-        t = np.array([self.frame_times[frame_index]])
-        J = interpolate_positions(self._t, self._joints.transpose(1, 0, 2, 3), t)[0]  # (P,55,3)
-        k = int(np.clip(np.searchsorted(self._t, t[0]), 0, len(self._t) - 1))
-        R_pelvis = self._pelvis_R[:, k]
-        P = J.shape[0]
+        P = self.num_people
+        if self.optics.readout_s == 0.0:
+            t = np.array([self.frame_times[frame_index]])
+            J = interpolate_positions(self._t, self._joints.transpose(1, 0, 2, 3), t)[0]  # (P,55,3)
+            k = int(np.clip(np.searchsorted(self._t, t[0]), 0, len(self._t) - 1))
+            R_pelvis = self._pelvis_R[:, k]
+        else:
+            t = self.capture_times(frame_index)
+            J = interpolate_positions(self._t, self._joints.transpose(1, 0, 2, 3), t)[np.arange(P), np.arange(P)]
+            k = np.clip(np.searchsorted(self._t, t), 0, len(self._t) - 1)
+            R_pelvis = self._pelvis_R[np.arange(P), k]
         kp = np.empty((P, len(COCO_KEYPOINTS), 3))
         for name, smplx in COCO_FROM_SMPLX.items():
             kp[:, COCO_INDEX[name]] = J[:, SMPLX_INDEX[smplx]]
@@ -157,7 +196,46 @@ class SimPoseDetector:
         swap = fault.swapped
         kp[swap] = kp[swap][:, list(COCO_FLIP)]
         conf[swap] = conf[swap][:, list(COCO_FLIP)]
-        return (kp - self._centre) @ self._R_pano_world.T, conf, ~fault.person_missed
+        kp_pano = (kp - self._centre) @ self._R_pano_world.T
+        if self.optics.baseline_m > 0.0:
+            kp_pano, _, _ = self.optics.apparent(kp_pano)
+        reported = ~fault.person_missed
+        if self.field is not None:
+            kp_pano, conf, reported = self._field_faults(frame_index, kp_pano, conf, reported)
+        return kp_pano, conf, reported
+
+    def _field_faults(self, frame_index: int, kp_pano: np.ndarray, conf: np.ndarray,
+                      reported: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The field faults (hands/sim_field.py ``pose_detector``) on a frame's keypoints (P,17,3)
+        (pano frame, as the stitched frame shows them), confidences (P,17) and reported people (P,):
+        people missed by box size, blur and seam, and with probability ``false_rate`` a false
+        person (a real person's keypoints turned to another bearing about the camera's vertical)
+        appended."""
+        model = self.field
+        P = self.num_people
+        draws = np.random.default_rng([self.seed, frame_index, 0xF1E1D]).random(P + 3)
+        t_capture = self.capture_times(frame_index)
+        reported = reported.copy()
+        for p in range(P):
+            box_px = float(box_size_px(kp_pano[p], self.width_px))
+            blur_px = 0.0
+            if self.optics.exposure_s > 0:
+                dt = 1.0 / 240.0
+                w = self.pelvis_pano(p, np.array([t_capture[p] - dt / 2, t_capture[p] + dt / 2]))
+                blur_px = float(image_speed_px_s(w[0], w[1], dt, self.width_px)) * self.optics.exposure_s
+            pelvis = self.pelvis_pano(p, t_capture[p])
+            _, _, shown = self.optics.apparent(pelvis)
+            on_seam = bool(self.optics.in_blend(pelvis) or not shown)
+            reported[p] &= not draws[p] < model.miss.probability(box_px, blur_px, on_seam)
+        if draws[P] < model.false_rate:
+            source = int(draws[P + 1] * P)
+            angle = np.radians(60.0 + 240.0 * draws[P + 2])
+            c, s = np.cos(angle), np.sin(angle)
+            R_y = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+            kp_pano = np.concatenate([kp_pano, (kp_pano[source] @ R_y.T)[None]])
+            conf = np.concatenate([conf, conf[source][None]])
+            reported = np.append(reported, True)
+        return kp_pano, conf, reported
 
     def detect_poses(self, frame_index: int, pano_bgr, views: Sequence[WristView]) -> list[PoseDetections]:
         """One :class:`PoseDetections` per view of pano frame ``frame_index`` (``pano_bgr`` unused)."""

@@ -66,6 +66,7 @@ from omnimocap.data.skeletons import SIDES, SMPLX_INDEX
 from omnimocap.fusion.body_model import Skeleton, load_skeleton
 from omnimocap.geometry.transforms import axis_angle_to_matrix, invert_pose, look_at, make_pose
 from omnimocap.hands.mano import ManoModel
+from omnimocap.hands.sim_field import observer_record
 from omnimocap.hands.synthetic_mano import make_synthetic_mano
 from omnimocap.sim.board import BoardSequence, make_board_sequence
 from omnimocap.sim.body_tracking import kinect_tracks
@@ -214,7 +215,8 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
     n_kinect_frames = sum(len(frames.kinect_us[s]) for s in scene.serials) if config.kinect_video else 0
     counter = _Progress(len(frames.t_pano) + n_kinect_frames, progress)
     records = _write_body_tracking(session, config, scene, frames, kinects, rng, imu_rngs, board, flashes, counter)
-    truth.write_realism({**realism_record(config.realism, records), "camera": camera_record(pano_optics(config))})
+    truth.write_realism({**realism_record(config.realism, records), "camera": camera_record(pano_optics(config)),
+                         "observer": observer_record(config.realism)})
     _write_pano(session, config, scene, frames, board, flashes, counter)
     session.mark_complete()
     return session

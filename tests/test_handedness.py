@@ -54,7 +54,7 @@ class SwappingObserver:
 def session(tmp_path_factory):
     root = tmp_path_factory.mktemp("hand_sides")
     assert main(["simulate", str(root / "s"), "--no-kinect-video", "--seconds", "1.5", "--people", "1",
-                 "--pano-width", "320", "--seed", "3"]) == 0
+                 "--pano-width", "320", "--seed", "3", "--realism", "ideal"]) == 0
     return root / "s"
 
 

@@ -21,7 +21,8 @@ SIZE = 256
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     root = tmp_path_factory.mktemp("simb") / "session"
-    simulate_session(root, SimConfig(seconds=1.0, people=1, kinects=1, seed=5, pano_width=256, kinect_noise_mm=0.0))
+    simulate_session(root, SimConfig(seconds=1.0, people=1, kinects=1, seed=5, pano_width=256, kinect_noise_mm=0.0,
+                                     realism="ideal"))
     return root, Truth(root).motion(), Truth(root).rig().pose("pano")
 
 

@@ -15,7 +15,8 @@ from omnimocap.data.skeletons import COCO_FLIP, COCO_INDEX
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     root = tmp_path_factory.mktemp("det") / "s"
-    simulate_session(root, SimConfig(seconds=6.0, people=2, kinects=1, seed=4, pano_width=64, kinect_video=False))
+    simulate_session(root, SimConfig(seconds=6.0, people=2, kinects=1, seed=4, pano_width=64, kinect_video=False,
+                                     realism="ideal"))
     return root
 
 
