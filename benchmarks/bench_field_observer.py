@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -60,20 +58,9 @@ def variants() -> dict[str, tuple[dict | None, dict | None]]:
 def variant_session(source: Path, dest: Path, camera: dict | None, observer: dict | None) -> Path:
     """A copy of ``source`` at ``dest`` (files hard-linked) whose ``truth/realism.json`` carries
     ``camera`` and ``observer`` (absent when None)."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(source, dest, copy_function=os.link)
-    path = dest / "truth" / "realism.json"
-    record = json.loads(path.read_text())
-    record.pop("camera", None)
-    record.pop("observer", None)
-    if camera is not None:
-        record["camera"] = camera
-    if observer is not None:
-        record["observer"] = observer
-    path.unlink()  # a hard link: the source's file stays as it was
-    path.write_text(json.dumps(record))
-    return dest
+    from omnimocap.capture.truth import linked_copy_with_realism
+
+    return linked_copy_with_realism(source, dest, camera=camera, observer=observer)
 
 
 def run_variant(session: Path, name: str, work: Path) -> dict:

@@ -29,6 +29,7 @@ joints into k4abt's 32 joints; the simulator and the observers that compare with
 
 from __future__ import annotations
 
+import os
 import shutil
 import zipfile
 import zlib
@@ -220,3 +221,23 @@ def kinect_joints_from_truth(smplx_joints: np.ndarray, hand_joints: np.ndarray, 
             if KINECT_INDEX[name] in column:
                 out[..., column[KINECT_INDEX[name]], :] = head + np.einsum("...ij,j->...i", R_head, np.array(offset))
     return out
+
+
+def linked_copy_with_realism(source: str | Path, dest: str | Path, **records: dict | None) -> Path:
+    """A copy of the simulated session ``source`` at ``dest`` (replaced if present; files
+    hard-linked, so it costs no space) whose :data:`REALISM_FILE` has the top-level ``records``
+    replaced (a value of None removes that record). The source's file is left as it was."""
+    source, dest = Path(source), Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(source, dest, copy_function=os.link)
+    truth = Truth(dest)
+    record = dict(truth.realism())
+    for key, value in records.items():
+        record.pop(key, None)
+        if value is not None:
+            record[key] = value
+    (truth.dir / REALISM_FILE).unlink()  # a hard link: break it before writing
+    truth.write_realism(record)
+    return dest
+

@@ -36,7 +36,7 @@ def test_process_fits_on_the_models_folder_file_and_export_follows(tmp_path, cap
     model = write_synthetic_smplx(models / "smplx")
     monkeypatch.setenv("OMNIMOCAP_MODELS", str(models))
     assert main(["simulate", str(tmp_path / "s"), "--no-kinect-video", "--seconds", "1.5", "--pano-width", "512",
-                 "--seed", "3"]) == 0
+                 "--seed", "3", "--realism", "ideal"]) == 0
     assert main(["process", str(tmp_path / "s"), "--out", str(tmp_path / "r"), "--hands", "sim", "--quiet"]) == 0
     result = tmp_path / "r"
     sha = hashlib.sha256(model.read_bytes()).hexdigest()

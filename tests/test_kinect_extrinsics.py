@@ -16,6 +16,7 @@ from omnimocap.capture.kinect_calibration import NOMINAL_T_ACCEL_DEPTH, calibrat
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.session import Session
 from omnimocap.capture.truth import Truth
+from tests.test_sync_field import ideal_observers
 from omnimocap.sim.kinect import GRAVITY_MS2, IMU_RATE_HZ, make_sim_kinect
 from omnimocap.sim.simulate import SimConfig, simulate_session
 from omnimocap.errors import InputError
@@ -28,6 +29,7 @@ SECONDS = 3.0
 def session_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("kinext") / "session"
     simulate_session(root, SimConfig(seconds=SECONDS, people=2, kinects=2, seed=2, pano_width=512))
+    ideal_observers(root)
     return root
 
 

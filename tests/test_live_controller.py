@@ -31,7 +31,7 @@ PANO_W, PANO_H = 640, 320
 @pytest.fixture(scope="module")
 def sim_session(module_sim_rig):
     """A 1.5 s simulated session folder (one person, one Kinect)."""
-    return module_sim_rig(1.0, people=1, kinects=1, seed=3, pano_width=PANO_W).sim_dir
+    return module_sim_rig(1.0, people=1, kinects=1, seed=3, pano_width=PANO_W, realism="ideal").sim_dir
 
 
 def wait_for(predicate, timeout=8.0, step=0.02):

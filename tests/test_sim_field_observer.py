@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 
 import numpy as np
 import pytest
 
 from omnimocap.calibration.pano_hands import search_views
-from omnimocap.capture.truth import Truth
+from omnimocap.capture.truth import Truth, linked_copy_with_realism
 from omnimocap.fusion.evaluate import hand_errors
 from omnimocap.geometry.cameras import PinholeCamera
 from omnimocap.geometry.pano_optics import PanoOptics
@@ -51,18 +49,7 @@ def variant(field_session, tmp_path):
 
     def make(camera=None, observer=None):
         count[0] += 1
-        dest = tmp_path / f"v{count[0]}"
-        shutil.copytree(field_session, dest, copy_function=os.link)
-        path = dest / "truth" / "realism.json"
-        record = json.loads(path.read_text())
-        record.pop("observer", None)
-        record.pop("camera", None)
-        if camera is not None:
-            record["camera"] = camera
-        if observer is not None:
-            record["observer"] = observer
-        path.unlink()
-        path.write_text(json.dumps(record))
+        dest = linked_copy_with_realism(field_session, tmp_path / f"v{count[0]}", camera=camera, observer=observer)
         return dest
 
     return make
