@@ -292,8 +292,12 @@ def _pnp_all(X: np.ndarray, uv: np.ndarray, R_c: np.ndarray, bearings: np.ndarra
     return T, np.ones(len(X), dtype=bool)
 
 
-def _angles_deg(T: np.ndarray, X: np.ndarray, f: np.ndarray) -> np.ndarray:
+def _angles_deg(T: np.ndarray, X: np.ndarray, f: np.ndarray, optics: PanoOptics | None = None) -> np.ndarray:
+    """Angles (degrees) between bearings ``f`` and board points ``X`` at ``T_cam_board``; with
+    ``optics``, the points as the stitched 360 frame shows them (from their lens's centre)."""
     p = transform_points(T, X)
+    if optics is not None:
+        p = optics.apparent(p)[0]
     cos = np.sum(p * f, axis=-1) / np.linalg.norm(p, axis=-1)
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
@@ -403,8 +407,6 @@ def calibrate_board_sequence(spec: BoardSpec, color_detections: list[BoardDetect
         T_color_pano, boards, lens = unpack(fit.x)
     T_pano_color = invert_pose(T_color_pano)
     ang_c = np.concatenate([_angles_deg(Tb, Xc, fc) for Tb, (Xc, fc, _, _) in zip(boards, obs)])
-    ang_p = np.concatenate([np.degrees(np.arcsin(np.clip(np.linalg.norm(
-        _lens_residuals(T_pano_color @ Tb, Xp, fp, lens).reshape(-1, 3), axis=-1) / 2, 0, 1))) * 2
-        for Tb, (_, _, Xp, fp) in zip(boards, obs)])
+    ang_p = np.concatenate([_angles_deg(T_pano_color @ Tb, Xp, fp, lens) for Tb, (_, _, Xp, fp) in zip(boards, obs)])
     return BoardCalibration(T_depth_color @ T_color_pano, T_color_pano, float(np.sqrt(np.mean(ang_c ** 2))),
                             float(np.sqrt(np.mean(ang_p ** 2))), frames, boards, lens, solve_baseline)

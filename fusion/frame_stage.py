@@ -78,6 +78,11 @@ class PanoModelConfig:
     most that times ``width / 2 pi`` pixels per radian): smaller hands get a wider view."""
 
 
+# The Kinect hand is predicted across gaps up to this long, and this far beyond a track's ends (seconds).
+PREDICT_MAX_GAP_S = 0.2
+PREDICT_EXTRAPOLATE_S = 0.05
+
+
 def predicted_hands(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndarray]:
     """Kinect arm and hand joints (elbow, wrist, hand, handtip, thumb) interpolated to times ``t`` (M,).
 
@@ -88,7 +93,8 @@ def predicted_hands(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndarray
     for key, ids in PREDICTED_JOINTS.items():
         cols = [ids[s] for s in SIDES]
         arr = np.stack([
-            interpolate_positions(people.t_session, people.joints[p][:, cols], t, max_gap=0.2, max_extrapolate=0.05)
+            interpolate_positions(people.t_session, people.joints[p][:, cols], t, max_gap=PREDICT_MAX_GAP_S,
+                                  max_extrapolate=PREDICT_EXTRAPOLATE_S)
             for p in range(len(people.person_ids))
         ]) if people.person_ids else np.zeros((0, len(t), 2, 3))
         out[key] = arr
@@ -105,7 +111,8 @@ def predicted_hands_at(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndar
         for p in range(t.shape[0]):
             for s in range(len(SIDES)):
                 arr[p, :, s] = interpolate_positions(people.t_session, people.joints[p][:, ids[SIDES[s]]], t[p, :, s],
-                                                     max_gap=0.2, max_extrapolate=0.05)
+                                                     max_gap=PREDICT_MAX_GAP_S,
+                                  max_extrapolate=PREDICT_EXTRAPOLATE_S)
         out[key] = arr
     return out
 
