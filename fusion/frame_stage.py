@@ -111,8 +111,7 @@ def predicted_hands_at(people: PeopleTracks, t: np.ndarray) -> dict[str, np.ndar
         for p in range(t.shape[0]):
             for s in range(len(SIDES)):
                 arr[p, :, s] = interpolate_positions(people.t_session, people.joints[p][:, ids[SIDES[s]]], t[p, :, s],
-                                                     max_gap=PREDICT_MAX_GAP_S,
-                                  max_extrapolate=PREDICT_EXTRAPOLATE_S)
+                                                     max_gap=PREDICT_MAX_GAP_S, max_extrapolate=PREDICT_EXTRAPOLATE_S)
         out[key] = arr
     return out
 
