@@ -7,6 +7,7 @@ project's CI; a user's clone has none, and the tests that need it skip with a re
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,21 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is not present (the sample data and fixtures live in ../shared beside the checkout)")
     return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_scratch_removed(request, tmp_path_factory):
+    """Deletes what a test module's fixtures wrote under the run's temporary folder once the module
+    has passed (simulated sessions with Kinect recordings weigh tens of MB each, and a full run
+    would otherwise hold gigabytes at its end). A passing test's own ``tmp_path`` is removed by
+    pytest itself (``tmp_path_retention_policy = "failed"``); after a failure everything is kept."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed == failed:
+        for path in set(base.iterdir()) - before:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
