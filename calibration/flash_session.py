@@ -1,8 +1,9 @@
 """``sync --flash`` on a session: the 360 camera's time map from flashes (a light switched on, a
 lamp) that both the 360 camera and the reference (first) Kinect's colour camera see.
 
-Every frame's mean brightness is read, the rising steps are located to a fraction of a frame in
-each stream (calibration/flash_sync.py), the Kinect's on the session clock through the rig's time
+Every frame's mean brightness is read (the 360 camera's by capture-time group of its pixels when
+the rig's ``pano_optics`` has a rolling shutter or an exposure), the rising steps are located to a
+fraction of a frame in each stream (calibration/flash_sync.py), the Kinect's on the session clock through the rig's time
 map of that Kinect, and paired under the host-arrival map of the 360 frames: one flash fixes the
 offset (the rate stays that of the host arrival times), two or more at least
 ``min_rate_span_s`` apart fit rate and offset. Times in seconds, brightness in grey levels.
@@ -17,7 +18,8 @@ from tqdm import tqdm
 
 from omnimocap.calibration.coarse_sync import coarse_time_map
 from omnimocap.calibration.config import FlashSyncConfig
-from omnimocap.calibration.flash_sync import align_flash_events, flash_events, frame_brightness, pair_flash_events
+from omnimocap.calibration.flash_sync import (TimeBands, align_flash_events, flash_events, frame_brightness,
+                                               pair_flash_events)
 from omnimocap.capture.kinect_mkv import KinectRecording
 from omnimocap.capture.pano import PanoReader
 from omnimocap.capture.rig import Rig, TimeMap
@@ -41,11 +43,11 @@ def flash_time_map(session: Session, previous: Rig, config: FlashSyncConfig, pro
     if not coarse.a > 0:
         raise InputError(f"the host arrival times run backwards against the 360 camera's clock (rate {coarse.a:.4f})",
                          path=timestamps, fix="the t_host column is damaged; restore the file the recorder wrote")
-    pano_index, pano_y = _pano_brightness(reader, progress)
+    pano_index, pano_y, bands = _pano_brightness(reader, previous, progress)
     kinect_t, kinect_y = _kinect_brightness(recording, previous.time_map(entry.name), progress)
     warnings = _cut_off_warnings(reader, recording, pano_index, kinect_t, session.pano_frames_path(pano).name)
     pano_events, kinect_events = _events(reader, recording, stamps.t_pano[pano_index], pano_y, kinect_t, kinect_y,
-                                         config)
+                                         config, bands)
     pairs = pair_flash_events(pano_events, kinect_events, coarse, config.tolerance_s)
     if not len(pairs):
         raise UserError(f"none of the {len(pano_events)} flash(es) of the 360 video lies within "
@@ -76,15 +78,19 @@ def _reference_recording(session: Session) -> KinectRecording:
     return recording
 
 
-def _pano_brightness(reader: PanoReader, progress: bool) -> tuple[list[int], list[float]]:
-    """Indices of the 360 frames that decode and their mean brightness."""
-    pano_index, pano_y = [], []
+def _pano_brightness(reader: PanoReader, rig: Rig, progress: bool) -> tuple[list[int], list, TimeBands | None]:
+    """Indices of the 360 frames that decode and their mean brightness: one value per frame for an
+    ideal camera, one per capture-time group (the groups returned) for a camera whose rows are
+    exposed at their own times or over an exposure (``rig.pano_optics``)."""
+    pano_index, pano_y, bands = [], [], None
     with tqdm(total=len(reader), desc="flash: 360 frames", unit="frame", disable=not progress, file=sys.stderr) as bar:
         for i, frame in reader.frames():
+            if bands is None and rig.pano_optics.readout_s + rig.pano_optics.exposure_s > 0:
+                bands = TimeBands.for_panorama(rig.pano_optics, frame.shape[1], frame.shape[0])
             pano_index.append(i)
-            pano_y.append(frame_brightness(frame))
+            pano_y.append(bands.brightness(frame) if bands is not None else frame_brightness(frame))
             bar.update()
-    return pano_index, pano_y
+    return pano_index, pano_y, bands
 
 
 def _kinect_brightness(recording: KinectRecording, kinect_map: TimeMap, progress: bool
@@ -117,14 +123,15 @@ def _cut_off_warnings(reader: PanoReader, recording: KinectRecording, pano_index
 
 
 def _events(reader: PanoReader, recording: KinectRecording, pano_t: np.ndarray, pano_y: list[float],
-            kinect_t: list[float], kinect_y: list[float], config: FlashSyncConfig) -> tuple[np.ndarray, np.ndarray]:
+            kinect_t: list[float], kinect_y: list[float], config: FlashSyncConfig, bands: TimeBands | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
     """Flash times of the 360 video (360 clock) and of the Kinect's colour video (session clock);
     :class:`UserError` when either has none."""
     how = (f"no flash (a rise in mean brightness of at least {config.min_step:g} grey levels, held for "
            "a few frames) was found")
     fix = ("switch a light on in view of the 360 camera and the reference Kinect while recording, "
            "or sync without --flash")
-    pano_events = _brightness_events(pano_t, pano_y, config)
+    pano_events = _brightness_events(pano_t, pano_y, config, bands)
     if not len(pano_events):
         raise UserError(f"{how} in the 360 video", path=reader.video_path, fix=fix)
     if not kinect_y:
@@ -135,11 +142,13 @@ def _events(reader: PanoReader, recording: KinectRecording, pano_t: np.ndarray, 
     return pano_events, kinect_events
 
 
-def _brightness_events(times, brightness, config: FlashSyncConfig) -> np.ndarray:
+def _brightness_events(times, brightness, config: FlashSyncConfig, bands: TimeBands | None = None) -> np.ndarray:
     """Flash times in a stream: rising steps of at least ``config.min_step`` grey levels, or of half
-    the stream's brightness range when that is larger."""
-    y = np.asarray(brightness, dtype=np.float64)
-    if len(y) == 0:
+    the stream's brightness range when that is larger (of the frames' mean, over ``bands`` when the
+    brightness is per capture-time group)."""
+    yb = np.asarray(brightness, dtype=np.float64)
+    if len(yb) == 0:
         return np.zeros(0)
+    y = yb @ bands.counts / bands.counts.sum() if bands is not None else yb
     step = max(config.min_step, 0.5 * float(np.percentile(y, 99) - np.percentile(y, 1)))
-    return flash_events(np.asarray(times, dtype=np.float64), y, min_step=step)
+    return flash_events(np.asarray(times, dtype=np.float64), yb, min_step=step, bands=bands)

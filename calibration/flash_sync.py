@@ -1,16 +1,29 @@
 """Flash events: a brightness step (a flash, a light switched on) seen by two streams, located to a
 fraction of a frame in each and paired into a time map ``t_session = a * t_sensor + b``.
 
+A camera with a rolling shutter (the 360 camera's two lenses, :class:`~omnimocap.geometry.pano_optics.PanoOptics`)
+exposes its rows at their own times, so a frame's mean brightness is no one instant: its pixels are
+grouped by capture time (:class:`TimeBands`), each group's brightness is read, and the step is
+located over all groups of the frames around it, each at its own time.
+
 Units: seconds on each stream's clock; brightness in grey levels (0-255).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from omnimocap.calibration.config import FlashSyncConfig
 from omnimocap.capture.rig import TimeMap
 from omnimocap.errors import UserError
+from omnimocap.geometry.cameras import EquirectCamera
+from omnimocap.geometry.pano_optics import PanoOptics
+
+# Capture-time groups of a rolling-shutter frame: more groups sample the step more finely, fewer
+# keep each group's mean over enough pixels to be steady.
+TIME_BANDS = 64
 
 
 def frame_brightness(image: np.ndarray, max_width: int = 320) -> float:
@@ -26,23 +39,78 @@ def frame_brightness(image: np.ndarray, max_width: int = 320) -> float:
     return float(0.114 * b + 0.587 * g + 0.299 * r)
 
 
+def _luma(image: np.ndarray) -> np.ndarray:
+    """BT.601 luma (float, grey levels) of a BGR image, or a single-channel image as it is."""
+    if image.ndim == 2:
+        return image.astype(np.float64)
+    b, g, r = (image[..., k].astype(np.float64) for k in range(3))
+    return 0.114 * b + 0.587 * g + 0.299 * r
+
+
+@dataclass(frozen=True)
+class TimeBands:
+    """The pixels of a rolling-shutter frame grouped by capture time, on a grid of every ``step``-th
+    pixel: ``labels`` (h, w) the group of each sampled pixel (-1: none), ``offsets_s`` (B,) each
+    group's mean capture time relative to the frame's timestamp (seconds), ``counts`` (B,) its pixels,
+    ``exposure_s`` each row's exposure and ``spread_s`` the span of capture times within a group."""
+
+    step: int
+    labels: np.ndarray
+    offsets_s: np.ndarray
+    counts: np.ndarray
+    exposure_s: float
+    spread_s: float
+
+    @classmethod
+    def for_panorama(cls, optics: PanoOptics, width: int, height: int, bands: int = TIME_BANDS,
+                     max_width: int = 320) -> "TimeBands":
+        """Groups for a ``width`` x ``height`` equirect frame of the camera ``optics``: equal slices of
+        its readout (one group without a rolling shutter)."""
+        step = max(1, int(np.ceil(width / max_width)))
+        rows, cols = np.mgrid[0:height:step, 0:width:step]
+        dirs = EquirectCamera(width, height).pixel_to_bearing(np.stack([cols, rows], axis=-1).astype(np.float64))
+        offsets = optics.time_offset_s(dirs)
+        n = bands if optics.readout_s > 0 else 1
+        span = max(optics.readout_s, 1e-12)
+        labels = np.clip(np.floor((offsets / span + 0.5) * n), 0, n - 1).astype(np.int64)
+        counts = np.bincount(labels.ravel(), minlength=n).astype(np.float64)
+        mean = np.bincount(labels.ravel(), weights=offsets.ravel(), minlength=n) / np.maximum(counts, 1.0)
+        return cls(step, labels, mean, counts, float(optics.exposure_s), float(optics.readout_s) / n)
+
+    def brightness(self, image: np.ndarray) -> np.ndarray:
+        """Mean brightness (B,) (grey levels) of each group's pixels in ``image``."""
+        y = _luma(image[::self.step, ::self.step])
+        sums = np.bincount(self.labels.ravel(), weights=y.ravel(), minlength=len(self.counts))
+        return sums / np.maximum(self.counts, 1.0)
+
+
 def flash_events(t: np.ndarray, brightness: np.ndarray, *, min_step: float | None = None,
-                 plateau: int = 3) -> np.ndarray:
+                 plateau: int = 3, bands: TimeBands | None = None) -> np.ndarray:
     """Times (seconds, the stream's clock) of rising brightness steps in a frame sequence.
 
-    ``t`` (N,) frame times (mid-exposure), ``brightness`` (N,) mean image brightness. A step is a jump
-    of at least ``min_step`` (default: half the brightness range) between ``plateau``-frame levels.
-    It is located by the area under the transition: each frame is taken to be exposed for the
-    typical frame period T (fitted over all frames), centred on its time, so its fraction f_j of
-    the way from the low to the high level is the fraction of its exposure after the step,
-    ``clip((t_j + T/2 - t_step) / T, 0, 1)``. The step is the time whose predicted fractions sum to
-    the observed ones over the frames from the last low-plateau frame to the high plateau: exact for
-    frames at irregular times (capture jitter) as long as their exposure is T; for uniform times it
-    is ``t_step = t_lo + T * sum(1 - f_j) - T / 2``. Shorter exposures err by at most half the frame
-    period.
+    ``t`` (N,) frame times (mid-exposure), ``brightness`` (N,) mean image brightness, or (N, B) the
+    brightness of each of ``bands``' capture-time groups. A step is a jump of at least ``min_step``
+    (default: half the brightness range) between ``plateau``-frame levels of the frame's mean.
+
+    Without ``bands``, it is located by the area under the transition: each frame is taken to be
+    exposed for the typical frame period T (fitted over all frames), centred on its time, so its
+    fraction f_j of the way from the low to the high level is the fraction of its exposure after
+    the step, ``clip((t_j + T/2 - t_step) / T, 0, 1)``. The step is the time whose predicted
+    fractions sum to the observed ones over the frames from the last low-plateau frame to the high
+    plateau: exact for frames at irregular times (capture jitter) as long as their exposure is T;
+    for uniform times it is ``t_step = t_lo + T * sum(1 - f_j) - T / 2``. Shorter exposures err by
+    at most half the frame period.
+
+    With ``bands``, every group of every frame around the step is a sample at its own capture time
+    ``t_j + offsets_s[b]``, exposed for the rows' exposure (widened by the group's spread of times),
+    and the same sum is taken over all of them, each group weighted by its pixels times its own
+    low-to-high rise (groups the light barely reaches count little).
     """
     t = np.asarray(t, dtype=np.float64)
-    y = np.asarray(brightness, dtype=np.float64)
+    yb = np.asarray(brightness, dtype=np.float64)
+    yb = yb[:, None] if yb.ndim == 1 else yb
+    w = bands.counts if bands is not None else np.ones(yb.shape[1])
+    y = yb @ w / w.sum()
     if len(t) < 2 * plateau + 2:
         return np.zeros(0)
     T = _frame_period(t)
@@ -61,13 +129,30 @@ def flash_events(t: np.ndarray, brightness: np.ndarray, *, min_step: float | Non
         # The first index where the levels differ enough can still see the ramp in its "high" window,
         # so the levels are re-read from frames clear of the ramp, which spans at most two frames.
         start = i - 1  # the last low-plateau frame
-        lo = np.median(y[max(start - plateau + 1, 0):start + 1])
-        hi = np.median(y[start + 3:start + 3 + plateau])
+        low, high = slice(max(start - plateau + 1, 0), start + 1), slice(start + 3, start + 3 + plateau)
         window = slice(start, start + 3 + plateau)
-        f = np.clip((y[window] - lo) / (hi - lo), 0.0, 1.0)
-        events.append(_step_time(t[window], float(np.sum(f)), T))
+        if bands is None:
+            lo, hi = np.median(y[low]), np.median(y[high])
+            f = np.clip((y[window] - lo) / (hi - lo), 0.0, 1.0)
+            events.append(_step_time(t[window], float(np.sum(f)), T))
+        else:
+            events.append(_banded_step_time(t[window], yb[window], yb[low], yb[high], bands))
         i += 2 * plateau
     return np.asarray(events)
+
+
+def _banded_step_time(t: np.ndarray, y: np.ndarray, low: np.ndarray, high: np.ndarray, bands: TimeBands) -> float:
+    """The step time from the groups' brightness ``y`` (n, B) of frames at ``t`` (n,) around it,
+    their levels read from the frames ``low`` and ``high`` (k, B) before and after it."""
+    lo, hi = np.median(low, axis=0), np.median(high, axis=0)
+    rise = hi - lo
+    w = bands.counts * np.clip(rise, 0.0, None)
+    use = w > 0.0
+    f = np.clip((y[:, use] - lo[use]) / rise[use], 0.0, 1.0)
+    times = (t[:, None] + bands.offsets_s[None, use]).ravel()
+    weights = np.broadcast_to(w[use], f.shape).ravel()
+    width = max(bands.exposure_s + bands.spread_s, 1e-4)
+    return _step_time(times, float(np.sum(weights * f.ravel())), width, weights)
 
 
 def _frame_period(t: np.ndarray) -> float:
@@ -80,13 +165,14 @@ def _frame_period(t: np.ndarray) -> float:
     return float(np.polyfit(frame, t, 1)[0])
 
 
-def _step_time(t: np.ndarray, lit: float, T: float) -> float:
-    """The step time s at which frames at ``t`` exposed for ``T`` each would see, summed, ``lit``
-    frames' worth of the high level: the sum, ``sum_j clip((t_j + T/2 - s) / T, 0, 1)``, is piecewise
-    linear and non-increasing in s with corners at ``t_j +- T/2``, so it is inverted exactly by
-    interpolating between its values there."""
+def _step_time(t: np.ndarray, lit: float, T: float, weights: np.ndarray | None = None) -> float:
+    """The step time s at which samples at ``t`` exposed for ``T`` each would see, summed (with
+    ``weights``, default 1), ``lit`` samples' worth of the high level: the sum,
+    ``sum_j w_j clip((t_j + T/2 - s) / T, 0, 1)``, is piecewise linear and non-increasing in s with
+    corners at ``t_j +- T/2``, so it is inverted exactly by interpolating between its values there."""
+    w = np.ones(len(t)) if weights is None else np.asarray(weights, dtype=np.float64)
     corners = np.unique(np.r_[t - 0.5 * T, t + 0.5 * T])
-    total = np.clip((t[None, :] + 0.5 * T - corners[:, None]) / T, 0.0, 1.0).sum(axis=1)
+    total = np.clip((t[None, :] + 0.5 * T - corners[:, None]) / T, 0.0, 1.0) @ w
     # np.interp wants increasing abscissae: the sum falls as s grows.
     return float(np.interp(lit, total[::-1], corners[::-1]))
 
