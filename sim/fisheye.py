@@ -14,9 +14,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from omnimocap.calibration.board import BoardSpec, draw_board
 from omnimocap.geometry.cameras import DualFisheyeCamera, EquirectCamera, FisheyeLens
 from omnimocap.geometry.transforms import invert_pose, make_pose, transform_points
-from omnimocap.sim.render import Projection, RoomSpec, camera_rays, rasterise_people, render_background
+from omnimocap.sim.render import Projection, RoomSpec, apply_flash, camera_rays, rasterise_people, render_background
 
 
 def lens_pose(lens: FisheyeLens, T_world_cam: np.ndarray) -> np.ndarray:
@@ -62,12 +63,20 @@ class DualFisheyeRenderer:
             self.masks.append(inside)
             self.backgrounds.append(img)
 
-    def render(self, joints: np.ndarray, global_R: np.ndarray, hand_vertices: np.ndarray) -> np.ndarray:
+    def render(self, joints: np.ndarray, global_R: np.ndarray, hand_vertices: np.ndarray,
+               board: "tuple[BoardSpec, np.ndarray] | None" = None, flash: float = 0.0) -> np.ndarray:
         """One raw frame (H, 2H, 3) BGR uint8; arguments as in
-        :func:`~omnimocap.sim.render.rasterise_people` (world frame)."""
+        :func:`~omnimocap.sim.render.rasterise_people` (world frame). ``board``: a ChArUco board
+        (its spec and ``T_world_board``, metres) drawn over the people in each lens that sees it;
+        ``flash``: the fraction of the exposure a light was on (:func:`~omnimocap.sim.render.apply_flash`)."""
         halves = []
-        for bg, project, T, mask in zip(self.backgrounds, self.projections, self.T_world_lens, self.masks):
+        for lens, bg, project, T, mask in zip(self.camera.lenses, self.backgrounds, self.projections, self.T_world_lens,
+                                              self.masks):
             img = rasterise_people(bg.copy(), project, T[:3, 3], self.hand_faces, joints, global_R, hand_vertices)
+            if board is not None:
+                draw_board(img, board[0], lens, invert_pose(T) @ np.asarray(board[1], dtype=np.float64))
+            if flash > 0.0:
+                apply_flash(img, flash)
             img[~mask] = 0
             halves.append(img)
         return np.ascontiguousarray(np.concatenate(halves, axis=1))
