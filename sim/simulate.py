@@ -228,7 +228,10 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
     n_kinect_frames = sum(len(frames.kinect_us[s]) for s in scene.serials) if config.kinect_video else 0
     counter = _Progress(len(frames.t_pano) + n_kinect_frames, progress)
     records = _write_body_tracking(session, config, scene, frames, kinects, rng, imu_rngs, board, flashes, counter)
-    truth.write_realism({**realism_record(config.realism, records), "camera": camera_record(pano_optics(config)),
+    camera = camera_record(pano_optics(config))
+    if config.pano_format == DUAL_FISHEYE:
+        camera.update(format=DUAL_FISHEYE, lenses=LENSES_FILE, shutter="global, no blur: readout_s and exposure_s are 0")
+    truth.write_realism({**realism_record(config.realism, records), "camera": camera,
                          "observer": observer_record(config.realism, seamless_observer(config))})
     _write_pano(session, config, scene, frames, board, flashes, counter)
     session.mark_complete()
