@@ -122,3 +122,63 @@ class DualFisheyeSource(Source[PanoFrame]):
 
     def _stop(self) -> None:
         self.inner.stop()
+
+
+# Image files a folder of raw frames may hold.
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def read_raw_frames(path: str | Path, max_frames: int = 60) -> list[np.ndarray]:
+    """Raw dual-fisheye frames (H, W, 3) BGR uint8 from a video file (any container OpenCV reads), a
+    folder of images (sorted by name) or a session folder (its 360 stream): at most ``max_frames``,
+    evenly spaced over the recording. Refused in one line (:class:`InputError`) when the path is
+    missing, holds no frames, or its frames are not two square fisheye images side by side
+    (width = 2 x height)."""
+    import cv2
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("raw dual-fisheye recording not found", path=path, fix="check the path")
+    if path.is_dir() and (path / "session.json").is_file():
+        from omnimocap.capture.session import Session
+
+        path = Session.open(path).pano_video_path()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+        if not files:
+            raise InputError("the folder holds no image files", path=path,
+                             fix=f"put the raw frames there as {', '.join(FRAME_SUFFIXES)} files, or pass the video")
+        frames = [cv2.imread(str(files[i]), cv2.IMREAD_COLOR) for i in _spread(len(files), max_frames)]
+        if any(f is None for f in frames):
+            raise InputError("an image in the folder cannot be read", path=path, fix="remove or re-export it")
+    else:
+        frames = _video_frames(path, max_frames)
+    h, w = frames[0].shape[:2]
+    if w != 2 * h or any(f.shape[:2] != (h, w) for f in frames):
+        raise InputError(f"frames of {w}x{h} pixels are not two square fisheye images side by side", path=path,
+                         fix="record the camera's unstitched dual-fisheye output (width = 2 x height), not a stitched panorama")
+    return frames
+
+
+def _spread(n: int, most: int) -> list[int]:
+    """At most ``most`` indices evenly spread over ``range(n)``."""
+    return sorted(set(np.linspace(0, n - 1, min(n, max(1, most))).round().astype(int).tolist()))
+
+
+def _video_frames(path: Path, max_frames: int) -> list[np.ndarray]:
+    import cv2
+
+    video = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while True:
+            ok, frame = video.read()
+            if not ok:
+                break
+            frames.append(frame)
+    finally:
+        video.release()
+    if not frames:
+        raise InputError("no video frames could be read", path=path,
+                         fix="pass a video OpenCV can decode (mp4, mkv) or a folder of frames")
+    return [frames[i] for i in _spread(len(frames), max_frames)]
