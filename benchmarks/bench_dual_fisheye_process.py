@@ -25,6 +25,15 @@ blend band or the blind strip, on the raw session it does not (``sim/simulate.py
 ``seamless_observer``: a view cut from one lens has no seam). That difference is the model's
 assumption, not a measurement from images; benchmarks/bench_dual_fisheye.py measures the images.
 
+The in-tree observer places each joint as the stitch would show it (the lens on the joint's side of
+the seam, from the true joint). A view cut from one lens shows the whole hand from that lens, chosen
+from the Kinect-predicted wrist; where the prediction and the true wrist lie on opposite sides of
+the seam the two disagree and the in-tree observer reports the hand from a lens the view was not cut
+from. The raw session is therefore also processed with ``LensViewObserver`` (path "raw, lens-view
+observer"): the same observer, noise and draws, but every joint seen from the optical centre of the
+lens its view was cut from (the stage's planned view's ``t_cam_view``, handed to the observer
+with each request).
+
 Writes OUT.json and OUT.md (default /tmp/fish21/dual_fisheye_process). Run niced:
 ``nice -n 10 python benchmarks/bench_dual_fisheye_process.py --seeds 1 2 --seconds 12``.
 """
@@ -40,9 +49,11 @@ from pathlib import Path
 import numpy as np
 
 FORMATS = ("equirect", "dual-fisheye")
-NAMES = {"equirect": "stitched", "dual-fisheye": "raw dual-fisheye"}
+PATHS = ("stitched", "raw dual-fisheye", "raw, lens-view observer")
 BINS_DEG = ((0.0, 5.0), (5.0, 15.0), (15.0, 90.01))
 NOISE = {"hand_noise_mm": 5.0, "hand_noise_deg": 3.0, "hand_dropout": 0.1}
+# The pipeline's own hand backend factory, restored after a run with the lens-view observer.
+_MAKE_ESTIMATOR = None
 METRICS = ("hands.joint_error_mm", "hands.wrist_error_mm", "hands.coverage", "kinect.wrist_error_mm")
 
 
@@ -104,11 +115,54 @@ def seam_bins(result: Path, session: Path) -> list[dict]:
     return out
 
 
-def run(session: Path, result: Path, seed: int, noise: bool) -> dict:
+def lens_view_observer_class():
+    """``--hands sim``'s observer seeing each view's hand from the lens the view was cut from (see
+    the module docstring)."""
+    from omnimocap.fusion.frame_stage import HandStage
+    from omnimocap.hands.sim_backend import SimHandObserver
+
+    if not hasattr(HandStage, "plain_requests"):
+        HandStage.plain_requests = HandStage.requests
+
+        def requests(stage, planned, *args, **kwargs):
+            out = stage.plain_requests(planned, *args, **kwargs)
+            for pv, request in zip(planned, out):
+                request.lens_centre = getattr(pv, "t_cam_view", None)
+            return out
+
+        HandStage.requests = requests
+
+    class LensViewObserver(SimHandObserver):
+        def __init__(self, session_dir, **kwargs):
+            super().__init__(session_dir, **kwargs)
+            self._centre = None
+
+        def apparent_shift_world(self, joints_world):
+            if self._centre is None:
+                return super().apparent_shift_world(joints_world)
+            return np.broadcast_to(-self._centre @ self._R_pano_world, np.shape(joints_world)).copy()
+
+        def observe(self, request):
+            self._centre = getattr(request, "lens_centre", None)
+            try:
+                return super().observe(request)
+            finally:
+                self._centre = None
+
+    return LensViewObserver
+
+
+def run(session: Path, result: Path, seed: int, noise: bool, lens_view: bool = False) -> dict:
+    from omnimocap.fusion import pipeline
     from omnimocap.fusion.evaluate import evaluate
     from omnimocap.fusion.pipeline import ProcessConfig, process_session
 
+    global _MAKE_ESTIMATOR
+    _MAKE_ESTIMATOR = _MAKE_ESTIMATOR or pipeline.make_estimator
     config = ProcessConfig(hands="sim", seed=seed, preview=False, **(NOISE if noise else {}))
+    observer = lens_view_observer_class() if lens_view else None
+    pipeline.make_estimator = (lambda c, s: observer(s.root, noise_mm=c.hand_noise_mm, noise_deg=c.hand_noise_deg,
+                                                     dropout=c.hand_dropout, seed=c.seed)) if lens_view else _MAKE_ESTIMATOR
     t0 = time.perf_counter()
     report = process_session(session, result, config, overwrite=True, progress=False)
     process_s = time.perf_counter() - t0
@@ -133,11 +187,14 @@ def main(argv: list[str] | None = None) -> int:
             session = args.work / f"seed{seed}_{fmt}"
             sim_s = simulate(session, fmt, seed, args)
             for noise in (True, False):
-                r = run(session, args.work / f"result_seed{seed}_{fmt}_{'noisy' if noise else 'field'}", seed, noise)
-                r.update(seed=seed, path=NAMES[fmt], noise=noise, simulate_s=round(sim_s, 1))
-                runs.append(r)
-                print(json.dumps(r), file=sys.stderr)
-                write(args, runs)
+                for lens_view in ((False, True) if fmt == "dual-fisheye" else (False,)):
+                    path = PATHS[2] if lens_view else PATHS[FORMATS.index(fmt)]
+                    r = run(session, args.work / f"result_seed{seed}_{fmt}_{'noisy' if noise else 'field'}"
+                            f"{'_lensview' if lens_view else ''}", seed, noise, lens_view)
+                    r.update(seed=seed, path=path, noise=noise, simulate_s=round(sim_s, 1))
+                    runs.append(r)
+                    print(json.dumps(r), file=sys.stderr)
+                    write(args, runs)
     return 0
 
 
@@ -174,12 +231,14 @@ def write(args, runs: list[dict]) -> None:
              "stitched seam and not on the raw frames by assumption.", ""]
     for noise in (True, False):
         lines += [f"## {'noise flags: 5 mm, 3 deg, dropout 0.1' if noise else 'no noise flags: the field observer'}", "",
-                  "| seam deg | hands | stitched coverage | raw coverage | stitched error mm | raw error mm |",
-                  "|---|---|---|---|---|---|"]
-        a, b = pooled(runs, "stitched", noise), pooled(runs, "raw dual-fisheye", noise)
-        for x, y in zip(a, b):
-            lines.append(f"| {x['seam_deg'][0]:g}-{x['seam_deg'][1]:g} | {x['visible']} | {fmt(x['coverage'], '.3f')} | "
-                         f"{fmt(y['coverage'], '.3f')} | {fmt(x['joint_error_mm'], '.1f')} | {fmt(y['joint_error_mm'], '.1f')} |")
+                  "| seam deg | hands | coverage: stitched / raw / raw, lens-view observer | "
+                  "error mm: stitched / raw / raw, lens-view observer |", "|---|---|---|---|"]
+        pools = [pooled(runs, path, noise) for path in PATHS]
+        for rows in zip(*pools):
+            x = rows[0]
+            lines.append(f"| {x['seam_deg'][0]:g}-{x['seam_deg'][1]:g} | {x['visible']} | "
+                         f"{' / '.join(fmt(r['coverage'], '.3f') for r in rows)} | "
+                         f"{' / '.join(fmt(r['joint_error_mm'], '.1f') for r in rows)} |")
         lines.append("")
         lines += ["| seed | path | hands.joint_error_mm | hands.coverage | kinect.wrist_error_mm | process s |", "|---|---|---|---|---|---|"]
         for r in runs:
