@@ -30,6 +30,7 @@ VERB_MODULES = (
     "omnimocap.apps.cmd_evaluate",
     "omnimocap.apps.cmd_inspect",
     "omnimocap.apps.cmd_calibrate",
+    "omnimocap.apps.cmd_calibrate_lens",
     "omnimocap.apps.cmd_export",
     "omnimocap.apps.cmd_models",
     "omnimocap.apps.cmd_record",

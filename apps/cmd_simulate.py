@@ -13,7 +13,7 @@ from omnimocap.errors import InputError
 CONFIG = "omnimocap.sim.simulate:SimConfig"
 # The SimConfig fields that are options of ``simulate`` (``--flash`` takes a list, below).
 OPTIONS = ("seconds", "people", "kinects", "seed", "pano_width", "pano_baseline_mm", "pano_readout_ms",
-           "pano_exposure_ms", "kinect_noise_mm", "kinect_video", "board", "kinect_model", "realism", "overwrite")
+           "pano_exposure_ms", "kinect_noise_mm", "kinect_video", "board", "kinect_model", "realism", "pano_format", "overwrite")
 # The smallest value each 360 camera option takes (pixels, millimetres, milliseconds).
 PANO_LOWEST = {"pano_width": 64, "pano_baseline_mm": 0, "pano_readout_ms": 0, "pano_exposure_ms": 0}
 
@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "video and the ground truth in truth/.")
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="session folder to create")
     add_config_options(parser, CONFIG, OPTIONS, choices={"kinect_model": tuple(KINECT_MODELS),
-                                                         "realism": ("field", "ideal")})
+                                                         "realism": ("field", "ideal"),
+                                                         "pano_format": ("equirect", "dual-fisheye")})
     parser.add_argument("--flash", type=float, nargs="+", default=(), metavar="T",
                         help="switch a light on at each session time T (seconds) for about half a second, seen by the "
                              "360 camera and the Kinects' colour cameras, for `omnimocap sync --flash`")
@@ -82,8 +83,12 @@ def _checked_args(args: argparse.Namespace) -> tuple[float, ...]:
 
 
 def _check_pano(args: argparse.Namespace) -> None:
-    """One InputError line for a 360 camera option below its smallest value (None: the level's default)."""
+    """One InputError line for a 360 camera option below its smallest value (None: the level's default),
+    or for a rolling shutter or blur asked of raw dual-fisheye frames."""
     for name, lowest in PANO_LOWEST.items():
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value >= lowest):
             raise InputError(f"--{name.replace('_', '-')} {value:g} is out of range", fix=f"give {lowest} or more")
+    if args.pano_format == "dual-fisheye" and (args.pano_readout_ms or args.pano_exposure_ms):
+        raise InputError("--pano-format dual-fisheye is simulated with a global shutter and no blur",
+                         fix="drop --pano-readout-ms and --pano-exposure-ms or pass 0 for both")

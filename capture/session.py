@@ -124,6 +124,7 @@ class DeviceEntry:
     height: int | None = None
     status: str = "recording"  # recording | complete | disconnected
     notes: str = ""
+    lenses: str | None = None  # pano: lens model JSON of a raw dual-fisheye stream (None: equirectangular)
 
     def validate(self) -> None:
         """Raise ValueError for values no recorder writes: a file name that leaves the session
@@ -136,7 +137,9 @@ class DeviceEntry:
         # a Kinect's serial names its files (a 360 camera's may be a device path or a URL)
         if self.kind == "kinect" and (not self.serial or any(c in self.serial for c in "/\\\0")):
             raise ValueError(f"serial {self.serial!r} cannot be part of a file name")
-        for key in ("recording", "bodies", "timestamps"):
+        if self.lenses is not None and self.kind != "pano":
+            raise ValueError("only a 360 camera has a lens model")
+        for key in ("recording", "bodies", "timestamps", "lenses"):
             name = getattr(self, key)
             if name is None:
                 continue

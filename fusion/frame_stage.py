@@ -33,7 +33,7 @@ from omnimocap.data.skeletons import (
 from omnimocap.fusion.depth_cue import HandSurface, depth_shift
 from omnimocap.fusion.filtering import estimate_noise_std, smooth_positions
 from omnimocap.fusion.lifting import LiftedHand, fuse_ray_depth, lift_observation
-from omnimocap.geometry.cameras import EquirectCamera
+from omnimocap.geometry.cameras import DualFisheyeCamera, EquirectCamera
 from omnimocap.geometry.resample import interpolate_positions
 from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.geometry.pano_optics import FRONT, PanoOptics
@@ -333,11 +333,14 @@ class HandStage:
     cue; the live driver replaces the list between runs with the depth images it holds. The side
     runs of :class:`SideConsistency` carry over from one :meth:`run` to the next, so batches must
     come in time order, without frames skipped, for two drivers to agree. ``optics``: the 360
-    camera's (the rig's ``pano_optics``; default ideal).
+    camera's (the rig's ``pano_optics``; default ideal). ``pano_cam``: the 360 stream's camera; a
+    ``DualFisheyeCamera`` (raw dual-fisheye frames) cuts the views from its lenses instead
+    (``fusion.fisheye_stage.FisheyeViews``).
     """
 
     def __init__(self, config: ProcessConfig, estimator: HandEstimator | None, T_world_pano: np.ndarray,
-                 pano_cam: EquirectCamera, depth_frames: Sequence = (), optics: PanoOptics | None = None):
+                 pano_cam: EquirectCamera | DualFisheyeCamera, depth_frames: Sequence = (),
+                 optics: PanoOptics | None = None):
         self.config = config
         self.optics = optics or PanoOptics.ideal()
         self.estimator = estimator
@@ -348,10 +351,17 @@ class HandStage:
         self._surface: HandSurface | None = None
         self.sides = SideConsistency(config.side_persist)
         self.needs_images = estimator is not None and bool(getattr(estimator, "needs_images", config.hands != "sim"))
+        self.fisheye = None
+        if isinstance(pano_cam, DualFisheyeCamera):
+            from omnimocap.fusion.fisheye_stage import FisheyeViews
+
+            self.fisheye = FisheyeViews(pano_cam, config)
 
     def plan(self, pred: dict[str, np.ndarray], time_indices, t_capture: np.ndarray | None = None) -> list[PlannedView]:
         """The views of every person and side with a predicted hand at ``time_indices`` of ``pred``
         (captured at ``t_capture``, (P, M, 2) session seconds, when given)."""
+        if self.fisheye is not None:
+            return self.fisheye.plan(pred, self.T_pano_world, time_indices, t_capture)
         return plan_hand_views(pred, self.T_pano_world, time_indices, self.config, self.optics, self.pano_cam.width,
                                t_capture)
 
@@ -367,7 +377,10 @@ class HandStage:
                 by_frame.setdefault(pv.k, []).append(i)
             for k, idx in by_frame.items():
                 if k in frames:
-                    for i, image in zip(idx, render_views(frames[k], self.pano_cam, [planned[i].view for i in idx])):
+                    views = [planned[i] for i in idx]
+                    rendered = self.fisheye.render(frames[k], views) if self.fisheye is not None else \
+                        render_views(frames[k], self.pano_cam, [pv.view for pv in views])
+                    for i, image in zip(idx, rendered):
                         images[i] = image
         return [ViewRequest(frame_index=first_index + pv.k, t_session=float(t_pano[pv.k]),
                             person_id=int(person_ids[pv.person]), side=SIDES[pv.side],
@@ -415,6 +428,7 @@ class HandStage:
         weights = {"wrist": 1.0} if cfg.depth.arm_anchor else cfg.depth_weights
         lifted = lift_observation(obs, req, self.T_world_pano, pred["wrist"][p, k, s],
                                   {name: pred[name][p, k, s] for name in weights}, weights,
+                                  self.fisheye.lift_optics(pv) if self.fisheye is not None else
                                   self.optics if cfg.camera_model.lens_origin else None)
         if lifted.lateral_offset > cfg.max_gate_m:
             return ObservedView(pv, req, VIEW_GATED, obs)

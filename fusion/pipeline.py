@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from omnimocap import __version__
-from omnimocap.geometry.cameras import EquirectCamera
+from omnimocap.capture.dual_fisheye import pano_camera
 from omnimocap.capture.rig import Rig
 from omnimocap.geometry.transforms import transform_points
 from omnimocap.capture.session import MANIFEST, RIG, Session, atomic_write_json
@@ -482,8 +482,7 @@ def observe_window(session: Session, rig: Rig, inputs: SessionInputs, config: Pr
     depth_frames, depth_notes = load_depth_frames(session, rig) if config.depth_cue else ([], [])
     pano_entry = session.pano()
     stage = HandStage(config, estimator or make_estimator(config, session), rig.pose("pano"),
-                      EquirectCamera(int(pano_entry.width or 0), int(pano_entry.height or 0)), depth_frames,
-                      rig.pano_optics)
+                      pano_camera(session, pano_entry), depth_frames, rig.pano_optics)
     pred = predicted_hands(anchors, t_pano)
     velocity = hand_centre_velocity(anchors, t_pano, config.depth.arm_anchor) if depth_frames else None
     P, F_pano = len(anchors.person_ids), len(t_pano)

@@ -36,19 +36,25 @@ class FisheyeWristView:
 
 
 def plan_fisheye_views(camera: DualFisheyeCamera, points_cam: np.ndarray, size: int = 256, margin: float = 1.3,
-                       min_fov_deg: float = 10.0, max_fov_deg: float = 120.0) -> list[FisheyeWristView]:
+                       min_fov_deg: float = 10.0, max_fov_deg: float = 120.0, centres_cam: np.ndarray | None = None,
+                       lens_points: np.ndarray | None = None,
+                       max_focal_px: float | None = None) -> list[FisheyeWristView]:
     """Plan V views from points (V,N,3) in the camera frame (metres; NaN ignored): each from the
-    lens that sees the mean of its points nearest its axis, fitted as :func:`plan_views` fits them,
-    about that lens's centre."""
+    lens that sees its ``lens_points`` (V,3) nearest its axis (default: the mean of its points),
+    looking at its ``centres_cam`` (V,3) (default: that mean), fitted as :func:`plan_views` fits
+    them (``max_focal_px``: the largest focal length, pixels per radian), about that lens's centre."""
     points = np.asarray(points_cam, dtype=np.float64)
     if points.ndim != 3 or points.shape[-1] != 3:
         raise ValueError(f"points_cam must be (V,N,3), got {points.shape}")
-    centre = np.nanmean(points, axis=1)
-    lenses = camera.best_lens(centre)
+    mean = np.nanmean(points, axis=1)
+    centre = mean if centres_cam is None else np.asarray(centres_cam, dtype=np.float64).reshape(-1, 3)
+    chooser = mean if lens_points is None else np.asarray(lens_points, dtype=np.float64).reshape(-1, 3)
+    lenses = camera.best_lens(chooser)
     out = []
     for v, i in enumerate(np.atleast_1d(lenses)):
         t = np.asarray(camera.lenses[i].t_cam_lens, dtype=np.float64)
-        view = plan_views(points[v:v + 1] - t, size, margin, min_fov_deg, max_fov_deg, (centre[v] - t)[None])[0]
+        view = plan_views(points[v:v + 1] - t, size, margin, min_fov_deg, max_fov_deg, (centre[v] - t)[None],
+                          max_focal_px)[0]
         out.append(FisheyeWristView(view, int(i), t))
     return out
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from omnimocap.calibration.board import BoardSpec, draw_board
 from omnimocap.geometry.cameras import DualFisheyeCamera, EquirectCamera, FisheyeLens
 from omnimocap.geometry.transforms import invert_pose, make_pose, transform_points
-from omnimocap.sim.render import Projection, RoomSpec, camera_rays, rasterise_people, render_background
+from omnimocap.sim.render import Projection, RoomSpec, apply_flash, camera_rays, rasterise_people, render_background
 
 
 def lens_pose(lens: FisheyeLens, T_world_cam: np.ndarray) -> np.ndarray:
@@ -62,12 +63,20 @@ class DualFisheyeRenderer:
             self.masks.append(inside)
             self.backgrounds.append(img)
 
-    def render(self, joints: np.ndarray, global_R: np.ndarray, hand_vertices: np.ndarray) -> np.ndarray:
+    def render(self, joints: np.ndarray, global_R: np.ndarray, hand_vertices: np.ndarray,
+               board: "tuple[BoardSpec, np.ndarray] | None" = None, flash: float = 0.0) -> np.ndarray:
         """One raw frame (H, 2H, 3) BGR uint8; arguments as in
-        :func:`~omnimocap.sim.render.rasterise_people` (world frame)."""
+        :func:`~omnimocap.sim.render.rasterise_people` (world frame). ``board``: a ChArUco board
+        (its spec and ``T_world_board``, metres) drawn over the people in each lens that sees it;
+        ``flash``: the fraction of the exposure a light was on (:func:`~omnimocap.sim.render.apply_flash`)."""
         halves = []
-        for bg, project, T, mask in zip(self.backgrounds, self.projections, self.T_world_lens, self.masks):
+        for lens, bg, project, T, mask in zip(self.camera.lenses, self.backgrounds, self.projections, self.T_world_lens,
+                                              self.masks):
             img = rasterise_people(bg.copy(), project, T[:3, 3], self.hand_faces, joints, global_R, hand_vertices)
+            if board is not None:
+                draw_board(img, board[0], lens, invert_pose(T) @ np.asarray(board[1], dtype=np.float64))
+            if flash > 0.0:
+                apply_flash(img, flash)
             img[~mask] = 0
             halves.append(img)
         return np.ascontiguousarray(np.concatenate(halves, axis=1))
@@ -88,3 +97,43 @@ def stitch_equirect(frame: np.ndarray, camera: DualFisheyeCamera, pano: Equirect
     ``maps`` from :func:`stitch_maps` saves recomputing them per frame."""
     map_x, map_y = maps if maps is not None else stitch_maps(camera, pano)
     return cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def board_frame(camera: DualFisheyeCamera, spec: BoardSpec, T_cam_board: np.ndarray, background: int = 128) -> np.ndarray:
+    """One raw grayscale frame (H, 2H) uint8 of the ChArUco board at ``T_cam_board`` (the 360
+    camera's frame, metres) in front of a uniform ``background``, each lens seeing it from its own
+    centre (a calibration recording of the lenses); black outside the image circles."""
+    halves = []
+    for lens in camera.lenses:
+        img = np.full((lens.height, lens.width), background, np.uint8)
+        T_lens_board = invert_pose(make_pose(np.asarray(lens.R_cam_lens), np.asarray(lens.t_cam_lens))) @ T_cam_board
+        edge = transform_points(T_lens_board, spec.outline())
+        if np.any(np.arctan2(np.hypot(edge[:, 0], edge[:, 1]), edge[:, 2]) <= lens.max_theta):
+            draw_board(img, spec, lens, T_lens_board, supersample=2)
+        rows, cols = np.mgrid[0:lens.height, 0:lens.width]
+        img[~lens.in_circle(np.stack([cols, rows], axis=-1))] = 0
+        halves.append(img)
+    return np.concatenate(halves, axis=1)
+
+
+def board_poses(spec: BoardSpec, rng: np.random.Generator, distance_m: float = 0.55) -> list[np.ndarray]:
+    """``T_cam_board`` (4x4, metres) of a calibration recording: the board facing the camera
+    ``distance_m`` away, tilted at random by up to ~20 deg, in six directions before each lens (on
+    its axis and up to ~50 deg off it) and three beside the camera across the seam, where both lenses
+    see it (what ``calibration/fisheye_board.py`` needs)."""
+    from omnimocap.geometry.transforms import axis_angle_to_matrix, look_at
+
+    def towards(direction, dist: float) -> np.ndarray:
+        d = np.asarray(direction, dtype=np.float64)
+        d = d / np.linalg.norm(d)
+        R = look_at(d, np.array([0.0, 1.0, 0.0])) @ axis_angle_to_matrix(rng.normal(scale=0.2, size=3))
+        w, h = spec.squares_x * spec.square_m, spec.squares_y * spec.square_m
+        return make_pose(R, d * dist - R @ np.array([w / 2, h / 2, 0.0]))
+
+    poses = []
+    for sign in (1.0, -1.0):
+        for direction in ([0, 0, 1], [0.6, 0.3, 1], [-0.7, -0.2, 1], [0.2, -0.8, 1], [-0.3, 0.7, 1], [1.2, 0, 1]):
+            poses.append(towards(np.array(direction, dtype=np.float64) * [1, 1, sign], distance_m))
+    for direction in ([1, 0.1, 0.03], [-1, -0.15, -0.02], [1, -0.3, -0.04]):
+        poses.append(towards(direction, distance_m + 0.05))
+    return poses

@@ -58,6 +58,7 @@ from omnimocap.calibration.board import BoardSpec, draw_board
 from omnimocap.capture.bodies import BodyRecording, write_bodies
 from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
 from omnimocap.capture.kinect_models import DeviceClock, KinectModel, device_clock, kinect_model, scale_color_camera
+from omnimocap.capture.dual_fisheye import LENSES_FILE, save_dual_fisheye
 from omnimocap.capture.pano import PanoWriter
 from omnimocap.capture.rig import Rig, TimeMap
 from omnimocap.capture.session import PANO_FRAMES, PANO_VIDEO, DeviceEntry, Session, bodies_name, kinect_name, kinect_recording_name
@@ -66,7 +67,7 @@ from omnimocap.data.skeletons import SIDES, SMPLX_INDEX
 from omnimocap.fusion.body_model import Skeleton, load_skeleton
 from omnimocap.geometry.transforms import axis_angle_to_matrix, invert_pose, look_at, make_pose
 from omnimocap.hands.mano import ManoModel
-from omnimocap.hands.sim_field import observer_record
+from omnimocap.hands.sim_field import FieldObserver, observer_record
 from omnimocap.hands.synthetic_mano import make_synthetic_mano
 from omnimocap.sim.board import BoardSequence, make_board_sequence
 from omnimocap.sim.body_tracking import kinect_tracks
@@ -74,6 +75,8 @@ from omnimocap.sim.k4abt import REALISM_LEVELS, draw_shared_bias, realism_record
 from omnimocap.sim.kinect import IMU_RATE_HZ, KinectRenderer, SimKinect, make_sim_kinect, open_sim_recording
 from omnimocap.sim.motion import PeopleSample, PersonMotion, make_people, sample_people
 from omnimocap.geometry.pano_optics import PanoOptics
+from omnimocap.geometry.cameras import DualFisheyeCamera
+from omnimocap.sim.fisheye import DualFisheyeRenderer
 from omnimocap.sim.pano_camera import FieldPanoRenderer, PeopleOverShutter, shutter_offsets
 from omnimocap.sim.render import FLASH_GAIN, FLASH_HOLD_S, FLASH_OFFSET, PanoRenderer, apply_flash, flash_fraction
 
@@ -94,6 +97,9 @@ PANO_DEFAULTS = {"ideal": {"pano_width": 1920, "pano_baseline_mm": 0.0, "pano_re
 # A camera's 4K H.264 stream: 56 Mbit/s at 3840x1920, 30 fps (RICOH THETA V and Z1 4K video); other
 # sizes get the same bits per pixel. Ideal-optics sessions keep the constant-quality stream.
 PANO_BITRATE_4K = 56_000_000
+# The 360 stream's formats: a stitched equirectangular panorama, or the raw frames of a dual-fisheye camera.
+DUAL_FISHEYE = "dual-fisheye"
+PANO_FORMATS = ("equirect", DUAL_FISHEYE)
 
 
 @dataclass
@@ -141,6 +147,13 @@ class SimConfig:
     and swapped ids, drop-outs; sim/k4abt.py); ideal: none of them."""
     overwrite: bool = False
     """Replace the contents of a non-empty output folder."""
+    pano_yaw_deg: float = 0.0
+    """The 360 camera turned about the world's vertical (y) by this angle, degrees, after it is drawn
+    (90: the people stand beside it, across its seam); nothing else in the scene changes."""
+    pano_format: str = "equirect"
+    """The 360 stream: equirect (the camera's stitched equirectangular panorama) or dual-fisheye (its
+    raw frames, two equidistant 200 deg fisheye images side by side, pano_width x pano_width/2, with
+    the lens model in pano_lenses.json; a global shutter without blur, so readout and exposure are 0)."""
 
 
 @dataclass
@@ -215,8 +228,11 @@ def simulate_session(out_dir: str | Path, config: SimConfig = SimConfig(),
     n_kinect_frames = sum(len(frames.kinect_us[s]) for s in scene.serials) if config.kinect_video else 0
     counter = _Progress(len(frames.t_pano) + n_kinect_frames, progress)
     records = _write_body_tracking(session, config, scene, frames, kinects, rng, imu_rngs, board, flashes, counter)
-    truth.write_realism({**realism_record(config.realism, records), "camera": camera_record(pano_optics(config)),
-                         "observer": observer_record(config.realism)})
+    camera = camera_record(pano_optics(config))
+    if config.pano_format == DUAL_FISHEYE:
+        camera.update(format=DUAL_FISHEYE, lenses=LENSES_FILE, shutter="global, no blur: readout_s and exposure_s are 0")
+    truth.write_realism({**realism_record(config.realism, records), "camera": camera,
+                         "observer": observer_record(config.realism, seamless_observer(config))})
     _write_pano(session, config, scene, frames, board, flashes, counter)
     session.mark_complete()
     return session
@@ -236,6 +252,12 @@ def _checked_flashes(config: SimConfig) -> tuple[float, ...]:
     for name in PANO_DEFAULTS[config.realism]:
         if getattr(config, name) is not None and not getattr(config, name) >= 0:
             raise ValueError(f"{name} must be a non-negative number, got {getattr(config, name)!r}")
+    if config.pano_format not in PANO_FORMATS:
+        raise ValueError(f"pano_format must be one of {PANO_FORMATS}, got {config.pano_format!r}")
+    if config.pano_format == DUAL_FISHEYE and (pano_setting(config, "pano_readout_ms") or
+                                               pano_setting(config, "pano_exposure_ms")):
+        raise ValueError("raw dual-fisheye frames are simulated with a global shutter and no blur: "
+                         "pano_readout_ms and pano_exposure_ms must be 0")
     if np.any(np.diff(flashes) < FLASH_HOLD_S):
         raise ValueError(f"flashes {flashes} overlap: they must be at least {FLASH_HOLD_S} s apart")
     return flashes
@@ -245,6 +267,8 @@ def pano_setting(config: SimConfig, name: str) -> float:
     """The 360 camera's setting ``name`` (a ``pano_*`` field of :class:`SimConfig`): the config's
     value, or where it is None the realism level's (:data:`PANO_DEFAULTS`)."""
     value = getattr(config, name)
+    if value is None and config.pano_format == DUAL_FISHEYE and name in ("pano_readout_ms", "pano_exposure_ms"):
+        return 0.0
     return PANO_DEFAULTS[config.realism][name] if value is None else value
 
 
@@ -274,6 +298,8 @@ def _draw_scene(config: SimConfig, rng: np.random.Generator, skeleton: Skeleton,
     drawn from ``rng`` in a fixed order (a seed gives the same scene)."""
     pano_centre = np.array([rng.uniform(-0.1, 0.1), rng.uniform(1.0, 1.2), rng.uniform(-0.1, 0.1)])
     R_world_pano = _small_rotation(rng, 2.0) @ look_at(np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0]))
+    if config.pano_yaw_deg:
+        R_world_pano = axis_angle_to_matrix(np.radians(config.pano_yaw_deg) * np.array([0.0, 1.0, 0.0])) @ R_world_pano
     people = make_people(config.people, rng, pano_centre, skeleton)
     crowd = np.mean([p.home for p in people], axis=0)
     rig = Rig(method="truth", is_truth=True, pano_optics=pano_optics(config))
@@ -441,6 +467,9 @@ def _write_pano(session: Session, config: SimConfig, scene: _Scene, frames: _Fra
     """Render the 360 stream (``pano.mkv`` + ``pano_frames.csv``) and add it to the manifest: with
     ideal optics one viewpoint and a global shutter (sim/render.py ``PanoRenderer``), otherwise two
     lenses, a rolling shutter and motion blur (sim/pano_camera.py) and a camera's bitrate."""
+    if config.pano_format == DUAL_FISHEYE:
+        _write_dual_fisheye(session, config, scene, frames, board, flashes, counter)
+        return
     width = int(pano_setting(config, "pano_width")) // 2 * 2
     height = width // 2
     pano_entry = session.add_device(DeviceEntry(kind="pano", serial=PANO_SERIAL, role="camera", fps=FPS,
@@ -501,6 +530,51 @@ def _field_pano_frames(width: int, optics: PanoOptics, scene: _Scene, frames: _F
             people = PeopleOverShutter(offsets, np.moveaxis(joints[:, j], 1, 0), np.moveaxis(verts[:, j], 1, 0),
                                        glob[:, j, S // 2])
             yield i, renderer.render(people, float(t_session[i]), board, flashes)
+
+
+def seamless_observer(config: SimConfig) -> FieldObserver | None:
+    """The field observers of a raw dual-fisheye session: a view is cut from one lens, so there is
+    no blend band nor blind strip and no seam misses (None, the default observers, otherwise)."""
+    if config.pano_format != DUAL_FISHEYE:
+        return None
+    default = FieldObserver()
+    return FieldObserver(*(replace(m, miss=replace(m.miss, seam=0.0))
+                           for m in (default.hands, default.hand_detector, default.pose_detector)))
+
+
+def _write_dual_fisheye(session: Session, config: SimConfig, scene: _Scene, frames: _FrameTimes,
+                        board: BoardSequence | None, flashes: tuple[float, ...], counter: _Progress) -> None:
+    """Render the 360 stream as the camera's raw dual-fisheye frames (sim/fisheye.py, each lens from
+    its own centre, ``pano_baseline_mm`` apart; a global shutter), encode them like the stitched
+    stream (``pano.mkv`` + ``pano_frames.csv``) and store the lens model (``pano_lenses.json``) the
+    manifest's 360 entry names."""
+    optics = pano_optics(config)
+    camera = DualFisheyeCamera.nominal(int(pano_setting(config, "pano_width")) // 4 * 4, baseline_m=optics.baseline_m)
+    save_dual_fisheye(camera, session.path(LENSES_FILE))
+    width, height = camera.width, camera.height
+    pano_entry = session.add_device(DeviceEntry(kind="pano", serial=PANO_SERIAL, role="camera", fps=FPS,
+                                                recording=PANO_VIDEO, timestamps=PANO_FRAMES, width=width,
+                                                height=height, lenses=LENSES_FILE))
+    ideal = optics.is_ideal and optics.exposure_s == 0.0
+    bitrate = None if ideal else int(round(PANO_BITRATE_4K * width * height / (3840 * 1920)))
+    writer = PanoWriter(session.path(PANO_VIDEO), session.path(PANO_FRAMES), width, height, fps=FPS, bitrate=bitrate)
+    renderer = DualFisheyeRenderer(camera, scene.rig.T_world_sensor["pano"], scene.hand_faces)
+    exposure_s = scene.rig.time_maps["pano"].a / FPS
+    t_session = frames.pano_t_session
+    try:
+        for start in range(0, len(t_session), RENDER_CHUNK):
+            ids = np.arange(start, min(len(t_session), start + RENDER_CHUNK))
+            sample = sample_people(scene.people, scene.skeleton, scene.mano, t_session[ids], with_vertices=True)
+            for j, i in enumerate(ids):
+                T_world_board = board.pose_at(float(t_session[i])) if board is not None else None
+                img = renderer.render(sample.joints[:, j], sample.global_R[:, j], sample.hand_vertices[:, j],
+                                      None if T_world_board is None else (board.spec, T_world_board),
+                                      flash_fraction(float(t_session[i]), exposure_s, flashes) if flashes else 0.0)
+                writer.write(img, float(frames.t_pano[i]), float(frames.t_host[i]))
+                counter.advance()
+    finally:
+        writer.close()
+    pano_entry.status = "complete"
 
 
 def _write_kinect_recording(path: Path, kinect: SimKinect, role: str, t_device: np.ndarray, t_session: np.ndarray,
