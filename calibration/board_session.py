@@ -7,8 +7,9 @@ run (matched through the rig's time maps), the board poses and the 360 camera ar
 (calibration/board.py), and the result is composed with the Kinect's factory colour-to-depth
 extrinsics into the 360 camera's world pose. The 360 camera's bearings are seen from each lens's
 centre (the rig's ``pano_optics``), and its lens baseline is solved when the board was seen on both
-sides of the seam (``BoardConfig.estimate_baseline``); the rolling-shutter readout is kept from the
-rig, since a still board cannot show it. When the Kinects' poses are estimated, every other
+sides of the seam (``BoardConfig.estimate_baseline``). A still board cannot show the rolling-shutter
+readout: it is solved from the 360 frames in which the board moves between poses
+(calibration/board_readout.py, ``BoardConfig.estimate_readout``), else kept from the rig. When the Kinects' poses are estimated, every other
 Kinect whose colour camera saw the board in enough of those still runs is placed from it too.
 
 Poses ``T_a_b`` map frame-b points into frame a (metres); times in seconds.
@@ -21,6 +22,7 @@ import numpy as np
 from omnimocap.calibration.board import (
     BoardDetection, BoardSpec, calibrate_board_sequence, detect_equirect, detect_pinhole,
 )
+from omnimocap.calibration.board_readout import BoardTrack, ReadoutEstimate, estimate_readout, with_readout
 from omnimocap.calibration.coarse_sync import coarse_time_map
 from omnimocap.calibration.config import BoardConfig
 from omnimocap.capture.kinect_mkv import KinectRecording
@@ -50,11 +52,16 @@ def calibrate_board(session: Session, previous: Rig, kinect_rig: Rig, config: Bo
                                    kinect_cal.T_depth_color, optics=previous.pano_optics,
                                    estimate_baseline=config.estimate_baseline)
     used = [pairs[k] for k in cal.frames_used]
+    t_color = previous.time_map(entry.name).to_session(np.asarray(times, dtype=np.float64))
+    readout = (_readout(session, spec, config, cal, BoardTrack(spec, t_color, dets, config.min_corners),
+                        pano_map.to_session(stamps.t_pano)) if config.estimate_readout else None)
+    optics = with_readout(cal.optics, readout, config.readout_max_std_ms * 1e-3)
     rig = Rig(dict(kinect_rig.T_world_sensor), dict(previous.time_maps), method="board", is_truth=False,
-              pano_optics=cal.optics)
+              pano_optics=optics)
     rig.T_world_sensor["pano"] = kinect_rig.pose(entry.name) @ cal.T_depth_pano
     rig.time_maps["pano"] = pano_map
-    rig.residuals = {**kinect_rig.residuals, "pano": cal.to_json()}
+    rig.residuals = {**kinect_rig.residuals, "pano": {**cal.to_json(), "optics": optics.to_dict(),
+                                                      "readout": readout.to_json() if readout else None}}
     kinects_from_board = {}
     if "kinects" in kinect_rig.residuals:  # the Kinects' poses are estimated, not kept from the rig
         kinects_from_board = _board_kinects(session, rig, previous, spec, config, times, dets, runs,
@@ -71,7 +78,27 @@ def calibrate_board(session: Session, previous: Rig, kinect_rig: Rig, config: Bo
         rig.inputs["kinect_poses_from_board"] = kinects_from_board
     return rig, {"method": "board", "poses_used": len(used), "kinect_rms_deg": cal.kinect_rms_deg,
                  "pano_rms_deg": cal.pano_rms_deg, "lens_baseline_mm": cal.optics.baseline_m * 1e3,
-                 "lens_baseline_from": "board" if cal.baseline_estimated else "rig"}
+                 "lens_baseline_from": "board" if cal.baseline_estimated else "rig",
+                 "readout_ms": optics.readout_s * 1e3,
+                 "readout_from": "board" if optics is not cal.optics else "rig",
+                 **({"readout_std_ms": readout.readout_std_s * 1e3} if readout else {})}
+
+
+def _readout(session: Session, spec: BoardSpec, config: BoardConfig, cal, track: BoardTrack,
+             t_pano_session: np.ndarray) -> ReadoutEstimate | None:
+    """The 360 camera's readout from the frames (session times ``t_pano_session``) in which the
+    colour camera's board ``track`` moves faster than ``config.readout_min_speed`` and can be
+    interpolated (``config.readout_max_track_miss_mm``)."""
+    miss = track.prediction_error(t_pano_session, spec.corners())
+    moving = np.flatnonzero((track.speed(t_pano_session) >= config.readout_min_speed)
+                            & (miss <= config.readout_max_track_miss_mm * 1e-3))
+    if len(moving) > config.readout_max_frames:
+        moving = moving[np.linspace(0, len(moving) - 1, config.readout_max_frames).round().astype(int)]
+    if not len(moving):
+        return None
+    dets = _pano_detections(session, spec, [int(j) for j in moving])
+    return estimate_readout(spec, track, invert_pose(cal.T_color_pano), cal.optics, t_pano_session[moving],
+                            [dets[int(j)] for j in moving])
 
 
 def _reference_still_runs(session: Session, spec: BoardSpec, config: BoardConfig

@@ -118,6 +118,20 @@ class BoardConfig:
     estimate_baseline: bool = True
     """Solve the 360 camera's lens baseline too when the board was seen on both sides of its seam
     (else the rig's value is kept)."""
+    estimate_readout: bool = True
+    """Solve the 360 camera's rolling-shutter readout from the frames where the board moves between
+    poses (calibration/board_readout.py), kept when its 1-sigma is within ``readout_max_std_ms``
+    (else the rig's value is kept)."""
+    readout_max_std_ms: float = 2.0
+    """Largest 1-sigma, milliseconds, of a readout estimate that replaces the rig's."""
+    readout_min_speed: float = 0.1
+    """Board speed, m/s, from which a 360 frame counts as seeing the board move."""
+    readout_max_track_miss_mm: float = 10.0
+    """A moving-board 360 frame is used only where the colour camera's board track, with either
+    bracketing detection left out, still predicts it within this many millimetres (a board swung
+    faster than the colour frame rate can follow is not interpolated well enough to time rows)."""
+    readout_max_frames: int = 40
+    """Most moving-board 360 frames read for the readout (evenly spread over those available)."""
 
 
 @dataclass

@@ -16,7 +16,8 @@ y up, metres; times in session seconds relative to the frame's true session time
   and the exposure; every joint and hand vertex is drawn where it was when its lens's row was
   exposed (``PanoOptics.time_offset_s`` of its direction from that lens, by the fixed point of
   ``capture_times``), its position interpolated linearly between the samples. The board is drawn at
-  the time of the row of its centre.
+  :data:`BOARD_TIME_SAMPLES` times across the rows it spans, each pixel keeping the drawing nearest
+  its own row's time.
 - Motion blur: the mean of :data:`BLUR_SAMPLES` renders at the midpoints of equal slices of each
   row's exposure (a box shutter), over the same background.
 """
@@ -31,7 +32,7 @@ import numpy as np
 from omnimocap.calibration.board import draw_board
 from omnimocap.geometry.cameras import EquirectCamera
 from omnimocap.geometry.pano_optics import BACK, FRONT, PanoOptics
-from omnimocap.geometry.transforms import invert_pose, make_pose
+from omnimocap.geometry.transforms import invert_pose, make_pose, transform_points
 from omnimocap.sim.render import (
     FLASH_GAIN, FLASH_HOLD_S, FLASH_OFFSET, Projection, RoomSpec, camera_rays, equirect_projection, rasterise_people,
     render_background,
@@ -47,6 +48,8 @@ SHUTTER_SAMPLES = 3
 # 3 copies 6.7 mm apart (4 px at 1 m at 3840 px), which overlap into one smear for a hand or a
 # finger; every copy costs a rasterisation of the people (benchmarks/bench_sim_camera.py).
 BLUR_SAMPLES = 3
+# Times across the rows a moving board spans at which it is drawn (each pixel keeps the nearest).
+BOARD_TIME_SAMPLES = 5
 LENSES = (FRONT, BACK)
 # How far from a joint or hand vertex the people's drawing reaches, metres (the widest capsule is
 # 0.14 m, the head sphere 0.1 m around a centre 0.073 m from its joint).
@@ -226,9 +229,8 @@ class FieldPanoRenderer:
 
                 rasterise_people(img, shifted, self.T_world_lens[k][:3, 3], self.hand_faces, joints, people.global_R,
                                  verts, wrap_width=self.camera.width)
-                T_world_board = board_poses[k](e) if board_poses else None
-                if T_world_board is not None:  # the window is the whole frame
-                    draw_board(img, board.spec, self.camera, invert_pose(self.T_world_lens[k]) @ T_world_board)
+                if board_poses:  # the window is the whole frame
+                    self._draw_board_rows(img, board.spec, board_poses[k], k, e)
                 canvases[k] = img
             out = canvases[BACK] if shows[BACK] else canvases[FRONT]
             if shows[BACK] and shows[FRONT]:
@@ -240,13 +242,75 @@ class FieldPanoRenderer:
         return total.astype(np.uint8) if n == 1 else ((total + n // 2) // n).astype(np.uint8)
 
     def _board_poses(self, board: "BoardSequence | None", t_frame: float):
-        """Per lens, the board's pose ``T_world_board`` (or None) at a time ``e`` relative to the row
-        of the board's centre on that lens; empty without a board in the frame."""
+        """Per lens, the board's pose ``T_world_board`` (or None) at a time relative to the frame's
+        timestamp, and the span of its corners' row times on that lens; empty without a board."""
         T_world_board = board.pose_at(t_frame) if board is not None else None
         if T_world_board is None:
             return []
-        rows = [float(self.row_offsets(T_world_board[:3, 3], k)) for k in LENSES]
-        return [lambda e, r=r: board.pose_at(t_frame + r + e) for r in rows]
+        corners = transform_points(T_world_board, board.spec.corners())
+        spans = [self.row_offsets(corners, k) for k in LENSES]
+        return [(lambda off: board.pose_at(t_frame + off), (float(r.min()), float(r.max()))) for r in spans]
+
+    def _draw_board_rows(self, img: np.ndarray, spec, board_pose, lens: int, e: float) -> None:
+        """Draw the board into the stitched frame ``img`` (the whole frame) as ``lens`` sees it in
+        the sub-exposure at ``e``, each pixel showing it at its own row's time: the board is drawn at
+        :data:`BOARD_TIME_SAMPLES` times across its rows' span and each pixel keeps the drawing
+        nearest its row's time."""
+        pose_at, (lo, hi) = board_pose
+        T_lens_world = invert_pose(self.T_world_lens[lens])
+        if not self._lens_shows_board(spec, pose_at(lo + e), pose_at(hi + e), lens):
+            return
+        first, last = pose_at(lo + e), pose_at(hi + e)
+        moves = first is None or last is None or not np.allclose(first, last, rtol=0.0, atol=1e-9)
+        r0, r1, c0, c1 = self._board_box(spec, pose_at(e), lens)
+        # A board that fills most of the frame (carried past the camera) is drawn once: its rows'
+        # times would cost a full-frame drawing each.
+        small = (r1 - r0) * (c1 - c0) <= 0.25 * self.camera.width * self.camera.height
+        times = np.linspace(lo, hi, BOARD_TIME_SAMPLES) if moves and small and hi - lo > 1e-6 else np.array([lo])
+        drawn = []
+        for off in times:
+            T_world_board = pose_at(off + e)
+            if T_world_board is not None:
+                drawn.append((off, draw_board(img.copy() if len(times) > 1 else img, spec, self.camera,
+                                              T_lens_world @ T_world_board)))
+        if len(times) == 1 or not drawn:
+            return
+        offs = np.array([d[0] for d in drawn])
+        nearest = np.argmin(np.abs(self.pixel_offsets_s[r0:r1, c0:c1, None] - offs), axis=-1)
+        window = img[r0:r1, c0:c1]
+        for m, (_, canvas) in enumerate(drawn):
+            keep = nearest == m
+            window[keep] = canvas[r0:r1, c0:c1][keep]
+
+    def _lens_shows_board(self, spec, first: np.ndarray | None, last: np.ndarray | None, lens: int) -> bool:
+        """Whether any corner of the board (at either pose) lies in ``lens``'s part of the stitched
+        frame (its half or the blend band): a lens facing away from the board draws nothing the
+        stitched frame keeps."""
+        T_pano_world = invert_pose(self.T_world_pano)
+        for T_world_board in (first, last):
+            if T_world_board is None:
+                continue
+            d = transform_points(T_pano_world @ T_world_board, spec.corners())
+            w = front_weight(self.optics, d)
+            if np.any(w > 0.0) if lens == FRONT else np.any(w < 1.0):
+                return True
+        return False
+
+    def _board_box(self, spec, T_world_board: np.ndarray | None, lens: int) -> tuple[int, int, int, int]:
+        """(r0, r1, c0, c1) of the frame around the board's corners as ``lens`` shows them, with a
+        margin for its motion within the frame; the whole width when it crosses the frame's edges."""
+        H, W = self.camera.height, self.camera.width
+        if T_world_board is None:
+            return 0, H, 0, W
+        corners = transform_points(T_world_board, spec.corners())
+        px = self.camera.bearing_to_pixel(transform_points(invert_pose(self.T_world_lens[lens]), corners))
+        lo, hi = px.min(axis=0), px.max(axis=0)
+        grow = 0.5 * (hi - lo) + 16.0
+        r0, r1 = int(max(lo[1] - grow[1], 0)), int(min(hi[1] + grow[1] + 1, H))
+        if hi[0] - lo[0] >= W / 2:
+            return r0, r1, 0, W
+        c0, c1 = int(max(lo[0] - grow[0], 0)), int(min(hi[0] + grow[0] + 1, W))
+        return r0, r1, c0, c1
 
     def _apply_flashes(self, img: np.ndarray, t_frame: float, flashes: tuple[float, ...]) -> None:
         """Brighten ``img`` in place as sim/render.py's ``apply_flash`` does, each pixel by the lit
