@@ -32,6 +32,7 @@ from omnimocap.data.skeletons import (
 )
 from omnimocap.fusion.depth_cue import HandSurface, depth_shift
 from omnimocap.fusion.filtering import estimate_noise_std, smooth_positions
+from omnimocap.fusion.hand_refine import HandSizeTrack, hand_size, place_on_keypoints, rescale_keypoints
 from omnimocap.fusion.lifting import LiftedHand, fuse_ray_depth, lift_observation
 from omnimocap.geometry.cameras import EquirectCamera
 from omnimocap.geometry.resample import interpolate_positions
@@ -347,6 +348,7 @@ class HandStage:
         self.depth_frames = list(depth_frames)
         self._surface: HandSurface | None = None
         self.sides = SideConsistency(config.side_persist)
+        self.sizes = HandSizeTrack(config.hand_refine.size_window, config.hand_refine.size_min_samples)
         self.needs_images = estimator is not None and bool(getattr(estimator, "needs_images", config.hands != "sim"))
 
     def plan(self, pred: dict[str, np.ndarray], time_indices, t_capture: np.ndarray | None = None) -> list[PlannedView]:
@@ -401,6 +403,20 @@ class HandStage:
         return [self._observe(pv, req, obs, pred, joint_std, centre_velocity)
                 for pv, req, obs in zip(planned, requests, observations)]
 
+    def _lift(self, obs: HandObservation, req: ViewRequest, key: tuple[int, int], kinect_wrist: np.ndarray,
+              kinect_hand: dict[str, np.ndarray], weights: dict[str, float]) -> LiftedHand:
+        """Lifting (``fusion.lifting``) with the repairs of ``config.hand_refine``
+        (``fusion.hand_refine``): the 3D keypoints brought to the running median size of ``key``
+        = (person, side), the hand placed across its ray by all its 2D keypoints."""
+        refine = self.config.hand_refine
+        optics = self.optics if self.config.camera_model.lens_origin else None
+        if refine.track_size:
+            obs = rescale_keypoints(obs, self.sizes.update(key, hand_size(obs.keypoints_3d)))
+        lifted = lift_observation(obs, req, self.T_world_pano, kinect_wrist, kinect_hand, weights, optics)
+        if refine.keypoint_position:
+            lifted = place_on_keypoints(lifted, obs, req, self.T_world_pano, optics, kinect_wrist, refine.huber_px_frac)
+        return lifted
+
     def _observe(self, pv: PlannedView, req: ViewRequest, obs: HandObservation | None, pred, joint_std,
                  centre_velocity) -> ObservedView:
         """Association (the skeleton's side decides), lifting and the depth cue for one view."""
@@ -413,9 +429,8 @@ class HandStage:
             return ObservedView(pv, req, VIEW_SIDE_MISMATCH, obs)
         cfg = self.config
         weights = {"wrist": 1.0} if cfg.depth.arm_anchor else cfg.depth_weights
-        lifted = lift_observation(obs, req, self.T_world_pano, pred["wrist"][p, k, s],
-                                  {name: pred[name][p, k, s] for name in weights}, weights,
-                                  self.optics if cfg.camera_model.lens_origin else None)
+        lifted = self._lift(obs, req, (p, s), pred["wrist"][p, k, s], {name: pred[name][p, k, s] for name in weights},
+                            weights)
         if lifted.lateral_offset > cfg.max_gate_m:
             return ObservedView(pv, req, VIEW_GATED, obs)
         view = ObservedView(pv, req, VIEW_OBSERVED if agrees else VIEW_RELABELLED, obs, lifted)
