@@ -47,6 +47,7 @@ def variants() -> dict[str, tuple[dict | None, dict | None, dict]]:
 
     no_miss = MissModel(size_half_px=-1e3, size_width_px=1.0, blur_half=1e3, blur_width=1.0, seam=0.0, floor=0.0)
     on: dict = {}
+    off = {"keypoint_position": False, "track_size": False, "nearest_hand": False, "track_gate": False}
     return {
         "today (ideal optics, ideal observer)": (None, None, on),
         "optics only": (CAMERA, None, on),
@@ -58,11 +59,12 @@ def variants() -> dict[str, tuple[dict | None, dict | None, dict]]:
         "  without false hands": (CAMERA, field(false_hand=0.0), on),
         "  without correlated errors": (CAMERA, field(orient_deg=0.0, finger_deg=0.0, joint_mm=0.0,
                                                       keypoint_frac=0.0, scale=0.0), on),
-        "  without the hand repairs": (CAMERA, field(), {"keypoint_position": False, "track_size": False}),
+        "  without the hand repairs": (CAMERA, field(), off),
         "  without placement by all 2D keypoints": (CAMERA, field(), {"keypoint_position": False}),
         "  without the track's hand size": (CAMERA, field(), {"track_size": False}),
-        "ideal optics, ideal observer, without the hand repairs":
-            (None, None, {"keypoint_position": False, "track_size": False}),
+        "  without rejecting another hand's box": (CAMERA, field(), {"nearest_hand": False}),
+        "  without the track's gate": (CAMERA, field(), {"track_gate": False}),
+        "ideal optics, ideal observer, without the hand repairs": (None, None, off),
     }
 
 
@@ -97,7 +99,8 @@ def table(rows: list[dict]) -> str:
     sessions = sorted({r["session"] for r in rows})
     lines = ["`process --hands sim` on 30 s field sessions (two people, two Kinects, the true rig) with the "
              "field hand observer's failure classes and the optics (baseline 30 mm, readout 25 ms, exposure "
-             "10 ms) on and off, and the hand repairs (fusion.hand_refine) on unless said: hands.joint_error_mm / hands.coverage_24px / hands.coverage. Acceptance: "
+             "10 ms) on and off, and the hand repairs (fusion.hand_refine) on unless said: "
+             "hands.joint_error_mm / hands.coverage_24px / hands.coverage. Acceptance: "
              "<= 15 mm, >= 0.85.", "",
              "| variant | " + " | ".join(f"{Path(s).name}: error mm / cov 24px / cov" for s in sessions) + " |",
              "|---|" + "---|" * len(sessions)]

@@ -32,7 +32,9 @@ from omnimocap.data.skeletons import (
 )
 from omnimocap.fusion.depth_cue import HandSurface, depth_shift
 from omnimocap.fusion.filtering import estimate_noise_std, smooth_positions
-from omnimocap.fusion.hand_refine import HandSizeTrack, hand_size, place_on_keypoints, rescale_keypoints
+from omnimocap.fusion.hand_refine import (
+    HandSizeTrack, OffsetGate, hand_size, nearer_other_hand, place_on_keypoints, rescale_keypoints,
+)
 from omnimocap.fusion.lifting import LiftedHand, fuse_ray_depth, lift_observation
 from omnimocap.geometry.cameras import EquirectCamera
 from omnimocap.geometry.resample import interpolate_positions
@@ -348,7 +350,9 @@ class HandStage:
         self.depth_frames = list(depth_frames)
         self._surface: HandSurface | None = None
         self.sides = SideConsistency(config.side_persist)
-        self.sizes = HandSizeTrack(config.hand_refine.size_window, config.hand_refine.size_min_samples)
+        refine = config.hand_refine
+        self.sizes = HandSizeTrack(refine.size_window, refine.size_min_samples)
+        self.gates = OffsetGate(refine.size_window, refine.gate_min_samples, refine.gate_scale, refine.gate_floor_m)
         self.needs_images = estimator is not None and bool(getattr(estimator, "needs_images", config.hands != "sim"))
 
     def plan(self, pred: dict[str, np.ndarray], time_indices, t_capture: np.ndarray | None = None) -> list[PlannedView]:
@@ -417,6 +421,17 @@ class HandStage:
             lifted = place_on_keypoints(lifted, obs, req, self.T_world_pano, optics, kinect_wrist, refine.huber_px_frac)
         return lifted
 
+    def _inconsistent(self, lifted: LiftedHand, pred: dict[str, np.ndarray], key: tuple[int, int], k: int) -> bool:
+        """Whether a lifted hand of ``key`` = (person, side) at time index ``k`` disagrees with the
+        Kinect's prediction beyond what ``config.hand_refine`` allows: its wrist nearer another
+        predicted hand than its own (the box of another hand), or further from its own than the
+        track's running gate (:class:`~omnimocap.fusion.hand_refine.OffsetGate`)."""
+        refine = self.config.hand_refine
+        p, s = key
+        if refine.nearest_hand and nearer_other_hand(lifted.wrist, pred["wrist"][:, k], p, s):
+            return True
+        return refine.track_gate and self.gates.reject(key, lifted.lateral_offset)
+
     def _observe(self, pv: PlannedView, req: ViewRequest, obs: HandObservation | None, pred, joint_std,
                  centre_velocity) -> ObservedView:
         """Association (the skeleton's side decides), lifting and the depth cue for one view."""
@@ -431,7 +446,7 @@ class HandStage:
         weights = {"wrist": 1.0} if cfg.depth.arm_anchor else cfg.depth_weights
         lifted = self._lift(obs, req, (p, s), pred["wrist"][p, k, s], {name: pred[name][p, k, s] for name in weights},
                             weights)
-        if lifted.lateral_offset > cfg.max_gate_m:
+        if lifted.lateral_offset > cfg.max_gate_m or self._inconsistent(lifted, pred, (p, s), k):
             return ObservedView(pv, req, VIEW_GATED, obs)
         view = ObservedView(pv, req, VIEW_OBSERVED if agrees else VIEW_RELABELLED, obs, lifted)
         if self.depth_frames:

@@ -16,6 +16,11 @@ have a structure that the pipeline can use instead:
   keypoints) and :func:`rescale_keypoints` brings each observation to it. The median uses only
   past and present observations, so the live preview and ``process`` agree.
 
+Two kinds of observation are not the hand asked for: the box of another hand close to it, and a
+false hand elsewhere in the view. They are rejected by their consistency with the Kinect's
+prediction: a wrist nearer another predicted hand than its own (:func:`nearer_other_hand`), or
+further from its own than the track's predictions usually are (:class:`OffsetGate`).
+
 World frame y up, metres; the view camera's frame as ``hands.estimator`` defines it.
 """
 
@@ -46,9 +51,24 @@ class HandRefineConfig:
     """Scale each observation's wrist-relative 3D keypoints to its (person, side)'s running median
     size (:class:`HandSizeTrack`) before lifting."""
     size_window: int = 300
-    """Observations of a (person, side) the running median size looks back over."""
+    """Observations of a (person, side) the running median size (and the running gate) looks back over."""
     size_min_samples: int = 5
     """Observations of a (person, side) before its sizes are brought to their median."""
+    nearest_hand: bool = True
+    """Reject a lifted hand whose wrist lies nearer another predicted hand (the other side, another
+    person's) than its own: the network's box held another hand (:func:`nearer_other_hand`)."""
+    track_gate: bool = True
+    """Reject a lifted hand whose wrist lies further from its own predicted wrist than ``gate_scale``
+    times the running median of that distance over its (person, side)'s accepted hands, and at least
+    ``gate_floor_m`` (:class:`OffsetGate`): a gate that follows how well the Kinect predicts this
+    hand, inside ``ProcessConfig.max_gate_m``."""
+    gate_scale: float = 3.0
+    """Multiple of the running median distance (predicted to lifted wrist) beyond which a hand is
+    rejected."""
+    gate_floor_m: float = 0.05
+    """The running gate is never tighter than this, metres."""
+    gate_min_samples: int = 10
+    """Accepted hands of a (person, side) before its running gate applies."""
     huber_px_frac: float = 0.02
     """Keypoint residuals beyond this fraction of the hand's box side (as an angle, through the
     view's focal length) count linearly, not quadratically, in :func:`place_on_keypoints`."""
@@ -76,6 +96,37 @@ class HandSizeTrack:
         sizes = self._sizes.setdefault(key, deque(maxlen=self.window))
         sizes.append(float(size))
         return float(np.median(sizes)) if len(sizes) >= self.min_samples else None
+
+
+class OffsetGate:
+    """A gate on the distance (metres) between a hand's lifted wrist and the Kinect's prediction that
+    follows the prediction's own accuracy: per (person, side), ``scale`` times the running median of
+    the distances of its last ``window`` accepted hands, at least ``floor_m``; open until
+    ``min_samples`` have been accepted."""
+
+    def __init__(self, window: int, min_samples: int, scale: float, floor_m: float):
+        self.window, self.min_samples = max(1, int(window)), max(1, int(min_samples))
+        self.scale, self.floor_m = float(scale), float(floor_m)
+        self._accepted: dict[tuple[int, int], deque] = {}
+
+    def reject(self, key: tuple[int, int], offset_m: float) -> bool:
+        """Whether ``offset_m`` is beyond ``key``'s gate; an accepted one is recorded."""
+        seen = self._accepted.setdefault(key, deque(maxlen=self.window))
+        if len(seen) >= self.min_samples and offset_m > max(self.floor_m, self.scale * float(np.median(seen))):
+            return True
+        if np.isfinite(offset_m):
+            seen.append(float(offset_m))
+        return False
+
+
+def nearer_other_hand(wrist: np.ndarray, predicted_wrists: np.ndarray, person: int, side: int) -> bool:
+    """Whether ``wrist`` (3,) lies nearer another of the ``predicted_wrists`` (P, 2, 3) (NaN where
+    unknown) than that of (``person``, ``side``); world frame."""
+    d = np.linalg.norm(np.asarray(predicted_wrists, dtype=np.float64) - wrist, axis=-1)
+    own = d[person, side]
+    d[person, side] = np.nan
+    others = d[np.isfinite(d)]
+    return bool(np.isfinite(own) and len(others) and others.min() < own)
 
 
 def rescale_keypoints(obs: HandObservation, size: float | None) -> HandObservation:

@@ -90,7 +90,8 @@ class ProcessConfig:
     """Weights of the Kinect hand joints in the hand's depth along the viewing ray (``depth.arm_anchor`` off)."""
     hand_refine: HandRefineConfig = field(default_factory=HandRefineConfig)
     """Repairs of the hand network's observations before and after lifting: its hand size held to
-    the track's, its position from all its 2D keypoints (``fusion.hand_refine``)."""
+    the track's, its position from all its 2D keypoints, another hand's box and false hands rejected
+    by their consistency with the Kinect's prediction (``fusion.hand_refine``)."""
     max_gate_m: float = 0.15
     """A lifted wrist further than this from the Kinect-predicted wrist is rejected, metres."""
     max_hand_gap_s: float = 0.1

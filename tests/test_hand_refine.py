@@ -1,5 +1,6 @@
 """The repairs of hand observations whose errors are correlated over time (fusion/hand_refine.py):
-the hand placed across its ray by all its 2D keypoints, its size held to its track's median."""
+the hand placed across its ray by all its 2D keypoints, its size held to its track's median, and
+observations of another hand or of a false one rejected by their consistency with the Kinect."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from omnimocap.fusion.frame_stage import HandStage
 from omnimocap.fusion.hand_refine import (
-    HandRefineConfig, HandSizeTrack, hand_size, place_on_keypoints, rescale_keypoints,
+    HandRefineConfig, HandSizeTrack, OffsetGate, hand_size, nearer_other_hand, place_on_keypoints, rescale_keypoints,
 )
 from omnimocap.fusion.lifting import lift_observation
 from omnimocap.fusion.pipeline import ProcessConfig
@@ -191,3 +192,40 @@ def test_repairs_are_config_switches_of_the_process():
     stage_on = HandStage(cfg, None, np.eye(4), EquirectCamera(1920, 960))
     lifted_on = stage_on._lift(obs, request, (0, 1), truth[0], kinect, {"wrist": 1.0})
     assert not np.allclose(lifted_on.joints, plain.joints)
+
+
+def test_a_hand_nearer_another_predicted_hand_is_another_hands_box():
+    predicted = np.array([[[0.0, 1.0, 1.0], [0.3, 1.0, 1.0]], [[1.0, 1.0, 1.0], [np.nan] * 3]])
+    assert not nearer_other_hand(np.array([0.05, 1.0, 1.0]), predicted, 0, 0)
+    assert nearer_other_hand(np.array([0.25, 1.0, 1.0]), predicted, 0, 0)  # the same person's right hand
+    assert nearer_other_hand(np.array([0.9, 1.0, 1.0]), predicted, 0, 1)  # another person's hand
+    assert not nearer_other_hand(np.array([0.9, 1.0, 1.0]), predicted, 1, 1)  # no prediction of its own
+
+
+def test_the_running_gate_follows_the_kinects_accuracy():
+    gate = OffsetGate(window=100, min_samples=10, scale=3.0, floor_m=0.05)
+    rng = np.random.default_rng(5)
+    for offset in np.abs(rng.normal(scale=0.03, size=10)):
+        assert not gate.reject((0, 0), float(offset))  # open until 10 are known
+    assert gate.reject((0, 0), 0.12)  # a false hand a view's third away
+    assert not gate.reject((0, 0), 0.045)
+    assert not gate.reject((0, 1), 0.12)  # each side its own gate
+    exact = OffsetGate(window=100, min_samples=10, scale=3.0, floor_m=0.05)
+    for _ in range(20):
+        assert not exact.reject((0, 0), 0.0)
+    assert not exact.reject((0, 0), 0.049) and exact.reject((0, 0), 0.051)  # never tighter than the floor
+
+
+def test_stage_rejects_the_box_of_the_other_hand():
+    truth = true_hand(np.array([0.3, -0.1, 0.9]))
+    request, obs, _ = observe(truth)
+    cfg = ProcessConfig(hands="sim")
+    # (P=1, M=1, 2, 3): the left hand predicted 6 cm from the observed hand, the right 2 cm
+    pred = {"wrist": np.array([[[truth[0] + [0.0, -0.06, 0.0], truth[0] + [0.02, 0.0, 0.0]]]])}
+    stage = HandStage(cfg, None, np.eye(4), EquirectCamera(1920, 960))
+    lifted = lift_observation(obs, request, np.eye(4), truth[0])
+    assert not stage._inconsistent(lifted, pred, (0, 1), 0)
+    assert stage._inconsistent(lifted, pred, (0, 0), 0)  # the left hand's view showed the right hand
+    off = HandStage(replace(cfg, hand_refine=HandRefineConfig(nearest_hand=False)), None, np.eye(4),
+                    EquirectCamera(1920, 960))
+    assert not off._inconsistent(lifted, pred, (0, 0), 0)
