@@ -4,9 +4,12 @@ For a batch of panorama frames: the Kinect arm and hand joints predicted at each
 (:func:`predicted_hands`), a wrist-centred view per person and side (:func:`plan_hand_views`, rendered
 by ``geometry.views``), the hand estimator on all views at once, association of each hand to the
 skeleton's side (:class:`SideConsistency`), lifting into the world on the Kinect hand joints
-(``fusion.lifting``) and, where Kinect depth maps are at hand, the depth cue along the viewing ray
-(``fusion.depth_cue``). :class:`HandStage` holds what persists from batch to batch (the estimator, the
-side runs, the depth streams); the drivers hand it predictions and frames and keep what they need.
+(``fusion.lifting``) with the repairs of a network's correlated errors (``fusion.hand_refine``: the
+track's hand size, the hand placed by all its 2D keypoints, another hand's box and false hands
+rejected by the Kinect's prediction) and, where Kinect depth maps are at hand, the depth cue along the
+viewing ray (``fusion.depth_cue``). :class:`HandStage` holds what persists from batch to batch (the
+estimator, the side runs, the tracks' hand sizes and gates, the depth streams); the drivers hand it
+predictions and frames and keep what they need.
 
 The 360 camera is modelled as the rig's ``pano_optics`` describe it (``geometry.pano_optics``;
 :class:`PanoModelConfig` switches each property): a view looks where the stitched frame shows the
