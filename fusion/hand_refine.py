@@ -65,8 +65,9 @@ class HandRefineConfig:
     gate_scale: float = 3.0
     """Multiple of the running median distance (predicted to lifted wrist) beyond which a hand is
     rejected."""
-    gate_floor_m: float = 0.05
-    """The running gate is never tighter than this, metres."""
+    gate_floor_m: float = 0.08
+    """The running gate is never tighter than this, metres: about a hand's length, within which the
+    Kinect's wrist strays now and then even when it is usually close."""
     gate_min_samples: int = 10
     """Accepted hands of a (person, side) before its running gate applies."""
     huber_px_frac: float = 0.02
