@@ -1,6 +1,7 @@
 """The field hand observer's benchmark: ``process --hands sim`` on field sessions with each of the
 observer's failure classes (hands/sim_field.py) and the two-lens, rolling-shutter optics switched
-on and off, against the acceptance (``hands.joint_error_mm <= 15``, ``hands.coverage_24px >= 0.85``).
+on and off, and the pipeline's repairs of the hand observations (``fusion.hand_refine``) on and
+off, against the acceptance (``hands.joint_error_mm <= 15``, ``hands.coverage_24px >= 0.85``).
 
 Flow per seed (two people, two Kinects with recordings, 30 s, the true rig)::
 
@@ -8,7 +9,10 @@ Flow per seed (two people, two Kinects with recordings, 30 s, the true rig)::
     Truth(S).rig().save(S / "rig.json")
     for each variant: a copy of S whose truth/realism.json carries the variant's "camera" and
     "observer" records (everything else hard-linked), then
-    process_session(copy, R, ProcessConfig(hands="sim", seed=1)); evaluate(R, copy)
+    process_session(copy, R, ProcessConfig(hands="sim", seed=1, hand_refine=REPAIRS)); evaluate(R, copy)
+
+with REPAIRS the variant's ``HandRefineConfig`` (all repairs on unless the variant's name says
+otherwise).
 
 The camera record is the issue's default optics (baseline 30 mm, readout 25 ms, exposure 10 ms);
 it changes only what the simulated observers see (the renderer draws the session as it was
@@ -31,27 +35,36 @@ METRICS = ("hands.joint_error_mm", "hands.coverage_24px", "hands.coverage", "han
 CAMERA = {"baseline_m": 0.03, "readout_s": 0.025, "exposure_s": 0.01}
 
 
-def variants() -> dict[str, tuple[dict | None, dict | None]]:
-    """``{name: (camera record or None, observer record or None)}``: today's observer, the optics
-    alone, the field observer with and without the optics, and the field observer with each
-    failure class off."""
+def variants() -> dict[str, tuple[dict | None, dict | None, dict]]:
+    """``{name: (camera record or None, observer record or None, repairs)}``: today's observer, the
+    optics alone, the field observer with and without the optics, the field observer with each
+    failure class off, and with the pipeline's repairs (``HandRefineConfig`` fields set to False in
+    ``repairs``) off, all of them and each one."""
     from omnimocap.hands.sim_field import FieldHandModel, FieldObserver, MissModel, observer_record
 
     def field(**hands) -> dict:
         return observer_record("field", FieldObserver(hands=dataclasses.replace(FieldHandModel(), **hands)))
 
     no_miss = MissModel(size_half_px=-1e3, size_width_px=1.0, blur_half=1e3, blur_width=1.0, seam=0.0, floor=0.0)
+    on: dict = {}
+    off = {"keypoint_position": False, "track_size": False, "nearest_hand": False, "track_gate": False}
     return {
-        "today (ideal optics, ideal observer)": (None, None),
-        "optics only": (CAMERA, None),
-        "field observer, ideal optics": (None, field()),
-        "field observer + optics": (CAMERA, field()),
-        "  without misses": (CAMERA, field(miss=no_miss)),
-        "  without flips": (CAMERA, field(flip=0.0)),
-        "  without other hands' boxes": (CAMERA, field(other_hand=0.0)),
-        "  without false hands": (CAMERA, field(false_hand=0.0)),
+        "today (ideal optics, ideal observer)": (None, None, on),
+        "optics only": (CAMERA, None, on),
+        "field observer, ideal optics": (None, field(), on),
+        "field observer + optics": (CAMERA, field(), on),
+        "  without misses": (CAMERA, field(miss=no_miss), on),
+        "  without flips": (CAMERA, field(flip=0.0), on),
+        "  without other hands' boxes": (CAMERA, field(other_hand=0.0), on),
+        "  without false hands": (CAMERA, field(false_hand=0.0), on),
         "  without correlated errors": (CAMERA, field(orient_deg=0.0, finger_deg=0.0, joint_mm=0.0,
-                                                      keypoint_frac=0.0, scale=0.0)),
+                                                      keypoint_frac=0.0, scale=0.0), on),
+        "  without the hand repairs": (CAMERA, field(), off),
+        "  without placement by all 2D keypoints": (CAMERA, field(), {"keypoint_position": False}),
+        "  without the track's hand size": (CAMERA, field(), {"track_size": False}),
+        "  without rejecting another hand's box": (CAMERA, field(), {"nearest_hand": False}),
+        "  without the track's gate": (CAMERA, field(), {"track_gate": False}),
+        "ideal optics, ideal observer, without the hand repairs": (None, None, off),
     }
 
 
@@ -67,12 +80,14 @@ def run_variant(session: Path, name: str, work: Path) -> dict:
     """One variant of ``session`` processed in ``work`` and evaluated: the metrics, the seconds
     taken and the report's hand counts."""
     from omnimocap.fusion.evaluate import evaluate
+    from omnimocap.fusion.hand_refine import HandRefineConfig
     from omnimocap.fusion.pipeline import ProcessConfig, process_session
 
-    camera, observer = variants()[name]
+    camera, observer, repairs = variants()[name]
     copy = variant_session(session, work / "s", camera, observer)
     t0 = time.perf_counter()
-    process_session(copy, work / "r", ProcessConfig(hands="sim", seed=1), overwrite=True, progress=False)
+    config = ProcessConfig(hands="sim", seed=1, hand_refine=HandRefineConfig(**repairs))
+    process_session(copy, work / "r", config, overwrite=True, progress=False)
     m = evaluate(work / "r", copy)
     report = json.loads((work / "r" / "report.json").read_text())
     return {"session": str(session), "variant": name, **{k: m.get(k) for k in METRICS},
@@ -84,7 +99,8 @@ def table(rows: list[dict]) -> str:
     sessions = sorted({r["session"] for r in rows})
     lines = ["`process --hands sim` on 30 s field sessions (two people, two Kinects, the true rig) with the "
              "field hand observer's failure classes and the optics (baseline 30 mm, readout 25 ms, exposure "
-             "10 ms) on and off: hands.joint_error_mm / hands.coverage_24px / hands.coverage. Acceptance: "
+             "10 ms) on and off, and the hand repairs (fusion.hand_refine) on unless said: "
+             "hands.joint_error_mm / hands.coverage_24px / hands.coverage. Acceptance: "
              "<= 15 mm, >= 0.85.", "",
              "| variant | " + " | ".join(f"{Path(s).name}: error mm / cov 24px / cov" for s in sessions) + " |",
              "|---|" + "---|" * len(sessions)]

@@ -4,9 +4,12 @@ For a batch of panorama frames: the Kinect arm and hand joints predicted at each
 (:func:`predicted_hands`), a wrist-centred view per person and side (:func:`plan_hand_views`, rendered
 by ``geometry.views``), the hand estimator on all views at once, association of each hand to the
 skeleton's side (:class:`SideConsistency`), lifting into the world on the Kinect hand joints
-(``fusion.lifting``) and, where Kinect depth maps are at hand, the depth cue along the viewing ray
-(``fusion.depth_cue``). :class:`HandStage` holds what persists from batch to batch (the estimator, the
-side runs, the depth streams); the drivers hand it predictions and frames and keep what they need.
+(``fusion.lifting``) with the repairs of a network's correlated errors (``fusion.hand_refine``: the
+track's hand size, the hand placed by all its 2D keypoints, another hand's box and false hands
+rejected by the Kinect's prediction) and, where Kinect depth maps are at hand, the depth cue along the
+viewing ray (``fusion.depth_cue``). :class:`HandStage` holds what persists from batch to batch (the
+estimator, the side runs, the tracks' hand sizes and gates, the depth streams); the drivers hand it
+predictions and frames and keep what they need.
 
 The 360 camera is modelled as the rig's ``pano_optics`` describe it (``geometry.pano_optics``;
 :class:`PanoModelConfig` switches each property): a view looks where the stitched frame shows the
@@ -32,6 +35,9 @@ from omnimocap.data.skeletons import (
 )
 from omnimocap.fusion.depth_cue import HandSurface, depth_shift
 from omnimocap.fusion.filtering import estimate_noise_std, smooth_positions
+from omnimocap.fusion.hand_refine import (
+    HandSizeTrack, OffsetGate, hand_size, nearer_other_hand, place_on_keypoints, rescale_keypoints,
+)
 from omnimocap.fusion.lifting import LiftedHand, fuse_ray_depth, lift_observation
 from omnimocap.geometry.cameras import DualFisheyeCamera, EquirectCamera
 from omnimocap.geometry.resample import interpolate_positions
@@ -350,6 +356,9 @@ class HandStage:
         self.depth_frames = list(depth_frames)
         self._surface: HandSurface | None = None
         self.sides = SideConsistency(config.side_persist)
+        refine = config.hand_refine
+        self.sizes = HandSizeTrack(refine.size_window, refine.size_min_samples)
+        self.gates = OffsetGate(refine.size_window, refine.gate_min_samples, refine.gate_scale, refine.gate_floor_m)
         self.needs_images = estimator is not None and bool(getattr(estimator, "needs_images", config.hands != "sim"))
         self.fisheye = None
         if isinstance(pano_cam, DualFisheyeCamera):
@@ -414,6 +423,31 @@ class HandStage:
         return [self._observe(pv, req, obs, pred, joint_std, centre_velocity)
                 for pv, req, obs in zip(planned, requests, observations)]
 
+    def _lift(self, obs: HandObservation, req: ViewRequest, key: tuple[int, int], kinect_wrist: np.ndarray,
+              kinect_hand: dict[str, np.ndarray], weights: dict[str, float], optics) -> LiftedHand:
+        """Lifting (``fusion.lifting``) along the rays of ``optics`` (the stitched camera's lenses,
+        a raw view's lens, or None: the camera's origin) with the repairs of ``config.hand_refine``
+        (``fusion.hand_refine``): the 3D keypoints brought to the running median size of ``key``
+        = (person, side), the hand placed across its ray by all its 2D keypoints."""
+        refine = self.config.hand_refine
+        if refine.track_size:
+            obs = rescale_keypoints(obs, self.sizes.update(key, hand_size(obs.keypoints_3d)))
+        lifted = lift_observation(obs, req, self.T_world_pano, kinect_wrist, kinect_hand, weights, optics)
+        if refine.keypoint_position:
+            lifted = place_on_keypoints(lifted, obs, req, self.T_world_pano, optics, kinect_wrist, refine.huber_px_frac)
+        return lifted
+
+    def _inconsistent(self, lifted: LiftedHand, pred: dict[str, np.ndarray], key: tuple[int, int], k: int) -> bool:
+        """Whether a lifted hand of ``key`` = (person, side) at time index ``k`` disagrees with the
+        Kinect's prediction beyond what ``config.hand_refine`` allows: its wrist nearer another
+        predicted hand than its own (the box of another hand), or further from its own than the
+        track's running gate (:class:`~omnimocap.fusion.hand_refine.OffsetGate`)."""
+        refine = self.config.hand_refine
+        p, s = key
+        if refine.nearest_hand and nearer_other_hand(lifted.wrist, pred["wrist"][:, k], p, s):
+            return True
+        return refine.track_gate and self.gates.reject(key, lifted.lateral_offset)
+
     def _observe(self, pv: PlannedView, req: ViewRequest, obs: HandObservation | None, pred, joint_std,
                  centre_velocity) -> ObservedView:
         """Association (the skeleton's side decides), lifting and the depth cue for one view."""
@@ -426,11 +460,11 @@ class HandStage:
             return ObservedView(pv, req, VIEW_SIDE_MISMATCH, obs)
         cfg = self.config
         weights = {"wrist": 1.0} if cfg.depth.arm_anchor else cfg.depth_weights
-        lifted = lift_observation(obs, req, self.T_world_pano, pred["wrist"][p, k, s],
-                                  {name: pred[name][p, k, s] for name in weights}, weights,
-                                  self.fisheye.lift_optics(pv) if self.fisheye is not None else
-                                  self.optics if cfg.camera_model.lens_origin else None)
-        if lifted.lateral_offset > cfg.max_gate_m:
+        optics = (self.fisheye.lift_optics(pv) if self.fisheye is not None else
+                  self.optics if cfg.camera_model.lens_origin else None)
+        lifted = self._lift(obs, req, (p, s), pred["wrist"][p, k, s], {name: pred[name][p, k, s] for name in weights},
+                            weights, optics)
+        if lifted.lateral_offset > cfg.max_gate_m or self._inconsistent(lifted, pred, (p, s), k):
             return ObservedView(pv, req, VIEW_GATED, obs)
         view = ObservedView(pv, req, VIEW_OBSERVED if agrees else VIEW_RELABELLED, obs, lifted)
         if self.depth_frames:

@@ -45,6 +45,7 @@ from omnimocap.fusion.depth_cue import DepthCueConfig, load_depth_frames
 from omnimocap.fusion.body_fit import BodyFitConfig
 from omnimocap.capture.people import PeopleConfig
 from omnimocap.fusion.filtering import SmootherConfig, estimate_noise_std, smooth_positions, smooth_rotations
+from omnimocap.fusion.hand_refine import HandRefineConfig
 from omnimocap.geometry.resample import interpolate_positions, interpolate_rotations
 from omnimocap.fusion.results_folder import check_output_path, results_lock, write_results_folder
 from omnimocap.fusion.frame_stage import (  # noqa: F401  (VIEW_*: names of the pipeline's results)
@@ -87,6 +88,10 @@ class ProcessConfig:
     """Panorama frames whose views go through the hand backend as one batch."""
     depth_weights: dict[str, float] = field(default_factory=lambda: {"wrist": 1.0, "hand": 1.0, "handtip": 0.5, "thumb": 0.5})
     """Weights of the Kinect hand joints in the hand's depth along the viewing ray (``depth.arm_anchor`` off)."""
+    hand_refine: HandRefineConfig = field(default_factory=HandRefineConfig)
+    """Repairs of the hand network's observations before and after lifting: its hand size held to
+    the track's, its position from all its 2D keypoints, another hand's box and false hands rejected
+    by their consistency with the Kinect's prediction (``fusion.hand_refine``)."""
     max_gate_m: float = 0.15
     """A lifted wrist further than this from the Kinect-predicted wrist is rejected, metres."""
     max_hand_gap_s: float = 0.1
