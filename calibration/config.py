@@ -28,6 +28,20 @@ class RobustConfig:
     """The refit's loss scale in robust standard deviations of the first fit's residuals (per axis)."""
     min_scale_deg: float = 0.05
     """Lowest loss scale, degrees (noise-free simulations)."""
+    bounded_steps: bool = True
+    """Stop each least-squares fit once two successive steps change the result by less than the step
+    tolerances below (what no metric can see), or after ``max_iterations``; off: scipy's relative tolerances
+    (1e-8) and its default of 100 evaluations per parameter, which let a fit creep along a flat valley of the
+    cost (the clock rate against the offset and the keypoint offsets) for thousands of steps."""
+    step_offset_ms: float = 0.05
+    """Step tolerance of the clock, milliseconds: the offset's change, and the rate's change times half the
+    observations' time span."""
+    step_rotation_deg: float = 0.01
+    """Step tolerance of the 360 camera's rotation, degrees."""
+    step_translation_mm: float = 0.1
+    """Step tolerance of the 360 camera's position and of each keypoint offset, millimetres."""
+    max_iterations: int = 100
+    """Most trust-region iterations of one fit (with ``bounded_steps``), whatever the number of parameters."""
 
 
 @dataclass

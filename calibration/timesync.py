@@ -48,6 +48,10 @@ class SyncResult:
     offsets_mm: np.ndarray | None = None
     """(n,3) the modelled tracks' offsets, millimetres, each in its frame (track by track, one per frame that
     ``body_frames`` gives a track; None when none is modelled)."""
+    iterations: int = 0
+    """Trust-region iterations of the solve, all its fits together."""
+    fits: list | None = None
+    """Each fit of the solve: its iterations, residual evaluations and why it stopped."""
 
     def to_json(self) -> dict:
         return {
@@ -59,6 +63,8 @@ class SyncResult:
             "rate_std_ppm": self.rate_std_ppm,
             "rotation_std_deg": self.rotation_std_deg,
             "translation_std_mm": self.translation_std_mm,
+            "iterations": self.iterations,
+            "fits": self.fits,
         }
 
 
@@ -143,6 +149,7 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
         rotation_std_deg=float(np.degrees(np.linalg.norm(std[2:5]) * 1e-3)) if n == 8 else None,
         translation_std_mm=float(np.linalg.norm(std[5:8])) if n == 8 else None,
         offsets_mm=problem.offsets_m(x) * 1e3 if problem.n_offsets else None,
+        iterations=stats["iterations"], fits=stats["fits"],
     )
 
 
