@@ -260,6 +260,28 @@ class BearingProblem:
         chord = np.linalg.norm(self.predicted(x) - self.bearings, axis=-1)
         return np.degrees(2 * np.arcsin(np.clip(chord / 2, 0.0, 1.0)))
 
+    def outlying_runs(self, x: np.ndarray, window_s: float, sigmas: float) -> np.ndarray:
+        """(M,) bool: the observations of each track's windows of ``window_s`` seconds (panorama
+        clock) whose median weighted angle at ``x`` exceeds ``sigmas`` robust standard deviations of
+        all the weighted angles (the median angle of a 2-D Gaussian error is 1.177 sigma). Angles are
+        scaled by the observations' weights (:meth:`weigh_by_distance`), so a hand near the camera
+        is judged against its own expected error; observations of weight 0 stay out of the scale."""
+        a = self.angles_deg(x) * self.weights
+        used = self.weights > 0
+        if not used.any():
+            return np.zeros(len(self), dtype=bool)
+        sigma = float(np.median(a[used])) / 1.1774
+        window = np.floor((self.t_pano - self.t_pano.min()) / window_s).astype(np.int64)
+        key = self.track.astype(np.int64) * (int(window.max()) + 1) + window
+        order = np.lexsort((a, key))
+        ks, av = key[order], a[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(ks)) + 1]
+        counts = np.diff(np.r_[starts, len(ks)])
+        median = 0.5 * (av[starts + (counts - 1) // 2] + av[starts + counts // 2])
+        out = np.zeros(len(self), dtype=bool)
+        out[order] = np.repeat(median > sigmas * sigma, counts)
+        return out
+
     def scan_offset(self, x: np.ndarray, search_s: float, step_s: float) -> np.ndarray:
         """``x`` with its offset replaced by the grid value of least median angle."""
         best, best_x = np.inf, x
@@ -305,6 +327,13 @@ class BearingProblem:
             loss = robust.loss
             fit = self._fit(fit.x, scale, 0.0, loss, robust)
             stats = self._stats(fit, noise_deg, None)
+        cut = np.zeros(len(self), dtype=bool)
+        if robust.cut_outlying_runs:
+            cut = self.outlying_runs(fit.x, robust.run_window_s, robust.run_cut_sigmas)
+            if cut.any():
+                self.weights = np.where(cut, 0.0, self.weights)
+                fit = self._fit(fit.x, scale, 0.0, loss, robust)
+                stats = self._stats(fit, noise_deg, None)
         if noise_ar_order > 0:
             self.estimate_whitening(fit.x, noise_ar_order, stats["inlier"])
             # The innovations are smaller than the residuals; the outlier threshold follows.
@@ -316,6 +345,7 @@ class BearingProblem:
             fit = self._fit(fit.x, scale, w, loss, robust)
             stats = self._stats(fit, noise_deg, rate_prior_std_ppm)
         stats["fits"] = list(self.fits)
+        stats["cut_observations"] = int(cut.sum())
         stats["iterations"] = int(sum(f["iterations"] for f in self.fits))
         return fit.x, stats
 

@@ -28,6 +28,20 @@ class RobustConfig:
     """The refit's loss scale in robust standard deviations of the first fit's residuals (per axis)."""
     min_scale_deg: float = 0.05
     """Lowest loss scale, degrees (noise-free simulations)."""
+    split_jumps: bool = True
+    """Cut the Kinect trajectories where a joint moves faster than ``jump_speed_m_s`` between two frames (a track
+    handed over to another person, swapped left and right labels) instead of smoothing across the jump."""
+    jump_speed_m_s: float = 7.5
+    """Fastest joint motion, metres per second, between two trajectory samples (0.25 m a frame at 30 fps)."""
+    cut_outlying_runs: bool = True
+    """After the robust refit, drop the observations of each track's windows of ``run_window_s`` whose median
+    angle exceeds ``run_cut_sigmas`` of the fit's robust scatter, and fit again: a stretch in which a track
+    follows the wrong person (or mirrored labels) is a run of consistent errors that a robust loss, which judges
+    each bearing alone, still lets pull."""
+    run_window_s: float = 0.5
+    """Window, seconds, over which a track's residuals are judged together."""
+    run_cut_sigmas: float = 4.0
+    """A window's median angle beyond this many robust standard deviations of the fit drops it."""
     bounded_steps: bool = True
     """Stop each least-squares fit once two successive steps change the result by less than the step
     tolerances below (what no metric can see), or after ``max_iterations``; off: scipy's relative tolerances
