@@ -312,12 +312,22 @@ class BearingProblem:
         covariance by the residuals' integrated autocorrelation time.
         ``rate_prior_std_ppm`` adds the initial rate as a measurement of that uncertainty (the host
         arrival times measure the rate independently of the latency), weighted against the motion
-        with the same correction."""
+        with the same correction; with ``robust.rate_prior_throughout`` in every fit (weighted by the
+        previous fit's scatter, the first by ``noise_deg``), else in a last fit only."""
         robust = robust or RobustConfig()
         scale = np.radians(2.0 * noise_deg)
         loss = "soft_l1"
         self.fits = []
-        fit = self._fit(x0, scale, 0.0, loss, robust)
+
+        def prior(stats: dict | None) -> float:
+            # the rate's measurement in every fit: without it a short session's rate wanders off
+            # along a flat valley of the cost (rate against offsets) that the last fit must crawl back
+            if not (rate_prior_std_ppm and robust.rate_prior_throughout):
+                return 0.0
+            sigma = np.radians(noise_deg) if stats is None else stats["sigma"] * np.sqrt(stats["tau"])
+            return sigma / rate_prior_std_ppm
+
+        fit = self._fit(x0, scale, prior(None), loss, robust)
         stats = self._stats(fit, noise_deg, None)
         if robust.scale_from_data:
             # the loss's scale from the residuals themselves: the median angle of a 2-D Gaussian
@@ -325,20 +335,20 @@ class BearingProblem:
             sigma = np.radians(float(np.median(self.angles_deg(fit.x)))) / 1.1774
             scale = max(robust.scale_sigmas * sigma, np.radians(robust.min_scale_deg))
             loss = robust.loss
-            fit = self._fit(fit.x, scale, 0.0, loss, robust)
+            fit = self._fit(fit.x, scale, prior(stats), loss, robust)
             stats = self._stats(fit, noise_deg, None)
         cut = np.zeros(len(self), dtype=bool)
         if robust.cut_outlying_runs:
             cut = self.outlying_runs(fit.x, robust.run_window_s, robust.run_cut_sigmas)
             if cut.any():
                 self.weights = np.where(cut, 0.0, self.weights)
-                fit = self._fit(fit.x, scale, 0.0, loss, robust)
+                fit = self._fit(fit.x, scale, prior(stats), loss, robust)
                 stats = self._stats(fit, noise_deg, None)
         if noise_ar_order > 0:
             self.estimate_whitening(fit.x, noise_ar_order, stats["inlier"])
             # The innovations are smaller than the residuals; the outlier threshold follows.
             scale *= self.start_scale if len(self.ar) else 1.0
-            fit = self._fit(fit.x, scale, 0.0, loss, robust)
+            fit = self._fit(fit.x, scale, prior(stats), loss, robust)
             stats = self._stats(fit, noise_deg, None)
         if rate_prior_std_ppm:
             w = stats["sigma"] * np.sqrt(stats["tau"]) / rate_prior_std_ppm

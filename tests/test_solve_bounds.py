@@ -58,7 +58,9 @@ def test_bounded_fit_reaches_the_unbounded_solution_in_fewer_iterations(seed):
     free = solve(scene, RobustConfig(bounded_steps=False))
     bounded = solve(scene, RobustConfig())
     assert bounded.iterations < free.iterations, (bounded.fits, free.fits)
-    assert all(f["stopped"] == "step" for f in bounded.fits), bounded.fits
+    # each fit ends on the step rule or scipy's own tolerances, never on an iteration bound
+    assert all(f["stopped"] not in ("max_evaluations",) and f["iterations"] < 100 for f in bounded.fits), bounded.fits
+    assert any(f["stopped"] == "step" for f in bounded.fits), bounded.fits
     t = float(np.median(scene[2]))
     assert abs(bounded.time_map.to_session(t) - free.time_map.to_session(t)) * 1e3 < 0.1
     assert relative_angle_deg(bounded.T_ref_pano[:3, :3], free.T_ref_pano[:3, :3]) < 0.02
@@ -105,3 +107,13 @@ def test_step_rule_keeps_going_while_the_clock_moves():
         x[0] += 10.0  # 10 ppm over +-10 s: 0.1 ms a step
         rule(_Result(x))
     assert rule.iterations == 5
+
+
+@pytest.mark.parametrize("seed", [13, 14])
+def test_rate_measurement_in_every_fit_keeps_the_solve_short_and_the_rate_near_it(seed):
+    """Measured on these scenes with the rate's prior in the last fit only and scipy's own stopping
+    rule: 53 and 2501 iterations (2300 in that last fit, crawling back along the valley of rate
+    against keypoint offsets), the rate 55 and 131 ppm off."""
+    res = solve(turning_person(seed), RobustConfig())
+    assert res.iterations < 60, res.fits
+    assert abs(res.time_map.a - 1.0) * 1e6 < 10.0  # the start's rate, a measurement of 50 ppm
