@@ -9,6 +9,8 @@ panorama-frame points into the trajectories' reference frame.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 from scipy import sparse
 from scipy.optimize import least_squares
@@ -21,6 +23,8 @@ from omnimocap.geometry.transforms import invert_pose, pose_from_vector, transfo
 
 # Finite-difference step of the fit's parameters (ppm, ms, mrad, mm).
 FD_STEP = 1e-5
+# scipy before 1.15 has no least_squares callback: bounded fits then stop on max_nfev alone.
+_HAS_CALLBACK = "callback" in inspect.signature(least_squares).parameters
 
 
 def offset_grid(search_s: float, step_s: float) -> np.ndarray:
@@ -376,7 +380,9 @@ class BearingProblem:
         if robust.bounded_steps:
             rule = _StepRule(self, x0, robust)
             # every iteration evaluates the residuals at least once; rejected steps add evaluations
-            options = {"callback": rule, "max_nfev": 2 * robust.max_iterations}
+            options = {"max_nfev": 2 * robust.max_iterations}
+            if _HAS_CALLBACK:
+                options["callback"] = rule
         # With offsets the Jacobian is sparse and the trust-region steps are solved iteratively
         # (tight tolerances: the offset and the clock are fine parameters).
         if self.n_offsets:
@@ -386,7 +392,7 @@ class BearingProblem:
             fit = least_squares(fun, x0, jac=jac, loss=loss, f_scale=scale, x_scale=1.0, **options)
         stopped = {-2: "step", 0: "max_evaluations", 1: "gtol", 2: "ftol", 3: "xtol", 4: "ftol+xtol"}
         self.fits = getattr(self, "fits", [])
-        self.fits.append({"iterations": rule.iterations if rule else int(fit.njev or fit.nfev),
+        self.fits.append({"iterations": rule.iterations if rule and _HAS_CALLBACK else int(fit.njev or fit.nfev),
                           "evaluations": int(fit.nfev), "stopped": stopped.get(int(fit.status), str(fit.status))})
         return fit
 
