@@ -9,6 +9,8 @@ panorama-frame points into the trajectories' reference frame.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 from scipy import sparse
 from scipy.optimize import least_squares
@@ -21,6 +23,8 @@ from omnimocap.geometry.transforms import invert_pose, pose_from_vector, transfo
 
 # Finite-difference step of the fit's parameters (ppm, ms, mrad, mm).
 FD_STEP = 1e-5
+# scipy before 1.15 has no least_squares callback: bounded fits then stop on max_nfev alone.
+_HAS_CALLBACK = "callback" in inspect.signature(least_squares).parameters
 
 
 def offset_grid(search_s: float, step_s: float) -> np.ndarray:
@@ -260,6 +264,28 @@ class BearingProblem:
         chord = np.linalg.norm(self.predicted(x) - self.bearings, axis=-1)
         return np.degrees(2 * np.arcsin(np.clip(chord / 2, 0.0, 1.0)))
 
+    def outlying_runs(self, x: np.ndarray, window_s: float, sigmas: float) -> np.ndarray:
+        """(M,) bool: the observations of each track's windows of ``window_s`` seconds (panorama
+        clock) whose median weighted angle at ``x`` exceeds ``sigmas`` robust standard deviations of
+        all the weighted angles (the median angle of a 2-D Gaussian error is 1.177 sigma). Angles are
+        scaled by the observations' weights (:meth:`weigh_by_distance`), so a hand near the camera
+        is judged against its own expected error; observations of weight 0 stay out of the scale."""
+        a = self.angles_deg(x) * self.weights
+        used = self.weights > 0
+        if not used.any():
+            return np.zeros(len(self), dtype=bool)
+        sigma = float(np.median(a[used])) / 1.1774
+        window = np.floor((self.t_pano - self.t_pano.min()) / window_s).astype(np.int64)
+        key = self.track.astype(np.int64) * (int(window.max()) + 1) + window
+        order = np.lexsort((a, key))
+        ks, av = key[order], a[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(ks)) + 1]
+        counts = np.diff(np.r_[starts, len(ks)])
+        median = 0.5 * (av[starts + (counts - 1) // 2] + av[starts + counts // 2])
+        out = np.zeros(len(self), dtype=bool)
+        out[order] = np.repeat(median > sigmas * sigma, counts)
+        return out
+
     def scan_offset(self, x: np.ndarray, search_s: float, step_s: float) -> np.ndarray:
         """``x`` with its offset replaced by the grid value of least median angle."""
         best, best_x = np.inf, x
@@ -290,11 +316,22 @@ class BearingProblem:
         covariance by the residuals' integrated autocorrelation time.
         ``rate_prior_std_ppm`` adds the initial rate as a measurement of that uncertainty (the host
         arrival times measure the rate independently of the latency), weighted against the motion
-        with the same correction."""
+        with the same correction; with ``robust.rate_prior_throughout`` in every fit (weighted by the
+        previous fit's scatter, the first by ``noise_deg``), else in a last fit only."""
         robust = robust or RobustConfig()
         scale = np.radians(2.0 * noise_deg)
         loss = "soft_l1"
-        fit = self._fit(x0, scale, 0.0)
+        self.fits = []
+
+        def prior(stats: dict | None) -> float:
+            # the rate's measurement in every fit: without it a short session's rate wanders off
+            # along a flat valley of the cost (rate against offsets) that the last fit must crawl back
+            if not (rate_prior_std_ppm and robust.rate_prior_throughout):
+                return 0.0
+            sigma = np.radians(noise_deg) if stats is None else stats["sigma"] * np.sqrt(stats["tau"])
+            return sigma / rate_prior_std_ppm
+
+        fit = self._fit(x0, scale, prior(None), loss, robust)
         stats = self._stats(fit, noise_deg, None)
         if robust.scale_from_data:
             # the loss's scale from the residuals themselves: the median angle of a 2-D Gaussian
@@ -302,21 +339,35 @@ class BearingProblem:
             sigma = np.radians(float(np.median(self.angles_deg(fit.x)))) / 1.1774
             scale = max(robust.scale_sigmas * sigma, np.radians(robust.min_scale_deg))
             loss = robust.loss
-            fit = self._fit(fit.x, scale, 0.0, loss)
+            fit = self._fit(fit.x, scale, prior(stats), loss, robust)
             stats = self._stats(fit, noise_deg, None)
+        cut = np.zeros(len(self), dtype=bool)
+        if robust.cut_outlying_runs:
+            cut = self.outlying_runs(fit.x, robust.run_window_s, robust.run_cut_sigmas)
+            if cut.any():
+                self.weights = np.where(cut, 0.0, self.weights)
+                fit = self._fit(fit.x, scale, prior(stats), loss, robust)
+                stats = self._stats(fit, noise_deg, None)
         if noise_ar_order > 0:
             self.estimate_whitening(fit.x, noise_ar_order, stats["inlier"])
             # The innovations are smaller than the residuals; the outlier threshold follows.
             scale *= self.start_scale if len(self.ar) else 1.0
-            fit = self._fit(fit.x, scale, 0.0, loss)
+            fit = self._fit(fit.x, scale, prior(stats), loss, robust)
             stats = self._stats(fit, noise_deg, None)
         if rate_prior_std_ppm:
             w = stats["sigma"] * np.sqrt(stats["tau"]) / rate_prior_std_ppm
-            fit = self._fit(fit.x, scale, w, loss)
+            fit = self._fit(fit.x, scale, w, loss, robust)
             stats = self._stats(fit, noise_deg, rate_prior_std_ppm)
+        stats["fits"] = list(self.fits)
+        stats["cut_observations"] = int(cut.sum())
+        stats["iterations"] = int(sum(f["iterations"] for f in self.fits))
         return fit.x, stats
 
-    def _fit(self, x0: np.ndarray, scale: float, prior_weight: float, loss: str = "soft_l1"):
+    def _fit(self, x0: np.ndarray, scale: float, prior_weight: float, loss: str = "soft_l1",
+             robust: RobustConfig | None = None):
+        """One scipy least-squares fit from ``x0``; with ``robust.bounded_steps`` (the default) it stops
+        on :class:`_StepRule`. Appends ``{"iterations", "evaluations", "stopped"}`` to ``self.fits``."""
+        robust = robust or RobustConfig()
         def fun(x):
             r = self.residuals(x)
             if self.n_offsets:
@@ -324,12 +375,26 @@ class BearingProblem:
             return np.r_[r, prior_weight * x[0]] if prior_weight else r
         def jac(x):
             return self.jacobian(x, prior_weight)
+        options = {}
+        rule = None
+        if robust.bounded_steps:
+            rule = _StepRule(self, x0, robust)
+            # every iteration evaluates the residuals at least once; rejected steps add evaluations
+            options = {"max_nfev": 2 * robust.max_iterations}
+            if _HAS_CALLBACK:
+                options["callback"] = rule
         # With offsets the Jacobian is sparse and the trust-region steps are solved iteratively
         # (tight tolerances: the offset and the clock are fine parameters).
         if self.n_offsets:
-            return least_squares(fun, x0, jac=jac, loss=loss, f_scale=scale, x_scale=1.0, tr_solver="lsmr",
-                                 tr_options={"atol": 1e-10, "btol": 1e-10})
-        return least_squares(fun, x0, jac=jac, loss=loss, f_scale=scale, x_scale=1.0)
+            fit = least_squares(fun, x0, jac=jac, loss=loss, f_scale=scale, x_scale=1.0, tr_solver="lsmr",
+                                tr_options={"atol": 1e-10, "btol": 1e-10}, **options)
+        else:
+            fit = least_squares(fun, x0, jac=jac, loss=loss, f_scale=scale, x_scale=1.0, **options)
+        stopped = {-2: "step", 0: "max_evaluations", 1: "gtol", 2: "ftol", 3: "xtol", 4: "ftol+xtol"}
+        self.fits = getattr(self, "fits", [])
+        self.fits.append({"iterations": rule.iterations if rule and _HAS_CALLBACK else int(fit.njev or fit.nfev),
+                          "evaluations": int(fit.nfev), "stopped": stopped.get(int(fit.status), str(fit.status))})
+        return fit
 
     def _stats(self, fit, noise_deg: float, rate_prior_std_ppm: float | None) -> dict:
         x = fit.x
@@ -361,6 +426,54 @@ class BearingProblem:
             "tau": tau,
             "std": std,
         }
+
+
+class _StepRule:
+    """The stopping rule of a bounded fit, a scipy ``least_squares`` callback: stop once two
+    successive accepted trust-region steps each change the clock by less than
+    ``robust.step_offset_ms`` (the offset, and the rate times half the observations' time span),
+    the pose by less than ``robust.step_rotation_deg`` and ``robust.step_translation_mm``, and every
+    keypoint offset by less than ``robust.step_translation_mm``: the fit has settled to far below
+    what the calibration is measured to, and further steps only creep along a flat valley of the
+    cost. Stops after ``robust.max_iterations`` iterations in any case. Rejected trust-region steps
+    leave ``x`` as it was and count as iterations, not as small steps."""
+
+    def __init__(self, problem: "BearingProblem", x0: np.ndarray, robust: RobustConfig):
+        self.x = np.array(x0, dtype=np.float64)
+        n = len(x0) - 3 * problem.n_offsets
+        half_span = 0.5 * float(np.ptp(problem.t_pano)) if len(problem) else 0.0
+        # tolerance per parameter in its own unit (ppm, ms, mrad, mm, mm)
+        tol = np.full(len(x0), robust.step_translation_mm)
+        tol[0] = robust.step_offset_ms * 1e-3 / max(half_span, 1e-3) * 1e6
+        tol[1] = robust.step_offset_ms
+        self.rotation = slice(2, 5) if n >= 8 else slice(0, 0)
+        self.rotation_tol = np.radians(robust.step_rotation_deg) * 1e3
+        self.tol = tol
+        self.n = n
+        self.max_iterations = robust.max_iterations
+        self.iterations = 0
+        self.small_steps = 0
+
+    def small(self, dx: np.ndarray) -> bool:
+        """Whether step ``dx`` (parameter units) is below every tolerance."""
+        if np.linalg.norm(dx[self.rotation]) >= self.rotation_tol:
+            return False
+        if self.n >= 8 and np.linalg.norm(dx[5:8]) >= self.tol[5]:
+            return False
+        if abs(dx[0]) >= self.tol[0] or abs(dx[1]) >= self.tol[1]:
+            return False
+        offsets = dx[self.n:].reshape(-1, 3)
+        return not len(offsets) or float(np.max(np.linalg.norm(offsets, axis=1))) < self.tol[self.n]
+
+    def __call__(self, intermediate_result) -> None:
+        self.iterations += 1
+        x = np.asarray(intermediate_result.x, dtype=np.float64)
+        dx = x - self.x
+        if np.any(dx):  # an accepted step (a rejected one leaves x as it was)
+            self.small_steps = self.small_steps + 1 if self.small(dx) else 0
+            self.x = x.copy()
+        if self.small_steps >= 2 or self.iterations >= self.max_iterations:
+            raise StopIteration
 
 
 def _predecessors(t: np.ndarray, track: np.ndarray, order: int) -> np.ndarray:

@@ -87,7 +87,9 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
     if len(tp) == 0:
         raise UserError("no bearings of the tracked joints were observed in the panorama; markerless "
                         "calibration needs people (their hands) visible to the 360 camera")
-    splines = TrackSplines(t_kinect, points_kinect, sigma=traj_sigma, smooth_hz=3.0)
+    robust = robust or RobustConfig()
+    splines = TrackSplines(t_kinect, points_kinect, sigma=traj_sigma, smooth_hz=3.0,
+                           max_speed_m_s=robust.jump_speed_m_s if robust.split_jumps else None)
     problem = BearingProblem(splines, tp, track, f, init_time, np.eye(4), search_s, optics)
     frames = len(np.unique(problem.t_frame))
     if len(problem) < limits.min_observations or frames < limits.min_frames:

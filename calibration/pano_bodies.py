@@ -45,7 +45,7 @@ from omnimocap.calibration.timesync import body_frames
 from omnimocap.capture.pano import PanoReader
 from omnimocap.capture.rig import TimeMap
 from omnimocap.capture.session import Session
-from omnimocap.data.skeletons import COCO_FLIP, COCO_INDEX, KINECT_INDEX
+from omnimocap.data.skeletons import COCO_FLIP, COCO_INDEX, KINECT_INDEX, SIDES
 from omnimocap.geometry.resample import interpolate_positions
 from omnimocap.geometry.transforms import invert_pose, transform_points
 from omnimocap.geometry.views import WristView, plan_views
@@ -60,6 +60,8 @@ BODY_KEYPOINTS = (
     ("left_ankle", "ANKLE_LEFT"), ("right_ankle", "ANKLE_RIGHT"),
 )
 KEYPOINTS_PER_PERSON = len(BODY_KEYPOINTS)
+# Each side's wrist among a person's keypoints.
+_WRIST_KEYPOINT = {side: [k for _, k in BODY_KEYPOINTS].index(f"WRIST_{side.upper()}") for side in SIDES}
 _COCO = np.array([COCO_INDEX[c] for c, _ in BODY_KEYPOINTS])
 _COCO_FLIPPED = np.array([COCO_FLIP[i] for i in _COCO])
 _KINECT = [TRACKED_KINECT_JOINTS.index(KINECT_INDEX[k]) for _, k in BODY_KEYPOINTS]
@@ -259,7 +261,7 @@ class JointObservations:
 
 def with_bodies(hand_bearings: np.ndarray, hand_points: np.ndarray, hand_sigma: np.ndarray,
                 bodies: DetectedBodies | None, T_kinect_pano: np.ndarray, time_map: TimeMap,
-                gate_deg: float, segment_offsets: bool = True) -> JointObservations:
+                gate_deg: float, segment_offsets: bool = True, hand_offsets: bool = True) -> JointObservations:
     """The hands' tracks (bearings (F,H,3), Kinect points (N,H,3), relative noise (N,H)), followed
     by the body tracks of ``bodies`` associated under ``T_kinect_pano`` and ``time_map`` (hands
     only when ``bodies`` is None). Each body track's offset is modelled in its body frame and, with
@@ -267,16 +269,25 @@ def with_bodies(hand_bearings: np.ndarray, hand_points: np.ndarray, hand_sigma: 
     (``body_frames`` then holds two frames per track, (N,K,2,3,3)): a pose model's keypoint sits
     where annotators mark the person (an offset that turns with the body), k4abt's joint where its
     own definition puts it on the limb (an offset that turns with the limb: a forearm swinging
-    through 60 degrees moves a 10 mm offset by 10 mm, in step with the walk)."""
+    through 60 degrees moves a 10 mm offset by 10 mm, in step with the walk). With ``hand_offsets``
+    each hand track (person p, side s: track ``2 p + s``) gets an offset too, in the frames of the
+    same person's wrist keypoint: the hand centre is built from k4abt's wrist and hand joints, whose
+    definition bias turns with the forearm as the wrist's does."""
     if bodies is None:
         return JointObservations(hand_bearings, hand_points, hand_sigma, None, None)
     cand = bodies.candidates
     H, N = hand_points.shape[1], len(cand.t_session)
-    frames = np.concatenate([np.broadcast_to(np.eye(3), (N, H, 3, 3)), cand.frames], axis=1)
+    hands_modelled = hand_offsets and H == len(SIDES) * cand.num_people
+    wrist = [p * KEYPOINTS_PER_PERSON + _WRIST_KEYPOINT[side] for p in range(H // len(SIDES)) for side in SIDES]
+
+    def hand_frames(body: np.ndarray) -> np.ndarray:
+        return body[:, wrist] if hands_modelled else np.broadcast_to(np.eye(3), (N, H, 3, 3))
+
+    frames = np.concatenate([hand_frames(cand.frames), cand.frames], axis=1)
     if segment_offsets and cand.segment_frames is not None:
-        segments = np.concatenate([np.broadcast_to(np.eye(3), (N, H, 3, 3)), cand.segment_frames], axis=1)
+        segments = np.concatenate([hand_frames(cand.segment_frames), cand.segment_frames], axis=1)
         frames = np.stack([frames, segments], axis=2)
     return JointObservations(
         np.concatenate([hand_bearings, bodies.observations(T_kinect_pano, time_map, gate_deg)], axis=1),
         np.concatenate([hand_points, cand.points], axis=1), np.concatenate([hand_sigma, cand.sigma], axis=1),
-        (cand.t_session, frames), np.r_[np.zeros(H, dtype=bool), np.ones(cand.points.shape[1], dtype=bool)])
+        (cand.t_session, frames), np.r_[np.full(H, hands_modelled), np.ones(cand.points.shape[1], dtype=bool)])

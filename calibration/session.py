@@ -129,7 +129,7 @@ def _from_detected_hands(session: Session, kinect_rig: Rig, serial: str, start: 
         obs = detected.observations(T, tm)
         cand = detected.candidates
         joint = with_bodies(obs.bearings, cand.points, cand.sigma, bodies, T, tm, config.observer.body_gate_deg,
-                            config.observer.body_segment_offsets)
+                            config.observer.body_segment_offsets, config.observer.hand_offsets)
         res = calibrate_markerless(obs.t_pano, joint.bearings, cand.t_session, joint.points, traj_sigma=joint.sigma,
                                    init_time=with_rate(tm, coarse, float(np.median(obs.t_pano))),
                                    init_T_kinect_pano=T, search_s=search, noise_deg=DETECTION_NOISE_DEG,

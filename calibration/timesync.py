@@ -48,6 +48,12 @@ class SyncResult:
     offsets_mm: np.ndarray | None = None
     """(n,3) the modelled tracks' offsets, millimetres, each in its frame (track by track, one per frame that
     ``body_frames`` gives a track; None when none is modelled)."""
+    iterations: int = 0
+    """Trust-region iterations of the solve, all its fits together."""
+    fits: list | None = None
+    """Each fit of the solve: its iterations, residual evaluations and why it stopped."""
+    cut_observations: int = 0
+    """Bearings dropped with their track's window of outlying residuals (see ``RobustConfig.cut_outlying_runs``)."""
 
     def to_json(self) -> dict:
         return {
@@ -59,6 +65,9 @@ class SyncResult:
             "rate_std_ppm": self.rate_std_ppm,
             "rotation_std_deg": self.rotation_std_deg,
             "translation_std_mm": self.translation_std_mm,
+            "iterations": self.iterations,
+            "fits": self.fits,
+            "cut_observations": self.cut_observations,
         }
 
 
@@ -106,7 +115,9 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
     if len(tp) == 0:
         raise UserError("no hand bearings were observed in the panorama; the time map needs people moving "
                         "their hands in view of the 360 camera")
-    splines = TrackSplines(t_traj, traj, sigma=traj_sigma, smooth_hz=smooth_hz)
+    robust = robust or RobustConfig()
+    splines = TrackSplines(t_traj, traj, sigma=traj_sigma, smooth_hz=smooth_hz,
+                           max_speed_m_s=robust.jump_speed_m_s if robust.split_jumps else None)
     problem = BearingProblem(splines, tp, track, b, init, T_ref_pano, search_s, optics)
     frames = len(np.unique(problem.t_frame))
     if len(problem) < min_observations or frames < min_frames:
@@ -143,6 +154,7 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
         rotation_std_deg=float(np.degrees(np.linalg.norm(std[2:5]) * 1e-3)) if n == 8 else None,
         translation_std_mm=float(np.linalg.norm(std[5:8])) if n == 8 else None,
         offsets_mm=problem.offsets_m(x) * 1e3 if problem.n_offsets else None,
+        iterations=stats["iterations"], fits=stats["fits"], cut_observations=stats["cut_observations"],
     )
 
 

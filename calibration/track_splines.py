@@ -16,6 +16,10 @@ class TrackSplines:
     """Cubic splines through K point trajectories sampled at times ``t`` (N,) seconds, ``points``
     (N,K,3) metres (NaN where a point is missing). A trajectory is cut into segments at missing
     samples and at gaps longer than ``max_gap_s``; segments with fewer than ``min_samples`` are dropped.
+    With ``max_speed_m_s`` it is also cut where it moves faster than that between two samples: no
+    joint moves so fast, but a track that a tracker hands over to another person (or whose left and
+    right labels swap) jumps there, and a spline smoothed across the jump would turn it into a burst
+    of motion that pulls the clock.
 
     ``smooth_hz`` applies a zero-phase low-pass (Butterworth, forward-backward, so it shifts nothing in
     time) to each segment first: body motion is slow next to the sensor's frame rate, so this removes
@@ -29,7 +33,8 @@ class TrackSplines:
     """
 
     def __init__(self, t: np.ndarray, points: np.ndarray, *, sigma: np.ndarray | None = None,
-                 smooth_hz: float | None = None, max_gap_s: float = 0.25, min_samples: int = 6):
+                 smooth_hz: float | None = None, max_gap_s: float = 0.25, min_samples: int = 6,
+                 max_speed_m_s: float | None = None):
         t = np.asarray(t, dtype=np.float64)
         points = np.asarray(points, dtype=np.float64)
         if points.ndim != 3 or points.shape[0] != len(t) or points.shape[2] != 3:
@@ -51,7 +56,11 @@ class TrackSplines:
         self.variance: list[tuple[np.ndarray, np.ndarray]] = []
         for k in range(self.num_tracks):
             finite = np.all(np.isfinite(points[:, k]), axis=-1) & np.isfinite(var[:, k])
-            for lo, hi in _runs(finite, t, max_gap_s):
+            jump = np.zeros(len(t), dtype=bool)
+            if max_speed_m_s:
+                step = np.linalg.norm(np.diff(points[:, k], axis=0), axis=-1)
+                jump[1:] = step > max_speed_m_s * np.diff(t)  # NaN steps compare False
+            for lo, hi in _runs(finite, t, max_gap_s, jump):
                 if hi - lo < min_samples:
                     continue
                 ts, ps, vs = t[lo:hi], points[lo:hi, k], var[lo:hi, k]
@@ -124,9 +133,13 @@ class TrackSplines:
         return out
 
 
-def _runs(finite: np.ndarray, t: np.ndarray, max_gap_s: float) -> list[tuple[int, int]]:
-    """[lo, hi) index ranges of finite samples without a time gap above ``max_gap_s``."""
+def _runs(finite: np.ndarray, t: np.ndarray, max_gap_s: float,
+          jump: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """[lo, hi) index ranges of finite samples without a time gap above ``max_gap_s``, each also
+    starting at every sample that ``jump`` (N,) bool marks."""
     breaks = ~finite | np.r_[True, np.diff(t) > max_gap_s]
+    if jump is not None:
+        breaks |= jump
     runs, lo = [], None
     for i in range(len(t)):
         if not finite[i]:
