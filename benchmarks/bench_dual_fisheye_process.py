@@ -137,9 +137,9 @@ def lens_view_observer_class():
             super().__init__(session_dir, **kwargs)
             self._centre = None
 
-        def apparent_shift_world(self, joints_world):
+        def apparent_shift_world(self, joints_world, view_centre=None):
             if self._centre is None:
-                return super().apparent_shift_world(joints_world)
+                return super().apparent_shift_world(joints_world, view_centre)
             return np.broadcast_to(-self._centre @ self._R_pano_world, np.shape(joints_world)).copy()
 
         def observe(self, request):

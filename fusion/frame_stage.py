@@ -395,7 +395,7 @@ class HandStage:
                             person_id=int(person_ids[pv.person]), side=SIDES[pv.side],
                             R_pano_view=pv.view.R_pano_view, camera=pv.view.camera,
                             predicted_wrist_view=pv.view.R_pano_view.T @ pv.wrist_pano,
-                            predicted_box_xyxy=pv.box_xyxy, image_bgr=image)
+                            predicted_box_xyxy=pv.box_xyxy, image_bgr=image, view_centre=getattr(pv, "t_cam_view", None))
                 for pv, image in zip(planned, images)]
 
     def run(self, pred: dict[str, np.ndarray], t_pano: np.ndarray, time_indices, person_ids: Sequence[int],

@@ -45,6 +45,9 @@ class ViewRequest:
     predicted_wrist_view: np.ndarray  # (3,) Kinect-predicted wrist in the view camera frame, metres
     predicted_box_xyxy: np.ndarray  # (4,) predicted hand extent in view pixels
     image_bgr: np.ndarray | None = None  # (S, S, 3) uint8; None for backends that do not look
+    # (3,) optical centre (360 camera frame, metres) of the image the view was cut from: a raw
+    # dual-fisheye lens's; None for the stitched panorama (each direction from the lens that shows it)
+    view_centre: np.ndarray | None = None
 
 
 @dataclass

@@ -149,22 +149,28 @@ class SimHandObserver:
         t, _ = capture_times(self.optics, t_frame, lambda t: self.wrist_pano(person, side, t))
         return float(t) if np.isfinite(t) else t_frame
 
-    def apparent_shift_world(self, joints_world: np.ndarray) -> np.ndarray:
-        """What the stitched frame adds to world points (...,3) (metres, world axes): minus the
-        optical centre of the lens that shows each (``PanoOptics.apparent``); zero with one
+    def apparent_shift_world(self, joints_world: np.ndarray, view_centre: np.ndarray | None = None) -> np.ndarray:
+        """What the image adds to world points (...,3) (metres, world axes): minus the optical
+        centre they are seen from. For a view cut from one lens (``view_centre``, the 360 camera
+        frame, as ``ViewRequest.view_centre``) that lens's centre for every point; for the stitched
+        frame the centre of the lens that shows each (``PanoOptics.apparent``), zero with one
         viewpoint."""
+        if view_centre is not None:
+            return np.broadcast_to(-np.asarray(view_centre, dtype=np.float64) @ self._R_pano_world,
+                                   np.shape(joints_world)).copy()
         if self.optics.baseline_m == 0.0:
             return np.zeros_like(joints_world)
         apparent, _, _ = self.optics.apparent(self.to_pano(joints_world))
         return (apparent - self.to_pano(joints_world)) @ self._R_pano_world
 
-    def detectability(self, person: int, side: str, t_capture: float, joints_world: np.ndarray) -> tuple[float, float, bool]:
+    def detectability(self, person: int, side: str, t_capture: float, joints_world: np.ndarray,
+                      view_centre: np.ndarray | None = None) -> tuple[float, float, bool]:
         """What a detector's misses depend on (hands/sim_field.py :class:`MissModel`) for the hand
         (person, side) with world joints ``joints_world`` (21,3) captured at ``t_capture``: its box
         side in native pixels as the stitched frame shows it, its blur length in native pixels
         (the wrist's image speed times the exposure) and whether its wrist lies in the seam's
         blend band or the stitch's blind strip."""
-        seen = self.to_pano(joints_world + self.apparent_shift_world(joints_world))
+        seen = self.to_pano(joints_world + self.apparent_shift_world(joints_world, view_centre))
         box_px = float(box_size_px(seen, self.width_px))
         blur_px = 0.0
         if self.optics.exposure_s > 0:
@@ -234,7 +240,8 @@ class SimHandObserver:
             noise = self._rotation_noise(16)
             R_world_hand = R_world_hand @ noise[0]
             pose = pose @ noise[1:]
-        return self._observation(request, person, side, R_world_hand, pose, joints, self.apparent_shift_world(joints))
+        return self._observation(request, person, side, R_world_hand, pose, joints,
+                                 self.apparent_shift_world(joints, request.view_centre))
 
     def _field_observe(self, request: ViewRequest, person: int, t_capture: float, R_world_hand: np.ndarray,
                        pose: np.ndarray, joints: np.ndarray) -> HandObservation | None:
@@ -243,8 +250,9 @@ class SimHandObserver:
         model = self.field
         s = SIDES.index(request.side)
         draws = np.random.default_rng([self.seed, person, s, request.frame_index, 0xF1E1D]).random(5)
-        shift = self.apparent_shift_world(joints)
-        if draws[0] < model.miss.probability(*self.detectability(person, request.side, t_capture, joints)):
+        shift = self.apparent_shift_world(joints, request.view_centre)
+        if draws[0] < model.miss.probability(*self.detectability(person, request.side, t_capture, joints,
+                                                                 request.view_centre)):
             return None
         side, observed_person = request.side, person
         if draws[2] < model.other_hand:
@@ -252,7 +260,7 @@ class SimHandObserver:
             if other is not None:
                 observed_person, side = other
                 R_world_hand, pose, joints, _ = self.true_hand(observed_person, side, t_capture)
-                shift = self.apparent_shift_world(joints)
+                shift = self.apparent_shift_world(joints, request.view_centre)
         if draws[3] < model.false_hand:
             shift = shift + self._false_offset_world(request, joints + shift, draws[4])
         is_right = (side == "right") != bool(draws[1] < model.flip)
@@ -285,7 +293,7 @@ class SimHandObserver:
                 _, _, other, visible = self.true_hand(p, side, t_capture)
                 if not visible:
                     continue
-                c, _ = centre_px(other + self.apparent_shift_world(other))
+                c, _ = centre_px(other + self.apparent_shift_world(other, request.view_centre))
                 if c is not None and np.linalg.norm(c - c0) < best_d:
                     best, best_d = (p, side), float(np.linalg.norm(c - c0))
         return best

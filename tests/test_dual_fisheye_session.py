@@ -165,3 +165,16 @@ def test_calibrate_and_sync_refuse_a_raw_stream_in_one_line(sessions, tmp_path, 
     line = one_line_error(capsys, [verb[0], str(raw), *verb[1:], "--quiet"])
     assert "raw dual-fisheye" in line and "stitched" in line
     assert (raw / "rig.json").read_bytes() == before
+
+
+def test_the_simulated_observer_sees_a_raw_view_from_its_lens(sessions):
+    """A view cut from one lens shows the whole hand from that lens's centre: the observer's shift
+    is minus that centre for every joint, where the stitched frame's is per joint."""
+    from omnimocap.hands.sim_backend import SimHandObserver
+
+    raw, _ = sessions
+    observer = SimHandObserver(raw)
+    joints = np.array([[0.2, 1.2, 0.5], [0.25, 1.1, -0.4]])
+    centre = np.array([0.0, 0.0, -0.015])
+    shift = observer.apparent_shift_world(joints, centre)
+    np.testing.assert_allclose(shift, np.broadcast_to(-centre @ observer._R_pano_world, joints.shape), atol=1e-12)
