@@ -175,8 +175,8 @@ def cut_handovers(pieces: list, origin: list[int], config: PeopleConfig | None =
     is compared over their common times (midline centres, metres): a steady run of agreement (closer
     than ``agree_m``) followed by a steady run of disagreement (farther than ``apart_m``), or the
     reverse, each at least ``steady_s`` long, means one of the two changed body there; the one whose
-    own path breaks more across the change (:func:`_path_break`) is cut, and its frames between the
-    two runs (the slide, on no one) are dropped. Returns the pieces and their track indices, like
+    own path breaks more across the change (:func:`_path_break`, by more than ``agree_m``) is cut, and
+    its frames between the two runs (the slide, on no one) are dropped. Returns the pieces and their track indices, like
     :func:`split_tracklets`."""
     config = config or PeopleConfig()
     info = [_Piece(p) for p in pieces]
@@ -186,8 +186,9 @@ def cut_handovers(pieces: list, origin: list[int], config: PeopleConfig | None =
             if info[a].device == info[b].device:
                 continue
             for lo, hi in _agreement_changes(info[a], info[b], config):
-                worse = a if _path_break(info[a], lo, hi) >= _path_break(info[b], lo, hi) else b
-                drops.setdefault(worse, []).append((lo, hi))
+                breaks = (_path_break(info[a], lo, hi), _path_break(info[b], lo, hi))
+                if max(breaks) > config.agree_m:  # else neither path tells which one changed body
+                    drops.setdefault((a, b)[int(np.argmax(breaks))], []).append((lo, hi))
     out, out_origin = [], []
     for k, piece in enumerate(pieces):
         if k not in drops:
@@ -219,7 +220,7 @@ def _agreement_changes(p: _Piece, q: _Piece, config: PeopleConfig) -> list[tuple
     t = p.t[common]
     d = np.linalg.norm(p.c[common] - q.at(t), axis=-1)
     state = np.where(d < config.agree_m, 1, np.where(d > config.apart_m, 0, -1))
-    runs = []  # steady runs [state, first time, last time]
+    runs = []  # runs of one decided state: [state, first time, last time, last index]
     for i in np.flatnonzero(state >= 0):
         if runs and runs[-1][0] == state[i] and runs[-1][3] == i - 1:
             runs[-1][2], runs[-1][3] = t[i], i
