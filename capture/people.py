@@ -66,6 +66,10 @@ class PeopleConfig:
     """Speed at which the gate for a person not seen for a while grows (metres per second)."""
     link_max_gap_s: float = 6.0
     """A person not seen for longer than this is not linked to a new piece (seconds)."""
+    link_recent_first: bool = True
+    """Between people a piece fits equally well, prefer the one seen last more recently (off: the
+    distance over the gate alone decides, and a person lost long ago, with a wide gate, may take
+    the piece of a person seen a moment ago)."""
     cut_handovers: bool = True
     """Cut a body-id track where it stops agreeing with another Kinect's view of the same person and
     its own path breaks there (an id handed from one body to another while they cross, with no jump
@@ -262,7 +266,7 @@ def _link_cost(piece: _Piece, members: list[_Piece], config: PeopleConfig) -> fl
             d.append(dm[np.isfinite(dm)])
         d = np.concatenate(d)
         if len(d):
-            return float(np.median(d)) / config.link_gate_m
+            return _gated(float(np.median(d)) / config.link_gate_m, 0.0, config)
     before = [m for m in members if m.end <= piece.start]
     if not before:
         return np.inf
@@ -272,7 +276,18 @@ def _link_cost(piece: _Piece, members: list[_Piece], config: PeopleConfig) -> fl
         return np.inf
     predicted = last.c[-1] + last.velocity_at_end() * min(gap, 1.0)
     head = np.median(piece.c[: max(1, min(5, len(piece.c)))], axis=0)
-    return float(np.linalg.norm(head - predicted)) / (config.link_gate_m + config.link_speed_m_s * gap)
+    return _gated(float(np.linalg.norm(head - predicted)) / (config.link_gate_m + config.link_speed_m_s * gap),
+                  gap, config)
+
+
+def _gated(ratio: float, gap_s: float, config: PeopleConfig) -> float:
+    """A link's cost from its distance over the gate (``ratio``; inf from 1 on) and the time since
+    the person was last seen (seconds): with ``link_recent_first``, half of each. The gate grows with
+    the time since, so by the ratio alone a person lost seconds ago (a wide gate) takes a piece as
+    readily as one seen a moment ago close by (a narrow gate)."""
+    if not ratio < 1.0:
+        return np.inf
+    return 0.5 * ratio + 0.5 * gap_s / config.link_max_gap_s if config.link_recent_first else ratio
 
 
 def link_tracklets(pieces: list, config: PeopleConfig | None = None) -> list[list[int]]:

@@ -120,3 +120,18 @@ def test_people_that_fit_together_are_merged_and_others_are_not():
     assert not any(0 in g and 2 in g for g in groups)  # one Kinect, two bodies at once
     assert [3] in groups and [4] in groups
     assert len(_merge_people(info, [[0], [1]], PeopleConfig(merge_max_gap_s=0.1))) == 2
+
+
+def test_a_piece_joins_the_person_just_lost_not_one_lost_long_ago():
+    # a stray body seen for 0.3 s at 5 s, 2 m from the person, is a person of its own; when the
+    # person comes back under a new id 0.15 s after its loss, the stray's gate has grown with the
+    # 5 s since (walking speed) until the piece fits it about as well as the person's own narrow one
+    rng = np.random.default_rng(16)
+    truth = turning(T, (0.0, 0.0, 0.0), spin_s=30.0, walk=(0.4, 0.0))
+    stray = truth.copy()
+    stray[:] = truth[np.searchsorted(T, 10.15)] + np.array([0.0, 0.0, 0.1])
+    pieces = [track("A", 1, truth + rng.normal(0, 0.01, truth.shape), SENSOR_A, T < 10.0),
+              track("B", 2, stray + rng.normal(0, 0.01, truth.shape), SENSOR_B, (T >= 5.0) & (T < 5.3)),
+              track("A", 3, truth + rng.normal(0, 0.01, truth.shape), SENSOR_A, T >= 10.15)]
+    assert sorted(map(sorted, link_tracklets(pieces))) == [[0, 2], [1]]
+    assert sorted(map(sorted, link_tracklets(pieces, PeopleConfig(link_recent_first=False)))) == [[0], [1, 2]]
