@@ -334,15 +334,23 @@ def _overlapping(info: list[_Piece], batch: list[int]) -> list[list[int]]:
 def _merge_people(info: list[_Piece], people: list[list[int]], config: PeopleConfig) -> list[list[int]]:
     """Join pairs of people, closest first, while one fits the other (:func:`_merge_cost` below 1)."""
     people = [list(p) for p in people]
+
+    def cost_of(a: int, b: int) -> float:
+        return _merge_cost([info[k] for k in people[a]], [info[k] for k in people[b]], config)
+
+    cost = np.full((len(people), len(people)), np.inf)
+    for a in range(len(people)):
+        for b in range(a + 1, len(people)):
+            cost[a, b] = cost_of(a, b)
     while len(people) > 1:
-        cost = np.full((len(people), len(people)), np.inf)
-        for a in range(len(people)):
-            for b in range(a + 1, len(people)):
-                cost[a, b] = _merge_cost([info[k] for k in people[a]], [info[k] for k in people[b]], config)
         a, b = np.unravel_index(int(np.argmin(cost)), cost.shape)
         if not cost[a, b] < 1.0:
             break
         people[a] += people.pop(b)
+        cost = np.delete(np.delete(cost, b, axis=0), b, axis=1)
+        for c in range(len(people)):  # only the joined person's costs change
+            if c != a:
+                cost[min(a, c), max(a, c)] = cost_of(min(a, c), max(a, c))
     return people
 
 
