@@ -187,7 +187,7 @@ def cut_handovers(pieces: list, origin: list[int], config: PeopleConfig | None =
     drops: dict[int, list[tuple[float, float]]] = {}
     for a in range(len(info)):
         for b in range(a + 1, len(info)):
-            if info[a].device == info[b].device:
+            if info[a].device == info[b].device or info[a].start > info[b].end or info[b].start > info[a].end:
                 continue
             for lo, hi in _agreement_changes(info[a], info[b], config):
                 breaks = (_path_break(info[a], lo, hi), _path_break(info[b], lo, hi))
