@@ -7,11 +7,14 @@ frame, y up, metres, on the session clock, seconds). k4abt's failures handled he
 * **identity**: a body hidden by another is lost and comes back with a new id; two crossing bodies
   may exchange ids. :func:`split_tracklets` cuts every (Kinect, body id) track where it is missing
   for longer than ``max_gap_s`` or where its midline jumps further in one frame than a person
-  moves (an id that moved onto another body); :func:`link_tracklets` groups the pieces of all
-  Kinects into people: in order of start time, each piece joins the person whose other Kinects
-  see it at the same place (median midline distance over the common times) or, failing that,
-  whose last known position, carried forward at its last velocity, lies within a gate that grows
-  with the time since (walking speed); else it starts a new person. A person never holds two
+  moves (an id that moved onto another body); :func:`cut_handovers` also cuts a piece where it
+  stops agreeing with another Kinect's view of the same person and its own path breaks (an id
+  slid from one crossing body onto the other, with no gap or jump); :func:`link_tracklets` groups
+  the pieces of all Kinects into people: in order of start time, each piece joins the person whose
+  other Kinects see it at the same place (median midline distance over the common times) or,
+  failing that, whose last known position, carried forward at its last velocity, lies within a
+  gate that grows with the time since (walking speed); else it starts a new person. People that
+  fit together are then joined (a person split by the order of linking). A person never holds two
   pieces of one Kinect at the same time.
 * **front/back confusion**: k4abt assumes a body faces its camera; seen from behind, it may report
   every left/right pair exchanged. :func:`resolve_mirrors` decides, per frame and per Kinect, whether
@@ -63,15 +66,38 @@ class PeopleConfig:
     """Speed at which the gate for a person not seen for a while grows (metres per second)."""
     link_max_gap_s: float = 6.0
     """A person not seen for longer than this is not linked to a new piece (seconds)."""
+    link_recent_first: bool = True
+    """Between people a piece fits equally well, prefer the one seen last more recently (off: the
+    distance over the gate alone decides, and a person lost long ago, with a wide gate, may take
+    the piece of a person seen a moment ago)."""
+    cut_handovers: bool = True
+    """Cut a body-id track where it stops agreeing with another Kinect's view of the same person and
+    its own path breaks there (an id handed from one body to another while they cross, with no jump
+    or gap to show it); off: only gaps and jumps cut."""
+    agree_m: float = 0.15
+    """Two Kinects' bodies whose midlines are closer than this are one person (metres)..."""
+    apart_m: float = 0.3
+    """... and farther than this, two people (metres); in between, undecided."""
+    steady_s: float = 0.3
+    """Agreement or disagreement must hold this long to count, on each side of a change (seconds)."""
+    merge_people: bool = True
+    """After linking, join people that never hold one Kinect's pieces at the same time and fit
+    together (the same place where both are seen, else the later starts where the earlier left off),
+    closest pair first (off: a person lost in the linking order stays two people)."""
+    merge_max_gap_s: float = 1.0
+    """People never seen at the same time are joined only across a gap up to this long (seconds):
+    stray short pieces must not chain into a person over many seconds."""
     min_person_s: float = 0.5
     """People seen for less than this in total are dropped (spurious bodies), seconds."""
     mirror_sigma_m: float = 0.03
     """Scale of the agreement and continuity costs of the label decision (metres)."""
-    mirror_prior: float = 0.1
+    mirror_prior: float = 0.05
     """Cost of each frame of each Kinect decided exchanged (dimensionless, like the others). It
     adds up over a run, while the continuity evidence that a run began or ended is paid once: where
     every Kinect mirrors the person at once after a gap (no agreement to go by), a run of about a
-    second at 0.2 per frame outweighed the continuity cost of its end and stayed unrepaired."""
+    second at 0.2 per frame outweighed the continuity cost of its end and stayed unrepaired, and a
+    run lasting to the end of the recording, its start seen by one Kinect only, at 0.1 per frame.
+    The walking-direction tie-breaker stays below it (0.8 times)."""
 
 
 def midline_centre(joints: np.ndarray) -> np.ndarray:
@@ -139,6 +165,95 @@ class _Piece:
         return v
 
 
+def body_pieces(tracks: list, config: PeopleConfig) -> tuple[list, list[int]]:
+    """The pieces of ``tracks`` that are one body each: :func:`split_tracklets`, then (with
+    ``cut_handovers``) :func:`cut_handovers`. Returns the pieces and, per piece, its track's index."""
+    pieces, origin = split_tracklets(tracks, max_gap_s=config.max_gap_s, jump_m=config.jump_m)
+    if config.cut_handovers:
+        pieces, origin = cut_handovers(pieces, origin, config)
+    return pieces, origin
+
+
+def cut_handovers(pieces: list, origin: list[int], config: PeopleConfig | None = None) -> tuple[list, list[int]]:
+    """Cut pieces (from :func:`split_tracklets`) where a body id passed from one person to another
+    without a gap or a jump: two crossing people are close, and k4abt's tracker may slide an id from
+    the body it followed onto the one in front over a few frames. Each pair of pieces of two Kinects
+    is compared over their common times (midline centres, metres): a steady run of agreement (closer
+    than ``agree_m``) followed by a steady run of disagreement (farther than ``apart_m``), or the
+    reverse, each at least ``steady_s`` long, means one of the two changed body there; the one whose
+    own path breaks more across the change (:func:`_path_break`, by more than ``agree_m``) is cut, and
+    its frames between the two runs (the slide, on no one) are dropped. Returns the pieces and their track indices, like
+    :func:`split_tracklets`."""
+    config = config or PeopleConfig()
+    info = [_Piece(p) for p in pieces]
+    drops: dict[int, list[tuple[float, float]]] = {}
+    for a in range(len(info)):
+        for b in range(a + 1, len(info)):
+            if info[a].device == info[b].device or info[a].start > info[b].end or info[b].start > info[a].end:
+                continue
+            for lo, hi in _agreement_changes(info[a], info[b], config):
+                breaks = (_path_break(info[a], lo, hi), _path_break(info[b], lo, hi))
+                if max(breaks) > config.agree_m:  # else neither path tells which one changed body
+                    drops.setdefault((a, b)[int(np.argmax(breaks))], []).append((lo, hi))
+    out, out_origin = [], []
+    for k, piece in enumerate(pieces):
+        if k not in drops:
+            out.append(piece)
+            out_origin.append(origin[k])
+            continue
+        t = np.asarray(piece.t, dtype=np.float64)
+        label = np.zeros(len(t), dtype=np.int64)
+        keep = np.ones(len(t), dtype=bool)
+        for lo, hi in drops[k]:
+            label += t >= hi
+            keep &= ~((t > lo) & (t < hi))
+        present = np.isfinite(piece.joints).all(axis=-1).any(axis=-1) & keep
+        for part in np.unique(label[present]):
+            mine = present & (label == part)
+            out.append(replace(piece, joints=np.where(mine[:, None, None], piece.joints, np.nan),
+                               confidence=np.where(mine[:, None], piece.confidence, 0)))
+            out_origin.append(origin[k])
+    return out, out_origin
+
+
+def _agreement_changes(p: _Piece, q: _Piece, config: PeopleConfig) -> list[tuple[float, float]]:
+    """Times ``(lo, hi)`` (seconds) where pieces ``p`` and ``q`` of two Kinects go from a steady run
+    of agreement to a steady run of disagreement or back: ``lo`` ends the first run, ``hi`` starts
+    the second."""
+    common = (p.t >= q.start) & (p.t <= q.end)
+    if common.sum() < 2:
+        return []
+    t = p.t[common]
+    d = np.linalg.norm(p.c[common] - q.at(t), axis=-1)
+    state = np.where(d < config.agree_m, 1, np.where(d > config.apart_m, 0, -1))
+    runs = []  # runs of one decided state: [state, first time, last time, last index]
+    for i in np.flatnonzero(state >= 0):
+        if runs and runs[-1][0] == state[i] and runs[-1][3] == i - 1:
+            runs[-1][2], runs[-1][3] = t[i], i
+        else:
+            runs.append([state[i], t[i], t[i], i])
+    steady = [r for r in runs if r[2] - r[1] >= config.steady_s]
+    return [(float(x[2]), float(y[1])) for x, y in zip(steady, steady[1:]) if x[0] != y[0]]
+
+
+def _path_break(piece: _Piece, lo: float, hi: float, window_s: float = 0.5) -> float:
+    """How badly the piece's horizontal path before ``lo`` and after ``hi`` (seconds) fail to
+    continue each other (metres): each side's straight-line walk, fitted over ``window_s``,
+    extrapolated to the other side's frames, median distance, mean of both ways; 0 when a side has
+    fewer than three frames."""
+    before = (piece.t <= lo) & (piece.t >= lo - window_s)
+    after = (piece.t >= hi) & (piece.t <= hi + window_s)
+    if before.sum() < 3 or after.sum() < 3:
+        return 0.0
+    errors = []
+    for fit, test in ((before, after), (after, before)):
+        xz = piece.c[:, [0, 2]]
+        coef = np.polyfit(piece.t[fit] - piece.t[fit].mean(), xz[fit], 1)
+        pred = np.outer(piece.t[test] - piece.t[fit].mean(), coef[0]) + coef[1]
+        errors.append(float(np.median(np.linalg.norm(pred - xz[test], axis=-1))))
+    return float(np.mean(errors))
+
+
 def _link_cost(piece: _Piece, members: list[_Piece], config: PeopleConfig) -> float:
     """Distance of ``piece`` from a person (its pieces ``members``) over the gate; inf when it cannot
     join (a piece of the same Kinect overlaps in time, or the person was not seen for too long)."""
@@ -153,7 +268,7 @@ def _link_cost(piece: _Piece, members: list[_Piece], config: PeopleConfig) -> fl
             d.append(dm[np.isfinite(dm)])
         d = np.concatenate(d)
         if len(d):
-            return float(np.median(d)) / config.link_gate_m
+            return _gated(float(np.median(d)) / config.link_gate_m, 0.0, config)
     before = [m for m in members if m.end <= piece.start]
     if not before:
         return np.inf
@@ -163,15 +278,29 @@ def _link_cost(piece: _Piece, members: list[_Piece], config: PeopleConfig) -> fl
         return np.inf
     predicted = last.c[-1] + last.velocity_at_end() * min(gap, 1.0)
     head = np.median(piece.c[: max(1, min(5, len(piece.c)))], axis=0)
-    return float(np.linalg.norm(head - predicted)) / (config.link_gate_m + config.link_speed_m_s * gap)
+    return _gated(float(np.linalg.norm(head - predicted)) / (config.link_gate_m + config.link_speed_m_s * gap),
+                  gap, config)
+
+
+def _gated(ratio: float, gap_s: float, config: PeopleConfig) -> float:
+    """A link's cost from its distance over the gate (``ratio``; inf from 1 on) and the time since
+    the person was last seen (seconds): with ``link_recent_first``, half of each. The gate grows with
+    the time since, so by the ratio alone a person lost seconds ago (a wide gate) takes a piece as
+    readily as one seen a moment ago close by (a narrow gate)."""
+    if not ratio < 1.0:
+        return np.inf
+    return 0.5 * ratio + 0.5 * gap_s / config.link_max_gap_s if config.link_recent_first else ratio
 
 
 def link_tracklets(pieces: list, config: PeopleConfig | None = None) -> list[list[int]]:
     """Group pieces (from :func:`split_tracklets`) into people; see the module docstring. Pieces that
     start within 0.1 s of each other are assigned together, one Kinect at a time: a Kinect's pieces
-    by optimal assignment (two of them are two bodies, never one person), each next Kinect's
-    against the people as the earlier ones left them, so two Kinects that pick a person up again at
-    the same moment join it together. Returns, per person, the sorted indices of its pieces."""
+    that overlap in time by optimal assignment (two of them are two bodies, never one person), one
+    after another where they do not (an id lost for a frame and picked up again under a new id is
+    one body twice), each next Kinect's against the people as the earlier ones left them, so two
+    Kinects that pick a person up again at the same moment join it together. With ``merge_people``,
+    people that fit together are joined afterwards (:func:`_merge_people`). Returns, per person,
+    the sorted indices of its pieces."""
     config = config or PeopleConfig()
     info = [_Piece(p) for p in pieces]
     order = sorted(range(len(info)), key=lambda i: info[i].start)
@@ -183,8 +312,70 @@ def link_tracklets(pieces: list, config: PeopleConfig | None = None) -> list[lis
             batch.append(order[i + len(batch)])
         i += len(batch)
         for device in dict.fromkeys(info[b].device for b in batch):
-            _assign(info, [b for b in batch if info[b].device == device], people, config)
+            for together in _overlapping(info, [b for b in batch if info[b].device == device]):
+                _assign(info, together, people, config)
+    if config.merge_people:
+        people = _merge_people(info, people, config)
     return [sorted(p) for p in people]
+
+
+def _overlapping(info: list[_Piece], batch: list[int]) -> list[list[int]]:
+    """``batch`` (pieces in start order) split into runs whose pieces overlap in time, chained."""
+    groups: list[list[int]] = []
+    end = -np.inf
+    for b in batch:
+        if groups and info[b].start <= end:
+            groups[-1].append(b)
+            end = max(end, info[b].end)
+        else:
+            groups.append([b])
+            end = info[b].end
+    return groups
+
+
+def _merge_people(info: list[_Piece], people: list[list[int]], config: PeopleConfig) -> list[list[int]]:
+    """Join pairs of people, closest first, while one fits the other (:func:`_merge_cost` below 1)."""
+    people = [list(p) for p in people]
+
+    def cost_of(a: int, b: int) -> float:
+        return _merge_cost([info[k] for k in people[a]], [info[k] for k in people[b]], config)
+
+    cost = np.full((len(people), len(people)), np.inf)
+    for a in range(len(people)):
+        for b in range(a + 1, len(people)):
+            cost[a, b] = cost_of(a, b)
+    while len(people) > 1:
+        a, b = np.unravel_index(int(np.argmin(cost)), cost.shape)
+        if not cost[a, b] < 1.0:
+            break
+        people[a] += people.pop(b)
+        cost = np.delete(np.delete(cost, b, axis=0), b, axis=1)
+        for c in range(len(people)):  # only the joined person's costs change
+            if c != a:
+                cost[min(a, c), max(a, c)] = cost_of(min(a, c), max(a, c))
+    return people
+
+
+def _merge_cost(one: list[_Piece], other: list[_Piece], config: PeopleConfig) -> float:
+    """How well two people (their pieces) are one (below 1: they are); inf when one Kinect sees both
+    at the same time. Where both are seen at the same times (by different Kinects), the median
+    distance of their midlines over the gate; else the later one's first piece against the earlier
+    one as :func:`_link_cost` weighs a piece against a person, if it starts at most
+    ``merge_max_gap_s`` after the earlier one's end."""
+    if any(p.device == q.device and p.start <= q.end and q.start <= p.end for p in one for q in other):
+        return np.inf
+    d = [np.linalg.norm(q.at(p.t) - p.c, axis=-1) for p in one for q in other
+         if p.start <= q.end and q.start <= p.end]
+    d = np.concatenate(d) if d else np.zeros(0)
+    d = d[np.isfinite(d)]
+    if len(d):
+        return float(np.median(d)) / config.link_gate_m
+    first_one, first_other = min(p.start for p in one), min(q.start for q in other)
+    earlier, later = (one, other) if first_one <= first_other else (other, one)
+    head = min(later, key=lambda q: q.start)
+    if head.start - max(p.end for p in earlier) > config.merge_max_gap_s:
+        return np.inf
+    return _link_cost(head, earlier, config)
 
 
 def _assign(info: list[_Piece], batch: list[int], people: list[list[int]], config: PeopleConfig) -> None:
@@ -257,8 +448,8 @@ def resolve_mirrors(joints: list[np.ndarray], confidence: list[np.ndarray], sens
         # exchanged labels must look like a body facing the Kinect; a small prior against exchanges
         cost_m = 8.0 * np.clip(0.1 - cos, 0.0, None) + config.mirror_prior
         # people mostly walk forwards: exchanged labels would turn a forward walk into a backward one
-        # (a tie-breaker only: people also step back and walk backwards)
-        cost_m += 0.1 * np.nan_to_num(np.sum(body_forward(joints[k]) * walk, axis=-1), nan=0.0)
+        # (a tie-breaker only, below the prior: people also step back and walk backwards)
+        cost_m += 0.8 * config.mirror_prior * np.nan_to_num(np.sum(body_forward(joints[k]) * walk, axis=-1), nan=0.0)
         # a Kinect more confident of the face than the others is less likely to have exchanged labels
         cost_m += 0.1 * (face[k] - face_mean)
         emit += np.where(present[k], cost_m, 0.0)[:, None] * bits[None, :, k]
@@ -387,7 +578,7 @@ def people_recordings(session, rig, config: PeopleConfig | None = None) -> dict:
     if not tracks:
         return recordings
     if config.relink_ids:
-        pieces, origin = split_tracklets(tracks, max_gap_s=config.max_gap_s, jump_m=config.jump_m)
+        pieces, origin = body_pieces(tracks, config)
         groups = link_tracklets(pieces, config)
     else:
         pieces, origin = tracks, list(range(len(tracks)))

@@ -172,13 +172,13 @@ def fuse_people(tracks: list[BodyTrack], t: np.ndarray, *, noise_at_1m_m: float 
     each person are the indices of the input tracks it was built from; ``swapped`` maps each to its
     frames with exchanged labels (a mask of the Kinect's merged track)."""
     from omnimocap.capture.people import (
-        PeopleConfig, bridge_gaps, link_tracklets, merge_pieces, resolve_mirrors, split_tracklets,
+        PeopleConfig, body_pieces, bridge_gaps, link_tracklets, merge_pieces, resolve_mirrors,
     )
 
     config = config or PeopleConfig()
     t = np.asarray(t, dtype=np.float64)
     if config.relink_ids:
-        pieces, origin = split_tracklets(tracks, max_gap_s=config.max_gap_s, jump_m=config.jump_m)
+        pieces, origin = body_pieces(tracks, config)
         groups = []
         for members in link_tracklets(pieces, config):
             merged = merge_pieces(pieces, members)
