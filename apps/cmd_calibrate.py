@@ -98,25 +98,9 @@ def _observer_config(args: argparse.Namespace):
     return config_from_args(OBSERVER, args, OBSERVER_OPTIONS)
 
 
-def _refuse_raw_dual_fisheye(session_dir, verb: str) -> None:
-    """One line for a session whose 360 stream is raw dual-fisheye: the calibration's 360 side
-    reads stitched equirect frames (a raw session's hands are processed from the lens that sees
-    them, on the rig of a stitched session of the same set-up)."""
-    from omnimocap.capture.session import MANIFEST, Session
-    from omnimocap.errors import InputError
-
-    session = Session.open(session_dir)
-    pano = session.pano()
-    if pano.lenses is not None:
-        raise InputError(f"{verb} reads a stitched (equirectangular) 360 stream; this one is raw dual-fisheye "
-                         f"(lens model {pano.lenses})", path=session.root / MANIFEST,
-                         fix=f"run {verb} on a stitched recording of the same set-up and copy its rig.json here")
-
-
 def run_calibrate(args: argparse.Namespace) -> int:
     from omnimocap.calibration.session import calibrate_session
 
-    _refuse_raw_dual_fisheye(args.session, "calibrate")
     config = config_from_args(CALIBRATE, args, CALIBRATE_OPTIONS, observer=_observer_config(args),
                               kinect_poses=config_from_args(KINECT_POSES, args, KINECT_POSES_OPTIONS),
                               markerless=config_from_args(MARKERLESS, args, MARKERLESS_OPTIONS))
@@ -127,7 +111,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
 def run_sync(args: argparse.Namespace) -> int:
     from omnimocap.calibration.sync import sync_session
 
-    _refuse_raw_dual_fisheye(args.session, "sync")
     config = config_from_args(SYNC, args, SYNC_OPTIONS, observer=_observer_config(args))
     result = sync_session(args.session, config, progress=not args.quiet)
     for warning in result.get("warnings", []):

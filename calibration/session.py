@@ -49,6 +49,7 @@ def calibrate_session(session_dir, config: CalibrateConfig | None = None, *, vie
     if config.method not in ("markerless", "board"):
         raise ValueError(f"unknown calibration method {config.method!r}; 'markerless' or 'board'")
     session = Session.open(session_dir)
+    session.require_stitched_pano("calibrate")
     previous = load_rig(session)
     serial = reference_serial(session, previous)
     markerless = config.method == "markerless"

@@ -38,6 +38,7 @@ def sync_session(session_dir, config: SyncConfig | None = None, *, view_detector
     simulated detector brings its own)."""
     config = config or SyncConfig()
     session = Session.open(session_dir)
+    session.require_stitched_pano("sync")
     previous = load_rig(session)
     serial = reference_serial(session, previous)
     if config.flash:

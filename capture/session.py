@@ -248,6 +248,15 @@ class Session:
             raise InputError("the session has no 360 camera stream", path=self.root / MANIFEST)
         return panos[0]
 
+    def require_stitched_pano(self, verb: str) -> None:
+        """:class:`InputError` in one line when the 360 stream is raw dual-fisheye (``verb`` reads
+        stitched equirect frames only)."""
+        pano = self.pano()
+        if pano.lenses is not None:
+            raise InputError(f"{verb} reads a stitched (equirectangular) 360 stream; this one is raw dual-fisheye "
+                             f"(lens model {pano.lenses})", path=self.root / MANIFEST,
+                             fix=f"run {verb} on a stitched recording of the same set-up and copy its rig.json here")
+
     def path(self, name: str) -> Path:
         """A file of the session; names come from the validated manifest or from this module."""
         return self.root / name
