@@ -220,6 +220,8 @@ def test_stage_rejects_the_box_of_the_other_hand():
     truth = true_hand(np.array([0.3, -0.1, 0.9]))
     request, obs, _ = observe(truth)
     cfg = ProcessConfig(hands="sim")
+    assert not cfg.hand_refine.nearest_hand  # off by default (see HandRefineConfig.nearest_hand)
+    cfg = replace(cfg, hand_refine=HandRefineConfig(nearest_hand=True))
     # (P=1, M=1, 2, 3): the left hand predicted 6 cm from the observed hand, the right 2 cm
     pred = {"wrist": np.array([[[truth[0] + [0.0, -0.06, 0.0], truth[0] + [0.02, 0.0, 0.0]]]])}
     stage = HandStage(cfg, None, np.eye(4), EquirectCamera(1920, 960))

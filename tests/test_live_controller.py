@@ -159,7 +159,11 @@ def test_looped_replay_keeps_its_hands(sim_session):
     first = sum(len(hands[0, i]) for i in range(m))
     second = sum(len(hands[1, i]) for i in range(m))
     assert first >= 1.5 * m  # one person: both hands in most frames
-    assert first - 2 <= second <= first
+    assert first - 4 <= second <= first
+    # hands are lost only where the Kinect history still holds the end of the first pass (the hand
+    # gate, warmed up by then, turns away a hand the smoothed prediction there misplaces)
+    lost = [i for i in range(m) if hands[0, i].keys() - hands[1, i].keys()]
+    assert all(i < m // 4 for i in lost), lost
     for i in range(m):
         common = hands[0, i].keys() & hands[1, i].keys()
         assert len(common) >= len(hands[1, i]) - 1
