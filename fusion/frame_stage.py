@@ -444,7 +444,7 @@ class HandStage:
         track's running gate (:class:`~omnimocap.fusion.hand_refine.OffsetGate`)."""
         refine = self.config.hand_refine
         p, s = key
-        if refine.nearest_hand and nearer_other_hand(lifted.wrist, pred["wrist"][:, k], p, s):
+        if refine.nearest_hand and nearer_other_hand(lifted.wrist, pred["wrist"][:, k], p, s, refine.nearest_margin_m):
             return True
         return refine.track_gate and self.gates.reject(key, lifted.lateral_offset)
 

@@ -54,12 +54,14 @@ class HandRefineConfig:
     """Observations of a (person, side) the running median size (and the running gate) looks back over."""
     size_min_samples: int = 5
     """Observations of a (person, side) before its sizes are brought to their median."""
-    nearest_hand: bool = False
+    nearest_hand: bool = True
     """Reject a lifted hand whose wrist lies nearer another predicted hand (the other side, another
-    person's) than its own: the network's box held another hand (:func:`nearer_other_hand`). Off by
-    default: with ``track_gate`` on it changed nothing on the field sessions (12.7 mm either way),
-    and it turns away correct hands held together, where the Kinect's prediction of the two wrists
-    errs by more than their distance (4 of 86 hands of an exact observer on a 1.5 s replay)."""
+    person's) than its own, by more than ``nearest_margin_m``: the network's box held another hand
+    (:func:`nearer_other_hand`)."""
+    nearest_margin_m: float = 0.04
+    """How much nearer, metres, another predicted hand must be: about the Kinect's wrist error, so
+    that correct hands held together, whose predictions err by more than their distance, are kept
+    (without it, 4 of 86 hands of an exact observer on a 1.5 s replay were turned away)."""
     track_gate: bool = True
     """Reject a lifted hand whose wrist lies further from its own predicted wrist than ``gate_scale``
     times the running median of that distance over its (person, side)'s accepted hands, and at least
@@ -123,14 +125,15 @@ class OffsetGate:
         return False
 
 
-def nearer_other_hand(wrist: np.ndarray, predicted_wrists: np.ndarray, person: int, side: int) -> bool:
+def nearer_other_hand(wrist: np.ndarray, predicted_wrists: np.ndarray, person: int, side: int,
+                      margin_m: float = 0.0) -> bool:
     """Whether ``wrist`` (3,) lies nearer another of the ``predicted_wrists`` (P, 2, 3) (NaN where
-    unknown) than that of (``person``, ``side``); world frame."""
+    unknown) than that of (``person``, ``side``) by more than ``margin_m``; world frame, metres."""
     d = np.linalg.norm(np.asarray(predicted_wrists, dtype=np.float64) - wrist, axis=-1)
     own = d[person, side]
     d[person, side] = np.nan
     others = d[np.isfinite(d)]
-    return bool(np.isfinite(own) and len(others) and others.min() < own)
+    return bool(np.isfinite(own) and len(others) and others.min() + margin_m < own)
 
 
 def rescale_keypoints(obs: HandObservation, size: float | None) -> HandObservation:

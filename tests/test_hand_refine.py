@@ -220,10 +220,8 @@ def test_stage_rejects_the_box_of_the_other_hand():
     truth = true_hand(np.array([0.3, -0.1, 0.9]))
     request, obs, _ = observe(truth)
     cfg = ProcessConfig(hands="sim")
-    assert not cfg.hand_refine.nearest_hand  # off by default (see HandRefineConfig.nearest_hand)
-    cfg = replace(cfg, hand_refine=HandRefineConfig(nearest_hand=True))
-    # (P=1, M=1, 2, 3): the left hand predicted 6 cm from the observed hand, the right 2 cm
-    pred = {"wrist": np.array([[[truth[0] + [0.0, -0.06, 0.0], truth[0] + [0.02, 0.0, 0.0]]]])}
+    # (P=1, M=1, 2, 3): the left hand predicted 9 cm from the observed hand, the right 2 cm
+    pred = {"wrist": np.array([[[truth[0] + [0.0, -0.09, 0.0], truth[0] + [0.02, 0.0, 0.0]]]])}
     stage = HandStage(cfg, None, np.eye(4), EquirectCamera(1920, 960))
     lifted = lift_observation(obs, request, np.eye(4), truth[0])
     assert not stage._inconsistent(lifted, pred, (0, 1), 0)
@@ -231,3 +229,15 @@ def test_stage_rejects_the_box_of_the_other_hand():
     off = HandStage(replace(cfg, hand_refine=HandRefineConfig(nearest_hand=False)), None, np.eye(4),
                     EquirectCamera(1920, 960))
     assert not off._inconsistent(lifted, pred, (0, 0), 0)
+
+
+def test_hands_held_together_are_kept_within_the_margin():
+    """Both wrists predicted 3 cm apart and each a few centimetres off: the observed left hand lies
+    2 cm nearer the right prediction than its own; within the margin it is kept, beyond it not."""
+    predicted = np.array([[[0.0, 1.0, 1.0], [0.03, 1.0, 1.0]]])
+    wrist = np.array([0.035, 1.0, 1.0])  # 3.5 cm from its own prediction, 0.5 cm from the other
+    assert nearer_other_hand(wrist, predicted, 0, 0)
+    assert not nearer_other_hand(wrist, predicted, 0, 0, margin_m=0.04)
+    # hands held apart: a view that shows the other hand is still turned away
+    apart = np.array([[[0.0, 1.0, 1.0], [0.10, 1.0, 1.0]]])
+    assert nearer_other_hand(np.array([0.10, 1.0, 1.0]), apart, 0, 0, margin_m=0.04)  # on the other hand
