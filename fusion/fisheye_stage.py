@@ -24,14 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from omnimocap.data.skeletons import SIDES
-from omnimocap.fusion.frame_stage import MAX_UPSAMPLING, PlannedView
+from omnimocap.fusion.frame_stage import MAX_UPSAMPLING, PlannedView, hand_extents
 from omnimocap.geometry.cameras import DualFisheyeCamera
 from omnimocap.geometry.fisheye_views import (
     FisheyeWristView, plan_fisheye_views, project_to_fisheye_view, render_fisheye_view,
 )
 from omnimocap.geometry.transforms import transform_points
-from omnimocap.hands.centre import hand_centre
 
 
 @dataclass
@@ -87,23 +85,13 @@ class FisheyeViews:
         ((P, M, 2, 3) per joint name, world frame; captured at ``t_capture`` (P, M, 2) session
         seconds when given)."""
         config = self.config
-        centre_world = hand_centre(pred, config.depth.arm_anchor)
-        extent = ("wrist",) if config.depth.arm_anchor else ("wrist", "hand", "handtip", "thumb")
         keys, points, centres, wrists = [], [], [], []
-        for k in time_indices:
-            for p in range(centre_world.shape[0]):
-                for s in range(len(SIDES)):
-                    c = centre_world[p, k, s]
-                    if not np.all(np.isfinite(c)):
-                        continue
-                    pts = [pred[n][p, k, s] for n in extent]
-                    pts += list(c + config.hand_radius_m * np.vstack([np.eye(3), -np.eye(3)]))
-                    pts = np.array([q for q in pts if np.all(np.isfinite(q))])
-                    wrist = pred["wrist"][p, k, s]
-                    points.append(transform_points(T_pano_world, pts))
-                    centres.append(transform_points(T_pano_world, c))
-                    wrists.append(transform_points(T_pano_world, wrist if np.all(np.isfinite(wrist)) else c))
-                    keys.append((k, p, s))
+        for k, p, s, c, pts in hand_extents(pred, time_indices, config):
+            wrist = pred["wrist"][p, k, s]
+            points.append(transform_points(T_pano_world, pts))
+            centres.append(transform_points(T_pano_world, c))
+            wrists.append(transform_points(T_pano_world, wrist if np.all(np.isfinite(wrist)) else c))
+            keys.append((k, p, s))
         if not keys:
             return []
         padded = np.full((len(points), max(len(q) for q in points), 3), np.nan)

@@ -194,6 +194,24 @@ class PlannedView:
     t_capture: float | None = None  # session time at which the view's centre was exposed, s (None: the frame's)
 
 
+def hand_extents(pred: dict[str, np.ndarray], time_indices, config: ProcessConfig):
+    """For every time index, person and side with a predicted hand centre (:func:`hand_centre`):
+    ``(k, p, s, centre (3,), points (n, 3))``, world frame, metres; the points are the Kinect's hand
+    joints (the wrist only with ``config.depth.arm_anchor``) and the centre's ``hand_radius_m``
+    sphere along the axes, which a wrist view must hold."""
+    centre_world = hand_centre(pred, config.depth.arm_anchor)
+    extent = ("wrist",) if config.depth.arm_anchor else ("wrist", "hand", "handtip", "thumb")
+    for k in time_indices:
+        for p in range(centre_world.shape[0]):
+            for s in range(len(SIDES)):
+                c = centre_world[p, k, s]
+                if not np.all(np.isfinite(c)):
+                    continue
+                pts = [pred[n][p, k, s] for n in extent]
+                pts += list(c + config.hand_radius_m * np.vstack([np.eye(3), -np.eye(3)]))
+                yield k, p, s, c, np.array([q for q in pts if np.all(np.isfinite(q))])
+
+
 def plan_hand_views(pred: dict[str, np.ndarray], T_pano_world: np.ndarray, time_indices, config: ProcessConfig,
                     optics: PanoOptics | None = None, pano_width: int | None = None,
                     t_capture: np.ndarray | None = None) -> list[PlannedView]:
@@ -208,21 +226,11 @@ def plan_hand_views(pred: dict[str, np.ndarray], T_pano_world: np.ndarray, time_
     says."""
     optics = optics or PanoOptics.ideal()
     model = config.camera_model
-    centre_world = hand_centre(pred, config.depth.arm_anchor)
-    extent = ("wrist",) if config.depth.arm_anchor else ("wrist", "hand", "handtip", "thumb")
     keys, points, centres = [], [], []
-    for k in time_indices:
-        for p in range(centre_world.shape[0]):
-            for s in range(len(SIDES)):
-                c = centre_world[p, k, s]
-                if not np.all(np.isfinite(c)):
-                    continue
-                pts = [pred[n][p, k, s] for n in extent]
-                pts += list(c + config.hand_radius_m * np.vstack([np.eye(3), -np.eye(3)]))
-                pts = np.array([q for q in pts if np.all(np.isfinite(q))])
-                points.append(stitched_points(transform_points(T_pano_world, pts), optics, model.lens_origin))
-                centres.append(stitched_points(transform_points(T_pano_world, c), optics, model.lens_origin))
-                keys.append((k, p, s))
+    for k, p, s, c, pts in hand_extents(pred, time_indices, config):
+        points.append(stitched_points(transform_points(T_pano_world, pts), optics, model.lens_origin))
+        centres.append(stitched_points(transform_points(T_pano_world, c), optics, model.lens_origin))
+        keys.append((k, p, s))
     if not keys:
         return []
     padded = np.full((len(points), max(len(q) for q in points), 3), np.nan)
