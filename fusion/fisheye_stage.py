@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from omnimocap.fusion.frame_stage import MAX_UPSAMPLING, PlannedView, hand_extents
+from omnimocap.fusion.frame_stage import MAX_UPSAMPLING, PlannedView, hand_extents, padded_points
 from omnimocap.geometry.cameras import DualFisheyeCamera
 from omnimocap.geometry.fisheye_views import (
     FisheyeWristView, plan_fisheye_views, project_to_fisheye_view, render_fisheye_view,
@@ -94,9 +94,7 @@ class FisheyeViews:
             keys.append((k, p, s))
         if not keys:
             return []
-        padded = np.full((len(points), max(len(q) for q in points), 3), np.nan)
-        for i, q in enumerate(points):
-            padded[i, : len(q)] = q
+        padded = padded_points(points)
         fviews = plan_fisheye_views(self.camera, padded, config.view_size, config.view_margin,
                                     centres_cam=np.array(centres), lens_points=np.array(wrists),
                                     max_focal_px=self.max_focal_px)

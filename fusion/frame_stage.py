@@ -194,6 +194,14 @@ class PlannedView:
     t_capture: float | None = None  # session time at which the view's centre was exposed, s (None: the frame's)
 
 
+def padded_points(points: list[np.ndarray]) -> np.ndarray:
+    """Point sets of different sizes (each (n_i, 3)) as one array (N, max n_i, 3), NaN-padded."""
+    padded = np.full((len(points), max(len(q) for q in points), 3), np.nan)
+    for i, q in enumerate(points):
+        padded[i, : len(q)] = q
+    return padded
+
+
 def hand_extents(pred: dict[str, np.ndarray], time_indices, config: ProcessConfig):
     """For every time index, person and side with a predicted hand centre (:func:`hand_centre`):
     ``(k, p, s, centre (3,), points (n, 3))``, world frame, metres; the points are the Kinect's hand
@@ -233,9 +241,7 @@ def plan_hand_views(pred: dict[str, np.ndarray], T_pano_world: np.ndarray, time_
         keys.append((k, p, s))
     if not keys:
         return []
-    padded = np.full((len(points), max(len(q) for q in points), 3), np.nan)
-    for i, q in enumerate(points):
-        padded[i, : len(q)] = q
+    padded = padded_points(points)
     centres = np.array(centres)
     if model.seam_views and optics.baseline_m > 0.0:
         centres = off_seam_centre(centres, optics)

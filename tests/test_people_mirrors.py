@@ -9,17 +9,19 @@ from omnimocap.capture.skeleton_fusion import LEFT_RIGHT
 from tests.test_identity import T, turning
 
 
-def test_a_run_both_kinects_mirror_after_a_gap_is_repaired():
-    # A person facing away from both Kinects (both behind), each mirroring it on and off; after a
-    # gap both pick it up mirrored for about a second, so their agreement says nothing and only the
-    # run's end (the labels jump back) tells. With the former per-frame cost of an exchange (0.2)
-    # the run stayed unrepaired (about three quarters of the frames right).
-    t = T[:150]
+# Two Kinects behind a person who faces +z (away from both).
+SENSORS = [np.array([0.0, 1.0, -3.5]), np.array([2.5, 1.0, -3.0])]
+
+
+def mirrored_views(frames: int, seed: int, kinects: list[tuple[list[tuple[int, int]], tuple[int, int]]]):
+    """The person's true joints (frames, J, 3) and, per Kinect given as (mirrored runs [a, b), gap
+    [a, b)), its joints with 1 cm noise, left/right exchanged over the runs and missing in the gap,
+    and the frames it exchanged."""
+    t = T[:frames]
     truth = turning(t, (0.0, 0.0, 0.0), spin_s=1e9)  # faces +z
-    sensors = [np.array([0.0, 1.0, -3.5]), np.array([2.5, 1.0, -3.0])]
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     seen, exchanged = [], []
-    for runs, gap in (([(0, 60), (75, 110)], (60, 75)), ([(80, 110)], (60, 80))):
+    for runs, gap in kinects:
         joints = truth + rng.normal(0.0, 0.01, truth.shape)
         mask = np.zeros(len(t), dtype=bool)
         for a, b in runs:
@@ -28,11 +30,24 @@ def test_a_run_both_kinects_mirror_after_a_gap_is_repaired():
         joints[gap[0]:gap[1]] = np.nan
         seen.append(joints)
         exchanged.append(mask)
-    conf = [np.where(np.isfinite(j).all(axis=-1), 2, 0) for j in seen]
-    fixed, _, found = resolve_mirrors(seen, conf, sensors)
+    return truth, seen, exchanged
+
+
+def check_found(seen, found, exchanged) -> None:
     for joints, mask, truth_mask in zip(seen, found, exchanged):
         present = np.isfinite(joints).all(axis=(-1, -2))
         assert np.all(mask[present] == truth_mask[present])
+
+
+def test_a_run_both_kinects_mirror_after_a_gap_is_repaired():
+    # A person facing away from both Kinects (both behind), each mirroring it on and off; after a
+    # gap both pick it up mirrored for about a second, so their agreement says nothing and only the
+    # run's end (the labels jump back) tells. With the former per-frame cost of an exchange (0.2)
+    # the run stayed unrepaired (about three quarters of the frames right).
+    truth, seen, exchanged = mirrored_views(150, 3, [([(0, 60), (75, 110)], (60, 75)), ([(80, 110)], (60, 80))])
+    conf = [np.where(np.isfinite(j).all(axis=-1), 2, 0) for j in seen]
+    fixed, _, found = resolve_mirrors(seen, conf, SENSORS)
+    check_found(seen, found, exchanged)
     for joints in fixed:
         present = np.isfinite(joints).all(axis=(-1, -2))
         assert np.nanmean(np.linalg.norm(joints[present] - truth[present], axis=-1)) < 0.03
@@ -43,21 +58,7 @@ def test_a_run_that_lasts_to_the_end_is_repaired():
     # of the recording; Kinect B, in a drop-out when the run begins, comes back mirrored as well. Only
     # the run's start in A tells (no end, no disagreement): at 0.1 per exchanged frame the run's
     # cost outweighed that start and the last second stayed mirrored.
-    t = T[:300]
-    truth = turning(t, (0.0, 0.0, 0.0), spin_s=1e9)  # faces +z
-    sensors = [np.array([0.0, 1.0, -3.5]), np.array([2.5, 1.0, -3.0])]
-    rng = np.random.default_rng(4)
-    seen, exchanged = [], []
-    for gap in ((0, 0), (250, 275)):
-        joints = truth + rng.normal(0.0, 0.01, truth.shape)
-        mask = np.zeros(len(t), dtype=bool)
-        mask[260:] = True
-        joints = np.where(mask[:, None, None], joints[:, LEFT_RIGHT], joints)
-        joints[gap[0]:gap[1]] = np.nan
-        seen.append(joints)
-        exchanged.append(mask)
+    _, seen, exchanged = mirrored_views(300, 4, [([(260, 300)], (0, 0)), ([(260, 300)], (250, 275))])
     conf = [np.where(np.isfinite(j).all(axis=-1), 2, 0) for j in seen]
-    _, _, found = resolve_mirrors(seen, conf, sensors)
-    for joints, mask, truth_mask in zip(seen, found, exchanged):
-        present = np.isfinite(joints).all(axis=(-1, -2))
-        assert np.all(mask[present] == truth_mask[present])
+    _, _, found = resolve_mirrors(seen, conf, SENSORS)
+    check_found(seen, found, exchanged)
