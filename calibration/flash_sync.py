@@ -32,11 +32,7 @@ def frame_brightness(image: np.ndarray, max_width: int = 320) -> float:
     read: a mean over tens of thousands of pixels is as good as over all of them for a brightness
     step, and reading a full 5.7K frame would cost more than decoding it."""
     step = max(1, int(np.ceil(image.shape[1] / max_width)))
-    small = image[::step, ::step]
-    if small.ndim == 2:
-        return float(small.mean())
-    b, g, r = small.reshape(-1, small.shape[-1])[:, :3].mean(axis=0)
-    return float(0.114 * b + 0.587 * g + 0.299 * r)
+    return float(_luma(image[::step, ::step]).mean())
 
 
 def _luma(image: np.ndarray) -> np.ndarray:
