@@ -70,7 +70,8 @@ def test_missing_element_is_named_when_gstreamer_is_there(inspect_without_theta)
 
 def test_record_with_a_missing_element_fails_in_one_line(capsys, tmp_path, inspect_without_theta, monkeypatch):
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")  # the stand-in gst-inspect-1.0 lies in tmp_path
-    line = one_line_error(capsys, ["record", str(tmp_path / "session"), "--pano-gst", "theta", "--seconds", "1"])
+    line = one_line_error(capsys, ["record", str(tmp_path / "session"), "--pano-gst", "theta", "--seconds", "1",
+                                   "--min-free-gb", "0"])
     assert "thetauvcsrc" in line and "gstthetauvc" in line
 
 

@@ -71,7 +71,7 @@ def _last_line(path: Path) -> dict | None:
 def test_record_simulate_writes_a_consistent_session(tmp_path, capsys):
     out = tmp_path / "rec"
     rc = main(["record", str(out), "--simulate", "--seconds", "3", "--people", "1", "--kinects", "2",
-               "--pano-width", "256", "--seed", "1"])
+               "--pano-width", "256", "--seed", "1", "--min-free-gb", "0"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["stop_reason"] == "duration"
@@ -113,7 +113,8 @@ def test_sigkill_at_a_random_moment_loses_at_most_a_second_and_stays_processable
     out, tmp = tmp_path / "rec", tmp_path / "tmp"
     tmp.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "omnimocap.apps.cli", "record", str(out), "--simulate",
-                             "--seconds", "8", "--people", "1", "--kinects", "1", "--pano-width", "256"],
+                             "--seconds", "8", "--people", "1", "--kinects", "1", "--pano-width", "256",
+                             "--min-free-gb", "0"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
                             env={**os.environ, "TMPDIR": str(tmp)})
     journal_path = out / "bodies_000000000001.jsonl"
@@ -288,7 +289,7 @@ def test_a_source_that_disconnects_ends_its_stream_only(tmp_path, source_session
     clock = SessionClock()
     sources = replay_sources(short, clock) + [_SilentSource("silent", clock)]
     out = tmp_path / "rec"
-    result = Recorder(out, sources, RecordConfig(seconds=1.5, disconnect_timeout_s=0.6), clock).run()
+    result = Recorder(out, sources, RecordConfig(seconds=1.5, disconnect_timeout_s=0.6, min_free_gb=0), clock).run()
     assert result.stop_reason == "duration" and sorted(result.disconnected) == [kinect_name(master.serial), "kinect_silent"]
     session = Session.open(out)
     status = {d.name: d.status for d in session.manifest.devices}
@@ -310,7 +311,7 @@ def test_ctrl_c_stops_cleanly_and_marks_complete(tmp_path, source_session):
     try:
         # looped: the streams cannot end before the interrupt, however late it comes
         sources = replay_sources(source_session, clock, loop=True)
-        result = Recorder(tmp_path / "rec", sources, RecordConfig(), clock).run()
+        result = Recorder(tmp_path / "rec", sources, RecordConfig(min_free_gb=0), clock).run()
     finally:
         timer.cancel()
     assert result.stop_reason == "interrupted"
