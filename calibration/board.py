@@ -105,18 +105,17 @@ def _patch(spec: BoardSpec, camera: PinholeCamera | EquirectCamera, T_key: bytes
     ``T_cam_board`` given as float64 bytes; cached, since a board held still repeats its pose
     frame after frame. Columns may run past the right edge and wrap (the panorama's seam)."""
     T_cam_board = np.frombuffer(T_key, dtype=np.float64).reshape(4, 4)
-    if isinstance(camera, EquirectCamera):
-        bbox, pixel_to_ray = _equirect_bbox(spec, camera, T_cam_board), camera.pixel_to_bearing
-    else:
-        bbox, pixel_to_ray = _pinhole_bbox(spec, camera, T_cam_board), camera.unproject
+    equirect = isinstance(camera, EquirectCamera)
+    bbox = _equirect_bbox(spec, camera, T_cam_board) if equirect else _pinhole_bbox(spec, camera, T_cam_board)
     c0, r0, c1, r1 = bbox
     if c1 <= c0 or r1 <= r0:
         return bbox, np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
     offs = (np.arange(supersample) + 0.5) / supersample - 0.5
     cols = (np.arange(c0, c1)[:, None] + offs).ravel()
     rows = (np.arange(r0, r1)[:, None] + offs).ravel()
-    cc, rr = np.meshgrid(cols, rows)
-    value, cover = _shade(spec, pixel_to_ray(np.stack([cc, rr], -1)), T_cam_board, px_per_square)
+    # an equirectangular grid's rays are separable: one longitude per column, one latitude per row
+    rays = camera.grid_bearings(cols, rows) if equirect else camera.unproject(np.stack(np.meshgrid(cols, rows), -1))
+    value, cover = _shade(spec, rays, T_cam_board, px_per_square)
     shape = (r1 - r0, supersample, c1 - c0, supersample)
     return bbox, value.reshape(shape).mean(axis=(1, 3)), cover.reshape(shape).mean(axis=(1, 3))
 

@@ -43,6 +43,19 @@ class EquirectCamera:
         lat = (0.5 - (px[..., 1] + 0.5) / self.height) * np.pi
         return lonlat_to_bearing(lon, lat)
 
+    def grid_bearings(self, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Unit directions (len(rows), len(cols), 3) of every pixel of the grid ``cols`` x ``rows``
+        (1-D pixel coordinates); the same values as :meth:`pixel_to_bearing` of the grid's pixels,
+        with the sines and cosines taken once per column and per row."""
+        lon = ((np.asarray(cols, dtype=np.float64) + 0.5) / self.width - 0.5) * 2 * np.pi
+        lat = (0.5 - (np.asarray(rows, dtype=np.float64) + 0.5) / self.height) * np.pi
+        cl, sl = np.cos(lat)[:, None], np.sin(lat)[:, None]
+        out = np.empty((lat.size, lon.size, 3))
+        out[..., 0] = cl * np.sin(lon)
+        out[..., 1] = -sl
+        out[..., 2] = cl * np.cos(lon)
+        return out
+
     @property
     def pixels_per_radian(self) -> float:
         return self.width / (2 * np.pi)
