@@ -146,10 +146,28 @@ def chunk_unit(session_dir: str, inputs, config: ProcessConfig, chunk: Chunk, pa
     """Process one chunk and save it to ``path``; returns its frame count and stage timings."""
     from omnimocap.fusion.chunks import run_chunk, save_window
 
-    estimator = _RemoteEstimator(hand_actor) if hand_actor is not None else None
+    estimator = _RemoteEstimator(hand_actor) if hand_actor is not None else process_estimator(config)
     result = run_chunk(session_dir, inputs, config, chunk, estimator=estimator)
     save_window(Path(path), result)
     return {"frames": chunk.frames, "timings": result.timings}
+
+
+_PROCESS_ESTIMATOR: dict = {}
+
+
+def process_estimator(config: ProcessConfig):
+    """The WiLoR backend this process holds for every chunk it runs, loaded on its first one (the
+    full network takes seconds to load: the session's other chunks and later sessions reuse it);
+    None for ``--hands sim``, whose observer is made per chunk from its session's truth."""
+    if config.hands != "wilor":
+        return None
+    key = (config.models, config.device)
+    if key not in _PROCESS_ESTIMATOR:
+        from omnimocap.hands.wilor.backend import WilorEstimator
+
+        _PROCESS_ESTIMATOR.clear()  # one network per process
+        _PROCESS_ESTIMATOR[key] = WilorEstimator.from_models_dir(config.models, device=config.device)
+    return _PROCESS_ESTIMATOR[key]
 
 
 def finish_unit(session_dir: str, out_dir: str, inputs, config: ProcessConfig, plan: ChunkPlan,
