@@ -262,7 +262,7 @@ def resolution(work: Path, seconds: float, widths: list[int], device: str, fixtu
                     "detector), hands_wilor (the whole WiLoR backend: detector, association, regressor), fusion "
                     "(process with the sim observer less its views_and_hands stage); process_sim / process_wilor: "
                     "the whole single-process process command (a fresh interpreter, imports excluded) with each "
-                    "backend. The networks are the parity fixture's tiny WiLoR (not the full ViT-H) and a "
+                    "backend; with the sim observer process decodes no panorama frame. The networks are the parity fixture's tiny WiLoR (not the full ViT-H) and a "
                     "YOLOv8n-pose detector with random weights: its boxes are not hands, and the backend "
                     "regresses one crop per view whatever it finds (the detection it associates, else the "
                     "predicted box), so the regressor's work is the number of views."}
