@@ -194,8 +194,13 @@ def finish_unit(session_dir: str, out_dir: str, inputs, config: ProcessConfig, p
     if session.truth_dir.is_dir():
         from omnimocap.fusion.evaluate import evaluate
 
-        metrics = {k: v for k, v in evaluate(out, session_dir).items() if isinstance(v, (int, float)) or v is None}
+        metrics = scalar_metrics(evaluate(out, session_dir))
     return {"frames": report["frames"], "metrics": metrics}
+
+
+def scalar_metrics(metrics: dict) -> dict:
+    """The numbers (and missing values) of ``omnimocap evaluate``'s metrics, as the report keeps them."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None}
 
 
 class HandNetworkActor:
@@ -433,6 +438,9 @@ def _drive(engine, runs: list[_SessionRun], config: ProcessConfig, batch: BatchC
         if report.is_file():
             run.status.status = "skipped"
             run.status.frames = int(json.loads(report.read_text()).get("frames", 0))
+            saved = run.out / "metrics.json"  # written beside the results when the session has truth
+            if saved.is_file():
+                run.status.metrics = scalar_metrics(json.loads(saved.read_text()))
             continue
         push("prepare", i, run)
     index = {id(run): i for i, run in enumerate(runs)}

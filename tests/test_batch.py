@@ -144,6 +144,9 @@ def test_killed_batch_resumes_with_what_was_missing(sessions, tmp_path):
         assert (out / name / "fused.npz").is_file() and not (out / f".{name}.chunks").exists()
     report = json.loads((out / "batch_report.json").read_text())
     assert [s["status"] for s in report["sessions"]] == ["skipped", "done", "done"]
+    # the skipped session's metrics are those its first run wrote beside its results
+    first = json.loads((out / "s0" / "metrics.json").read_text())
+    assert report["sessions"][0]["metrics"]["hands.joint_error_mm"] == first["hands.joint_error_mm"] is not None
 
 
 @pytest.mark.slow
