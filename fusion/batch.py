@@ -415,7 +415,7 @@ def run_batch(session_dirs: list[Path], config: ProcessConfig, batch: BatchConfi
                "start_total": t_work - t0, "work": work_s}
     atomic_write_json(out_root / REPORT_NAME, {"sessions": [asdict(s) for s in statuses],
                                                "config": asdict(config), "chunk_s": batch.chunk_s,
-                                               "overlap_s": batch.overlap_s, "workers": batch.workers,
+                                               "overlap_s": batch.overlap_s, "workers": engine.workers,
                                                "seconds": {k: round(v, 3) for k, v in seconds.items()}})
     return statuses
 

@@ -135,6 +135,7 @@ def test_killed_batch_resumes_with_what_was_missing(sessions, tmp_path):
     assert 1 <= saved < chunks_per_session
 
     again = _KilledEngine()
+    again.workers = 3  # as a joined cluster's CPUs, which --workers does not set
     statuses = run_batch(dirs, SIM, batch, progress=False, engine=again)
     assert [s.status for s in statuses] == ["skipped", "done", "done"]
     assert [s.chunks for s in statuses[1:]] == [chunks_per_session] * 2
@@ -144,6 +145,7 @@ def test_killed_batch_resumes_with_what_was_missing(sessions, tmp_path):
         assert (out / name / "fused.npz").is_file() and not (out / f".{name}.chunks").exists()
     report = json.loads((out / "batch_report.json").read_text())
     assert [s["status"] for s in report["sessions"]] == ["skipped", "done", "done"]
+    assert report["workers"] == 3
     # the skipped session's metrics are those its first run wrote beside its results
     first = json.loads((out / "s0" / "metrics.json").read_text())
     assert report["sessions"][0]["metrics"]["hands.joint_error_mm"] == first["hands.joint_error_mm"] is not None
