@@ -315,6 +315,7 @@ class RayEngine:
         t0 = time.perf_counter()
         runtime_env = {"env_vars": dict(ONE_THREAD_ENV)}
         if address:
+            check_cluster_answers(address)
             ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
         else:
             # a private local cluster on the loopback interface, as many CPUs as workers
@@ -358,6 +359,23 @@ class RayEngine:
 
     def shutdown(self) -> None:
         self.ray.shutdown()
+
+
+def check_cluster_answers(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) cluster address nothing answers at, in one
+    line: ``ray.init`` would go on retrying the connection for minutes without a word. Other forms
+    (``auto``) are left to Ray."""
+    import socket
+
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"no Ray cluster answers at --ray-address {address} ({exc.strerror or exc})",
+                        fix="pass the address `ray start --head` printed on the cluster's head machine, "
+                            "or leave out --ray-address for a local cluster") from None
 
 
 def make_engine(workers: int, address: str | None):

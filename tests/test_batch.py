@@ -188,6 +188,18 @@ def test_batch_user_errors_are_one_line(tmp_path, capsys):
     assert "--workers" in line
 
 
+def test_a_cluster_address_nothing_answers_at_is_one_line(tmp_path, capsys):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as closed:  # a port that was free a moment ago: nothing listens there
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    line = one_line_error(capsys, ["batch", str(tmp_path), "--out", str(tmp_path / "out"),
+                                   "--ray-address", f"127.0.0.1:{port}"])
+    assert f"127.0.0.1:{port}" in line and "ray start --head" in line
+
+
 def test_a_worker_loads_the_hand_network_once_for_all_its_chunks(monkeypatch):
     from omnimocap.hands.wilor.backend import WilorEstimator
 
