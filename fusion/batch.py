@@ -146,10 +146,28 @@ def chunk_unit(session_dir: str, inputs, config: ProcessConfig, chunk: Chunk, pa
     """Process one chunk and save it to ``path``; returns its frame count and stage timings."""
     from omnimocap.fusion.chunks import run_chunk, save_window
 
-    estimator = _RemoteEstimator(hand_actor) if hand_actor is not None else None
+    estimator = _RemoteEstimator(hand_actor) if hand_actor is not None else process_estimator(config)
     result = run_chunk(session_dir, inputs, config, chunk, estimator=estimator)
     save_window(Path(path), result)
     return {"frames": chunk.frames, "timings": result.timings}
+
+
+_PROCESS_ESTIMATOR: dict = {}
+
+
+def process_estimator(config: ProcessConfig):
+    """The WiLoR backend this process holds for every chunk it runs, loaded on its first one (the
+    full network takes seconds to load: the session's other chunks and later sessions reuse it);
+    None for ``--hands sim``, whose observer is made per chunk from its session's truth."""
+    if config.hands != "wilor":
+        return None
+    key = (config.models, config.device)
+    if key not in _PROCESS_ESTIMATOR:
+        from omnimocap.hands.wilor.backend import WilorEstimator
+
+        _PROCESS_ESTIMATOR.clear()  # one network per process
+        _PROCESS_ESTIMATOR[key] = WilorEstimator.from_models_dir(config.models, device=config.device)
+    return _PROCESS_ESTIMATOR[key]
 
 
 def finish_unit(session_dir: str, out_dir: str, inputs, config: ProcessConfig, plan: ChunkPlan,
@@ -176,8 +194,13 @@ def finish_unit(session_dir: str, out_dir: str, inputs, config: ProcessConfig, p
     if session.truth_dir.is_dir():
         from omnimocap.fusion.evaluate import evaluate
 
-        metrics = {k: v for k, v in evaluate(out, session_dir).items() if isinstance(v, (int, float)) or v is None}
+        metrics = scalar_metrics(evaluate(out, session_dir))
     return {"frames": report["frames"], "metrics": metrics}
+
+
+def scalar_metrics(metrics: dict) -> dict:
+    """The numbers (and missing values) of ``omnimocap evaluate``'s metrics, as the report keeps them."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None}
 
 
 class HandNetworkActor:
@@ -292,6 +315,7 @@ class RayEngine:
         t0 = time.perf_counter()
         runtime_env = {"env_vars": dict(ONE_THREAD_ENV)}
         if address:
+            check_cluster_answers(address)
             ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
         else:
             # a private local cluster on the loopback interface, as many CPUs as workers
@@ -335,6 +359,23 @@ class RayEngine:
 
     def shutdown(self) -> None:
         self.ray.shutdown()
+
+
+def check_cluster_answers(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) cluster address nothing answers at, in one
+    line: ``ray.init`` would go on retrying the connection for minutes without a word. Other forms
+    (``auto``) are left to Ray."""
+    import socket
+
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"no Ray cluster answers at --ray-address {address} ({exc.strerror or exc})",
+                        fix="pass the address `ray start --head` printed on the cluster's head machine, "
+                            "or leave out --ray-address for a local cluster") from None
 
 
 def make_engine(workers: int, address: str | None):
@@ -392,7 +433,7 @@ def run_batch(session_dirs: list[Path], config: ProcessConfig, batch: BatchConfi
                "start_total": t_work - t0, "work": work_s}
     atomic_write_json(out_root / REPORT_NAME, {"sessions": [asdict(s) for s in statuses],
                                                "config": asdict(config), "chunk_s": batch.chunk_s,
-                                               "overlap_s": batch.overlap_s, "workers": batch.workers,
+                                               "overlap_s": batch.overlap_s, "workers": engine.workers,
                                                "seconds": {k: round(v, 3) for k, v in seconds.items()}})
     return statuses
 
@@ -415,6 +456,9 @@ def _drive(engine, runs: list[_SessionRun], config: ProcessConfig, batch: BatchC
         if report.is_file():
             run.status.status = "skipped"
             run.status.frames = int(json.loads(report.read_text()).get("frames", 0))
+            saved = run.out / "metrics.json"  # written beside the results when the session has truth
+            if saved.is_file():
+                run.status.metrics = scalar_metrics(json.loads(saved.read_text()))
             continue
         push("prepare", i, run)
     index = {id(run): i for i, run in enumerate(runs)}

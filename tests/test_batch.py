@@ -6,6 +6,7 @@ corrupt session fails alone in one line."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from omnimocap.apps.cli import main
 from omnimocap.capture.rig import Rig
 from omnimocap.capture.session import Session
 from omnimocap.sim.simulate import SimConfig, simulate_session
-from omnimocap.fusion.batch import BatchConfig, LocalEngine, chunk_unit, find_sessions, run_batch
+from omnimocap.fusion import batch as batch_module
+from omnimocap.fusion.batch import BatchConfig, LocalEngine, chunk_unit, find_sessions, process_estimator, run_batch
 from omnimocap.fusion.chunks import ChunkPlan, load_window, process_chunks, save_window
 from omnimocap.fusion.pipeline import ProcessConfig, fit_session_body, load_inputs, process_session
 from tests.tools.cli import one_line_error
@@ -133,6 +135,7 @@ def test_killed_batch_resumes_with_what_was_missing(sessions, tmp_path):
     assert 1 <= saved < chunks_per_session
 
     again = _KilledEngine()
+    again.workers = 3  # as a joined cluster's CPUs, which --workers does not set
     statuses = run_batch(dirs, SIM, batch, progress=False, engine=again)
     assert [s.status for s in statuses] == ["skipped", "done", "done"]
     assert [s.chunks for s in statuses[1:]] == [chunks_per_session] * 2
@@ -142,6 +145,10 @@ def test_killed_batch_resumes_with_what_was_missing(sessions, tmp_path):
         assert (out / name / "fused.npz").is_file() and not (out / f".{name}.chunks").exists()
     report = json.loads((out / "batch_report.json").read_text())
     assert [s["status"] for s in report["sessions"]] == ["skipped", "done", "done"]
+    assert report["workers"] == 3
+    # the skipped session's metrics are those its first run wrote beside its results
+    first = json.loads((out / "s0" / "metrics.json").read_text())
+    assert report["sessions"][0]["metrics"]["hands.joint_error_mm"] == first["hands.joint_error_mm"] is not None
 
 
 @pytest.mark.slow
@@ -179,3 +186,35 @@ def test_batch_user_errors_are_one_line(tmp_path, capsys):
     assert "no folder matches" in line
     line = one_line_error(capsys, ["batch", str(tmp_path), "--out", str(tmp_path / "out"), "--workers", "0"])
     assert "--workers" in line
+
+
+def test_a_cluster_address_nothing_answers_at_is_one_line(tmp_path, capsys):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as closed:  # a port that was free a moment ago: nothing listens there
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    line = one_line_error(capsys, ["batch", str(tmp_path), "--out", str(tmp_path / "out"),
+                                   "--ray-address", f"127.0.0.1:{port}"])
+    assert f"127.0.0.1:{port}" in line and "ray start --head" in line
+
+
+def test_a_worker_loads_the_hand_network_once_for_all_its_chunks(monkeypatch):
+    from omnimocap.hands.wilor.backend import WilorEstimator
+
+    loads = []
+
+    def load(cls, models_dir=None, device="cpu"):
+        loads.append((models_dir, device))
+        return object()
+
+    monkeypatch.setattr(WilorEstimator, "from_models_dir", classmethod(load))
+    monkeypatch.setattr(batch_module, "_PROCESS_ESTIMATOR", {})
+    wilor = ProcessConfig(hands="wilor", models="/models", device="cpu", preview=False)
+    first = process_estimator(wilor)
+    assert process_estimator(wilor) is first
+    on_cuda = process_estimator(replace(wilor, device="cuda"))
+    assert on_cuda is not first and process_estimator(replace(wilor, device="cuda")) is on_cuda
+    assert loads == [("/models", "cpu"), ("/models", "cuda")]
+    assert process_estimator(SIM) is None
