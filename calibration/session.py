@@ -8,9 +8,9 @@ moving in view (calibration/markerless.py), the panorama's side seen by the simu
 by a hand detector, with a pose model's body keypoints after the search (calibration/pano_observer.py,
 calibration/pano_bodies.py). On a raw dual-fisheye 360 stream the observer's views are cut from
 one lens each and its bearings are solved from that lens's centre (calibration/pano_observer.py);
-the rig then holds the lens model's baseline in its ``pano_optics``, which ``sync`` and ``process``
-read; the board method reads stitched frames only and refuses a raw stream in one line. ``refine`` starts the markerless solve from the
-rig's current 360 pose and clock instead of searching from nothing.
+the rig then holds the lens model's baseline in its ``pano_optics``, which ``sync`` reads; the board
+method reads stitched frames only and refuses a raw stream in one line. ``refine`` starts the
+markerless solve from the rig's current 360 pose and clock instead of searching from nothing.
 
 Poses ``T_a_b`` map frame-b points into frame a (metres); times in seconds.
 """
