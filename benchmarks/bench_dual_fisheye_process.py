@@ -333,7 +333,7 @@ def write(args, runs: list[dict], calibrated: list[dict] | None = None, setup: d
     lines += ["Since these true-rig tables were measured, `--hands sim` itself sees a raw view's hand from the lens the "
               "view was cut from (`ViewRequest.view_centre`), as the \"lens-view observer\" column does; the \"raw "
               "dual-fisheye\" column is the observer as it was before (each joint from the lens the stitch would assign "
-              "it). `process` has changed since too (the hand association's rules): compare the calibrated rows below "
+              "it). `process` has changed since too (rejecting a hand nearer another predicted hand is off by default): compare the calibrated rows below "
               "with each other, not with these.", ""]
     if calibrated is not None:
         lines += calibrated_lines(args, calibrated)
