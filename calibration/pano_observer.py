@@ -82,10 +82,10 @@ def open_pose_detector(session: Session, kind: str, pose_detector: PoseDetector 
     (hands only) without one. On a raw dual-fisheye stream it sees views cut from one lens
     (:class:`LensViewPoseDetector`)."""
     poser = _open_pose_detector(session, kind, pose_detector, weights, device)
-    camera = raw_camera(session)
-    if poser is None or camera is None or isinstance(poser, LensViewPoseDetector):
+    if poser is None or session is None or isinstance(poser, LensViewPoseDetector):
         return poser
-    return LensViewPoseDetector(poser, camera)
+    camera = raw_camera(session)
+    return poser if camera is None else LensViewPoseDetector(poser, camera)
 
 
 def _open_pose_detector(session: Session, kind: str, pose_detector: PoseDetector | None, weights: str | None,
