@@ -5,7 +5,9 @@
 - Start: equidistant lenses that fill their halves at the nominal field of view; each frame's
   board pose per lens from its corners' bearings (:func:`~omnimocap.calibration.board.board_pose`);
   the back lens's pose relative to the front one from the frames in which both lenses see the
-  board (held across the seam, beside the camera).
+  board (held across the seam: in several directions around it and at two distances, or the back
+  lens's offset along the axis trades for a turn of it; sim/fisheye.py ``board_poses``). A frame
+  whose corners give no consistent start pose for a lens is left out for that lens.
 - Then one robust least-squares fit of the corners' pixels over both lenses' intrinsics (the
   Kannala-Brandt model of :class:`~omnimocap.geometry.cameras.FisheyeLens`), the back lens's
   pose relative to the front one and the board pose of every frame, so boards far off the axis
