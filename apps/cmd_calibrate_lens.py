@@ -4,8 +4,11 @@ camera from a raw (unstitched) recording of the ChArUco board (``BoardSpec()``: 
 
 The recording is a video, a folder of frames or a session folder whose 360 stream is raw; at most
 ``--max-frames`` frames are used, evenly spaced. Show the board to each lens in several poses (on its
-axis and well off it) and hold it beside the camera across the seam a few times, where both lenses
-see it. The fit is calibration/fisheye_board.py's (Kannala-Brandt intrinsics per lens, the back
+axis and well off it) and hold it across the seam, where both lenses see it, about ten times: beside
+the camera on both sides, above it and at the diagonals, some near (~0.45 m) and some far (~0.8 m).
+Boards in one direction alone leave the back lens's offset along the axis traded for a turn of it
+(on the simulated recording of sim/fisheye.py ``board_poses``: 30 mm found as 29.5 mm, the back
+lens's orientation to 0.11 deg, where three boards beside the camera gave 22.4 mm). The fit is calibration/fisheye_board.py's (Kannala-Brandt intrinsics per lens, the back
 lens's pose relative to the front one, the camera frame midway between the two optical centres); the
 lens model is written as capture/dual_fisheye.py reads it (a session names it in its 360 entry's
 ``lenses``). Prints the reprojection RMS of each lens (pixels), the frames each lens used and the

@@ -5,7 +5,9 @@
 - Start: equidistant lenses that fill their halves at the nominal field of view; each frame's
   board pose per lens from its corners' bearings (:func:`~omnimocap.calibration.board.board_pose`);
   the back lens's pose relative to the front one from the frames in which both lenses see the
-  board (held across the seam, beside the camera).
+  board (held across the seam: in several directions around it and at two distances, or the back
+  lens's offset along the axis trades for a turn of it; sim/fisheye.py ``board_poses``). A frame
+  whose corners give no consistent start pose for a lens is left out for that lens.
 - Then one robust least-squares fit of the corners' pixels over both lenses' intrinsics (the
   Kannala-Brandt model of :class:`~omnimocap.geometry.cameras.FisheyeLens`), the back lens's
   pose relative to the front one and the board pose of every frame, so boards far off the axis
@@ -74,6 +76,20 @@ def calibrate_dual_fisheye(spec: BoardSpec, frames: list[np.ndarray], *, fov_deg
     size = (w // 2, h)
     max_theta = np.radians(fov_deg / 2)
     seen = [[len(d[i][0]) >= min_corners for d in detections] for i in (0, 1)]
+    # Start: equidistant lenses filling their halves, board poses from the corners' bearings; a
+    # frame whose corners give no consistent pose (a few corners on a line, at the circle's edge) is
+    # left out for that lens.
+    f0 = min(size) / 2 / max_theta
+    x_lens = [np.array([f0, f0, (size[0] - 1) / 2, (size[1] - 1) / 2, 0, 0, 0, 0], dtype=np.float64) for _ in (0, 1)]
+    start = [_lens(x, size, np.pi) for x in x_lens]
+    T_lens_board: list[dict[int, np.ndarray]] = [{}, {}]
+    for i in (0, 1):
+        for k in range(len(frames)):
+            if seen[i][k]:
+                try:
+                    T_lens_board[i][k] = board_pose(spec, BoardDetection(*_bearings(start[i], detections[k][i])))[0]
+                except UserError:
+                    seen[i][k] = False
     for i, name in enumerate(("front (left)", "back (right)")):
         if sum(seen[i]) < 3:
             raise UserError(f"the {name} lens sees the board in {sum(seen[i])} frames, need 3",
@@ -82,12 +98,6 @@ def calibrate_dual_fisheye(spec: BoardSpec, frames: list[np.ndarray], *, fov_deg
     if not both:
         raise UserError("no frame shows the board to both lenses, so their relative pose is unknown",
                         fix="hold the board across the seam, beside the camera, where both lenses see it")
-    # Start: equidistant lenses filling their halves, board poses from the corners' bearings.
-    f0 = min(size) / 2 / max_theta
-    x_lens = [np.array([f0, f0, (size[0] - 1) / 2, (size[1] - 1) / 2, 0, 0, 0, 0], dtype=np.float64) for _ in (0, 1)]
-    start = [_lens(x, size, np.pi) for x in x_lens]
-    T_lens_board = [{k: board_pose(spec, BoardDetection(*_bearings(start[i], detections[k][i])))[0]
-                     for k in range(len(frames)) if seen[i][k]} for i in (0, 1)]
     T_front_back = average_poses(np.stack([T_lens_board[0][k] @ invert_pose(T_lens_board[1][k]) for k in both]))
     frames_used = [k for k in range(len(frames)) if seen[0][k] or seen[1][k]]
     T_front_board = {k: T_lens_board[0][k] if seen[0][k] else T_front_back @ T_lens_board[1][k] for k in frames_used}

@@ -43,7 +43,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
-from omnimocap.geometry.cameras import EquirectCamera
+from omnimocap.geometry.cameras import DualFisheyeCamera, EquirectCamera
+from omnimocap.geometry.pano_optics import PanoOptics
 from omnimocap.calibration.bearing_problem import offset_grid
 from omnimocap.calibration.coarse_sync import coarse_time_map
 from omnimocap.calibration.markerless import dlt_pose
@@ -142,12 +143,27 @@ class ViewDetector(Protocol):
                      views: Sequence[WristView]) -> list[Detections]: ...
 
 
+def view_lens(view: WristView) -> int:
+    """The lens a view is cut from on a raw dual-fisheye stream: the one the solvers assign to its
+    axis (``PanoOptics.lens_of``; calibration/pano_observer.py)."""
+    return int(PanoOptics.lens_of(np.asarray(view.R_pano_view, dtype=np.float64)[:, 2]))
+
+
+def on_view_lens(view: WristView, px: np.ndarray) -> np.ndarray:
+    """Whether view pixels (...,2) lie on the side of the seam of the lens the view is cut from
+    (:func:`view_lens`), as the solvers assign bearings to lenses (False for NaN pixels)."""
+    return PanoOptics.lens_of(view_pixel_to_pano_bearing(view, np.asarray(px, dtype=np.float64))) == view_lens(view)
+
+
 class ImageViewDetector:
-    """A :class:`HandDetector` on views resampled from the equirect frame."""
+    """A :class:`HandDetector` on views resampled from the equirect frame, or, with a
+    :class:`DualFisheyeCamera` (a raw stream's lens model), cut from the raw frame's lens of
+    :func:`view_lens` (``fusion/fisheye_stage.py``): the view's pixels are then rays from that
+    lens's optical centre."""
 
     needs_images = True
 
-    def __init__(self, detector: HandDetector, pano_camera: EquirectCamera):
+    def __init__(self, detector: HandDetector, pano_camera: EquirectCamera | DualFisheyeCamera):
         self.detector = detector
         self.pano_camera = pano_camera
 
@@ -155,7 +171,12 @@ class ImageViewDetector:
                      views: Sequence[WristView]) -> list[Detections]:
         if not views:
             return []
-        images = render_views(pano_bgr, self.pano_camera, views)
+        if isinstance(self.pano_camera, DualFisheyeCamera):
+            from omnimocap.fusion.fisheye_stage import cut_views, lens_view
+
+            images = cut_views(pano_bgr, self.pano_camera, [lens_view(self.pano_camera, v, view_lens(v)) for v in views])
+        else:
+            images = render_views(pano_bgr, self.pano_camera, views)
         return self.detector.detect(list(images))
 
 

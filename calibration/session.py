@@ -6,8 +6,11 @@ and the shared skeletons, or kept from the rig), then the 360 camera relative to
 (first) Kinect: from a ChArUco board (calibration/board_session.py), or markerless from people
 moving in view (calibration/markerless.py), the panorama's side seen by the simulated observer or
 by a hand detector, with a pose model's body keypoints after the search (calibration/pano_observer.py,
-calibration/pano_bodies.py). ``refine`` starts the markerless solve from the
-rig's current 360 pose and clock instead of searching from nothing.
+calibration/pano_bodies.py). On a raw dual-fisheye 360 stream the observer's views are cut from
+one lens each and its bearings are solved from that lens's centre (calibration/pano_observer.py);
+the rig then holds the lens model's baseline in its ``pano_optics``, which ``sync`` reads; the board
+method reads stitched frames only and refuses a raw stream in one line. ``refine`` starts the
+markerless solve from the rig's current 360 pose and clock instead of searching from nothing.
 
 Poses ``T_a_b`` map frame-b points into frame a (metres); times in seconds.
 """
@@ -28,12 +31,14 @@ from omnimocap.calibration.pano_hands import (
 )
 from omnimocap.calibration.pano_bodies import PoseDetector, detect_bodies, with_bodies
 from omnimocap.calibration.pano_observer import (
-    detection_inputs, observer_inputs, observer_kind, open_pose_detector, open_view_detector,
+    detection_inputs, observer_inputs, observer_kind, open_pose_detector, open_view_detector, raw_camera,
+    raw_pano_optics,
 )
 from omnimocap.calibration.session_rig import load_rig, reference_serial, write_rig
 from omnimocap.capture.rig import Rig, TimeMap
 from omnimocap.capture.session import Session, kinect_name
 from omnimocap.errors import InputError, UserError
+from omnimocap.geometry.pano_optics import PanoOptics
 from omnimocap.geometry.transforms import invert_pose
 
 
@@ -49,7 +54,8 @@ def calibrate_session(session_dir, config: CalibrateConfig | None = None, *, vie
     if config.method not in ("markerless", "board"):
         raise ValueError(f"unknown calibration method {config.method!r}; 'markerless' or 'board'")
     session = Session.open(session_dir)
-    session.require_stitched_pano("calibrate")
+    if config.method == "board":
+        session.require_stitched_pano("calibrate --method board")
     previous = load_rig(session)
     serial = reference_serial(session, previous)
     markerless = config.method == "markerless"
@@ -72,15 +78,18 @@ def _calibrate_markerless(session: Session, previous: Rig, kinect_rig: Rig, seri
                           progress: bool) -> tuple[Rig, dict]:
     """The rig with the 360 camera placed markerless on ``kinect_rig``'s reference Kinect, and the
     verb's summary."""
+    camera = raw_camera(session)
+    optics = kinect_rig.pano_optics if camera is None else raw_pano_optics(camera, kinect_rig.pano_optics)
     if kind == "simulated":
-        res, n_frames, inputs = _from_simulated_observer(session, kinect_rig, serial, start, config)
+        res, n_frames, inputs = _from_simulated_observer(session, kinect_rig, serial, start, config, optics)
     else:
         det = view_detector or open_view_detector(session, kind, config.observer.detector, config.observer.device)
         poser = open_pose_detector(session, kind, pose_detector, config.observer.pose_model,
                                    config.observer.device) if config.observer.body_keypoints else None
-        res, n_frames, inputs = _from_detected_hands(session, kinect_rig, serial, start, config, det, poser, progress)
+        res, n_frames, inputs = _from_detected_hands(session, kinect_rig, serial, start, config, det, poser, optics,
+                                                     progress)
     rig = Rig(dict(kinect_rig.T_world_sensor), dict(previous.time_maps), method="markerless", is_truth=False,
-              pano_optics=previous.pano_optics)
+              pano_optics=previous.pano_optics if camera is None else optics)
     rig.T_world_sensor["pano"] = kinect_rig.pose(kinect_name(serial)) @ res.T_kinect_pano
     rig.time_maps["pano"] = res.time_map
     rig.residuals = {**kinect_rig.residuals, "pano": res.to_json()}
@@ -90,9 +99,9 @@ def _calibrate_markerless(session: Session, previous: Rig, kinect_rig: Rig, seri
 
 
 def _from_simulated_observer(session: Session, kinect_rig: Rig, serial: str, start: tuple[np.ndarray, TimeMap] | None,
-                             config: CalibrateConfig) -> tuple[MarkerlessResult, int, dict]:
-    """Markerless calibration on the simulated observer's bearings: the result, the panorama
-    frames used and the rig.json inputs."""
+                             config: CalibrateConfig, optics: PanoOptics) -> tuple[MarkerlessResult, int, dict]:
+    """Markerless calibration on the simulated observer's bearings seen through ``optics``: the
+    result, the panorama frames used and the rig.json inputs."""
     obs = pano_observations(session, noise_deg=config.observer.noise_deg)
     coarse = coarse_time_map(obs.t_pano, obs.t_host)
     tracks = kinect_wrist_tracks(session, serial, kinect_rig, obs.bearings.shape[1] // TRACKS_PER_PERSON)
@@ -104,15 +113,15 @@ def _from_simulated_observer(session: Session, kinect_rig: Rig, serial: str, sta
     res = calibrate_markerless(obs.t_pano, obs.bearings, tracks.t_session, tracks.points, traj_sigma=tracks.sigma,
                                init_time=init_time, init_T_kinect_pano=init_T, search_s=search,
                                rate_prior_std_ppm=rate_std_ppm(obs.t_pano, coarse), limits=config.markerless,
-                               robust=config.robust, optics=kinect_rig.pano_optics)
+                               robust=config.robust, optics=optics)
     return res, int(len(obs.t_pano)), observer_inputs(obs)
 
 
 def _from_detected_hands(session: Session, kinect_rig: Rig, serial: str, start: tuple[np.ndarray, TimeMap] | None,
-                         config: CalibrateConfig, det: ViewDetector, poser: PoseDetector | None, progress: bool
-                         ) -> tuple[MarkerlessResult, int, dict]:
+                         config: CalibrateConfig, det: ViewDetector, poser: PoseDetector | None, optics: PanoOptics,
+                         progress: bool) -> tuple[MarkerlessResult, int, dict]:
     """Markerless calibration on hand detections (and body keypoints of ``poser``, None: hands
-    only): searched from nothing on the hands (or started from ``start``), then association and
+    only) seen through ``optics``: searched from nothing on the hands (or started from ``start``), then association and
     solve alternating ``config.observer.association_rounds`` times. Returns the result, the
     panorama frames of the last solve and the rig.json inputs."""
     tracks = kinect_wrist_tracks(session, serial, kinect_rig)
@@ -138,7 +147,7 @@ def _from_detected_hands(session: Session, kinect_rig: Rig, serial: str, start: 
                                    max_rotation_std_deg=DETECTION_MAX_ROTATION_STD_DEG,
                                    max_translation_std_mm=DETECTION_MAX_TRANSLATION_STD_MM,
                                    noise_ar_order=DETECTION_NOISE_AR_ORDER, limits=config.markerless,
-                                   robust=config.robust, optics=kinect_rig.pano_optics, body_frames=joint.body_frames,
+                                   robust=config.robust, optics=optics, body_frames=joint.body_frames,
                                    offset_tracks=joint.offset_tracks)
         T, tm, search = res.T_kinect_pano, res.time_map, config.observer.refit_search_s
     return res, int(len(obs.t_pano)), detection_inputs(detected, det, bodies, poser)

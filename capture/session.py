@@ -32,6 +32,9 @@ PANO_FRAMES = "pano_frames.csv"
 TRUTH_DIR = "truth"
 # ``record --simulate`` keeps the simulation it replays here, inside the session, until it ends.
 SIMULATION_DIR = ".simulation"
+# Verbs that read a raw dual-fisheye 360 stream as well as a stitched one (their observers cut views
+# from one lens each, calibration/pano_observer.py); Session.require_stitched_pano refuses the others.
+RAW_PANO_VERBS = ("calibrate", "sync")
 
 
 def kinect_name(serial: str) -> str:
@@ -249,10 +252,10 @@ class Session:
         return panos[0]
 
     def require_stitched_pano(self, verb: str) -> None:
-        """:class:`InputError` in one line when the 360 stream is raw dual-fisheye (``verb`` reads
-        stitched equirect frames only)."""
+        """:class:`InputError` in one line when the 360 stream is raw dual-fisheye and ``verb`` reads
+        stitched equirect frames only (``calibrate`` and ``sync`` read both: they are let through)."""
         pano = self.pano()
-        if pano.lenses is not None:
+        if pano.lenses is not None and verb not in RAW_PANO_VERBS:
             raise InputError(f"{verb} reads a stitched (equirectangular) 360 stream; this one is raw dual-fisheye "
                              f"(lens model {pano.lenses})", path=self.root / MANIFEST,
                              fix=f"run {verb} on a stitched recording of the same set-up and copy its rig.json here")

@@ -116,24 +116,38 @@ def board_frame(camera: DualFisheyeCamera, spec: BoardSpec, T_cam_board: np.ndar
     return np.concatenate(halves, axis=1)
 
 
+# Directions of the boards held across the seam, as angles around it in the camera's x-y plane
+# (0: beside the camera on +x, 90: above it; none below, where the tripod stands), degrees, and their
+# distances, metres: boards in several directions around the seam and at two distances, so that the
+# back lens's offset along the axis is not traded for a turn of it (a turn about y moves boards
+# beside the camera as an offset along z does, but not boards above it; a near and a far board
+# move by different angles for an offset and by the same for a turn).
+SEAM_BOARD_DEG = (0.0, 40.0, 90.0, 140.0, 180.0, 220.0, 320.0, 15.0, 165.0, 200.0, 340.0)
+SEAM_BOARD_DISTANCES_M = (0.45, 0.8)
+
+
 def board_poses(spec: BoardSpec, rng: np.random.Generator, distance_m: float = 0.55) -> list[np.ndarray]:
     """``T_cam_board`` (4x4, metres) of a calibration recording: the board facing the camera
     ``distance_m`` away, tilted at random by up to ~20 deg, in six directions before each lens (on
-    its axis and up to ~50 deg off it) and three beside the camera across the seam, where both lenses
-    see it (what ``calibration/fisheye_board.py`` needs)."""
+    its axis and up to ~50 deg off it), then across the seam where both lenses see it (what
+    ``calibration/fisheye_board.py`` needs for the lenses' relative pose): in the directions of
+    :data:`SEAM_BOARD_DEG` around it, a little in front of or behind its plane, at the distances
+    of :data:`SEAM_BOARD_DISTANCES_M` in turn."""
     from omnimocap.geometry.transforms import axis_angle_to_matrix, look_at
 
-    def towards(direction, dist: float) -> np.ndarray:
+    def towards(direction, dist: float, up) -> np.ndarray:
         d = np.asarray(direction, dtype=np.float64)
         d = d / np.linalg.norm(d)
-        R = look_at(d, np.array([0.0, 1.0, 0.0])) @ axis_angle_to_matrix(rng.normal(scale=0.2, size=3))
+        R = look_at(d, np.asarray(up, dtype=np.float64)) @ axis_angle_to_matrix(rng.normal(scale=0.2, size=3))
         w, h = spec.squares_x * spec.square_m, spec.squares_y * spec.square_m
         return make_pose(R, d * dist - R @ np.array([w / 2, h / 2, 0.0]))
 
     poses = []
     for sign in (1.0, -1.0):
         for direction in ([0, 0, 1], [0.6, 0.3, 1], [-0.7, -0.2, 1], [0.2, -0.8, 1], [-0.3, 0.7, 1], [1.2, 0, 1]):
-            poses.append(towards(np.array(direction, dtype=np.float64) * [1, 1, sign], distance_m))
-    for direction in ([1, 0.1, 0.03], [-1, -0.15, -0.02], [1, -0.3, -0.04]):
-        poses.append(towards(direction, distance_m + 0.05))
+            poses.append(towards(np.array(direction, dtype=np.float64) * [1, 1, sign], distance_m, [0.0, 1.0, 0.0]))
+    for n, angle in enumerate(np.radians(SEAM_BOARD_DEG)):
+        direction = [np.cos(angle), -np.sin(angle), 0.03 * (1 if n % 2 else -1)]
+        dist = SEAM_BOARD_DISTANCES_M[n % len(SEAM_BOARD_DISTANCES_M)]
+        poses.append(towards(direction, dist, [0.0, 0.0, 1.0]))
     return poses

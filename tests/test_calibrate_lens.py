@@ -22,7 +22,8 @@ TRUE = DualFisheyeCamera.nominal(1024, k=(0.03, -0.006, 0.0008, -0.00005), basel
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
-    """A folder of raw frames: the board before each lens and across the seam."""
+    """A folder of raw frames: the board before each lens and across the seam (sim/fisheye.py
+    ``board_poses``)."""
     folder = tmp_path_factory.mktemp("board_recording")
     spec = BoardSpec()
     for i, T in enumerate(board_poses(spec, np.random.default_rng(7))):
@@ -30,7 +31,10 @@ def recording(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_the_lens_model_recovers_both_lenses_and_the_baseline(recording, tmp_path, capsys):
+    """About 90 s: 23 frames of 1024 px rendered, then the fit (smaller lenses lose the corners at
+    the image circle's edge, where both lenses see the board)."""
     out = tmp_path / "lenses.json"
     assert main(["calibrate-lens", str(recording), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -39,16 +43,17 @@ def test_the_lens_model_recovers_both_lenses_and_the_baseline(recording, tmp_pat
     assert len(rms) == 2 and max(rms) < 0.5, printed
     camera = load_dual_fisheye(out)
     baseline = camera.lenses[1].t_cam_lens - camera.lenses[0].t_cam_lens
-    # 30 mm between the optical centres, from boards 0.6 m away: to within 12 mm, along the axis.
-    assert abs(np.linalg.norm(baseline) - 0.03) < 0.012, baseline
-    assert baseline[2] < 0 and np.linalg.norm(baseline[:2]) < 0.012, baseline
+    # The 30 mm between the optical centres, from boards across the seam in several directions and at
+    # two distances: to within 3 mm (measured: 29.5 mm, 0.6 mm off as a vector).
+    assert np.linalg.norm(baseline - [0.0, 0.0, -0.03]) < 0.003, baseline
     assert f"{1000 * np.linalg.norm(baseline):.1f} mm" in printed
     R_err = camera.lenses[1].R_cam_lens.T @ TRUE.lenses[1].R_cam_lens
-    assert np.degrees(np.arccos(np.clip((np.trace(R_err) - 1) / 2, -1, 1))) < 0.3
+    # The back lens's orientation relative to the front one to within 0.2 deg (measured: 0.11 deg).
+    assert np.degrees(np.arccos(np.clip((np.trace(R_err) - 1) / 2, -1, 1))) < 0.2
     assert (camera.width, camera.height) == (TRUE.width, TRUE.height)
 
 
-def test_bad_inputs_are_refused_in_one_line(recording, tmp_path, capsys):
+def test_bad_inputs_are_refused_in_one_line(tmp_path, capsys):
     out = str(tmp_path / "lenses.json")
     assert "not found" in one_line_error(capsys, ["calibrate-lens", str(tmp_path / "missing"), "--out", out])
     empty = tmp_path / "empty"
@@ -65,4 +70,4 @@ def test_bad_inputs_are_refused_in_one_line(recording, tmp_path, capsys):
         cv2.imwrite(str(blank / f"{i}.png"), np.full((256, 512, 3), 128, np.uint8))
     assert "sees the board in 0 frames" in one_line_error(capsys, ["calibrate-lens", str(blank), "--out", out])
     (tmp_path / "lenses.json").write_text("{}")
-    assert "exists" in one_line_error(capsys, ["calibrate-lens", str(recording), "--out", out])
+    assert "exists" in one_line_error(capsys, ["calibrate-lens", str(blank), "--out", out])

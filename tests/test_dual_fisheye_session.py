@@ -157,13 +157,13 @@ def test_simulate_refuses_a_rolling_shutter_for_raw_frames(capsys, tmp_path):
     assert "global shutter" in line
 
 
-@pytest.mark.parametrize("verb", [["calibrate", "--method", "markerless"], ["sync"]])
-def test_calibrate_and_sync_refuse_a_raw_stream_in_one_line(sessions, tmp_path, capsys, verb):
-    """The calibration's 360 side reads stitched frames: a raw session is refused, untouched."""
+def test_board_calibration_refuses_a_raw_stream_in_one_line(sessions, capsys):
+    """The board method reads stitched frames (markerless calibration and sync read raw ones,
+    tests/test_dual_fisheye_calibration.py): a raw session is refused, untouched."""
     raw, _ = sessions
     before = (raw / "rig.json").read_bytes()
-    line = one_line_error(capsys, [verb[0], str(raw), *verb[1:], "--quiet"])
-    assert "raw dual-fisheye" in line and "stitched" in line
+    line = one_line_error(capsys, ["calibrate", str(raw), "--method", "board", "--quiet"])
+    assert "calibrate --method board" in line and "raw dual-fisheye" in line and "stitched" in line
     assert (raw / "rig.json").read_bytes() == before
 
 
