@@ -10,7 +10,7 @@ from omnimocap.errors import UserError
 
 PANO_CONFIG = "omnimocap.capture.pano_open:PanoConfig"
 PANO_SOURCES = ("pano_uvc", "pano_url", "pano_gst", "pano_file")
-PANO_SETTINGS = ("pano_size", "pano_fps", "pano_fourcc", "pano_latency_ms")
+PANO_SETTINGS = ("pano_size", "pano_fps", "pano_fourcc", "pano_latency_ms", "pano_lenses")
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def add_pano_arguments(parser: argparse.ArgumentParser) -> None:
                        metavars={"pano_uvc": "DEV", "pano_url": "URL", "pano_gst": "PIPELINE", "pano_file": "F"})
     add_config_options(parser.add_argument_group("360 camera settings"), PANO_CONFIG, PANO_SETTINGS,
                        metavars={"pano_size": "WxH", "pano_fps": "FPS", "pano_fourcc": "FOURCC",
-                                "pano_latency_ms": "MS"})
+                                "pano_latency_ms": "MS", "pano_lenses": "JSON"})
 
 
 def pano_config(args: argparse.Namespace):

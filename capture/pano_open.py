@@ -3,7 +3,7 @@ pipeline or a video file, as a source stamping on the session clock."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from omnimocap.capture.session import PANO_FRAMES
@@ -36,6 +36,10 @@ class PanoConfig:
     """UVC FourCC: MJPG or H264."""
     pano_latency_ms: float = 0.0
     """Subtracted from the 360 frames' host arrival times, milliseconds."""
+    pano_lenses: str | None = None
+    """Two-lens model JSON (``omnimocap calibrate-lens``) of a camera that delivers its raw,
+    unstitched dual-fisheye frames (an Insta360 X3/X4/X5 over USB); without it the frames are an
+    equirectangular panorama."""
 
     @property
     def given(self) -> bool:
@@ -64,6 +68,15 @@ def pano_source(config: PanoConfig, clock: SessionClock) -> Source | None:
     if len(named) > 1:
         options = " and ".join("--" + name.replace("_", "-") for name in named)
         raise UserError(f"{options} name more than one 360 camera", fix="keep one of them")
+    if config.pano_lenses is not None:
+        from omnimocap.capture.dual_fisheye import DualFisheyeSource, load_dual_fisheye
+
+        if not named:
+            raise UserError("--pano-lenses describes a 360 camera, and none is named",
+                            fix="name it with --pano-uvc, --pano-url, --pano-gst or --pano-file")
+        camera = load_dual_fisheye(config.pano_lenses)  # one line when missing or malformed, before any device opens
+        inner = pano_source(replace(config, pano_lenses=None), clock)
+        return DualFisheyeSource(inner, camera)
     latency = config.pano_latency_ms / 1000.0
     if config.pano_uvc is not None:
         device = int(config.pano_uvc) if config.pano_uvc.isdigit() else config.pano_uvc

@@ -34,6 +34,7 @@ from typing import Callable
 import numpy as np
 
 from omnimocap.capture.bodies import JOURNAL_FORMAT, SDK_VERSION, write_journal_bodies
+from omnimocap.capture.dual_fisheye import LENSES_FILE, DualFisheyeSource, save_dual_fisheye
 from omnimocap.capture.kinect_mkv_writer import KinectMkvWriter
 from omnimocap.capture.pano import PanoWriter
 from omnimocap.capture.session import (
@@ -182,6 +183,7 @@ class PanoStream:
     def __init__(self, session: Session, entry: DeviceEntry, source: Source, sync_interval_s: float,
                  announce: Callable[[], None]):
         self.session, self.entry, self.fps, self.announce = session, entry, source.info.fps, announce
+        self.camera = source.camera if isinstance(source, DualFisheyeSource) else None
         self.writer: PanoWriter | None = None
         self.frames = 0
         self.skipped = 0
@@ -195,6 +197,9 @@ class PanoStream:
                                     live=True)
             self.entry.recording, self.entry.timestamps = PANO_VIDEO, PANO_FRAMES
             self.entry.width, self.entry.height = w, h
+            if self.camera is not None:  # raw dual-fisheye frames: the lens model goes beside them
+                save_dual_fisheye(self.camera, self.session.path(LENSES_FILE))
+                self.entry.lenses = LENSES_FILE
             self.announce()
         # A frame of another size (the camera switched modes) or out of time order cannot join the stream.
         if (h, w) != (self.writer.height, self.writer.width) or (self._last_t is not None and frame.t_pano <= self._last_t):

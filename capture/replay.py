@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from omnimocap.capture.bodies import read_bodies
+from omnimocap.capture.dual_fisheye import DualFisheyeSource, pano_camera
 from omnimocap.capture.kinect_live import KinectFileSource
 from omnimocap.capture.pano import read_pano_timestamps
 from omnimocap.capture.pano_sources import VideoFilePanoSource
@@ -47,10 +48,12 @@ def replay_sources(session_dir: str | Path, clock: SessionClock, *, realtime: bo
     pano = next((d for d in session.manifest.devices if d.kind == "pano"), None)
     if pano is not None and pano.recording:
         pano_map = rig.time_maps.get(pano.name)
-        sources.append(VideoFilePanoSource(
+        source = VideoFilePanoSource(
             session.path(pano.recording), timestamps=session.path(pano.timestamps) if pano.timestamps else None,
             realtime=realtime, clock=clock, name=pano.name, release_at_host_times=on_session_clock and bool(pano.timestamps),
-            loop_period_s=period, camera_rate=pano_map.a if pano_map is not None else 1.0))
+            loop_period_s=period, camera_rate=pano_map.a if pano_map is not None else 1.0)
+        # raw dual-fisheye frames replay with their lens model, as the camera delivered them
+        sources.append(source if pano.lenses is None else DualFisheyeSource(source, pano_camera(session, pano)))
     return sources
 
 

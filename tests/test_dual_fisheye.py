@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from omnimocap.geometry.cameras import R_CAM_BACK_LENS, DualFisheyeCamera, EquirectCamera, FisheyeLens
 from omnimocap.geometry.transforms import axis_angle_to_matrix, invert_pose, look_at, make_pose, transform_points
 from omnimocap.capture.dual_fisheye import DualFisheyeSource, load_dual_fisheye, save_dual_fisheye
-from omnimocap.capture.pano import PanoWriter
+from omnimocap.capture.pano import PanoReader, PanoWriter
 from omnimocap.capture.pano_sources import VideoFilePanoSource
 from omnimocap.sim.fisheye import DualFisheyeRenderer, stitch_equirect
 from omnimocap.capture.sources import EndOfStream
@@ -203,6 +203,48 @@ def test_dual_fisheye_source_passes_raw_frames_and_refuses_another_size(tmp_path
     with pytest.raises(DeviceError, match="delivers 128x64 frames, the dual-fisheye lens model is 256x128") as exc:
         DualFisheyeSource(VideoFilePanoSource(video, timestamps=csv, realtime=False), DualFisheyeCamera.nominal(256)).connect()
     assert "\n" not in str(exc.value)
+
+
+def test_record_keeps_raw_frames_with_their_lens_model(tmp_path, capsys):
+    # `record --pano-file F --pano-lenses L`: the raw frames are recorded as they come and the lens
+    # model lands beside them, named by the session's 360 entry, so the session reads as raw.
+    from omnimocap.apps.cli import main
+    from omnimocap.capture.dual_fisheye import LENSES_FILE, pano_camera
+    from omnimocap.capture.session import PANO_FRAMES, Session
+    from tests.tools.cli import one_line_error
+
+    cam = DualFisheyeCamera.nominal(128, baseline_m=0.03)
+    frame = _render_dual(cam)
+    video = tmp_path / "raw.mkv"
+    writer = PanoWriter(video, tmp_path / PANO_FRAMES, cam.width, cam.height, fps=30)
+    for i in range(6):
+        writer.write(frame, 1.0 + i / 30, 1.0 + i / 30)
+    writer.close()
+    lenses = tmp_path / "lenses.json"
+    save_dual_fisheye(cam, lenses)
+    out = tmp_path / "rec"
+    assert main(["record", str(out), "--pano-file", str(video), "--pano-lenses", str(lenses), "--min-free-gb", "0"]) == 0
+    session = Session.open(out)
+    entry = session.pano()
+    assert entry.lenses == LENSES_FILE and (entry.width, entry.height) == (128, 64)
+    recorded = pano_camera(session)
+    assert isinstance(recorded, DualFisheyeCamera)
+    assert recorded.to_dict() == load_dual_fisheye(lenses).to_dict()
+    assert len(PanoReader(session.path(entry.recording), session.path(entry.timestamps))) == 6
+    # without the lens model the same file records as an equirectangular panorama
+    assert main(["record", str(tmp_path / "plain"), "--pano-file", str(video), "--min-free-gb", "0"]) == 0
+    assert Session.open(tmp_path / "plain").pano().lenses is None
+    # a lens model without a camera, a malformed one or another size: one line, nothing recorded
+    line = one_line_error(capsys, ["record", str(tmp_path / "a"), "--pano-lenses", str(lenses), "--min-free-gb", "0"])
+    assert "--pano-lenses" in line and not (tmp_path / "a").exists()
+    (tmp_path / "bad.json").write_text("{}")
+    line = one_line_error(capsys, ["record", str(tmp_path / "b"), "--pano-file", str(video), "--pano-lenses",
+                                   str(tmp_path / "bad.json"), "--min-free-gb", "0"])
+    assert "bad.json" in line and "lens model" in line and not (tmp_path / "b").exists()
+    save_dual_fisheye(DualFisheyeCamera.nominal(256), tmp_path / "big.json")
+    line = one_line_error(capsys, ["record", str(tmp_path / "c"), "--pano-file", str(video), "--pano-lenses",
+                                   str(tmp_path / "big.json"), "--min-free-gb", "0"])
+    assert "256x128" in line and "128x64" in line and not (tmp_path / "c").exists()
 
 
 @pytest.fixture(scope="module")

@@ -178,3 +178,39 @@ def test_the_simulated_observer_sees_a_raw_view_from_its_lens(sessions):
     centre = np.array([0.0, 0.0, -0.015])
     shift = observer.apparent_shift_world(joints, centre)
     np.testing.assert_allclose(shift, np.broadcast_to(-centre @ observer._R_pano_world, joints.shape), atol=1e-12)
+
+
+def test_live_replay_of_raw_frames_lifts_hands_from_the_lenses(sessions):
+    """The live preview on a replayed raw session: its camera is the session's lens model, wrists
+    are drawn in the raw frame, the hand views show the hands and each lifted hand lies on its true
+    joints."""
+    from omnimocap.capture.truth import Truth
+    from omnimocap.fusion.live.controller import LiveConfig, LiveController
+    from omnimocap.data.skeletons import SIDES
+    from omnimocap.geometry.resample import interpolate_positions
+    from tests.test_dual_fisheye import _skin
+    from tests.test_live_controller import drive_loop
+
+    raw, _ = sessions
+    controller = LiveController.from_session(raw, realtime=False, loop=False,
+                                             config=LiveConfig(process=ProcessConfig(hands="sim", view_size=64)))
+    truth = Truth(raw).motion(["t_session", "hand_joints"])
+    errors, skin, frames = [], [], 0
+    try:
+        for state in drive_loop(controller, 60):
+            frames += 1
+            assert isinstance(controller._preview.pano_cam, DualFisheyeCamera)
+            for _, _, px in state.pano.wrists_px:
+                assert np.all(np.isfinite(px)) and 0 <= px[0] < WIDTH and 0 <= px[1] < WIDTH // 2
+            skin += [_skin(v.image).mean() for v in state.hand_views if v.image is not None]
+            t = state.pano.t_session
+            for (_, side), joints in controller.preview_result.hands_by.items():
+                true = interpolate_positions(truth["t_session"], truth["hand_joints"][0], np.array([t]))[0, SIDES.index(side)]
+                errors.append(np.linalg.norm(joints - true, axis=-1).mean())
+    finally:
+        controller.close()
+    assert frames == 60 and len(errors) >= 60, len(errors)
+    assert np.median(errors) < 0.004, np.percentile(errors, [50, 90])
+    # the views are cut from the lens that sees the hand: they show it (an equirectangular reading of
+    # the raw frame shows none of it)
+    assert np.percentile(skin, 10) > 0.1, np.percentile(skin, [10, 50])

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from omnimocap.capture.dual_fisheye import DualFisheyeSource
 from omnimocap.capture.kinect_live import open_kinects
 from omnimocap.capture.recorder import RecordConfig, Recorder
 from omnimocap.capture.replay import ReplayLoop, replay_loop, replay_sources
@@ -45,6 +46,7 @@ from omnimocap.fusion.live.state import (
     LiveState, Message, PanoPane, RecordingState,
 )
 from omnimocap.fusion.pipeline import ProcessConfig, make_estimator
+from omnimocap.geometry.cameras import EquirectCamera
 from omnimocap.hands.estimator import HandEstimator
 
 
@@ -368,7 +370,10 @@ class LiveController:
         if not kinects:
             return None
         h, w = image.shape[:2]
-        return LivePreview(self.rig, (w, h), kinects[0], self.config.process, self._estimator, self._depth)
+        # a camera delivering raw dual-fisheye frames brings its lens model; any other, an equirectangular panorama
+        raw = next((f.source for f in self.feeds if isinstance(f.source, DualFisheyeSource)), None)
+        camera = raw.camera if raw is not None else EquirectCamera(w, h)
+        return LivePreview(self.rig, camera, kinects[0], self.config.process, self._estimator, self._depth)
 
     def _load_hands(self, wait: bool = False) -> None:
         """Start loading the hand backend on its own thread, once per controller: WiLoR takes

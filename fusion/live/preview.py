@@ -40,7 +40,7 @@ from omnimocap.fusion.live.history import BodyHistory, RecentDepthFrames
 from omnimocap.fusion.lifting import LiftedHand
 from omnimocap.fusion.live.state import HAND_HELD, HAND_LOST, HAND_SEEN, HandView, PanoPane
 from omnimocap.fusion.pipeline import PeopleTracks, ProcessConfig
-from omnimocap.geometry.cameras import EquirectCamera
+from omnimocap.geometry.cameras import DualFisheyeCamera, EquirectCamera
 from omnimocap.geometry.transforms import invert_pose
 from omnimocap.geometry.views import view_pixel_to_pano_bearing
 from omnimocap.hands.estimator import HandEstimator
@@ -75,10 +75,13 @@ class LivePreview:
     differs from ``process``). ``rig`` and ``estimator`` may be replaced between frames (a new
     calibration, a backend loaded later); a new rig restarts the side runs."""
 
-    def __init__(self, rig: Rig, pano_size: tuple[int, int], reference_kinect: str, config: ProcessConfig,
-                 estimator: HandEstimator | None = None, depth: dict[str, RecentDepthFrames] | None = None):
-        """``depth``: each Kinect's recent depth images (filled by the driver), by sensor name."""
-        self.pano_cam = EquirectCamera(*pano_size)
+    def __init__(self, rig: Rig, pano_cam: EquirectCamera | DualFisheyeCamera, reference_kinect: str,
+                 config: ProcessConfig, estimator: HandEstimator | None = None,
+                 depth: dict[str, RecentDepthFrames] | None = None):
+        """``pano_cam``: the 360 stream's camera (an equirectangular panorama, or the lens model of
+        raw dual-fisheye frames, whose views are cut from the lenses as ``process`` cuts them);
+        ``depth``: each Kinect's recent depth images (filled by the driver), by sensor name."""
+        self.pano_cam = pano_cam
         self.reference_kinect = reference_kinect
         self.config = config
         self.depth = {} if depth is None else depth
@@ -150,7 +153,7 @@ class LivePreview:
             key = (int(person_ids[pv.person]), SIDES[pv.side])
             result.wrists[key] = pred["wrist"][pv.person, pv.k, pv.side]
             if np.all(np.isfinite(pv.wrist_pano)):
-                result.pano.wrists_px.append((key[0], key[1], self.pano_cam.bearing_to_pixel(pv.wrist_pano)))
+                result.pano.wrists_px.append((key[0], key[1], frame_pixels(self.pano_cam, pv.wrist_pano)))
             result.pano.view_outlines.append(view_outline(pv.view, self.pano_cam))
             if ov.lifted is not None:
                 result.hands_world.append(ov.lifted.joints)
@@ -163,16 +166,27 @@ class LivePreview:
         return result
 
 
-def view_outline(view, pano_cam: EquirectCamera, per_edge: int = OUTLINE_POINTS_PER_EDGE) -> np.ndarray:
-    """The border of a wrist-centred view (its outermost pixel centres) as panorama pixels (N,2),
-    closed, with a NaN row inserted wherever the line crosses the longitude seam."""
+def frame_pixels(pano_cam: EquirectCamera | DualFisheyeCamera, dirs: np.ndarray) -> np.ndarray:
+    """Camera-frame directions (...,3) -> pixels (...,2) of the 360 stream's frames: the panorama's,
+    or those of the lens that sees each direction in a raw dual-fisheye frame (NaN where none)."""
+    if isinstance(pano_cam, DualFisheyeCamera):
+        return pano_cam.project(dirs, points=False)
+    return pano_cam.bearing_to_pixel(dirs)
+
+
+def view_outline(view, pano_cam: EquirectCamera | DualFisheyeCamera,
+                 per_edge: int = OUTLINE_POINTS_PER_EDGE) -> np.ndarray:
+    """The border of a wrist-centred view (its outermost pixel centres) as frame pixels (N,2),
+    closed, with a NaN row inserted wherever the line crosses the longitude seam (or, in a raw
+    dual-fisheye frame, passes from one lens's image to the other's)."""
     last = view.size - 1
     s = np.linspace(0.0, last, per_edge, endpoint=False)
     edge = np.concatenate([np.stack([s, np.zeros_like(s)], 1), np.stack([np.full_like(s, last), s], 1),
                            np.stack([last - s, np.full_like(s, last)], 1), np.stack([np.zeros_like(s), last - s], 1),
                            [[0.0, 0.0]]])
-    px = pano_cam.bearing_to_pixel(view_pixel_to_pano_bearing(view, edge))
-    jumps = np.nonzero(np.abs(np.diff(px[:, 0])) > pano_cam.width / 2)[0]
+    px = frame_pixels(pano_cam, view_pixel_to_pano_bearing(view, edge))
+    limit = pano_cam.width / (4 if isinstance(pano_cam, DualFisheyeCamera) else 2)
+    jumps = np.nonzero(np.abs(np.diff(px[:, 0])) > limit)[0]
     return np.insert(px, jumps + 1, np.nan, axis=0)
 
 
