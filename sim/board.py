@@ -1,10 +1,14 @@
 """The simulated ChArUco board sequence: where the board is held during the first seconds.
 
-During the first ~3 s a board (``BoardSpec()`` of calibration/board.py) floats 0.7-1.0 m beside the
+During the first ~4 s a board (``BoardSpec()`` of calibration/board.py) floats 0.7-1.0 m beside the
 360 camera, facing the 360 camera and the Kinects' colour cameras, inside every Kinect's colour
 image where it can be, else inside the reference (first) Kinect's. It holds each of
 :data:`BOARD_POSES` poses still for :data:`BOARD_HOLD_S`, moving between them in
-:data:`BOARD_MOVE_S`, and is then gone. World frame: y up, metres; session seconds.
+:data:`BOARD_MOVE_S`; from the last pose it is carried at a steady :data:`SWEEP_SPEED` for
+:data:`SWEEP_S` (up, down or sideways, whichever keeps it in the reference Kinect's colour image:
+the moving board whose rows the 360 camera reads at their own times, from which board calibration
+estimates the rolling shutter's readout), and is then gone. World frame: y up, metres; session
+seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ BOARD_START_S = 0.1
 BOARD_HOLD_S = 0.4
 BOARD_MOVE_S = 0.2
 BOARD_TRIES = 200  # random poses tried per board pose before settling for fewer Kinects
+SWEEP_S = 0.7  # the final carry: seconds, its speed ramps up and down over SWEEP_EASE_S at either end
+SWEEP_SPEED = 1.0  # metres per second
+SWEEP_EASE_S = 0.1
 
 
 @dataclass
@@ -33,11 +40,23 @@ class BoardSequence:
     spec: BoardSpec
     holds: np.ndarray
     poses: np.ndarray
+    sweep: np.ndarray | None = None
+    """(3,) world velocity (m/s) of the final carry from the last pose (:data:`SWEEP_S` long), or
+    None: the board is gone after the last hold."""
+
+    @property
+    def end_s(self) -> float:
+        """Session time (seconds) after which the board is gone."""
+        return float(self.holds[-1, 1]) + (SWEEP_S if self.sweep is not None else 0.0)
 
     def pose_at(self, t: float) -> np.ndarray | None:
         """``T_world_board`` at session time ``t`` (seconds), None once the board is gone."""
         if t > self.holds[-1, 1]:
-            return None
+            if self.sweep is None or t > self.end_s:
+                return None
+            T = self.poses[-1].copy()
+            T[:3, 3] += sweep_distance(t - self.holds[-1, 1]) * self.sweep
+            return T
         k = int(np.searchsorted(self.holds[:, 1], t))
         if t >= self.holds[k, 0] or k == 0:
             return self.poses[k]
@@ -53,7 +72,25 @@ class BoardSequence:
                           "marker_m": spec.marker_m, "dictionary": int(spec.dictionary)},
                 "frame": "board frame of calibration/board.py: origin at the top-left outer corner, x along the "
                          "columns, y down the rows, z into the board; metres",
-                "holds_t_session": self.holds.tolist(), "T_world_board": self.poses.tolist()}
+                "holds_t_session": self.holds.tolist(), "T_world_board": self.poses.tolist(),
+                "sweep": None if self.sweep is None else {
+                    "t_session": [float(self.holds[-1, 1]), self.end_s], "velocity_m_s": self.sweep.tolist(),
+                    "ease_s": SWEEP_EASE_S,
+                    "motion": "the last pose translated; speed ramps linearly from 0 over ease_s, holds, and "
+                              "ramps back to 0 over the last ease_s"}}
+
+
+def sweep_distance(tau: float) -> float:
+    """Seconds-at-full-speed travelled ``tau`` seconds into the carry (multiply by the velocity):
+    the speed ramps linearly up over :data:`SWEEP_EASE_S`, holds, and ramps down at the end."""
+    e, T = SWEEP_EASE_S, SWEEP_S
+    tau = min(max(tau, 0.0), T)
+    if tau < e:
+        return tau * tau / (2 * e)
+    if tau <= T - e:
+        return tau - e / 2
+    left = T - tau
+    return (T - e) - left * left / (2 * e)
 
 
 def make_board_sequence(rng: np.random.Generator, pano_centre: np.ndarray, kinects: list[SimKinect],
@@ -87,5 +124,28 @@ def make_board_sequence(rng: np.random.Generator, pano_centre: np.ndarray, kinec
             raise ValueError("no board pose near the 360 camera is inside the reference Kinect's colour image")
         poses.append(T)
     starts = BOARD_START_S + np.arange(BOARD_POSES) * (BOARD_HOLD_S + BOARD_MOVE_S)
-    return BoardSequence(spec, np.stack([starts, starts + BOARD_HOLD_S], axis=-1), np.stack(poses))
+    return BoardSequence(spec, np.stack([starts, starts + BOARD_HOLD_S], axis=-1), np.stack(poses),
+                         _sweep(poses[-1], spec, pano_centre, kinects[0]))
+
+
+def _sweep(T_last: np.ndarray, spec: BoardSpec, pano_centre: np.ndarray, reference: SimKinect) -> np.ndarray | None:
+    """The final carry's velocity: down, up, or along the board's width either way, the first that
+    keeps the whole board inside the reference Kinect's colour image and 0.5-1.3 m from the 360
+    camera all along; None when none does. Chosen without random draws, so the rest of the
+    simulation draws what it drew before."""
+    along = T_last[:3, 0] - np.dot(T_last[:3, 0], [0.0, 1.0, 0.0]) * np.array([0.0, 1.0, 0.0])
+    along /= max(np.linalg.norm(along), 1e-9)
+    centre = T_last[:3, :3] @ np.array([spec.squares_x * spec.square_m / 2, spec.squares_y * spec.square_m / 2, 0.0])
+    for direction in (np.array([0.0, -1.0, 0.0]), np.array([0.0, 1.0, 0.0]), along, -along):
+        v = SWEEP_SPEED * direction
+        ok = True
+        for tau in np.linspace(0.0, SWEEP_S, 8):
+            T = T_last.copy()
+            T[:3, 3] += sweep_distance(tau) * v
+            if not board_in_view(reference, spec, T) or not 0.5 <= np.linalg.norm(T[:3, 3] + centre - pano_centre) <= 1.3:
+                ok = False
+                break
+        if ok:
+            return v
+    return None
 

@@ -31,8 +31,8 @@ Body tracking is modelled from the truth (sim/body_tracking.py) with temporally 
 confusion, new and swapped body ids, drop-outs). ``truth/realism.json`` records the level, the
 scene's geometry per Kinect (facing away, hidden joints, crossings) and what was injected.
 
-Board sequence (``SimConfig.board``, sim/board.py): during the first ~3 s a ChArUco board floats
-beside the 360 camera; it is drawn over the people (it is held in front of them) in the panorama and
+Board sequence (``SimConfig.board``, sim/board.py): during the first ~4 s a ChArUco board floats
+beside the 360 camera, held still in several poses and then carried away; it is drawn over the people (it is held in front of them) in the panorama and
 in every Kinect that sees it.
 
 Flashes (``SimConfig.flashes``): at each given session time a light comes on for
@@ -135,7 +135,8 @@ class SimConfig:
     kinect_video: bool = True
     """Write kinect_<serial>.mkv (colour, depth, IR) per Kinect, not only the body tracking JSON."""
     board: bool = False
-    """A ChArUco board held still in several poses during the first ~3 s, for calibrate --method board."""
+    """A ChArUco board held still in several poses and then carried away during the first ~4 s, for
+    calibrate --method board."""
     flashes: tuple[float, ...] = ()
     """Session times (seconds) at which a light comes on for about half a second (FLASH_HOLD_S), for
     sync --flash."""

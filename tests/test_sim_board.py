@@ -22,7 +22,7 @@ def board_session(tmp_path_factory):
     root = tmp_path_factory.mktemp("simboard") / "session"
     # The 360 camera with one viewpoint and a global shutter: the board calibration's target holds for the
     # geometry it models (with the field camera's two lenses and rolling shutter it errs by about 1 deg).
-    simulate_session(root, SimConfig(seconds=3.2, people=1, kinects=1, seed=5, pano_width=2560, kinect_noise_mm=0.0,
+    simulate_session(root, SimConfig(seconds=3.8, people=1, kinects=1, seed=5, pano_width=2560, kinect_noise_mm=0.0,
                                      board=True, pano_baseline_mm=0.0, pano_readout_ms=0.0, pano_exposure_ms=0.0))
     return root
 
