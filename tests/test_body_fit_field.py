@@ -56,3 +56,42 @@ def test_mirror_guard_at_the_end_and_after_a_bridged_drop_out():
     conf[bridge] = 1
     found = mirrored_frames(mirrored, conf, BodyFitConfig())
     assert found[100:].all() and not found[:92].any(), np.flatnonzero(found)
+
+
+def _correlated_noise(rng: np.random.Generator, shape: tuple, std_m: float, frames: float = 3.0) -> np.ndarray:
+    """Noise correlated over about ``frames`` frames (a first-order autoregression), ``std_m`` per axis."""
+    a = np.exp(-1.0 / frames)
+    out = np.zeros(shape)
+    out[0] = rng.normal(0.0, std_m, shape[1:])
+    for f in range(1, shape[0]):
+        out[f] = a * out[f - 1] + rng.normal(0.0, std_m * np.sqrt(1 - a * a), shape[1:])
+    return out
+
+
+def test_body_targets_smooth_each_joint_with_its_own_noise():
+    """k4abt's ankles and feet are far noisier than its trunk; smoothing every joint with the
+    person's one noise level leaves them noisy, and the fitted legs with them."""
+    from omnimocap.fusion.frame_stage import smooth_anchors
+    from omnimocap.fusion.pipeline import PeopleTracks, ProcessConfig, body_targets
+
+    skeleton, _, joints, kinect, confidence = synthetic_body_motion(240, seed=11)
+    rng = np.random.default_rng(12)
+    std = np.full(32, 0.004)
+    legs = [KINECT_INDEX[f"{j}_{s}"] for j in ("KNEE", "ANKLE", "FOOT") for s in ("LEFT", "RIGHT")]
+    std[legs] = 0.02
+    noisy = kinect + _correlated_noise(rng, kinect.shape, 1.0) * std[None, :, None]
+    people = PeopleTracks(np.arange(240) / 30.0, [0], noisy[None], confidence[None])
+    config = ProcessConfig()
+    from omnimocap.fusion.filtering import estimate_noise_std
+
+    per_person = smooth_anchors(people, np.array([estimate_noise_std(noisy)]), config).joints[0]
+    per_joint = body_targets(people, config)[0]
+    err = {k: np.nanmean(np.linalg.norm(x[:, legs] - kinect[:, legs], axis=-1)) * 1000
+           for k, x in (("raw", noisy), ("person", per_person), ("joint", per_joint))}
+    assert err["joint"] < 0.9 * err["person"], err
+    fit_person = fit_body(per_person, confidence, skeleton)
+    fit_joint = fit_body(per_joint, confidence, skeleton)
+    leg_joints = list(range(1, 12))
+    e_person = _error_mm(fit_person, joints)[:, leg_joints].mean()
+    e_joint = _error_mm(fit_joint, joints)[:, leg_joints].mean()
+    assert e_joint < e_person - 1.0, (e_joint, e_person)
