@@ -40,7 +40,13 @@ Method
    centimetre or so; where a hand was observed, its wrist replaces the Kinect's as the target of
    that SMPL-X wrist, with the weight ``hand_wrist_weight`` and no joint-definition offset (it is a
    SMPL-X wrist, not a k4abt joint). The forearm and the elbow then follow the hand.
-5. Frames with fewer than ``min_joints`` usable joints are not fitted but interpolated from their
+5. Mirrored runs (``mirror_guard``): k4abt, looking at a back, may report every left/right pair
+   exchanged for a second or so; where the multi-Kinect fusion left such a run (at a session's end,
+   after a drop-out), the fitted body would turn around. The body's horizontal lateral direction
+   (its shoulders and hips) cannot turn by more than ``mirror_jump_deg`` within a few frames, so a
+   jump there and back marks a run whose labels are exchanged back before anything is fitted
+   (:func:`mirrored_frames`).
+6. Frames with fewer than ``min_joints`` usable joints are not fitted but interpolated from their
    neighbours (slerp of local rotations, linear translation; held at the ends) and reported in
    :attr:`BodyFit.interpolated`.
 
@@ -141,6 +147,21 @@ class BodyFitConfig:
     hand_wrist_weight: float = 4.0
     """Weight of an observed hand wrist, against 1 for a Kinect joint of MEDIUM or HIGH confidence
     (a hand wrist is about twice as precise per axis)."""
+    mirror_guard: bool = True
+    """Exchange the left/right labels back in short runs of frames where the body's facing direction
+    (from its hips and shoulders) jumps by more than ``mirror_jump_deg`` into the run and back out of
+    it: no one turns that fast, while k4abt, looking at a back, reports every left/right pair
+    exchanged for a second or so. Runs the multi-Kinect fusion left mirrored (e.g. at a session's
+    end, or after a drop-out) would otherwise turn the whole fitted body around."""
+    mirror_jump_deg: float = 120.0
+    """Change of the horizontal facing direction between two frames (at most ``mirror_max_gap``
+    frames apart) that only an exchange of left and right explains (degrees)."""
+    mirror_max_gap: int = 10
+    """Frames without confidently seen hips and shoulders (e.g. a drop-out bridged by prediction)
+    across which a facing jump is still judged: a third of a second at 30 fps, in which a turn by
+    ``mirror_jump_deg`` is still faster than anyone turns."""
+    mirror_max_frames: int = 90
+    """Longest run taken as mirrored (frames): k4abt's front/back confusions last about a second."""
 
 
 @dataclass
@@ -602,6 +623,9 @@ def fit_body(
     X_all = np.asarray(kinect_joints, dtype=np.float64)
     conf = np.asarray(confidence)
     F = X_all.shape[0]
+    mirrored = mirrored_frames(X_all, conf, config) if config.mirror_guard else np.zeros(F, dtype=bool)
+    if mirrored.any():
+        X_all, conf = _exchange_sides(X_all, conf, mirrored)
     level = np.clip(np.nan_to_num(conf, nan=0).astype(int), 0, 3)
     weights = np.asarray(config.confidence_weights, dtype=np.float64)[level]
     weights = np.where(np.all(np.isfinite(X_all), axis=-1), weights, 0.0)
@@ -679,6 +703,91 @@ def _start(prob: _Problem, X_init: np.ndarray, w_init: np.ndarray, init: BodyFit
                            torch.as_tensor(w_init, dtype=dtype, device=device))
     R = torch.as_tensor(np.asarray(init.local_rotmats)[frames, :_NUM_BODY], dtype=dtype, device=device)
     return R, torch.as_tensor(np.asarray(init.transl)[frames], dtype=dtype, device=device)
+
+
+def _lr_pairs() -> tuple[np.ndarray, np.ndarray]:
+    """Kinect joint indices of every LEFT joint and its RIGHT counterpart."""
+    left = [KINECT_INDEX[n] for n in KINECT_JOINTS if n.endswith("_LEFT")]
+    right = [KINECT_INDEX[n[: -len("_LEFT")] + "_RIGHT"] for n in KINECT_JOINTS if n.endswith("_LEFT")]
+    return np.array(left), np.array(right)
+
+
+def mirrored_frames(kinect_joints: np.ndarray, confidence: np.ndarray, config: BodyFitConfig) -> np.ndarray:
+    """Frames (F,) bool whose Kinect joints carry exchanged left/right labels, judged from the body's
+    lateral direction alone (``config.mirror_*``, see :attr:`BodyFitConfig.mirror_guard`).
+
+    The lateral direction of a frame is (left - right) of its shoulders plus its hips, horizontal
+    (world y up), where at least 5 cm long and all four joints are seen with at least MEDIUM
+    confidence (predicted joints, e.g. a drop-out bridged between two labellings, turn smoothly
+    from one to the other and are not judged). Between two frames at most ``mirror_max_gap`` apart, a
+    turn of more than ``mirror_jump_deg`` is a jump; the jumps cut each stretch of judged frames into
+    runs of alternating labelling, and the labelling with fewer frames is the mirrored one (its runs
+    up to ``mirror_max_frames`` long are returned; frames without a lateral direction inside such a
+    run count with it). ``kinect_joints`` (F, 32, 3) world metres, NaN where missing; ``confidence``
+    (F, 32) k4abt levels 0..3."""
+    X = np.asarray(kinect_joints, dtype=np.float64)
+    level = np.nan_to_num(np.asarray(confidence, dtype=np.float64), nan=0.0)
+    sure = np.ones(X.shape[0], dtype=bool)
+    F = X.shape[0]
+    out = np.zeros(F, dtype=bool)
+    lateral = np.zeros((F, 2))
+    for side in ("SHOULDER", "HIP"):
+        d = X[:, KINECT_INDEX[f"{side}_LEFT"]] - X[:, KINECT_INDEX[f"{side}_RIGHT"]]
+        lateral += np.nan_to_num(d[:, [0, 2]])
+        for lr in ("LEFT", "RIGHT"):
+            sure &= level[:, KINECT_INDEX[f"{side}_{lr}"]] >= 2
+    length = np.linalg.norm(lateral, axis=-1)
+    is_judged = (length > 0.05) & sure
+    judged = np.flatnonzero(is_judged)
+    if len(judged) < 2:
+        return out
+    u = lateral[judged] / length[judged, None]
+    cos_jump = np.cos(np.radians(config.mirror_jump_deg))
+    # stretches: consecutive judged frames close enough in time to be compared
+    near = np.diff(judged) <= config.mirror_max_gap + 1
+    jump = near & (np.sum(u[1:] * u[:-1], axis=-1) < cos_jump)
+    start = 0
+    for end in list(np.flatnonzero(~near) + 1) + [len(judged)]:
+        cuts = np.flatnonzero(jump[start:end - 1]) + start + 1
+        if len(cuts):
+            bounds = np.concatenate([[start], cuts, [end]])
+            runs = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+            frames = [judged[b - 1] - judged[a] + 1 for a, b in runs]
+            odd = sum(frames[1::2]) < sum(frames[0::2])
+            for i, (a, b) in enumerate(runs):
+                if (i % 2 == 1) == odd and frames[i] <= config.mirror_max_frames:
+                    out[judged[a]: judged[b - 1] + 1] = True
+                    # unjudged frames at the run's borders go with the side they face alike
+                    for f0, f1, own in ((judged[a - 1] if a > start else judged[a], judged[a], a),
+                                        (judged[b - 1], judged[b] if b < end else judged[b - 1], b - 1)):
+                        other = a - 1 if own == a else b
+                        if other < start or other >= end:
+                            # the stretch's end: the frames beyond it that still face alike
+                            step = -1 if own == a else 1
+                            f = judged[own] + step
+                            while 0 <= f < F and not is_judged[f] and length[f] > 0.05 and lateral[f] @ u[own] > 0:
+                                out[f] = True
+                                f += step
+                            continue
+                        mid = np.arange(f0 + 1, f1)
+                        v = lateral[mid] / np.maximum(length[mid], 1e-9)[:, None]
+                        closer = (v @ u[own]) > (v @ u[other])
+                        out[mid] |= closer & (length[mid] > 0.05)
+        start = end
+    return out
+
+
+def _exchange_sides(X: np.ndarray, conf: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of Kinect joints (F, 32, 3) and confidences (F, 32) with every left/right pair
+    exchanged on ``frames`` (F,) bool."""
+    left, right = _lr_pairs()
+    X, conf = X.copy(), conf.copy()
+    for a in (X, conf):
+        la, ra = a[frames][:, left], a[frames][:, right]
+        sel = np.flatnonzero(frames)
+        a[np.ix_(sel, left)] = ra
+        a[np.ix_(sel, right)] = la
+    return X, conf
 
 
 def _take_hand_wrists(X: np.ndarray, w: np.ndarray, wrist_targets: np.ndarray | None,

@@ -13,8 +13,8 @@ Stages, and where each lives:
 5. resampling of the hands from panorama frame times to the output times (the reference Kinect's
    frame times), positions by cubic Hermite, rotations by slerp, then smoothing
    (:func:`_hands_at_output_times`, ``geometry.resample``, ``fusion.filtering``);
-6. the SMPL-X body fit and hand integration (:func:`_fit_bodies`, ``fusion.body_fit``,
-   ``fusion.hand_integration``), then the results folder (:func:`write_results`, ``fusion.export``).
+6. the SMPL-X body fit to the Kinect joints, each smoothed with its own noise (:func:`body_targets`),
+   and hand integration (:func:`_fit_bodies`, ``fusion.body_fit``, ``fusion.hand_integration``), then the results folder (:func:`write_results`, ``fusion.export``).
 
 Stage 1 reads the whole session once; stages 2-6 run over a window of output frames
 (:func:`process_window`), so a long session is processed in time chunks with overlap and stitched
@@ -125,6 +125,16 @@ class ProcessConfig:
     (``capture.people``)."""
     body: BodyFitConfig = field(default_factory=BodyFitConfig)
     """The SMPL-X body fit (``fusion.body_fit``; its ``device`` is replaced by ``device`` above)."""
+    body_joint_smoothing: bool = True
+    """Smooth each Kinect joint the body fit reads with its own measured noise (``smoothing`` adapts
+    one noise level per person, so the far noisier ankles, feet and wrists are smoothed as little as
+    the trunk); with ``smoothing`` off, or this off, the body is fitted to the hand anchors."""
+    body_noise_scale: float = 16.0
+    """Factor on each Kinect joint's noise measured from second differences
+    (:func:`~omnimocap.fusion.filtering.estimate_noise_std`) for ``body_joint_smoothing``: k4abt's
+    noise is correlated over a few frames, and second differences see only a small part of it. On
+    simulated 15 s sessions (ideal, field, independent errors) the body error fell with the factor
+    up to about 16 (by 0.9-1.3 mm against the person's one noise level) and rose again beyond 25."""
     smoothing: bool = True
     """Temporal smoothing, adapted to each track's measured noise, of the Kinect joints that anchor
     the hands' depth and of the fused hands (noise-free data pass unchanged)."""
@@ -575,6 +585,23 @@ def _hands_at_output_times(observed: WindowObservations, t_pano: np.ndarray, t_o
     return OutputHands(hand_joints, hand_R, hand_pose, hand_valid, fps)
 
 
+def body_targets(people: PeopleTracks, config: ProcessConfig) -> np.ndarray:
+    """The Kinect joints (P, F, 32, 3) the body fit reads (world metres, NaN where missing): every
+    joint of every person smoothed on its own (``config.position_smoother``), with its own noise
+    measured from second differences times ``config.body_noise_scale``."""
+    joints = people.joints.copy()
+    if len(people.t_session) <= 2:
+        return joints
+    fps = float(1.0 / np.median(np.diff(people.t_session)))
+    for p in range(joints.shape[0]):
+        for j in range(joints.shape[2]):
+            track = people.joints[p][:, j]
+            if np.isfinite(track).any():
+                sd = config.body_noise_scale * estimate_noise_std(track)
+                joints[p][:, j] = smooth_positions(track, fps, config.position_smoother, noise_std=sd)
+    return joints
+
+
 def _fit_bodies(inputs: SessionInputs, anchors: PeopleTracks, people: PeopleTracks, hands: OutputHands,
                 config: ProcessConfig) -> tuple:
     """Stage 6: the SMPL-X body fit to each person's (smoothed) Kinect joints and the hands put on
@@ -591,8 +618,9 @@ def _fit_bodies(inputs: SessionInputs, anchors: PeopleTracks, people: PeopleTrac
     transl = np.zeros((P, F, 3))
     betas = np.zeros((P, skeleton.num_betas))
     status = np.zeros((P, F, 2), dtype="U8")
+    targets = body_targets(people, config) if config.body_joint_smoothing and config.smoothing else anchors.joints
     for p in range(P):
-        fit = fit_body(anchors.joints[p], people.confidence[p], skeleton, body_cfg,
+        fit = fit_body(targets[p], people.confidence[p], skeleton, body_cfg,
                        betas=None if inputs.betas is None else inputs.betas[p],
                        joint_offsets=None if inputs.joint_offsets is None else inputs.joint_offsets[p],
                        wrist_targets=hands.joints[p][:, :, HAND21_INDEX["wrist"]])
