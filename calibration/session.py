@@ -27,6 +27,7 @@ from omnimocap.calibration.pano_hands import (
     ViewDetector, detect_hands,
 )
 from omnimocap.calibration.pano_bodies import PoseDetector, detect_bodies, with_bodies
+from omnimocap.calibration.sync import offset_priors_m
 from omnimocap.calibration.pano_observer import (
     detection_inputs, observer_inputs, observer_kind, open_pose_detector, open_view_detector,
 )
@@ -95,7 +96,8 @@ def _from_simulated_observer(session: Session, kinect_rig: Rig, serial: str, sta
     frames used and the rig.json inputs."""
     obs = pano_observations(session, noise_deg=config.observer.noise_deg)
     coarse = coarse_time_map(obs.t_pano, obs.t_host)
-    tracks = kinect_wrist_tracks(session, serial, kinect_rig, obs.bearings.shape[1] // TRACKS_PER_PERSON)
+    tracks = kinect_wrist_tracks(session, serial, kinect_rig, obs.bearings.shape[1] // TRACKS_PER_PERSON,
+                                 align_definitions=config.observer.align_kinect_joints)
     init_T, init_time, search = None, coarse, config.markerless.search_s
     if start is not None:
         init_T = start[0]
@@ -115,7 +117,8 @@ def _from_detected_hands(session: Session, kinect_rig: Rig, serial: str, start: 
     only): searched from nothing on the hands (or started from ``start``), then association and
     solve alternating ``config.observer.association_rounds`` times. Returns the result, the
     panorama frames of the last solve and the rig.json inputs."""
-    tracks = kinect_wrist_tracks(session, serial, kinect_rig)
+    tracks = kinect_wrist_tracks(session, serial, kinect_rig,
+                                 align_definitions=config.observer.align_kinect_joints)
     detected = detect_hands(session, tracks, det,
                             stride=config.observer.stride, search_frames=config.markerless.search_frames,
                             progress=progress, T_kinect_pano=None if start is None else start[0],
@@ -139,7 +142,9 @@ def _from_detected_hands(session: Session, kinect_rig: Rig, serial: str, start: 
                                    max_translation_std_mm=DETECTION_MAX_TRANSLATION_STD_MM,
                                    noise_ar_order=DETECTION_NOISE_AR_ORDER, limits=config.markerless,
                                    robust=config.robust, optics=kinect_rig.pano_optics, body_frames=joint.body_frames,
-                                   offset_tracks=joint.offset_tracks)
+                                   offset_tracks=joint.offset_tracks,
+                                   offset_prior_m=offset_priors_m(obs.bearings.shape[1], joint.bearings.shape[1],
+                                                                  config.observer))
         T, tm, search = res.T_kinect_pano, res.time_map, config.observer.refit_search_s
     return res, int(len(obs.t_pano)), detection_inputs(detected, det, bodies, poser)
 
