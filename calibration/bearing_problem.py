@@ -87,12 +87,14 @@ class BearingProblem:
         return self.T0 @ pose_from_vector(x[2:8] * 1e-3)
 
     def set_offsets(self, t_frames: np.ndarray, frames: np.ndarray, offset_tracks: np.ndarray,
-                    prior_m: float, noise_deg: float) -> None:
+                    prior_m: float | np.ndarray, noise_deg: float) -> None:
         """Model a constant offset per track of ``offset_tracks`` (K,) bool in each of S frames that
         move with the body: ``frames`` (N,K,3,3) or (N,K,S,3,3) rotations (columns: the frame's axes
         in the reference frame) at times ``t_frames`` (N,) (the nearest one is used; NaN where
         unknown, where that frame's offset then does nothing). The offsets (mm; S per track, track
         by track) follow the other parameters in ``x``, each with a prior of ``prior_m`` per axis
+        (metres; one value, or (K,) one per track: what a track's offset is expected to be, e.g.
+        smaller for k4abt's hand joints against a hand detector than for a pose model's keypoints)
         weighed like a bearing of ``noise_deg``. A detector's keypoint is not the Kinect's joint:
         the difference stays with the body (or with the limb), turns with it, and would otherwise
         look like a clock error."""
@@ -106,7 +108,10 @@ class BearingProblem:
         self.offset_slot = slots[self.track]
         self.offset_t = np.asarray(t_frames, dtype=np.float64)
         self.offset_frames = np.nan_to_num(frames)
-        self.offset_prior = np.radians(noise_deg) / prior_m * 1e-3  # per mm of offset
+        prior = np.broadcast_to(np.asarray(prior_m, dtype=np.float64), (self.splines.num_tracks,))
+        # per mm of offset, one weight per offset parameter (track by track, S frames of 3 axes each)
+        self.offset_prior = np.repeat(np.radians(noise_deg) / prior[np.flatnonzero(offset_tracks)] * 1e-3,
+                                      3 * self.n_sets)
 
     def offsets_m(self, x: np.ndarray) -> np.ndarray:
         """The modelled offsets (n,3), metres, each in its frame (track by track, S frames each)."""
@@ -176,7 +181,7 @@ class BearingProblem:
         # A track's predecessors are its own observations, so whitening keeps each row in its slot.
         D = self._whiten(D * self.weights[:, None, None]).reshape(3 * len(self), 3 * S)
         mask, indices, indptr, shape = self._sparsity(n, bool(prior_weight))
-        data = np.r_[np.concatenate([J, D], axis=1)[mask], np.full(3 * self.n_offsets, self.offset_prior),
+        data = np.r_[np.concatenate([J, D], axis=1)[mask], self.offset_prior,
                      [prior_weight] if prior_weight else []]
         return sparse.csr_matrix((data, indices, indptr), shape=shape)
 
@@ -260,6 +265,31 @@ class BearingProblem:
         s_obs = np.radians(noise_deg)
         self.weights = s_obs / np.sqrt(s_obs ** 2 + (point_noise / dist) ** 2)
 
+    def weigh_tracks(self, x: np.ndarray, min_factor: float = 0.25, min_observations: int = 30) -> np.ndarray:
+        """Scale each track's weights by ``min(1, s / s_k)``, clipped below at ``min_factor``: ``s_k``
+        the median weighted angle at ``x`` of track k's observations (the weights of
+        :meth:`weigh_by_distance`, so each angle is judged against its expected error), ``s`` the
+        median over every observation. A track whose residuals are larger than the others' at the
+        first fit's solution carries a larger error than assumed (a joint defined differently, a
+        slowly drifting joint) and is trusted correspondingly less; no track gains weight. Tracks
+        with fewer than ``min_observations`` observations or weight 0 keep their weights. Returns the
+        factors (num_tracks,) (1 where unchanged)."""
+        factors = np.ones(self.splines.num_tracks)
+        a = self.angles_deg(x) * self.weights
+        used = self.weights > 0
+        if not used.any():
+            return factors
+        typical = float(np.median(a[used]))
+        for k in np.unique(self.track[used]):
+            m = used & (self.track == k)
+            if m.sum() < min_observations:
+                continue
+            own = float(np.median(a[m]))
+            if own > typical > 0:
+                factors[k] = max(typical / own, min_factor)
+        self.weights = self.weights * factors[self.track]
+        return factors
+
     def angles_deg(self, x: np.ndarray) -> np.ndarray:
         chord = np.linalg.norm(self.predicted(x) - self.bearings, axis=-1)
         return np.degrees(2 * np.arcsin(np.clip(chord / 2, 0.0, 1.0)))
@@ -333,6 +363,9 @@ class BearingProblem:
 
         fit = self._fit(x0, scale, prior(None), loss, robust)
         stats = self._stats(fit, noise_deg, None)
+        self.track_factors = np.ones(self.splines.num_tracks)
+        if robust.weigh_tracks:
+            self.track_factors = self.weigh_tracks(fit.x, robust.track_weight_min, robust.track_weight_min_observations)
         if robust.scale_from_data:
             # the loss's scale from the residuals themselves: the median angle of a 2-D Gaussian
             # bearing error is 1.177 sigma per axis
@@ -360,6 +393,7 @@ class BearingProblem:
             stats = self._stats(fit, noise_deg, rate_prior_std_ppm)
         stats["fits"] = list(self.fits)
         stats["cut_observations"] = int(cut.sum())
+        stats["track_weights"] = self.track_factors
         stats["iterations"] = int(sum(f["iterations"] for f in self.fits))
         return fit.x, stats
 
@@ -410,7 +444,7 @@ class BearingProblem:
         info = J.T @ J / (sigma2 * tau)
         if self.n_offsets:
             k = 3 * self.n_offsets
-            info[-k:, -k:] += np.eye(k) * self.offset_prior ** 2 / sigma2
+            info[-k:, -k:] += np.diag(self.offset_prior ** 2) / sigma2
         if rate_prior_std_ppm:
             info[0, 0] += 1.0 / rate_prior_std_ppm ** 2
         try:

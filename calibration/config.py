@@ -42,6 +42,17 @@ class RobustConfig:
     """Window, seconds, over which a track's residuals are judged together."""
     run_cut_sigmas: float = 4.0
     """A window's median angle beyond this many robust standard deviations of the fit drops it."""
+    weigh_tracks: bool = True
+    """After the first fit, each track's weights are scaled by how well the track agrees with it: its
+    observations' median weighted angle against that of all tracks (see
+    :meth:`~omnimocap.calibration.bearing_problem.BearingProblem.weigh_tracks`). A track whose joint the
+    Kinects define with a larger bias, or track with more (slow) noise, than the others (k4abt's hands and
+    wrists) then pulls the clock and the pose by its real error, not by the one assumed for every joint;
+    off: every track is weighed by the assumed noise alone."""
+    track_weight_min: float = 0.25
+    """Least factor by which a track's weights are scaled (its residuals at most 4x the typical ones count)."""
+    track_weight_min_observations: int = 30
+    """Tracks with fewer observations than this keep their weights (too few to judge)."""
     rate_prior_throughout: bool = True
     """The clock rate's measurement from the host arrival times weighs in every fit of the solve (off: in a last
     fit only, after the rate has wandered along the flat valley of rate against keypoint offsets)."""
@@ -99,6 +110,20 @@ class ObserverConfig:
     off (the default): the hands are taken as exact. Measured on 30 s field sessions (seed 2): the pose's
     rotation error 0.36 -> 0.26 deg under the independent k4abt model, but its translation error 8.3 -> 11.2 mm
     under the simulator's own (the offsets trade off against the camera's position)."""
+    align_kinect_joints: bool = True
+    """Before the Kinects' joints are fused, each other Kinect's joint is moved onto the reference Kinect's
+    definition of it: their median difference in the joint's reported orientation, per person and joint (k4abt's
+    joint-definition bias is partly each Kinect's own), so that the fused joint does not step where one Kinect
+    loses the person (calibration/observations.py ``kinect_wrist_tracks``); off: fused as reported. Measured on
+    30 s sessions (calibrate then sync, simulated detector): the pose's rotation error 0.37 -> 0.24 deg under the
+    independent k4abt model (seed 2), but 0.13 -> 0.20 deg under the simulator's own (seed 4)."""
+    hand_offset_prior_mm: float = 8.0
+    """With ``hand_offsets``: the expected size of a hand's offset, millimetres per axis (k4abt's joint-definition
+    bias of the wrist and hand joints); a prior of this size keeps the hands' offsets from trading against the
+    camera's position."""
+    body_offset_prior_mm: float = 15.0
+    """The expected size of a body keypoint's offset from its Kinect joint, millimetres per axis (a pose model's
+    keypoint definition against k4abt's, and k4abt's bias of the trunk's joints)."""
     body_segment_offsets: bool = True
     """Each body keypoint's offset from the Kinect joint is solved in the Kinect joint's segment frame (its
     reported orientation: k4abt's joint-definition bias turns with the limb) as well as in the body's frame (the

@@ -57,7 +57,7 @@ def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.
                          max_rotation_std_deg: float = 0.5, max_translation_std_mm: float = 25.0,
                          noise_ar_order: int = 2, seed: int = 0,
                          body_frames: tuple[np.ndarray, np.ndarray] | None = None,
-                         offset_tracks: np.ndarray | None = None, offset_prior_m: float = 0.015,
+                         offset_tracks: np.ndarray | None = None, offset_prior_m: float | np.ndarray = 0.015,
                          limits: MarkerlessConfig | None = None, robust: RobustConfig | None = None,
                          optics: PanoOptics | None = None) -> MarkerlessResult:
     """Solve ``T_kinect_pano`` and the pano time map from motion.

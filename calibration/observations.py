@@ -194,11 +194,19 @@ def _joint_tracks(rec: BodyRecording, people: int) -> tuple[np.ndarray, np.ndarr
     return pts, var, rot
 
 
-def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int | None = None) -> KinectTracks:
+def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int | None = None,
+                        align_definitions: bool = True) -> KinectTracks:
     """Read every Kinect's ``bodies_<serial>.json``, map its times onto the session clock and its
     joints into Kinect ``serial``'s depth frame with ``rig``, and fuse them (see the module
     docstring) at Kinect ``serial``'s frame times. Kinects without body tracking or without a pose in
-    ``rig`` are left out."""
+    ``rig`` are left out.
+
+    With ``align_definitions`` each other Kinect's joints are first brought onto a common definition
+    with the reference Kinect's (:func:`definition_difference`): k4abt places a person's joint with
+    a bias of its own on each Kinect, constant in the joint's reported orientation, so a fused point
+    that passes from two Kinects to one (the person hidden from one of them, dropped, or given a new
+    id) would step by half their difference, and the trajectory's smoothing turns the step into
+    motion that the clock follows."""
     kinects = session.kinects()
     entry = next((d for d in kinects if d.serial == serial), None)
     if entry is None or not entry.bodies:
@@ -212,6 +220,7 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
     people = num_people if num_people is not None else (max(rec.bodies) + 1 if rec.bodies else 0)
     t = rig.time_map(kinect_name(serial)).to_session(rec.timestamps)
     pts, var, rot = _joint_tracks(rec, people)
+    rot_own = rot.copy()  # the reference Kinect's own orientations (``rot`` is filled from the others)
     T_kinect_world = invert_pose(rig.pose(kinect_name(serial)))
     wsum = 1.0 / var
     acc = np.where(np.isfinite(pts), pts, 0.0) * wsum[..., None]
@@ -223,14 +232,14 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
         rec_o = recordings[other.serial]
         if len(rec_o) < 2:
             continue
-        p_o, var_o, rot_o = _joint_tracks(rec_o, people)
+        p_o, var_o, rot_o_own = _joint_tracks(rec_o, people)
         T_kinect_other = T_kinect_world @ rig.pose(name)
         p_o = transform_points(T_kinect_other, p_o)
         # onto the reference Kinect's times, between two frames at most MAX_FRAME_GAP_S apart
         at = linear_brackets(rig.time_map(name).to_session(rec_o.timestamps), t, MAX_FRAME_GAP_S)
         p_o = at.apply(p_o)
         nearest = np.where(at.w < 0.5, at.lo, at.hi)
-        rot_o = np.where(at.ok[:, None, None, None], T_kinect_other[:3, :3] @ rot_o[nearest], np.nan)
+        rot_o = np.where(at.ok[:, None, None, None], T_kinect_other[:3, :3] @ rot_o_own[nearest], np.nan)
         rot = np.where(np.isnan(rot), rot_o, rot)
         v_o = np.full(p_o.shape[:-1], np.inf)
         v_o[at.ok] = np.maximum(*at.neighbours(var_o))
@@ -239,6 +248,10 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
         # reference Kinect's joint there rather than averaging two things.
         far = np.linalg.norm(p_o - pts, axis=-1) > FUSION_GATE_M
         v_o = np.where(far, np.inf, v_o)
+        if align_definitions:
+            d = definition_difference(pts, rot_own, p_o, rot_o, ~far & np.isfinite(v_o) & np.isfinite(var))
+            # onto the reference Kinect's definition, whichever Kinects see the joint
+            p_o = p_o - np.einsum("nkij,kj->nki", np.nan_to_num(rot_o), d)
         w_o = 1.0 / v_o
         acc += np.where(np.isfinite(p_o), p_o, 0.0) * w_o[..., None]
         wsum = wsum + w_o
@@ -249,6 +262,30 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
     fused[wsum <= 0] = np.nan
     sigma[wsum <= 0] = np.nan
     return KinectTracks(serial, t, fused, sigma, tuple(used), rot)
+
+
+def definition_difference(p_ref: np.ndarray, R_ref: np.ndarray, p_other: np.ndarray, R_other: np.ndarray,
+                          both: np.ndarray, min_frames: int = 30) -> np.ndarray:
+    """(K,3) metres: for each of K joints, the constant offset d, in the joint's reported orientation
+    (its frame's axes in the columns of ``R_ref`` and ``R_other`` (N,K,3,3), the same joint as two
+    Kinects report it, in one frame), such that ``p_other - R_other d`` agrees with ``p_ref`` (N,K,3,
+    metres): the per-axis median over the frames ``both`` (N,K) of the difference seen in the two
+    orientations' local frames (averaged). Zero for joints with fewer than ``min_frames`` such frames
+    or without orientations."""
+    K = p_ref.shape[1]
+    out = np.zeros((K, 3))
+    ok = both & np.all(np.isfinite(p_ref), -1) & np.all(np.isfinite(p_other), -1) \
+        & np.all(np.isfinite(R_ref), (-2, -1)) & np.all(np.isfinite(R_other), (-2, -1))
+    for k in range(K):
+        m = ok[:, k]
+        if m.sum() < min_frames:
+            continue
+        diff = p_other[m, k] - p_ref[m, k]
+        # each Kinect's local frame; the difference is the offset in either (their orientations agree
+        # up to the trackers' noise), so the mean of both readings is taken
+        local = 0.5 * (np.einsum("nji,nj->ni", R_other[m, k], diff) + np.einsum("nji,nj->ni", R_ref[m, k], diff))
+        out[k] = np.median(local, axis=0)
+    return out
 
 
 def simulated_pano_observations(session: Session, noise_deg: float = 0.2, seed: int = 0) -> PanoObservations:

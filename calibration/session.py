@@ -35,6 +35,7 @@ from omnimocap.calibration.pano_observer import (
     raw_pano_optics,
 )
 from omnimocap.calibration.session_rig import load_rig, reference_serial, write_rig
+from omnimocap.calibration.sync import offset_priors_m
 from omnimocap.capture.rig import Rig, TimeMap
 from omnimocap.capture.session import Session, kinect_name
 from omnimocap.errors import InputError, UserError
@@ -104,7 +105,8 @@ def _from_simulated_observer(session: Session, kinect_rig: Rig, serial: str, sta
     result, the panorama frames used and the rig.json inputs."""
     obs = pano_observations(session, noise_deg=config.observer.noise_deg)
     coarse = coarse_time_map(obs.t_pano, obs.t_host)
-    tracks = kinect_wrist_tracks(session, serial, kinect_rig, obs.bearings.shape[1] // TRACKS_PER_PERSON)
+    tracks = kinect_wrist_tracks(session, serial, kinect_rig, obs.bearings.shape[1] // TRACKS_PER_PERSON,
+                                 align_definitions=config.observer.align_kinect_joints)
     init_T, init_time, search = None, coarse, config.markerless.search_s
     if start is not None:
         init_T = start[0]
@@ -124,7 +126,8 @@ def _from_detected_hands(session: Session, kinect_rig: Rig, serial: str, start: 
     only) seen through ``optics``: searched from nothing on the hands (or started from ``start``), then association and
     solve alternating ``config.observer.association_rounds`` times. Returns the result, the
     panorama frames of the last solve and the rig.json inputs."""
-    tracks = kinect_wrist_tracks(session, serial, kinect_rig)
+    tracks = kinect_wrist_tracks(session, serial, kinect_rig,
+                                 align_definitions=config.observer.align_kinect_joints)
     detected = detect_hands(session, tracks, det,
                             stride=config.observer.stride, search_frames=config.markerless.search_frames,
                             progress=progress, T_kinect_pano=None if start is None else start[0],
@@ -148,7 +151,9 @@ def _from_detected_hands(session: Session, kinect_rig: Rig, serial: str, start: 
                                    max_translation_std_mm=DETECTION_MAX_TRANSLATION_STD_MM,
                                    noise_ar_order=DETECTION_NOISE_AR_ORDER, limits=config.markerless,
                                    robust=config.robust, optics=optics, body_frames=joint.body_frames,
-                                   offset_tracks=joint.offset_tracks)
+                                   offset_tracks=joint.offset_tracks,
+                                   offset_prior_m=offset_priors_m(obs.bearings.shape[1], joint.bearings.shape[1],
+                                                                  config.observer))
         T, tm, search = res.T_kinect_pano, res.time_map, config.observer.refit_search_s
     return res, int(len(obs.t_pano)), detection_inputs(detected, det, bodies, poser)
 

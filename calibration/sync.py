@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from omnimocap.calibration.coarse_sync import coarse_time_map, rate_std_ppm, with_rate
-from omnimocap.calibration.config import SyncConfig
+from omnimocap.calibration.config import ObserverConfig, SyncConfig
 from omnimocap.calibration.flash_session import flash_time_map
 from omnimocap.calibration.observations import TRACKS_PER_PERSON, kinect_wrist_tracks, pano_observations
 from omnimocap.calibration.pano_hands import DETECTION_NOISE_AR_ORDER, DETECTION_NOISE_DEG, ViewDetector, detect_hands
@@ -58,6 +58,13 @@ def sync_session(session_dir, config: SyncConfig | None = None, *, view_detector
     return {"a": time_map.a, "b": time_map.b, **result}
 
 
+def offset_priors_m(num_hand_tracks: int, num_tracks: int, observer: ObserverConfig) -> np.ndarray:
+    """(K,) the prior of each track's offset, metres per axis: ``observer.hand_offset_prior_mm`` for the
+    ``num_hand_tracks`` hand tracks (first), ``observer.body_offset_prior_mm`` for the body keypoints' tracks."""
+    return np.r_[np.full(num_hand_tracks, observer.hand_offset_prior_mm),
+                 np.full(num_tracks - num_hand_tracks, observer.body_offset_prior_mm)] * 1e-3
+
+
 def _motion_sync(session: Session, previous: Rig, serial: str, config: SyncConfig, view_detector: ViewDetector | None,
                  pose_detector: PoseDetector | None, progress: bool) -> tuple[SyncResult, dict]:
     """The time map from motion with ``previous``'s poses, and the rig.json inputs."""
@@ -67,7 +74,8 @@ def _motion_sync(session: Session, previous: Rig, serial: str, config: SyncConfi
     if kind == "simulated":
         obs = pano_observations(session, noise_deg=config.observer.noise_deg)
         coarse = coarse_time_map(obs.t_pano, obs.t_host)
-        tracks = kinect_wrist_tracks(session, serial, previous, obs.bearings.shape[1] // TRACKS_PER_PERSON)
+        tracks = kinect_wrist_tracks(session, serial, previous, obs.bearings.shape[1] // TRACKS_PER_PERSON,
+                                 align_definitions=config.observer.align_kinect_joints)
         traj = transform_points(T_world_kinect, tracks.points)
         res = fine_time_map(obs.t_pano, obs.bearings, tracks.t_session, traj, T_world_pano, coarse,
                             traj_sigma=tracks.sigma, search_s=config.motion.search_s,
@@ -78,7 +86,7 @@ def _motion_sync(session: Session, previous: Rig, serial: str, config: SyncConfi
     poser = open_pose_detector(session, kind, pose_detector, config.observer.pose_model,
                                    config.observer.device) if config.observer.body_keypoints else None
     T_kinect_pano = invert_pose(T_world_kinect) @ T_world_pano
-    tracks = kinect_wrist_tracks(session, serial, previous)
+    tracks = kinect_wrist_tracks(session, serial, previous, align_definitions=config.observer.align_kinect_joints)
     detected = detect_hands(session, tracks, det, T_kinect_pano=T_kinect_pano, stride=config.observer.stride,
                             progress=progress)
     coarse = coarse_time_map(detected.t_pano, detected.t_host)
@@ -98,6 +106,8 @@ def _motion_sync(session: Session, previous: Rig, serial: str, config: SyncConfi
                             search_s=search, noise_deg=DETECTION_NOISE_DEG,
                             rate_prior_std_ppm=rate_std_ppm(detected.t_pano, coarse), robust=config.robust,
                             body_frames=joint.body_frames, offset_tracks=joint.offset_tracks,
+                            offset_prior_m=offset_priors_m(obs.bearings.shape[1], joint.bearings.shape[1],
+                                                           config.observer),
                             optics=previous.pano_optics)
         tm, search = res.time_map, config.observer.refit_search_s
     return res, detection_inputs(detected, det, bodies, poser)

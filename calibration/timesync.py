@@ -52,6 +52,9 @@ class SyncResult:
     """Trust-region iterations of the solve, all its fits together."""
     fits: list | None = None
     """Each fit of the solve: its iterations, residual evaluations and why it stopped."""
+    track_weights: np.ndarray | None = None
+    """(K,) the factor each track's weights were scaled by after the first fit (1: unchanged; see
+    ``RobustConfig.weigh_tracks``)."""
     cut_observations: int = 0
     """Bearings dropped with their track's window of outlying residuals (see ``RobustConfig.cut_outlying_runs``)."""
 
@@ -68,6 +71,7 @@ class SyncResult:
             "iterations": self.iterations,
             "fits": self.fits,
             "cut_observations": self.cut_observations,
+            "track_weights": None if self.track_weights is None else [round(float(w), 3) for w in self.track_weights],
         }
 
 
@@ -78,7 +82,7 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
                   point_noise_m: float = 0.01, noise_ar_order: int = 2, window_s: float = 60.0,
                   min_observations: int = 100, min_frames: int = 60, min_motion_m: float = 0.03,
                   body_frames: tuple[np.ndarray, np.ndarray] | None = None, offset_tracks: np.ndarray | None = None,
-                  offset_prior_m: float = 0.015, robust: RobustConfig | None = None,
+                  offset_prior_m: float | np.ndarray = 0.015, robust: RobustConfig | None = None,
                   optics: PanoOptics | None = None) -> SyncResult:
     """Time map of the panorama from motion.
 
@@ -103,7 +107,7 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
     With ``offset_tracks`` (K,) bool and ``body_frames`` = (times (N,), rotations (N,K,3,3), or
     (N,K,S,3,3) for S frames per track) (see :func:`body_frames`), those tracks get a constant offset
     in each of those frames (the body's, the limb's), solved jointly
-    (prior ``offset_prior_m`` per axis; :meth:`BearingProblem.set_offsets`): for keypoints of a
+    (prior ``offset_prior_m`` per axis, metres, or (K,) one per track; :meth:`BearingProblem.set_offsets`): for keypoints of a
     detector whose definition differs from the Kinect's joints (body keypoints; see
     :attr:`SyncResult.offsets_mm`). ``robust`` sets the robust loss (default :class:`RobustConfig`);
     ``optics`` the 360 camera's lenses and rolling shutter (see :class:`BearingProblem`; default ideal).
@@ -155,6 +159,7 @@ def fine_time_map(t_pano: np.ndarray, bearings: np.ndarray, t_traj: np.ndarray, 
         translation_std_mm=float(np.linalg.norm(std[5:8])) if n == 8 else None,
         offsets_mm=problem.offsets_m(x) * 1e3 if problem.n_offsets else None,
         iterations=stats["iterations"], fits=stats["fits"], cut_observations=stats["cut_observations"],
+        track_weights=stats["track_weights"],
     )
 
 

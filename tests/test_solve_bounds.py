@@ -117,3 +117,21 @@ def test_rate_measurement_in_every_fit_keeps_the_solve_short_and_the_rate_near_i
     res = solve(turning_person(seed), RobustConfig())
     assert res.iterations < 60, res.fits
     assert abs(res.time_map.a - 1.0) * 1e6 < 10.0  # the start's rate, a measurement of 50 ppm
+
+
+def test_a_per_track_prior_holds_only_its_own_track():
+    """The keypoint offsets' prior can differ per track (the hands' k4abt bias is smaller than a pose
+    model's keypoint offsets): one value for every track equals the scalar, and a tight prior on one
+    track shrinks that track's offset alone."""
+    scene = turning_person(11)
+    t, joints, t_pano, bearings, frames = scene
+
+    def offsets(prior):
+        return fine_time_map(t_pano, bearings, t, joints, np.eye(4), TimeMap(1.0, 0.03), noise_deg=0.3, search_s=0.1,
+                             rate_prior_std_ppm=50.0, refine_extrinsics=True, body_frames=frames,
+                             offset_tracks=np.ones(5, bool), offset_prior_m=prior).offsets_mm
+
+    scalar, same, tight = offsets(0.015), offsets(np.full(5, 0.015)), offsets(np.r_[np.full(4, 0.015), 0.001])
+    assert np.allclose(scalar, same)
+    assert np.linalg.norm(tight[4]) < 0.7 * np.linalg.norm(scalar[4]), (tight[4], scalar[4])
+    assert np.linalg.norm(tight[:4] - scalar[:4], axis=1).max() < 0.5 * np.linalg.norm(scalar[:4], axis=1).mean()
