@@ -7,7 +7,10 @@ simulated-detector`` and ``sync --observer simulated-detector`` on it, each comm
 interpreter. Each stage's CPU seconds (user + system of the child, from ``wait4``'s resource usage,
 so the figure does not depend on what else the machine runs) and wall seconds are divided by the
 session's panorama frames; the spread of CPU milliseconds per frame (longest session / shortest)
-should stay within 1.3x. ``process`` has its own figures in ``bench_process.py``.
+should stay within 1.3x. A command's fixed cost (the interpreter, imports, model set-up) weighs on
+a short session's figure, so the marginal cost is given too: the CPU milliseconds per added frame
+from each session to the next longer one, whose spread shows how the cost grows with the length
+(flat: linear). ``process`` has its own figures in ``bench_process.py``.
 
 Usage: nice -n 10 python benchmarks/bench_length.py [--lengths 15 60 240] [--work DIR]
 """
@@ -61,6 +64,23 @@ def measure(work: Path, seconds: float, pano_width: int, seed: int) -> dict:
     return row
 
 
+def summarize(rows: list[dict]) -> dict:
+    """Spreads of the CPU milliseconds per frame and of the marginal ones (per frame added from one
+    session to the next longer)."""
+    stages = ("simulate", "calibrate", "sync")
+    spread = {stage: round(max(r["cpu_ms_per_frame"][stage] for r in rows) / min(r["cpu_ms_per_frame"][stage] for r in rows), 3)
+              for stage in stages}
+    marginal = [{"from_s": a["seconds"], "to_s": b["seconds"],
+                 **{stage: round(1000 * (b[stage]["cpu_s"] - a[stage]["cpu_s"]) / (b["frames"] - a["frames"]), 2)
+                    for stage in stages}} for a, b in zip(rows, rows[1:])]
+    marginal_spread = ({stage: round(max(m[stage] for m in marginal) / min(m[stage] for m in marginal), 3)
+                        for stage in stages} if len(marginal) > 1 else None)
+    return {"sessions": rows, "cpu_ms_per_frame_spread": spread,
+            "flat_within_1_3": all(v <= 1.3 for v in spread.values()),
+            "marginal_cpu_ms_per_frame": marginal, "marginal_spread": marginal_spread,
+            "marginal_flat_within_1_3": None if marginal_spread is None else all(v <= 1.3 for v in marginal_spread.values())}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lengths", type=float, nargs="+", default=[15.0, 60.0, 240.0])
@@ -74,15 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     for seconds in args.lengths:
         rows.append(measure(args.work, seconds, args.pano_width, args.seed))
         print(json.dumps(rows[-1]), file=sys.stderr)
-    spread = {stage: round(max(r["cpu_ms_per_frame"][stage] for r in rows) / min(r["cpu_ms_per_frame"][stage] for r in rows), 3)
-              for stage in ("simulate", "calibrate", "sync")}
+    result = summarize(rows)
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
               "pano_width": args.pano_width, "people": 2, "kinects": 2, "realism": "field", "seed": args.seed,
-              "sessions": rows, "cpu_ms_per_frame_spread": spread,
-              "flat_within_1_3": all(v <= 1.3 for v in spread.values())}
+              **result}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(spread))
+    print(json.dumps({k: result[k] for k in ("cpu_ms_per_frame_spread", "marginal_spread")}))
     return 0
 
 

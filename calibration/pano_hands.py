@@ -158,7 +158,7 @@ def on_view_lens(view: WristView, px: np.ndarray) -> np.ndarray:
 class ImageViewDetector:
     """A :class:`HandDetector` on views resampled from the equirect frame, or, with a
     :class:`DualFisheyeCamera` (a raw stream's lens model), cut from the raw frame's lens of
-    :func:`view_lens` (``fusion/fisheye_stage.py``): the view's pixels are then rays from that
+    :func:`view_lens` (``geometry/fisheye_views.py``): the view's pixels are then rays from that
     lens's optical centre."""
 
     needs_images = True
@@ -172,7 +172,7 @@ class ImageViewDetector:
         if not views:
             return []
         if isinstance(self.pano_camera, DualFisheyeCamera):
-            from omnimocap.fusion.fisheye_stage import cut_views, lens_view
+            from omnimocap.geometry.fisheye_views import cut_views, lens_view
 
             images = cut_views(pano_bgr, self.pano_camera, [lens_view(self.pano_camera, v, view_lens(v)) for v in views])
         else:

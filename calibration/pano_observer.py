@@ -11,7 +11,7 @@ become bearings.
 
 On a raw dual-fisheye stream (the session's 360 entry names a lens model, capture/dual_fisheye.py)
 the views are the same, each cut from one lens (:class:`LensViewDetector`, :class:`LensViewPoseDetector`;
-``fusion/fisheye_stage.py`` cuts them): the lens the solvers assign to the view's axis
+``geometry/fisheye_views.py`` cuts them): the lens the solvers assign to the view's axis
 (``PanoOptics.lens_of``: the front lens for directions with ``z >= 0``). A view's pixels are then rays
 from that lens's optical centre, in the camera frame, so a detection's bearing is a direction from
 that centre, not from the camera's origin. The solvers see a bearing from the centre of the lens
@@ -222,7 +222,7 @@ class LensViewPoseDetector:
         if hasattr(self.inner, "detect_images"):
             if frame_bgr is None:
                 raise ValueError(f"the body keypoint model needs the raw frame {frame_index}")
-            from omnimocap.fusion.fisheye_stage import cut_views, lens_view
+            from omnimocap.geometry.fisheye_views import cut_views, lens_view
 
             images = cut_views(frame_bgr, self.camera, [lens_view(self.camera, v, view_lens(v)) for v in views])
             found = self.inner.detect_images(images)

@@ -620,15 +620,8 @@ def fit_body(
     import torch
 
     config = config or BodyFitConfig()
-    X_all = np.asarray(kinect_joints, dtype=np.float64)
-    conf = np.asarray(confidence)
+    X_all, level, weights = _fit_inputs(kinect_joints, confidence, config)
     F = X_all.shape[0]
-    mirrored = mirrored_frames(X_all, conf, config) if config.mirror_guard else np.zeros(F, dtype=bool)
-    if mirrored.any():
-        X_all, conf = _exchange_sides(X_all, conf, mirrored)
-    level = np.clip(np.nan_to_num(conf, nan=0).astype(int), 0, 3)
-    weights = np.asarray(config.confidence_weights, dtype=np.float64)[level]
-    weights = np.where(np.all(np.isfinite(X_all), axis=-1), weights, 0.0)
 
     betas = fit_betas(X_all, level, skeleton, config) if betas is None else np.asarray(betas, dtype=np.float64)
 
@@ -689,6 +682,21 @@ def fit_body(
     return BodyFit(local_rotmats=local, betas=betas, transl=trans, joints=joints,
                    interpolated=~fitted, residual_mm=residual,
                    joint_offsets={KINECT_JOINTS[k]: offsets[i] for i, k in enumerate(rows)})
+
+
+def _fit_inputs(kinect_joints: np.ndarray, confidence: np.ndarray, config: BodyFitConfig
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The joints (F, 32, 3) the fit reads (short mirrored runs exchanged back when
+    ``config.mirror_guard``), their confidence levels (F, 32) 0..3 and weights (F, 32), zero where
+    a joint is missing."""
+    X_all = np.asarray(kinect_joints, dtype=np.float64)
+    conf = np.asarray(confidence)
+    mirrored = mirrored_frames(X_all, conf, config) if config.mirror_guard else np.zeros(len(X_all), dtype=bool)
+    if mirrored.any():
+        X_all, conf = _exchange_sides(X_all, conf, mirrored)
+    level = np.clip(np.nan_to_num(conf, nan=0).astype(int), 0, 3)
+    weights = np.asarray(config.confidence_weights, dtype=np.float64)[level]
+    return X_all, level, np.where(np.all(np.isfinite(X_all), axis=-1), weights, 0.0)
 
 
 def _start(prob: _Problem, X_init: np.ndarray, w_init: np.ndarray, init: BodyFitInit | None, frames: np.ndarray,

@@ -27,10 +27,9 @@ import numpy as np
 from omnimocap.fusion.frame_stage import MAX_UPSAMPLING, PlannedView, hand_extents, padded_points
 from omnimocap.geometry.cameras import DualFisheyeCamera
 from omnimocap.geometry.fisheye_views import (
-    FisheyeWristView, plan_fisheye_views, project_to_fisheye_view, render_fisheye_view,
+    FisheyeWristView, cut_views, plan_fisheye_views, project_to_fisheye_view,
 )
 from omnimocap.geometry.transforms import transform_points
-from omnimocap.geometry.views import WristView
 
 
 @dataclass
@@ -46,17 +45,6 @@ class FisheyePlannedView(PlannedView):
     @property
     def fisheye_view(self) -> FisheyeWristView:
         return FisheyeWristView(self.view, self.lens, self.t_cam_view)
-
-
-def lens_view(camera: DualFisheyeCamera, view: WristView, lens: int) -> FisheyeWristView:
-    """``view`` (its rotation maps view directions to camera-frame directions) cut from lens ``lens``
-    of ``camera``: the same framing, seen from that lens's optical centre (camera frame, metres)."""
-    return FisheyeWristView(view, int(lens), np.asarray(camera.lenses[int(lens)].t_cam_lens, dtype=np.float64))
-
-
-def cut_views(frame: np.ndarray, camera: DualFisheyeCamera, fviews: list[FisheyeWristView]) -> list[np.ndarray]:
-    """The images (size, size[, C]) of views cut from one raw frame (H, W[, C]), each from its lens."""
-    return [render_fisheye_view(frame, camera, fview) for fview in fviews]
 
 
 class LensRays:

@@ -299,6 +299,7 @@ class SessionInputs:
     betas: np.ndarray | None = None  # (P, B) body shape over the whole session; None: fitted per window
     joint_offsets: np.ndarray | None = None  # (P, J, 3) joint-definition offsets over the session; None: per window
     notes: list[str] = field(default_factory=list)  # losses found while loading, for the report
+    joint_noise_std: np.ndarray | None = None  # (P, 32) measured noise of each Kinect joint of each person, metres
 
 
 def load_inputs(session: Session, rig: Rig, config: ProcessConfig) -> SessionInputs:
@@ -318,7 +319,21 @@ def load_inputs(session: Session, rig: Rig, config: ProcessConfig) -> SessionInp
     noise = np.array([estimate_noise_std(j) for j in people.joints])
     joint_std = joint_depth_std(people, config.joint_depth_floor_m, config.depth.arm_anchor, config.depth.wrist_floor_m)
     return SessionInputs(people, t_pano_session, noise, joint_std,
-                         resolve_smplx_model(config.smplx_model, config.models, config.gender), notes=notes)
+                         resolve_smplx_model(config.smplx_model, config.models, config.gender),
+                         joint_noise_std=joint_noise_std(people), notes=notes)
+
+
+def joint_noise_std(people: PeopleTracks) -> np.ndarray:
+    """(P, 32) the measured noise (metres) of every Kinect joint of every person over the tracks
+    given (:func:`~omnimocap.fusion.filtering.estimate_noise_std`; NaN for a joint never seen)."""
+    P, _, J, _ = people.joints.shape
+    noise = np.full((P, J), np.nan)
+    for p in range(P):
+        for j in range(J):
+            track = people.joints[p][:, j]
+            if np.isfinite(track).any():
+                noise[p, j] = estimate_noise_std(track)
+    return noise
 
 
 # Frames a session-wide body fit looks at, at most (evenly spread): enough for a shape and constant
@@ -340,8 +355,11 @@ def fit_session_body(inputs: SessionInputs, config: ProcessConfig) -> None:
     stride = max(1, -(-F // SESSION_BODY_FRAMES))
     betas = np.zeros((P, skeleton.num_betas))
     offsets = np.zeros((P, len(KINECT_BODY_FOR_FIT), 3))
+    # the joints the windows' fits read (each smoothed with its own noise), so that shape and offsets agree with them
+    joints = (body_targets(people, config, inputs.joint_noise_std) if config.body_joint_smoothing and config.smoothing
+              else people.joints)
     for p in range(P):
-        fit = fit_body(people.joints[p, ::stride], people.confidence[p, ::stride], skeleton, body_cfg)
+        fit = fit_body(joints[p, ::stride], people.confidence[p, ::stride], skeleton, body_cfg)
         betas[p] = fit.betas
         offsets[p] = list(fit.joint_offsets.values())
     inputs.betas, inputs.joint_offsets = betas, offsets
@@ -585,19 +603,21 @@ def _hands_at_output_times(observed: WindowObservations, t_pano: np.ndarray, t_o
     return OutputHands(hand_joints, hand_R, hand_pose, hand_valid, fps)
 
 
-def body_targets(people: PeopleTracks, config: ProcessConfig) -> np.ndarray:
+def body_targets(people: PeopleTracks, config: ProcessConfig, noise: np.ndarray | None = None) -> np.ndarray:
     """The Kinect joints (P, F, 32, 3) the body fit reads (world metres, NaN where missing): every
     joint of every person smoothed on its own (``config.position_smoother``), with its own noise
-    measured from second differences times ``config.body_noise_scale``."""
+    (``noise`` (P, 32), metres: the session's, so that windows of one session are smoothed alike;
+    default measured on ``people``) times ``config.body_noise_scale``."""
     joints = people.joints.copy()
     if len(people.t_session) <= 2:
         return joints
+    noise = joint_noise_std(people) if noise is None else noise
     fps = float(1.0 / np.median(np.diff(people.t_session)))
     for p in range(joints.shape[0]):
         for j in range(joints.shape[2]):
             track = people.joints[p][:, j]
-            if np.isfinite(track).any():
-                sd = config.body_noise_scale * estimate_noise_std(track)
+            if np.isfinite(track).any() and np.isfinite(noise[p, j]):
+                sd = config.body_noise_scale * noise[p, j]
                 joints[p][:, j] = smooth_positions(track, fps, config.position_smoother, noise_std=sd)
     return joints
 
@@ -618,7 +638,8 @@ def _fit_bodies(inputs: SessionInputs, anchors: PeopleTracks, people: PeopleTrac
     transl = np.zeros((P, F, 3))
     betas = np.zeros((P, skeleton.num_betas))
     status = np.zeros((P, F, 2), dtype="U8")
-    targets = body_targets(people, config) if config.body_joint_smoothing and config.smoothing else anchors.joints
+    targets = (body_targets(people, config, inputs.joint_noise_std) if config.body_joint_smoothing and config.smoothing
+               else anchors.joints)
     for p in range(P):
         fit = fit_body(targets[p], people.confidence[p], skeleton, body_cfg,
                        betas=None if inputs.betas is None else inputs.betas[p],

@@ -90,3 +90,14 @@ def render_fisheye_view(frame: np.ndarray, camera: DualFisheyeCamera, fview: Fis
         raise ValueError(f"frame is {frame.shape[:2]} (rows, columns) but the camera is {camera.height}x{camera.width}")
     map_x, map_y = fisheye_view_maps(camera, fview)
     return cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def lens_view(camera: DualFisheyeCamera, view: WristView, lens: int) -> FisheyeWristView:
+    """``view`` (its rotation maps view directions to camera-frame directions) cut from lens ``lens``
+    of ``camera``: the same framing, seen from that lens's optical centre (camera frame, metres)."""
+    return FisheyeWristView(view, int(lens), np.asarray(camera.lenses[int(lens)].t_cam_lens, dtype=np.float64))
+
+
+def cut_views(frame: np.ndarray, camera: DualFisheyeCamera, fviews: list[FisheyeWristView]) -> list[np.ndarray]:
+    """The images (size, size[, C]) of views cut from one raw frame (H, W[, C]), each from its lens."""
+    return [render_fisheye_view(frame, camera, fview) for fview in fviews]

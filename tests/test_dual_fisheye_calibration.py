@@ -12,7 +12,7 @@ import pytest
 
 from omnimocap.calibration.pano_hands import ImageViewDetector, bearings_from_detections, view_lens
 from omnimocap.calibration.pano_observer import LensViewDetector, LensViewPoseDetector, raw_pano_optics
-from omnimocap.fusion.fisheye_stage import lens_view
+from omnimocap.geometry.fisheye_views import lens_view
 from omnimocap.geometry.cameras import DualFisheyeCamera
 from omnimocap.geometry.fisheye_views import render_fisheye_view
 from omnimocap.geometry.pano_optics import PanoOptics
