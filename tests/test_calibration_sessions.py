@@ -118,8 +118,8 @@ def test_degenerate_sessions_exit_2_naming_what_is_missing(tmp_path, capsys):
 
 def _freeze_people(path) -> None:
     """Make a simulated session's person stand still: every Kinect joint at its first tracked
-    position plus 5 mm of white noise, and the truth (which the simulated observer reads) frozen at
-    its first sample."""
+    position plus 5 mm of white noise, its orientation at its first tracked one, and the truth
+    (which the simulated observer reads) frozen at its first sample."""
     session = Session.open(path)
     rng = np.random.default_rng(0)
     for entry in session.kinects():
@@ -128,6 +128,9 @@ def _freeze_people(path) -> None:
             first = np.nanmean(track.positions[:5], axis=0)
             ok = np.isfinite(track.positions)
             track.positions = np.where(ok, first + rng.normal(0.0, 0.005, track.positions.shape), np.nan)
+            seen = np.flatnonzero(np.isfinite(track.orientations).all(axis=(1, 2)))  # (F, 32, 4) quaternions
+            if len(seen):
+                track.orientations = np.where(np.isfinite(track.orientations), track.orientations[seen[0]], np.nan)
         write_bodies(session.path(entry.bodies), rec)
     motion_path = session.truth_dir / "motion.npz"
     with np.load(motion_path) as m:

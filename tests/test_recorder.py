@@ -299,7 +299,8 @@ def test_a_source_that_disconnects_ends_its_stream_only(tmp_path, source_session
     notes = session.manifest.notes
     assert f"kinect_{master.serial} disconnected at" in notes and "no frame for 0.6 s" in notes
     assert len(read_bodies(out / master.bodies)) == keep.sum()
-    assert 40 <= len(read_bodies(out / "bodies_000000000002.json")) <= 47  # 1.5 s of the other Kinect
+    # 1.5 s of the other Kinect (45 frames), give or take the few frames a loaded machine stops late
+    assert 40 <= len(read_bodies(out / "bodies_000000000002.json")) <= 49
     silent = next(d for d in session.manifest.devices if d.serial == "silent")
     assert silent.bodies is None and "disconnected at" in silent.notes
 
