@@ -15,7 +15,9 @@ frame, y up, metres, on the session clock, seconds). k4abt's failures handled he
   failing that, whose last known position, carried forward at its last velocity, lies within a
   gate that grows with the time since (walking speed); else it starts a new person. People that
   fit together are then joined (a person split by the order of linking). A person never holds two
-  pieces of one Kinect at the same time.
+  pieces of one Kinect at the same time, so a body id that k4abt reports on a person beside the
+  person's own for a few frames stays a person of its own; :func:`people_recordings` drops people
+  seen for less than ``min_person_s``.
 * **front/back confusion**: k4abt assumes a body faces its camera; seen from behind, it may report
   every left/right pair exchanged. :func:`resolve_mirrors` decides, per frame and per Kinect, whether
   the labels are exchanged, by a Viterbi pass over the joint states of all Kinects that see the
@@ -89,6 +91,11 @@ class PeopleConfig:
     stray short pieces must not chain into a person over many seconds."""
     min_person_s: float = 0.5
     """People seen for less than this in total are dropped (spurious bodies), seconds."""
+    drop_fragments: bool = True
+    """:func:`people_recordings` also drops the people seen for less than ``min_person_s`` (a few frames
+    of a body id that the linking could not place: a k4abt body briefly doubled on a person, or an id
+    passed between two crossing people), so they do not count as people in their own right, each with
+    hands that the panorama's detections are associated with (off: every linked person is kept)."""
     mirror_sigma_m: float = 0.03
     """Scale of the agreement and continuity costs of the label decision (metres)."""
     mirror_prior: float = 0.05
@@ -163,6 +170,18 @@ class _Piece:
         v = (self.c[use][-1] - self.c[use][0]) / max(self.t[use][-1] - self.t[use][0], 1e-6)
         v[1] = 0.0  # people walk on the floor
         return v
+
+
+def seen_s(pieces: list) -> float:
+    """How long a person (its pieces, from :func:`split_tracklets`) is seen, seconds: per Kinect, its
+    pieces' frames with a body times that Kinect's frame step; the longest over the Kinects."""
+    seen: dict[str, float] = {}
+    for p in pieces:
+        t = np.asarray(p.t, dtype=np.float64)
+        step = float(np.median(np.diff(t))) if len(t) > 1 else 0.0
+        frames = int(np.isfinite(p.joints).all(axis=-1).any(axis=-1).sum())
+        seen[p.device] = seen.get(p.device, 0.0) + frames * step
+    return max(seen.values(), default=0.0)
 
 
 def body_pieces(tracks: list, config: PeopleConfig) -> tuple[list, list[int]]:
@@ -591,6 +610,8 @@ def people_recordings(session, rig, config: PeopleConfig | None = None) -> dict:
                   for k in g]
         return min(starts)
 
+    if config.drop_fragments:
+        groups = [g for g in groups if seen_s([pieces[k] for k in g]) >= config.min_person_s]
     groups = sorted(groups, key=first_seen)
     t_ref = tracks[0].t
     out = {s: BodyRecording(r.timestamps, r.frame_ids, {}, r.source_file, r.sdk_version, r.has_confidences, r.stats)

@@ -207,3 +207,38 @@ def test_a_body_both_kinects_pick_up_again_at_once_stays_one_person():
     assert len(people) == 1 and people[0].tracks == [0, 1, 2, 3]
     assert error_mm(people[0].joints[after], truth[after]) < 15.0
     assert np.isfinite(people[0].joints[hidden]).all()
+
+
+def test_a_few_frames_of_a_doubled_body_do_not_become_a_person(tmp_path):
+    # Kinect A reports a second body id on the person for 4 frames while its own id goes on: the
+    # linking cannot place it (one Kinect never holds two pieces of a person at once), and as a
+    # person of its own it would bring hands of its own to the panorama's association.
+    from omnimocap.capture.rig import Rig, TimeMap
+    from omnimocap.geometry.transforms import make_pose
+    from omnimocap.capture.bodies import BodyRecording, BodyTrack as K4Track, write_bodies
+    from omnimocap.capture.people import people_recordings
+
+    rng = np.random.default_rng(8)
+    truth = turning(T, (0.0, 0.0, 0.0), spin_s=1e9)
+    sensors = {"000000000001": SENSOR_A, "000000000002": SENSOR_B}
+    rig = Rig({kinect_name(s): make_pose(np.eye(3), p) for s, p in sensors.items()},
+              {kinect_name(s): TimeMap() for s in sensors})
+    doubled = (T >= 5.0) & (T < 5.0 + 4 / 30 - 1e-9)
+    for serial, sensor in sensors.items():
+        local = truth + rng.normal(0, 0.01, truth.shape) - sensor  # the rig's pose is a pure translation
+        ori = np.tile([1.0, 0.0, 0.0, 0.0], (len(T), 32, 1))
+        conf = np.full((len(T), 32), 2)
+        parts = {1: np.ones(len(T), dtype=bool)}
+        if serial == "000000000001":
+            parts[7] = doubled
+        bodies = {i: K4Track(np.where(m[:, None, None], local + 0.02 * (i == 7), np.nan),
+                             np.where(m[:, None, None], ori, np.nan), np.where(m[:, None], conf, 0))
+                  for i, m in parts.items()}
+        write_bodies(tmp_path / bodies_name(serial), BodyRecording(T, np.arange(len(T)), bodies))
+    session = _Session(tmp_path, list(sensors))
+    out = people_recordings(session, rig)
+    assert {s: sorted(r.bodies) for s, r in out.items()} == {s: [0] for s in sensors}
+    assert np.isfinite(out["000000000001"].bodies[0].positions).all(axis=(-1, -2)).sum() == len(T)
+    kept = people_recordings(session, rig, PeopleConfig(drop_fragments=False))
+    assert sorted(kept["000000000001"].bodies) == [0, 1]
+    assert np.isfinite(kept["000000000001"].bodies[1].positions).all(axis=(-1, -2)).sum() == doubled.sum()
