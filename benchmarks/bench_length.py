@@ -23,6 +23,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,12 +34,12 @@ OUT = Path(__file__).resolve().parent / "results" / "length.json"
 def run_child(args: list[str]) -> dict:
     """Run ``omnimocap ARGS`` in a fresh interpreter; its wall and CPU seconds (user + system)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([PYTHON, "-m", "omnimocap.apps.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a long progress bar would fill a pipe and stall the child
+        proc = subprocess.Popen([PYTHON, "-m", "omnimocap.apps.cli", *args], stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        log.seek(0)
+        err = log.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"omnimocap {' '.join(args)} failed: {err.strip().splitlines()[-1:]}")
     return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}
