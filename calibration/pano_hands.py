@@ -44,6 +44,7 @@ from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from omnimocap.geometry.cameras import DualFisheyeCamera, EquirectCamera
+from omnimocap.geometry.fisheye_views import cut_views, lens_view
 from omnimocap.geometry.pano_optics import PanoOptics
 from omnimocap.calibration.bearing_problem import offset_grid
 from omnimocap.calibration.coarse_sync import coarse_time_map
@@ -149,6 +150,11 @@ def view_lens(view: WristView) -> int:
     return int(PanoOptics.lens_of(np.asarray(view.R_pano_view, dtype=np.float64)[:, 2]))
 
 
+def cut_from_lenses(frame_bgr: np.ndarray, camera: DualFisheyeCamera, views: Sequence[WristView]) -> list[np.ndarray]:
+    """The images of ``views`` cut from a raw dual-fisheye frame, each from the lens of :func:`view_lens`."""
+    return cut_views(frame_bgr, camera, [lens_view(camera, v, view_lens(v)) for v in views])
+
+
 def on_view_lens(view: WristView, px: np.ndarray) -> np.ndarray:
     """Whether view pixels (...,2) lie on the side of the seam of the lens the view is cut from
     (:func:`view_lens`), as the solvers assign bearings to lenses (False for NaN pixels)."""
@@ -172,9 +178,7 @@ class ImageViewDetector:
         if not views:
             return []
         if isinstance(self.pano_camera, DualFisheyeCamera):
-            from omnimocap.geometry.fisheye_views import cut_views, lens_view
-
-            images = cut_views(pano_bgr, self.pano_camera, [lens_view(self.pano_camera, v, view_lens(v)) for v in views])
+            images = cut_from_lenses(pano_bgr, self.pano_camera, views)
         else:
             images = render_views(pano_bgr, self.pano_camera, views)
         return self.detector.detect(list(images))

@@ -36,7 +36,9 @@ import numpy as np
 
 from omnimocap.calibration.observations import PanoObservations
 from omnimocap.calibration.pano_bodies import DetectedBodies, PoseDetector
-from omnimocap.calibration.pano_hands import DetectedHands, ImageViewDetector, ViewDetector, on_view_lens, view_lens
+from omnimocap.calibration.pano_hands import (
+    DetectedHands, ImageViewDetector, ViewDetector, cut_from_lenses, on_view_lens,
+)
 from omnimocap.capture.pano import PanoReader
 from omnimocap.capture.session import MANIFEST, Session
 from omnimocap.capture.truth import REALISM_FILE, Truth
@@ -222,10 +224,7 @@ class LensViewPoseDetector:
         if hasattr(self.inner, "detect_images"):
             if frame_bgr is None:
                 raise ValueError(f"the body keypoint model needs the raw frame {frame_index}")
-            from omnimocap.geometry.fisheye_views import cut_views, lens_view
-
-            images = cut_views(frame_bgr, self.camera, [lens_view(self.camera, v, view_lens(v)) for v in views])
-            found = self.inner.detect_images(images)
+            found = self.inner.detect_images(cut_from_lenses(frame_bgr, self.camera, views))
         else:
             found = self.inner.detect_poses(frame_index, frame_bgr, views)
         out = []
