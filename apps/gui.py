@@ -234,10 +234,15 @@ class PanoWidget(ImagePane):
         self.view.addItem(self.outlines)
         self.view.addItem(self.wrists)
 
-    def show_pane(self, pano, lean: bool = False, title: bool = True) -> None:
+    def show_pane(self, pano, lean: bool = False, title: bool = True, overlays: bool = True) -> None:
+        """``overlays`` False: the image only (the wrists and outlines drawn are still those of the
+        frame the pane's overlays belong to)."""
         self.set_image(pano.image, PANO_MAX_WIDTH if lean else 1280, lean)
         if title:
-            self.set_title(f"360 panorama  frame {pano.index}  t = {pano.t_session:.2f} s")
+            behind = "" if pano.overlay_index is None else f"  (hands of frame {pano.overlay_index})"
+            self.set_title(f"360 panorama  frame {pano.index}  t = {pano.t_session:.2f} s{behind}")
+        if not overlays:
+            return
         if pano.view_outlines:
             parts = []
             for o in pano.view_outlines:
@@ -509,12 +514,14 @@ class SessionWindow(QtWidgets.QMainWindow):
         self._panels_wall = -1.0
         self._panos_shown = 0
         self.slow_every = slow_every
-        self.draws: dict[str, int] = {}  # pane -> times drawn: "pano" (with its hand views), "scene", a Kinect's name
+        self.draws: dict[str, int] = {}  # pane -> times drawn: "pano", "hands" (its overlays and hand views), "scene", a Kinect's name
         self.setWindowTitle("omnimocap — live session")
         self._last_seq = -1
         self._shown_pano: tuple[int, float] | None = None
+        self._shown_overlay: tuple[int, float | None] | None = None  # the frame whose overlays are drawn
         self._shown_messages = -1
         self.displayed: list[tuple[int, float]] = []  # (pano frame index, capture-to-display latency s)
+        self.displayed_hands: list[tuple[int, float]] = []  # the same for the frames whose hands are drawn
         self._build(Path(record_dir))
         self.timer = QtCore.QTimer(self)
         self.timer.setInterval(poll_ms)
@@ -648,9 +655,20 @@ class SessionWindow(QtWidgets.QMainWindow):
         if slow_due:
             self._show_kinects(state)
         if new_pano:
-            self._shown_pano = (state.pano.index, state.pano.released_wall)
-            self.pano_widget.show_pane(state.pano, lean, title=panels_due)
-            self._show_hand_views(state.hand_views)
+            pano = state.pano
+            self._shown_pano = (pano.index, pano.released_wall)
+            # the overlays and hand views belong to the newest frame the preview finished: redrawn when it changes
+            overlay = (pano.index, pano.released_wall) if pano.overlay_index is None else \
+                (pano.overlay_index, pano.overlay_released_wall)
+            new_overlay = not lean or overlay != self._shown_overlay
+            self.pano_widget.show_pane(pano, lean, title=panels_due, overlays=new_overlay)
+            if new_overlay:
+                self._shown_overlay = overlay
+                self._show_hand_views(state.hand_views)
+                self._count("hands")
+                if overlay[1] is not None:
+                    self.displayed_hands.append((overlay[0], time.perf_counter() - overlay[1]))
+                    del self.displayed_hands[:-10000]
             self._count("pano")
         if slow_due and (not lean or state.world.frame_key != self._shown_world or not state.world.frame_key):
             self._shown_world = state.world.frame_key

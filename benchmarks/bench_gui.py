@@ -8,20 +8,21 @@ per displayed panorama frame, the time from its release by the capture thread to
 view finished drawing it:
 
 - ``headless``: a consumer polling ``LiveController.latest()`` every 16 ms (no Qt);
-- ``gui_full``: the real window drawing every pane on every snapshot at up to 1280 pixels through
-  the image levels, with OpenGL wherever Qt offers it (the drawing before the lean path);
-- ``gui_lean_before``: the lean window as it was before the live body's warm start: every pane at
-  every panorama frame (``slow_every=1``), the body fitted as often as it can
-  (``body_max_hz=0``) from the fit's analytic initialisation (``body_warm_iterations=0``);
-- ``gui_lean``: the same window drawing less and cheaper (``SessionWindow(lean=True)``, the default):
-  the panorama and its hand views at every panorama frame, the Kinect panes and the 3D view at
-  every second one (15 Hz), the body fitted at most 15 times a second, each fit warm-started.
+- ``gui_paced``: the lean window (``SessionWindow(lean=True)``) with the panorama published only
+  together with its own hand preview (``LiveConfig.display_every_frame=False``), as the window
+  played before: the display runs at the preview's rate;
+- ``gui_lean``: the same window with every panorama frame published as it is polled, drawn under the
+  overlays of the newest frame the preview (on its own thread) has finished (the default).
 
-Both windows run in the same process one after the other (offscreen Qt platform unless a display
+In each, the Kinect panes and the 3D view are drawn at every second panorama frame (15 Hz), the body
+fitted at most 15 times a second, each fit warm-started.
+
+The windows run in the same process one after the other (offscreen Qt platform unless a display
 is set; run it under ``xvfb-run`` for a real X server), each after a warm-up that ends when the hand
 preview lifts its first hands (the backend loads on its own thread meanwhile). Reports display fps
 against the source fps measured over the same seconds (their ratio), latency percentiles (release
-by the capture thread to the window's widgets holding the frame), the live pipeline's time per
+by the capture thread to the window's widgets holding the frame), the same two for the frames whose
+hands are drawn (``hands_fps``, ``hands_latency_ms``: the preview's own rate and lag), the live pipeline's time per
 frame, the live body's time per fit and the people it fitted, the drops and the machine's load
 average (1 minute, at the start and the end of each variant); writes benchmarks/results/gui.json.
 
@@ -43,19 +44,26 @@ import numpy as np
 OUT = Path(__file__).resolve().parent / "results" / "gui.json"
 
 
+def percentiles_ms(latencies_s: list[float]) -> dict:
+    lat = np.array(latencies_s) * 1000 if latencies_s else np.array([np.nan])
+    return {f"p{q}": round(float(np.percentile(lat, q)), 1) for q in (50, 90, 95, 99)} | {"max": round(float(lat.max()), 1)}
+
+
 def summarize(latencies_s: list[float], frames: int, seconds: float, controller, pipeline_ms: list[float],
-              source_frames0: int = 0, body_ms: list[float] | None = None) -> dict:
+              source_frames0: int = 0, body_ms: list[float] | None = None,
+              hand_latencies_s: list[float] | None = None) -> dict:
     state = controller.latest()
     pano = next(d for d in state.devices if d.kind == "pano")
-    lat = np.array(latencies_s) * 1000 if latencies_s else np.array([np.nan])
     display_fps = frames / seconds
     source_fps = (pano.frames - source_frames0) / seconds
+    hand_latencies_s = hand_latencies_s or []
     return {
         "display_fps": round(display_fps, 2),
         "source_fps": round(source_fps, 2),
         "display_over_source": round(display_fps / source_fps, 3) if source_fps else None,
-        "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 1) for q in (50, 90, 95, 99)}
-        | {"max": round(float(lat.max()), 1)},
+        "latency_ms": percentiles_ms(latencies_s),
+        "hands_fps": round(len(hand_latencies_s) / seconds, 2),
+        "hands_latency_ms": percentiles_ms(hand_latencies_s),
         "pipeline_ms": {f"p{q}": round(float(np.percentile(pipeline_ms or [np.nan], q)), 1) for q in (50, 95)},
         "body_ms": {f"p{q}": round(float(np.percentile(body_ms or [np.nan], q)), 1) for q in (50, 95)},
         "bodies_fitted_last": len(state.world.fitted),
@@ -80,7 +88,7 @@ def live_controller(session_dir: Path, models: Path, **config):
 def run_headless(session_dir: Path, models: Path, seconds: float, warmup_s: float = 120.0) -> dict:
     controller = live_controller(session_dir, models)
     controller.start()
-    shown, latencies, pipeline, body = None, [], [], []
+    shown, shown_hands, latencies, hand_latencies, pipeline, body = None, None, [], [], [], []
     t0 = time.perf_counter()
     while not warmed_up(controller) and time.perf_counter() - t0 < warmup_s:
         time.sleep(0.02)
@@ -95,8 +103,14 @@ def run_headless(session_dir: Path, models: Path, seconds: float, warmup_s: floa
                 latencies.append(time.perf_counter() - state.pano.released_wall)
                 pipeline.append(state.pipeline_ms)
                 body.append(state.body_ms)
+                hands = (state.pano.index, state.pano.released_wall) if state.pano.overlay_index is None else \
+                    (state.pano.overlay_index, state.pano.overlay_released_wall)
+                if hands != shown_hands and hands[1] is not None:
+                    shown_hands = hands
+                    hand_latencies.append(time.perf_counter() - hands[1])
             time.sleep(0.016)
-        result = summarize(latencies, len(latencies), time.perf_counter() - t0, controller, pipeline, frames0, body)
+        result = summarize(latencies, len(latencies), time.perf_counter() - t0, controller, pipeline, frames0, body,
+                           hand_latencies)
         result["load_average_1min"] = [round(load, 1), round(os.getloadavg()[0], 1)]
         return result
     finally:
@@ -135,6 +149,7 @@ def run_gui(session_dir: Path, models: Path, seconds: float, lean: bool = True, 
         app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 5)
         time.sleep(0.005)
     window.displayed.clear()
+    window.displayed_hands.clear()
     frames0 = pano_frames(controller)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -148,7 +163,8 @@ def run_gui(session_dir: Path, models: Path, seconds: float, lean: bool = True, 
         time.sleep(0.001)
     elapsed = time.perf_counter() - t0
     latencies = [lat for _, lat in window.displayed]
-    result = summarize(latencies, len(latencies), elapsed, controller, pipeline, frames0, body)
+    result = summarize(latencies, len(latencies), elapsed, controller, pipeline, frames0, body,
+                       [lat for _, lat in window.displayed_hands])
     result["qt_platform"] = QtWidgets.QApplication.platformName()
     result["opengl_3d"] = window.scene.uses_opengl
     result["load_average_1min"] = [round(load, 1), round(os.getloadavg()[0], 1)]
@@ -177,17 +193,13 @@ def main() -> int:
         write_synthetic_smplx(models / "smplx")
         results = {"headless": run_headless(session_dir, models, args.seconds)}
         try:
-            results["gui_full"] = run_gui(session_dir, models, args.seconds, lean=False)
-            results["gui_lean_before"] = run_gui(session_dir, models, args.seconds, lean=True, slow_every=1,
-                                                 body_max_hz=0.0, body_warm_iterations=0)
+            results["gui_paced"] = run_gui(session_dir, models, args.seconds, lean=True, display_every_frame=False)
             results["gui_lean"] = run_gui(session_dir, models, args.seconds, lean=True)
         except ImportError as exc:
             results["gui"] = {"skipped": f"PySide6/pyqtgraph missing ({exc})"}
         if "gui_lean" in results:
-            full, lean = results["gui_full"], results["gui_lean"]
-            results["lean_over_full_display_fps"] = round(lean["display_fps"] / max(full["display_fps"], 1e-9), 2)
-            before = results["gui_lean_before"]
-            results["lean_over_lean_before_display_fps"] = round(lean["display_fps"] / max(before["display_fps"], 1e-9), 2)
+            paced, lean = results["gui_paced"], results["gui_lean"]
+            results["lean_over_paced_display_fps"] = round(lean["display_fps"] / max(paced["display_fps"], 1e-9), 2)
     report = {
         "benchmark": "live session display",
         "seconds": args.seconds, "pano_width": args.pano_width, "people": 2, "kinects": 2, "live_body": True,

@@ -518,15 +518,18 @@ class KinectFileSource(Source[KinectFrame]):
     ``loop_period_s`` replays the stream again and again: pass ``k`` moves the device timestamps on
     by ``k * loop_period_s`` seconds of session time (divided by ``release_map.a``, the device
     clock's rate), so timestamps keep increasing and the session's time maps still hold; frame ids
-    keep counting up."""
+    keep counting up. ``jpeg_color``: an MJPG colour stream is delivered as the JPEG bytes recorded,
+    as the device delivers it (decoded where it is drawn, re-recorded without re-encoding); False:
+    decoded to BGR here."""
 
     kind = "kinect"
 
     def __init__(self, serial: str, *, bodies_path: str | Path | None = None, recording_path: str | Path | None = None,
                  role: str = "standalone", fps: float | None = None, clock: SessionClock | None = None,
                  realtime: bool = True, speed: float = 1.0, latency_s: float = 0.0,
-                 release_map: TimeMap | None = None, loop_period_s: float | None = None):
+                 release_map: TimeMap | None = None, loop_period_s: float | None = None, jpeg_color: bool = True):
         super().__init__(kinect_name(serial), clock)
+        self.jpeg_color = jpeg_color
         if bodies_path is None and recording_path is None:
             raise ValueError("a Kinect file source needs a bodies file or a recording")
         if loop_period_s is not None and loop_period_s <= 0:
@@ -584,7 +587,7 @@ class KinectFileSource(Source[KinectFrame]):
             return
         body_times = np.asarray(bodies.timestamps) if bodies is not None else np.zeros(0)
         tolerance = 0.5 / self.nominal_fps
-        for capture in recording.captures():
+        for capture in recording.captures(jpeg_bytes=self.jpeg_color):
             t = capture.timestamp
             matched = None
             i = int(np.searchsorted(body_times, t))

@@ -216,17 +216,19 @@ class KinectRecording:
                                  source=f"{self.path} (calibration.json attachment)")
 
     # -- data -------------------------------------------------------------------------------------
-    def captures(self, *, decode_color: bool = True) -> Iterator[KinectCapture]:
+    def captures(self, *, decode_color: bool = True, jpeg_bytes: bool = False) -> Iterator[KinectCapture]:
         """Captures in file order. Images of one capture are those whose timestamps lie within half
         a frame period of the first, one per track. ``decode_color=False`` skips colour decoding
-        (``color`` stays None, ``color_timestamp`` is set)."""
+        (``color`` stays None, ``color_timestamp`` is set). ``jpeg_bytes``: an MJPG colour image is
+        left as the JPEG bytes recorded (as the device delivers it; a truncated one is dropped as
+        when decoding)."""
         half_period_us = self._frame_period_us // 2
         current: KinectCapture | None = None
         current_us = 0
         count = 0
         starts: list[int] = []
         for name, t_us, data in self._packets(CAMERA_TRACKS):
-            image = self._decode(name, data, decode_color)
+            image = self._decode(name, data, decode_color, jpeg_bytes)
             if image is None and not (name == "COLOR" and not decode_color):
                 continue
             slot = name.lower()
@@ -286,7 +288,7 @@ class KinectRecording:
             except av.error.FFmpegError as exc:
                 self._note_truncated(f"reading stopped early ({exc})")
 
-    def _decode(self, name: str, data: bytes, decode_color: bool) -> np.ndarray | None:
+    def _decode(self, name: str, data: bytes, decode_color: bool, jpeg_bytes: bool = False) -> np.ndarray | bytes | None:
         track = self.tracks[name]
         if name in ("DEPTH", "IR"):
             expected = track.width * track.height * 2
@@ -296,6 +298,11 @@ class KinectRecording:
             return np.frombuffer(data, dtype=">u2").reshape(track.height, track.width).astype(np.uint16)
         if not decode_color:
             return None
+        if jpeg_bytes and track.mode.partition("_")[0] == "MJPG":
+            if data[-2:] != b"\xff\xd9":
+                self._note_truncated(f"COLOR frame of {len(data)} bytes is not a complete JPEG")
+                return None
+            return bytes(data)
         return self._decode_color(data, track)
 
     def _decode_color(self, data: bytes, track: KinectTrack) -> np.ndarray | None:

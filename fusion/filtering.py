@@ -147,17 +147,19 @@ def estimate_noise_std(x: np.ndarray) -> float:
 
 
 def smooth_positions(x: np.ndarray, fps: float, cfg: SmootherConfig | None = None,
-                     noise_std: float | None = None) -> np.ndarray:
+                     noise_std: float | np.ndarray | None = None) -> np.ndarray:
     """Kalman filter + Rauch-Tung-Striebel smoother with a constant-acceleration model for each
-    coordinate of x (F, ..., 3), sampled at ``fps``. The measurement noise is ``noise_std`` or, by
-    default, :func:`estimate_noise_std` of the track. NaN samples stay NaN (they are predicted over,
-    not filled)."""
+    coordinate of x (F, ..., 3), sampled at ``fps``. The measurement noise is ``noise_std`` (metres;
+    one value, or an array broadcastable to ``x.shape[1:]``, e.g. one per person of a stack of
+    people's tracks) or, by default, :func:`estimate_noise_std` of the track. Each coordinate is
+    smoothed on its own. NaN samples stay NaN (they are predicted over, not filled)."""
     cfg = cfg or SmootherConfig()
     x = np.asarray(x, dtype=np.float64)
     F = len(x)
     flat = x.reshape(F, -1)
     M = flat.shape[1]
-    sigma = max(cfg.noise_floor_m, estimate_noise_std(x) if noise_std is None else noise_std)
+    sigma = np.maximum(cfg.noise_floor_m, estimate_noise_std(x) if noise_std is None else noise_std)
+    sigma = np.broadcast_to(sigma, x.shape[1:]).reshape(M)
     dt = 1.0 / fps
     A = np.array([[1.0, dt, dt * dt / 2], [0.0, 1.0, dt], [0.0, 0.0, 1.0]])
     q = cfg.jerk_std ** 2
@@ -173,6 +175,8 @@ def smooth_positions(x: np.ndarray, fps: float, cfg: SmootherConfig | None = Non
     live = np.zeros(M, dtype=bool)
     gap = np.zeros(M)
     big = np.diag([1e2, 1e2, 1e4])
+    measured = np.zeros((M, 3, 3))  # the state's covariance right after a restart on a measurement
+    measured[:, 0, 0], measured[:, 1, 1], measured[:, 2, 2] = R, 1e2, 1e4
     restarted = np.zeros((F, M), dtype=bool)
     for t in range(F):
         if t > 0:
@@ -191,7 +195,7 @@ def smooth_positions(x: np.ndarray, fps: float, cfg: SmootherConfig | None = Non
         innov = np.where(m, np.nan_to_num(flat[t]) - state[:, 0], 0.0)
         state = state + np.where(m[:, None], K * innov[:, None], 0.0)
         P = np.where(m[:, None, None], P - K[:, :, None] * P[:, None, 0, :], P)
-        P[restart] = np.diag([R, 1e2, 1e4])
+        P[restart] = measured[restart]
         live = live | ok[t]
         live &= ~(gap > cfg.max_gap_s)
         xs_f[t], Ps_f[t] = state, P

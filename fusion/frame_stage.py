@@ -512,7 +512,9 @@ def smooth_anchors(people: PeopleTracks, noise_std: np.ndarray, config: ProcessC
     kinect_fps = float(1.0 / np.median(np.diff(people.t_session)))
     cols = slice(None) if columns is None else list(columns)
     joints = people.joints.copy()
-    for p, sd in enumerate(noise_std):
-        joints[p][:, cols] = smooth_positions(people.joints[p][:, cols], kinect_fps, config.position_smoother,
-                                              noise_std=float(sd))
+    if len(joints):
+        # every person at once, each coordinate on its own with its person's noise: (F, P, C, 3)
+        stacked = np.moveaxis(people.joints[:, :, cols], 0, 1)
+        sd = np.asarray(noise_std, dtype=np.float64).reshape(-1, 1, 1)
+        joints[:, :, cols] = np.moveaxis(smooth_positions(stacked, kinect_fps, config.position_smoother, noise_std=sd), 1, 0)
     return replace(people, joints=joints)

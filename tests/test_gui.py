@@ -220,6 +220,18 @@ def test_lean_window_draws_the_kinects_and_the_scene_at_every_second_panorama_fr
     window._last_seq = -1
     window.refresh()
     assert window.draws["pano"] == 30 and window.draws["scene"] == window.draws[kinect] == 15
+    # frames drawn under an earlier frame's overlays (the preview runs behind): the image at every
+    # frame, the overlays and hand views only when the frame they belong to changes
+    window.draws.clear()
+    window.displayed_hands.clear()
+    for i, state in enumerate(states):
+        state = replace(state, seq=2 * 10**6 + i, pano=replace(state.pano, index=2 * 10**6 + i,
+                                                               overlay_index=2 * 10**6 + 3 * (i // 3),
+                                                               overlay_released_wall=float(i // 3)))
+        monkeypatch.setattr(window.controller, "latest", lambda state=state: state)
+        window.refresh()
+    assert window.draws["pano"] == 30 and window.draws["hands"] == 10
+    assert [index for index, _ in window.displayed_hands] == [2 * 10**6 + 3 * k for k in range(10)]
 
 
 def test_vertex_normals_point_out_of_an_outward_wound_mesh():

@@ -52,6 +52,19 @@ def test_sample_first_capture_equals_sdk_decode(sample):
     assert 20 < cap.color.mean() < 235  # a decoded picture, not a blank buffer
 
 
+def test_sample_colour_as_recorded_jpeg_decodes_to_the_same_image(sample):
+    """``jpeg_bytes``: the MJPG colour image comes as the JPEG the device sent (the live stream's
+    form), which decodes to exactly the image the reader decodes; depth and IR are unchanged."""
+    import cv2
+
+    decoded = next(KinectRecording(sample).captures())
+    raw = next(KinectRecording(sample).captures(jpeg_bytes=True))
+    assert isinstance(raw.color, bytes) and raw.color[:2] == b"\xff\xd8" and raw.color[-2:] == b"\xff\xd9"
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(raw.color, np.uint8), cv2.IMREAD_COLOR), decoded.color)
+    np.testing.assert_array_equal(raw.depth, decoded.depth)
+    assert raw.color_timestamp == decoded.color_timestamp
+
+
 def test_sample_imu_sample_layout(sample):
     imu = KinectRecording(sample).imu()
     assert len(imu) == 1

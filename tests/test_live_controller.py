@@ -211,6 +211,130 @@ def test_kinect_frames_keep_flowing_while_the_hand_backend_loads(sim_session, mo
         controller.close()
 
 
+class GatedEstimator:
+    """A hand backend whose calls wait while ``gate`` is clear (a preview slower than any frame
+    period); ``blocked`` counts the calls that found it clear."""
+
+    def __init__(self, inner, gate: threading.Event):
+        self.inner, self.gate, self.blocked = inner, gate, 0
+
+    def estimate(self, requests):
+        if not self.gate.is_set():
+            self.blocked += 1
+            assert self.gate.wait(30.0)
+        return self.inner.estimate(requests)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_panorama_plays_at_the_source_rate_while_the_preview_runs(sim_session, monkeypatch):
+    """The hand preview runs on its own thread: while it is held in one backend call, the snapshot's
+    panorama keeps moving to the newest frame, drawn with the overlays of the last frame the preview
+    finished (``overlay_index``); once the backend answers, the overlays catch up. With
+    ``display_every_frame`` off, the panorama waits for its preview."""
+    gate = threading.Event()
+    gated = []
+
+    def gated_estimator(config, session):
+        gated.append(GatedEstimator(make_estimator(config, session), gate))
+        return gated[-1]
+
+    monkeypatch.setattr(live_controller, "make_estimator", gated_estimator)
+    for every_frame in (True, False):
+        gate.set()
+        controller = LiveController.from_session(sim_session, config=LiveConfig(
+            process=ProcessConfig(hands="sim", view_size=64), body=False, display_every_frame=every_frame))
+        try:
+            controller.start()
+            wait_for(lambda: controller.latest().world.hands, timeout=60.0)  # the backend loaded and lifted hands
+            gate.clear()
+            wait_for(lambda: gated[-1].blocked >= 1)  # a preview is held inside the backend now
+            held = controller.latest().pano
+            if every_frame:
+                # frames keep coming (the replay is at 30 fps): 10 more, none with its own preview
+                later = wait_for(lambda: (s := controller.latest()).pano.index >= held.index + 10 and s)
+                assert later.pano.overlay_index is not None and later.pano.overlay_index <= held.index
+                assert later.pano.overlay_released_wall < later.pano.released_wall
+                assert later.pano.wrists_px and later.hand_views  # the older frame's overlays
+                assert gated[-1].blocked == 1  # still the one call
+                gate.set()
+                wait_for(lambda: (s := controller.latest()).pano.overlay_index is not None and
+                         s.pano.overlay_index > held.index)
+            else:
+                time.sleep(0.5)  # 15 frame periods
+                assert controller.latest().pano.index == held.index and held.overlay_index is None
+                gate.set()
+                wait_for(lambda: controller.latest().pano.index > held.index)
+                assert controller.latest().pano.overlay_index is None
+        finally:
+            gate.set()
+            controller.close()
+
+
+def test_kinect_panes_decode_jpeg_colour_at_most_at_their_rate(sim_session):
+    """A Kinect pane is made once per frame, and from JPEG colour (how the device and its replay
+    deliver MJPG) at most ``jpeg_max_hz`` times a second: a frame within the period keeps the
+    previous pane, image and skeletons together; a decoded colour image makes a pane every frame."""
+    from omnimocap.fusion.live.panes import KinectPanes
+
+    rig = Rig.load(sim_session / "rig.json")
+    kinect = next(s for s in replay_sources(sim_session, SessionClock(), realtime=False, on_session_clock=True)
+                  if s.kind == "kinect")
+    kinect.connect()
+    frames = [kinect.read(1.0) for _ in range(4)]
+    kinect.stop()
+    assert all(isinstance(f.color, bytes) for f in frames)  # the recording's MJPG, as recorded
+    panes = KinectPanes(lambda *a: None, jpeg_max_hz=15.0)
+    shown = []
+    for k, wall in enumerate((0.0, 0.033, 0.067, 0.1)):
+        panes.latest[kinect.name] = Released(frames[k], wall)
+        shown.append(panes.pane(kinect, rig))
+        assert panes.pane(kinect, rig) is shown[-1]  # the same frame again: the same pane
+    assert shown[1] is shown[0] and shown[2] is not shown[1] and shown[3] is shown[2]
+    assert shown[0].color.shape[2] == 3 and shown[2].t_session > shown[0].t_session
+    import cv2
+    np.testing.assert_array_equal(shown[2].color, cv2.imdecode(np.frombuffer(frames[2].color, np.uint8), cv2.IMREAD_COLOR))
+    decoded = [replace_color(f) for f in frames]
+    panes = KinectPanes(lambda *a: None, jpeg_max_hz=15.0)
+    made = []
+    for k, wall in enumerate((0.0, 0.033, 0.067, 0.1)):
+        panes.latest[kinect.name] = Released(decoded[k], wall)
+        made.append(panes.pane(kinect, rig))
+    assert len({id(p) for p in made}) == 4
+
+
+def replace_color(frame: KinectFrame) -> KinectFrame:
+    import cv2
+    from dataclasses import replace
+
+    return replace(frame, color=cv2.imdecode(np.frombuffer(frame.color, np.uint8), cv2.IMREAD_COLOR))
+
+
+def test_preview_and_body_threads_run_at_a_lower_priority():
+    """The calling thread's nice value goes up by the niceness, the process's (the main thread's)
+    does not; 0 leaves it."""
+    import os
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread nice values are a Linux feature")
+    main = os.getpriority(os.PRIO_PROCESS, 0)
+    seen = {}
+
+    def worker(niceness):
+        before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        done = live_controller.lower_thread_priority(niceness)
+        seen[niceness] = (done, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) - before)
+
+    for niceness in (0, 3):
+        t = threading.Thread(target=worker, args=(niceness,))
+        t.start()
+        t.join()
+    assert seen[0] == (False, 0)
+    assert seen[3] == (True, min(3, 19 - main))
+    assert os.getpriority(os.PRIO_PROCESS, 0) == main
+
+
 @pytest.mark.parametrize("error, text", [(UserError("the WiLoR weights are missing", fix="run scripts/setup.sh"), "weights"),
                                          (RuntimeError("CUDA out of memory"), "RuntimeError: CUDA out of memory")])
 def test_hand_backend_that_fails_to_load_is_a_fault(sim_session, monkeypatch, error, text):

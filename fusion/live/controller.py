@@ -86,6 +86,17 @@ class LiveConfig:
     body_warm_iterations: int = 2
     """Levenberg-Marquardt steps of a body fit started from the person's previous fit (0: every
     frame from the fit's analytic initialisation, with its 6 + 3 steps, as ``process`` starts)."""
+    worker_niceness: int = 10
+    """How much lower than the rest of the process the hand preview's and the body fit's threads are
+    scheduled (the thread's nice value raised by this much; Linux, where a thread has its own; 0:
+    not lowered): on a machine short of cores, the capture threads and the window draw first, and
+    the preview and the fit take what is left."""
+    display_every_frame: bool = True
+    """Publish every panorama frame the moment it is polled, drawn with the overlays (predicted
+    wrists, view outlines, hand views, hands) of the newest frame the hand preview has finished,
+    while the preview runs on its own thread on the newest frame it can take: the panorama plays at
+    the source rate however long a preview takes. False: a panorama frame is published only with
+    its own preview, so the display runs at the preview's rate."""
 
 
 class LiveController:
@@ -140,6 +151,10 @@ class LiveController:
         self._body_wake = threading.Event()
         self._body_worker: threading.Thread | None = None
         self._body_ms = 0.0
+        self._display: tuple[Released, float] | None = None  # the newest panorama frame polled and its t_session
+        self._preview_job: tuple[str, Released] | None = None  # the newest panorama frame for the preview thread
+        self._preview_wake = threading.Event()
+        self._preview_worker: threading.Thread | None = None
         self._use_sources(sources)
         self._state = self._snapshot()
 
@@ -224,6 +239,9 @@ class LiveController:
             except UserError as exc:
                 self.post("fault", feed.name, f"{feed.name}: {exc}")
         self._worker = threading.Thread(target=self._run, name="live-pipeline", daemon=True)
+        if self.config.display_every_frame:
+            self._preview_worker = threading.Thread(target=self._run_previews, name="live-hands", daemon=True)
+            self._preview_worker.start()
         self._worker.start()
         if self.config.body:
             self._body_worker = threading.Thread(target=self._run_body, name="live-body", daemon=True)
@@ -237,10 +255,12 @@ class LiveController:
         self._halt.set()
         self._wake.set()
         self._body_wake.set()
-        for worker in (self._worker, self._body_worker):
+        self._preview_wake.set()
+        for worker in (self._worker, self._preview_worker, self._body_worker):
             if worker is not None:
                 worker.join(5.0)
-        self._worker = self._body_worker = None
+        self._worker = self._preview_worker = self._body_worker = None
+        self._preview_job = None
         for feed in self.feeds:
             feed.stop()
         if self._running:
@@ -351,7 +371,7 @@ class LiveController:
             self.feeds.append(SourceFeed(source, size, self._on_frame, self._on_end))
         self._histories = {f.name: BodyHistory() for f in self.feeds if f.source.kind == "kinect"}
         self._depth.clear()  # the preview holds this dict
-        self.panes.latest.clear()
+        self.panes.clear()
 
     def _on_frame(self, source: Source, frame: KinectFrame | PanoFrame) -> None:
         recorder = self._recorder
@@ -417,11 +437,12 @@ class LiveController:
 
     def step(self) -> LiveState:
         """One pass of the live pipeline over the frames queued since the last pass: the Kinect
-        frames into the body histories, the newest panorama frame through the preview, the fault
-        checks and a new snapshot, which is returned. The worker thread runs it whenever a frame
-        arrives; a caller that fills the feeds' queues itself (without :meth:`start`) can drive the
-        pipeline frame by frame, and then the hand backend loads in its first pass, which waits for
-        it."""
+        frames into the body histories, the newest panorama frame to the preview, the fault checks
+        and a new snapshot, which is returned. The worker thread runs it whenever a frame arrives,
+        and the preview then runs on its own thread (``LiveConfig.display_every_frame``; else in
+        this pass); a caller that fills the feeds' queues itself (without :meth:`start`) can drive
+        the pipeline frame by frame: the preview runs in the pass, on that very frame, and the hand
+        backend loads in the first pass, which waits for it."""
         self._load_hands(wait=not self._running)
         pano = None
         for feed in self.feeds:
@@ -436,7 +457,13 @@ class LiveController:
                 pano = (feed.name, released[-1])
                 feed.count_skipped(len(released) - 1)
         if pano is not None:
-            self._run_preview(*pano)
+            name, released = pano
+            self._display = (released, session_time(self.rig, name, released.frame))
+            if self._preview_worker is None:
+                self._run_preview(name, released)
+            else:
+                self._preview_job = pano  # the preview thread takes the newest; older ones are skipped
+                self._preview_wake.set()
         self._check_faults()
         self._publish()
         state = self._state
@@ -488,6 +515,19 @@ class LiveController:
                 self._body_job = job  # the body thread takes the newest; older ones are dropped
                 self._body_wake.set()
 
+    def _run_previews(self) -> None:
+        """The preview thread: the hand preview on the newest panorama frame the pipeline polled
+        (frames that arrive while it runs wait for the next pass, and only the newest of them is
+        taken), then a snapshot with its overlays."""
+        lower_thread_priority(self.config.worker_niceness)
+        while not self._halt.is_set():
+            self._preview_wake.wait(0.05)
+            self._preview_wake.clear()
+            job, self._preview_job = self._preview_job, None
+            if job is not None:
+                self._run_preview(*job)
+                self._publish()
+
     def _run_body(self) -> None:
         """The body thread: fits the newest people the pipeline handed over (the fit of two people
         costs about as much as the hand preview: apart, neither waits for the other), at most
@@ -497,6 +537,7 @@ class LiveController:
         # The fit's tensors are small: a pool of threads only contends with the pipeline for the
         # cores (with OpenMP, the setting holds for this thread alone).
         torch.set_num_threads(1)
+        lower_thread_priority(self.config.worker_niceness)
         period = 1.0 / self.config.body_max_hz if self.config.body_max_hz > 0 else 0.0
         while not self._halt.is_set():
             self._body_wake.wait(0.05)
@@ -569,6 +610,15 @@ class LiveController:
 
     def _snapshot(self) -> LiveState:
         result = self._preview_result
+        pano = None if result is None else result.pano
+        display = self._display
+        if display is not None and self._preview_worker is not None and \
+                (pano is None or display[0].frame.index != pano.index or display[0].released_wall != pano.released_wall):
+            # the newest frame, with the overlays of the newest frame the preview finished
+            released, t_session = display
+            pano = PanoPane(released.frame.index, t_session, released.released_wall, released.frame.image,
+                            [] if pano is None else pano.wrists_px, [] if pano is None else pano.view_outlines,
+                            None if pano is None else pano.index, None if pano is None else pano.released_wall)
         kinects = [self.panes.pane(f.source, self.rig) for f in self.feeds if f.source.kind == "kinect"]
         reference_frame = self.panes.latest.get(kinects[0].name) if kinects else None
         world = world_state(kinects, self.rig, result, self.hand_hold, reference_frame, self.body)
@@ -578,11 +628,27 @@ class LiveController:
             self._seq += 1
             return LiveState(
                 seq=self._seq, published_wall=time.perf_counter(), running=self._running, preview=self._preview_on,
-                kinects=kinects, pano=None if result is None else result.pano,
+                kinects=kinects, pano=pano,
                 hand_views=[] if result is None else list(result.hand_views), world=world,
                 devices=devices, sync=sync, calibration=self.calibration.state, recording=self._recording_state(),
                 messages=tuple(self._messages), hands_backend=self._hands_backend, pipeline_ms=self._pipeline_ms,
                 body_ms=self._body_ms)
+
+
+def lower_thread_priority(niceness: int) -> bool:
+    """Raise the calling thread's nice value by ``niceness`` (Linux, where each thread has its own;
+    elsewhere the call would lower the whole process, so nothing is done). Returns whether it was."""
+    import os
+    import sys
+
+    if niceness <= 0 or not sys.platform.startswith("linux"):
+        return False
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
+    except OSError:
+        return False
+    return True
 
 
 def _sync_label(time_map: TimeMap | None, is_truth: bool = False) -> str:

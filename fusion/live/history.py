@@ -69,6 +69,14 @@ class RecentDepthFrames(DepthFrames):
         self.T_depth_world = np.eye(4)  # set from the rig in use before each look
         self._frames: deque[tuple[float, np.ndarray]] = deque(maxlen=keep)
 
+    def frozen(self) -> "RecentDepthFrames":
+        """A copy holding the images held now (the images are shared, not copied): what one preview
+        pass reads while the pipeline adds newer frames to this one."""
+        copy = RecentDepthFrames(self.sensor, self.camera, self._frames.maxlen or 8)
+        copy.T_depth_world = self.T_depth_world
+        copy._frames.extend(tuple(self._frames))
+        return copy
+
     def add(self, t_session: float, depth_mm: np.ndarray | None) -> None:
         """A depth image (uint16 (H, W) millimetres) at ``t_session``; older ones than the newest
         are dropped (a restarted clock)."""

@@ -22,15 +22,31 @@ from omnimocap.fusion.live.state import KinectPane, WorldState
 from omnimocap.geometry.transforms import transform_points
 
 
+# A Kinect pane whose colour must be decoded from JPEG is made at most this often (the window draws
+# the Kinect panes at 15 Hz): decoding 720p JPEGs at 30 Hz per Kinect costs a live session a third
+# of a core.
+JPEG_PANE_MAX_HZ = 15.0
+
+
 class KinectPanes:
     """The newest frame of every Kinect (``latest``, by source name) and what it takes to draw it.
     ``warn(source, text)`` reports a Kinect whose calibration cannot be read (once per source)."""
 
-    def __init__(self, warn: Callable[[str, str], None]):
+    def __init__(self, warn: Callable[[str, str], None], jpeg_max_hz: float = JPEG_PANE_MAX_HZ):
+        """``jpeg_max_hz``: a Kinect whose colour arrives as JPEG bytes gets a new pane at most this
+        often (its newest frame when the pane is older than the period; the frame decoded and its
+        skeletons drawn together); 0: every frame."""
         self.latest: dict[str, Released] = {}
+        self.jpeg_max_hz = jpeg_max_hz
+        self._panes: dict[str, tuple[Released, Rig, KinectPane]] = {}
         self._images: dict[str, tuple[int, np.ndarray | None]] = {}
         self._calibrations: dict[str, KinectCalibration | None] = {}
         self._warn = warn
+
+    def clear(self) -> None:
+        """Forget every source's frames (a new set of sources)."""
+        self.latest.clear()
+        self._panes.clear()
 
     def calibration(self, source: Source) -> KinectCalibration | None:
         """The source's factory calibration in its stream's modes (None without one), read once."""
@@ -43,10 +59,22 @@ class KinectPanes:
         return self._calibrations[source.name]
 
     def pane(self, source: Source, rig: Rig) -> KinectPane:
-        """The source's newest frame as a pane (empty before its first frame)."""
+        """The source's newest frame as a pane (empty before its first frame); made once per frame
+        and, for JPEG colour, at most ``jpeg_max_hz`` times a second."""
         released = self.latest.get(source.name)
         if released is None:
             return KinectPane(source.name, float("nan"), None, {}, {})
+        cached = self._panes.get(source.name)
+        if cached is not None and cached[1] is rig:
+            shown, _, pane = cached
+            if shown is released or (isinstance(released.frame.color, bytes) and self.jpeg_max_hz > 0 and
+                                     0.0 <= released.released_wall - shown.released_wall < 1.0 / self.jpeg_max_hz):
+                return pane
+        pane = self._pane(source, rig, released)
+        self._panes[source.name] = (released, rig, pane)
+        return pane
+
+    def _pane(self, source: Source, rig: Rig, released: Released) -> KinectPane:
         frame = released.frame
         skeletons = {i: b.positions for i, b in (frame.bodies or {}).items()}
         color = self._color_image(source.name, frame)

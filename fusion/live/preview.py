@@ -136,8 +136,9 @@ class LivePreview:
         if not self.config.depth_cue:
             return []
         frames = []
-        for name, recent in self.depth.items():
+        for name, recent in list(self.depth.items()):  # the pipeline thread may add a Kinect meanwhile
             if len(recent) and name in self.rig.T_world_sensor:
+                recent = recent.frozen()  # and newer images
                 recent.T_depth_world = invert_pose(self.rig.pose(name))
                 frames.append(recent)
         return frames

@@ -59,6 +59,11 @@ class PanoPane:
     image: np.ndarray
     wrists_px: list[tuple[int, str, np.ndarray]]
     view_outlines: list[np.ndarray]
+    overlay_index: int | None = None
+    """The frame whose wrists, outlines and hand views are drawn over this one, when it is an
+    earlier frame (the hand preview still runs on a newer one); None: this frame's own."""
+    overlay_released_wall: float | None = None
+    """That frame's release by its capture thread (``time.perf_counter()``)."""
 
 
 HAND_SEEN, HAND_HELD, HAND_LOST = "seen", "held", "lost"
