@@ -492,12 +492,14 @@ def flatten_residuals(residuals: dict, prefix: str = "") -> list[tuple[str, str]
 
 
 class SessionWindow(QtWidgets.QMainWindow):
-    """The live session window over one controller. ``poll_ms``: how often the snapshot is read;
-    ``slow_every``: lean, the Kinect panes and the 3D view are drawn at every this many panorama frames."""
+    """The live session window over one controller. ``poll_ms``: how often the snapshot is read
+    (about twice per frame of a 30 fps camera, so that no frame is skipped for arriving just after a
+    look; a look at an unchanged snapshot draws nothing); ``slow_every``: lean, the Kinect panes and
+    the 3D view are drawn at every this many panorama frames."""
 
     DEVICE_COLUMNS = ("device", "state", "fps", "frames", "drops", "last arrival (s)", "sync")
 
-    def __init__(self, controller: LiveController, *, record_dir: str | Path = "recordings", poll_ms: int = 33,
+    def __init__(self, controller: LiveController, *, record_dir: str | Path = "recordings", poll_ms: int = 15,
                  lean: bool = True, slow_every: int = SLOW_PANE_EVERY):
         super().__init__()
         self.controller = controller

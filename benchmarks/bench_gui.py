@@ -137,7 +137,7 @@ def run_gui(session_dir: Path, models: Path, seconds: float, lean: bool = True, 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     controller = live_controller(session_dir, models, **config)
     preload_hand_backend(controller)
-    window = SessionWindow(controller, record_dir=tempfile.gettempdir(), poll_ms=16, lean=lean,
+    window = SessionWindow(controller, record_dir=tempfile.gettempdir(), lean=lean,
                            **({} if slow_every is None else {"slow_every": slow_every}))
     window.resize(1600, 900)
     window.show()
