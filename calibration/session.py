@@ -106,8 +106,7 @@ def _from_simulated_observer(session: Session, kinect_rig: Rig, serial: str, sta
     obs = pano_observations(session, noise_deg=config.observer.noise_deg)
     coarse = coarse_time_map(obs.t_pano, obs.t_host)
     tracks = kinect_wrist_tracks(session, serial, kinect_rig, obs.bearings.shape[1] // TRACKS_PER_PERSON,
-                                 align_definitions=config.observer.align_kinect_joints,
-                                 difference_window_s=config.observer.fused_difference_window_s())
+                                 align_definitions=config.observer.align_kinect_joints)
     init_T, init_time, search = None, coarse, config.markerless.search_s
     if start is not None:
         init_T = start[0]
@@ -128,8 +127,7 @@ def _from_detected_hands(session: Session, kinect_rig: Rig, serial: str, start: 
     solve alternating ``config.observer.association_rounds`` times. Returns the result, the
     panorama frames of the last solve and the rig.json inputs."""
     tracks = kinect_wrist_tracks(session, serial, kinect_rig,
-                                 align_definitions=config.observer.align_kinect_joints,
-                                 difference_window_s=config.observer.fused_difference_window_s())
+                                 align_definitions=config.observer.align_kinect_joints)
     detected = detect_hands(session, tracks, det,
                             stride=config.observer.stride, search_frames=config.markerless.search_frames,
                             progress=progress, T_kinect_pano=None if start is None else start[0],

@@ -1,7 +1,7 @@
 """Each Kinect's own joint-definition bias (constant in the joint's reported orientation) is measured
 against the reference Kinect's and removed before fusion, so a fused joint does not step where one
 Kinect loses the person (``ObserverConfig.align_kinect_joints``); what remains of their difference
-where it is slow is carried across such losses too (``ObserverConfig.hold_kinect_differences``)."""
+where it is slow is carried across such losses too (``MotionSyncConfig.hold_kinect_differences``)."""
 
 from __future__ import annotations
 
