@@ -230,10 +230,11 @@ class MotionSyncConfig:
     (its mean over ``kinect_difference_window_s`` on either side), and that difference is carried on where only
     one of them sees the joint: the fused joint then does not step where one Kinect loses a person, drops them or
     gives them a new id (calibration/observations.py ``slow_difference``), a step that the clock takes for motion;
-    off: only the constant definition difference is taken out. Measured on 30 s sessions (calibrate, then sync,
-    simulated detector): the clock's error on independent seed 4 3.2 -> 1.0 ms, field seed 4 1.4 -> 0.5 ms.
-    The markerless calibration keeps the Kinects' difference (measured with it: the pose's translation error
-    4.1 -> 7.1 mm on independent seed 2)."""
+    off: only the constant definition difference is taken out. Measured on 14 sessions of 30 s (field, independent
+    k4abt model and ideal; calibrate, then sync, simulated detector): the clock's error 1.34 -> 0.96 ms mean,
+    1.56 -> 1.26 ms RMS, better on 9 (independent seed 4 3.2 -> 1.0 ms), worse on 5 (field seed 12 1.6 -> 2.3 ms,
+    ideal seed 2 0.4 -> 1.5 ms). The markerless calibration keeps the Kinects' difference (with it, the pose's
+    translation error went 4.1 -> 7.1 mm on independent seed 2 and 8.8 -> 10.0 mm on field seed 2)."""
     kinect_difference_window_s: float = 0.5
     """Half-width, seconds, of the window over which the two Kinects' slow difference is averaged."""
 
