@@ -195,7 +195,7 @@ def _joint_tracks(rec: BodyRecording, people: int) -> tuple[np.ndarray, np.ndarr
 
 
 def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int | None = None,
-                        align_definitions: bool = True) -> KinectTracks:
+                        align_definitions: bool = True, difference_window_s: float | None = None) -> KinectTracks:
     """Read every Kinect's ``bodies_<serial>.json``, map its times onto the session clock and its
     joints into Kinect ``serial``'s depth frame with ``rig``, and fuse them (see the module
     docstring) at Kinect ``serial``'s frame times. Kinects without body tracking or without a pose in
@@ -206,7 +206,15 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
     a bias of its own on each Kinect, constant in the joint's reported orientation, so a fused point
     that passes from two Kinects to one (the person hidden from one of them, dropped, or given a new
     id) would step by half their difference, and the trajectory's smoothing turns the step into
-    motion that the clock follows."""
+    motion that the clock follows.
+
+    With ``difference_window_s`` (seconds; None or 0: off) what remains of each other Kinect's
+    difference from the reference Kinect is taken out too where it is slow: its mean over the frames
+    within that many seconds where both Kinects see the joint (:func:`slow_difference`), carried
+    across the frames where only one of them does. The Kinects' errors also differ in ways that no
+    constant captures (slow tracking noise, a Kinect pose a few millimetres off), so the fused point
+    would still step where one Kinect loses, drops or re-identifies a person; with the difference
+    carried it passes from two Kinects to one without a step."""
     kinects = session.kinects()
     entry = next((d for d in kinects if d.serial == serial), None)
     if entry is None or not entry.bodies:
@@ -252,6 +260,8 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
             d = definition_difference(pts, rot_own, p_o, rot_o, ~far & np.isfinite(v_o) & np.isfinite(var))
             # onto the reference Kinect's definition, whichever Kinects see the joint
             p_o = p_o - np.einsum("nkij,kj->nki", np.nan_to_num(rot_o), d)
+        if difference_window_s:
+            p_o = p_o - slow_difference(t, pts, p_o, ~far & np.isfinite(v_o) & np.isfinite(var), difference_window_s)
         w_o = 1.0 / v_o
         acc += np.where(np.isfinite(p_o), p_o, 0.0) * w_o[..., None]
         wsum = wsum + w_o
@@ -262,6 +272,34 @@ def kinect_wrist_tracks(session: Session, serial: str, rig: Rig, num_people: int
     fused[wsum <= 0] = np.nan
     sigma[wsum <= 0] = np.nan
     return KinectTracks(serial, t, fused, sigma, tuple(used), rot)
+
+
+def slow_difference(t: np.ndarray, p_ref: np.ndarray, p_other: np.ndarray, both: np.ndarray, half_window_s: float,
+                    min_frames: int = 3) -> np.ndarray:
+    """(N,K,3) metres: the slow part of ``p_other - p_ref`` ((N,K,3) metres: K joints as two Kinects
+    report them, in one frame, at times ``t`` (N,) seconds): at each frame, the mean difference over
+    the frames ``both`` (N,K) within ``half_window_s`` seconds on either side where there are at
+    least ``min_frames`` of them; elsewhere (one Kinect alone sees the joint there) linearly
+    interpolated in time between the nearest frames that have it, and held beyond the first and the
+    last. Zero for joints that the two Kinects never see together."""
+    N, K = both.shape
+    ok = both & np.all(np.isfinite(p_ref), axis=-1) & np.all(np.isfinite(p_other), axis=-1)
+    diff = np.where(ok[..., None], np.nan_to_num(p_other - p_ref), 0.0)
+    # frames exactly half a window away count on both sides (up to rounding of the times)
+    lo = np.searchsorted(t, t - half_window_s - 1e-9, side="left")
+    hi = np.searchsorted(t, t + half_window_s + 1e-9, side="right")
+    csum = np.concatenate([np.zeros((1, K, 3)), np.cumsum(diff, axis=0)])
+    ccount = np.concatenate([np.zeros((1, K)), np.cumsum(ok, axis=0)])
+    count = ccount[hi] - ccount[lo]
+    out = np.zeros((N, K, 3))
+    for k in range(K):
+        has = count[:, k] >= min_frames
+        if not has.any():
+            continue
+        mean = (csum[hi[has], k] - csum[lo[has], k]) / count[has, k][:, None]
+        for axis in range(3):
+            out[:, k, axis] = np.interp(t, t[has], mean[:, axis])
+    return out
 
 
 def definition_difference(p_ref: np.ndarray, R_ref: np.ndarray, p_other: np.ndarray, R_other: np.ndarray,

@@ -75,7 +75,8 @@ def _motion_sync(session: Session, previous: Rig, serial: str, config: SyncConfi
         obs = pano_observations(session, noise_deg=config.observer.noise_deg)
         coarse = coarse_time_map(obs.t_pano, obs.t_host)
         tracks = kinect_wrist_tracks(session, serial, previous, obs.bearings.shape[1] // TRACKS_PER_PERSON,
-                                 align_definitions=config.observer.align_kinect_joints)
+                                 align_definitions=config.observer.align_kinect_joints,
+                                 difference_window_s=config.motion.fused_difference_window_s())
         traj = transform_points(T_world_kinect, tracks.points)
         res = fine_time_map(obs.t_pano, obs.bearings, tracks.t_session, traj, T_world_pano, coarse,
                             traj_sigma=tracks.sigma, search_s=config.motion.search_s,
@@ -86,7 +87,8 @@ def _motion_sync(session: Session, previous: Rig, serial: str, config: SyncConfi
     poser = open_pose_detector(session, kind, pose_detector, config.observer.pose_model,
                                    config.observer.device) if config.observer.body_keypoints else None
     T_kinect_pano = invert_pose(T_world_kinect) @ T_world_pano
-    tracks = kinect_wrist_tracks(session, serial, previous, align_definitions=config.observer.align_kinect_joints)
+    tracks = kinect_wrist_tracks(session, serial, previous, align_definitions=config.observer.align_kinect_joints,
+                                 difference_window_s=config.motion.fused_difference_window_s())
     detected = detect_hands(session, tracks, det, T_kinect_pano=T_kinect_pano, stride=config.observer.stride,
                             progress=progress)
     coarse = coarse_time_map(detected.t_pano, detected.t_host)
