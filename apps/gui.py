@@ -652,8 +652,10 @@ class SessionWindow(QtWidgets.QMainWindow):
         # lean: the Kinect panes and the 3D view at every slow_every-th panorama frame (every
         # snapshot without a panorama), each only when its own frame changed
         self._panos_shown += new_pano
-        slow_due = not lean or not state.running or state.pano is None or \
-            (new_pano and self._panos_shown % self.slow_every == 0)
+        always = not lean or not state.running or state.pano is None
+        slow_due = always or (new_pano and self._panos_shown % self.slow_every == 0)
+        # the 3D view on the frames between the Kinect panes' (with slow_every 2), so that no look draws both
+        scene_due = always or (new_pano and self._panos_shown % self.slow_every == self.slow_every // 2)
         if slow_due:
             self._show_kinects(state)
         if new_pano:
@@ -672,7 +674,7 @@ class SessionWindow(QtWidgets.QMainWindow):
                     self.displayed_hands.append((overlay[0], time.perf_counter() - overlay[1]))
                     del self.displayed_hands[:-10000]
             self._count("pano")
-        if slow_due and (not lean or state.world.frame_key != self._shown_world or not state.world.frame_key):
+        if scene_due and (not lean or state.world.frame_key != self._shown_world or not state.world.frame_key):
             self._shown_world = state.world.frame_key
             self.scene.show_world(state.world)
             self._count("scene")
