@@ -372,6 +372,7 @@ class LiveController:
         self._histories = {f.name: BodyHistory() for f in self.feeds if f.source.kind == "kinect"}
         self._depth.clear()  # the preview holds this dict
         self.panes.clear()
+        self._display = None
 
     def _on_frame(self, source: Source, frame: KinectFrame | PanoFrame) -> None:
         recorder = self._recorder
