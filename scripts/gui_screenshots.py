@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -74,6 +75,9 @@ def main() -> int:
     # teardown order of Qt's and Python's objects crashes.
     window.deleteLater()
     app.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
+    controller.close()  # removes the simulation
+    if args.models is None:
+        shutil.rmtree(models, ignore_errors=True)
     return 0
 
 
