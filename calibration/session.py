@@ -17,6 +17,8 @@ Poses ``T_a_b`` map frame-b points into frame a (metres); times in seconds.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from omnimocap.calibration.board_session import calibrate_board
@@ -29,7 +31,7 @@ from omnimocap.calibration.pano_hands import (
     DETECTION_MAX_ROTATION_STD_DEG, DETECTION_MAX_TRANSLATION_STD_MM, DETECTION_NOISE_AR_ORDER, DETECTION_NOISE_DEG,
     ViewDetector, detect_hands,
 )
-from omnimocap.calibration.pano_bodies import PoseDetector, detect_bodies, with_bodies
+from omnimocap.calibration.pano_bodies import JointObservations, PoseDetector, detect_bodies, with_bodies
 from omnimocap.calibration.pano_observer import (
     detection_inputs, observer_inputs, observer_kind, open_pose_detector, open_view_detector, raw_camera,
     raw_pano_optics,
@@ -143,6 +145,8 @@ def _from_detected_hands(session: Session, kinect_rig: Rig, serial: str, start: 
         cand = detected.candidates
         joint = with_bodies(obs.bearings, cand.points, cand.sigma, bodies, T, tm, config.observer.body_gate_deg,
                             config.observer.body_segment_offsets, config.observer.hand_offsets)
+        if bodies is not None and config.markerless.pose_from_body:
+            joint = _body_keypoints_alone(joint, obs.bearings.shape[1], config.markerless.min_frames)
         res = calibrate_markerless(obs.t_pano, joint.bearings, cand.t_session, joint.points, traj_sigma=joint.sigma,
                                    init_time=with_rate(tm, coarse, float(np.median(obs.t_pano))),
                                    init_T_kinect_pano=T, search_s=search, noise_deg=DETECTION_NOISE_DEG,
@@ -156,6 +160,17 @@ def _from_detected_hands(session: Session, kinect_rig: Rig, serial: str, start: 
                                                                   config.observer))
         T, tm, search = res.T_kinect_pano, res.time_map, config.observer.refit_search_s
     return res, int(len(obs.t_pano)), detection_inputs(detected, det, bodies, poser)
+
+
+def _body_keypoints_alone(joint: JointObservations, hand_tracks: int, min_frames: int) -> JointObservations:
+    """``joint`` with the bearings of its first ``hand_tracks`` tracks (the hands) left out, where the
+    body keypoints are seen in at least ``min_frames`` panorama frames (else ``joint`` as it is)."""
+    body = np.any(np.all(np.isfinite(joint.bearings[:, hand_tracks:]), axis=-1), axis=1)
+    if body.sum() < min_frames:
+        return joint
+    bearings = joint.bearings.copy()
+    bearings[:, :hand_tracks] = np.nan
+    return dataclasses.replace(joint, bearings=bearings)
 
 
 def _previous_calibration(session: Session, previous: Rig, serial: str) -> tuple[np.ndarray, TimeMap]:
