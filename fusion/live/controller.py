@@ -599,7 +599,11 @@ class LiveController:
             self._preview.rig = rig
 
     def _publish(self) -> None:
-        self._state = self._snapshot()
+        """Make a snapshot the newest, unless a newer one (made on another thread meanwhile) already is."""
+        state = self._snapshot()
+        with self._lock:
+            if state.seq > self._state.seq:
+                self._state = state
 
     def _recording_state(self) -> RecordingState:
         recorder = self._recorder
