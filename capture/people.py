@@ -96,6 +96,25 @@ class PeopleConfig:
     of a body id that the linking could not place: a k4abt body briefly doubled on a person, or an id
     passed between two crossing people), so they do not count as people in their own right, each with
     hands that the panorama's detections are associated with (off: every linked person is kept)."""
+    mirror_bounded_facing: bool = True
+    """The cost of deciding exchanged labels for a frame whose reported body faces away from its Kinect
+    is at most ``mirror_facing_max`` (off: it grows without bound as the body turns away). k4abt's mirror
+    image faces the camera, so a report facing away is seldom exchanged, but a facing judged from a few
+    joints is itself an estimate: unbounded, three frames that contradicted it outweighed the agreement
+    and continuity of two Kinects over two seconds, and the labels of the whole stretch were turned
+    over to spare them."""
+    mirror_facing_max: float = 3.0
+    """Most cost of one frame's facing (dimensionless, like the others; the agreement of two Kinects
+    on a sided joint set costs about 4 per frame, a change of labels between frames about 6)."""
+    mirror_bridge_gaps: bool = True
+    """The label decision's temporal continuity holds across a track's drop-outs of up to
+    ``mirror_bridge_s``: the labels after the gap are compared with those before it, on a scale that
+    grows with the gap (off: a drop-out leaves a track's labels free to change at a small cost, so a
+    mirrored run that begins and ends in drop-outs, seen by one Kinect, stays unrepaired)."""
+    mirror_bridge_s: float = 0.5
+    """Longest drop-out, seconds, across which labels are compared (a person turns by less than a
+    quarter turn in that time, so each sided joint stays nearer its own earlier place than its
+    partner's)."""
     mirror_sigma_m: float = 0.03
     """Scale of the agreement and continuity costs of the label decision (metres)."""
     mirror_prior: float = 0.05
@@ -465,7 +484,10 @@ def resolve_mirrors(joints: list[np.ndarray], confidence: list[np.ndarray], sens
     for k in range(K):
         cos = np.nan_to_num(facing_cosine(joints[k], np.asarray(sensors[k], dtype=np.float64)), nan=0.0)
         # exchanged labels must look like a body facing the Kinect; a small prior against exchanges
-        cost_m = 8.0 * np.clip(0.1 - cos, 0.0, None) + config.mirror_prior
+        facing = 8.0 * np.clip(0.1 - cos, 0.0, None)
+        if config.mirror_bounded_facing:
+            facing = np.minimum(facing, config.mirror_facing_max)
+        cost_m = facing + config.mirror_prior
         # people mostly walk forwards: exchanged labels would turn a forward walk into a backward one
         # (a tie-breaker only, below the prior: people also step back and walk backwards)
         cost_m += 0.8 * config.mirror_prior * np.nan_to_num(np.sum(body_forward(joints[k]) * walk, axis=-1), nan=0.0)
@@ -495,6 +517,8 @@ def resolve_mirrors(joints: list[np.ndarray], confidence: list[np.ndarray], sens
         lo = np.fmin(direct, crossed)
         keep_cost[:, k] = np.where(both, (direct - lo) / sig, 0.0)
         flip_cost[:, k] = np.where(both, (crossed - lo) / sig + 2.0, 0.5)
+        if config.mirror_bridge_gaps and config.mirror_bridge_s > 0:
+            _bridge_continuity(j, sided, sig, config.mirror_bridge_s / t_step, keep_cost[:, k], flip_cost[:, k])
     toggles = bits[:, None, :] != bits[None, :, :]  # (S_prev, S, K)
     cost = emit[0].copy()
     back = np.zeros((T, S), dtype=np.int64)
@@ -514,6 +538,36 @@ def resolve_mirrors(joints: list[np.ndarray], confidence: list[np.ndarray], sens
         out_c.append(np.where(swap[:, None], confidence[k][:, LEFT_RIGHT], confidence[k]))
         masks.append(swap)
     return out_j, out_c, masks
+
+
+def _bridge_continuity(j: np.ndarray, sided, sig: float, max_frames: float, keep_cost: np.ndarray,
+                       flip_cost: np.ndarray) -> None:
+    """Temporal continuity of one track's labels across its drop-outs (in place on the (T,) costs of
+    keeping or toggling its bit from frame t-1 to t): over a gap of at most ``max_frames`` frames,
+    toggling while the track is missing is ruled out and the toggle at its first frame back is
+    priced like a frame-to-frame one, between that frame and the last before the gap (``sided``
+    their mean sided-joint distance, direct or crossed), on a scale ``sig`` (metres) that doubles
+    over the longest gap bridged (the body moves and turns in the meantime; the direct distance stays
+    the smaller while it turns by less than a quarter turn, whatever the scale)."""
+    from omnimocap.capture.skeleton_fusion import LEFT_RIGHT, SIDED
+
+    has = np.isfinite(j[:, SIDED]).all(axis=-1).any(axis=1)
+    idx = np.flatnonzero(has)
+    if len(idx) < 2:
+        return
+    for s, n in zip(idx[:-1], idx[1:]):
+        if n - s < 2 or n - s > max_frames:
+            continue
+        a, b = j[n][None], j[s][None]
+        direct, crossed = float(sided(a, b)[0]), float(sided(a[:, LEFT_RIGHT], b)[0])
+        if not (np.isfinite(direct) and np.isfinite(crossed)):
+            continue
+        lo = min(direct, crossed)
+        scale = sig * (1.0 + (n - s - 1) / max_frames)
+        keep_cost[s + 1:n] = 0.0
+        flip_cost[s + 1:n] = np.inf
+        keep_cost[n] = (direct - lo) / scale
+        flip_cost[n] = (crossed - lo) / scale + 2.0
 
 
 def _walking_direction(joints: list[np.ndarray], t_step: float, window_s: float = 0.5) -> np.ndarray:
