@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from omnimocap.capture.people import PeopleConfig, resolve_mirrors
-from omnimocap.capture.skeleton_fusion import LEFT_RIGHT
+from omnimocap.capture.skeleton_fusion import LEFT_RIGHT, facing_cosine
 from tests.test_identity import T, turning
 
 
@@ -113,3 +113,25 @@ def test_a_run_between_two_drop_outs_is_repaired_across_them():
         check_found(seen, found, exchanged)
         _, _, free = resolve_mirrors(seen, conf, SENSORS[:1], PeopleConfig(mirror_bridge_gaps=False))
         assert not free[0][60:100].any()  # the failure this guards against
+
+
+def test_a_run_through_which_the_person_turns_to_face_the_kinect_is_repaired():
+    # One Kinect behind a person who turns round (a full turn in 3.6 s): mirrored from the moment they
+    # face away for 27 frames, through which they turn until they face the Kinect side-on, then
+    # seen a second with the labels right. The run's last frames, exchanged, face away; on the
+    # agreement's scale the continuity of the run's two ends cost less than those frames, and the
+    # decision kept the run and exchanged the second after it instead.
+    truth = turning(T[:300], (0.0, 0.0, 0.0), spin_s=3.6)
+    cos = facing_cosine(truth, SENSORS[0])
+    a = int(np.flatnonzero(cos < -0.9)[0]) + 5
+    rng = np.random.default_rng(6)
+    joints = truth + rng.normal(0.0, 0.01, truth.shape)
+    mask = np.zeros(len(truth), dtype=bool)
+    mask[a:a + 27] = True
+    joints = np.where(mask[:, None, None], joints[:, LEFT_RIGHT], joints)
+    joints[a + 58:] = np.nan
+    conf = [np.where(np.isfinite(joints).all(axis=-1), 2, 0)]
+    _, _, found = resolve_mirrors([joints], conf, SENSORS[:1])
+    check_found([joints], found, [mask])
+    _, _, coarse = resolve_mirrors([joints], conf, SENSORS[:1], PeopleConfig(mirror_jump_sigma_m=0.03))
+    assert not coarse[0][a:a + 27].any() and coarse[0][a + 27:a + 58].all()  # the failure this guards against
