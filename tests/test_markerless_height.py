@@ -115,3 +115,33 @@ def test_too_few_hand_bearings_leave_the_pose(body_solve):
     few[:40, 0] = f[:40, 0]
     out = height_from_tracks(res, t, few, t, kinect[:, :HANDS], UP, noise_deg=0.3)
     assert not out.height["applied"] and np.array_equal(out.T_kinect_pano, res.T_kinect_pano)
+
+
+def test_calibrate_on_a_field_session_measures_the_height_from_the_hands(tmp_path):
+    """``calibrate --observer simulated-detector`` on a short field session: the rig records the hands'
+    height, combined with the keypoints' (a weight strictly between 0 and 1), moving the camera along
+    up by that share; switched off, the rig records none."""
+    import dataclasses
+    import json
+    import shutil
+
+    from omnimocap.calibration.config import CalibrateConfig, MarkerlessConfig, ObserverConfig
+    from omnimocap.calibration.session import calibrate_session
+    from omnimocap.capture.truth import Truth
+    from omnimocap.hands.sim_field import observer_record
+    from omnimocap.sim.simulate import SimConfig, simulate_session
+
+    on = tmp_path / "on"
+    simulate_session(on, SimConfig(seconds=12.0, people=2, kinects=2, seed=3, pano_width=64, kinect_video=False,
+                                   realism="field"))
+    truth = Truth(on)  # field k4abt errors, ideal observers (at 64 px the field detectors see nobody)
+    truth.write_realism({**truth.realism(), "observer": observer_record("ideal")})
+    off = tmp_path / "off"
+    shutil.copytree(on, off)
+    config = CalibrateConfig(observer=ObserverConfig(observer="simulated-detector"))
+    calibrate_session(on, config)
+    calibrate_session(off, dataclasses.replace(config, markerless=MarkerlessConfig(height_from_hands=False)))
+    height = json.loads((on / "rig.json").read_text())["residuals"]["pano"]["height_from_hands"]
+    assert height["applied"] and 0.0 < height["hands_weight"] < 1.0
+    assert height["shift_mm"] == pytest.approx(height["hands_weight"] * height["hands_shift_mm"])
+    assert "height_from_hands" not in json.loads((off / "rig.json").read_text())["residuals"]["pano"]
