@@ -155,6 +155,19 @@ class MarkerlessConfig:
     0.34 / 6.1 (independent seed 12), 0.22 / 12.7 -> 0.12 / 4.4 (field seed 13), 0.15 / 8.1 -> 0.05 / 2.0
     (ideal seed 11); worse on independent seed 2 (0.24 / 4.1 -> 0.25 / 6.7), field seed 2 (0.22 / 8.8 ->
     0.26 / 9.4) and ideal seeds 2 and 4 (2.9 -> 4.7 mm, 2.0 -> 3.5 mm)."""
+    height_from_hands: bool = True
+    """With ``pose_from_body`` in effect: after each solve on the body keypoints, the 360 camera's height (along
+    the world's up) is solved again from the hands' bearings alone, the rest of the pose and the clock kept
+    (calibration/markerless.py ``height_from_tracks``). Each keypoint's offset is solved in the body's frame,
+    which turns only about the vertical, so a height shared by the offsets and the camera's height are one
+    unknown that only the offsets' prior decides: the camera's height then takes the keypoints' mean vertical
+    definition offset (the pose model's against k4abt's). The hands carry no offset, but a hand centre of their
+    own definition: the two heights are combined by their offsets' priors (``observer.body_offset_prior_mm`` over
+    the keypoint tracks, ``observer.hand_offset_prior_mm`` over the hand tracks: about 0.4 of the hands' shift).
+    Off: the height as the body keypoints leave it. Measured on 30 s sessions (calibrate then sync, simulated
+    detector; off -> on): the pose's position error 8.2 -> 6.7 mm and the hands' 11.7 -> 10.5 mm (field seed 22),
+    5.9 -> 4.6 and 12.1 -> 10.5 (field seed 21), 5.0 -> 4.0 and 9.3 -> 8.3 (ideal seed 21); worse on
+    independent seed 21 (3.6 -> 4.0 mm, hands 8.5 -> 9.2 mm), where the keypoints' height happened to be right."""
     min_observations: int = 150
     """Fewest bearings inside the Kinect trajectories a calibration needs."""
     min_frames: int = 90

@@ -20,9 +20,11 @@ points into frame a (``geometry/transforms.py``).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import least_squares
 
 from omnimocap.geometry.pano_optics import PanoOptics
 from omnimocap.calibration.bearing_problem import BearingProblem, flatten_observations, offset_grid
@@ -43,10 +45,16 @@ class MarkerlessResult:
     sync: SyncResult
     ransac_inlier_fraction: float | None
     ransac_offset_s: float | None
+    height: dict | None = None
+    """What :func:`height_from_tracks` did (None: not run): the shift along up (mm), its 1-sigma (mm), the
+    bearings it used and whether it was applied."""
 
     def to_json(self) -> dict:
-        return {**self.sync.to_json(), "ransac_inlier_fraction": self.ransac_inlier_fraction,
-                "ransac_offset_s": self.ransac_offset_s}
+        out = {**self.sync.to_json(), "ransac_inlier_fraction": self.ransac_inlier_fraction,
+               "ransac_offset_s": self.ransac_offset_s}
+        if self.height is not None:
+            out["height_from_hands"] = self.height
+        return out
 
 
 def calibrate_markerless(t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.ndarray, points_kinect: np.ndarray,
@@ -199,3 +207,80 @@ def dlt_pose(X: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     front = np.einsum("sij,snj->sni", R, X) + t[:, None]
     ok &= np.mean(np.sum(front * f, axis=-1) > 0, axis=1) > 0.5
     return R, t, ok
+
+
+def height_from_tracks(result: MarkerlessResult, t_pano: np.ndarray, bearings: np.ndarray, t_kinect: np.ndarray,
+                       points_kinect: np.ndarray, up_kinect: np.ndarray, *, traj_sigma: np.ndarray | None = None,
+                       height_std_mm: float | None = None, track_offset_mm: float = 0.0,
+                       noise_deg: float = 0.3, point_noise_m: float = 0.01, margin_s: float = 0.05,
+                       min_observations: int = 150, min_track_observations: int = 30, max_shift_mm: float = 50.0,
+                       robust: RobustConfig | None = None, optics: PanoOptics | None = None) -> MarkerlessResult:
+    """``result`` with the 360 camera moved along ``up_kinect`` (unit, the reference Kinect's frame: the
+    world's up, against gravity) to where the bearings of tracks that carry no offset (the hands:
+    ``bearings`` (F,K,3) at camera-clock times ``t_pano`` (F,), Kinect points ``points_kinect`` (N,K,3),
+    metres, at session times ``t_kinect`` (N,), relative noise ``traj_sigma`` (N,K)) put it; rotation,
+    the rest of the position and the clock stay ``result``'s.
+
+    Body keypoints each carry an offset from their Kinect joint solved in the body's frame, which
+    turns only about the vertical as people walk and turn: a height shared by every keypoint's offset
+    and the camera's height then explain the bearings equally well, and the camera's height follows
+    the mean vertical definition offset of the keypoints (the pose model's against k4abt's: the
+    offsets' prior alone decides it: its error is their mean vertical offset, of 1-sigma
+    ``height_std_mm``, e.g. the offsets' prior over the square root of the keypoints' number). The
+    hands' bearings carry no offset of their own, so they measure that one direction, with an error
+    of their own: each hand track's vertical offset from its Kinect point, ``track_offset_mm`` per
+    track (millimetres, 1-sigma; the hand centre's definition against the detector's box), over the
+    square root of the number of tracks with at least ``min_track_observations`` bearings. The two
+    measurements are combined by their variances (the hands' fit's own uncertainty added to
+    theirs); ``height_std_mm`` None takes the hands' height whole.
+
+    The hands' fit is a one-parameter robust least squares (loss and scale as ``robust``, default
+    :class:`RobustConfig`, on the scatter of the angles), each bearing weighed by its expected error
+    at its distance (:meth:`BearingProblem.weigh_by_distance` with ``noise_deg`` and
+    ``point_noise_m``). The shift is kept unless fewer than ``min_observations`` bearings fall within
+    the trajectories or it exceeds ``max_shift_mm`` (millimetres); ``result.height`` says which.
+    Frames and units as :func:`calibrate_markerless`."""
+    robust = robust or RobustConfig()
+    up = np.asarray(up_kinect, dtype=np.float64)
+    up = up / np.linalg.norm(up)
+    tp, track, f = flatten_observations(t_pano, bearings)
+    T = result.T_kinect_pano
+    info = {"shift_mm": 0.0, "hands_shift_mm": None, "hands_std_mm": None, "hands_weight": None, "observations": 0,
+            "applied": False}
+    if len(tp) == 0:
+        return dataclasses.replace(result, height=info)
+    splines = TrackSplines(t_kinect, points_kinect, sigma=traj_sigma, smooth_hz=3.0,
+                           max_speed_m_s=robust.jump_speed_m_s if robust.split_jumps else None)
+    problem = BearingProblem(splines, tp, track, f, result.time_map, T, margin_s, optics)
+    info["observations"] = len(problem)
+    if len(problem) < min_observations:
+        return dataclasses.replace(result, height=info)
+    direction = T[:3, :3].T @ up  # up in the panorama frame: the pose's translation parameters are there (mm)
+
+    def x_of(h: float) -> np.ndarray:
+        x = np.zeros(8)
+        x[5:8] = direction * h
+        return x
+
+    problem.weigh_by_distance(x_of(0.0), noise_deg, point_noise_m)
+    sigma = np.radians(float(np.median(problem.angles_deg(x_of(0.0))))) / 1.1774
+    scale = max(robust.scale_sigmas * sigma, np.radians(robust.min_scale_deg))
+    fit = least_squares(lambda h: problem.residuals(x_of(h[0])), [0.0], loss=robust.loss, f_scale=scale)
+    h = float(fit.x[0])
+    J = fit.jac.reshape(-1)
+    inlier = np.repeat(problem.angles_deg(x_of(h)) < np.degrees(scale), 3)
+    r = fit.fun[inlier]
+    std = float(np.sqrt((r @ r) / max(inlier.sum() // 3 * 2 - 1, 1) / max(J[inlier] @ J[inlier], 1e-300)))
+    tracks = int(np.sum(np.bincount(problem.track, minlength=splines.num_tracks) >= min_track_observations))
+    hands_var = track_offset_mm ** 2 / max(tracks, 1) + std ** 2
+    weight = 1.0 if height_std_mm is None else height_std_mm ** 2 / (height_std_mm ** 2 + hands_var)
+    info.update(hands_shift_mm=h, hands_std_mm=float(np.sqrt(hands_var)), hands_weight=float(weight))
+    if not (np.isfinite(h) and abs(h) <= max_shift_mm):
+        return dataclasses.replace(result, height=info)
+    h *= weight
+    info["shift_mm"] = h
+    info["applied"] = True
+    T_new = T.copy()
+    T_new[:3, 3] = T[:3, 3] + up * h * 1e-3
+    sync = dataclasses.replace(result.sync, T_ref_pano=T_new)
+    return dataclasses.replace(result, T_kinect_pano=T_new, sync=sync, height=info)

@@ -25,7 +25,7 @@ from omnimocap.calibration.board_session import calibrate_board
 from omnimocap.calibration.coarse_sync import coarse_time_map, rate_std_ppm, with_rate
 from omnimocap.calibration.config import CalibrateConfig
 from omnimocap.calibration.kinect_poses import kinect_poses
-from omnimocap.calibration.markerless import MarkerlessResult, calibrate_markerless
+from omnimocap.calibration.markerless import MarkerlessResult, calibrate_markerless, height_from_tracks
 from omnimocap.calibration.observations import TRACKS_PER_PERSON, kinect_wrist_tracks, pano_observations
 from omnimocap.calibration.pano_hands import (
     DETECTION_MAX_ROTATION_STD_DEG, DETECTION_MAX_TRANSLATION_STD_MM, DETECTION_NOISE_AR_ORDER, DETECTION_NOISE_DEG,
@@ -140,11 +140,13 @@ def _from_detected_hands(session: Session, kinect_rig: Rig, serial: str, start: 
     bodies = None if poser is None else detect_bodies(session, tracks, poser, detected.t_pano, T, tm,
                                                       config.observer.stride, progress)
     search = config.markerless.detected_search_s if start is None else config.markerless.refine_search_s
+    up = kinect_rig.pose(kinect_name(serial))[:3, :3].T @ np.array([0.0, 1.0, 0.0])  # the world's up, Kinect frame
     for _ in range(config.observer.association_rounds):
         obs = detected.observations(T, tm)
         cand = detected.candidates
         joint = with_bodies(obs.bearings, cand.points, cand.sigma, bodies, T, tm, config.observer.body_gate_deg,
                             config.observer.body_segment_offsets, config.observer.hand_offsets)
+        hands_in = joint
         if bodies is not None and config.markerless.pose_from_body:
             joint = _body_keypoints_alone(joint, obs.bearings.shape[1], config.markerless.min_frames)
         res = calibrate_markerless(obs.t_pano, joint.bearings, cand.t_session, joint.points, traj_sigma=joint.sigma,
@@ -158,6 +160,14 @@ def _from_detected_hands(session: Session, kinect_rig: Rig, serial: str, start: 
                                    offset_tracks=joint.offset_tracks,
                                    offset_prior_m=offset_priors_m(obs.bearings.shape[1], joint.bearings.shape[1],
                                                                   config.observer))
+        if joint is not hands_in and config.markerless.height_from_hands:
+            res = height_from_tracks(res, obs.t_pano, obs.bearings, cand.t_session, cand.points, up,
+                                     traj_sigma=cand.sigma, height_std_mm=_body_height_std_mm(joint, obs.bearings.shape[1],
+                                                                                              config),
+                                     track_offset_mm=config.observer.hand_offset_prior_mm,
+                                     noise_deg=DETECTION_NOISE_DEG,
+                                     min_observations=config.markerless.min_observations, robust=config.robust,
+                                     optics=optics)
         T, tm, search = res.T_kinect_pano, res.time_map, config.observer.refit_search_s
     return res, int(len(obs.t_pano)), detection_inputs(detected, det, bodies, poser)
 
@@ -171,6 +181,15 @@ def _body_keypoints_alone(joint: JointObservations, hand_tracks: int, min_frames
     bearings = joint.bearings.copy()
     bearings[:, :hand_tracks] = np.nan
     return dataclasses.replace(joint, bearings=bearings)
+
+
+def _body_height_std_mm(joint: JointObservations, hand_tracks: int, config: CalibrateConfig,
+                        min_track_observations: int = 30) -> float:
+    """1-sigma (mm) of the 360 camera's height as the body keypoints alone leave it: their offsets' prior
+    (``config.observer.body_offset_prior_mm``) over the square root of the number of keypoint tracks seen in
+    at least ``min_track_observations`` panorama frames (see ``markerless.height_from_tracks``)."""
+    seen = np.sum(np.all(np.isfinite(joint.bearings[:, hand_tracks:]), axis=-1), axis=0)
+    return config.observer.body_offset_prior_mm / np.sqrt(max(int(np.sum(seen >= min_track_observations)), 1))
 
 
 def _previous_calibration(session: Session, previous: Rig, serial: str) -> tuple[np.ndarray, TimeMap]:
