@@ -27,7 +27,8 @@ Method
      neighbouring frames' current estimates (a second-difference penalty: no lag on steady motion).
      The priors decide what the Kinect cannot see: twists about bones and joints it is unsure of;
      the spine and clavicles, whose joints are too close together for k4abt's loosely defined trunk
-     joints to turn them, get a stronger one (``trunk_prior_m_per_rad``).
+     joints to turn them, get a stronger one (``trunk_prior_m_per_rad``); with ``hinge_prior``, knees
+     and elbows, which are hinges, get one against swinging sideways.
 3. Joint-definition offsets (``joint_offsets``): k4abt's joints sit off the SMPL-X joints they are
    modelled from by a constant amount in the body segment's frame. The residual of every Kinect
    joint, turned into the frame of the SMPL-X joint that carries it, has its per-axis median over
@@ -79,6 +80,12 @@ _NUM_BODY = len(smplx_body_joint_ids())
 # Kinect joints that move rigidly with the root: its initial alignment (the spine bends).
 _TORSO = ("PELVIS", "HIP_LEFT", "HIP_RIGHT")
 TRUNK_JOINTS = ("spine1", "spine2", "spine3", "left_collar", "right_collar")
+# Hinge joints and the axis of their own frame (x, y, z = 0, 1, 2; SMPL-X's rest frames are the
+# model's: y up, x to the body's left, z forward) they cannot turn about: a knee bends about x and a
+# shin turns a little about its own length (y), but it does not swing sideways (z); an elbow bends
+# about y in the rest pose (the arm along x), the forearm twists about x, and it does not swing up
+# and down (z).
+HINGE_JOINTS = {"left_knee": 2, "right_knee": 2, "left_elbow": 2, "right_elbow": 2}
 
 
 @dataclass
@@ -100,6 +107,14 @@ class BodyFitConfig:
     temporal_m_per_rad: float = 0.1
     """Temporal smoothness: one radian between a frame's local rotation and the midpoint (slerp) of
     its two neighbours' costs like this many metres of joint error."""
+    hinge_prior: bool = False
+    """Knees and elbows are hinges (:data:`HINGE_JOINTS`): their sideways swing costs
+    ``hinge_prior_m_per_rad``. With a free ball joint there, every k4abt knee, ankle, elbow or wrist
+    reported off the limb's plane (its definition offset, its noise) is followed by swinging the
+    shin (forearm) sideways, which no knee or elbow does."""
+    hinge_prior_m_per_rad: float = 0.3
+    """Strength of the hinge prior: one degree of sideways swing at a knee or elbow costs like this
+    many metres per radian of joint error (0.3: about 5 mm per degree)."""
     huber_m: float = 0.05
     """Joint distances above this (metres) are down-weighted (Huber), so outliers pull less."""
     damping: float = 1e-9
@@ -211,6 +226,23 @@ def _so3_exp(v):
     K = K - K.transpose(-1, -2)
     eye = torch.eye(3, dtype=v.dtype, device=v.device)
     return eye + a * K + b * (K @ K)
+
+
+def _so3_right_jacobian_inv(phi):
+    """Inverse right Jacobian of SO(3) (..., 3, 3) at axis-angle ``phi`` (..., 3):
+    ``log(exp(phi) exp(v)) = phi + J_r^-1(phi) v`` to first order in v."""
+    import torch
+
+    theta2 = (phi * phi).sum(-1, keepdim=True).unsqueeze(-1)
+    theta = theta2.sqrt()
+    small = theta2 < 1e-8
+    safe = torch.where(small, 1.0, theta)
+    c = torch.where(small, 1.0 / 12.0 + theta2 / 720.0,
+                    1.0 / safe ** 2 - (1.0 + torch.cos(safe)) / (2.0 * safe * torch.sin(safe)))
+    K = torch.zeros(phi.shape[:-1] + (3, 3), dtype=phi.dtype, device=phi.device)
+    K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -phi[..., 2], phi[..., 1], -phi[..., 0]
+    K = K - K.transpose(-1, -2)
+    return torch.eye(3, dtype=phi.dtype, device=phi.device) + 0.5 * K + c * (K @ K)
 
 
 def _so3_log(R):
@@ -480,6 +512,8 @@ def _solve(prob: _Problem, R, transl, X, w, frame_index, config: BodyFitConfig):
     M = X.shape[1]
     dtype, device = X.dtype, X.device
     prior2 = torch.as_tensor(_pose_prior_m_per_rad(prob, config) ** 2, dtype=dtype, device=device)
+    iso2 = prior2.min(-1).values  # (A,) the same on every axis
+    extra2 = prior2 - iso2[:, None]  # (A, 3) the hinge prior's addition on some axes
     s_temp2 = config.temporal_m_per_rad**2
     fi = torch.as_tensor(frame_index, device=device)
     # Frames whose both neighbours are consecutive fitted frames get the temporal term.
@@ -493,7 +527,7 @@ def _solve(prob: _Problem, R, transl, X, w, frame_index, config: BodyFitConfig):
     def costs(P, Ra, mid):
         dist = (torch.einsum("mk,nkc->nmc", prob.W, P) - X).norm(dim=-1)
         rho = torch.where(dist > delta_h, 2 * delta_h * dist - delta_h**2, dist * dist)
-        c = (w * rho).sum(-1) + ((_so3_log(Ra) ** 2).sum(-1) * prior2).sum(-1)
+        c = (w * rho).sum(-1) + (_so3_log(Ra) ** 2 * prior2).sum((-1, -2))
         if mid is not None:
             c = c + s_temp2 * interior * (_so3_log(mid.transpose(-1, -2) @ Ra) ** 2).sum((-1, -2))
         return c
@@ -527,13 +561,23 @@ def _solve(prob: _Problem, R, transl, X, w, frame_index, config: BodyFitConfig):
         # Priors on log(R_a): with world increments their Jacobian is G_a^T, so they add s^2 I to H
         # and s^2 G_a log(.) to the gradient.
         Ga = G[:, act]
-        grad = _so3_log(Ra) * prior2[:, None]
-        diag = prior2.repeat_interleave(3).expand(N, 3 * A)
+        # What the hinge prior adds on some axes of a joint's own frame is a residual h_c log(R_a)_c
+        # of a joint that may be bent far from rest: its Jacobian in the local increment is the
+        # inverse right Jacobian of SO(3), J_r^-1(log R_a), then G_a^T.
+        phi = _so3_log(Ra)
+        grad = phi * iso2[:, None]
+        block = iso2[None, :, None, None] * eye3
+        if extra2.any():
+            Jinv = _so3_right_jacobian_inv(phi)
+            grad = grad + (Jinv.transpose(-1, -2) @ (extra2 * phi)[..., None]).squeeze(-1)
+            Jg = Jinv @ Ga.transpose(-1, -2)
+            block = block + Jg.transpose(-1, -2) @ (extra2[..., None] * Jg)
         if mid is not None:
             grad = grad + s_temp2 * _so3_log(mid.transpose(-1, -2) @ Ra) * interior[:, None, None]
-            diag = diag + s_temp2 * interior[:, None]
+            block = block + s_temp2 * interior[:, None, None, None] * eye3
         grad = (Ga @ grad[..., None]).squeeze(-1)
-        H[:, : 3 * A, : 3 * A] += torch.diag_embed(diag)
+        for i in range(A):
+            H[:, 3 * i: 3 * i + 3, 3 * i: 3 * i + 3] += block[:, i]
         g[:, : 3 * A] += grad.reshape(N, 3 * A)
         hd = torch.diagonal(H, dim1=-2, dim2=-1)
         H = H + torch.diag_embed(lam * hd + config.damping)
@@ -558,11 +602,18 @@ def _solve(prob: _Problem, R, transl, X, w, frame_index, config: BodyFitConfig):
 
 
 def _pose_prior_m_per_rad(prob: _Problem, config: BodyFitConfig) -> np.ndarray:
-    """Pose prior strength (metres per radian) of each active joint (``prob.active`` order): none
-    for the root, ``trunk_prior_m_per_rad`` for :data:`TRUNK_JOINTS`, ``pose_prior_m_per_rad`` else."""
+    """Pose prior strength (metres per radian) of each active joint (``prob.active`` order) about
+    each axis of its own frame, (A, 3): none for the root, ``trunk_prior_m_per_rad`` for
+    :data:`TRUNK_JOINTS`, ``pose_prior_m_per_rad`` else; with ``config.hinge_prior``, the axis a
+    hinge joint (:data:`HINGE_JOINTS`) cannot turn about gets ``hinge_prior_m_per_rad``."""
     trunk = {SMPLX_INDEX[n] for n in TRUNK_JOINTS}
     s = np.array([config.trunk_prior_m_per_rad if a in trunk else config.pose_prior_m_per_rad for a in prob.active])
-    return np.where(prob.active == 0, 0.0, s)
+    s = np.repeat(np.where(prob.active == 0, 0.0, s)[:, None], 3, axis=1)
+    if config.hinge_prior:
+        for name, axis in HINGE_JOINTS.items():
+            hit = np.flatnonzero(prob.active == SMPLX_INDEX[name])
+            s[hit, axis] = np.maximum(s[hit, axis], config.hinge_prior_m_per_rad)
+    return s
 
 
 def _interpolate_missing(local: np.ndarray, transl: np.ndarray, fitted: np.ndarray) -> None:
