@@ -111,7 +111,10 @@ class BodyFitConfig:
     """Knees and elbows are hinges (:data:`HINGE_JOINTS`): their sideways swing costs
     ``hinge_prior_m_per_rad``. With a free ball joint there, every k4abt knee, ankle, elbow or wrist
     reported off the limb's plane (its definition offset, its noise) is followed by swinging the
-    shin (forearm) sideways, which no knee or elbow does."""
+    shin (forearm) sideways, which no knee or elbow does. Measured on five 30 s sessions (field, independent
+    k4abt errors, ideal; the body refitted from the same fused joints): 0.06-0.28 mm better on each.
+    Off by default: the live body's warm start, which runs the same fit frame by frame, does not yet reach
+    the whole-session fit under it (live/process parity 1.55 mm for a 1.5 mm bound)."""
     hinge_prior_m_per_rad: float = 0.3
     """Strength of the hinge prior: one degree of sideways swing at a knee or elbow costs like this
     many metres per radian of joint error (0.3: about 5 mm per degree)."""
