@@ -23,9 +23,10 @@ frame, y up, metres, on the session clock, seconds). k4abt's failures handled he
   the labels are exchanged, by a Viterbi pass over the joint states of all Kinects that see the
   person. Costs (dimensionless, per frame): exchanged labels must make the body appear to face its
   Kinect (a body only gets mirrored while truly facing away, and the mirror image then faces the
-  camera); agreement between Kinects (their sided joints, directly or crossed); temporal
-  continuity (an exchange happens from one frame to the next, which moves every sided joint onto
-  its mirror partner); and a small prior against exchanged labels.
+  camera; bounded, since the facing is itself an estimate); agreement between Kinects (their sided
+  joints, directly or crossed); temporal continuity (an exchange happens from one frame to the
+  next, which moves every sided joint onto its mirror partner; also across short drop-outs, between
+  the frames either side); and a small prior against exchanged labels.
 * **drop-outs**: :func:`bridge_gaps` interpolates a fused joint across a gap no longer than
   ``bridge_s`` and marks the bridged frames with a low confidence.
 """
