@@ -525,6 +525,9 @@ def _solve(prob: _Problem, R, transl, X, w, frame_index, config: BodyFitConfig):
         interior[1:-1] = ((fi[1:-1] - fi[:-2] == 1) & (fi[2:] - fi[1:-1] == 1)).to(dtype)
     act = torch.as_tensor(prob.active, device=device)
     eye3 = torch.eye(3, dtype=dtype, device=device)
+    # (A, 3, 3) row and column indices of the joints' diagonal 3x3 blocks of the normal matrix
+    rows = (3 * torch.arange(A, device=device)[:, None, None] + torch.arange(3, device=device)[None, :, None]).expand(A, 3, 3)
+    cols = rows.transpose(-1, -2)
     delta_h = config.huber_m
 
     def costs(P, Ra, mid):
@@ -579,8 +582,7 @@ def _solve(prob: _Problem, R, transl, X, w, frame_index, config: BodyFitConfig):
             grad = grad + s_temp2 * _so3_log(mid.transpose(-1, -2) @ Ra) * interior[:, None, None]
             block = block + s_temp2 * interior[:, None, None, None] * eye3
         grad = (Ga @ grad[..., None]).squeeze(-1)
-        for i in range(A):
-            H[:, 3 * i: 3 * i + 3, 3 * i: 3 * i + 3] += block[:, i]
+        H[:, rows, cols] += block  # each joint's 3x3 block on the diagonal, in one indexed add
         g[:, : 3 * A] += grad.reshape(N, 3 * A)
         hd = torch.diagonal(H, dim1=-2, dim2=-1)
         H = H + torch.diag_embed(lam * hd + config.damping)
