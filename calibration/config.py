@@ -168,6 +168,14 @@ class MarkerlessConfig:
     detector; off -> on): the pose's position error 8.2 -> 6.7 mm and the hands' 11.7 -> 10.5 mm (field seed 22),
     5.9 -> 4.6 and 12.1 -> 10.5 (field seed 21), 5.0 -> 4.0 and 9.3 -> 8.3 (ideal seed 21); worse on
     independent seed 21 (3.6 -> 4.0 mm, hands 8.5 -> 9.2 mm), where the keypoints' height happened to be right."""
+    face_keypoints: bool = True
+    """With body keypoints: the face's nose, eyes and ears are solved with too, against k4abt's NOSE, EYE and EAR
+    joints (calibration/pano_bodies.py); off: shoulders, elbows, wrists, knees and ankles only. They lie high on
+    the body and are the most precisely placed keypoints, and fix the camera's position best. Measured on 7
+    sessions of 30 s (field seeds 2, 22, 24; independent k4abt model seeds 12, 21, 22, 24; calibrate then
+    sync, simulated detector): the position's error 9.2 -> 5.3, 6.7 -> 3.5, 4.4 -> 4.7, 5.5 -> 3.5,
+    4.0 -> 2.6, 10.6 -> 5.3 and 4.9 -> 4.4 mm, the rotation's 0.26 -> 0.20 deg on field seed 2 and
+    0.34 -> 0.19 deg on independent seed 12 (within 0.04 deg of before on the others)."""
     min_observations: int = 150
     """Fewest bearings inside the Kinect trajectories a calibration needs."""
     min_frames: int = 90
@@ -260,6 +268,11 @@ class MotionSyncConfig:
     1.56 -> 1.26 ms RMS, better on 9 (independent seed 4 3.2 -> 1.0 ms), worse on 5 (field seed 12 1.6 -> 2.3 ms,
     ideal seed 2 0.4 -> 1.5 ms). The markerless calibration keeps the Kinects' difference (with it, the pose's
     translation error went 4.1 -> 7.1 mm on independent seed 2 and 8.8 -> 10.0 mm on field seed 2)."""
+    face_keypoints: bool = False
+    """With body keypoints: the face's nose, eyes and ears are solved with too (see
+    ``MarkerlessConfig.face_keypoints``). Off by default: a pose model sees the face only while the person looks
+    towards the camera, and on the same 7 sessions the clock's error went 0.98 -> 2.63 ms on field seed 24 with
+    them (better on independent seed 22, 2.48 -> 1.21 ms; the others within 0.8 ms)."""
     kinect_difference_window_s: float = 0.5
     """Half-width, seconds, of the window over which the two Kinects' slow difference is averaged."""
 

@@ -3,7 +3,8 @@ body joints, and their bearings in the panorama, as arrays on their own clocks.
 
 Tracks are indexed the same way on both sides: track ``TRACKS_PER_PERSON * p + j`` is person
 ``p``'s joint ``TRACKED_KINECT_JOINTS[j]`` (wrists first, then the head, elbows, shoulders, knees,
-ankles and the k4abt hand joints: points that body and hand keypoint detectors find in an image),
+ankles, the k4abt hand joints and the face's nose, eyes and ears: points that body and hand keypoint
+detectors find in an image),
 person ``p`` being k4abt body id ``p``. The hands move fastest, so they carry most of the timing. The legs and the head spread the observations over more of the space than the hands alone,
 which is what separates the pose's rotation from its translation; every joint carries its own
 tracking noise, so more joints average more of it out.
@@ -71,6 +72,8 @@ TRACKED_KINECT_JOINTS = (
     KINECT_INDEX["ANKLE_LEFT"], KINECT_INDEX["ANKLE_RIGHT"],
     KINECT_INDEX["HAND_LEFT"], KINECT_INDEX["HAND_RIGHT"], KINECT_INDEX["HANDTIP_LEFT"],
     KINECT_INDEX["HANDTIP_RIGHT"], KINECT_INDEX["THUMB_LEFT"], KINECT_INDEX["THUMB_RIGHT"],
+    KINECT_INDEX["NOSE"], KINECT_INDEX["EYE_LEFT"], KINECT_INDEX["EYE_RIGHT"], KINECT_INDEX["EAR_LEFT"],
+    KINECT_INDEX["EAR_RIGHT"],
 )
 TRACKS_PER_PERSON = len(TRACKED_KINECT_JOINTS)
 # Noise of a LOW-confidence joint relative to a MEDIUM one (std): predicted joints behind the body.

@@ -11,14 +11,18 @@ keypoints of :data:`BODY_KEYPOINTS` (:func:`associate_bodies`; optimal assignmen
 detected person is also compared with its keypoints' left and right exchanged and the better
 labelling is kept.
 
-The keypoints compared are the ones both skeletons name (shoulders, elbows, wrists, knees, ankles):
+The keypoints compared are the ones both skeletons name (shoulders, elbows, wrists, knees, ankles,
+and the face's nose, eyes and ears):
 a COCO keypoint and k4abt's joint of the same name differ by a definition offset that stays with
 the body (annotators mark a surface point, k4abt a joint centre, each with its own convention). A
 body that walks forward turns such an offset into an apparent time shift (15 mm at 1 m/s is 15 ms),
 so every body track gets a constant offset in the body's frame (shoulders and head,
 ``calibration/timesync.py`` :func:`body_frames`) solved with the pose and clock
-(:meth:`BearingProblem.set_offsets`). The face keypoints are left out: k4abt's HEAD is the skull's
-centre, a decimetre from the nose and turning with the head rather than the body.
+(:meth:`BearingProblem.set_offsets`). The face keypoints are compared with k4abt's NOSE, EYE and EAR
+joints (not its HEAD, the skull's centre a decimetre behind the nose); their offsets are also solved
+in the frame of those joints' reported orientation, which turns with the head. A pose model misses
+the face of a person who looks away, so the face tracks come and go with the person's facing; with
+``face=False`` (:func:`with_bodies`) they are left out.
 
 Track layout of the body part: track ``len(BODY_KEYPOINTS) * p + j`` is Kinect person p's keypoint
 ``BODY_KEYPOINTS[j]``; the solvers put it after the hands' tracks. Frames: panorama camera frame
@@ -58,7 +62,12 @@ BODY_KEYPOINTS = (
     ("left_wrist", "WRIST_LEFT"), ("right_wrist", "WRIST_RIGHT"),
     ("left_knee", "KNEE_LEFT"), ("right_knee", "KNEE_RIGHT"),
     ("left_ankle", "ANKLE_LEFT"), ("right_ankle", "ANKLE_RIGHT"),
+    ("nose", "NOSE"), ("left_eye", "EYE_LEFT"), ("right_eye", "EYE_RIGHT"),
+    ("left_ear", "EAR_LEFT"), ("right_ear", "EAR_RIGHT"),
 )
+# Indices into BODY_KEYPOINTS of the face's keypoints.
+FACE_KEYPOINTS = tuple(j for j, (c, _) in enumerate(BODY_KEYPOINTS) if c in ("nose", "left_eye", "right_eye",
+                                                                            "left_ear", "right_ear"))
 KEYPOINTS_PER_PERSON = len(BODY_KEYPOINTS)
 # Each side's wrist among a person's keypoints.
 _WRIST_KEYPOINT = {side: [k for _, k in BODY_KEYPOINTS].index(f"WRIST_{side.upper()}") for side in SIDES}
@@ -261,7 +270,8 @@ class JointObservations:
 
 def with_bodies(hand_bearings: np.ndarray, hand_points: np.ndarray, hand_sigma: np.ndarray,
                 bodies: DetectedBodies | None, T_kinect_pano: np.ndarray, time_map: TimeMap,
-                gate_deg: float, segment_offsets: bool = True, hand_offsets: bool = True) -> JointObservations:
+                gate_deg: float, segment_offsets: bool = True, hand_offsets: bool = True,
+                face: bool = True) -> JointObservations:
     """The hands' tracks (bearings (F,H,3), Kinect points (N,H,3), relative noise (N,H)), followed
     by the body tracks of ``bodies`` associated under ``T_kinect_pano`` and ``time_map`` (hands
     only when ``bodies`` is None). Each body track's offset is modelled in its body frame and, with
@@ -272,7 +282,8 @@ def with_bodies(hand_bearings: np.ndarray, hand_points: np.ndarray, hand_sigma: 
     through 60 degrees moves a 10 mm offset by 10 mm, in step with the walk). With ``hand_offsets``
     each hand track (person p, side s: track ``2 p + s``) gets an offset too, in the frames of the
     same person's wrist keypoint: the hand centre is built from k4abt's wrist and hand joints, whose
-    definition bias turns with the forearm as the wrist's does."""
+    definition bias turns with the forearm as the wrist's does. Without ``face`` the face keypoints'
+    tracks (:data:`FACE_KEYPOINTS`) observe nothing."""
     if bodies is None:
         return JointObservations(hand_bearings, hand_points, hand_sigma, None, None)
     cand = bodies.candidates
@@ -287,7 +298,12 @@ def with_bodies(hand_bearings: np.ndarray, hand_points: np.ndarray, hand_sigma: 
     if segment_offsets and cand.segment_frames is not None:
         segments = np.concatenate([hand_frames(cand.segment_frames), cand.segment_frames], axis=1)
         frames = np.stack([frames, segments], axis=2)
+    body = bodies.observations(T_kinect_pano, time_map, gate_deg)
+    if not face:
+        body = body.copy()
+        for j in FACE_KEYPOINTS:
+            body[:, j::KEYPOINTS_PER_PERSON] = np.nan
     return JointObservations(
-        np.concatenate([hand_bearings, bodies.observations(T_kinect_pano, time_map, gate_deg)], axis=1),
+        np.concatenate([hand_bearings, body], axis=1),
         np.concatenate([hand_points, cand.points], axis=1), np.concatenate([hand_sigma, cand.sigma], axis=1),
         (cand.t_session, frames), np.r_[np.full(H, hands_modelled), np.ones(cand.points.shape[1], dtype=bool)])

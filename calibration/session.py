@@ -145,7 +145,8 @@ def _from_detected_hands(session: Session, kinect_rig: Rig, serial: str, start: 
         obs = detected.observations(T, tm)
         cand = detected.candidates
         joint = with_bodies(obs.bearings, cand.points, cand.sigma, bodies, T, tm, config.observer.body_gate_deg,
-                            config.observer.body_segment_offsets, config.observer.hand_offsets)
+                            config.observer.body_segment_offsets, config.observer.hand_offsets,
+                            face=config.markerless.face_keypoints)
         hands_in = joint
         if bodies is not None and config.markerless.pose_from_body:
             joint = _body_keypoints_alone(joint, obs.bearings.shape[1], config.markerless.min_frames)

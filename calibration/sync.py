@@ -101,7 +101,8 @@ def _motion_sync(session: Session, previous: Rig, serial: str, config: SyncConfi
         cand = detected.candidates
         joint = with_bodies(obs.bearings, cand.points, cand.sigma, bodies, T_kinect_pano, tm,
                             config.observer.body_gate_deg * gate / config.motion.gate_deg,
-                            config.observer.body_segment_offsets, config.observer.hand_offsets)
+                            config.observer.body_segment_offsets, config.observer.hand_offsets,
+                            face=config.motion.face_keypoints)
         res = fine_time_map(obs.t_pano, joint.bearings, cand.t_session, joint.points,
                             T_kinect_pano, with_rate(tm, coarse, float(np.median(obs.t_pano))),
                             traj_sigma=joint.sigma, noise_ar_order=DETECTION_NOISE_AR_ORDER,

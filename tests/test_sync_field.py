@@ -155,6 +155,36 @@ def test_people_are_associated_with_kinect_bodies_and_unmirrored():
     assert (stats.associated, stats.flipped) == (2, 1)
 
 
+def test_the_face_keypoints_meet_the_kinect_face_joints_and_can_be_left_out():
+    """A detected person's nose, eyes and ears reach the solvers as the tracks of k4abt's NOSE, EYE and
+    EAR joints; with ``face=False`` those tracks observe nothing and the others are unchanged."""
+    from omnimocap.calibration.pano_bodies import FACE_KEYPOINTS, DetectedBodies, with_bodies
+
+    assert [BODY_KEYPOINTS[j] for j in FACE_KEYPOINTS] == [
+        ("nose", "NOSE"), ("left_eye", "EYE_LEFT"), ("right_eye", "EYE_RIGHT"), ("left_ear", "EAR_LEFT"),
+        ("right_ear", "EAR_RIGHT")]
+    rng = np.random.default_rng(2)
+    B = len(BODY_KEYPOINTS)
+    person = rng.normal(size=(1, B, 3)) * 0.3 + [1.5, 0.0, 1.0]
+    t = np.arange(0.0, 1.0, 0.1)
+    unit = person / np.linalg.norm(person, axis=-1, keepdims=True)
+    coco = np.full((1, 17, 3), np.nan)
+    for j, (name, _) in enumerate(BODY_KEYPOINTS):
+        coco[0, COCO_INDEX[name]] = unit[0, j]
+    bodies = DetectedBodies(BodyKeypointBearings(np.array([3]), coco, np.ones((1, 17)), np.ones(1)), t,
+                            _bodies_at(t, person))
+    H = 2
+    hands = (np.full((len(t), H, 3), np.nan), np.zeros((len(t), H, 3)), np.ones((len(t), H)))
+    face = [H + j for j in FACE_KEYPOINTS]
+    rest = [H + j for j in range(B) if j not in FACE_KEYPOINTS]
+    on = with_bodies(*hands, bodies, np.eye(4), TimeMap(), 2.0)
+    np.testing.assert_allclose(on.bearings[3, face], unit[0, list(FACE_KEYPOINTS)], atol=1e-12)
+    off = with_bodies(*hands, bodies, np.eye(4), TimeMap(), 2.0, face=False)
+    assert np.isnan(off.bearings[:, face]).all()
+    np.testing.assert_array_equal(off.bearings[:, rest], on.bearings[:, rest])
+    assert np.isfinite(off.bearings[3, rest]).all()
+
+
 def test_body_tracks_carry_the_kinect_segment_frames(field):
     """The Kinect joints' reported orientations reach the body keypoint tracks as rotations in the
     reference Kinect's frame (the reference Kinect's own where it tracks the joint), and the solvers
