@@ -170,12 +170,12 @@ class MarkerlessConfig:
     independent seed 21 (3.6 -> 4.0 mm, hands 8.5 -> 9.2 mm), where the keypoints' height happened to be right."""
     face_keypoints: bool = True
     """With body keypoints: the face's nose, eyes and ears are solved with too, against k4abt's NOSE, EYE and EAR
-    joints (calibration/pano_bodies.py); off: shoulders, elbows, wrists, knees and ankles only. They lie high on
-    the body and are the most precisely placed keypoints, and fix the camera's position best. Measured on 7
-    sessions of 30 s (field seeds 2, 22, 24; independent k4abt model seeds 12, 21, 22, 24; calibrate then
-    sync, simulated detector): the position's error 9.2 -> 5.3, 6.7 -> 3.5, 4.4 -> 4.7, 5.5 -> 3.5,
-    4.0 -> 2.6, 10.6 -> 5.3 and 4.9 -> 4.4 mm, the rotation's 0.26 -> 0.20 deg on field seed 2 and
-    0.34 -> 0.19 deg on independent seed 12 (within 0.04 deg of before on the others)."""
+    joints (calibration/pano_bodies.py); off: shoulders, elbows, wrists, knees and ankles only. Measured on 7
+    sessions of 30 s (field seeds 22, 24, 2; independent k4abt model seeds 22, 24, 12, 21; calibrate then
+    sync, simulated detector; benchmarks/results/face_keypoints.md): the position's error 6.7 -> 3.5,
+    4.4 -> 4.7, 9.2 -> 5.3, 10.6 -> 5.3, 4.9 -> 4.4, 5.5 -> 3.5 and 4.0 -> 2.6 mm, the rotation's 0.26 -> 0.20
+    deg on field seed 2, 0.19 -> 0.09 deg on independent seed 22 and 0.34 -> 0.19 deg on independent seed 12
+    (within 0.04 deg of before on the others)."""
     min_observations: int = 150
     """Fewest bearings inside the Kinect trajectories a calibration needs."""
     min_frames: int = 90
