@@ -299,8 +299,7 @@ def with_bodies(hand_bearings: np.ndarray, hand_points: np.ndarray, hand_sigma: 
         segments = np.concatenate([hand_frames(cand.segment_frames), cand.segment_frames], axis=1)
         frames = np.stack([frames, segments], axis=2)
     body = bodies.observations(T_kinect_pano, time_map, gate_deg)
-    if not face:
-        body = body.copy()
+    if not face:  # a new array on every call: blanked in place
         for j in FACE_KEYPOINTS:
             body[:, j::KEYPOINTS_PER_PERSON] = np.nan
     return JointObservations(
