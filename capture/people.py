@@ -15,9 +15,11 @@ frame, y up, metres, on the session clock, seconds). k4abt's failures handled he
   failing that, whose last known position, carried forward at its last velocity, lies within a
   gate that grows with the time since (walking speed); else it starts a new person. People that
   fit together are then joined (a person split by the order of linking). A person never holds two
-  pieces of one Kinect at the same time, so a body id that k4abt reports on a person beside the
-  person's own for a few frames stays a person of its own; :func:`people_recordings` drops people
-  seen for less than ``min_person_s``.
+  pieces that one Kinect reports in the same frames, so a body id that k4abt reports on a person
+  beside the person's own for a few frames stays a person of its own; :func:`people_recordings`
+  drops people seen for less than ``min_person_s``. Pieces whose times interleave without sharing
+  frames are one body: while two people cross, k4abt may hand two ids back and forth between them
+  from frame to frame, so one person's ids alternate for a moment.
 * **front/back confusion**: k4abt assumes a body faces its camera; seen from behind, it may report
   every left/right pair exchanged. :func:`resolve_mirrors` decides, per frame and per Kinect, whether
   the labels are exchanged, by a Viterbi pass over the joint states of all Kinects that see the
@@ -90,6 +92,11 @@ class PeopleConfig:
     merge_max_gap_s: float = 1.0
     """People never seen at the same time are joined only across a gap up to this long (seconds):
     stray short pieces must not chain into a person over many seconds."""
+    two_bodies_min_frames: int = 2
+    """Two pieces of one Kinect are two bodies (never one person) when that Kinect reports both in at least
+    this many of the same frames. Pieces whose frames interleave with fewer shared (k4abt passing ids back
+    and forth between two crossing people) may be one person. With 1, a single shared frame keeps two
+    pieces apart."""
     min_person_s: float = 0.5
     """People seen for less than this in total are dropped (spurious bodies), seconds."""
     drop_fragments: bool = True
@@ -302,12 +309,22 @@ def _path_break(piece: _Piece, lo: float, hi: float, window_s: float = 0.5) -> f
     return float(np.mean(errors))
 
 
+def _seen_together(p: _Piece, q: _Piece, config: PeopleConfig) -> bool:
+    """Whether one Kinect reports pieces ``p`` and ``q`` as two bodies at once: the same device, in at
+    least ``config.two_bodies_min_frames`` of the same frames (a Kinect's pieces share its time base)."""
+    if p.device != q.device or p.start > q.end or q.start > p.end:
+        return False
+    return np.intersect1d(p.t, q.t).size >= config.two_bodies_min_frames
+
+
 def _link_cost(piece: _Piece, members: list[_Piece], config: PeopleConfig) -> float:
     """Distance of ``piece`` from a person (its pieces ``members``) over the gate; inf when it cannot
-    join (a piece of the same Kinect overlaps in time, or the person was not seen for too long)."""
-    if any(m.device == piece.device and m.start <= piece.end and piece.start <= m.end for m in members):
+    join (the same Kinect reports a piece of the person in the same frames, or the person was not
+    seen for too long). The person's pieces whose times overlap the piece's, of any Kinect (a piece
+    of its own Kinect whose frames interleave with it), are compared with it there."""
+    if any(_seen_together(m, piece, config) for m in members):
         return np.inf
-    # seen by another Kinect at the same times: compare there
+    # seen at the same times: compare there
     common = [m for m in members if m.start <= piece.end and piece.start <= m.end]
     if common:
         d = []
@@ -343,7 +360,7 @@ def _gated(ratio: float, gap_s: float, config: PeopleConfig) -> float:
 def link_tracklets(pieces: list, config: PeopleConfig | None = None) -> list[list[int]]:
     """Group pieces (from :func:`split_tracklets`) into people; see the module docstring. Pieces that
     start within 0.1 s of each other are assigned together, one Kinect at a time: a Kinect's pieces
-    that overlap in time by optimal assignment (two of them are two bodies, never one person), one
+    that it reports in the same frames by optimal assignment (two bodies, never one person), one
     after another where they do not (an id lost for a frame and picked up again under a new id is
     one body twice), each next Kinect's against the people as the earlier ones left them, so two
     Kinects that pick a person up again at the same moment join it together. With ``merge_people``,
@@ -360,24 +377,22 @@ def link_tracklets(pieces: list, config: PeopleConfig | None = None) -> list[lis
             batch.append(order[i + len(batch)])
         i += len(batch)
         for device in dict.fromkeys(info[b].device for b in batch):
-            for together in _overlapping(info, [b for b in batch if info[b].device == device]):
+            for together in _overlapping(info, [b for b in batch if info[b].device == device], config):
                 _assign(info, together, people, config)
     if config.merge_people:
         people = _merge_people(info, people, config)
     return [sorted(p) for p in people]
 
 
-def _overlapping(info: list[_Piece], batch: list[int]) -> list[list[int]]:
-    """``batch`` (pieces in start order) split into runs whose pieces overlap in time, chained."""
+def _overlapping(info: list[_Piece], batch: list[int], config: PeopleConfig) -> list[list[int]]:
+    """``batch`` (one Kinect's pieces in start order) split into runs of pieces that the Kinect reports
+    in the same frames (:func:`_seen_together`), chained."""
     groups: list[list[int]] = []
-    end = -np.inf
     for b in batch:
-        if groups and info[b].start <= end:
+        if groups and any(_seen_together(info[b], info[g], config) for g in groups[-1]):
             groups[-1].append(b)
-            end = max(end, info[b].end)
         else:
             groups.append([b])
-            end = info[b].end
     return groups
 
 
@@ -405,12 +420,13 @@ def _merge_people(info: list[_Piece], people: list[list[int]], config: PeopleCon
 
 
 def _merge_cost(one: list[_Piece], other: list[_Piece], config: PeopleConfig) -> float:
-    """How well two people (their pieces) are one (below 1: they are); inf when one Kinect sees both
-    at the same time. Where both are seen at the same times (by different Kinects), the median
+    """How well two people (their pieces) are one (below 1: they are); inf when one Kinect reports
+    both in the same frames. Where both are seen at the same times (by different Kinects, or by one
+    Kinect in interleaved frames), the median
     distance of their midlines over the gate; else the later one's first piece against the earlier
     one as :func:`_link_cost` weighs a piece against a person, if it starts at most
     ``merge_max_gap_s`` after the earlier one's end."""
-    if any(p.device == q.device and p.start <= q.end and q.start <= p.end for p in one for q in other):
+    if any(_seen_together(p, q, config) for p in one for q in other):
         return np.inf
     d = [np.linalg.norm(q.at(p.t) - p.c, axis=-1) for p in one for q in other
          if p.start <= q.end and q.start <= p.end]
@@ -443,8 +459,8 @@ def _assign(info: list[_Piece], batch: list[int], people: list[list[int]], confi
 
 
 def merge_pieces(pieces: list, members: list[int]) -> list:
-    """One track per Kinect from a person's pieces (pieces of one Kinect share its time base and do
-    not overlap); the merged track keeps the first piece's body id."""
+    """One track per Kinect from a person's pieces (pieces of one Kinect share its time base; where two
+    report the same frame, the first one's is kept); the merged track keeps the first piece's body id."""
     by_device: dict[str, object] = {}
     for k in members:
         p = pieces[k]

@@ -103,6 +103,33 @@ def test_two_ids_one_kinect_picks_up_one_after_the_other_are_one_person():
     assert sorted(map(sorted, link_tracklets(pieces, PeopleConfig(merge_people=False)))) == [[0, 1, 2, 3]]
 
 
+def test_ids_passed_back_and_forth_on_one_body_are_one_person():
+    # while two people cross, Kinect A hands two ids back and forth from frame to frame: the person's
+    # id 1 and id 2 alternate for 0.3 s before id 2 keeps it. The two pieces' time spans overlap but
+    # no frame holds both, so they are one body; counted by their spans, id 2 started a person of
+    # its own that no merge could join to the first (one Kinect "at the same time" in both).
+    rng = np.random.default_rng(17)
+    truth = turning(T, (0.0, 0.0, 0.0), spin_s=30.0, walk=(0.4, 0.0))
+    noisy = [truth + rng.normal(0, 0.01, truth.shape) for _ in range(3)]
+    frame = np.arange(len(T))
+    swapping = (T >= 6.0) & (T < 6.3)
+    one = (T < 6.0) | (swapping & (frame % 2 == 0))
+    two = (T >= 6.3) | (swapping & (frame % 2 == 1))
+    tracks = [track("A", 1, noisy[0], SENSOR_A, one), track("A", 2, noisy[1], SENSOR_A, two),
+              track("B", 7, noisy[2], SENSOR_B)]
+    pieces, _ = body_pieces(tracks, PeopleConfig())
+    assert len(pieces) == 3
+    assert sorted(map(sorted, link_tracklets(pieces))) == [[0, 1, 2]]
+    people = fuse_people(tracks, T)
+    assert len(people) == 1
+    assert worst_frame_mm(people[0].joints, truth) < 40.0
+    # two bodies that one Kinect reports in the same frames stay apart however close they are
+    apart = [track("A", 1, noisy[0], SENSOR_A, T < 6.3), track("A", 2, noisy[1], SENSOR_A, T >= 6.0),
+             track("B", 7, noisy[2], SENSOR_B)]
+    pieces, _ = body_pieces(apart, PeopleConfig())
+    assert len(link_tracklets(pieces, PeopleConfig(merge_people=False))) == 2
+
+
 def test_people_that_fit_together_are_merged_and_others_are_not():
     rng = np.random.default_rng(15)
     truth = turning(T, (0.0, 0.0, 0.0), spin_s=30.0, walk=(0.4, 0.0))
