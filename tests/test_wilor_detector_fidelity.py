@@ -29,11 +29,17 @@ def _expected():
         return [{k: f[f"{k}_{i}"] for k in ("boxes", "scores", "classes")} for i in range(len(fx.IMAGE_SHAPES))]
 
 
-def _assert_same(ours, expected):
+# Scores against the stored outputs, which another process computed: float32 convolutions whose
+# kernels the CPU back end picks at run time sum in other orders, and in one full run of the suite
+# two scores moved by 1.5e-4. Against ultralytics run in the same process the scores agree to 1e-4.
+STORED_SCORE_ATOL = 5e-4
+
+
+def _assert_same(ours, expected, score_atol: float = 1e-4):
     assert len(ours.boxes_xyxy) == len(expected["boxes"])
     np.testing.assert_array_equal(ours.is_right, expected["classes"] == 1)
     np.testing.assert_allclose(ours.boxes_xyxy, expected["boxes"], atol=0.05)
-    np.testing.assert_allclose(ours.confidence, expected["scores"], atol=1e-4)
+    np.testing.assert_allclose(ours.confidence, expected["scores"], atol=score_atol)
 
 
 def test_defaults_are_the_official_demo_thresholds():
@@ -47,7 +53,7 @@ def test_detections_match_the_stored_ultralytics_outputs(fixture_detector, image
     assert {0, 1} <= set(np.concatenate([e["classes"] for e in expected]))
     ours = HandDetector(fixture_detector).detect(images)
     for o, e in zip(ours, expected):
-        _assert_same(o, e)
+        _assert_same(o, e, STORED_SCORE_ATOL)
 
 
 def test_detections_match_ultralytics_run_now(fixture_detector, images):
