@@ -248,10 +248,18 @@ class LocalEngine:
         return value
 
     def submit(self, fn, *args):
+        import cv2
+        import torch
+
+        # one thread for the unit, as in a Ray worker; the calling process's pools as they were after it
+        threads = torch.get_num_threads(), cv2.getNumThreads()
         try:
             return _Finished(_on_one_thread(fn, *args))
         except Exception as exc:  # reported per session by the driver
             return _Finished(error=exc)
+        finally:
+            torch.set_num_threads(threads[0])
+            cv2.setNumThreads(threads[1])
 
     def wait(self, refs: list):
         return refs[0]

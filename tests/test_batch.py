@@ -219,3 +219,25 @@ def test_a_worker_loads_the_hand_network_once_for_all_its_chunks(monkeypatch):
     assert on_cuda is not first and process_estimator(replace(wilor, device="cuda")) is on_cuda
     assert loads == [("/models", "cpu"), ("/models", "cuda")]
     assert process_estimator(SIM) is None
+
+
+def test_an_in_process_unit_leaves_the_callers_thread_pools_as_they_were():
+    """``--workers 1`` runs each unit on one thread, as a Ray worker does, in the calling process:
+    the process's torch and OpenCV pools are what they were once the unit is done (left at one
+    thread, every later torch call of the process, tests included, summed in another order)."""
+    import cv2
+    import torch
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(2)
+    cv2.setNumThreads(2)
+    try:
+        engine = LocalEngine()
+        assert engine.get(engine.submit(lambda: (torch.get_num_threads(), cv2.getNumThreads()))) == (1, 1)
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (2, 2)
+        failed = engine.submit(lambda: 1 / 0)
+        assert isinstance(failed.error, ZeroDivisionError)
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (2, 2)
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
