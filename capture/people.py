@@ -422,10 +422,9 @@ def _merge_people(info: list[_Piece], people: list[list[int]], config: PeopleCon
 def _merge_cost(one: list[_Piece], other: list[_Piece], config: PeopleConfig) -> float:
     """How well two people (their pieces) are one (below 1: they are); inf when one Kinect reports
     both in the same frames. Where both are seen at the same times (by different Kinects, or by one
-    Kinect in interleaved frames), the median
-    distance of their midlines over the gate; else the later one's first piece against the earlier
-    one as :func:`_link_cost` weighs a piece against a person, if it starts at most
-    ``merge_max_gap_s`` after the earlier one's end."""
+    Kinect in interleaved frames), the median distance of their midlines over the gate; else the
+    later one's first piece against the earlier one as :func:`_link_cost` weighs a piece against a
+    person, if it starts at most ``merge_max_gap_s`` after the earlier one's end."""
     if any(_seen_together(p, q, config) for p in one for q in other):
         return np.inf
     d = [np.linalg.norm(q.at(p.t) - p.c, axis=-1) for p in one for q in other

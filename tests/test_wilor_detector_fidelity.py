@@ -45,7 +45,7 @@ def _expected():
         return [{k: f[f"{k}_{i}"] for k in ("boxes", "scores", "classes")} for i in range(len(fx.IMAGE_SHAPES))]
 
 
-def _assert_same(ours, expected, score_atol: float = 1e-4):
+def _assert_same(ours, expected):
     """The same detections, each matched to the expected one with the nearest box: ultralytics lists them
     by score, and two scores a few 1e-5 apart change places with the sums' order."""
     assert len(ours.boxes_xyxy) == len(expected["boxes"])
@@ -54,7 +54,7 @@ def _assert_same(ours, expected, score_atol: float = 1e-4):
     assert sorted(match) == list(range(len(match)))
     np.testing.assert_array_equal(np.asarray(ours.is_right)[match], expected["classes"] == 1)
     np.testing.assert_allclose(boxes[match], expected["boxes"], atol=0.05)
-    np.testing.assert_allclose(np.asarray(ours.confidence)[match], expected["scores"], atol=score_atol)
+    np.testing.assert_allclose(np.asarray(ours.confidence)[match], expected["scores"], atol=1e-4)
 
 
 def test_defaults_are_the_official_demo_thresholds():
