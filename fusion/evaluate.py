@@ -40,6 +40,9 @@ Metric definitions (names are the CLI contract):
   person by its pelvis), the best device's mean. With two Kinects the first should be below the
   second.
 - ``body.joint_error_mm``: SMPL-X joints 0..21 from forward kinematics of the exported file vs truth.
+  ``body.seen_fraction``: the share of the matched people's output frames that ``fused.npz``
+  ``body_valid`` marks as seen by a Kinect; ``body.joint_error_seen_mm``: the joint error over those
+  frames only (both None for results without ``body_valid``).
 - ``smplx.hand_roundtrip_deg``: mean angle between the finger joints' rotations expressed in their
   wrist frame, from forward kinematics of the exported SMPL-X parameters, and the same rotations of
   the fused MANO hands.
@@ -291,6 +294,7 @@ def body_errors(skeleton, fused: dict, truth: dict, G: np.ndarray, match: dict[i
     body_ids = list(smplx_body_joint_ids())
     body_err, roundtrip = [], []
     body_jitter, body_accel = [], []
+    seen_err, seen = [], []
     for p, q in match.items():
         joints, glob = forward_kinematics(skeleton, fused["smplx_local_rotmats"][p],
                                           fused["smplx_betas"][p][: skeleton.num_betas], fused["smplx_transl"][p])
@@ -298,12 +302,18 @@ def body_errors(skeleton, fused: dict, truth: dict, G: np.ndarray, match: dict[i
         true_joints = interpolate_positions(t_truth, truth["smplx_joints"][q], t_out)
         e = np.linalg.norm(joints[:, body_ids] - true_joints[:, body_ids], axis=-1)
         body_err.append(e[np.isfinite(e)])
+        if "body_valid" in fused:
+            v = np.asarray(fused["body_valid"][p], dtype=bool)
+            seen.append(v)
+            seen_err.append(e[v][np.isfinite(e[v])])
         ok = np.all(np.isfinite(true_joints[:, body_ids]), axis=(-1, -2))
         jit, acc = _jitter_accel(joints[:, body_ids], true_joints[:, body_ids], ok, fps)
         body_jitter += jit
         body_accel += acc
         roundtrip += _hand_roundtrip(glob, fused["hand_pose"][p], fused["hand_valid"][p])
     return {"body.joint_error_mm": _mean_mm(body_err),
+            "body.seen_fraction": float(np.mean(np.concatenate(seen))) if seen else None,
+            "body.joint_error_seen_mm": _mean_mm(seen_err) if seen else None,
             "body.jitter": float(np.mean(np.concatenate(body_jitter))) if body_jitter else None,
             "body.accel_error": float(np.mean(np.concatenate(body_accel))) if body_accel else None,
             "smplx.hand_roundtrip_deg": float(np.mean(np.concatenate(roundtrip))) if roundtrip else None}

@@ -85,6 +85,24 @@ def resample_motion(t_session: np.ndarray, local_rotmats: np.ndarray, transl: np
     return grid, R_out, trans_out
 
 
+def unseen_runs(seen: np.ndarray, t: np.ndarray) -> list[tuple[float, float]]:
+    """The runs of ``False`` in ``seen`` (F,) as (first, last) frame times ``t`` (F,), seconds."""
+    edges = np.diff(np.r_[0, (~np.asarray(seen, dtype=bool)).astype(np.int8), 0])
+    return [(float(t[a]), float(t[b - 1])) for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))]
+
+
+def resample_valid(t_session: np.ndarray, valid: np.ndarray, t_grid: np.ndarray) -> np.ndarray:
+    """(G,) bool: a time of ``t_grid`` is valid where every frame of ``t_session`` (increasing) that
+    :func:`resample_motion` interpolates it from is (the frame itself where they coincide)."""
+    t = np.asarray(t_session, dtype=np.float64)
+    v = np.asarray(valid, dtype=bool)
+    g = np.asarray(t_grid, dtype=np.float64)
+    lo = np.clip(np.searchsorted(t, g, side="right") - 1, 0, len(t) - 1)
+    hi = np.minimum(lo + 1, len(t) - 1)
+    on_frame = np.isclose(g, t[lo], rtol=0.0, atol=1e-9)
+    return v[lo] & (v[hi] | on_frame)
+
+
 def write_amass_npz(
     path: str | Path,
     local_rotmats: np.ndarray,
@@ -97,6 +115,7 @@ def write_amass_npz(
     z_up: bool = True,
     extra: dict | None = None,
     skeleton: Skeleton | None = None,
+    valid: np.ndarray | None = None,
 ) -> Path:
     """Write an AMASS-style SMPL-X npz, the way AMASS's own SMPL-X files are: z up, a whole-number
     frame rate on a uniform time grid.
@@ -113,12 +132,14 @@ def write_amass_npz(
         extra: more keys to store (e.g. ``person_id``); they must not clash with the standard ones.
         skeleton: the skeleton the motion was made with; only its rest pelvis ``J0(betas)`` is used,
             for the z-up ``trans`` correction (default: the built-in skeleton).
+        valid: (F,) bool, the frames whose body was seen (omnimocap's ``body_valid``); stored as
+            ``valid`` on the file's grid, True where every frame it is interpolated from is.
     Keys: ``poses`` (F', 165) axis-angle (global 3, body 63, jaw 3, eyes 6, left hand 45, right hand
     45), ``trans``, ``betas``, ``num_betas``, ``gender``, ``mocap_frame_rate``, ``mocap_framerate``,
     ``mocap_time_length`` (F' / rate, seconds), ``t_session``, ``surface_model_type`` = 'smplx',
     ``up_axis`` ('z' or 'y'), ``hand_pose_convention``, and the per-frame SMPL-X parameters
     ``root_orient`` (3), ``pose_body`` (63), ``pose_jaw`` (3), ``pose_eye`` (6), ``pose_hand`` (90 =
-    left 45 + right 45).
+    left 45 + right 45), and ``valid`` (F') with ``valid`` given.
     """
     rate = check_rate(rate)
     R = np.asarray(local_rotmats, dtype=np.float64)
@@ -127,7 +148,10 @@ def write_amass_npz(
     F = len(R)
     if R.shape != (F, SMPLX_NUM_JOINTS, 3, 3) or trans.shape != (F, 3) or F == 0:
         raise ValueError(f"local_rotmats must be (F, 55, 3, 3) and transl (F, 3), F > 0, got {R.shape} and {trans.shape}")
+    if valid is not None and np.shape(valid) != (F,):
+        raise ValueError(f"valid must be ({F},), got {np.shape(valid)}")
     t_grid, R, trans = resample_motion(t_session, R, trans, rate)
+    grid_valid = None if valid is None else resample_valid(t_session, valid, t_grid)
     F = len(R)
     if z_up:
         skeleton = skeleton or default_skeleton(max(len(betas), 1))
@@ -155,6 +179,8 @@ def write_amass_npz(
         "pose_eye": poses[:, 69:75],
         "pose_hand": poses[:, 75:165],
     }
+    if grid_valid is not None:
+        arrays["valid"] = grid_valid
     for key, value in (extra or {}).items():
         if key in arrays:
             raise ValueError(f"extra key {key!r} clashes with a standard AMASS key")

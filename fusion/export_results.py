@@ -223,7 +223,8 @@ def _write_amass(job: _Job) -> list[Path]:
     skeleton = _skeleton(job, fit_model_file(job.config, job.record))
     return [write_amass_npz(job.name(i, "smplx", "_yup.npz" if y_up else ".npz"), fused["smplx_local_rotmats"][i],
                             fused["smplx_transl"][i], fused["smplx_betas"][i], fused["t_session"], rate=job.rate,
-                            z_up=not y_up, skeleton=skeleton, extra={"person_id": np.int64(pid), **job.record})
+                            z_up=not y_up, skeleton=skeleton, extra={"person_id": np.int64(pid), **job.record},
+                            valid=fused["body_valid"][i] if "body_valid" in fused else None)
             for i, pid in enumerate(job.pids)]
 
 
@@ -237,12 +238,26 @@ def _resampled(job: _Job, i: int) -> tuple[np.ndarray, np.ndarray]:
     return R, trans
 
 
+def _unseen(job: _Job, i: int) -> dict:
+    """``{"unseen_s": [[start, end], ...]}``: the spans of person ``i``'s animation (seconds from its
+    first frame, on the file's grid) whose body no Kinect saw (``fused.npz`` ``body_valid``); empty
+    when every frame was seen or the results predate ``body_valid``."""
+    from omnimocap.fusion.export import resample_valid, uniform_grid, unseen_runs
+
+    if "body_valid" not in job.fused:
+        return {}
+    t = job.fused["t_session"]
+    grid = uniform_grid(t, job.rate) if len(t) > 1 else t
+    runs = unseen_runs(resample_valid(t, job.fused["body_valid"][i], grid), grid - grid[0])
+    return {"unseen_s": [[round(a, 4), round(b, 4)] for a, b in runs]} if runs else {}
+
+
 def _write_gltf(job: _Job) -> list[Path]:
     from omnimocap.fusion.export import write_gltf
 
     mesh = _mesh(job, fit_model_file(job.config, job.record))
     return [write_gltf(job.name(i, "smplx", ".glb"), mesh, *_resampled(job, i), job.fused["smplx_betas"][i], job.rate,
-                       extras={"person_id": pid, **job.record})
+                       extras={"person_id": pid, **job.record, **_unseen(job, i)})
             for i, pid in enumerate(job.pids)]
 
 

@@ -622,6 +622,24 @@ def body_targets(people: PeopleTracks, config: ProcessConfig, noise: np.ndarray 
     return joints
 
 
+def body_seen(people: PeopleTracks, min_joints: int) -> np.ndarray:
+    """(P, F) bool: the frames where the Kinects give a person's body, at least ``min_joints`` of
+    its joints (drop-outs that ``capture.people`` bridged count as seen). Elsewhere (before a person
+    is first seen, after it is last seen, across a longer absence) the body fit only holds or
+    interpolates a pose that no Kinect saw."""
+    if people.joints.size == 0:
+        return np.zeros(people.joints.shape[:2], dtype=bool)
+    return np.all(np.isfinite(people.joints), axis=-1).sum(axis=-1) >= min_joints
+
+
+def _unseen_note(person_id: int, runs: list[tuple[float, float]], t: np.ndarray) -> str:
+    spans = ", ".join(f"{a - t[0]:.2f}-{b - t[0]:.2f} s" for a, b in runs[:4]) + (", ..." if len(runs) > 4 else "")
+    total = sum(b - a for a, b in runs) + len(runs) * float(np.median(np.diff(t)) if len(t) > 1 else 0.0)
+    return (f"person {person_id} is seen by no Kinect over {spans} of the session ({total:.1f} s in all): its body "
+            "there holds or interpolates a pose no Kinect saw (False in fused.npz body_valid and in its smplx npz "
+            "valid)")
+
+
 def _fit_bodies(inputs: SessionInputs, anchors: PeopleTracks, people: PeopleTracks, hands: OutputHands,
                 config: ProcessConfig) -> tuple:
     """Stage 6: the SMPL-X body fit to each person's (smoothed) Kinect joints and the hands put on
@@ -673,7 +691,7 @@ def write_results(work: Path, session: Session, rig: Rig, inputs: SessionInputs,
     ``rig.json``, ``config.json``, ``report.json``) from the stages' outputs over all its frames;
     returns the report."""
     from omnimocap.fusion.body_model import body_model_record, load_skeleton
-    from omnimocap.fusion.export import write_amass_npz
+    from omnimocap.fusion.export import unseen_runs, write_amass_npz
 
     people = inputs.people
     report: dict = {"omnimocap_version": __version__, "session": str(session.root.resolve()),
@@ -713,12 +731,18 @@ def write_results(work: Path, session: Session, rig: Rig, inputs: SessionInputs,
     model_record = body_model_record(inputs.smplx_path)
     t_out, fps = people.t_session, result.fps
     wrist_kinect = np.stack([people.joints[:, :, KINECT_WRIST[s]] for s in SIDES], axis=2) if P else np.zeros((0, F, 2, 3))
+    seen = body_seen(people, config.body.min_joints)
+    report["body_seen_fraction"] = {str(pid): round(float(seen[p].mean()), 4) for p, pid in enumerate(people.person_ids)}
+    for p, pid in enumerate(people.person_ids):
+        runs = unseen_runs(seen[p], t_out)
+        if runs:
+            report["notes"].append(_unseen_note(pid, runs, t_out))
     np.savez_compressed(
         work / "fused.npz", t_session=t_out, person_ids=np.array(people.person_ids),
         smplx_local_rotmats=result.local, smplx_transl=result.transl, smplx_betas=result.betas,
         hand_R_world=result.hand_R, hand_pose=result.hand_pose, hand_joints_world=result.hand_joints,
         hand_wrist_world=result.hand_joints[..., 0, :], hand_valid=result.hand_valid, hand_betas=hand_betas,
-        hand_status=result.status, kinect_joints_world=people.joints, kinect_wrist_world=wrist_kinect,
+        hand_status=result.status, body_valid=seen, kinect_joints_world=people.joints, kinect_wrist_world=wrist_kinect,
         kinect_confidence=people.confidence, **model_record)
     if n_views:
         v = result.views
@@ -730,7 +754,7 @@ def write_results(work: Path, session: Session, rig: Rig, inputs: SessionInputs,
     for p in range(P):
         name = "smplx.npz" if p == 0 else f"smplx_person{p}.npz"
         write_amass_npz(work / name, result.local[p], result.transl[p], result.betas[p], t_session=t_out, skeleton=skeleton,
-                        gender=config.gender, extra={"person_id": people.person_ids[p], **model_record})
+                        gender=config.gender, valid=seen[p], extra={"person_id": people.person_ids[p], **model_record})
         smplx_files.append(name)
     if result.preview:
         _write_preview(work / "views_preview.png", result.preview)
