@@ -86,22 +86,33 @@ def replay_loop(session_dir: str | Path, *, on_session_clock: bool = False) -> R
 
 
 def _loop_period(session: Session, rig: Rig) -> float:
-    """Seconds of session time one pass of a looped replay takes: from the first to the last frame
-    of any stream (device times through ``rig``'s time maps where it has them), plus one frame."""
-    spans = []
+    """Seconds of session time one pass of a looped replay takes, plus one frame: the span from the
+    first to the last frame of the streams that ``rig`` maps onto the session clock (released at
+    those times, so they share one clock), and at least each other stream's own span (paced from
+    its own first frame: device and camera clocks have origins of their own, so their times are not
+    compared)."""
+    on_session, spans = [], [0.0]
     for entry in session.kinects():
         if entry.bodies:
-            t = read_bodies(session.path(entry.bodies)).timestamps
+            t = np.asarray(read_bodies(session.path(entry.bodies)).timestamps, dtype=np.float64)
             time_map = rig.time_maps.get(entry.name)
-            spans.append(time_map.to_session(t) if time_map is not None else np.asarray(t, dtype=np.float64))
+            if time_map is not None:
+                on_session.append(time_map.to_session(t))
+            elif len(t):
+                spans.append(float(t.max() - t.min()))
     pano = next((d for d in session.manifest.devices if d.kind == "pano"), None)
     if pano is not None and pano.timestamps:
         stamps = read_pano_timestamps(session.path(pano.timestamps))
         time_map = rig.time_maps.get(pano.name)
-        spans.append(time_map.to_session(stamps.t_pano) if time_map is not None else stamps.t_pano)
-    times = np.concatenate(spans) if spans else np.zeros(0)
-    if len(times) == 0:
+        if time_map is not None:
+            on_session.append(time_map.to_session(stamps.t_pano))
+        elif len(stamps.t_pano):
+            spans.append(float(np.max(stamps.t_pano) - np.min(stamps.t_pano)))
+    times = np.concatenate(on_session) if on_session else np.zeros(0)
+    if len(times) == 0 and len(spans) == 1:
         raise UserError("the session has no body tracking or 360 timestamps to replay in a loop",
                         path=session.root / MANIFEST, fix="replay it without looping")
+    if len(times):
+        spans.append(float(times.max() - times.min()))
     rates = [d.fps for d in session.manifest.devices if d.fps]
-    return float(times.max() - times.min()) + 1.0 / (max(rates) if rates else 30.0)
+    return max(spans) + 1.0 / (max(rates) if rates else 30.0)
