@@ -320,14 +320,30 @@ def test_a_looped_replay_streams_on_past_its_first_pass(tmp_path, source_session
 
 def test_ctrl_c_stops_cleanly_and_marks_complete(tmp_path, source_session):
     clock = SessionClock()
-    timer = threading.Timer(0.8, _thread.interrupt_main)
-    timer.start()
+    # looped: the streams cannot end before the interrupt, however late it comes (the duration
+    # only bounds the test)
+    recorder = Recorder(tmp_path / "rec", replay_sources(source_session, clock, loop=True),
+                        RecordConfig(min_free_gb=0, seconds=60.0), clock)
+    done = threading.Event()
+
+    def press_ctrl_c():
+        # once frames are written, and again while run() goes on: Python drops a KeyboardInterrupt
+        # that lands in a garbage collector's callback (it only prints "Exception ignored")
+        while not done.wait(0.5):
+            if sum(recorder.frame_counts().values()) >= 10:
+                _thread.interrupt_main()
+
+    presser = threading.Thread(target=press_ctrl_c, daemon=True)
+    presser.start()
     try:
-        # looped: the streams cannot end before the interrupt, however late it comes
-        sources = replay_sources(source_session, clock, loop=True)
-        result = Recorder(tmp_path / "rec", sources, RecordConfig(min_free_gb=0), clock).run()
+        result = recorder.run()
     finally:
-        timer.cancel()
+        done.set()
+        try:
+            presser.join()
+            time.sleep(0.05)
+        except KeyboardInterrupt:
+            pass  # a press sent just as run() returned
     assert result.stop_reason == "interrupted"
     session = Session.open(tmp_path / "rec")
     assert session.complete and all(d.status == "complete" for d in session.manifest.devices)
