@@ -334,6 +334,9 @@ def test_ctrl_c_stops_cleanly_and_marks_complete(tmp_path, source_session):
                 _thread.interrupt_main()
 
     presser = threading.Thread(target=press_ctrl_c, daemon=True)
+    # Python's Ctrl-C handler, which a shell that starts the tests in the background replaces by
+    # "ignore" (an ignored SIGINT makes interrupt_main do nothing)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     presser.start()
     try:
         result = recorder.run()
@@ -344,6 +347,7 @@ def test_ctrl_c_stops_cleanly_and_marks_complete(tmp_path, source_session):
             time.sleep(0.05)
         except KeyboardInterrupt:
             pass  # a press sent just as run() returned
+        signal.signal(signal.SIGINT, previous)
     assert result.stop_reason == "interrupted"
     session = Session.open(tmp_path / "rec")
     assert session.complete and all(d.status == "complete" for d in session.manifest.devices)
