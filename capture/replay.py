@@ -91,7 +91,7 @@ def _loop_period(session: Session, rig: Rig) -> float:
     those times, so they share one clock), and at least each other stream's own span (paced from
     its own first frame: device and camera clocks have origins of their own, so their times are not
     compared)."""
-    on_session, spans = [], [0.0]
+    on_session, spans = [], []
     for entry in session.kinects():
         if entry.bodies:
             t = np.asarray(read_bodies(session.path(entry.bodies)).timestamps, dtype=np.float64)
@@ -109,10 +109,10 @@ def _loop_period(session: Session, rig: Rig) -> float:
         elif len(stamps.t_pano):
             spans.append(float(np.max(stamps.t_pano) - np.min(stamps.t_pano)))
     times = np.concatenate(on_session) if on_session else np.zeros(0)
-    if len(times) == 0 and len(spans) == 1:
-        raise UserError("the session has no body tracking or 360 timestamps to replay in a loop",
-                        path=session.root / MANIFEST, fix="replay it without looping")
     if len(times):
         spans.append(float(times.max() - times.min()))
+    if not spans:
+        raise UserError("the session has no body tracking or 360 timestamps to replay in a loop",
+                        path=session.root / MANIFEST, fix="replay it without looping")
     rates = [d.fps for d in session.manifest.devices if d.fps]
     return max(spans) + 1.0 / (max(rates) if rates else 30.0)

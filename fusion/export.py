@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from omnimocap.geometry.quaternions import continuous_signs, matrix_to_quat_wxyz, wxyz_to_xyzw
+from omnimocap.geometry.resample import mask_runs
 from omnimocap.geometry.transforms import axis_angle_to_matrix, matrix_to_axis_angle
 from omnimocap.data.skeletons import SMPLX_JOINTS, SMPLX_NUM_JOINTS, SMPLX_PARENTS
 from omnimocap.errors import InputError, UserError
@@ -87,8 +88,7 @@ def resample_motion(t_session: np.ndarray, local_rotmats: np.ndarray, transl: np
 
 def unseen_runs(seen: np.ndarray, t: np.ndarray) -> list[tuple[float, float]]:
     """The runs of ``False`` in ``seen`` (F,) as (first, last) frame times ``t`` (F,), seconds."""
-    edges = np.diff(np.r_[0, (~np.asarray(seen, dtype=bool)).astype(np.int8), 0])
-    return [(float(t[a]), float(t[b - 1])) for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))]
+    return [(float(t[a]), float(t[b])) for a, b in mask_runs(~np.asarray(seen, dtype=bool))]
 
 
 def resample_valid(t_session: np.ndarray, valid: np.ndarray, t_grid: np.ndarray) -> np.ndarray:

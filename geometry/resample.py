@@ -161,3 +161,10 @@ def interpolate_linear(t_src: np.ndarray, x_src: np.ndarray, t_dst: np.ndarray, 
     (M, ...), NaN where :func:`linear_brackets` does not serve a target (and where a neighbouring
     sample is NaN)."""
     return linear_brackets(t_src, t_dst, max_gap).apply(x_src)
+
+
+def mask_runs(mask: np.ndarray) -> list[list[int]]:
+    """``[first, last]`` (inclusive) index runs where the 1-D bool ``mask`` is True."""
+    m = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
+    d = np.flatnonzero(np.diff(m.astype(np.int8)))
+    return [[int(a), int(b) - 1] for a, b in zip(d[::2], d[1::2])]

@@ -62,6 +62,7 @@ from scipy.signal import lfilter
 
 from omnimocap.capture.bodies import BodyTrack
 from omnimocap.data.skeletons import KINECT_INDEX, KINECT_JOINTS
+from omnimocap.geometry.resample import mask_runs
 
 REALISM_LEVELS = ("field", "ideal")
 FPS = 30.0
@@ -131,13 +132,6 @@ class KinectGeometry:
         return self.hidden.mean(axis=-1)
 
 
-def runs(mask: np.ndarray) -> list[list[int]]:
-    """``[first, last]`` (inclusive) frame runs where the 1-D bool ``mask`` is True."""
-    m = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
-    d = np.flatnonzero(np.diff(m.astype(np.int8)))
-    return [[int(a), int(b) - 1] for a, b in zip(d[::2], d[1::2])]
-
-
 def kinect_geometry(pos_world: np.ndarray, pelvis_R_world: np.ndarray, kinect_centre: np.ndarray) -> KinectGeometry:
     """The truth's geometry seen from one Kinect.
 
@@ -199,7 +193,7 @@ def _random_runs(rng: np.random.Generator, allowed: np.ndarray, fraction: float,
     out = np.zeros(len(allowed), dtype=bool)
     mean_run = 0.5 * (run_s[0] + run_s[1]) * FPS
     mean_gap = mean_run * (1.0 - fraction) / max(fraction, 1e-9)
-    for first, last in runs(allowed):
+    for first, last in mask_runs(allowed):
         n = first + int(rng.uniform(0.0, 1.0) * rng.exponential(mean_gap))
         while n <= last:
             length = int(round(rng.uniform(*run_s) * FPS))
@@ -252,13 +246,13 @@ def apply_k4abt_errors(pos: np.ndarray, quats: np.ndarray, conf: np.ndarray, R_k
         "new_id_after_hidden": model.new_id_after_hidden, "new_id_after_dropout": model.new_id_after_dropout,
         "body_ids": sorted(tracks), "segments": sorted(segments, key=lambda s: (s["first"], s["body_id"])),
         "crossings": [{"frame": n, "people": [p, q]} for n, p, q in geometry.crossings], "swaps": swaps,
-        "lost_hidden_runs": {str(p): runs(lost_hidden[p]) for p in range(P)},
+        "lost_hidden_runs": {str(p): mask_runs(lost_hidden[p]) for p in range(P)},
     }
     record["dropout"] = {
         "run_s": list(model.dropout_run_s), "rate_hz": model.dropout_rate_hz,
         "rate_partly_hidden_hz": model.dropout_rate_partly_hidden_hz,
-        "measured_rate_hz": {str(p): len(runs(dropped[p])) / (N / FPS) for p in range(P)},
-        "runs_per_person": {str(p): runs(dropped[p]) for p in range(P)},
+        "measured_rate_hz": {str(p): len(mask_runs(dropped[p])) / (N / FPS) for p in range(P)},
+        "runs_per_person": {str(p): mask_runs(dropped[p]) for p in range(P)},
     }
     return tracks, record
 
@@ -297,7 +291,7 @@ def _inject_hand_noise(pos: np.ndarray, rng: np.random.Generator, model: K4abtEr
             mask = _random_runs(rng, np.ones(N, dtype=bool), model.collapse_fraction, model.collapse_run_s)
             for name in ("HANDTIP", "THUMB"):
                 pos[p, mask, KINECT_INDEX[f"{name}_{side}"]] = pos[p, mask, hand]
-            collapse_rec.setdefault(str(p), {})[side.lower()] = runs(mask)
+            collapse_rec.setdefault(str(p), {})[side.lower()] = mask_runs(mask)
     return {
         "std_mm_per_axis": {"wrist": model.wrist_noise_mm, "hand": model.hand_noise_mm},
         "correlation_frames": model.hand_noise_corr_frames, "far_m": model.far_m, "far_gain": model.far_gain,
@@ -318,7 +312,7 @@ def _inject_mirror(pos: np.ndarray, quats: np.ndarray, geometry: KinectGeometry,
             pos[p, mask, a], pos[p, mask, b] = pos[p, mask, b].copy(), pos[p, mask, a].copy()
             quats[p, mask, a], quats[p, mask, b] = quats[p, mask, b].copy(), quats[p, mask, a].copy()
         away = int(geometry.facing_away[p].sum())
-        mirror_rec[str(p)] = {"runs": runs(mask), "facing_away_frames": away,
+        mirror_rec[str(p)] = {"runs": mask_runs(mask), "facing_away_frames": away,
                               "fraction_of_facing_away": float(mask.sum() / away) if away else 0.0}
     return {"fraction": model.mirror_fraction, "run_s": list(model.mirror_run_s), "per_person": mirror_rec}
 
@@ -377,7 +371,7 @@ def _tracks_by_body_id(owner: np.ndarray, pos: np.ndarray, quats: np.ndarray,
                 track.positions[m] = pos[p, m]
                 track.orientations[m] = quats[p, m]
                 track.confidences[m] = conf[p, m]
-                segments += [{"body_id": body_id, "person": p, "first": a, "last": b} for a, b in runs(m)]
+                segments += [{"body_id": body_id, "person": p, "first": a, "last": b} for a, b in mask_runs(m)]
         tracks[body_id] = track
     return tracks, segments
 
@@ -388,9 +382,9 @@ def geometry_record(geometry: KinectGeometry) -> dict:
     hidden = geometry.hidden_fraction
     return {
         "facing_away_fraction": {str(p): float(geometry.facing_away[p].mean()) for p in range(P)},
-        "facing_away_runs": {str(p): runs(geometry.facing_away[p]) for p in range(P)},
+        "facing_away_runs": {str(p): mask_runs(geometry.facing_away[p]) for p in range(P)},
         "hidden_joint_fraction_mean": {str(p): float(hidden[p].mean()) for p in range(P)},
-        "mostly_hidden_runs": {str(p): runs(hidden[p] >= 0.5) for p in range(P)},
+        "mostly_hidden_runs": {str(p): mask_runs(hidden[p] >= 0.5) for p in range(P)},
         "crossings": [{"frame": n, "people": [p, q]} for n, p, q in geometry.crossings],
     }
 
